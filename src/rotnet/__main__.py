@@ -1,0 +1,3 @@
+from rotnet.cli import main
+
+raise SystemExit(main())

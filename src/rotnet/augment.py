@@ -1,0 +1,59 @@
+"""Whole-batch augmentation as pure functions of uint8 tensors and an explicit torch.Generator.
+
+These reproduce the seed's per-image PIL pipeline (RandomCrop(32, padding=4) -> RandomHorizontalFlip ->
+ToTensor -> Normalize -> rotate) on a whole batch at once, on whatever device the batch lives.
+"""
+
+from __future__ import annotations
+
+import torch
+
+# The seed report's Normalize constants (the widely copied CIFAR-10 values from kuangliu/pytorch-cifar).
+MEAN = (0.4914, 0.4822, 0.4465)
+STD = (0.2023, 0.1994, 0.2010)
+
+
+def random_crop(images: torch.Tensor, padding: int, gen: torch.Generator) -> torch.Tensor:
+    """RandomCrop(H, padding): zero-pad each side, then cut an HxW window at a random offset per image."""
+    b, _, h, w = images.shape  # (B, C, H, W)
+    padded = torch.nn.functional.pad(images, (padding,) * 4)  # zeros, like PIL's fill=0 before ToTensor
+    dy = torch.randint(0, 2 * padding + 1, (b, 1), generator=gen, device=gen.device)
+    dx = torch.randint(0, 2 * padding + 1, (b, 1), generator=gen, device=gen.device)
+    rows = (dy + torch.arange(h, device=images.device))[:, None, :, None]  # (B, 1, H, 1)
+    cols = (dx + torch.arange(w, device=images.device))[:, None, None, :]  # (B, 1, 1, W)
+    batch = torch.arange(b, device=images.device)[:, None, None, None]
+    chans = torch.arange(images.shape[1], device=images.device)[None, :, None, None]
+    return padded[batch, chans, rows, cols]  # (B, C, H, W)
+
+
+def random_flip(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """RandomHorizontalFlip(p=0.5) per image."""
+    flip = torch.rand(images.shape[0], generator=gen, device=gen.device) < 0.5
+    return torch.where(flip[:, None, None, None], images.flip(3), images)
+
+
+def rotate(images: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Rotate image i by k[i] * 90 degrees counter-clockwise (torch.rot90 with k = the rotation label).
+
+    All four rotations are computed and one is gathered per image: no data-dependent indexing, so no
+    host-device synchronisation on a GPU.
+    """
+    rotations = torch.stack([torch.rot90(images, r, dims=(2, 3)) for r in range(4)])  # (4, B, C, H, W)
+    return rotations[k, torch.arange(images.shape[0], device=images.device)]
+
+
+def unrotate(images: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Undo `rotate(images, k)`."""
+    return rotate(images, (-k) % 4)
+
+
+def normalize(images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """ToTensor + Normalize(MEAN, STD): uint8 (B, 3, H, W) -> float."""
+    mean = torch.tensor(MEAN, device=images.device, dtype=dtype).view(1, 3, 1, 1) * 255
+    std = torch.tensor(STD, device=images.device, dtype=dtype).view(1, 3, 1, 1) * 255
+    return (images.to(dtype) - mean) / std
+
+
+def train_augment(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """The seed's training transform before normalization: crop with 4-pixel padding, then flip."""
+    return random_flip(random_crop(images, 4, gen), gen)

@@ -1,0 +1,129 @@
+"""Checkpoints and weights as safetensors (no pickle), written atomically and verified on load."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as save_bytes
+
+from rotnet.errors import RotnetError
+
+FORMAT = "rotnet-checkpoint-1"
+KEEP = 2  # checkpoints kept: the newest, and the one before it to fall back to if the newest is torn
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write via a temporary file, fsync, rename over the target, fsync the directory: a reader sees the old
+    file or the new one, never half of one. A full disk leaves the old file untouched."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise RotnetError(f"cannot write {path}: {e.strerror or e}") from None
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, text.encode())
+
+
+def digest(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over names, dtypes, shapes and bytes, in key order."""
+    h = hashlib.sha256()
+    for k in sorted(tensors):
+        t = tensors[k].contiguous()
+        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict | None = None) -> None:
+    """Save tensors (moved to CPU) with JSON metadata and a checksum, atomically."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    metadata = {"sha256": digest(tensors), "meta": json.dumps(meta or {})}
+    atomic_write(path, save_bytes(tensors, metadata=metadata))
+
+
+def load_tensors(path: Path, verify: bool = True) -> tuple[dict[str, torch.Tensor], dict]:
+    """Load a safetensors file (never executes code); verify the checksum if it carries one."""
+    path = Path(path)
+    if not path.is_file():
+        raise RotnetError(f"weights file not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise RotnetError(f"{path} is not a readable safetensors file ({e})") from None
+    if verify and "sha256" in metadata and digest(tensors) != metadata["sha256"]:
+        raise RotnetError(f"{path} is corrupt: its checksum does not match its contents")
+    try:
+        meta = json.loads(metadata.get("meta", "{}"))
+    except json.JSONDecodeError:
+        raise RotnetError(f"{path} has unreadable metadata") from None
+    return tensors, meta
+
+
+def optimizer_to_tensors(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """Split optimizer.state_dict() into tensors and JSON (no pickle)."""
+    tensors, scalars = {}, {}
+    for idx, entries in state["state"].items():
+        for key, value in entries.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{idx}.{key}"] = value
+            else:
+                scalars[f"{idx}.{key}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def optimizer_from_tensors(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict[int, dict] = {}
+    for name, value in list(tensors.items()) + list(meta["scalars"].items()):
+        idx, key = name.split(".", 1)
+        state.setdefault(int(idx), {})[key] = value
+    groups = [{k: tuple(v) if k == "betas" else v for k, v in g.items()} for g in meta["param_groups"]]
+    return {"state": state, "param_groups": groups}
+
+
+def checkpoint_name(epoch: int, step: int) -> str:
+    return f"e{epoch:04d}-s{step:06d}.safetensors"
+
+
+def save_checkpoint(folder: Path, epoch: int, step: int, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
+    """Write checkpoint (epoch, step) into folder, then drop all but the newest KEEP."""
+    path = folder / checkpoint_name(epoch, step)
+    save_tensors(path, tensors, {"format": FORMAT, **meta})
+    for old in sorted(folder.glob("e*-s*.safetensors"))[:-KEEP]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def load_latest_checkpoint(folder: Path) -> tuple[dict[str, torch.Tensor], dict, Path] | None:
+    """The newest checkpoint that loads and verifies; a torn or corrupt one is skipped with a warning."""
+    for path in sorted(folder.glob("e*-s*.safetensors"), reverse=True):
+        try:
+            tensors, meta = load_tensors(path)
+        except RotnetError as e:
+            warnings.warn(f"skipping checkpoint {path.name}: {e}; falling back to the previous one", stacklevel=2)
+            continue
+        if meta.get("format") != FORMAT:
+            warnings.warn(f"skipping {path.name}: not a rotnet checkpoint", stacklevel=2)
+            continue
+        return tensors, meta, path
+    return None

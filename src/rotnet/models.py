@@ -1,0 +1,83 @@
+"""torchvision ResNets, the head swap for transfer, and which parameters train."""
+
+from __future__ import annotations
+
+import torch
+import torchvision
+from torch import nn
+
+from rotnet.errors import RotnetError
+
+BUILDERS = {
+    "resnet18": torchvision.models.resnet18,
+    "resnet34": torchvision.models.resnet34,
+    "resnet50": torchvision.models.resnet50,
+}
+TRAINABLE_PREFIXES = {"all": ("",), "layer4": ("layer4.", "fc.")}
+
+
+def build_model(arch: str, num_classes: int, stem: str = "imagenet") -> nn.Module:
+    """The unmodified torchvision ResNet (ImageNet stem, as the seed used), or with a CIFAR stem:
+    3x3 stride-1 conv1 and no maxpool, which keeps 4x more spatial resolution at 32x32."""
+    if arch not in BUILDERS:
+        raise RotnetError(f"unknown arch {arch!r}; choose one of {', '.join(BUILDERS)}")
+    model = BUILDERS[arch](num_classes=num_classes)
+    if stem == "cifar":
+        model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
+        model.maxpool = nn.Identity()
+    return model
+
+
+def set_trainable(model: nn.Module, trainable: str) -> list[nn.Parameter]:
+    """Freeze every parameter outside `trainable` ("all" or "layer4"); return those that train, in model order."""
+    prefixes = TRAINABLE_PREFIXES[trainable]
+    params = []
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.startswith(prefixes))
+        if p.requires_grad:
+            params.append(p)
+    return params
+
+
+def train_mode(model: nn.Module, freeze_bn: bool) -> None:
+    """model.train(); with freeze_bn, BatchNorm layers whose parameters are frozen stay in eval mode.
+
+    Without freeze_bn the frozen layers' BatchNorm keep updating running statistics, as in the seed, which
+    calls net.train() on the whole network.
+    """
+    model.train()
+    if freeze_bn:
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in m.parameters()):
+                m.eval()
+
+
+def transfer_state(source: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict for `model` that copies every tensor of `source` except fc, which keeps model's fresh
+    initialization (it has a different number of outputs). Keys must match exactly: a mismatch is an error
+    that lists the missing, unexpected and wrong-shape keys."""
+    target = model.state_dict()
+    body = {k for k in target if not k.startswith("fc.")}
+    check_keys({k: v for k, v in source.items() if not k.startswith("fc.")}, {k: target[k] for k in body})
+    return {k: (source[k] if k in body else v) for k, v in target.items()}
+
+
+def check_keys(found: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], what: str = "weights") -> None:
+    """Raise RotnetError listing missing, unexpected and wrong-shape keys, if any."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    shapes = sorted(
+        f"{k} {tuple(found[k].shape)} != {tuple(expected[k].shape)}"
+        for k in set(found) & set(expected)
+        if found[k].shape != expected[k].shape
+    )
+    if missing or unexpected or shapes:
+
+        def show(keys: list[str]) -> str:
+            return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "") or "none"
+
+        raise RotnetError(
+            f"{what} do not match the model: missing {show(missing)}; unexpected {show(unexpected)}; "
+            f"wrong shape {show(shapes)}"
+        )

@@ -1,0 +1,258 @@
+"""One training loop for every experiment: a task only decides how a batch becomes (inputs, targets)."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from rotnet.augment import normalize, rotate, train_augment
+from rotnet.config import RunConfig
+from rotnet.models import train_mode
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class NonFiniteLoss(RuntimeError):
+    def __init__(self, epoch: int, step: int):
+        super().__init__(f"non-finite loss at epoch {epoch + 1}, step {step + 1}")
+        self.epoch, self.step = epoch, step
+
+
+class Interrupted(RuntimeError):
+    """Training stopped on request (Ctrl-C, SIGTERM) after saving a checkpoint."""
+
+
+@dataclass
+class StopFlag:
+    """Set from a signal handler; the loop checks it between steps so a step is never cut in half."""
+
+    requested: bool = False
+
+
+@dataclass
+class LoopState:
+    """Where training stands: the next (epoch, step) to run, and the current epoch's running sums."""
+
+    epoch: int = 0
+    step: int = 0
+    sums: torch.Tensor = field(default_factory=lambda: torch.zeros(3, dtype=torch.float64))  # loss, correct, n
+    seconds: float = 0.0  # training time of the current epoch so far (for images/s)
+    history: list[dict] = field(default_factory=list)
+
+
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed from (seed, epoch, step, ...): every batch's randomness is a pure function of its
+    position, so resuming needs no generator state and any step can be replayed."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+def generator(device: torch.device, *parts: int) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(derive_seed(*parts))
+
+
+def lr_at(cfg: RunConfig, epoch: int, step: int, steps_per_epoch: int) -> float:
+    """The learning rate as a pure function of position. "step" is the seed's StepLR(step_size=10, gamma=0.1)."""
+    if cfg.schedule == "step":
+        return cfg.lr * cfg.lr_gamma ** (epoch // cfg.lr_step_epochs)
+    t = (epoch * steps_per_epoch + step) / (cfg.epochs * steps_per_epoch)
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def make_batch(
+    cfg: RunConfig, images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images (B, 3, 32, 32) and class labels -> normalized inputs and targets for cfg.task."""
+    images = train_augment(images, gen)
+    if cfg.task == "rotation":
+        if cfg.rotations_per_image == 4:  # RotNet: all four rotations of each image in the same batch
+            b = images.shape[0]
+            images = images.repeat_interleave(4, dim=0)
+            targets = torch.arange(4, device=images.device).repeat(b)
+        else:  # the seed: one random rotation per image
+            targets = torch.randint(0, 4, (images.shape[0],), generator=gen, device=gen.device)
+        images = rotate(images, targets)
+    else:
+        targets = labels
+    return to_input(images, cfg.channels_last), targets
+
+
+def to_input(images: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    x = normalize(images)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def autocast(device: torch.device, precision: str):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=DTYPES[precision])
+
+
+@torch.inference_mode()
+def predict(
+    model: nn.Module, images: torch.Tensor, task: str, *, batch_size: int, precision: str, channels_last: bool
+) -> torch.Tensor:
+    """Predicted labels for uint8 images (N, 3, 32, 32). For the rotation task every image is scored in all four
+    rotations: the result is (N, 4), column k holding the prediction for the image rotated by k * 90 degrees."""
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = images[start : start + batch_size].to(device, non_blocking=True)
+        if task == "rotation":
+            x = torch.cat([torch.rot90(x, k, dims=(2, 3)) for k in range(4)])  # (4B, 3, 32, 32), k-major
+        with autocast(device, precision):
+            pred = model(to_input(x, channels_last)).argmax(1)
+        out.append(pred.view(4, -1).T if task == "rotation" else pred)
+    return torch.cat(out).cpu()
+
+
+def accuracy(pred: torch.Tensor, labels: torch.Tensor, task: str) -> float:
+    """Percent correct; for rotation, over all four rotations of every image (target of column k is k)."""
+    target = torch.arange(4).expand_as(pred) if task == "rotation" else labels
+    return 100.0 * (pred == target).double().mean().item()
+
+
+def is_tty() -> bool:
+    return sys.stdout.isatty()
+
+
+def fit(
+    cfg: RunConfig,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train_images: torch.Tensor,
+    train_labels: torch.Tensor,
+    evaluate: Callable[[nn.Module], dict],
+    state: LoopState,
+    save: Callable[[LoopState], None],
+    *,
+    checkpoint_every: int = 0,
+    stop: StopFlag | None = None,
+    forward: nn.Module | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    log: Callable[[str], None] = print,
+) -> list[dict]:
+    """Train from `state` to cfg.epochs. At each epoch end: evaluate, append the epoch's record to
+    state.history, save(state). Also save every `checkpoint_every` steps, and before returning on a stop request.
+
+    `forward` is the module to call (a compiled one, say); `model` is what gets trained and saved.
+    """
+    forward = forward or model
+    stop = stop or StopFlag()
+    device = train_images.device
+    n = len(train_images)
+    steps = math.ceil(n / cfg.batch_size)  # the seed's DataLoader keeps the last, smaller batch
+    loss_fn = nn.CrossEntropyLoss()
+    tty = is_tty()
+    while state.epoch < cfg.epochs:
+        epoch = state.epoch
+        lr = lr_at(cfg, epoch, state.step, steps)
+        order = torch.randperm(n, generator=generator(device, cfg.seed, epoch), device=device)
+        sums = state.sums.to(device)
+        first_bad = torch.full((), -1, device=device)
+        train_mode(model, cfg.freeze_bn)
+        bar = tqdm(
+            total=steps,
+            initial=state.step,
+            desc=f"{cfg.experiment} {epoch + 1}/{cfg.epochs}",
+            disable=not tty,
+            leave=False,
+            dynamic_ncols=True,
+        )
+        started = time.perf_counter() - state.seconds
+        for step in range(state.step, steps):
+            lr = lr_at(cfg, epoch, step, steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+            inputs, targets = make_batch(
+                cfg, train_images[idx], train_labels[idx], generator(device, cfg.seed, epoch, step)
+            )
+            with autocast(device, cfg.precision):
+                logits = forward(inputs)
+                loss = loss_fn(logits.float(), targets)
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
+            # Accumulate on the device; nothing here waits for the device (no .item() per step).
+            b = targets.numel()
+            detached = loss.detach()
+            sums += torch.stack(
+                [
+                    detached.double() * b,
+                    (logits.argmax(1) == targets).sum().double(),
+                    torch.tensor(b, dtype=torch.float64, device=device),
+                ]
+            )
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(detached), step, first_bad)
+            bar.update(1)
+            done = step + 1
+            sync = (tty and done % 20 == 0) or done == steps or stop.requested
+            sync = sync or (checkpoint_every and done % checkpoint_every == 0)
+            if not sync:
+                continue
+            if first_bad.item() >= 0:
+                bar.close()
+                raise NonFiniteLoss(epoch, int(first_bad.item()))
+            total = sums.tolist()
+            elapsed = time.perf_counter() - started
+            bar.set_postfix(
+                loss=f"{total[0] / total[2]:.3f}",
+                acc=f"{100 * total[1] / total[2]:.1f}",
+                img_s=f"{total[2] / max(elapsed, 1e-9):.0f}",
+            )
+            if done < steps:
+                state.step, state.sums, state.seconds = done, sums.cpu(), elapsed
+                if stop.requested:
+                    bar.close()
+                    save(state)
+                    raise Interrupted(f"stopped at epoch {epoch + 1}, step {done}")
+                if checkpoint_every and done % checkpoint_every == 0:
+                    save(state)
+        bar.close()
+        train_seconds = time.perf_counter() - started
+        loss_sum, correct, count = sums.tolist()
+        record = {
+            "epoch": epoch + 1,
+            "lr": lr,
+            "train_loss": loss_sum / count,
+            "train_acc": 100.0 * correct / count,
+            **evaluate(model),
+        }
+        record["images_per_s"] = count / train_seconds
+        record["seconds"] = time.perf_counter() - started
+        state.history.append(record)
+        state.epoch, state.step, state.sums, state.seconds = (
+            epoch + 1,
+            0,
+            torch.zeros(3, dtype=torch.float64),
+            0.0,
+        )
+        save(state)
+        log(format_record(cfg, record))
+        if stop.requested and state.epoch < cfg.epochs:
+            raise Interrupted(f"stopped after epoch {epoch + 1}")
+    return state.history
+
+
+def format_record(cfg: RunConfig, r: dict) -> str:
+    extra = f" knn {r['knn_acc']:.2f}%" if "knn_acc" in r else ""
+    return (
+        f"{cfg.arch} {cfg.experiment} epoch {r['epoch']}/{cfg.epochs}: lr {r['lr']:.2e} "
+        f"train loss {r['train_loss']:.4f} acc {r['train_acc']:.2f}% | test acc {r['test_acc']:.2f}%{extra} "
+        f"| {r['images_per_s']:.0f} img/s, {r['seconds']:.1f}s"
+    )
