@@ -42,6 +42,10 @@ class Cifar10:
     root: str = ""
 
 
+class _Refused(pickle.UnpicklingError):
+    pass
+
+
 class _SafeUnpickler(pickle.Unpickler):
     """Builds only what a CIFAR batch holds: dicts, lists, strings, numbers and numpy arrays.
 
@@ -60,7 +64,7 @@ class _SafeUnpickler(pickle.Unpickler):
         try:
             return self._ALLOWED[(module, name)]
         except KeyError:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name}") from None
+            raise _Refused(f"refusing to load {module}.{name}") from None
 
 
 def safe_unpickle(path: Path) -> object:
@@ -71,9 +75,18 @@ def safe_unpickle(path: Path) -> object:
         raise RotnetError(f"cannot read {path}: {e.strerror}") from None
     try:
         return _SafeUnpickler(io.BytesIO(data), encoding="latin1").load()
-    except pickle.UnpicklingError as e:
+    except _Refused as e:
         raise RotnetError(f"{path} is not a plain CIFAR-10 batch ({e}); refusing it") from None
-    except (EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError, MemoryError) as e:
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        IndexError,
+        KeyError,
+        AttributeError,
+        MemoryError,
+    ) as e:
         raise RotnetError(f"{path} is truncated or corrupt ({type(e).__name__}: {e})") from None
 
 

@@ -1,0 +1,61 @@
+import json
+
+import pytest
+import torchvision
+
+from rotnet.checkpoint import load_tensors
+from rotnet.experiments import EXPERIMENTS
+from tests.helpers import cli, metrics
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, fake_root):
+    """Every experiment of the report, in dependency order, through the CLI on synthetic data."""
+    root = tmp_path_factory.mktemp("runs")
+    for name in EXPERIMENTS:
+        assert cli("train", name, root=root, data=fake_root) == 0
+    return root
+
+
+@pytest.mark.parametrize("name", list(EXPERIMENTS))
+def test_each_experiment_writes_config_metrics_and_weights(runs, name):
+    folder = runs / "resnet18" / name / "seed0"
+    config = json.loads((folder / "config.json").read_text())
+    assert config["config"]["experiment"] == name and config["config"]["epochs"] == 2
+    assert config["dataset_checksums_match"] is False and config["torch"]
+    lines = metrics(folder)
+    assert [r["epoch"] for r in lines] == [1, 2]
+    for r in lines:
+        assert {"epoch", "lr", "train_loss", "train_acc", "test_acc", "images_per_s", "seconds"} <= set(r)
+        assert 0 <= r["test_acc"] <= 100
+    weights, _ = load_tensors(folder / "model.safetensors")
+    classes = 4 if name == "rotation" else 10
+    torchvision.models.resnet18(num_classes=classes).load_state_dict(weights, strict=True)
+    if "from-rotation" in name:
+        assert config["init_weights"].endswith("rotation/seed0/model.safetensors")
+
+
+def test_rotation_eval_scores_all_four_rotations(runs):
+    result = json.loads((runs / "resnet18" / "rotation" / "seed0" / "result.json").read_text())
+    assert sum(map(sum, result["confusion"])) == 16 * 4  # 16 test images x 4 rotations
+    assert [sum(row) for row in result["confusion"]] == [16] * 4
+
+
+def test_same_seed_same_weights(tmp_path, fake_root):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for root in (a, b):
+        assert cli("train", "rotation", root=root, data=fake_root) == 0
+    wa, _ = load_tensors(a / "resnet18" / "rotation" / "seed0" / "model.safetensors")
+    wb, _ = load_tensors(b / "resnet18" / "rotation" / "seed0" / "model.safetensors")
+    assert wa.keys() == wb.keys() and all((wa[k] == wb[k]).all() for k in wa)
+    ma, mb = metrics(a / "resnet18/rotation/seed0"), metrics(b / "resnet18/rotation/seed0")
+    assert [r["train_loss"] for r in ma] == [r["train_loss"] for r in mb]
+    assert cli("train", "rotation", "--seed", "1", root=a, data=fake_root) == 0
+    wc, _ = load_tensors(a / "resnet18" / "rotation" / "seed1" / "model.safetensors")
+    assert not all((wa[k] == wc[k]).all() for k in wa)
+
+
+def test_transfer_without_rotation_weights_says_how_to_make_them(tmp_path, fake_root, capsys):
+    assert cli("train", "full-from-rotation", root=tmp_path, data=fake_root) == 2
+    err = capsys.readouterr().err
+    assert "no rotation weights" in err and "rotnet train rotation --arch resnet18" in err
