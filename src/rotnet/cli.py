@@ -55,7 +55,12 @@ def add_common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--channels-last", action="store_const", const=True, default=None)
     p.add_argument("--compile", action="store_const", const=True, default=None, help="torch.compile the model")
-    p.add_argument("--runs-root", type=Path, default=Path("runs"), help="where run folders go (default ./runs)")
+    p.add_argument(
+        "--runs-root",
+        type=Path,
+        default=None,
+        help="where run folders go (default: ./runs for train, ./runs/PRESET for reproduce)",
+    )
     p.add_argument(
         "--data-root",
         type=Path,
@@ -123,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    args.runs_root = args.runs_root or Path("runs")
     from rotnet.data import default_data_root, load_cifar10
     from rotnet.run import Runtime, install_stop_handlers, resolve_device, run
 
@@ -145,6 +151,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from rotnet.reproduce import reproduce_from_args
 
+    args.runs_root = args.runs_root or Path("runs") / Path(args.preset).stem
     return reproduce_from_args(args, overrides(args))
 
 
