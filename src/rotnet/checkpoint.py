@@ -115,8 +115,10 @@ def save_checkpoint(folder: Path, epoch: int, step: int, tensors: dict[str, torc
 
 
 def load_latest_checkpoint(folder: Path) -> tuple[dict[str, torch.Tensor], dict, Path] | None:
-    """The newest checkpoint that loads and verifies; a torn or corrupt one is skipped with a warning."""
-    for path in sorted(folder.glob("e*-s*.safetensors"), reverse=True):
+    """The newest checkpoint that loads and verifies; a torn or corrupt one is skipped with a warning.
+    None if there are no checkpoints; an error if there are some but none is readable (never start over silently)."""
+    paths = sorted(folder.glob("e*-s*.safetensors"), reverse=True)
+    for path in paths:
         try:
             tensors, meta = load_tensors(path)
         except RotnetError as e:
@@ -126,4 +128,6 @@ def load_latest_checkpoint(folder: Path) -> tuple[dict[str, torch.Tensor], dict,
             warnings.warn(f"skipping {path.name}: not a rotnet checkpoint", stacklevel=2)
             continue
         return tensors, meta, path
+    if paths:
+        raise RotnetError(f"no readable checkpoint in {folder}; use --restart to start over (the old run is kept)")
     return None

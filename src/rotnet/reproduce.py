@@ -49,7 +49,7 @@ def plan(archs: list[str], seeds: list[int], experiments: list[str]) -> list[tup
 def reproduce_from_args(args, overrides: dict) -> int:
     from rotnet.data import default_data_root, load_cifar10
     from rotnet.report import write_report
-    from rotnet.run import Runtime, install_stop_handlers, resolve_device, run, run_dir
+    from rotnet.run import Runtime, install_stop_handlers, refuse_changed_config, resolve_device, run, run_dir
     from rotnet.train import StopFlag
 
     archs = parse_list(args.archs, ARCHS, "arch")
@@ -65,6 +65,9 @@ def reproduce_from_args(args, overrides: dict) -> int:
         for a, s, e in runs
     ]
     root = args.runs_root
+    if not args.restart:
+        for cfg in configs:
+            refuse_changed_config(run_dir(root, cfg), cfg)
     device = resolve_device(args.device)
     data = load_cifar10(args.data_root or default_data_root(), download=not args.no_download)
     stop = StopFlag()

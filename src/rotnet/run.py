@@ -59,25 +59,31 @@ def config_diff(old: dict, new: dict) -> list[str]:
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
 
 
+def refuse_changed_config(folder: Path, cfg: RunConfig) -> None:
+    """Raise RotnetError naming the keys that differ if folder holds a run of another configuration."""
+    config_file = folder / CONFIG
+    if not config_file.is_file():
+        return
+    try:
+        old = json.loads(config_file.read_text())["config"]
+    except (json.JSONDecodeError, KeyError, OSError):
+        raise RotnetError(f"{config_file} is unreadable; move the run away or use --restart") from None
+    diff = config_diff(old, cfg.to_dict())
+    if diff:
+        raise RotnetError(
+            f"{folder} holds a run with a different configuration ({'; '.join(diff)}); "
+            "use --restart to start over (the old run is kept), or another --runs-root"
+        )
+
+
 def prepare_dir(folder: Path, cfg: RunConfig, restart: bool) -> None:
     """Create the run folder, refusing a changed config; with restart, keep the old run under a new name."""
-    config_file = folder / CONFIG
-    if config_file.is_file():
-        try:
-            old = json.loads(config_file.read_text())["config"]
-        except (json.JSONDecodeError, KeyError, OSError):
-            raise RotnetError(f"{config_file} is unreadable; move the run away or use --restart") from None
-        diff = config_diff(old, cfg.to_dict())
-        if restart:
-            n = 1
-            while folder.with_name(f"{folder.name}.old{n}").exists():
-                n += 1
-            os.rename(folder, folder.with_name(f"{folder.name}.old{n}"))
-        elif diff:
-            raise RotnetError(
-                f"{folder} holds a run with a different configuration ({'; '.join(diff)}); "
-                "use --restart to start over (the old run is kept), or another --runs-root"
-            )
+    if restart and folder.exists():
+        n = 1
+        while folder.with_name(f"{folder.name}.old{n}").exists():
+            n += 1
+        os.rename(folder, folder.with_name(f"{folder.name}.old{n}"))
+    refuse_changed_config(folder, cfg)
     try:
         (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
         probe = folder / ".write-test"
@@ -196,8 +202,8 @@ def confusion(pred: torch.Tensor, target: torch.Tensor, k: int) -> list[list[int
 def run(cfg: RunConfig, data: Cifar10, rt: Runtime, log=print) -> dict:
     """Train one experiment into its run folder (resuming if a checkpoint is there); return its result."""
     folder = run_dir(rt.runs_root, cfg)
-    if (folder / RESULT).is_file() and not rt.restart and (folder / CONFIG).is_file():
-        prepare_dir(folder, cfg, restart=False)  # refuses a changed config
+    if (folder / RESULT).is_file() and not rt.restart:
+        refuse_changed_config(folder, cfg)
         log(f"{folder}: already finished; reusing it")
         return json.loads((folder / RESULT).read_text())
     prepare_dir(folder, cfg, rt.restart)

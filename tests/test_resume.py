@@ -1,0 +1,129 @@
+"""Exact resume: a run killed at any point and resumed ends bit-identical to an uninterrupted one."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rotnet.checkpoint import load_tensors
+from tests.helpers import metrics
+
+TIMING = {"images_per_s", "seconds", "eval_images_per_s"}
+# 80 images, batch 16: 5 steps an epoch, 3 epochs, a checkpoint every 2 steps and at each epoch end.
+ARGS = ["--epochs", "3", "--batch-size", "16", "--set", "eval_batch_size=64", "--set", "lr_step_epochs=2",
+        "--checkpoint-every", "2", "--no-download"]
+
+
+def command(root: Path, data: Path, experiment: str = "rotation") -> list[str]:
+    return [sys.executable, "-m", "rotnet", "train", experiment, "--runs-root", str(root), "--data-root", str(data),
+            *ARGS]
+
+
+def finish(root: Path, data: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(command(root, data), capture_output=True, text=True, timeout=300)
+
+
+def outcome(root: Path) -> tuple[dict, list[dict]]:
+    folder = root / "resnet18" / "rotation" / "seed0"
+    weights, _ = load_tensors(folder / "model.safetensors")
+    return weights, [{k: v for k, v in r.items() if k not in TIMING} for r in metrics(folder)]
+
+
+def wait_for(path_glob: str, root: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not list(root.glob(path_glob)):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, fake_root):
+    root = tmp_path_factory.mktemp("reference")
+    assert finish(root, fake_root).returncode == 0
+    return outcome(root)
+
+
+def same(a: tuple[dict, list[dict]], b: tuple[dict, list[dict]]) -> bool:
+    (wa, ma), (wb, mb) = a, b
+    return wa.keys() == wb.keys() and all((wa[k] == wb[k]).all() for k in wa) and ma == mb
+
+
+@pytest.mark.parametrize("kill_after", ["e0000-s000002", "e0001-s000000", "e0001-s000004", "e0002-s000002"])
+def test_sigkill_then_resume_is_bit_identical(tmp_path, fake_root, reference, kill_after):
+    proc = subprocess.Popen(command(tmp_path, fake_root), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(f"**/checkpoints/{kill_after}.safetensors", tmp_path, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "resnet18/rotation/seed0/model.safetensors").exists()
+    done = finish(tmp_path, fake_root)
+    assert done.returncode == 0, done.stderr
+    assert "resuming at epoch" in done.stdout
+    assert same(outcome(tmp_path), reference)
+
+
+def test_sigterm_saves_and_says_how_to_resume(tmp_path, fake_root, reference):
+    proc = subprocess.Popen(command(tmp_path, fake_root), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for("**/checkpoints/e0000-s000002.safetensors", tmp_path, proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    if proc.returncode == 0:
+        pytest.skip("the run finished before the signal arrived")
+    assert proc.returncode == 130
+    assert "Re-run the same command to resume" in err and "Traceback" not in err
+    done = finish(tmp_path, fake_root)
+    assert done.returncode == 0, done.stderr
+    assert same(outcome(tmp_path), reference)
+
+
+def test_torn_latest_checkpoint_falls_back_to_previous(tmp_path, fake_root, reference):
+    proc = subprocess.Popen(command(tmp_path, fake_root), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for("**/checkpoints/e0001-s000002.safetensors", tmp_path, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    newest = sorted((tmp_path / "resnet18/rotation/seed0/checkpoints").glob("e*.safetensors"))[-1]
+    data = newest.read_bytes()
+    newest.write_bytes(data[: len(data) // 2])  # torn write
+    done = finish(tmp_path, fake_root)
+    assert done.returncode == 0, done.stderr
+    assert f"skipping checkpoint {newest.name}" in done.stderr
+    assert same(outcome(tmp_path), reference)
+
+
+def test_flipped_byte_is_caught_by_the_checksum(tmp_path, fake_root):
+    assert finish(tmp_path, fake_root).returncode == 0
+    folder = tmp_path / "resnet18/rotation/seed0"
+    (folder / "result.json").unlink()  # pretend the run was interrupted after its last checkpoint
+    newest = sorted((folder / "checkpoints").glob("e*.safetensors"))[-1]
+    data = bytearray(newest.read_bytes())
+    data[-100] ^= 0xFF
+    newest.write_bytes(bytes(data))
+    done = finish(tmp_path, fake_root)
+    assert "checksum does not match" in done.stderr
+
+
+def test_changed_config_is_refused_and_restart_keeps_the_old_run(tmp_path, fake_root):
+    assert finish(tmp_path, fake_root).returncode == 0
+    changed = command(tmp_path, fake_root) + ["--lr", "0.01"]
+    refused = subprocess.run(changed, capture_output=True, text=True)
+    assert refused.returncode == 2
+    assert "different configuration (lr: 0.001 -> 0.01)" in refused.stderr
+    assert refused.stderr.count("\n") == 1
+    restarted = subprocess.run(changed + ["--restart"], capture_output=True, text=True)
+    assert restarted.returncode == 0, restarted.stderr
+    old = tmp_path / "resnet18/rotation/seed0.old1"
+    assert (old / "model.safetensors").is_file() and (old / "config.json").is_file()
+
+
+def test_finished_run_is_reused_not_redone(tmp_path, fake_root):
+    assert finish(tmp_path, fake_root).returncode == 0
+    weights = tmp_path / "resnet18/rotation/seed0/model.safetensors"
+    stamp = weights.stat().st_mtime_ns
+    again = finish(tmp_path, fake_root)
+    assert again.returncode == 0 and "already finished" in again.stdout
+    assert weights.stat().st_mtime_ns == stamp
+    assert os.path.exists(weights)
