@@ -128,10 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    args.runs_root = args.runs_root or Path("runs")
     from rotnet.data import default_data_root, load_cifar10
-    from rotnet.run import Runtime, install_stop_handlers, resolve_device, run
+    from rotnet.run import Runtime, install_stop_handlers, refuse_changed_config, resolve_device, run, run_dir
 
+    args.runs_root = args.runs_root or Path("runs")
     cfg = resolve(
         args.experiment,
         arch=args.arch,
@@ -140,6 +140,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         config_files=tuple(args.config),
         overrides=overrides(args),
     )
+    if not args.restart:  # fail before the data loads
+        refuse_changed_config(run_dir(args.runs_root, cfg), cfg)
     device = resolve_device(args.device)
     data = load_cifar10(args.data_root or default_data_root(), download=not args.no_download)
     stop = StopFlag()
