@@ -14,13 +14,34 @@ from tests.helpers import metrics
 
 TIMING = {"images_per_s", "seconds", "eval_images_per_s"}
 # 80 images, batch 16: 5 steps an epoch, 3 epochs, a checkpoint every 2 steps and at each epoch end.
-ARGS = ["--epochs", "3", "--batch-size", "16", "--set", "eval_batch_size=64", "--set", "lr_step_epochs=2",
-        "--checkpoint-every", "2", "--no-download"]
+ARGS = [
+    "--epochs",
+    "3",
+    "--batch-size",
+    "16",
+    "--set",
+    "eval_batch_size=64",
+    "--set",
+    "lr_step_epochs=2",
+    "--checkpoint-every",
+    "2",
+    "--no-download",
+]
 
 
 def command(root: Path, data: Path, experiment: str = "rotation") -> list[str]:
-    return [sys.executable, "-m", "rotnet", "train", experiment, "--runs-root", str(root), "--data-root", str(data),
-            *ARGS]
+    return [
+        sys.executable,
+        "-m",
+        "rotnet",
+        "train",
+        experiment,
+        "--runs-root",
+        str(root),
+        "--data-root",
+        str(data),
+        *ARGS,
+    ]
 
 
 def finish(root: Path, data: Path) -> subprocess.CompletedProcess:

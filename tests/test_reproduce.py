@@ -1,0 +1,99 @@
+import json
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rotnet.cli import main
+from rotnet.experiments import EXPERIMENTS
+from rotnet.reproduce import plan, seed_results
+from tests.test_resume import wait_for
+
+TINY = str(Path(__file__).with_name("tiny.toml"))
+
+
+def reproduce(root: Path, data: Path, *extra: str) -> list[str]:
+    return ["reproduce", "--preset", TINY, "--runs-root", str(root), "--data-root", str(data), "--no-download", *extra]
+
+
+def test_plan_is_in_dependency_order():
+    runs = plan(["resnet18", "resnet50"], [0, 1], [])
+    assert runs[:5] == [("resnet18", 0, e) for e in EXPERIMENTS]
+    assert ("resnet50", 1, "rotation") in runs and ("resnet50", 1, "layer4-from-random") not in runs
+    for arch, seed, e in runs:
+        if EXPERIMENTS[e].init == "rotation":
+            assert runs.index((arch, seed, "rotation")) < runs.index((arch, seed, e))
+    assert plan(["resnet18"], [0], ["full-from-rotation"]) == [
+        ("resnet18", 0, "rotation"),
+        ("resnet18", 0, "full-from-rotation"),
+    ]
+
+
+def test_seed_numbers_are_the_reports():
+    rows = {(r["experiment"], r["arch"]): r["test_acc"] for r in seed_results()}
+    assert rows[("rotation", "resnet18")] == 78.3 and rows[("full-from-random", "resnet18")] == 82.79
+    assert rows[("full-from-rotation", "resnet50")] == 83.01 and len(rows) == 9
+
+
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory, fake_root):
+    root = tmp_path_factory.mktemp("repro")
+    assert main(reproduce(root, fake_root, "--seeds", "0,1")) == 0
+    return root
+
+
+def test_reproduce_writes_a_report_with_every_row(reproduced):
+    report = (reproduced / "report.md").read_text()
+    for e in EXPERIMENTS:
+        assert f"| {e} | resnet18 |" in report
+    results = json.loads((reproduced / "results.json").read_text())
+    rows = {(r["experiment"], r["arch"]): r for r in results["rows"]}
+    for e in EXPERIMENTS:
+        assert rows[(e, "resnet18")]["n"] == 2 and rows[(e, "resnet18")]["status"] == "ok"
+    assert rows[("rotation", "resnet34")]["status"] == "not run"
+    for png in ("curves", "seed_vs_rotnet", "confusion", "rotation_examples"):
+        assert (reproduced / "plots" / f"{png}.png").stat().st_size > 1000
+        assert f"plots/{png}.png" in report
+    assert "results.csv" and (reproduced / "results.csv").read_text().startswith("experiment,arch,seed_report")
+    assert "## Provenance" in report and "differs (warned)" in report
+
+
+def test_report_marks_missing_and_partial_runs(reproduced, tmp_path):
+    root = tmp_path / "copy"
+    shutil.copytree(reproduced, root)
+    shutil.rmtree(root / "resnet18/full-from-random/seed1")  # missing
+    (root / "resnet18/layer4-from-random/seed1/result.json").unlink()  # partial: metrics but no result
+    lines = (root / "resnet18/layer4-from-random/seed1/metrics.jsonl").read_text().splitlines()
+    (root / "resnet18/layer4-from-random/seed1/metrics.jsonl").write_text(lines[0][:20])  # torn too
+    (root / "resnet18/full-from-rotation/seed0/result.json").unlink()
+    (root / "resnet18/full-from-rotation/seed0/failed.json").write_text('{"error": "non-finite loss"}')
+    assert main(["report", str(root)]) == 0
+    rows = {(r["experiment"], r["arch"]): r for r in json.loads((root / "results.json").read_text())["rows"]}
+    assert rows[("full-from-random", "resnet18")]["status"] == "seed1 missing"
+    assert rows[("full-from-random", "resnet18")]["n"] == 1
+    assert rows[("layer4-from-random", "resnet18")]["status"].startswith("seed 1 started")
+    assert "seed 0 failed: non-finite loss" in rows[("full-from-rotation", "resnet18")]["status"]
+    assert "seed1 missing" in (root / "report.md").read_text()
+
+
+def test_report_on_a_missing_folder_is_an_error(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "nope")]) == 2
+    assert "runs folder not found" in capsys.readouterr().err
+
+
+def test_interrupted_reproduce_continues_without_redoing(tmp_path, fake_root):
+    cmd = [sys.executable, "-m", "rotnet", *reproduce(tmp_path, fake_root)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for("resnet18/rotation/seed0/result.json", tmp_path, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    weights = tmp_path / "resnet18/rotation/seed0/model.safetensors"
+    stamp = weights.stat().st_mtime_ns
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "rotation/seed0: already finished" in again.stdout
+    assert weights.stat().st_mtime_ns == stamp
+    assert all((tmp_path / "resnet18" / e / "seed0" / "result.json").is_file() for e in EXPERIMENTS)
