@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -176,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.debug:
         warnings.showwarning = show_warning
     commands = {"train": cmd_train, "reproduce": cmd_reproduce, "report": cmd_report}
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}  # restored for in-process callers
     try:
         return commands[args.command](args)
     except RotnetError as e:
@@ -191,3 +193,6 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as e:
         print(f"rotnet: {e}; checkpoint saved. Re-run the same command to resume.", file=sys.stderr)
         return 130
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)

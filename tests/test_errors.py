@@ -1,0 +1,256 @@
+"""Bad input: one line on stderr, a non-zero exit, no traceback, nothing overwritten. One test per case."""
+
+import errno
+import os
+import pickle
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from rotnet.checkpoint import load_tensors, save_tensors
+from rotnet.cli import main
+from rotnet.data import FOLDER
+from rotnet.models import build_model
+from tests.conftest import write_fake_cifar
+from tests.helpers import TINY
+
+
+def run(capsys, *args: str, root: Path, data: Path, code: int = 2) -> str:
+    """Run the CLI; check the exit code and that stderr's only error output is one line; return that line."""
+    command, experiment, *flags = args
+    argv = [command, experiment, *TINY, *flags]  # the test's flags come last, so they win
+    assert main([*argv, "--runs-root", str(root), "--data-root", str(data), "--no-download"]) == code
+    err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("rotnet: warning")]
+    assert len(err) == 1 and "Traceback" not in err[0], err
+    return err[0]
+
+
+@pytest.fixture
+def data(tmp_path):
+    return write_fake_cifar(tmp_path / "data")
+
+
+@pytest.fixture
+def trained(tmp_path_factory, fake_root):
+    """A finished rotation run to point other runs at."""
+    root = tmp_path_factory.mktemp("trained")
+    assert (
+        main(["train", "rotation", "--runs-root", str(root), "--data-root", str(fake_root), "--no-download", *TINY])
+        == 0
+    )
+    return root
+
+
+def test_missing_data_root(capsys, tmp_path):
+    line = run(capsys, "train", "rotation", root=tmp_path, data=tmp_path / "none")
+    assert "CIFAR-10 not found" in line and "put the cifar-10-batches-py folder" in line
+
+
+def test_truncated_batch_file(capsys, tmp_path, data):
+    path = data / FOLDER / "data_batch_3"
+    path.write_bytes(path.read_bytes()[:1000])
+    assert "truncated or corrupt" in run(capsys, "train", "rotation", root=tmp_path, data=data)
+
+
+def test_wrong_array_shape(capsys, tmp_path, data):
+    path = data / FOLDER / "data_batch_1"
+    batch = pickle.loads(path.read_bytes())
+    batch["data"] = batch["data"].reshape(-1, 3, 32, 32)
+    path.write_bytes(pickle.dumps(batch, protocol=2))
+    assert "(N, 3072) uint8" in run(capsys, "train", "rotation", root=tmp_path, data=data)
+
+
+def test_labels_out_of_range(capsys, tmp_path, data):
+    path = data / FOLDER / "test_batch"
+    batch = pickle.loads(path.read_bytes())
+    batch["labels"][3] = 10
+    path.write_bytes(pickle.dumps(batch, protocol=2))
+    assert "labels must lie in 0-9" in run(capsys, "train", "rotation", root=tmp_path, data=data)
+
+
+def test_unknown_experiment(capsys, tmp_path, fake_root):
+    line = run(capsys, "train", "rotaton", root=tmp_path, data=fake_root)
+    assert "unknown experiment 'rotaton'" in line and "layer4-from-rotation" in line
+
+
+def test_unknown_arch(capsys, tmp_path, fake_root):
+    line = run(capsys, "train", "rotation", "--arch", "resnet19", root=tmp_path, data=fake_root)
+    assert "arch must be one of resnet18, resnet34, resnet50" in line
+
+
+def test_unknown_preset(capsys, tmp_path, fake_root):
+    line = run(capsys, "train", "rotation", "--preset", "fast", root=tmp_path, data=fake_root)
+    assert "unknown preset 'fast'" in line and "paper" in line and "quick" in line
+
+
+@pytest.mark.parametrize("flag, value", [("--epochs", "0"), ("--lr", "-0.1"), ("--batch-size", "0")])
+def test_non_positive_numbers(capsys, tmp_path, fake_root, flag, value):
+    line = run(capsys, "train", "rotation", flag, value, root=tmp_path, data=fake_root)
+    assert "must be a positive number" in line
+
+
+def test_not_a_number(capsys, tmp_path, fake_root):
+    line = run(capsys, "train", "rotation", "--set", "lr=fast", root=tmp_path, data=fake_root)
+    assert "lr must be a float" in line
+
+
+def test_unknown_configuration_key(capsys, tmp_path, fake_root):
+    line = run(capsys, "train", "rotation", "--set", "learning_rate=0.1", root=tmp_path, data=fake_root)
+    assert "unknown configuration key 'learning_rate'" in line and "valid keys" in line
+    toml = tmp_path / "c.toml"
+    toml.write_text("epochz = 3\n")
+    line = run(capsys, "train", "rotation", "--config", str(toml), root=tmp_path, data=fake_root)
+    assert "unknown configuration key 'epochz'" in line
+
+
+def test_init_from_another_arch(capsys, tmp_path, fake_root):
+    path = tmp_path / "r50.safetensors"
+    save_tensors(path, build_model("resnet50", 4).state_dict(), {"config": {"task": "rotation", "arch": "resnet50"}})
+    line = run(capsys, "train", "full-from-rotation", "--init", str(path), root=tmp_path, data=fake_root)
+    assert "do not match the model: missing" in line and "wrong shape" in line
+
+
+def test_init_from_another_task(capsys, tmp_path, fake_root, trained):
+    assert (
+        main(
+            [
+                "train",
+                "full-from-random",
+                "--runs-root",
+                str(trained),
+                "--data-root",
+                str(fake_root),
+                "--no-download",
+                *TINY,
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    path = trained / "resnet18/full-from-random/seed0/model.safetensors"
+    line = run(capsys, "train", "full-from-rotation", "--init", str(path), root=tmp_path, data=fake_root)
+    assert "weights of a classification run, not of a rotation run" in line
+
+
+def test_checkpoint_from_another_run(capsys, tmp_path, fake_root, trained):
+    target = tmp_path / "resnet18/full-from-random/seed0/checkpoints"
+    target.mkdir(parents=True)
+    for ckpt in (trained / "resnet18/rotation/seed0/checkpoints").glob("*.safetensors"):
+        shutil.copy(ckpt, target)
+    line = run(capsys, "train", "full-from-random", root=tmp_path, data=fake_root)
+    assert "belongs to another run" in line and "task: 'rotation' -> 'classification'" in line
+
+
+def test_truncated_checkpoints(capsys, tmp_path, fake_root, trained):
+    folder = trained / "resnet18/rotation/seed0"
+    (folder / "result.json").unlink()
+    for ckpt in (folder / "checkpoints").glob("*.safetensors"):
+        ckpt.write_bytes(ckpt.read_bytes()[:200])
+    line = run(capsys, "train", "rotation", root=trained, data=fake_root)
+    assert "no readable checkpoint" in line and "--restart" in line
+
+
+def test_weights_file_not_safetensors(capsys, tmp_path, fake_root):
+    path = tmp_path / "weights.pt"
+    path.write_text("not weights")
+    line = run(capsys, "train", "full-from-rotation", "--init", str(path), root=tmp_path, data=fake_root)
+    assert "is not a readable safetensors file" in line
+
+
+class Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_pickled_weights_with_a_code_payload_are_refused_unrun(capsys, tmp_path, fake_root):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pth"
+    torch.save({"conv1.weight": torch.zeros(1), "x": Payload(marker)}, path)
+    line = run(capsys, "train", "full-from-rotation", "--init", str(path), root=tmp_path, data=fake_root)
+    assert "not a readable safetensors file" in line and not marker.exists()
+    ckpts = tmp_path / "resnet18/rotation/seed0/checkpoints"
+    ckpts.mkdir(parents=True)
+    shutil.copy(path, ckpts / "e0001-s000000.safetensors")
+    line = run(capsys, "train", "rotation", root=tmp_path, data=fake_root)
+    assert "no readable checkpoint" in line and not marker.exists()
+    with pytest.raises(pickle.UnpicklingError):  # and torch's own safe loader refuses it too
+        torch.load(path, weights_only=True)
+    assert not marker.exists()
+
+
+def test_output_directory_not_writable(capsys, tmp_path, fake_root):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the runs folder should be")
+    line = run(capsys, "train", "rotation", root=blocker / "runs", data=fake_root)
+    assert "is not writable" in line
+
+
+def test_disk_full_while_saving(capsys, tmp_path, fake_root, monkeypatch):
+    real_fsync, calls = os.fsync, []
+
+    def fsync(fd):
+        calls.append(fd)
+        if len(calls) >= 7:  # config.json, the first checkpoint and metrics.jsonl get written, then the disk fills
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    line = run(capsys, "train", "rotation", root=tmp_path, data=fake_root)
+    assert "No space left on device" in line
+    folder = tmp_path / "resnet18/rotation/seed0"
+    files = sorted(p.name for p in (folder / "checkpoints").iterdir())
+    assert files == ["e0001-s000000.safetensors"]  # the good checkpoint survives; no temp file is left
+    load_tensors(folder / "checkpoints" / files[0])
+    assert (folder / "metrics.jsonl").read_text().count("\n") == 1
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert (
+        main(["train", "rotation", "--runs-root", str(tmp_path), "--data-root", str(fake_root), "--no-download", *TINY])
+        == 0
+    )  # and the run resumes once there is space
+    assert "resuming at epoch 2" in capsys.readouterr().out
+
+
+def test_init_path_missing(capsys, tmp_path, fake_root):
+    line = run(
+        capsys,
+        "train",
+        "layer4-from-rotation",
+        "--init",
+        str(tmp_path / "no.safetensors"),
+        root=tmp_path,
+        data=fake_root,
+    )
+    assert "no rotation weights at" in line and "check the --init path" in line
+
+
+def test_non_finite_loss_stops_naming_epoch_and_step(capsys, tmp_path, fake_root):
+    line = run(
+        capsys, "train", "rotation", "--lr", "1e30", "--checkpoint-every", "1", root=tmp_path, data=fake_root, code=3
+    )
+    assert "non-finite loss at epoch 1, step" in line and "last good checkpoint is kept" in line
+    step = int(line.split("step ")[1].split(";")[0])
+    ckpts = sorted(p.name for p in (tmp_path / "resnet18/rotation/seed0/checkpoints").iterdir())
+    assert all(int(name[7:13]) < step for name in ckpts)  # nothing saved at or after the bad step
+
+
+def test_debug_shows_the_traceback(tmp_path, fake_root):
+    from rotnet.errors import RotnetError
+
+    with pytest.raises(RotnetError):
+        main(
+            [
+                "--debug",
+                "train",
+                "rotation",
+                "--runs-root",
+                str(tmp_path),
+                "--data-root",
+                str(tmp_path / "x"),
+                "--no-download",
+            ]
+        )
