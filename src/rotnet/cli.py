@@ -122,6 +122,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_common(p)
 
+    p = sub.add_parser("bench", help="training and evaluation images/s: model only vs rotnet vs the plain pipeline")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--steps", type=int, default=30, help="timed steps per measurement")
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model in the main table")
+    p.add_argument(
+        "--sweep",
+        action="store_true",
+        help="also measure each speed option (precision, channels_last, compile) for rotation pretraining",
+    )
+    p.add_argument("--data-root", type=Path, default=None)
+    p.add_argument("--out", type=Path, default=Path("bench.json"))
+
     p = sub.add_parser("report", help="write report.md, results.json/csv and plots for a runs folder")
     p.add_argument("runs_dir", type=Path)
     p.add_argument("--preset", default=None, help="label the report with the preset's name")
@@ -158,6 +174,27 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return reproduce_from_args(args, overrides(args))
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from rotnet.bench import run_bench
+    from rotnet.run import resolve_device
+
+    if args.steps <= 0 or args.batch_size <= 0 or args.warmup < 0:
+        raise RotnetError("--steps and --batch-size must be positive, --warmup zero or more")
+    run_bench(
+        resolve_device(args.device),
+        steps=args.steps,
+        warmup=args.warmup,
+        batch_size=args.batch_size,
+        precision=args.precision,
+        channels_last=args.channels_last,
+        compile=args.compile,
+        sweep=args.sweep,
+        data_root=args.data_root,
+        out=args.out,
+    )
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from rotnet.report import write_report
 
@@ -176,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not args.debug:
         warnings.showwarning = show_warning
-    commands = {"train": cmd_train, "reproduce": cmd_reproduce, "report": cmd_report}
+    commands = {"train": cmd_train, "reproduce": cmd_reproduce, "report": cmd_report, "bench": cmd_bench}
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}  # restored for in-process callers
     try:
         return commands[args.command](args)

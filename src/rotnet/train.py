@@ -121,6 +121,29 @@ def accuracy(pred: torch.Tensor, labels: torch.Tensor, task: str) -> float:
     return 100.0 * (pred == target).double().mean().item()
 
 
+def train_step(
+    forward: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    precision: str,
+    scaler: torch.amp.GradScaler | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step on CrossEntropy (the report's criterion); returns the loss and logits, unread."""
+    with autocast(inputs.device, precision):
+        logits = forward(inputs)
+        loss = nn.functional.cross_entropy(logits.float(), targets)
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:  # fp16 only: scale the loss so small gradients don't underflow
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+    return loss, logits
+
+
 def is_tty() -> bool:
     return sys.stdout.isatty()
 
@@ -151,7 +174,6 @@ def fit(
     device = train_images.device
     n = len(train_images)
     steps = math.ceil(n / cfg.batch_size)  # the seed's DataLoader keeps the last, smaller batch
-    loss_fn = nn.CrossEntropyLoss()
     tty = is_tty()
     while state.epoch < cfg.epochs:
         epoch = state.epoch
@@ -177,17 +199,7 @@ def fit(
             inputs, targets = make_batch(
                 cfg, train_images[idx], train_labels[idx], generator(device, cfg.seed, epoch, step)
             )
-            with autocast(device, cfg.precision):
-                logits = forward(inputs)
-                loss = loss_fn(logits.float(), targets)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                optimizer.step()
+            loss, logits = train_step(forward, optimizer, inputs, targets, cfg.precision, scaler)
             # Accumulate on the device; nothing here waits for the device (no .item() per step).
             b = targets.numel()
             detached = loss.detach()
