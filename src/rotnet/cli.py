@@ -122,6 +122,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_common(p)
 
+    p = sub.add_parser("probe", help="linear (or MLP) probes on frozen features of each stage, vs random init")
+    p.add_argument("run", type=Path, help="a finished run folder, e.g. runs/quick/resnet18/rotation/seed0")
+    p.add_argument("--head", default="linear", choices=["linear", "mlp"])
+    p.add_argument("--pool", type=int, default=1, help="spatial grid of the average pooling (1: global)")
+    p.add_argument("--epochs", type=int, default=30, help="epochs of head training on the cached features")
+    p.add_argument("--data-root", type=Path, default=None)
+    p.add_argument("--no-download", action="store_true")
+    p.add_argument("--device", default="auto")
+
+    p = sub.add_parser("label-efficiency", help="full-from-rotation vs full-from-random on n labels per class")
+    p.add_argument("--per-class", default="20,100,500,1000,5000", help="comma-separated labelled images per class")
+    p.add_argument("--arch", default="resnet18", help=f"one of: {', '.join(ARCHS)}")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds (each picks its own nested subsets)")
+    p.add_argument("--min-steps", type=int, default=300, help="at least this many optimizer steps per run")
+    add_common(p)
+
     p = sub.add_parser("bench", help="training and evaluation images/s: model only vs rotnet vs the plain pipeline")
     p.add_argument("--device", default="auto")
     p.add_argument("--steps", type=int, default=30, help="timed steps per measurement")
@@ -174,6 +190,28 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return reproduce_from_args(args, overrides(args))
 
 
+def cmd_probe(args: argparse.Namespace) -> int:
+    from rotnet.data import default_data_root, load_cifar10
+    from rotnet.probe import load_run, probe
+    from rotnet.run import resolve_device
+
+    if args.pool <= 0 or args.epochs <= 0:
+        raise RotnetError("--pool and --epochs must be positive")
+    load_run(args.run)  # fail on a bad run folder before loading the data
+    data = load_cifar10(args.data_root or default_data_root(), download=not args.no_download)
+    probe(args.run, data, resolve_device(args.device), head=args.head, pool=args.pool, epochs=args.epochs)
+    return 0
+
+
+def cmd_label_efficiency(args: argparse.Namespace) -> int:
+    from rotnet.label_efficiency import label_efficiency_from_args
+
+    if args.min_steps <= 0:
+        raise RotnetError(f"--min-steps must be a positive number; got {args.min_steps}")
+    args.runs_root = args.runs_root or Path("runs") / Path(args.preset).stem
+    return label_efficiency_from_args(args, overrides(args))
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from rotnet.bench import run_bench
     from rotnet.run import resolve_device
@@ -213,7 +251,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not args.debug:
         warnings.showwarning = show_warning
-    commands = {"train": cmd_train, "reproduce": cmd_reproduce, "report": cmd_report, "bench": cmd_bench}
+    commands = {
+        "train": cmd_train,
+        "reproduce": cmd_reproduce,
+        "report": cmd_report,
+        "bench": cmd_bench,
+        "probe": cmd_probe,
+        "label-efficiency": cmd_label_efficiency,
+    }
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}  # restored for in-process callers
     try:
         return commands[args.command](args)

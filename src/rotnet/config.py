@@ -23,7 +23,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "schedule": ("step", "cosine"),
     "precision": ("fp32", "bf16", "fp16"),
 }
-POSITIVE = ("epochs", "batch_size", "lr", "lr_step_epochs", "eval_batch_size", "rotations_per_image")
+POSITIVE = ("epochs", "batch_size", "lr", "lr_step_epochs", "eval_batch_size", "eval_every", "rotations_per_image")
 NON_NEGATIVE = ("weight_decay", "momentum", "lr_gamma", "train_per_class", "knn_every", "seed")
 
 
@@ -56,6 +56,7 @@ class RunConfig:
     channels_last: bool = True  # NHWC: ~14% faster on CPU (oneDNN), faster on GPU tensor cores; same math
     compile: bool = False  # torch.compile the model
     eval_batch_size: int = 1024
+    eval_every: int = 1  # evaluate every N epochs (and after the last); the seed evaluates every epoch
     knn_every: int = 0  # kNN monitor every N epochs (0 = off)
 
     @property

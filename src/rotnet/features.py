@@ -12,16 +12,14 @@ STAGES = ("conv1", "layer1", "layer2", "layer3", "layer4")
 
 def stage_outputs(model: nn.Module, x: torch.Tensor, stages: tuple[str, ...] = STAGES) -> dict[str, torch.Tensor]:
     """Activations after conv1 (+bn1+relu) and after each of layer1..layer4 of a torchvision ResNet."""
-    out = {}
+    last = max(STAGES.index(s) for s in stages)  # no need to run the blocks after the last one asked for
     x = model.relu(model.bn1(model.conv1(x)))
-    out["conv1"] = x
+    out = {"conv1": x}
     x = model.maxpool(x)
-    for name in STAGES[1:]:
-        if len(out) == len(stages) + (0 if "conv1" in stages else 1):
-            break
+    for name in STAGES[1 : last + 1]:
         x = getattr(model, name)(x)
         out[name] = x
-    return {k: v for k, v in out.items() if k in stages}
+    return {k: out[k] for k in stages}
 
 
 @torch.inference_mode()

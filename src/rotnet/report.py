@@ -45,7 +45,8 @@ def collect(root: Path) -> list[dict]:
     order = {e: i for i, e in enumerate(EXPERIMENTS)}
     folders = sorted(runs_for(root), key=lambda f: (f.parts[-3], order.get(f.parts[-2], 99), f.name))
     for folder in folders:
-        arch, experiment, seed = folder.parts[-3], folder.parts[-2], int(folder.name[4:])
+        arch, seed = folder.parts[-3], int(folder.name[4:])
+        experiment, _, per_class = folder.parts[-2].partition("@")
         config = read_json(folder / CONFIG) or {}
         result = read_json(folder / RESULT)
         failed = read_json(folder / FAILED)
@@ -59,6 +60,7 @@ def collect(root: Path) -> list[dict]:
                 "experiment": experiment,
                 "seed": seed,
                 "status": status,
+                "per_class": int(per_class.removesuffix("pc") or 0),
                 "config": config,
                 "result": result or {},
                 "history": history,
@@ -140,9 +142,14 @@ def plot_curves(runs: list[dict], path: Path) -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     for r in runs:
         if r["history"]:
-            epochs = [h["epoch"] for h in r["history"]]
-            ax1.plot(epochs, [h["test_acc"] for h in r["history"]], marker=".", label=label(r, many))
-            ax2.plot(epochs, [h["train_loss"] for h in r["history"]], marker=".", label=label(r, many))
+            tested = [h for h in r["history"] if "test_acc" in h]
+            ax1.plot([h["epoch"] for h in tested], [h["test_acc"] for h in tested], marker=".", label=label(r, many))
+            ax2.plot(
+                [h["epoch"] for h in r["history"]],
+                [h["train_loss"] for h in r["history"]],
+                marker=".",
+                label=label(r, many),
+            )
     ax1.set(xlabel="epoch", ylabel="test accuracy (%)", title="Test accuracy")
     ax2.set(xlabel="epoch", ylabel="train loss", title="Training loss", yscale="log")
     for ax in (ax1, ax2):
@@ -221,7 +228,8 @@ def write_report(root: Path, preset: str | None = None) -> Path:
     root = Path(root)
     if not root.is_dir():
         raise RotnetError(f"runs folder not found: {root}")
-    runs = collect(root)
+    everything = collect(root)
+    runs = [r for r in everything if not r["per_class"]]  # the report's rows; subset runs have their own section
     rows = table_rows(root, runs)
     repro = read_json(root / "reproduce.json") or {}
     preset = preset or repro.get("preset")
@@ -270,7 +278,10 @@ def write_report(root: Path, preset: str | None = None) -> Path:
         lines += ["## Confusion matrices (classification, first seed)", "", "![confusion](plots/confusion.png)", ""]
     if has_examples:
         lines += ["## Rotation predictions on test images", "", "![rotations](plots/rotation_examples.png)", ""]
-    lines += provenance_lines(runs, repro)
+    lines += knn_section(runs, plots / "knn.png")
+    lines += probe_section(runs, plots / "probe.png")
+    lines += label_efficiency_section(everything, plots / "label_efficiency.png")
+    lines += provenance_lines(everything, repro)
     lines += ["", "## The seed report's wording", ""]
     lines += [f'- {r["arch"]} {r["experiment"]}: "{r["seed_wording"]}"' for r in rows if r["seed_wording"]]
     path = root / "report.md"
@@ -278,10 +289,90 @@ def write_report(root: Path, preset: str | None = None) -> Path:
     return path
 
 
+def knn_section(runs: list[dict], path: Path) -> list[str]:
+    runs = [r for r in runs if any("knn_acc" in h for h in r["history"])]
+    if not runs:
+        return []
+    many = len({r["seed"] for r in runs}) > 1
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in runs:
+        pts = [(h["epoch"], h["knn_acc"]) for h in r["history"] if "knn_acc" in h]
+        ax.plot(*zip(*pts, strict=True), marker="o", label=label(r, many))
+    ax.set(xlabel="epoch", ylabel="kNN accuracy (%)", title="Weighted kNN (k=200, T=0.1) on penultimate features")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    savefig(fig, path)
+    lines = ["## kNN monitor", "", "| run | " + "epoch: kNN accuracy (%) |", "|---|---|"]
+    for r in runs:
+        pts = ", ".join(f"{h['epoch']}: {h['knn_acc']:.2f}" for h in r["history"] if "knn_acc" in h)
+        lines.append(f"| {label(r, True)} | {pts} |")
+    return [*lines, "", f"![knn](plots/{path.name})", ""]
+
+
+def probe_section(runs: list[dict], path: Path) -> list[str]:
+    probes = [(r, read_json(p)) for r in runs for p in sorted((r["folder"] / "probe").glob("probe-*.json"))]
+    probes = [(r, p) for r, p in probes if p]
+    if not probes:
+        return []
+    lines = ["## Per-layer probes (frozen features, RotNet Table 1 protocol)", ""]
+    fig, axes = plt.subplots(1, len(probes), figsize=(6 * len(probes), 4), squeeze=False)
+    for ax, (r, p) in zip(axes[0], probes, strict=True):
+        stages, acc = p["stages"], p["accuracy"]
+        lines += [
+            f"{label(r, True)}: {p['head']} head, pool {p['pool']}, {p['epochs']} epochs",
+            "",
+            "| stage | " + " | ".join(acc) + " |",
+            "|---|" + "---|" * len(acc),
+        ]
+        lines += [f"| {s} | " + " | ".join(f"{acc[w][s]:.2f}" for w in acc) + " |" for s in stages] + [""]
+        for i, (which, values) in enumerate(acc.items()):
+            ax.bar([x + 0.4 * i - 0.2 for x in range(len(stages))], [values[s] for s in stages], 0.4, label=which)
+        ax.set_xticks(range(len(stages)), stages)
+        ax.set(ylabel="test accuracy (%)", title=f"{label(r, True)}: {p['head']} probe", ylim=(0, 100))
+        ax.legend()
+        ax.grid(axis="y", alpha=0.3)
+    savefig(fig, path)
+    return [*lines, f"![probe](plots/{path.name})", ""]
+
+
+def label_efficiency_section(runs: list[dict], path: Path) -> list[str]:
+    runs = [r for r in runs if r["per_class"] and r["status"] == "finished"]
+    if not runs:
+        return []
+    arms = sorted({(r["arch"], r["experiment"]) for r in runs})
+    sizes = sorted({r["per_class"] for r in runs})
+    fig, ax = plt.subplots(figsize=(6, 4))
+    lines = [
+        "## Label efficiency (class-balanced, nested subsets)",
+        "",
+        "| labels per class | " + " | ".join(f"{a} {e}" for a, e in arms) + " |",
+        "|---|" + "---|" * len(arms),
+    ]
+    table: dict = {}
+    for arm in arms:
+        xs, means, stds = [], [], []
+        for n in sizes:
+            accs = [
+                r["result"]["test_acc"] for r in runs if (r["arch"], r["experiment"]) == arm and r["per_class"] == n
+            ]
+            if accs:
+                m, s = statistics.fmean(accs), statistics.stdev(accs) if len(accs) > 1 else 0.0
+                xs.append(n), means.append(m), stds.append(s)
+                table[(arm, n)] = f"{m:.2f} ± {s:.2f} (n={len(accs)})"
+        ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=f"{arm[0]} {arm[1]}")
+    for n in sizes:
+        lines.append(f"| {n} | " + " | ".join(table.get((arm, n), "—") for arm in arms) + " |")
+    ax.set(xscale="log", xlabel="labelled images per class", ylabel="test accuracy (%)", title="Label efficiency")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    savefig(fig, path)
+    return [*lines, "", f"![label efficiency](plots/{path.name})", ""]
+
+
 def run_summary(r: dict) -> dict:
     c = r["config"]
     return {
-        "run": f"{r['arch']}/{r['experiment']}/seed{r['seed']}",
+        "run": "/".join(r["folder"].parts[-3:]),
         "status": r["status"],
         "epochs_done": len(r["history"]),
         "epochs_planned": r["planned_epochs"],

@@ -46,24 +46,33 @@ def plan(archs: list[str], seeds: list[int], experiments: list[str]) -> list[tup
     return out
 
 
+def parse_seeds(text: str) -> list[int]:
+    try:
+        return [int(s) for s in parse_list(text, None, "seed")]
+    except ValueError:
+        raise RotnetError(f"--seeds expects comma-separated integers; got {text!r}") from None
+
+
 def reproduce_from_args(args, overrides: dict) -> int:
+    archs = parse_list(args.archs, ARCHS, "arch")
+    seeds = parse_seeds(args.seeds)
+    experiments = parse_list(args.experiments, tuple(EXPERIMENTS), "experiment")
+    # Resolve every configuration first: a typo fails before hours of training, not after.
+    configs = [
+        resolve(e, arch=a, seed=s, preset=args.preset, config_files=tuple(args.config), overrides=overrides)
+        for a, s, e in plan(archs, seeds, experiments)
+    ]
+    return execute(configs, args, "reproduce.json", {"archs": archs, "seeds": seeds})
+
+
+def execute(configs: list, args, log_name: str, extra: dict) -> int:
+    """Run configs in order under args.runs_root (reusing finished runs, resuming partial ones), log the
+    invocation to ROOT/log_name, and write the report, also when interrupted."""
     from rotnet.data import default_data_root, load_cifar10
     from rotnet.report import write_report
     from rotnet.run import Runtime, install_stop_handlers, refuse_changed_config, resolve_device, run, run_dir
     from rotnet.train import StopFlag
 
-    archs = parse_list(args.archs, ARCHS, "arch")
-    try:
-        seeds = [int(s) for s in parse_list(args.seeds, None, "seed")]
-    except ValueError:
-        raise RotnetError(f"--seeds expects comma-separated integers; got {args.seeds!r}") from None
-    experiments = parse_list(args.experiments, tuple(EXPERIMENTS), "experiment")
-    runs = plan(archs, seeds, experiments)
-    # Resolve every configuration first: a typo fails before hours of training, not after.
-    configs = [
-        resolve(e, arch=a, seed=s, preset=args.preset, config_files=tuple(args.config), overrides=overrides)
-        for a, s, e in runs
-    ]
     root = args.runs_root
     if not args.restart:
         for cfg in configs:
@@ -73,18 +82,16 @@ def reproduce_from_args(args, overrides: dict) -> int:
     stop = StopFlag()
     install_stop_handlers(stop)
     rt = Runtime(device, root, args.checkpoint_every, args.restart, stop)
-    log_path = root / "reproduce.json"
     started = time.time()
     record = {
         **provenance(device),
         "preset": args.preset,
-        "archs": archs,
-        "seeds": seeds,
-        "runs": [f"{c.arch}/{c.experiment}/seed{c.seed}" for c in configs],
+        **extra,
+        "runs": [str(run_dir(root, c).relative_to(root)) for c in configs],
         "started": started,
     }
     root.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(log_path, json.dumps(record, indent=2) + "\n")
+    atomic_write_text(root / log_name, json.dumps(record, indent=2) + "\n")
     failed: set[tuple[str, int]] = set()  # (arch, seed) whose rotation run failed
     errors = 0
     try:
@@ -93,13 +100,13 @@ def reproduce_from_args(args, overrides: dict) -> int:
             if cfg.init == "rotation" and (cfg.arch, cfg.seed) in failed:
                 print(f"skipping {folder}: its rotation run failed")
                 continue
-            print(f"== {cfg.arch} {cfg.experiment} seed {cfg.seed} ({cfg.epochs} epochs)", flush=True)
+            print(f"== {folder.relative_to(root)} ({cfg.epochs} epochs)", flush=True)
             try:
                 run(cfg, data, rt)
                 (folder / FAILED).unlink(missing_ok=True)
             except (NonFiniteLoss, RotnetError) as e:
                 # One failed run doesn't stop the others; the report shows it as failed.
-                print(f"rotnet: error: {cfg.arch} {cfg.experiment} seed {cfg.seed}: {e}")
+                print(f"rotnet: error: {folder.relative_to(root)}: {e}")
                 errors += 1
                 if folder.is_dir():
                     atomic_write_text(folder / FAILED, json.dumps({"error": str(e)}) + "\n")
@@ -107,11 +114,11 @@ def reproduce_from_args(args, overrides: dict) -> int:
                     failed.add((cfg.arch, cfg.seed))
     finally:
         record |= {"finished": time.time(), "wall_seconds": time.time() - started}
-        atomic_write_text(log_path, json.dumps(record, indent=2) + "\n")
+        atomic_write_text(root / log_name, json.dumps(record, indent=2) + "\n")
         print(f"wrote {write_report(root, preset=args.preset)}")
     return 1 if errors else 0
 
 
 def runs_for(root: Path) -> list[Path]:
-    """Run folders under a runs root: ROOT/ARCH/EXPERIMENT/seedN."""
+    """Run folders under a runs root: ROOT/ARCH/EXPERIMENT[@Npc]/seedN."""
     return sorted(p for p in Path(root).glob("*/*/seed*") if p.is_dir() and p.name[4:].isdigit())

@@ -16,6 +16,7 @@ from rotnet import checkpoint as ckpt
 from rotnet.config import RunConfig
 from rotnet.data import Cifar10, balanced_subset
 from rotnet.errors import RotnetError
+from rotnet.features import extract, knn_accuracy
 from rotnet.models import build_model, check_keys, set_trainable, transfer_state
 from rotnet.provenance import provenance
 from rotnet.train import LoopState, StopFlag, accuracy, derive_seed, fit, predict
@@ -41,7 +42,9 @@ class Runtime:
 
 
 def run_dir(runs_root: Path, cfg: RunConfig) -> Path:
-    return Path(runs_root) / cfg.arch / cfg.experiment / f"seed{cfg.seed}"
+    """ROOT/ARCH/EXPERIMENT/seedN; a class-balanced subset run is EXPERIMENT@Npc (label efficiency)."""
+    name = cfg.experiment + (f"@{cfg.train_per_class}pc" if cfg.train_per_class else "")
+    return Path(runs_root) / cfg.arch / name / f"seed{cfg.seed}"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -244,14 +247,16 @@ def run(cfg: RunConfig, data: Cifar10, rt: Runtime, log=print) -> dict:
         "channels_last": cfg.channels_last,
     }
 
-    def evaluate(m: nn.Module) -> dict:
+    def evaluate(m: nn.Module, epoch: int) -> dict:
         t = time.perf_counter()
         pred = predict(m, test_images, cfg.task, **pred_kw)
-        n = pred.numel()
-        return {
+        out = {
             "test_acc": accuracy(pred, test_labels, cfg.task),
-            "eval_images_per_s": n / (time.perf_counter() - t),
+            "eval_images_per_s": pred.numel() / (time.perf_counter() - t),
         }
+        if cfg.knn_every and (epoch % cfg.knn_every == 0 or epoch == cfg.epochs):
+            out["knn_acc"] = knn_monitor(m, images, labels, test_images, test_labels, cfg)
+        return out
 
     forward = torch.compile(model) if cfg.compile else model
     started = time.perf_counter()
@@ -293,6 +298,20 @@ def run(cfg: RunConfig, data: Cifar10, rt: Runtime, log=print) -> dict:
     ckpt.atomic_write_text(folder / RESULT, json.dumps(result, indent=2) + "\n")
     log(f"{folder}: test accuracy {result['test_acc']:.2f}% after {len(history)} epochs")
     return result
+
+
+def knn_monitor(model: nn.Module, train_images, train_labels, test_images, test_labels, cfg: RunConfig) -> float:
+    """Weighted kNN (k=200, cosine, T=0.1) accuracy of penultimate (global-pooled layer4) features against the
+    CIFAR-10 class labels, whatever the task: how linearly usable the features are, as pretraining goes."""
+    kw = {
+        "stages": ("layer4",),
+        "batch_size": cfg.eval_batch_size,
+        "precision": cfg.precision,
+        "channels_last": cfg.channels_last,
+    }
+    train = extract(model, train_images, **kw)["layer4"]
+    test = extract(model, test_images, **kw)["layer4"]
+    return knn_accuracy(train, train_labels.cpu(), test, test_labels.cpu())
 
 
 def install_stop_handlers(stop: StopFlag) -> None:

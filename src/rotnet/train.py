@@ -154,7 +154,7 @@ def fit(
     optimizer: torch.optim.Optimizer,
     train_images: torch.Tensor,
     train_labels: torch.Tensor,
-    evaluate: Callable[[nn.Module], dict],
+    evaluate: Callable[[nn.Module, int], dict],
     state: LoopState,
     save: Callable[[LoopState], None],
     *,
@@ -243,8 +243,9 @@ def fit(
             "lr": lr,
             "train_loss": loss_sum / count,
             "train_acc": 100.0 * correct / count,
-            **evaluate(model),
         }
+        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+            record |= evaluate(model, epoch + 1)
         record["images_per_s"] = count / train_seconds
         record["seconds"] = time.perf_counter() - started
         state.history.append(record)
@@ -262,9 +263,10 @@ def fit(
 
 
 def format_record(cfg: RunConfig, r: dict) -> str:
-    extra = f" knn {r['knn_acc']:.2f}%" if "knn_acc" in r else ""
+    test = f" | test acc {r['test_acc']:.2f}%" if "test_acc" in r else ""
+    test += f" knn {r['knn_acc']:.2f}%" if "knn_acc" in r else ""
     return (
         f"{cfg.arch} {cfg.experiment} epoch {r['epoch']}/{cfg.epochs}: lr {r['lr']:.2e} "
-        f"train loss {r['train_loss']:.4f} acc {r['train_acc']:.2f}% | test acc {r['test_acc']:.2f}%{extra} "
+        f"train loss {r['train_loss']:.4f} acc {r['train_acc']:.2f}%{test} "
         f"| {r['images_per_s']:.0f} img/s, {r['seconds']:.1f}s"
     )

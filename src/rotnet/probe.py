@@ -1,0 +1,134 @@
+"""`rotnet probe RUN`: what each stage of a pretrained network learned, measured by a classifier on frozen features.
+
+The protocol of RotNet's Table 1 (Gidaris et al., ICLR 2018): features of each block, frozen, no augmentation,
+a linear (or small MLP) classifier trained on them for the 10 CIFAR-10 classes; the same for random-init weights.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from rotnet import checkpoint as ckpt
+from rotnet.config import RunConfig
+from rotnet.data import Cifar10
+from rotnet.errors import RotnetError
+from rotnet.features import STAGES, extract
+from rotnet.models import build_model, check_keys
+from rotnet.run import CONFIG, WEIGHTS
+from rotnet.train import derive_seed
+
+
+def load_run(folder: Path) -> tuple[RunConfig, dict[str, torch.Tensor]]:
+    """A finished run's configuration and weights."""
+    try:
+        cfg = RunConfig(**json.loads((folder / CONFIG).read_text())["config"])
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        raise RotnetError(f"{folder} is not a rotnet run folder (no readable {CONFIG})") from None
+    if not (folder / WEIGHTS).is_file():
+        raise RotnetError(f"{folder} has no {WEIGHTS}: the run has not finished")
+    weights, _ = ckpt.load_tensors(folder / WEIGHTS)
+    return cfg, weights
+
+
+def cached_features(model: nn.Module, data: Cifar10, cache: Path, pool: int, digest: str) -> dict:
+    """Train and test features of every stage, extracted once and cached in safetensors (keyed by the weights)."""
+    if cache.is_file():
+        tensors, meta = ckpt.load_tensors(cache)
+        if meta.get("weights") == digest and meta.get("pool") == pool:
+            return tensors
+    kw = {"pool": pool, "channels_last": True}
+    tensors = {f"train.{k}": v for k, v in extract(model, data.train_images, **kw).items()}
+    tensors |= {f"test.{k}": v for k, v in extract(model, data.test_images, **kw).items()}
+    ckpt.save_tensors(cache, tensors, {"weights": digest, "pool": pool})
+    return tensors
+
+
+def make_head(kind: str, dim: int) -> nn.Module:
+    if kind == "linear":
+        return nn.Linear(dim, 10)
+    return nn.Sequential(nn.Linear(dim, 512), nn.BatchNorm1d(512), nn.ReLU(), nn.Linear(512, 10))
+
+
+def fit_head(train_x, train_y, test_x, test_y, *, kind: str, epochs: int, seed: int) -> float:
+    """Train a head on standardized features with Adam (lr 1e-3, cosine to 0, batch 256); test accuracy (%)."""
+    mean, std = train_x.mean(0), train_x.std(0) + 1e-6
+    train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
+    torch.manual_seed(derive_seed(seed, 0x9B0BE))
+    head = make_head(kind, train_x.shape[1])
+    opt = torch.optim.Adam(head.parameters(), lr=1e-3, weight_decay=1e-4)
+    steps = epochs * math.ceil(len(train_x) / 256)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    gen = torch.Generator().manual_seed(derive_seed(seed, 0x9B0BE, 1))
+    for _ in range(epochs):
+        head.train()
+        for idx in torch.randperm(len(train_x), generator=gen).split(256):
+            loss = nn.functional.cross_entropy(head(train_x[idx]), train_y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    head.eval()
+    with torch.inference_mode():
+        return 100.0 * (head(test_x).argmax(1) == test_y).double().mean().item()
+
+
+def probe(
+    folder: Path, data: Cifar10, device: torch.device, *, head: str = "linear", pool: int = 1, epochs: int = 30
+) -> dict:
+    """Probe every stage of the run's weights and of random-init weights; write probe/probe-HEAD-poolP.json."""
+    cfg, weights = load_run(folder)
+    out_dir = folder / "probe"
+    results = {
+        "run": str(folder),
+        "arch": cfg.arch,
+        "experiment": cfg.experiment,
+        "head": head,
+        "pool": pool,
+        "epochs": epochs,
+        "stages": list(STAGES),
+        "accuracy": {},
+    }
+    torch.manual_seed(derive_seed(cfg.seed, 0xC0FFEE))  # the random init the run itself started from
+    random_init = build_model(cfg.arch, cfg.num_classes, cfg.stem).state_dict()
+    for which, state in (("pretrained", weights), ("random", random_init)):
+        model = build_model(cfg.arch, cfg.num_classes, cfg.stem)
+        check_keys(state, model.state_dict(), f"{folder / WEIGHTS}")
+        model.load_state_dict(state)
+        model.to(device).to(memory_format=torch.channels_last)
+        feats = cached_features(
+            model, data, out_dir / f"features-{which}-pool{pool}.safetensors", pool, ckpt.digest(state)
+        )
+        accs = {}
+        for stage in STAGES:
+            accs[stage] = fit_head(
+                feats[f"train.{stage}"],
+                data.train_labels,
+                feats[f"test.{stage}"],
+                data.test_labels,
+                kind=head,
+                epochs=epochs,
+                seed=cfg.seed,
+            )
+            print(f"{which} {stage}: {accs[stage]:.2f}% ({feats[f'train.{stage}'].shape[1]} features)", flush=True)
+        results["accuracy"][which] = accs
+    ckpt.atomic_write_text(out_dir / f"probe-{head}-pool{pool}.json", json.dumps(results, indent=2) + "\n")
+    print(table(results))
+    return results
+
+
+def table(results: dict) -> str:
+    acc = results["accuracy"]
+    lines = [
+        f"{results['head']} probe, pool {results['pool']}, {results['arch']} {results['experiment']}",
+        "",
+        "| stage | " + " | ".join(acc) + " |",
+        "|---|" + "---|" * len(acc),
+    ]
+    for stage in results["stages"]:
+        lines.append(f"| {stage} | " + " | ".join(f"{acc[w][stage]:.2f}" for w in acc) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,117 @@
+"""Probes, kNN monitor, label efficiency, four rotations per image, presets."""
+
+import json
+
+import pytest
+import torch
+
+from rotnet.cli import main
+from rotnet.config import RunConfig
+from rotnet.experiments import EXPERIMENTS, preset_names, resolve
+from rotnet.features import STAGES, extract, knn_accuracy, stage_outputs
+from rotnet.label_efficiency import subset_schedule
+from rotnet.models import build_model
+from rotnet.train import generator, make_batch
+from tests.test_reproduce import TINY
+
+
+def reference_knn(train, train_y, test, test_y, k, t):
+    correct = 0
+    for x, y in zip(test, test_y, strict=True):
+        sims = torch.stack([torch.nn.functional.cosine_similarity(x, f, dim=0) for f in train])
+        top = sims.topk(k)
+        votes = torch.zeros(10)
+        for s, i in zip(top.values, top.indices, strict=True):
+            votes[train_y[i]] += torch.exp(s / t)
+        correct += int(votes.argmax() == y)
+    return 100 * correct / len(test)
+
+
+def test_knn_matches_a_hand_written_reference():
+    gen = torch.Generator().manual_seed(0)
+    train, test = torch.randn(60, 8, generator=gen), torch.randn(20, 8, generator=gen)
+    train_y, test_y = torch.randint(0, 10, (60,), generator=gen), torch.randint(0, 10, (20,), generator=gen)
+    for k in (1, 5, 200):
+        expected = reference_knn(train, train_y, test, test_y, min(k, 60), 0.1)
+        assert knn_accuracy(train, train_y, test, test_y, k=k, chunk=7) == pytest.approx(expected)
+    assert knn_accuracy(train, train_y, train, train_y, k=1) == 100.0  # each point is its own neighbour
+
+
+def test_stage_outputs_match_the_torchvision_forward():
+    model = build_model("resnet18", 10).eval()
+    x = torch.randn(2, 3, 32, 32)
+    out = stage_outputs(model, x)
+    assert list(out) == list(STAGES)
+    torch.testing.assert_close(model.fc(torch.flatten(model.avgpool(out["layer4"]), 1)), model(x))
+    feats = extract(model, torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8), pool=2, batch_size=2)
+    assert feats["layer1"].shape == (5, 64 * 4) and feats["layer4"].shape == (5, 512 * 4)
+
+
+def test_four_rotations_per_image_put_every_rotation_in_the_batch():
+    cfg = RunConfig(rotations_per_image=4)
+    images = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
+    inputs, targets = make_batch(cfg, images, torch.zeros(3, dtype=torch.long), generator(torch.device("cpu"), 0))
+    assert inputs.shape == (12, 3, 32, 32) and targets.tolist() == [0, 1, 2, 3] * 3
+    for i in range(3):  # the same crop/flip, rotated four ways
+        for k in range(4):
+            torch.testing.assert_close(inputs[4 * i + k], torch.rot90(inputs[4 * i], k, dims=(1, 2)))
+
+
+def test_label_efficiency_schedule_rule():
+    base = resolve("full-from-rotation", preset="paper")
+    small, large = subset_schedule(base, 20, 300), subset_schedule(base, 5000, 300)
+    assert small.epochs == 192 and small.lr_step_epochs == 96 and small.eval_every == 20  # ceil(300*128/200)
+    assert large.epochs == 20 and large.lr_step_epochs == 10 and large.eval_every == 2
+    assert small.train_per_class == 20
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_every_preset_resolves_for_every_experiment(name):
+    for experiment in EXPERIMENTS:
+        for arch in ("resnet18", "resnet50"):
+            resolve(experiment, arch=arch, preset=name)
+    assert resolve("rotation", arch="resnet34", preset="paper").epochs == 70
+
+
+def test_probe_label_efficiency_and_knn_end_to_end(tmp_path, fake_root):
+    root = tmp_path / "runs"
+    common = ["--runs-root", str(root), "--data-root", str(fake_root), "--no-download"]
+    assert (
+        main(
+            [
+                "label-efficiency",
+                "--per-class",
+                "2,4",
+                "--preset",
+                TINY,
+                "--min-steps",
+                "4",
+                "--set",
+                "knn_every=1",
+                *common,
+            ]
+        )
+        == 0
+    )
+    rotation = root / "resnet18/rotation/seed0"
+    history = [json.loads(line) for line in (rotation / "metrics.jsonl").read_text().splitlines()]
+    assert all(0 <= h["knn_acc"] <= 100 for h in history)
+    for arm in ("full-from-rotation", "full-from-random"):
+        for n in (2, 4):
+            cfg = json.loads((root / f"resnet18/{arm}@{n}pc/seed0/config.json").read_text())["config"]
+            assert cfg["train_per_class"] == n
+    assert main(["probe", str(rotation), "--epochs", "2", "--data-root", str(fake_root), "--no-download"]) == 0
+    probe = json.loads((rotation / "probe/probe-linear-pool1.json").read_text())
+    assert set(probe["accuracy"]) == {"pretrained", "random"} and set(probe["accuracy"]["random"]) == set(STAGES)
+    assert (rotation / "probe/features-pretrained-pool1.safetensors").is_file()
+    assert main(["report", str(root)]) == 0
+    report = (root / "report.md").read_text()
+    for section in ("## kNN monitor", "## Per-layer probes", "## Label efficiency", "full-from-rotation@2pc"):
+        assert section in report
+    for png in ("knn", "probe", "label_efficiency"):
+        assert (root / "plots" / f"{png}.png").is_file()
+
+
+def test_probe_on_a_folder_that_is_not_a_run(tmp_path, capsys):
+    assert main(["probe", str(tmp_path)]) == 2
+    assert "is not a rotnet run folder" in capsys.readouterr().err
