@@ -120,6 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="",
         help="comma-separated (default: every row the seed report has for each arch)",
     )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="run up to N independent experiments at once (one per GPU; on CPU they share the cores)",
+    )
     add_common(p)
 
     p = sub.add_parser("probe", help="linear (or MLP) probes on frozen features of each stage, vs random init")
@@ -162,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from rotnet.data import default_data_root, load_cifar10
-    from rotnet.run import Runtime, install_stop_handlers, refuse_changed_config, resolve_device, run, run_dir
+    from rotnet.run import Runtime, install_stop_handlers, refuse_changed_config, run, run_dir, setup_device
 
     args.runs_root = args.runs_root or Path("runs")
     cfg = resolve(
@@ -175,11 +181,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     if not args.restart:  # fail before the data loads
         refuse_changed_config(run_dir(args.runs_root, cfg), cfg)
-    device = resolve_device(args.device)
+    device, world = setup_device(args.device)
     data = load_cifar10(args.data_root or default_data_root(), download=not args.no_download)
     stop = StopFlag()
     install_stop_handlers(stop)
-    run(cfg, data, Runtime(device, args.runs_root, args.checkpoint_every, args.restart, stop))
+    run(cfg, data, Runtime(device, args.runs_root, args.checkpoint_every, args.restart, stop, world))
     return 0
 
 

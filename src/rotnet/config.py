@@ -48,6 +48,7 @@ class RunConfig:
     schedule: str = "step"  # "step": lr * lr_gamma ** (epoch // lr_step_epochs), the report's StepLR
     lr_step_epochs: int = 10
     lr_gamma: float = 0.1
+    sync_bn: bool = False  # under torchrun: BatchNorm statistics over the global batch (GPU only in PyTorch)
     freeze_bn: bool = False  # False = the seed: frozen layers' BatchNorm still update running stats
     rotations_per_image: int = 1  # 1 = the seed (one random rotation); 4 = RotNet (all four in a batch)
     train_per_class: int = 0  # 0 = the whole training set; n = a class-balanced subset of n per class

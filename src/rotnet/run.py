@@ -15,6 +15,7 @@ from torch import nn
 from rotnet import checkpoint as ckpt
 from rotnet.config import RunConfig
 from rotnet.data import Cifar10, balanced_subset
+from rotnet.distributed import World, barrier, init_from_env, ranks_agree
 from rotnet.errors import RotnetError
 from rotnet.features import extract, knn_accuracy
 from rotnet.models import build_model, check_keys, set_trainable, transfer_state
@@ -39,6 +40,7 @@ class Runtime:
     checkpoint_every: int = 0  # also checkpoint every N steps (0: epoch ends only)
     restart: bool = False  # keep an existing run under a new name and start over
     stop: StopFlag | None = None
+    world: World = World()  # torchrun ranks (one process per device)
 
 
 def run_dir(runs_root: Path, cfg: RunConfig) -> Path:
@@ -57,7 +59,19 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def setup_device(name: str) -> tuple[torch.device, World]:
+    """The device for this process and its place among torchrun's ranks (a world of one without torchrun)."""
+    world = init_from_env(name)
+    device = resolve_device(name)
+    if world.size > 1 and device.type == "cuda":
+        device = torch.device("cuda", world.local_rank)
+    return device, world
+
+
 def config_diff(old: dict, new: dict) -> list[str]:
+    """The keys whose values differ. A key the old run lacks was added to rotnet later, with a default that keeps
+    the earlier behaviour, so it counts as that default."""
+    old = RunConfig().to_dict() | old
     keys = sorted(set(old) | set(new))
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
 
@@ -204,14 +218,20 @@ def confusion(pred: torch.Tensor, target: torch.Tensor, k: int) -> list[list[int
 
 def run(cfg: RunConfig, data: Cifar10, rt: Runtime, log=print) -> dict:
     """Train one experiment into its run folder (resuming if a checkpoint is there); return its result."""
+    world = rt.world
+    log = log if world.is_main else (lambda *_: None)  # one voice, and only rank 0 writes files
     folder = run_dir(rt.runs_root, cfg)
     if (folder / RESULT).is_file() and not rt.restart:
         refuse_changed_config(folder, cfg)
         log(f"{folder}: already finished; reusing it")
         return json.loads((folder / RESULT).read_text())
-    prepare_dir(folder, cfg, rt.restart)
+    if world.is_main:
+        prepare_dir(folder, cfg, rt.restart)
+    barrier()
     device = rt.device
     model, init_info = init_model(cfg, rt.runs_root)
+    if world.size > 1 and cfg.sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # same parameter names: checkpoints still load
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -236,7 +256,9 @@ def run(cfg: RunConfig, data: Cifar10, rt: Runtime, log=print) -> dict:
     if resumed and config_path.is_file():  # keep the first start's provenance, add this one's
         first = json.loads(config_path.read_text())
         record = first | {"resumes": [*first.get("resumes", []), provenance(device)]}
-    ckpt.atomic_write_text(config_path, json.dumps(record, indent=2) + "\n")
+    record["world_size"] = world.size
+    if world.is_main:
+        ckpt.atomic_write_text(config_path, json.dumps(record, indent=2) + "\n")
 
     images, labels = train_subset(cfg, data)
     images, labels = images.to(device), labels.to(device)
@@ -258,7 +280,12 @@ def run(cfg: RunConfig, data: Cifar10, rt: Runtime, log=print) -> dict:
             out["knn_acc"] = knn_monitor(m, images, labels, test_images, test_labels, cfg)
         return out
 
-    forward = torch.compile(model) if cfg.compile else model
+    forward = model
+    if world.size > 1:  # averages gradients across ranks; broadcasts rank 0's buffers (BN statistics) each step
+        forward = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    forward = torch.compile(forward) if cfg.compile else forward
     started = time.perf_counter()
     history = fit(
         cfg,
@@ -268,13 +295,20 @@ def run(cfg: RunConfig, data: Cifar10, rt: Runtime, log=print) -> dict:
         labels,
         evaluate,
         state,
-        lambda s: save_state(folder, cfg, model, opt, scaler, s),
+        lambda s: save_state(folder, cfg, model, opt, scaler, s) if world.is_main else None,
         checkpoint_every=rt.checkpoint_every,
         stop=rt.stop,
         forward=forward,
         scaler=scaler,
         log=log,
+        world=world,
     )
+    agree = ranks_agree(model)
+    if not agree:
+        raise RotnetError("the ranks ended with different weights; this is a bug, please report it")
+    if not world.is_main:
+        barrier()  # rank 0 writes the final outputs
+        return json.loads((folder / RESULT).read_text())
 
     # Final outputs: weights that load into plain torchvision, and what the report needs without the data.
     ckpt.save_tensors(folder / WEIGHTS, model.state_dict(), {"config": cfg.to_dict()})
@@ -293,10 +327,13 @@ def run(cfg: RunConfig, data: Cifar10, rt: Runtime, log=print) -> dict:
         "wall_seconds": time.perf_counter() - started,
         "images_per_s": sum(r["images_per_s"] for r in history) / len(history),
         "confusion": confusion(pred, target, k),
+        "world_size": world.size,
+        "ranks_agree": agree,
         "class_names": list(data.class_names) if cfg.task == "classification" else ["0", "90", "180", "270"],
     }
     ckpt.atomic_write_text(folder / RESULT, json.dumps(result, indent=2) + "\n")
     log(f"{folder}: test accuracy {result['test_acc']:.2f}% after {len(history)} epochs")
+    barrier()
     return result
 
 

@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from rotnet.augment import normalize, rotate, train_augment
 from rotnet.config import RunConfig
+from rotnet.distributed import World, all_reduce, shard
 from rotnet.models import train_mode
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -163,23 +164,30 @@ def fit(
     forward: nn.Module | None = None,
     scaler: torch.amp.GradScaler | None = None,
     log: Callable[[str], None] = print,
+    world: World | None = None,
 ) -> list[dict]:
     """Train from `state` to cfg.epochs. At each epoch end: evaluate, append the epoch's record to
     state.history, save(state). Also save every `checkpoint_every` steps, and before returning on a stop request.
 
-    `forward` is the module to call (a compiled one, say); `model` is what gets trained and saved.
+    `forward` is the module to call (a compiled or DistributedDataParallel one, say); `model` is what gets trained
+    and saved. Under torchrun every rank builds the same global batch and takes its own strided shard of it, so
+    the data a run sees doesn't depend on the number of ranks and a checkpoint resumes under any number of them.
     """
     forward = forward or model
+    world = world or World()
     stop = stop or StopFlag()
     device = train_images.device
     n = len(train_images)
     steps = math.ceil(n / cfg.batch_size)  # the seed's DataLoader keeps the last, smaller batch
-    tty = is_tty()
+    tty = is_tty() and world.is_main
+    # Ranks must agree on when to synchronize: with several, every 20 steps whatever the terminal.
+    refresh = 20 if tty or world.size > 1 else 0
     while state.epoch < cfg.epochs:
         epoch = state.epoch
         lr = lr_at(cfg, epoch, state.step, steps)
         order = torch.randperm(n, generator=generator(device, cfg.seed, epoch), device=device)
-        sums = state.sums.to(device)
+        # This rank's running sums; a resumed epoch's global sums restart on rank 0 only, so the ranks' sum is right.
+        sums = state.sums.to(device) if world.is_main else torch.zeros(3, dtype=torch.float64, device=device)
         first_bad = torch.full((), -1, device=device)
         train_mode(model, cfg.freeze_bn)
         bar = tqdm(
@@ -199,6 +207,7 @@ def fit(
             inputs, targets = make_batch(
                 cfg, train_images[idx], train_labels[idx], generator(device, cfg.seed, epoch, step)
             )
+            inputs, targets = shard(inputs, world), shard(targets, world)
             loss, logits = train_step(forward, optimizer, inputs, targets, cfg.precision, scaler)
             # Accumulate on the device; nothing here waits for the device (no .item() per step).
             b = targets.numel()
@@ -213,14 +222,19 @@ def fit(
             first_bad = torch.where((first_bad < 0) & ~torch.isfinite(detached), step, first_bad)
             bar.update(1)
             done = step + 1
-            sync = (tty and done % 20 == 0) or done == steps or stop.requested
-            sync = sync or (checkpoint_every and done % checkpoint_every == 0)
+            sync = (refresh and done % refresh == 0) or done == steps
+            sync = sync or (checkpoint_every and done % checkpoint_every == 0) or (world.size == 1 and stop.requested)
             if not sync:
                 continue
-            if first_bad.item() >= 0:
+            flags = all_reduce(
+                torch.stack([first_bad.double(), torch.tensor(float(stop.requested), device=device)]), "max"
+            ).tolist()
+            if flags[0] >= 0:
                 bar.close()
-                raise NonFiniteLoss(epoch, int(first_bad.item()))
-            total = sums.tolist()
+                raise NonFiniteLoss(epoch, int(flags[0]))
+            stopping = flags[1] > 0
+            global_sums = all_reduce(sums)
+            total = global_sums.tolist()
             elapsed = time.perf_counter() - started
             bar.set_postfix(
                 loss=f"{total[0] / total[2]:.3f}",
@@ -228,8 +242,8 @@ def fit(
                 img_s=f"{total[2] / max(elapsed, 1e-9):.0f}",
             )
             if done < steps:
-                state.step, state.sums, state.seconds = done, sums.cpu(), elapsed
-                if stop.requested:
+                state.step, state.sums, state.seconds = done, global_sums.cpu(), elapsed
+                if stopping:
                     bar.close()
                     save(state)
                     raise Interrupted(f"stopped at epoch {epoch + 1}, step {done}")
@@ -237,7 +251,7 @@ def fit(
                     save(state)
         bar.close()
         train_seconds = time.perf_counter() - started
-        loss_sum, correct, count = sums.tolist()
+        loss_sum, correct, count = total
         record = {
             "epoch": epoch + 1,
             "lr": lr,
@@ -257,7 +271,7 @@ def fit(
         )
         save(state)
         log(format_record(cfg, record))
-        if stop.requested and state.epoch < cfg.epochs:
+        if stopping and state.epoch < cfg.epochs:
             raise Interrupted(f"stopped after epoch {epoch + 1}")
     return state.history
 
