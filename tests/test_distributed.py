@@ -24,10 +24,32 @@ def free_port() -> int:
 
 
 def train(root, data, nproc: int, *extra: str, wait: bool = True):
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-                "--master_addr", "127.0.0.1", "--master_port", str(free_port())]
-    cmd = [*launcher, "-m", "rotnet", "train", "rotation", "--device", "cpu", "--runs-root", str(root),
-           "--data-root", str(data), *ARGS, *extra]
+    launcher = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        str(nproc),
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+    ]
+    cmd = [
+        *launcher,
+        "-m",
+        "rotnet",
+        "train",
+        "rotation",
+        "--device",
+        "cpu",
+        "--runs-root",
+        str(root),
+        "--data-root",
+        str(data),
+        *ARGS,
+        *extra,
+    ]
     env = os.environ | {"OMP_NUM_THREADS": "1"}
     if not wait:
         return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

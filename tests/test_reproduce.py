@@ -97,3 +97,16 @@ def test_interrupted_reproduce_continues_without_redoing(tmp_path, fake_root):
     assert "rotation/seed0: already finished" in again.stdout
     assert weights.stat().st_mtime_ns == stamp
     assert all((tmp_path / "resnet18" / e / "seed0" / "result.json").is_file() for e in EXPERIMENTS)
+
+
+def test_jobs_run_experiments_side_by_side_respecting_dependencies(tmp_path, fake_root):
+    assert main(reproduce(tmp_path, fake_root, "--jobs", "2")) == 0
+    for e in EXPERIMENTS:
+        assert (tmp_path / "resnet18" / e / "seed0" / "result.json").is_file()
+    rotation_done = (tmp_path / "resnet18/rotation/seed0/result.json").stat().st_mtime
+    for e in ("layer4-from-rotation", "full-from-rotation"):
+        config = json.loads((tmp_path / "resnet18" / e / "seed0/config.json").read_text())
+        assert config["init_weights"].endswith("rotation/seed0/model.safetensors")
+        assert (tmp_path / "resnet18" / e / "seed0/config.json").stat().st_mtime >= rotation_done
+    assert len(list((tmp_path / "logs").glob("*.log"))) == 5
+    assert "| full-from-random | resnet18 |" in (tmp_path / "report.md").read_text()
