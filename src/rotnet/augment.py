@@ -6,6 +6,8 @@ ToTensor -> Normalize -> rotate) on a whole batch at once, on whatever device th
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 # The seed report's Normalize constants (the widely copied CIFAR-10 values from kuangliu/pytorch-cifar).
@@ -47,10 +49,17 @@ def unrotate(images: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return rotate(images, (-k) % 4)
 
 
+@functools.cache
+def _scaled_stats(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    # Made once per device: a fresh host-to-device copy each step would make a GPU wait for the host.
+    mean = torch.tensor(MEAN, dtype=dtype).view(1, 3, 1, 1) * 255
+    std = torch.tensor(STD, dtype=dtype).view(1, 3, 1, 1) * 255
+    return mean.to(device), std.to(device)
+
+
 def normalize(images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """ToTensor + Normalize(MEAN, STD): uint8 (B, 3, H, W) -> float."""
-    mean = torch.tensor(MEAN, device=images.device, dtype=dtype).view(1, 3, 1, 1) * 255
-    std = torch.tensor(STD, device=images.device, dtype=dtype).view(1, 3, 1, 1) * 255
+    mean, std = _scaled_stats(images.device, dtype)
     return (images.to(dtype) - mean) / std
 
 

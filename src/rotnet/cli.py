@@ -192,6 +192,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from rotnet.reproduce import reproduce_from_args
 
+    if args.jobs <= 0:
+        raise RotnetError(f"--jobs must be a positive number; got {args.jobs}")
     args.runs_root = args.runs_root or Path("runs") / Path(args.preset).stem
     return reproduce_from_args(args, overrides(args))
 

@@ -216,7 +216,7 @@ def fit(
                 [
                     detached.double() * b,
                     (logits.argmax(1) == targets).sum().double(),
-                    torch.tensor(b, dtype=torch.float64, device=device),
+                    detached.new_full((), b, dtype=torch.float64),  # a fill kernel, not a host copy
                 ]
             )
             first_bad = torch.where((first_bad < 0) & ~torch.isfinite(detached), step, first_bad)
