@@ -16,6 +16,7 @@ from rotnet.augment import MEAN, STD
 from rotnet.config import RunConfig
 from rotnet.experiments import EXPERIMENTS
 from rotnet.models import build_model, set_trainable
+from rotnet.run import build_optimizer
 from rotnet.train import generator, make_batch, predict, train_step
 
 TASKS = {"rotation": EXPERIMENTS["rotation"], "layer4": EXPERIMENTS["layer4-from-random"]}
@@ -68,9 +69,7 @@ def setup(cfg: RunConfig, device: torch.device):
     model = build_model(cfg.arch, cfg.num_classes).to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
-    params = set_trainable(model, cfg.trainable)
-    fused = {"fused": True} if device.type == "cuda" else {}
-    opt = torch.optim.Adam(params, lr=cfg.lr, **fused)
+    opt = build_optimizer(cfg, set_trainable(model, cfg.trainable), device)
     forward = torch.compile(model) if cfg.compile else model
     model.train()
     return model, forward, opt

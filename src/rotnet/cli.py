@@ -200,12 +200,12 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 def cmd_probe(args: argparse.Namespace) -> int:
     from rotnet.data import default_data_root, load_cifar10
-    from rotnet.probe import load_run, probe
+    from rotnet.probe import finished_run_config, probe
     from rotnet.run import resolve_device
 
     if args.pool <= 0 or args.epochs <= 0:
         raise RotnetError("--pool and --epochs must be positive")
-    load_run(args.run)  # fail on a bad run folder before loading the data
+    finished_run_config(args.run)  # fail on a bad run folder before loading the data
     data = load_cifar10(args.data_root or default_data_root(), download=not args.no_download)
     probe(args.run, data, resolve_device(args.device), head=args.head, pool=args.pool, epochs=args.epochs)
     return 0

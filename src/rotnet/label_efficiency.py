@@ -15,6 +15,7 @@ import math
 from dataclasses import replace
 
 from rotnet.config import RunConfig, validate
+from rotnet.errors import RotnetError
 from rotnet.experiments import resolve
 from rotnet.reproduce import execute, parse_list, parse_seeds
 
@@ -36,8 +37,6 @@ def label_efficiency_from_args(args, overrides: dict) -> int:
     except ValueError:
         sizes = []
     if not sizes or min(sizes) <= 0:
-        from rotnet.errors import RotnetError
-
         raise RotnetError(f"--per-class expects comma-separated positive integers; got {args.per_class!r}")
     seeds = parse_seeds(args.seeds)
     kw = {"arch": args.arch, "preset": args.preset, "config_files": tuple(args.config), "overrides": overrides}

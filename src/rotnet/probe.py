@@ -23,16 +23,15 @@ from rotnet.run import CONFIG, WEIGHTS
 from rotnet.train import derive_seed
 
 
-def load_run(folder: Path) -> tuple[RunConfig, dict[str, torch.Tensor]]:
-    """A finished run's configuration and weights."""
+def finished_run_config(folder: Path) -> RunConfig:
+    """The configuration of a finished run (one with final weights), or a RotnetError saying what is missing."""
     try:
         cfg = RunConfig(**json.loads((folder / CONFIG).read_text())["config"])
     except (OSError, json.JSONDecodeError, KeyError, TypeError):
         raise RotnetError(f"{folder} is not a rotnet run folder (no readable {CONFIG})") from None
     if not (folder / WEIGHTS).is_file():
         raise RotnetError(f"{folder} has no {WEIGHTS}: the run has not finished")
-    weights, _ = ckpt.load_tensors(folder / WEIGHTS)
-    return cfg, weights
+    return cfg
 
 
 def cached_features(model: nn.Module, data: Cifar10, cache: Path, pool: int, digest: str) -> dict:
@@ -81,7 +80,8 @@ def probe(
     folder: Path, data: Cifar10, device: torch.device, *, head: str = "linear", pool: int = 1, epochs: int = 30
 ) -> dict:
     """Probe every stage of the run's weights and of random-init weights; write probe/probe-HEAD-poolP.json."""
-    cfg, weights = load_run(folder)
+    cfg = finished_run_config(folder)
+    weights, _ = ckpt.load_tensors(folder / WEIGHTS)
     out_dir = folder / "probe"
     results = {
         "run": str(folder),
