@@ -137,13 +137,13 @@ def load_images(data_root: Path | None) -> tuple[torch.Tensor, torch.Tensor, str
     """The real training set if present, else random images of the same shape (throughput doesn't care)."""
     import warnings
 
-    from rotnet.data import default_data_root, load_cifar10
+    from rotnet.data import load_cifar10
     from rotnet.errors import RotnetError
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            data = load_cifar10(data_root or default_data_root(), download=False)
+            data = load_cifar10(data_root, download=False)
         return data.train_images, data.train_labels, "CIFAR-10"
     except RotnetError:
         gen = torch.Generator().manual_seed(0)

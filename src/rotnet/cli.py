@@ -167,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from rotnet.data import default_data_root, load_cifar10
+    from rotnet.data import load_cifar10
     from rotnet.run import Runtime, install_stop_handlers, refuse_changed_config, run, run_dir, setup_device
 
     args.runs_root = args.runs_root or Path("runs")
@@ -182,11 +182,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not args.restart:  # fail before the data loads
         refuse_changed_config(run_dir(args.runs_root, cfg), cfg)
     device, world = setup_device(args.device)
-    data = load_cifar10(args.data_root or default_data_root(), download=not args.no_download)
+    data = load_cifar10(args.data_root, download=not args.no_download)
     stop = StopFlag()
     install_stop_handlers(stop)
     run(cfg, data, Runtime(device, args.runs_root, args.checkpoint_every, args.restart, stop, world))
     return 0
+
+
+def preset_runs_root(preset: str) -> Path:
+    """runs/PRESET: runs of different presets never meet, and label-efficiency shares reproduce's rotation run."""
+    return Path("runs") / Path(preset).stem
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
@@ -194,19 +199,19 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
     if args.jobs <= 0:
         raise RotnetError(f"--jobs must be a positive number; got {args.jobs}")
-    args.runs_root = args.runs_root or Path("runs") / Path(args.preset).stem
+    args.runs_root = args.runs_root or preset_runs_root(args.preset)
     return reproduce_from_args(args, overrides(args))
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    from rotnet.data import default_data_root, load_cifar10
+    from rotnet.data import load_cifar10
     from rotnet.probe import finished_run_config, probe
     from rotnet.run import resolve_device
 
     if args.pool <= 0 or args.epochs <= 0:
         raise RotnetError("--pool and --epochs must be positive")
     finished_run_config(args.run)  # fail on a bad run folder before loading the data
-    data = load_cifar10(args.data_root or default_data_root(), download=not args.no_download)
+    data = load_cifar10(args.data_root, download=not args.no_download)
     probe(args.run, data, resolve_device(args.device), head=args.head, pool=args.pool, epochs=args.epochs)
     return 0
 
@@ -216,7 +221,7 @@ def cmd_label_efficiency(args: argparse.Namespace) -> int:
 
     if args.min_steps <= 0:
         raise RotnetError(f"--min-steps must be a positive number; got {args.min_steps}")
-    args.runs_root = args.runs_root or Path("runs") / Path(args.preset).stem
+    args.runs_root = args.runs_root or preset_runs_root(args.preset)
     return label_efficiency_from_args(args, overrides(args))
 
 

@@ -85,8 +85,6 @@ def validate(cfg: RunConfig) -> RunConfig:
             raise RotnetError(f"{name} must be zero or positive; got {getattr(cfg, name)!r}")
     if cfg.rotations_per_image not in (1, 4):
         raise RotnetError(f"rotations_per_image must be 1 or 4; got {cfg.rotations_per_image}")
-    if cfg.rotations_per_image == 4 and cfg.batch_size % 4:
-        raise RotnetError(f"batch_size must be a multiple of 4 with rotations_per_image=4; got {cfg.batch_size}")
     return cfg
 
 

@@ -138,9 +138,10 @@ def ensure_downloaded(root: Path, download: bool = True) -> Path:
     return folder
 
 
-def load_cifar10(root: Path | str, download: bool = True) -> Cifar10:
-    """Read and validate the six batch files under root (shapes, dtypes, label range, counts)."""
-    root = Path(root)
+def load_cifar10(root: Path | str | None = None, download: bool = True) -> Cifar10:
+    """Read and validate the six batch files under root (default: `default_data_root()`): shapes, dtypes, label
+    range, counts."""
+    root = Path(root) if root else default_data_root()
     folder = ensure_downloaded(root, download)
 
     def read(names: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:

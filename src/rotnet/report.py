@@ -19,6 +19,8 @@ from rotnet.experiments import EXPERIMENTS  # noqa: E402
 from rotnet.reproduce import FAILED, runs_for, seed_results  # noqa: E402
 from rotnet.run import CONFIG, EXAMPLES, METRICS, RESULT  # noqa: E402
 
+ORDER = {e: i for i, e in enumerate(EXPERIMENTS)}  # the report's row order: rotation first
+
 
 def read_json(path: Path) -> dict | None:
     try:
@@ -42,8 +44,7 @@ def read_metrics(path: Path) -> list[dict]:
 def collect(root: Path) -> list[dict]:
     """One entry per run folder, with its status: finished, failed, partial (some epochs) or started."""
     runs = []
-    order = {e: i for i, e in enumerate(EXPERIMENTS)}
-    folders = sorted(runs_for(root), key=lambda f: (f.parts[-3], order.get(f.parts[-2], 99), f.name))
+    folders = sorted(runs_for(root), key=lambda f: (f.parts[-3], ORDER.get(f.parts[-2], 99), f.name))
     for folder in folders:
         arch, seed = folder.parts[-3], int(folder.name[4:])
         experiment, _, per_class = folder.parts[-2].partition("@")
@@ -81,8 +82,7 @@ def table_rows(root: Path, runs: list[dict]) -> list[dict]:
     plan = (read_json(root / "reproduce.json") or {}).get("runs", [])
     keys = list(seeds) + [(r["experiment"], r["arch"]) for r in runs]
     keys += [(p.split("/")[1], p.split("/")[0]) for p in plan]
-    order = {e: i for i, e in enumerate(EXPERIMENTS)}
-    keys = sorted(dict.fromkeys(keys), key=lambda k: (k[1], order.get(k[0], 99)))
+    keys = sorted(dict.fromkeys(keys), key=lambda k: (k[1], ORDER.get(k[0], 99)))
     rows = []
     for experiment, arch in keys:
         mine = [r for r in runs if (r["experiment"], r["arch"]) == (experiment, arch)]

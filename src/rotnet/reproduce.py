@@ -73,7 +73,7 @@ def reproduce_from_args(args, overrides: dict) -> int:
 def execute(configs: list, args, log_name: str, extra: dict) -> int:
     """Run configs in order under args.runs_root (reusing finished runs, resuming partial ones), log the
     invocation to ROOT/log_name, and write the report, also when interrupted."""
-    from rotnet.data import default_data_root, load_cifar10
+    from rotnet.data import load_cifar10
     from rotnet.report import write_report
     from rotnet.run import Runtime, install_stop_handlers, refuse_changed_config, run, run_dir, setup_device
     from rotnet.train import StopFlag
@@ -83,7 +83,7 @@ def execute(configs: list, args, log_name: str, extra: dict) -> int:
         for cfg in configs:
             refuse_changed_config(run_dir(root, cfg), cfg)
     device, world = setup_device(args.device)
-    data = load_cifar10(args.data_root or default_data_root(), download=not args.no_download)
+    data = load_cifar10(args.data_root, download=not args.no_download)
     stop = StopFlag()
     install_stop_handlers(stop)
     rt = Runtime(device, root, args.checkpoint_every, args.restart, stop, world)

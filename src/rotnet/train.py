@@ -184,7 +184,6 @@ def fit(
     refresh = 20 if tty or world.size > 1 else 0
     while state.epoch < cfg.epochs:
         epoch = state.epoch
-        lr = lr_at(cfg, epoch, state.step, steps)
         order = torch.randperm(n, generator=generator(device, cfg.seed, epoch), device=device)
         # This rank's running sums; a resumed epoch's global sums restart on rank 0 only, so the ranks' sum is right.
         sums = state.sums.to(device) if world.is_main else torch.zeros(3, dtype=torch.float64, device=device)
