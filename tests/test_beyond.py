@@ -11,7 +11,8 @@ from rotnet.experiments import EXPERIMENTS, preset_names, resolve
 from rotnet.features import STAGES, extract, knn_accuracy, stage_outputs
 from rotnet.label_efficiency import subset_schedule
 from rotnet.models import build_model
-from rotnet.train import generator, make_batch
+from rotnet.seeds import generator
+from rotnet.train import make_batch
 from tests.test_reproduce import TINY
 
 
@@ -50,7 +51,7 @@ def test_stage_outputs_match_the_torchvision_forward():
 def test_four_rotations_per_image_put_every_rotation_in_the_batch():
     cfg = RunConfig(rotations_per_image=4)
     images = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
-    inputs, targets = make_batch(cfg, images, torch.zeros(3, dtype=torch.long), generator(torch.device("cpu"), 0))
+    inputs, targets = make_batch(cfg, images, torch.zeros(3, dtype=torch.long), generator("cpu", "augment", 0))
     assert inputs.shape == (12, 3, 32, 32) and targets.tolist() == [0, 1, 2, 3] * 3
     for i in range(3):  # the same crop/flip, rotated four ways
         for k in range(4):

@@ -17,7 +17,8 @@ from rotnet.config import RunConfig
 from rotnet.experiments import EXPERIMENTS
 from rotnet.models import build_model, set_trainable
 from rotnet.run import build_optimizer
-from rotnet.train import generator, make_batch, predict, train_step
+from rotnet.seeds import generator
+from rotnet.train import make_batch, predict, train_step
 
 TASKS = {"rotation": EXPERIMENTS["rotation"], "layer4": EXPERIMENTS["layer4-from-random"]}
 
@@ -88,11 +89,11 @@ def bench_rotnet(cfg, device, images, labels, steps, warmup) -> float:
     """(b) rotnet's pipeline exactly as `fit` runs it: resident uint8 data, batch augmentation, rotation, step."""
     model, forward, opt = setup(cfg, device)
     images, labels = images.to(device), labels.to(device)
-    order = torch.randperm(len(images), generator=generator(device, 0, 0), device=device)
+    order = torch.randperm(len(images), generator=generator(device, "shuffle", 0, 0), device=device)
 
     def step(i):
         idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-        inputs, targets = make_batch(cfg, images[idx], labels[idx], generator(device, 0, 0, i))
+        inputs, targets = make_batch(cfg, images[idx], labels[idx], generator(device, "augment", 0, 0, i))
         train_step(forward, opt, inputs, targets, cfg.precision)
 
     return timed(step, steps, warmup, cfg.batch_size, device)

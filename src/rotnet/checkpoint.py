@@ -53,11 +53,21 @@ def digest(tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+def canonical(blob: bytes) -> bytes:
+    """The same safetensors file with its header's keys sorted. safetensors writes `__metadata__` from a hash map,
+    in an order that changes from process to process; sorted, identical runs write byte-identical files."""
+    n = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8 : 8 + n])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the format pads the header with spaces to 8-byte alignment
+    return len(text).to_bytes(8, "little") + text + blob[8 + n :]
+
+
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict | None = None) -> None:
     """Save tensors (moved to CPU) with JSON metadata and a checksum, atomically."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    metadata = {"sha256": digest(tensors), "meta": json.dumps(meta or {})}
-    atomic_write(path, save_bytes(tensors, metadata=metadata))
+    metadata = {"sha256": digest(tensors), "meta": json.dumps(meta or {}, sort_keys=True)}
+    atomic_write(path, canonical(save_bytes(tensors, metadata=metadata)))
 
 
 def load_tensors(path: Path, verify: bool = True) -> tuple[dict[str, torch.Tensor], dict]:

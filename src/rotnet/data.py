@@ -7,13 +7,14 @@ import io
 import os
 import pickle
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from rotnet.errors import RotnetError
+from rotnet.seeds import generator
 
 FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -40,6 +41,7 @@ class Cifar10:
     class_names: tuple[str, ...]
     checksums_match: bool  # False when any file differs from the official release (recorded, not refused)
     root: str = ""
+    fingerprint: dict = field(default_factory=dict)  # what identifies the data: file sizes + md5s, image counts
 
 
 class _Refused(pickle.UnpicklingError):
@@ -157,20 +159,27 @@ def load_cifar10(root: Path | str | None = None, download: bool = True) -> Cifar
         if isinstance(meta, dict) and len(meta.get("label_names", [])) == NUM_CLASSES:
             names = tuple(str(n) for n in meta["label_names"])
     official = _official_md5s()
-    mismatched = [n for n in TRAIN_FILES + TEST_FILES if _md5(folder / n) != official[n]]
+    md5s = {n: _md5(folder / n) for n in TRAIN_FILES + TEST_FILES}
+    mismatched = [n for n in TRAIN_FILES + TEST_FILES if md5s[n] != official[n]]
     if mismatched:
         warnings.warn(
             f"CIFAR-10 under {root} differs from the official release ({', '.join(mismatched)}); "
             "using it anyway and recording that in the run's config",
             stacklevel=2,
         )
-    return Cifar10(train_images, train_labels, test_images, test_labels, names, not mismatched, str(root))
+    fingerprint = {
+        "name": "cifar10",
+        "files": {n: f"{(folder / n).stat().st_size}:{md5s[n]}" for n in TRAIN_FILES + TEST_FILES},
+        "train": len(train_images),
+        "test": len(test_images),
+    }
+    return Cifar10(train_images, train_labels, test_images, test_labels, names, not mismatched, str(root), fingerprint)
 
 
 def balanced_subset(labels: torch.Tensor, per_class: int, seed: int) -> torch.Tensor:
     """Indices of `per_class` images of each class, chosen by seed and nested: the subset for n lies inside
     the subset for any m > n (each class's images are ranked once by a seeded permutation)."""
-    gen = torch.Generator().manual_seed(seed)
+    gen = generator("cpu", "subset", seed)
     order = torch.randperm(len(labels), generator=gen)
     picked = []
     for c in range(NUM_CLASSES):

@@ -20,7 +20,7 @@ from rotnet.errors import RotnetError
 from rotnet.features import STAGES, extract
 from rotnet.models import build_model, check_keys
 from rotnet.run import CONFIG, WEIGHTS
-from rotnet.train import derive_seed
+from rotnet.seeds import derive_seed
 
 
 def finished_run_config(folder: Path) -> RunConfig:
@@ -57,12 +57,12 @@ def fit_head(train_x, train_y, test_x, test_y, *, kind: str, epochs: int, seed: 
     """Train a head on standardized features with Adam (lr 1e-3, cosine to 0, batch 256); test accuracy (%)."""
     mean, std = train_x.mean(0), train_x.std(0) + 1e-6
     train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
-    torch.manual_seed(derive_seed(seed, 0x9B0BE))
+    torch.manual_seed(derive_seed("probe-init", seed))
     head = make_head(kind, train_x.shape[1])
     opt = torch.optim.Adam(head.parameters(), lr=1e-3, weight_decay=1e-4)
     steps = epochs * math.ceil(len(train_x) / 256)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    gen = torch.Generator().manual_seed(derive_seed(seed, 0x9B0BE, 1))
+    gen = torch.Generator().manual_seed(derive_seed("probe-shuffle", seed))
     for _ in range(epochs):
         head.train()
         for idx in torch.randperm(len(train_x), generator=gen).split(256):
@@ -93,7 +93,7 @@ def probe(
         "stages": list(STAGES),
         "accuracy": {},
     }
-    torch.manual_seed(derive_seed(cfg.seed, 0xC0FFEE))  # the random init the run itself started from
+    torch.manual_seed(derive_seed("init", cfg.seed))  # the random init the run itself started from
     random_init = build_model(cfg.arch, cfg.num_classes, cfg.stem).state_dict()
     for which, state in (("pretrained", weights), ("random", random_init)):
         model = build_model(cfg.arch, cfg.num_classes, cfg.stem)

@@ -20,7 +20,8 @@ from rotnet.errors import RotnetError
 from rotnet.features import extract, knn_accuracy
 from rotnet.models import build_model, check_keys, set_trainable, transfer_state
 from rotnet.provenance import provenance
-from rotnet.train import LoopState, StopFlag, accuracy, derive_seed, fit, predict
+from rotnet.seeds import derive_seed
+from rotnet.train import LoopState, StopFlag, accuracy, fit, predict
 
 CONFIG, METRICS, WEIGHTS, RESULT, EXAMPLES = (
     "config.json",
@@ -118,7 +119,7 @@ def rotation_weights_path(runs_root: Path, cfg: RunConfig) -> Path:
 
 def init_model(cfg: RunConfig, runs_root: Path) -> tuple[nn.Module, dict]:
     """A fresh model, seeded; for init="rotation", every weight but fc from the rotation run."""
-    torch.manual_seed(derive_seed(cfg.seed, 0xC0FFEE))
+    torch.manual_seed(derive_seed("init", cfg.seed))
     model = build_model(cfg.arch, cfg.num_classes, cfg.stem)
     info: dict = {"init": cfg.init}
     if cfg.init == "rotation":
@@ -250,6 +251,7 @@ def run(cfg: RunConfig, data: Cifar10, rt: Runtime, log=print) -> dict:
         **init_info,
         "data_root": data.root,
         "dataset_checksums_match": data.checksums_match,
+        "dataset": data.fingerprint,
         "resumed": resumed,
     }
     config_path = folder / CONFIG

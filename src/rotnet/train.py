@@ -9,7 +9,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
@@ -18,6 +17,7 @@ from rotnet.augment import normalize, rotate, train_augment
 from rotnet.config import RunConfig
 from rotnet.distributed import World, all_reduce, shard
 from rotnet.models import train_mode
+from rotnet.seeds import generator
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -48,16 +48,6 @@ class LoopState:
     sums: torch.Tensor = field(default_factory=lambda: torch.zeros(3, dtype=torch.float64))  # loss, correct, n
     seconds: float = 0.0  # training time of the current epoch so far (for images/s)
     history: list[dict] = field(default_factory=list)
-
-
-def derive_seed(*parts: int) -> int:
-    """A 63-bit seed from (seed, epoch, step, ...): every batch's randomness is a pure function of its
-    position, so resuming needs no generator state and any step can be replayed."""
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> np.uint64(1))
-
-
-def generator(device: torch.device, *parts: int) -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(derive_seed(*parts))
 
 
 def lr_at(cfg: RunConfig, epoch: int, step: int, steps_per_epoch: int) -> float:
@@ -184,7 +174,7 @@ def fit(
     refresh = 20 if tty or world.size > 1 else 0
     while state.epoch < cfg.epochs:
         epoch = state.epoch
-        order = torch.randperm(n, generator=generator(device, cfg.seed, epoch), device=device)
+        order = torch.randperm(n, generator=generator(device, "shuffle", cfg.seed, epoch), device=device)
         # This rank's running sums; a resumed epoch's global sums restart on rank 0 only, so the ranks' sum is right.
         sums = state.sums.to(device) if world.is_main else torch.zeros(3, dtype=torch.float64, device=device)
         first_bad = torch.full((), -1, device=device)
@@ -204,7 +194,7 @@ def fit(
                 group["lr"] = lr
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             inputs, targets = make_batch(
-                cfg, train_images[idx], train_labels[idx], generator(device, cfg.seed, epoch, step)
+                cfg, train_images[idx], train_labels[idx], generator(device, "augment", cfg.seed, epoch, step)
             )
             inputs, targets = shard(inputs, world), shard(targets, world)
             loss, logits = train_step(forward, optimizer, inputs, targets, cfg.precision, scaler)
