@@ -7,8 +7,8 @@ import torch
 
 from rotnet.cli import main
 from rotnet.config import RunConfig
+from rotnet.evaluate import STAGES, extract, knn_accuracy, stage_outputs
 from rotnet.experiments import EXPERIMENTS, preset_names, resolve
-from rotnet.features import STAGES, extract, knn_accuracy, stage_outputs
 from rotnet.label_efficiency import subset_schedule
 from rotnet.models import build_model
 from rotnet.seeds import generator

@@ -1,15 +1,16 @@
 import json
+import os
 import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from rotnet.cli import main
-from rotnet.experiments import EXPERIMENTS
-from rotnet.reproduce import plan, seed_results
+from rotnet.experiments import EXPERIMENTS, plan, seed_results
 from tests.test_resume import wait_for
 
 TINY = str(Path(__file__).with_name("tiny.toml"))
@@ -57,7 +58,7 @@ def test_reproduce_writes_a_report_with_every_row(reproduced):
     for png in ("curves", "seed_vs_rotnet", "confusion", "rotation_examples"):
         assert (reproduced / "plots" / f"{png}.png").stat().st_size > 1000
         assert f"plots/{png}.png" in report
-    assert "results.csv" and (reproduced / "results.csv").read_text().startswith("experiment,arch,seed_report")
+    assert (reproduced / "results.csv").read_text().startswith("experiment,arch,seed_report")
     assert "## Provenance" in report and "differs (warned)" in report
 
 
@@ -110,3 +111,49 @@ def test_jobs_run_experiments_side_by_side_respecting_dependencies(tmp_path, fak
         assert (tmp_path / "resnet18" / e / "seed0/config.json").stat().st_mtime >= rotation_done
     assert len(list((tmp_path / "logs").glob("*.log"))) == 5
     assert "| full-from-random | resnet18 |" in (tmp_path / "report.md").read_text()
+
+
+def lock_pids(root) -> list[int]:
+    return [int(p.read_text()) for p in root.glob("*/*/seed*/.lock") if p.read_text().strip()]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return (Path(f"/proc/{pid}/stat").read_text().split()[2]) != "Z"
+
+
+def start_jobs(root, data):
+    """reproduce --jobs 2 with runs long enough to be caught training; returns the parent and the children's pids."""
+    cmd = [sys.executable, "-m", "rotnet", *reproduce(root, data, "--jobs", "2"), "--epochs", "400"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    deadline = time.time() + 120
+    while len(lock_pids(root)) < 2 or not all(alive(p) for p in lock_pids(root)):
+        assert time.time() < deadline and proc.poll() is None, "the jobs never started"
+        time.sleep(0.2)
+    wait_for("resnet18/rotation/seed0/metrics.jsonl", root, proc)
+    return proc, lock_pids(root)
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_to_reproduce_jobs_stops_every_child_and_reports_what_did_not_run(tmp_path, fake_root, sig, code):
+    proc, children = start_jobs(tmp_path, fake_root)
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == code, out
+    assert "not run" in out
+    assert not any(alive(p) for p in children)
+    outcome = json.loads((tmp_path / "reproduce.json").read_text())["outcome"]
+    assert not any(v.startswith("done") for v in outcome.values())
+
+
+def test_children_die_with_a_killed_parent(tmp_path, fake_root):
+    proc, children = start_jobs(tmp_path, fake_root)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 60
+    while any(alive(p) for p in children):
+        assert time.time() < deadline, "an orphan kept training"
+        time.sleep(0.2)

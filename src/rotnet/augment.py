@@ -66,3 +66,9 @@ def normalize(images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch
 def train_augment(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """The seed's training transform before normalization: crop with 4-pixel padding, then flip."""
     return random_flip(random_crop(images, 4, gen), gen)
+
+
+def to_input(images: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """uint8 (B, 3, H, W) -> the model's normalized float input, NHWC in memory when channels_last."""
+    x = normalize(images)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -15,28 +17,39 @@ from safetensors.torch import save as save_bytes
 from rotnet.errors import RotnetError
 
 FORMAT = "rotnet-checkpoint-1"
+SEALED = "sha256(tensors|meta)"  # the checksum covers the metadata as well as the tensors
 KEEP = 2  # checkpoints kept: the newest, and the one before it to fall back to if the newest is torn
 
 
 def atomic_write(path: Path, data: bytes) -> None:
     """Write via a temporary file, fsync, rename over the target, fsync the directory: a reader sees the old
-    file or the new one, never half of one. A full disk leaves the old file untouched."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    file or the new one, never half of one. A full disk leaves the old file untouched.
+
+    The temporary file gets a fresh name with O_CREAT | O_EXCL (tempfile.mkstemp), which never follows a symlink:
+    a link planted in the run folder cannot redirect the write outside it.
+    """
+    path = Path(path)
     try:
-        with open(tmp, "wb") as f:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise RotnetError(f"cannot write {path}: {e.strerror or e}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a read-only or vanished folder: the first error is the one to show
+            os.unlink(tmp)
         raise RotnetError(f"cannot write {path}: {e.strerror or e}") from None
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    with contextlib.suppress(OSError):  # durability of the rename; some filesystems refuse a directory fsync
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -63,10 +76,16 @@ def canonical(blob: bytes) -> bytes:
     return len(text).to_bytes(8, "little") + text + blob[8 + n :]
 
 
+def sealed_digest(tensors_digest: str, meta_text: str) -> str:
+    """The checksum of a file: its tensors' digest and its metadata text together."""
+    return hashlib.sha256(f"{tensors_digest}|{meta_text}".encode()).hexdigest()
+
+
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict | None = None) -> None:
-    """Save tensors (moved to CPU) with JSON metadata and a checksum, atomically."""
+    """Save tensors (moved to CPU) with JSON metadata and a checksum over both, atomically."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    metadata = {"sha256": digest(tensors), "meta": json.dumps(meta or {}, sort_keys=True)}
+    meta_text = json.dumps(meta or {}, sort_keys=True)
+    metadata = {"sha256": sealed_digest(digest(tensors), meta_text), "meta": meta_text, "checksum": SEALED}
     atomic_write(path, canonical(save_bytes(tensors, metadata=metadata)))
 
 
@@ -81,12 +100,19 @@ def load_tensors(path: Path, verify: bool = True) -> tuple[dict[str, torch.Tenso
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as e:
         raise RotnetError(f"{path} is not a readable safetensors file ({e})") from None
-    if verify and "sha256" in metadata and digest(tensors) != metadata["sha256"]:
-        raise RotnetError(f"{path} is corrupt: its checksum does not match its contents")
+    meta_text = metadata.get("meta", "{}")
+    if verify and "sha256" in metadata:
+        # Files of rotnet <= 0.1 (no "checksum" key) sealed only the tensors.
+        sealed = metadata.get("checksum") == SEALED
+        expected = sealed_digest(digest(tensors), meta_text) if sealed else digest(tensors)
+        if expected != metadata["sha256"]:
+            raise RotnetError(f"{path} is corrupt: its checksum does not match its contents")
     try:
-        meta = json.loads(metadata.get("meta", "{}"))
+        meta = json.loads(meta_text)
     except json.JSONDecodeError:
         raise RotnetError(f"{path} has unreadable metadata") from None
+    if not isinstance(meta, dict):
+        raise RotnetError(f"{path} has unreadable metadata (not a JSON object)")
     return tensors, meta
 
 
@@ -124,6 +150,19 @@ def save_checkpoint(folder: Path, epoch: int, step: int, tensors: dict[str, torc
     return path
 
 
+def checkpoint_problem(meta: dict) -> str:
+    """What is wrong with a checkpoint's metadata record ('' if nothing)."""
+    if meta.get("format") != FORMAT:
+        return "not a rotnet checkpoint"
+    kinds = {"epoch": int, "step": int, "seconds": float | int, "history": list, "config": dict, "optimizer": dict}
+    bad = [k for k, kind in kinds.items() if not isinstance(meta.get(k), kind) or isinstance(meta.get(k), bool)]
+    if bad:
+        return f"its metadata record is unreadable ({', '.join(bad)})"
+    if not all(isinstance(r, dict) for r in meta["history"]) or len(meta["history"]) != meta["epoch"]:
+        return "its metadata record is unreadable (history)"
+    return ""
+
+
 def load_latest_checkpoint(folder: Path) -> tuple[dict[str, torch.Tensor], dict, Path] | None:
     """The newest checkpoint that loads and verifies; a torn or corrupt one is skipped with a warning.
     None if there are no checkpoints; an error if there are some but none is readable (never start over silently)."""
@@ -134,8 +173,9 @@ def load_latest_checkpoint(folder: Path) -> tuple[dict[str, torch.Tensor], dict,
         except RotnetError as e:
             warnings.warn(f"skipping checkpoint {path.name}: {e}; falling back to the previous one", stacklevel=2)
             continue
-        if meta.get("format") != FORMAT:
-            warnings.warn(f"skipping {path.name}: not a rotnet checkpoint", stacklevel=2)
+        problem = checkpoint_problem(meta)
+        if problem:
+            warnings.warn(f"skipping {path.name}: {problem}; falling back to the previous one", stacklevel=2)
             continue
         return tensors, meta, path
     if paths:

@@ -1,4 +1,7 @@
-"""The `rotnet` command: train, reproduce, report."""
+"""The `rotnet` command: train, reproduce, label-efficiency, probe, verify, report, bench.
+
+This module imports nothing heavy: torch loads only once a subcommand runs, so `rotnet --help` is instant.
+"""
 
 from __future__ import annotations
 
@@ -6,145 +9,163 @@ import argparse
 import signal
 import sys
 import warnings
+from dataclasses import fields
 from pathlib import Path
 
 from rotnet import __version__
-from rotnet.config import ARCHS, parse_assignments
-from rotnet.errors import RotnetError
-from rotnet.experiments import EXPERIMENTS, resolve
-from rotnet.train import Interrupted, NonFiniteLoss, StopFlag
+from rotnet.config import CHOICES, HELP, RunConfig, parse_assignments
+from rotnet.errors import Interrupted, NonFiniteLoss, RotnetError
+from rotnet.experiments import EXPERIMENTS, Protocol, preset_names
 
-# Flags that are shortcuts for `--set key=value`.
-SHORTCUTS = {
-    "epochs": int,
-    "batch_size": int,
-    "lr": float,
-    "seed": int,
-    "precision": str,
-    "optimizer": str,
-    "schedule": str,
-    "weight_decay": float,
-    "rotations_per_image": int,
-    "train_per_class": int,
-    "stem": str,
-    "knn_every": int,
-}
+# Keys the experiment itself decides (settable with --set, but no flag of their own); `--init PATH` sets init_path.
+NO_FLAG = ("experiment", "task", "init", "trainable", "init_path")
+DEFAULTS = RunConfig()
 
 
-def add_common(p: argparse.ArgumentParser) -> None:
-    from rotnet.data import default_data_root
+class Formatter(argparse.RawDescriptionHelpFormatter):
+    """Shows each option's default, except where it is None (a config flag: its default is in the help)."""
 
-    p.add_argument("--preset", default="paper", help="paper (the seed's protocol, default), quick, or a .toml path")
-    p.add_argument(
-        "--config",
-        action="append",
-        default=[],
-        type=Path,
-        metavar="TOML",
-        help="TOML file of overrides (top-level keys and [[rule]] tables); may repeat",
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default not in (None, False, argparse.SUPPRESS) and "default" not in text and action.option_strings:
+            text += " (default: %(default)s)"
+        return text
+
+
+def add_config_flags(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """A flag per RunConfig field (`--batch-size 64`, `--no-channels-last`), a shortcut for `--set`: given flags
+    beat --set, which beats --config files, which beat the preset, which beats the experiment's defaults."""
+    g = p.add_argument_group("configuration (each flag overrides the preset, --config files and --set)")
+    g.add_argument(
+        "--preset",
+        default="paper",
+        help=f"{', '.join(preset_names())} (shipped), or a .toml path; paper is the seed report's protocol",
     )
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config key")
-    for key, kind in SHORTCUTS.items():
-        if key != "seed":
-            p.add_argument(f"--{key.replace('_', '-')}", type=kind, default=None, help=f"same as --set {key}=...")
-    p.add_argument(
-        "--freeze-bn",
-        action="store_const",
-        const=True,
-        default=None,
-        help="keep frozen layers' BatchNorm statistics fixed (the seed updates them)",
-    )
-    p.add_argument("--channels-last", action="store_const", const=True, default=None)
-    p.add_argument("--compile", action="store_const", const=True, default=None, help="torch.compile the model")
-    p.add_argument(
-        "--runs-root",
-        type=Path,
-        default=None,
-        help="where run folders go (default: ./runs for train, ./runs/PRESET for reproduce)",
-    )
-    p.add_argument(
+    g.add_argument("--config", action="append", default=[], type=Path, metavar="TOML", help="overrides; may repeat")
+    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config key")
+    for f in fields(RunConfig):
+        if f.name in NO_FLAG or f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(DEFAULTS, f.name)
+        text = f"{HELP[f.name]} (default: {default})"
+        if isinstance(default, bool):
+            g.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, dest=f.name, help=text)
+        else:
+            kind = type(default)
+            g.add_argument(flag, type=kind, default=None, dest=f.name, choices=CHOICES.get(f.name), help=text)
+
+
+def add_data_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data and device")
+    g.add_argument(
         "--data-root",
         type=Path,
         default=None,
-        help=f"folder holding cifar-10-batches-py (default $ROTNET_DATA or ./data; now {default_data_root()})",
+        help="folder holding cifar-10-batches-py (default: $ROTNET_DATA, else ./data)",
     )
-    p.add_argument("--no-download", action="store_true", help="never download CIFAR-10; fail if it is missing")
-    p.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda or cuda:N")
-    p.add_argument(
-        "--checkpoint-every",
-        type=int,
-        default=0,
-        metavar="STEPS",
-        help="also checkpoint every N steps (default: at each epoch end)",
-    )
-    p.add_argument("--restart", action="store_true", help="start over; the old run is kept under a new name")
+    g.add_argument("--no-download", action="store_true", help="never download CIFAR-10; fail if it is missing")
+    g.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda or cuda:N")
 
 
-def overrides(args: argparse.Namespace) -> dict:
+def add_run_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("run folders")
+    g.add_argument("--runs-root", type=Path, default=None, help="where run folders go (default: runs/PRESET)")
+    g.add_argument(
+        "--checkpoint-every", type=int, default=0, metavar="STEPS", help="also checkpoint every N steps (0: epoch ends)"
+    )
+    g.add_argument("--restart", action="store_true", help="start over; the old run is kept under a new name")
+    add_data_flags(p)
+
+
+def command_line(args: argparse.Namespace, skip: tuple[str, ...] = ()) -> dict:
+    """--set pairs, then the explicit flags (which win)."""
     out = parse_assignments(args.set)
-    for key in SHORTCUTS:
-        if getattr(args, key, None) is not None:
-            out[key] = getattr(args, key)
-    for key in ("freeze_bn", "channels_last", "compile"):
-        if getattr(args, key):
-            out[key] = True
+    for f in fields(RunConfig):
+        if f.name not in NO_FLAG and f.name not in skip and getattr(args, f.name, None) is not None:
+            out[f.name] = getattr(args, f.name)
     if getattr(args, "init", None):
         out["init_path"] = str(args.init)
     return out
 
 
+def protocol_of(args: argparse.Namespace, overrides: dict) -> Protocol:
+    return Protocol(args.preset, tuple(args.config), tuple(overrides.items()))
+
+
+def runs_root_of(args: argparse.Namespace) -> Path:
+    """runs/PRESET for every command: runs of different presets never meet, and every command finds the others'."""
+    return args.runs_root or Path("runs") / Path(args.preset).stem
+
+
+def parse_list(text: str, valid: tuple | None, what: str) -> list[str]:
+    items = [s.strip() for s in text.split(",") if s.strip()]
+    bad = [s for s in items if valid is not None and s not in valid]
+    if bad or not items:
+        raise RotnetError(f"unknown {what} {(bad or [text])[0]!r}; choose from {', '.join(valid or ())}")
+    return items
+
+
+def parse_ints(text: str, what: str, minimum: int = 0) -> list[int]:
+    try:
+        values = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < minimum:
+        raise RotnetError(f"{what} expects comma-separated integers >= {minimum}; got {text!r}")
+    return values
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rotnet", description=__doc__)
+    parser = argparse.ArgumentParser(prog="rotnet", description=__doc__, formatter_class=Formatter)
     parser.add_argument("--version", action="version", version=f"rotnet {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("train", help="run one experiment of the report")
-    p.add_argument("experiment", help=f"one of: {', '.join(EXPERIMENTS)}")
-    p.add_argument("--arch", default="resnet18", help=f"one of: {', '.join(ARCHS)}")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--init",
-        type=Path,
-        default=None,
-        metavar="PATH",
-        help="rotation weights (safetensors) for a from-rotation experiment (default: the rotation run)",
-    )
-    add_common(p)
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=text, description=text, formatter_class=Formatter)
 
-    p = sub.add_parser("reproduce", help="run the report's experiments in dependency order, then report")
-    p.add_argument("--archs", default="resnet18", help="comma-separated, e.g. resnet18,resnet34,resnet50")
-    p.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
+    p = command("train", "run one experiment of the report")
+    p.add_argument("experiment", choices=list(EXPERIMENTS), help="the experiment")
     p.add_argument(
-        "--experiments",
-        default="",
-        help="comma-separated (default: every row the seed report has for each arch)",
+        "--init", type=Path, default=None, metavar="PATH", help="explicit rotation weights for a from-rotation run"
     )
-    p.add_argument(
-        "--jobs",
-        type=int,
-        default=1,
-        help="run up to N independent experiments at once (one per GPU; on CPU they share the cores)",
-    )
-    add_common(p)
+    add_config_flags(p)
+    add_run_flags(p)
 
-    p = sub.add_parser("probe", help="linear (or MLP) probes on frozen features of each stage, vs random init")
+    p = command("reproduce", "run the report's experiments in dependency order, then write the report")
+    p.add_argument("--archs", default=None, help="comma-separated, e.g. resnet18,resnet34,resnet50 (default: resnet18)")
+    p.add_argument("--seeds", default=None, help="comma-separated seeds, e.g. 0,1,2 (default: the config's seed, 0)")
+    p.add_argument("--experiments", default="", help="comma-separated (default: the seed report's rows per arch)")
+    p.add_argument("--jobs", type=int, default=1, help="run up to N runs at once (one per GPU; CPU: shared cores)")
+    add_config_flags(p, skip=("arch", "seed"))
+    add_run_flags(p)
+
+    p = command("label-efficiency", "full-from-rotation vs full-from-random on n labels per class")
+    p.add_argument("--per-class", default="20,100,500,1000,5000", help="comma-separated labelled images per class")
+    p.add_argument("--seeds", default=None, help="comma-separated seeds, each picking its own nested subsets")
+    p.add_argument("--min-steps", type=int, default=300, help="at least this many optimizer steps per run")
+    add_config_flags(p, skip=("seed",))
+    add_run_flags(p)
+
+    p = command("probe", "linear (or MLP) probes on frozen features of each stage, vs random init")
     p.add_argument("run", type=Path, help="a finished run folder, e.g. runs/quick/resnet18/rotation/seed0")
     p.add_argument("--head", default="linear", choices=["linear", "mlp"])
     p.add_argument("--pool", type=int, default=1, help="spatial grid of the average pooling (1: global)")
     p.add_argument("--epochs", type=int, default=30, help="epochs of head training on the cached features")
-    p.add_argument("--data-root", type=Path, default=None)
-    p.add_argument("--no-download", action="store_true")
-    p.add_argument("--device", default="auto")
+    add_data_flags(p)
 
-    p = sub.add_parser("label-efficiency", help="full-from-rotation vs full-from-random on n labels per class")
-    p.add_argument("--per-class", default="20,100,500,1000,5000", help="comma-separated labelled images per class")
-    p.add_argument("--arch", default="resnet18", help=f"one of: {', '.join(ARCHS)}")
-    p.add_argument("--seeds", default="0", help="comma-separated seeds (each picks its own nested subsets)")
-    p.add_argument("--min-steps", type=int, default=300, help="at least this many optimizer steps per run")
-    add_common(p)
+    p = command("verify", "re-train the first epochs of a run from its recorded config and compare the metrics")
+    p.add_argument("run", type=Path, help="a run folder with config.json and metrics.jsonl")
+    p.add_argument("--epochs", type=int, default=1, help="epochs to re-train and compare")
+    p.add_argument("--work-dir", type=Path, default=None, help="where the re-run goes (default: a temporary folder)")
+    add_data_flags(p)
 
-    p = sub.add_parser("bench", help="training and evaluation images/s: model only vs rotnet vs the plain pipeline")
+    p = command("report", "write report.md, results.json/csv and plots for a runs folder")
+    p.add_argument("runs_dir", type=Path)
+    p.add_argument("--preset", default=None, help="label the report with the preset's name")
+
+    p = command("bench", "training and evaluation images/s: model only vs rotnet vs the plain pipeline")
     p.add_argument("--device", default="auto")
     p.add_argument("--steps", type=int, default=30, help="timed steps per measurement")
     p.add_argument("--warmup", type=int, default=5)
@@ -152,82 +173,127 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
     p.add_argument("--compile", action="store_true", help="torch.compile the model in the main table")
-    p.add_argument(
-        "--sweep",
-        action="store_true",
-        help="also measure each speed option (precision, channels_last, compile) for rotation pretraining",
-    )
+    p.add_argument("--sweep", action="store_true", help="also measure each speed option for rotation pretraining")
     p.add_argument("--data-root", type=Path, default=None)
     p.add_argument("--out", type=Path, default=Path("bench.json"))
 
-    p = sub.add_parser("report", help="write report.md, results.json/csv and plots for a runs folder")
-    p.add_argument("runs_dir", type=Path)
-    p.add_argument("--preset", default=None, help="label the report with the preset's name")
+    p = sub.add_parser("job")  # internal: one run of `reproduce --jobs N`, from the job file the parent wrote
+    p.add_argument("file", type=Path)
     return parser
+
+
+def options_of(args: argparse.Namespace, protocol: Protocol, log_name: str, extra: dict):
+    from rotnet.reproduce import Options
+
+    return Options(
+        runs_root=runs_root_of(args),
+        protocol=protocol,
+        device=args.device,
+        data_root=args.data_root,
+        download=not args.no_download,
+        checkpoint_every=args.checkpoint_every,
+        restart=args.restart,
+        jobs=getattr(args, "jobs", 1),
+        log_name=log_name,
+        extra=extra,
+    )
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from rotnet.data import load_cifar10
-    from rotnet.run import Runtime, install_stop_handlers, refuse_changed_config, run, run_dir, setup_device
+    from rotnet.reproduce import source_for
+    from rotnet.run import Runtime, preflight, run
+    from rotnet.runtime import StopFlag, install_stop_handlers, setup_device
 
-    args.runs_root = args.runs_root or Path("runs")
-    cfg = resolve(
-        args.experiment,
-        arch=args.arch,
-        seed=args.seed,
-        preset=args.preset,
-        config_files=tuple(args.config),
-        overrides=overrides(args),
-    )
-    if not args.restart:  # fail before the data loads
-        refuse_changed_config(run_dir(args.runs_root, cfg), cfg)
+    protocol = protocol_of(args, command_line(args))
+    cfg = protocol.resolve(args.experiment)
+    options = options_of(args, protocol, "", {})
+    source = source_for(cfg, options)
     device, world = setup_device(args.device)
-    data = load_cifar10(args.data_root, download=not args.no_download)
     stop = StopFlag()
+    rt = Runtime(device, options.runs_root, args.checkpoint_every, args.restart, stop, world)
+    preflight(cfg, rt, source)  # the config and the weights, before the data loads
+    data = load_cifar10(args.data_root, download=not args.no_download)
     install_stop_handlers(stop)
-    run(cfg, data, Runtime(device, args.runs_root, args.checkpoint_every, args.restart, stop, world))
+    run(cfg, data, rt, source)
     return 0
 
 
-def preset_runs_root(preset: str) -> Path:
-    """runs/PRESET: runs of different presets never meet, and label-efficiency shares reproduce's rotation run."""
-    return Path("runs") / Path(preset).stem
-
-
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from rotnet.reproduce import reproduce_from_args
+    from rotnet.config import ARCHS
+    from rotnet.experiments import plan
+    from rotnet.reproduce import execute
 
     if args.jobs <= 0:
         raise RotnetError(f"--jobs must be a positive number; got {args.jobs}")
-    args.runs_root = args.runs_root or preset_runs_root(args.preset)
-    return reproduce_from_args(args, overrides(args))
+    overrides = command_line(args, skip=("arch", "seed"))
+    for key, flag in (("seed", "--seeds"), ("arch", "--archs")):
+        if key in overrides and getattr(args, flag[2:]) is not None:
+            raise RotnetError(f"--set {key}=... and {flag} both name the {key}; give one of them")
+    protocol = protocol_of(args, overrides)
+    base = protocol.resolve("rotation")
+    archs = parse_list(args.archs, ARCHS, "arch") if args.archs else [base.arch]
+    seeds = parse_ints(args.seeds, "--seeds") if args.seeds is not None else [base.seed]
+    experiments = parse_list(args.experiments, tuple(EXPERIMENTS), "experiment") if args.experiments else []
+    # Resolve every configuration first: a typo fails before hours of training, not after.
+    configs = [protocol.resolve(e, arch=a, seed=s) for a, s, e in plan(archs, seeds, experiments)]
+    options = options_of(args, protocol, "reproduce.json", {"archs": archs, "seeds": seeds})
+    return 1 if execute(configs, options) else 0
+
+
+def cmd_label_efficiency(args: argparse.Namespace) -> int:
+    from rotnet.label_efficiency import ARMS, subset_schedule
+    from rotnet.reproduce import execute
+
+    sizes = parse_ints(args.per_class, "--per-class", minimum=1)
+    if args.min_steps <= 0:
+        raise RotnetError(f"--min-steps must be a positive number; got {args.min_steps}")
+    overrides = command_line(args, skip=("seed",))
+    if "seed" in overrides and args.seeds is not None:
+        raise RotnetError("--set seed=... and --seeds both name the seed; give one of them")
+    protocol = protocol_of(args, overrides)
+    seeds = parse_ints(args.seeds, "--seeds") if args.seeds is not None else [protocol.resolve("rotation").seed]
+    configs = []
+    for seed in seeds:
+        configs.append(protocol.resolve("rotation", seed=seed))
+        for n in sorted(sizes):
+            configs += [subset_schedule(protocol.resolve(arm, seed=seed), n, args.min_steps) for arm in ARMS]
+    options = options_of(args, protocol, "label-efficiency.json", {"per_class": sizes, "seeds": seeds})
+    return 1 if execute(configs, options) else 0
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
     from rotnet.data import load_cifar10
     from rotnet.probe import finished_run_config, probe
-    from rotnet.run import resolve_device
+    from rotnet.runtime import resolve_device
 
     if args.pool <= 0 or args.epochs <= 0:
         raise RotnetError("--pool and --epochs must be positive")
     finished_run_config(args.run)  # fail on a bad run folder before loading the data
     data = load_cifar10(args.data_root, download=not args.no_download)
-    probe(args.run, data, resolve_device(args.device), head=args.head, pool=args.pool, epochs=args.epochs)
+    out = probe(args.run, data, resolve_device(args.device), head=args.head, pool=args.pool, epochs=args.epochs)
+    print(f"wrote {out}")
     return 0
 
 
-def cmd_label_efficiency(args: argparse.Namespace) -> int:
-    from rotnet.label_efficiency import label_efficiency_from_args
+def cmd_verify(args: argparse.Namespace) -> int:
+    from rotnet.verify import verify
 
-    if args.min_steps <= 0:
-        raise RotnetError(f"--min-steps must be a positive number; got {args.min_steps}")
-    args.runs_root = args.runs_root or preset_runs_root(args.preset)
-    return label_efficiency_from_args(args, overrides(args))
+    if args.epochs <= 0:
+        raise RotnetError(f"--epochs must be a positive number; got {args.epochs}")
+    return verify(
+        args.run,
+        epochs=args.epochs,
+        data_root=args.data_root,
+        download=not args.no_download,
+        device=args.device,
+        work_dir=args.work_dir,
+    )
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from rotnet.bench import run_bench
-    from rotnet.run import resolve_device
+    from rotnet.runtime import resolve_device
 
     if args.steps <= 0 or args.batch_size <= 0 or args.warmup < 0:
         raise RotnetError("--steps and --batch-size must be positive, --warmup zero or more")
@@ -251,9 +317,26 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     if not args.runs_dir.is_dir():
         raise RotnetError(f"runs folder not found: {args.runs_dir}")
-    path = write_report(args.runs_dir, preset=args.preset)
-    print(f"wrote {path}")
+    print(f"wrote {write_report(args.runs_dir, preset=args.preset)}")
     return 0
+
+
+def cmd_job(args: argparse.Namespace) -> int:
+    from rotnet.reproduce import run_job
+
+    return run_job(args.file)
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "reproduce": cmd_reproduce,
+    "label-efficiency": cmd_label_efficiency,
+    "probe": cmd_probe,
+    "verify": cmd_verify,
+    "report": cmd_report,
+    "bench": cmd_bench,
+    "job": cmd_job,
+}
 
 
 def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -261,33 +344,33 @@ def show_warning(message, category, filename, lineno, file=None, line=None) -> N
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if not args.debug:
-        warnings.showwarning = show_warning
-    commands = {
-        "train": cmd_train,
-        "reproduce": cmd_reproduce,
-        "report": cmd_report,
-        "bench": cmd_bench,
-        "probe": cmd_probe,
-        "label-efficiency": cmd_label_efficiency,
-    }
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}  # restored for in-process callers
     try:
-        return commands[args.command](args)
-    except RotnetError as e:
-        if args.debug:
-            raise
-        print(f"rotnet: error: {e}", file=sys.stderr)
-        return 2
-    except NonFiniteLoss as e:
-        if args.debug:
-            raise
-        print(f"rotnet: error: {e}; stopped, the last good checkpoint is kept", file=sys.stderr)
-        return 3
-    except Interrupted as e:
-        print(f"rotnet: {e}; checkpoint saved. Re-run the same command to resume.", file=sys.stderr)
+        args = build_parser().parse_args(argv)
+        if not args.debug:
+            warnings.showwarning = show_warning
+        return dispatch(args)
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before the handlers are installed
+        print("rotnet: stopped at once; checkpoints already written are kept", file=sys.stderr)
         return 130
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    try:
+        return COMMANDS[args.command](args)
+    except (RotnetError, OSError, NonFiniteLoss) as e:
+        if args.debug:
+            raise
+        if isinstance(e, NonFiniteLoss):
+            print(f"rotnet: error: {e}; stopped, the last good checkpoint is kept", file=sys.stderr)
+            return 3
+        if isinstance(e, OSError):  # an unwritable or vanished path that no check caught: still one line
+            e = f"{e.strerror or e}" + (f": {e.filename}" if e.filename else "")
+        print(f"rotnet: error: {e}", file=sys.stderr)
+        return 2
+    except Interrupted as e:
+        print(f"rotnet: {e}; checkpoint saved. Re-run the same command to resume.", file=sys.stderr)
+        return 128 + e.signum

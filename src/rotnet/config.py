@@ -1,64 +1,67 @@
-"""A run's configuration: one frozen dataclass, typed overrides from TOML files and `--set key=value`."""
+"""A run's configuration: one frozen dataclass with typed fields, validation, and the TOML override rules."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import stat
 import tomllib
+import typing
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from rotnet.errors import RotnetError
 
-ARCHS = ("resnet18", "resnet34", "resnet50")
+Arch = Literal["resnet18", "resnet34", "resnet50"]
+ARCHS: tuple[str, ...] = typing.get_args(Arch)
 
-# Allowed values of the string fields; a typo is an error that lists these.
-CHOICES: dict[str, tuple[str, ...]] = {
-    "task": ("rotation", "classification"),
-    "arch": ARCHS,
-    "init": ("random", "rotation"),
-    "trainable": ("all", "layer4"),
-    "stem": ("imagenet", "cifar"),
-    "optimizer": ("adam", "sgd"),
-    "schedule": ("step", "cosine"),
-    "precision": ("fp32", "bf16", "fp16"),
-}
-POSITIVE = ("epochs", "batch_size", "lr", "lr_step_epochs", "eval_batch_size", "eval_every", "rotations_per_image")
-NON_NEGATIVE = ("weight_decay", "momentum", "lr_gamma", "train_per_class", "knn_every", "seed")
+
+def opt(default: Any, help: str) -> Any:  # noqa: A002 - argparse's word
+    """A field with its help text (shown by `rotnet train --help`)."""
+    return dataclasses.field(default=default, metadata={"help": help})
 
 
 @dataclass(frozen=True)
 class RunConfig:
     """Everything that decides a run's result. Defaults are the seed report's protocol."""
 
-    experiment: str = "rotation"
-    task: str = "rotation"  # "rotation": 4-way (0/90/180/270 degrees); "classification": the 10 classes
-    arch: str = "resnet18"
-    init: str = "random"  # "rotation": every weight but fc from the rotation run of the same arch and seed
-    init_path: str = ""  # explicit weights for init="rotation" ("" = find the rotation run)
-    trainable: str = "all"  # "layer4": only layer4.* and fc.* train, as in the report's fine-tuning rows
-    stem: str = "imagenet"  # the unmodified torchvision stem (7x7/2 conv + maxpool), as the seed used
-    epochs: int = 45  # report: 45 for rotation, 20 for each transfer experiment, 70 for ResNet34/50
-    batch_size: int = 128  # images per step (the seed's DataLoader batch)
-    optimizer: str = "adam"
-    lr: float = 1e-3  # report: Adam lr 0.001
-    momentum: float = 0.9  # sgd only
-    nesterov: bool = False  # sgd only
-    weight_decay: float = 0.0
-    schedule: str = "step"  # "step": lr * lr_gamma ** (epoch // lr_step_epochs), the report's StepLR
-    lr_step_epochs: int = 10
-    lr_gamma: float = 0.1
-    sync_bn: bool = False  # under torchrun: BatchNorm statistics over the global batch (GPU only in PyTorch)
-    freeze_bn: bool = False  # False = the seed: frozen layers' BatchNorm still update running stats
-    rotations_per_image: int = 1  # 1 = the seed (one random rotation); 4 = RotNet (all four in a batch)
-    train_per_class: int = 0  # 0 = the whole training set; n = a class-balanced subset of n per class
-    seed: int = 0
-    precision: str = "fp32"  # autocast dtype for the forward pass
-    channels_last: bool = True  # NHWC: ~14% faster on CPU (oneDNN), faster on GPU tensor cores; same math
-    compile: bool = False  # torch.compile the model
-    eval_batch_size: int = 1024
-    eval_every: int = 1  # evaluate every N epochs (and after the last); the seed evaluates every epoch
-    knn_every: int = 0  # kNN monitor every N epochs (0 = off)
+    experiment: str = opt("rotation", "the experiment (named on the command line)")
+    task: Literal["rotation", "classification"] = opt(
+        "rotation", "rotation: 4-way (0/90/180/270 degrees); classification: the 10 classes"
+    )
+    arch: Arch = opt("resnet18", "torchvision ResNet")
+    init: Literal["random", "rotation"] = opt(
+        "random", "rotation: every weight but fc from the rotation run of the same arch and seed"
+    )
+    init_path: str = opt("", "explicit rotation weights for init=rotation ('' = find the rotation run)")
+    trainable: Literal["all", "layer4"] = opt("all", "layer4: only layer4.* and fc.* train (the report's rows 2-3)")
+    stem: Literal["imagenet", "cifar"] = opt(
+        "imagenet", "imagenet: the unmodified torchvision stem, as the seed; cifar: 3x3 stride-1 conv1, no maxpool"
+    )
+    epochs: int = opt(45, "training epochs (report: 45 rotation, 20 per transfer, 70 for ResNet34/50)")
+    batch_size: int = opt(128, "images per step (the seed's DataLoader batch)")
+    optimizer: Literal["adam", "sgd"] = opt("adam", "report: Adam")
+    lr: float = opt(1e-3, "learning rate (report: 0.001)")
+    momentum: float = opt(0.9, "SGD momentum")
+    nesterov: bool = opt(False, "SGD nesterov momentum")
+    weight_decay: float = opt(0.0, "L2 weight decay")
+    schedule: Literal["step", "cosine"] = opt(
+        "step", "step: lr x lr_gamma every lr_step_epochs (the report's StepLR); cosine: per step to 0"
+    )
+    lr_step_epochs: int = opt(10, "epochs between lr steps (report: 10)")
+    lr_gamma: float = opt(0.1, "lr factor at each step (report: 0.1)")
+    sync_bn: bool = opt(False, "under torchrun: BatchNorm statistics over the global batch (GPU only)")
+    freeze_bn: bool = opt(False, "frozen layers' BatchNorm keep fixed statistics (the seed updates them)")
+    rotations_per_image: Literal[1, 4] = opt(1, "1: one random rotation (the seed); 4: all four (RotNet)")
+    train_per_class: int = opt(0, "0: the whole training set; n: a class-balanced subset of n per class")
+    seed: int = opt(0, "seed of every random stream (init, shuffle, augmentation, subsets)")
+    precision: Literal["fp32", "bf16", "fp16"] = opt("fp32", "autocast dtype of the forward pass")
+    channels_last: bool = opt(True, "NHWC memory format: ~14%% faster on CPU (oneDNN) and on GPU; same math")
+    compile: bool = opt(False, "torch.compile the model")
+    eval_batch_size: int = opt(1024, "images per evaluation batch")
+    eval_every: int = opt(1, "evaluate every N epochs and after the last (the seed: every epoch)")
+    knn_every: int = opt(0, "kNN monitor every N epochs (0: off)")
 
     @property
     def num_classes(self) -> int:
@@ -68,7 +71,14 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
+HINTS = typing.get_type_hints(RunConfig)
 FIELD_TYPES: dict[str, type] = {f.name: type(f.default) for f in fields(RunConfig)}
+CHOICES: dict[str, tuple] = {k: typing.get_args(t) for k, t in HINTS.items() if typing.get_origin(t) is Literal}
+HELP: dict[str, str] = {f.name: f.metadata.get("help", "") for f in fields(RunConfig)}
+POSITIVE = ("epochs", "batch_size", "lr", "lr_step_epochs", "eval_batch_size", "eval_every")
+NON_NEGATIVE = ("weight_decay", "momentum", "lr_gamma", "train_per_class", "knn_every", "seed")
+# Keys that don't change the trained weights: a source run may differ in these and still be the same protocol.
+NOT_PROTOCOL = ("init_path", "eval_batch_size", "eval_every", "knn_every")
 
 
 def validate(cfg: RunConfig) -> RunConfig:
@@ -76,15 +86,17 @@ def validate(cfg: RunConfig) -> RunConfig:
     for name, allowed in CHOICES.items():
         value = getattr(cfg, name)
         if value not in allowed:
-            raise RotnetError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+            raise RotnetError(f"{name} must be one of {', '.join(map(str, allowed))}; got {value!r}")
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise RotnetError(f"{f.name} must be a finite number; got {value!r}")
     for name in POSITIVE:
         if not getattr(cfg, name) > 0:
             raise RotnetError(f"{name} must be a positive number; got {getattr(cfg, name)!r}")
     for name in NON_NEGATIVE:
         if getattr(cfg, name) < 0:
             raise RotnetError(f"{name} must be zero or positive; got {getattr(cfg, name)!r}")
-    if cfg.rotations_per_image not in (1, 4):
-        raise RotnetError(f"rotations_per_image must be 1 or 4; got {cfg.rotations_per_image}")
     return cfg
 
 
@@ -100,15 +112,17 @@ def coerce(key: str, value: Any) -> Any:
                 if text not in ("true", "false", "1", "0", "yes", "no"):
                     raise ValueError
                 return text in ("true", "1", "yes")
-            return kind(text)
+            value = kind(text)
         except ValueError:
             raise RotnetError(f"{key} must be a {kind.__name__}; got {value!r}") from None
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        value = float(value)
     if kind is int and isinstance(value, float) and value.is_integer():
-        return int(value)
+        value = int(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise RotnetError(f"{key} must be a {kind.__name__}; got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise RotnetError(f"{key} must be a finite number; got {value!r}")
     return value
 
 
@@ -129,34 +143,92 @@ def parse_assignments(items: list[str]) -> dict[str, Any]:
 
 
 def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML document from a regular file; anything else (a folder, a FIFO, a device) is refused unread."""
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise RotnetError(f"configuration file not found: {path}") from None
+    except OSError as e:
+        raise RotnetError(f"cannot read {path}: {e.strerror}") from None
+    if not stat.S_ISREG(mode):
+        raise RotnetError(f"{path} is not a regular file")
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)
-    except FileNotFoundError:
-        raise RotnetError(f"configuration file not found: {path}") from None
+    except OSError as e:
+        raise RotnetError(f"cannot read {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise RotnetError(f"{path} is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as e:
         raise RotnetError(f"{path} is not valid TOML: {e}") from None
 
 
-def overrides_from_toml(doc: dict[str, Any], cfg: RunConfig, source: str) -> dict[str, Any]:
-    """The overrides a TOML document makes for `cfg`.
+def split_toml(doc: dict[str, Any], source: str) -> tuple[dict[str, Any], list[tuple[dict, dict]]]:
+    """A TOML document's top-level keys (for every run) and its `[[rule]]` tables as (when, set) pairs.
 
-    Top-level keys apply to every run; each `[[rule]]` has `when` (field -> value or list of values) and `set`
-    (field -> value), applied in order when every `when` field of cfg matches.
+    A rule's `when` maps fields to a value or a list of values; its `set` applies when every `when` field matches.
     """
-    known = {"rule", "description"}
-    out = {k: v for k, v in doc.items() if k not in known}
-    for rule in doc.get("rule", []):
-        when, sets = rule.get("when", {}), rule.get("set", {})
+    rules = doc.get("rule", [])
+    if not isinstance(rules, list) or not all(isinstance(r, dict) for r in rules):
+        raise RotnetError(f"{source}: 'rule' must be [[rule]] tables")
+    top = {k: v for k, v in doc.items() if k not in ("rule", "description")}
+    out = []
+    for rule in rules:
         extra = set(rule) - {"when", "set"}
         if extra:
             raise RotnetError(f"{source}: a [[rule]] takes only 'when' and 'set'; got {', '.join(sorted(extra))}")
-        unknown = [k for k in when if k not in FIELD_TYPES]
-        if unknown:
-            raise RotnetError(f"{source}: unknown configuration key {unknown[0]!r} in a rule's 'when'")
-        if all(getattr(cfg, k) in (v if isinstance(v, list) else [v]) for k, v in when.items()):
-            out.update(sets)
-    for key in out:
+        when, sets = rule.get("when", {}), rule.get("set", {})
+        for name, table in (("when", when), ("set", sets)):
+            if not isinstance(table, dict):
+                raise RotnetError(f"{source}: a rule's '{name}' must be a table of keys, like {{ epochs = 6 }}")
+        for key in [*when, *sets, *top]:
+            if key not in FIELD_TYPES:
+                raise RotnetError(f"{source}: unknown configuration key {key!r}; valid keys: {', '.join(FIELD_TYPES)}")
+        out.append((when, sets))
+    for key in top:
         if key not in FIELD_TYPES:
             raise RotnetError(f"{source}: unknown configuration key {key!r}; valid keys: {', '.join(FIELD_TYPES)}")
-    return out
+    return top, out
+
+
+def matches(cfg: RunConfig, when: dict[str, Any]) -> bool:
+    return all(getattr(cfg, k) in (v if isinstance(v, list) else [v]) for k, v in when.items())
+
+
+def layered(base: RunConfig, documents: list[tuple[str, dict]], command_line: dict[str, Any]) -> RunConfig:
+    """base <- each document (top-level keys, then its matching rules) in order <- the command line.
+
+    Rules match the run as the top-level keys and the command line describe it (its experiment, task, arch, seed
+    ...), so `--arch resnet34` picks the preset's ResNet34 rule; a later layer always wins over an earlier one.
+    """
+    split = [(source, *split_toml(doc, source)) for source, doc in documents]
+    identity = base
+    for _, top, _ in split:
+        identity = apply(identity, top)
+    identity = apply(identity, command_line)
+    cfg = base
+    for _, top, rules in split:
+        cfg = apply(cfg, top)
+        for when, sets in rules:
+            if matches(identity, when):
+                cfg = apply(cfg, sets)
+    return validate(apply(cfg, command_line))
+
+
+def config_diff(old: dict, new: dict, ignore: tuple[str, ...] = ()) -> list[str]:
+    """'key: old -> new' for the keys whose values differ. A key the old run lacks was added to rotnet later,
+    with a default that keeps the earlier behaviour, so it counts as that default."""
+    old = RunConfig().to_dict() | old
+    keys = sorted((set(old) | set(new)) - set(ignore))
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
+
+
+def from_dict(d: Any, source: str) -> RunConfig:
+    """A RunConfig from a recorded dict (config.json, checkpoint metadata); a RotnetError if it isn't one."""
+    if not isinstance(d, dict):
+        raise RotnetError(f"{source} holds no configuration record")
+    try:
+        return validate(apply(RunConfig(), {k: v for k, v in d.items()}))
+    except (RotnetError, TypeError) as e:
+        raise RotnetError(f"{source} holds an invalid configuration ({e})") from None

@@ -1,5 +1,23 @@
-"""The one exception type whose message is shown to the user as a single line (no traceback)."""
+"""rotnet's exceptions (torch-free, so the command line can name them without importing torch)."""
+
+import signal
 
 
 class RotnetError(Exception):
     """A problem with the user's input or environment, explained in one line."""
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became nan or inf; the run stops with its last good checkpoint kept."""
+
+    def __init__(self, epoch: int, step: int):
+        super().__init__(f"non-finite loss at epoch {epoch + 1}, step {step + 1}")
+        self.epoch, self.step = epoch, step
+
+
+class Interrupted(RuntimeError):
+    """Training stopped on request (Ctrl-C, SIGTERM) after saving a checkpoint."""
+
+    def __init__(self, message: str, signum: int = signal.SIGINT):
+        super().__init__(message)
+        self.signum = signum or signal.SIGINT

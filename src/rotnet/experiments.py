@@ -1,12 +1,15 @@
-"""The seed report's experiments declared as data, and presets (TOML files of overrides) applied to them."""
+"""The seed report's experiments declared as data, presets (TOML files of overrides), the reproduce plan, and the
+seed report's own numbers."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+import csv
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
-from rotnet.config import RunConfig, apply, overrides_from_toml, read_toml, validate
+from rotnet.config import RunConfig, layered, read_toml, validate
 from rotnet.errors import RotnetError
 
 ROTATION = RunConfig(experiment="rotation", task="rotation", epochs=45)  # report: 45 epochs
@@ -36,27 +39,62 @@ def load_preset(name: str) -> dict:
         return read_toml(path)
 
 
-def resolve(
-    experiment: str,
-    *,
-    arch: str = "resnet18",
-    seed: int = 0,
-    preset: str = "paper",
-    config_files: tuple[Path, ...] = (),
-    overrides: dict | None = None,
-) -> RunConfig:
-    """The configuration of one run: experiment defaults <- preset <- config files <- command-line overrides.
+@dataclass(frozen=True)
+class Protocol:
+    """Where a run's configuration comes from, in increasing priority: the experiment's defaults, a preset,
+    TOML files, then the command line (`--set` and explicit flags, already merged, flags last)."""
 
-    Rules in presets and files match on the configuration as it stands (experiment, arch, ...).
-    """
-    if experiment not in EXPERIMENTS:
-        raise RotnetError(f"unknown experiment {experiment!r}; choose one of {', '.join(EXPERIMENTS)}")
-    cfg = apply(EXPERIMENTS[experiment], {"arch": arch, "seed": seed})
-    validate(cfg)
-    sources = [(f"preset {preset}", load_preset(preset))] + [(str(f), read_toml(Path(f))) for f in config_files]
-    for source, doc in sources:
-        cfg = apply(cfg, overrides_from_toml(doc, cfg, source))
-    cfg = apply(cfg, overrides or {})
-    if cfg.experiment != experiment:
-        raise RotnetError("the experiment name cannot be overridden; name it on the command line")
-    return validate(cfg)
+    preset: str = "paper"
+    config_files: tuple[Path, ...] = ()
+    overrides: tuple[tuple[str, Any], ...] = ()  # command-line key/values, in order
+
+    def resolve(self, experiment: str, **identity: Any) -> RunConfig:
+        """The configuration of one run; `identity` (arch=, seed=) beats everything, as a command-line flag."""
+        if experiment not in EXPERIMENTS:
+            raise RotnetError(f"unknown experiment {experiment!r}; choose one of {', '.join(EXPERIMENTS)}")
+        documents = [(f"preset {self.preset}", load_preset(self.preset))]
+        documents += [(str(f), read_toml(Path(f))) for f in self.config_files]
+        command_line = dict(self.overrides) | {k: v for k, v in identity.items() if v is not None}
+        if "experiment" in command_line or any("experiment" in d for _, d in documents):
+            raise RotnetError("the experiment name cannot be overridden; name it on the command line")
+        return layered(validate(EXPERIMENTS[experiment]), documents, command_line)
+
+    def flags(self) -> list[str]:
+        """The command-line flags that give this protocol (for hints that repeat the user's own command)."""
+        out = [] if self.preset == "paper" else ["--preset", self.preset]
+        for f in self.config_files:
+            out += ["--config", str(f)]
+        for k, v in self.overrides:
+            out += ["--set", f"{k}={v}"]
+        return out
+
+
+def resolve(experiment: str, *, preset: str = "paper", config_files=(), overrides: dict | None = None, **identity):
+    """Protocol(preset, config_files, overrides).resolve(experiment, **identity)."""
+    return Protocol(preset, tuple(config_files), tuple((overrides or {}).items())).resolve(experiment, **identity)
+
+
+def seed_results() -> list[dict]:
+    """The seed report's numbers, one row per (experiment, arch), with the report's wording."""
+    with resources.files("rotnet").joinpath("seed_results.csv").open() as f:
+        return [{**row, "epochs": int(row["epochs"]), "test_acc": float(row["test_acc"])} for row in csv.DictReader(f)]
+
+
+def plan(archs: list[str], seeds: list[int | None], experiments: list[str]) -> list[tuple[str, int | None, str]]:
+    """(arch, seed, experiment) in dependency order. Without explicit experiments, each arch gets the rows the seed
+    report has for it; a from-rotation experiment always brings its rotation run."""
+    reported = {(r["arch"], r["experiment"]) for r in seed_results()}
+    out = []
+    for arch in archs:
+        wanted = experiments or [e for e in EXPERIMENTS if (arch, e) in reported]
+        if any(EXPERIMENTS[e].init == "rotation" for e in wanted) and "rotation" not in wanted:
+            wanted = ["rotation", *wanted]
+        ordered = sorted(wanted, key=list(EXPERIMENTS).index)  # rotation is first in EXPERIMENTS
+        out += [(arch, seed, e) for seed in seeds for e in ordered]
+    return out
+
+
+def rotation_source(cfg: RunConfig, protocol: Protocol) -> RunConfig:
+    """The rotation run that a from-rotation run's protocol resolves: same arch and seed, same preset, files and
+    command-line keys."""
+    return protocol.resolve("rotation", arch=cfg.arch, seed=cfg.seed)

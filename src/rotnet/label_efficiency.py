@@ -15,9 +15,6 @@ import math
 from dataclasses import replace
 
 from rotnet.config import RunConfig, validate
-from rotnet.errors import RotnetError
-from rotnet.experiments import resolve
-from rotnet.reproduce import execute, parse_list, parse_seeds
 
 ARMS = ("full-from-rotation", "full-from-random")
 
@@ -29,20 +26,3 @@ def subset_schedule(cfg: RunConfig, per_class: int, min_steps: int) -> RunConfig
     return validate(
         replace(cfg, train_per_class=per_class, epochs=epochs, lr_step_epochs=step, eval_every=math.ceil(epochs / 10))
     )
-
-
-def label_efficiency_from_args(args, overrides: dict) -> int:
-    try:
-        sizes = [int(n) for n in parse_list(args.per_class, None, "size")]
-    except ValueError:
-        sizes = []
-    if not sizes or min(sizes) <= 0:
-        raise RotnetError(f"--per-class expects comma-separated positive integers; got {args.per_class!r}")
-    seeds = parse_seeds(args.seeds)
-    kw = {"arch": args.arch, "preset": args.preset, "config_files": tuple(args.config), "overrides": overrides}
-    configs = []
-    for seed in seeds:
-        configs.append(resolve("rotation", seed=seed, **kw))
-        for n in sorted(sizes):
-            configs += [subset_schedule(resolve(arm, seed=seed, **kw), n, args.min_steps) for arm in ARMS]
-    return execute(configs, args, "label-efficiency.json", {"per_class": sizes, "seeds": seeds})

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torchvision
 from torch import nn
 
 from rotnet.errors import RotnetError
+from rotnet.seeds import derive_seed
 
 BUILDERS = {
     "resnet18": torchvision.models.resnet18,
@@ -14,6 +17,14 @@ BUILDERS = {
     "resnet50": torchvision.models.resnet50,
 }
 TRAINABLE_PREFIXES = {"all": ("",), "layer4": ("layer4.", "fc.")}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(device: torch.device, precision: str):
+    """The forward pass's precision: fp32 as is, or autocast to bf16/fp16."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=DTYPES[precision])
 
 
 def build_model(arch: str, num_classes: int, stem: str = "imagenet") -> nn.Module:
@@ -27,6 +38,13 @@ def build_model(arch: str, num_classes: int, stem: str = "imagenet") -> nn.Modul
         nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
         model.maxpool = nn.Identity()
     return model
+
+
+def initial_model(arch: str, num_classes: int, stem: str, seed: int) -> nn.Module:
+    """The random init a run of this seed starts from (the "init" random stream): the same for a run, its resume,
+    its probe and its verification."""
+    torch.manual_seed(derive_seed("init", seed))
+    return build_model(arch, num_classes, stem)
 
 
 def set_trainable(model: nn.Module, trainable: str) -> list[nn.Parameter]:
@@ -64,7 +82,7 @@ def transfer_state(source: dict[str, torch.Tensor], model: nn.Module) -> dict[st
 
 
 def check_keys(found: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], what: str = "weights") -> None:
-    """Raise RotnetError listing missing, unexpected and wrong-shape keys, if any."""
+    """Raise RotnetError listing missing, unexpected, wrong-shape, wrong-dtype and non-finite tensors, if any."""
     missing = sorted(set(expected) - set(found))
     unexpected = sorted(set(found) - set(expected))
     shapes = sorted(
@@ -72,12 +90,20 @@ def check_keys(found: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]
         for k in set(found) & set(expected)
         if found[k].shape != expected[k].shape
     )
+
+    def show(keys: list[str]) -> str:
+        return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "") or "none"
+
     if missing or unexpected or shapes:
-
-        def show(keys: list[str]) -> str:
-            return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "") or "none"
-
         raise RotnetError(
             f"{what} do not match the model: missing {show(missing)}; unexpected {show(unexpected)}; "
             f"wrong shape {show(shapes)}"
         )
+    dtypes = sorted(
+        f"{k} {found[k].dtype} != {expected[k].dtype}" for k in found if found[k].dtype != expected[k].dtype
+    )
+    if dtypes:
+        raise RotnetError(f"{what} have the wrong dtype: {show(dtypes)}")
+    bad = sorted(k for k, v in found.items() if v.is_floating_point() and not bool(torch.isfinite(v).all()))
+    if bad:
+        raise RotnetError(f"{what} hold non-finite values (nan or inf) in {show(bad)}; refusing them")

@@ -14,21 +14,24 @@ import torch
 from torch import nn
 
 from rotnet import checkpoint as ckpt
-from rotnet.config import RunConfig
+from rotnet.config import RunConfig, from_dict
 from rotnet.data import Cifar10
 from rotnet.errors import RotnetError
-from rotnet.features import STAGES, extract
-from rotnet.models import build_model, check_keys
-from rotnet.run import CONFIG, WEIGHTS
+from rotnet.evaluate import STAGES, extract
+from rotnet.layout import CONFIG, WEIGHTS, read_record
+from rotnet.models import build_model, check_keys, initial_model
 from rotnet.seeds import derive_seed
 
 
 def finished_run_config(folder: Path) -> RunConfig:
     """The configuration of a finished run (one with final weights), or a RotnetError saying what is missing."""
     try:
-        cfg = RunConfig(**json.loads((folder / CONFIG).read_text())["config"])
-    except (OSError, json.JSONDecodeError, KeyError, TypeError):
-        raise RotnetError(f"{folder} is not a rotnet run folder (no readable {CONFIG})") from None
+        record = read_record(folder)
+    except RotnetError:
+        record = None
+    if record is None:
+        raise RotnetError(f"{folder} is not a rotnet run folder (no readable {CONFIG})")
+    cfg = from_dict(record["config"], str(folder / CONFIG))
     if not (folder / WEIGHTS).is_file():
         raise RotnetError(f"{folder} has no {WEIGHTS}: the run has not finished")
     return cfg
@@ -78,7 +81,7 @@ def fit_head(train_x, train_y, test_x, test_y, *, kind: str, epochs: int, seed: 
 
 def probe(
     folder: Path, data: Cifar10, device: torch.device, *, head: str = "linear", pool: int = 1, epochs: int = 30
-) -> dict:
+) -> Path:
     """Probe every stage of the run's weights and of random-init weights; write probe/probe-HEAD-poolP.json."""
     cfg = finished_run_config(folder)
     weights, _ = ckpt.load_tensors(folder / WEIGHTS)
@@ -93,8 +96,7 @@ def probe(
         "stages": list(STAGES),
         "accuracy": {},
     }
-    torch.manual_seed(derive_seed("init", cfg.seed))  # the random init the run itself started from
-    random_init = build_model(cfg.arch, cfg.num_classes, cfg.stem).state_dict()
+    random_init = initial_model(cfg.arch, cfg.num_classes, cfg.stem, cfg.seed).state_dict()  # as the run started
     for which, state in (("pretrained", weights), ("random", random_init)):
         model = build_model(cfg.arch, cfg.num_classes, cfg.stem)
         check_keys(state, model.state_dict(), f"{folder / WEIGHTS}")
@@ -116,9 +118,10 @@ def probe(
             )
             print(f"{which} {stage}: {accs[stage]:.2f}% ({feats[f'train.{stage}'].shape[1]} features)", flush=True)
         results["accuracy"][which] = accs
-    ckpt.atomic_write_text(out_dir / f"probe-{head}-pool{pool}.json", json.dumps(results, indent=2) + "\n")
+    out = out_dir / f"probe-{head}-pool{pool}.json"
+    ckpt.atomic_write_text(out, json.dumps(results, indent=2) + "\n")
     print(table(results))
-    return results
+    return out
 
 
 def table(results: dict) -> str:

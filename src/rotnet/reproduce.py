@@ -1,218 +1,263 @@
-"""`rotnet reproduce`: every experiment of the report in dependency order, reusing finished runs, then the report."""
+"""`rotnet reproduce` and `rotnet label-efficiency`: a plan of runs executed in dependency order (reusing finished
+runs, resuming partial ones), one after another or as parallel `rotnet` processes, then the report."""
 
 from __future__ import annotations
 
-import csv
+import ctypes
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
-from importlib import resources
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from rotnet.checkpoint import atomic_write_text
-from rotnet.config import ARCHS
-from rotnet.errors import RotnetError
-from rotnet.experiments import EXPERIMENTS, resolve
-from rotnet.provenance import provenance
-from rotnet.train import NonFiniteLoss
-
-FAILED = "failed.json"
+from rotnet.config import RunConfig
+from rotnet.errors import Interrupted, NonFiniteLoss, RotnetError
+from rotnet.experiments import Protocol, rotation_source
+from rotnet.layout import FAILED, RESULT, is_locked, refuse_changed_config, run_dir
+from rotnet.runtime import StopFlag, install_stop_handlers, setup_device
 
 
-def seed_results() -> list[dict]:
-    """The seed report's numbers, one row per (experiment, arch), with the report's wording."""
-    with resources.files("rotnet").joinpath("seed_results.csv").open() as f:
-        return [{**row, "epochs": int(row["epochs"]), "test_acc": float(row["test_acc"])} for row in csv.DictReader(f)]
+@dataclass(frozen=True)
+class Options:
+    """How to execute a plan (what to run is the list of configurations)."""
+
+    runs_root: Path
+    protocol: Protocol = Protocol()
+    device: str = "auto"
+    data_root: Path | None = None
+    download: bool = True
+    checkpoint_every: int = 0
+    restart: bool = False
+    jobs: int = 1
+    log_name: str = "reproduce.json"  # the invocation's record under runs_root
+    extra: dict = field(default_factory=dict)  # recorded beside it (archs, seeds, sizes)
 
 
-def parse_list(text: str, valid: tuple[str, ...] | None, what: str) -> list[str]:
-    items = [s.strip() for s in text.split(",") if s.strip()]
-    bad = [s for s in items if valid is not None and s not in valid]
-    if bad:
-        raise RotnetError(f"unknown {what} {bad[0]!r}; choose from {', '.join(valid)}")
-    return items
+def source_for(cfg: RunConfig, options: Options):
+    """The checked origin of a from-rotation run's weights (None for other runs)."""
+    from rotnet.run import Source
+
+    if cfg.init != "rotation" or cfg.init_path:
+        return None
+    expected = rotation_source(cfg, options.protocol)
+    flags = ["--arch", cfg.arch, "--seed", str(cfg.seed), *options.protocol.flags()]
+    command = " ".join(["rotnet train rotation", *flags])
+    return Source(expected, command)
 
 
-def plan(archs: list[str], seeds: list[int], experiments: list[str]) -> list[tuple[str, int, str]]:
-    """(arch, seed, experiment) in dependency order. Without explicit experiments, each arch gets the rows the seed
-    report has for it; a from-rotation experiment always brings its rotation run."""
-    reported = {(r["arch"], r["experiment"]) for r in seed_results()}
-    out = []
-    for arch in archs:
-        wanted = experiments or [e for e in EXPERIMENTS if (arch, e) in reported]
-        if any(EXPERIMENTS[e].init == "rotation" for e in wanted) and "rotation" not in wanted:
-            wanted = ["rotation", *wanted]
-        ordered = sorted(wanted, key=list(EXPERIMENTS).index)  # rotation is first in EXPERIMENTS
-        out += [(arch, seed, e) for seed in seeds for e in ordered]
-    return out
-
-
-def parse_seeds(text: str) -> list[int]:
-    try:
-        return [int(s) for s in parse_list(text, None, "seed")]
-    except ValueError:
-        raise RotnetError(f"--seeds expects comma-separated integers; got {text!r}") from None
-
-
-def reproduce_from_args(args, overrides: dict) -> int:
-    archs = parse_list(args.archs, ARCHS, "arch")
-    seeds = parse_seeds(args.seeds)
-    experiments = parse_list(args.experiments, tuple(EXPERIMENTS), "experiment")
-    # Resolve every configuration first: a typo fails before hours of training, not after.
-    configs = [
-        resolve(e, arch=a, seed=s, preset=args.preset, config_files=tuple(args.config), overrides=overrides)
-        for a, s, e in plan(archs, seeds, experiments)
-    ]
-    return execute(configs, args, "reproduce.json", {"archs": archs, "seeds": seeds})
-
-
-def execute(configs: list, args, log_name: str, extra: dict) -> int:
-    """Run configs in order under args.runs_root (reusing finished runs, resuming partial ones), log the
-    invocation to ROOT/log_name, and write the report, also when interrupted."""
+def execute(configs: list[RunConfig], options: Options) -> int:
+    """Run configs in order under options.runs_root, log the invocation, and write the report, also when
+    interrupted. Returns the number of runs that failed or did not run; raises Interrupted on SIGINT/SIGTERM."""
     from rotnet.data import load_cifar10
+    from rotnet.provenance import provenance
     from rotnet.report import write_report
-    from rotnet.run import Runtime, install_stop_handlers, refuse_changed_config, run, run_dir, setup_device
-    from rotnet.train import StopFlag
+    from rotnet.run import Runtime, preflight, run
 
-    root = args.runs_root
-    if not args.restart:
-        for cfg in configs:
+    root = options.runs_root
+    device, world = setup_device(options.device)
+    rt = Runtime(device, root, options.checkpoint_every, options.restart, StopFlag(), world)
+    sources = [source_for(c, options) for c in configs]
+    for cfg, source in zip(configs, sources, strict=True):  # fail before the data loads, not hours in
+        if not options.restart:
             refuse_changed_config(run_dir(root, cfg), cfg)
-    device, world = setup_device(args.device)
-    data = load_cifar10(args.data_root, download=not args.no_download)
-    stop = StopFlag()
-    install_stop_handlers(stop)
-    rt = Runtime(device, root, args.checkpoint_every, args.restart, stop, world)
+        if source and (run_dir(root, source.expected) / RESULT).is_file():
+            preflight(cfg, rt, source)
+    data = load_cifar10(options.data_root, download=options.download)
+    install_stop_handlers(rt.stop)
     say = print if world.is_main else (lambda *_, **__: None)
     started = time.time()
     record = {
         **provenance(device),
-        "preset": args.preset,
-        **extra,
+        "preset": options.protocol.preset,
+        **options.extra,
         "runs": [str(run_dir(root, c).relative_to(root)) for c in configs],
         "started": started,
     }
     if world.is_main:
-        root.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(root / log_name, json.dumps(record, indent=2) + "\n")
-    failed: set[tuple[str, int]] = set()  # (arch, seed) whose rotation run failed
-    errors = 0
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RotnetError(f"cannot create {root} ({e.strerror or e})") from None
+        atomic_write_text(root / options.log_name, json.dumps(record, indent=2) + "\n")
+    outcome: dict[str, str] = {}  # run folder -> done / failed: why / not run
     try:
-        if getattr(args, "jobs", 1) > 1 and world.size == 1:
-            errors = run_parallel(configs, args, device, stop)
-            configs = []
-        for cfg in configs:
-            folder = run_dir(root, cfg)
-            if cfg.init == "rotation" and (cfg.arch, cfg.seed) in failed:
-                say(f"skipping {folder}: its rotation run failed")
-                continue
-            say(f"== {folder.relative_to(root)} ({cfg.epochs} epochs)", flush=True)
-            try:
-                run(cfg, data, rt)
-                (folder / FAILED).unlink(missing_ok=True)
-            except (NonFiniteLoss, RotnetError) as e:
-                # One failed run doesn't stop the others; the report shows it as failed.
-                say(f"rotnet: error: {folder.relative_to(root)}: {e}")
-                errors += 1
-                if folder.is_dir() and world.is_main:
-                    atomic_write_text(folder / FAILED, json.dumps({"error": str(e)}) + "\n")
-                if cfg.experiment == "rotation":
-                    failed.add((cfg.arch, cfg.seed))
+        if options.jobs > 1 and world.size == 1:
+            run_parallel(configs, sources, options, rt.stop, outcome)
+        else:
+            failed: set[tuple[str, int]] = set()  # (arch, seed) whose rotation run failed
+            for i, (cfg, source) in enumerate(zip(configs, sources, strict=True)):
+                name = str(run_dir(root, cfg).relative_to(root))
+                if cfg.init == "rotation" and (cfg.arch, cfg.seed) in failed:
+                    outcome[name] = "not run: its rotation run failed"
+                    continue
+                say(f"== [{i + 1}/{len(configs)}] {name} ({cfg.epochs} epoch{'s' * (cfg.epochs != 1)})", flush=True)
+                try:
+                    result = run(cfg, data, rt, source)
+                    outcome[name] = f"done: {result['test_acc']:.2f}%"
+                    (root / name / FAILED).unlink(missing_ok=True)
+                except (RotnetError, NonFiniteLoss) as e:
+                    # One failed run doesn't stop the others; the report shows it as failed.
+                    outcome[name] = f"failed: {e}"
+                    say(f"rotnet: error: {name}: {e}")
+                    mark_failed(root / name, str(e))
+                    if cfg.experiment == "rotation":
+                        failed.add((cfg.arch, cfg.seed))
     finally:
         if world.is_main:
-            record |= {"finished": time.time(), "wall_seconds": time.time() - started}
-            atomic_write_text(root / log_name, json.dumps(record, indent=2) + "\n")
-            print(f"wrote {write_report(root, preset=args.preset)}")
-    return 1 if errors else 0
+            for cfg in configs:
+                outcome.setdefault(str(run_dir(root, cfg).relative_to(root)), "not run")
+            record |= {"finished": time.time(), "wall_seconds": time.time() - started, "outcome": outcome}
+            atomic_write_text(root / options.log_name, json.dumps(record, indent=2) + "\n")
+            missing = [k for k, v in outcome.items() if not v.startswith("done")]
+            for k in missing:
+                say(f"   {k}: {outcome[k]}")
+            print(f"wrote {write_report(root, preset=options.protocol.preset)}")
+    if rt.stop.requested:
+        raise Interrupted(f"stopped; {len(missing)} of {len(configs)} runs not finished", rt.stop.signum)
+    return len(missing)
 
 
-def train_command(cfg, args, device: str) -> list[str]:
-    """The `rotnet train` command line that reproduces cfg exactly (every key set explicitly)."""
-    sets = [
-        x for k, v in cfg.to_dict().items() if k not in ("experiment", "arch", "seed") for x in ("--set", f"{k}={v}")
-    ]
-    return [
-        sys.executable,
-        "-m",
-        "rotnet",
-        "train",
-        cfg.experiment,
-        "--arch",
-        cfg.arch,
-        "--seed",
-        str(cfg.seed),
-        "--preset",
-        "paper",
-        *sets,
-        "--runs-root",
-        str(args.runs_root),
-        "--device",
-        device,
-        "--checkpoint-every",
-        str(args.checkpoint_every),
-        *(["--data-root", str(args.data_root)] if args.data_root else []),
-        *(["--no-download"] if args.no_download else []),
-    ]
+def mark_failed(folder: Path, why: str) -> None:
+    if folder.is_dir():
+        atomic_write_text(folder / FAILED, json.dumps({"error": why}) + "\n")
 
 
-def run_parallel(configs: list, args, device, stop) -> int:
-    """Run up to args.jobs experiments at once, each in its own `rotnet train` process, a transfer experiment only
-    after its rotation run has finished. GPUs: one job per device (CUDA_VISIBLE_DEVICES); CPU: the jobs share the
-    cores (OMP_NUM_THREADS = cores / jobs). Returns the number of failed runs; logs go to ROOT/logs/."""
-    from rotnet.run import RESULT, run_dir
+def die_with_parent() -> None:
+    """In a child, before exec: its own session (so a terminal's Ctrl-C reaches only the parent, which forwards
+    it) and, on Linux, SIGTERM when the parent dies, even by SIGKILL: no orphan trains on."""
+    os.setsid()
+    if sys.platform.startswith("linux"):
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
-    root = Path(args.runs_root)
+
+def write_job(path: Path, cfg: RunConfig, source, options: Options, device: str) -> None:
+    """The job file a child `rotnet job` runs: the exact configuration and source, not a re-resolution."""
+    job = {
+        "config": cfg.to_dict(),
+        "source": None if source is None else {"expected": source.expected.to_dict(), "command": source.command},
+        "runs_root": str(options.runs_root),
+        "device": device,
+        "data_root": str(options.data_root) if options.data_root else None,
+        "download": options.download,
+        "checkpoint_every": options.checkpoint_every,
+    }
+    atomic_write_text(path, json.dumps(job, indent=2) + "\n")
+
+
+def run_parallel(configs: list[RunConfig], sources: list, options: Options, stop: StopFlag, outcome: dict) -> None:
+    """Run up to options.jobs runs at once, each a `rotnet job` process, a transfer run only after its rotation run
+    finished. GPUs: one job per device (CUDA_VISIBLE_DEVICES); CPU: the jobs share the cores (OMP_NUM_THREADS =
+    cores / jobs). A stop request is forwarded to every child; they save and exit. Logs go to ROOT/logs/."""
+    import torch
+
+    root = Path(options.runs_root)
     (root / "logs").mkdir(parents=True, exist_ok=True)
-    gpus = torch.cuda.device_count() if device.type == "cuda" else 0
-    slots = list(range(min(args.jobs, gpus))) if gpus else list(range(args.jobs))
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)
-    pending, running, errors = list(configs), {}, 0
+    gpus = torch.cuda.device_count() if options.device != "cpu" and torch.cuda.is_available() else 0
+    slots = list(range(min(options.jobs, gpus))) if gpus else list(range(options.jobs))
+    threads = max(1, (os.cpu_count() or 1) // options.jobs)
+    pending = list(zip(configs, sources, strict=True))
+    procs: dict[Future, subprocess.Popen] = {}
+    running: dict[Future, tuple[RunConfig, int, str, Path]] = {}
+    forwarded = False
 
-    def ready(cfg) -> bool:
+    def name_of(cfg: RunConfig) -> str:
+        return str(run_dir(root, cfg).relative_to(root))
+
+    def ready(cfg: RunConfig) -> bool:
         if cfg.init != "rotation" or cfg.init_path:
             return True
-        rotation = [c for c in configs if c.experiment == "rotation" and (c.arch, c.seed) == (cfg.arch, cfg.seed)]
-        return all((run_dir(root, c) / RESULT).is_file() for c in rotation)
+        rotation = [c for c, _ in pending if c.experiment == "rotation" and (c.arch, c.seed) == (cfg.arch, cfg.seed)]
+        running_rot = [c for c, *_ in running.values() if c.experiment == "rotation" and c.arch == cfg.arch]
+        return not rotation and not any(c.seed == cfg.seed for c in running_rot)
 
-    while pending or running:
-        for cfg in [c for c in pending if ready(c)]:
-            if not slots or stop.requested:
-                break
-            slot = slots.pop(0)
-            env = os.environ | ({"CUDA_VISIBLE_DEVICES": str(slot)} if gpus else {"OMP_NUM_THREADS": str(threads)})
-            name = "/".join(run_dir(root, cfg).parts[-3:])
-            log = open(root / "logs" / (name.replace("/", "_") + ".log"), "a")
-            cmd = train_command(cfg, args, "cuda" if gpus else "cpu")
-            running[subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)] = (cfg, slot, log, name)
-            pending.remove(cfg)
-            print(f"== started {name} on {'cuda:' + str(slot) if gpus else f'cpu ({threads} threads)'}", flush=True)
-        for proc in [p for p in running if p.poll() is not None]:
-            cfg, slot, log, name = running.pop(proc)
-            log.close()
-            slots.append(slot)
-            print(f"== {name}: {'done' if proc.returncode == 0 else f'failed (exit {proc.returncode})'}", flush=True)
-            if proc.returncode:
-                errors += 1
-                if run_dir(root, cfg).is_dir():
-                    atomic_write_text(
-                        run_dir(root, cfg) / FAILED,
-                        json.dumps({"error": f"exit code {proc.returncode}; see logs/{log.name.split('/')[-1]}"})
-                        + "\n",
+    with ThreadPoolExecutor(max_workers=options.jobs) as pool:
+        while pending or running:
+            for cfg, source in [(c, s) for c, s in pending if ready(c)]:
+                if not slots or stop.requested:
+                    break
+                pending.remove((cfg, source))
+                name = name_of(cfg)
+                holder = is_locked(run_dir(root, cfg))
+                if holder:
+                    outcome[name] = f"failed: in use by another rotnet process (pid {holder})"
+                    print(f"== {name}: {outcome[name]}", flush=True)
+                    continue
+                slot = slots.pop(0)
+                env = os.environ | ({"CUDA_VISIBLE_DEVICES": str(slot)} if gpus else {"OMP_NUM_THREADS": str(threads)})
+                log = root / "logs" / (name.replace("/", "_") + ".log")
+                job = root / "logs" / (name.replace("/", "_") + ".job.json")
+                write_job(job, cfg, source, options, "cuda" if gpus else "cpu")
+                with open(log, "a") as out:
+                    proc = subprocess.Popen(
+                        [sys.executable, "-m", "rotnet", "job", str(job)],
+                        env=env,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        preexec_fn=die_with_parent,
                     )
-                if cfg.experiment == "rotation":  # its transfer runs can never start
-                    blocked = [c for c in pending if c.init == "rotation" and (c.arch, c.seed) == (cfg.arch, cfg.seed)]
-                    pending = [c for c in pending if c not in blocked]
-                    errors += len(blocked)
-        if stop.requested and not running:
-            break
-        time.sleep(0.2)
-    return errors
+                future = pool.submit(proc.wait)
+                procs[future], running[future] = proc, (cfg, slot, name, log)
+                where = f"cuda:{slot}" if gpus else f"cpu ({threads} thread{'s' * (threads != 1)})"
+                print(f"== started {name} on {where}; log {log}", flush=True)
+            if stop.requested and not forwarded:
+                for proc in procs.values():
+                    with_group(proc, stop.signum or signal.SIGINT)
+                forwarded = True
+                pending.clear()
+            done, _ = wait(list(running), timeout=0.2, return_when=FIRST_COMPLETED)
+            for future in done:
+                cfg, slot, name, log = running.pop(future)
+                procs.pop(future)
+                slots.append(slot)
+                code = future.result()
+                result = run_dir(root, cfg) / RESULT
+                if code == 0 and result.is_file():
+                    acc = json.loads(result.read_text()).get("test_acc")
+                    outcome[name] = f"done: {acc:.2f}%"
+                elif code in (130, 143) or stop.requested:
+                    outcome[name] = "not run: stopped (checkpoint saved)"
+                else:
+                    outcome[name] = f"failed: exit code {code}; see {log}"
+                    mark_failed(run_dir(root, cfg), outcome[name].removeprefix("failed: "))
+                    if cfg.experiment == "rotation":  # its transfer runs can never start
+                        for c, s in [(c, s) for c, s in pending if c.init == "rotation" and not c.init_path]:
+                            if (c.arch, c.seed) == (cfg.arch, cfg.seed):
+                                pending.remove((c, s))
+                                outcome[name_of(c)] = "not run: its rotation run failed"
+                print(f"== {name}: {outcome[name]}; log {log}", flush=True)
 
 
-def runs_for(root: Path) -> list[Path]:
-    """Run folders under a runs root: ROOT/ARCH/EXPERIMENT[@Npc]/seedN."""
-    return sorted(p for p in Path(root).glob("*/*/seed*") if p.is_dir() and p.name[4:].isdigit())
+def with_group(proc: subprocess.Popen, signum: int) -> None:
+    """Send signum to a child's whole process group (it leads its own session)."""
+    try:
+        os.killpg(proc.pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def run_job(path: Path) -> int:
+    """`rotnet job FILE`: one run of a parallel plan, exactly as the parent resolved it."""
+    from rotnet.config import from_dict
+    from rotnet.data import load_cifar10
+    from rotnet.layout import read_json
+    from rotnet.run import Runtime, Source, run
+
+    job = read_json(path)
+    if not isinstance(job, dict) or "config" not in job:
+        raise RotnetError(f"{path} is not a rotnet job file")
+    cfg = from_dict(job["config"], str(path))
+    source = job.get("source")
+    source = Source(from_dict(source["expected"], str(path)), source["command"]) if source else None
+    device, world = setup_device(job["device"])
+    stop = StopFlag()
+    install_stop_handlers(stop)
+    data = load_cifar10(job["data_root"], download=job["download"])
+    rt = Runtime(device, Path(job["runs_root"]), job["checkpoint_every"], False, stop, world)
+    run(cfg, data, rt, source)
+    return 0

@@ -1,35 +1,41 @@
-"""One run on disk: its directory, configuration check, initialization, resume, and final outputs."""
+"""One run's life: its folder (locked), initialization (checked weights), resume, training, final outputs."""
 
 from __future__ import annotations
 
 import json
 import os
-import signal
+import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from rotnet import checkpoint as ckpt
-from rotnet.config import RunConfig
+from rotnet.config import NOT_PROTOCOL, RunConfig, config_diff
 from rotnet.data import Cifar10, balanced_subset
-from rotnet.distributed import World, barrier, init_from_env, ranks_agree
+from rotnet.distributed import World, barrier, ranks_agree
 from rotnet.errors import RotnetError
-from rotnet.features import extract, knn_accuracy
-from rotnet.models import build_model, check_keys, set_trainable, transfer_state
-from rotnet.provenance import provenance
-from rotnet.seeds import derive_seed
-from rotnet.train import LoopState, StopFlag, accuracy, fit, predict
-
-CONFIG, METRICS, WEIGHTS, RESULT, EXAMPLES = (
-    "config.json",
-    "metrics.jsonl",
-    "model.safetensors",
-    "result.json",
-    "examples.safetensors",
+from rotnet.evaluate import accuracy, confusion, knn_monitor, predict, targets_for
+from rotnet.layout import (
+    CHECKPOINTS,
+    CONFIG,
+    EXAMPLES,
+    METRICS,
+    RESULT,
+    WEIGHTS,
+    RunLock,
+    data_diff,
+    read_json,
+    read_record,
+    refuse_changed_config,
+    run_dir,
 )
+from rotnet.models import check_keys, initial_model, set_trainable, transfer_state
+from rotnet.provenance import provenance
+from rotnet.runtime import StopFlag
+from rotnet.train import Engine, Hooks, LoopState, build_optimizer, fit
 
 
 @dataclass(frozen=True)
@@ -44,130 +50,107 @@ class Runtime:
     world: World = World()  # torchrun ranks (one process per device)
 
 
-def run_dir(runs_root: Path, cfg: RunConfig) -> Path:
-    """ROOT/ARCH/EXPERIMENT/seedN; a class-balanced subset run is EXPERIMENT@Npc (label efficiency)."""
-    name = cfg.experiment + (f"@{cfg.train_per_class}pc" if cfg.train_per_class else "")
-    return Path(runs_root) / cfg.arch / name / f"seed{cfg.seed}"
+@dataclass(frozen=True)
+class Source:
+    """Where a from-rotation run's weights must come from: the rotation run its own protocol resolves (same
+    preset, files and flags, arch and seed), and the command that makes it."""
+
+    expected: RunConfig
+    command: str = ""
+    extra: dict = field(default_factory=dict)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
-        raise RotnetError(f"unknown device {name!r}; choose auto, cpu or cuda")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RotnetError("--device cuda asked for, but torch sees no CUDA device")
-    return torch.device(name)
+def init_weights(cfg: RunConfig, runs_root: Path, source: Source | None) -> tuple[dict, dict]:
+    """The rotation weights a from-rotation run starts from, checked, and what to record about them.
+
+    An explicit --init path is taken as given (and recorded so). Otherwise the rotation run of `source.expected`
+    is looked up and refused if it was made with another protocol than the one this run resolves.
+    """
+    expected = source.expected if source else RunConfig(experiment="rotation", arch=cfg.arch, seed=cfg.seed)
+    path = Path(cfg.init_path) if cfg.init_path else run_dir(runs_root, expected) / WEIGHTS
+    make = (source.command if source else "") or f"rotnet train rotation --arch {cfg.arch} --seed {cfg.seed}"
+    if not path.is_file():
+        how = "check the --init path" if cfg.init_path else f"make them with: {make} --runs-root {runs_root}"
+        raise RotnetError(f"no rotation weights at {path}; {how}")
+    tensors, meta = ckpt.load_tensors(path)
+    src_cfg = meta.get("config")
+    if isinstance(src_cfg, dict) and src_cfg.get("task") not in (None, "rotation"):
+        raise RotnetError(f"{path} holds weights of a {src_cfg.get('task')} run, not of a rotation run")
+    if not cfg.init_path:
+        if not isinstance(src_cfg, dict):
+            raise RotnetError(f"{path} does not record the configuration that made it; pass it with --init PATH")
+        ignore = NOT_PROTOCOL + (("freeze_bn",) if expected.trainable == "all" else ())  # no effect on all-trainable
+        diff = config_diff(src_cfg, expected.to_dict(), ignore)
+        if diff:
+            raise RotnetError(
+                f"{path} was made with another protocol than this run's ({'; '.join(diff)}); make the right "
+                f"weights with: {make} --runs-root {runs_root}  (or name weights explicitly with --init PATH)"
+            )
+    record = {
+        "init": "rotation",
+        "init_from": "--init" if cfg.init_path else "rotation run",
+        "init_weights": str(path),
+        "init_sha256": ckpt.digest(tensors),
+        "init_source_config": src_cfg if isinstance(src_cfg, dict) else None,
+    }
+    return tensors, record
 
 
-def setup_device(name: str) -> tuple[torch.device, World]:
-    """The device for this process and its place among torchrun's ranks (a world of one without torchrun)."""
-    world = init_from_env(name)
-    device = resolve_device(name)
-    if world.size > 1 and device.type == "cuda":
-        device = torch.device("cuda", world.local_rank)
-    return device, world
+def init_model(cfg: RunConfig, runs_root: Path, source: Source | None = None) -> tuple[nn.Module, dict]:
+    """A fresh model from the run's seed; for init="rotation", every weight but fc from the checked source."""
+    model = initial_model(cfg.arch, cfg.num_classes, cfg.stem, cfg.seed)
+    if cfg.init != "rotation":
+        return model, {"init": cfg.init}
+    tensors, record = init_weights(cfg, runs_root, source)
+    model.load_state_dict(transfer_state(tensors, model))
+    return model, record
 
 
-def config_diff(old: dict, new: dict) -> list[str]:
-    """The keys whose values differ. A key the old run lacks was added to rotnet later, with a default that keeps
-    the earlier behaviour, so it counts as that default."""
-    old = RunConfig().to_dict() | old
-    keys = sorted(set(old) | set(new))
-    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
+def preflight(cfg: RunConfig, rt: Runtime, source: Source | None = None) -> None:
+    """The checks that need no data, so that they fail before it loads: the run folder's config, the weights."""
+    folder = run_dir(rt.runs_root, cfg)
+    if not rt.restart:
+        refuse_changed_config(folder, cfg)
+    if cfg.init == "rotation" and not (folder / RESULT).is_file():
+        init_weights(cfg, rt.runs_root, source)
 
 
-def refuse_changed_config(folder: Path, cfg: RunConfig) -> None:
-    """Raise RotnetError naming the keys that differ if folder holds a run of another configuration."""
-    config_file = folder / CONFIG
-    if not config_file.is_file():
-        return
+def keep_aside(folder: Path) -> Path:
+    """Rename folder to the first free FOLDER.oldN (--restart keeps what a user ran before)."""
+    n = 1
+    while folder.with_name(f"{folder.name}.old{n}").exists():
+        n += 1
+    target = folder.with_name(f"{folder.name}.old{n}")
+    with RunLock(folder):  # never from under a running process
+        os.rename(folder, target)
+    return target
+
+
+def make_dir(folder: Path) -> None:
     try:
-        old = json.loads(config_file.read_text())["config"]
-    except (json.JSONDecodeError, KeyError, OSError):
-        raise RotnetError(f"{config_file} is unreadable; move the run away or use --restart") from None
-    diff = config_diff(old, cfg.to_dict())
-    if diff:
-        raise RotnetError(
-            f"{folder} holds a run with a different configuration ({'; '.join(diff)}); "
-            "use --restart to start over (the old run is kept), or another --runs-root"
-        )
-
-
-def prepare_dir(folder: Path, cfg: RunConfig, restart: bool) -> None:
-    """Create the run folder, refusing a changed config; with restart, keep the old run under a new name."""
-    if restart and folder.exists():
-        n = 1
-        while folder.with_name(f"{folder.name}.old{n}").exists():
-            n += 1
-        os.rename(folder, folder.with_name(f"{folder.name}.old{n}"))
-    refuse_changed_config(folder, cfg)
-    try:
-        (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
+        (folder / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise RotnetError(f"output directory {folder} is not writable ({e.strerror or e})") from None
 
 
-def rotation_weights_path(runs_root: Path, cfg: RunConfig) -> Path:
-    if cfg.init_path:
-        return Path(cfg.init_path)
-    return run_dir(runs_root, RunConfig(experiment="rotation", arch=cfg.arch, seed=cfg.seed)) / WEIGHTS
+def refuse_other_data(folder: Path, data: Cifar10) -> None:
+    """A run resumes, or is reused, only on the data it was trained on."""
+    record = read_record(folder)
+    old = (record or {}).get("dataset")
+    if not isinstance(old, dict):
+        return
+    diff = data_diff({"root": record.get("data_root"), **old}, {"root": data.root, **data.fingerprint})
+    if diff:
+        raise RotnetError(
+            f"{folder} was trained on other data ({'; '.join(diff[:4])}{' ...' if len(diff) > 4 else ''}); "
+            "use its --data-root, or --restart to start over (the old run is kept)"
+        )
 
 
-def init_model(cfg: RunConfig, runs_root: Path) -> tuple[nn.Module, dict]:
-    """A fresh model, seeded; for init="rotation", every weight but fc from the rotation run."""
-    torch.manual_seed(derive_seed("init", cfg.seed))
-    model = build_model(cfg.arch, cfg.num_classes, cfg.stem)
-    info: dict = {"init": cfg.init}
-    if cfg.init == "rotation":
-        path = rotation_weights_path(runs_root, cfg)
-        if not path.is_file():
-            how = (
-                "check the --init path"
-                if cfg.init_path
-                else (
-                    f"make them with: rotnet train rotation --arch {cfg.arch} --seed {cfg.seed} --runs-root {runs_root}"
-                )
-            )
-            raise RotnetError(f"no rotation weights at {path}; {how}")
-        source, meta = ckpt.load_tensors(path)
-        src_cfg = meta.get("config", {})
-        if src_cfg and src_cfg.get("task") != "rotation":
-            raise RotnetError(f"{path} holds weights of a {src_cfg.get('task')} run, not of a rotation run")
-        model.load_state_dict(transfer_state(source, model))
-        info |= {"init_weights": str(path), "init_sha256": ckpt.digest(source)}
-    return model, info
-
-
-def build_optimizer(cfg: RunConfig, params: list[nn.Parameter], device: torch.device) -> torch.optim.Optimizer:
-    # fused kernels: one launch for all parameters on a GPU instead of several per tensor
-    fused = {"fused": True} if device.type == "cuda" else {}
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
-    return torch.optim.SGD(
-        params,
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-        nesterov=cfg.nesterov,
-        weight_decay=cfg.weight_decay,
-        **fused,
-    )
-
-
-def save_state(
-    folder: Path,
-    cfg: RunConfig,
-    model: nn.Module,
-    opt: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler | None,
-    state: LoopState,
-) -> None:
+def save_state(folder: Path, cfg: RunConfig, engine: Engine, state: LoopState) -> None:
     """Checkpoint (model, optimizer, position, running sums, history), then metrics.jsonl from that history."""
-    opt_tensors, opt_meta = ckpt.optimizer_to_tensors(opt.state_dict())
-    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    opt_tensors, opt_meta = ckpt.optimizer_to_tensors(engine.optimizer.state_dict())
+    tensors = {f"model.{k}": v for k, v in engine.model.state_dict().items()}
     tensors |= {f"optim.{k}": v for k, v in opt_tensors.items()} | {"loop.sums": state.sums}
     meta = {
         "config": cfg.to_dict(),
@@ -176,33 +159,32 @@ def save_state(
         "seconds": state.seconds,
         "history": state.history,
         "optimizer": opt_meta,
-        "scaler": scaler.state_dict() if scaler is not None else None,
+        "scaler": engine.scaler.state_dict() if engine.scaler is not None else None,
     }
-    ckpt.save_checkpoint(folder / "checkpoints", state.epoch, state.step, tensors, meta)
+    ckpt.save_checkpoint(folder / CHECKPOINTS, state.epoch, state.step, tensors, meta)
     ckpt.atomic_write_text(folder / METRICS, "".join(json.dumps(r) + "\n" for r in state.history))
 
 
-def restore_state(
-    folder: Path,
-    cfg: RunConfig,
-    model: nn.Module,
-    opt: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler | None,
-) -> LoopState | None:
-    found = ckpt.load_latest_checkpoint(folder / "checkpoints")
+def restore_state(folder: Path, cfg: RunConfig, engine: Engine) -> LoopState | None:
+    found = ckpt.load_latest_checkpoint(folder / CHECKPOINTS)
     if found is None:
         return None
     tensors, meta, path = found
-    diff = config_diff(meta.get("config", {}), cfg.to_dict())
+    diff = config_diff(meta["config"], cfg.to_dict())
     if diff:
         raise RotnetError(f"checkpoint {path} belongs to another run ({'; '.join(diff)})")
     weights = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
-    check_keys(weights, model.state_dict(), f"checkpoint {path.name}")
-    model.load_state_dict(weights)
+    check_keys(weights, engine.model.state_dict(), f"checkpoint {path.name}")
+    engine.model.load_state_dict(weights)
     opt_tensors = {k.removeprefix("optim."): v for k, v in tensors.items() if k.startswith("optim.")}
-    opt.load_state_dict(ckpt.optimizer_from_tensors(opt_tensors, meta["optimizer"]))
-    if scaler is not None and meta.get("scaler"):
-        scaler.load_state_dict(meta["scaler"])
+    try:
+        engine.optimizer.load_state_dict(ckpt.optimizer_from_tensors(opt_tensors, meta["optimizer"]))
+        if engine.scaler is not None and meta.get("scaler"):
+            engine.scaler.load_state_dict(meta["scaler"])
+    except (KeyError, ValueError, TypeError) as e:
+        raise RotnetError(f"checkpoint {path} has an unreadable optimizer state ({e})") from None
+    if "loop.sums" not in tensors:
+        raise RotnetError(f"checkpoint {path} lacks its loop state")
     return LoopState(meta["epoch"], meta["step"], tensors["loop.sums"], meta["seconds"], meta["history"])
 
 
@@ -213,63 +195,98 @@ def train_subset(cfg: RunConfig, data: Cifar10) -> tuple[torch.Tensor, torch.Ten
     return data.train_images[idx], data.train_labels[idx]
 
 
-def confusion(pred: torch.Tensor, target: torch.Tensor, k: int) -> list[list[int]]:
-    return torch.bincount(target.reshape(-1) * k + pred.reshape(-1), minlength=k * k).view(k, k).tolist()
-
-
-def run(cfg: RunConfig, data: Cifar10, rt: Runtime, log=print) -> dict:
-    """Train one experiment into its run folder (resuming if a checkpoint is there); return its result."""
-    world = rt.world
-    log = log if world.is_main else (lambda *_: None)  # one voice, and only rank 0 writes files
-    folder = run_dir(rt.runs_root, cfg)
-    if (folder / RESULT).is_file() and not rt.restart:
-        refuse_changed_config(folder, cfg)
-        log(f"{folder}: already finished; reusing it")
-        return json.loads((folder / RESULT).read_text())
-    if world.is_main:
-        prepare_dir(folder, cfg, rt.restart)
-    barrier()
-    device = rt.device
-    model, init_info = init_model(cfg, rt.runs_root)
+def build_engine(cfg: RunConfig, model: nn.Module, rt: Runtime) -> Engine:
+    device, world = rt.device, rt.world
     if world.size > 1 and cfg.sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # same parameter names: checkpoints still load
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
-    params = set_trainable(model, cfg.trainable)
-    opt = build_optimizer(cfg, params, device)
+    opt = build_optimizer(cfg, set_trainable(model, cfg.trainable), device)
     scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
-    state = restore_state(folder, cfg, model, opt, scaler)
-    resumed = state is not None
-    if state is None:
-        state = LoopState()
-    else:
-        log(f"{folder}: resuming at epoch {state.epoch + 1}, step {state.step}")
+    forward = model
+    if world.size > 1:  # averages gradients across ranks; broadcasts rank 0's buffers (BN statistics) each step
+        forward = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    forward = torch.compile(forward) if cfg.compile else forward
+    return Engine(model, opt, forward, scaler)
+
+
+def write_record(folder: Path, cfg: RunConfig, data: Cifar10, rt: Runtime, init_info: dict, resumed: bool) -> None:
+    """config.json: the resolved configuration, the data's fingerprint, where the weights came from, provenance."""
     record = {
         "config": cfg.to_dict(),
-        **provenance(device),
+        **provenance(rt.device),
         **init_info,
         "data_root": data.root,
         "dataset_checksums_match": data.checksums_match,
         "dataset": data.fingerprint,
         "resumed": resumed,
     }
-    config_path = folder / CONFIG
-    if resumed and config_path.is_file():  # keep the first start's provenance, add this one's
-        first = json.loads(config_path.read_text())
-        record = first | {"resumes": [*first.get("resumes", []), provenance(device)]}
-    record["world_size"] = world.size
-    if world.is_main:
-        ckpt.atomic_write_text(config_path, json.dumps(record, indent=2) + "\n")
+    first = read_json(folder / CONFIG) if resumed else None
+    if isinstance(first, dict):  # keep the first start's provenance, add this one's
+        record = first | {"resumes": [*first.get("resumes", []), provenance(rt.device)]}
+    record["world_size"] = rt.world.size
+    ckpt.atomic_write_text(folder / CONFIG, json.dumps(record, indent=2) + "\n")
 
+
+def run(cfg: RunConfig, data: Cifar10, rt: Runtime, source: Source | None = None, log=print) -> dict:
+    """Train one experiment into its run folder (resuming if a checkpoint is there); return its result."""
+    world = rt.world
+    log = log if world.is_main else (lambda *_: None)  # one voice, and only rank 0 writes files
+    folder = run_dir(rt.runs_root, cfg)
+    if (folder / RESULT).is_file() and not rt.restart:
+        refuse_changed_config(folder, cfg)
+        refuse_other_data(folder, data)
+        result = read_json(folder / RESULT)
+        if not isinstance(result, dict):
+            raise RotnetError(f"{folder / RESULT} is unreadable; use --restart to train this run again")
+        log(f"{folder}: already finished; reusing it")
+        return result
+    lock = None
+    if world.is_main:
+        if rt.restart and folder.exists():
+            log(f"{folder}: kept the previous run as {keep_aside(folder).name}")
+        refuse_changed_config(folder, cfg)
+        created = not folder.exists()
+        make_dir(folder)
+        lock = RunLock(folder).acquire()
+    try:
+        barrier()
+        if world.is_main:
+            refuse_changed_config(folder, cfg)  # again, under the lock: another process may have started it
+            refuse_other_data(folder, data)
+        try:
+            model, init_info = init_model(cfg, rt.runs_root, source)
+        except RotnetError:
+            if world.is_main and created:  # nothing of a run that never started is left behind
+                lock.release()
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
+        engine = build_engine(cfg, model, rt)
+        state = restore_state(folder, cfg, engine)
+        resumed = state is not None
+        if state is None:
+            state = LoopState()
+        else:
+            log(f"{folder}: resuming at epoch {state.epoch + 1}, step {state.step}")
+        if world.is_main:
+            write_record(folder, cfg, data, rt, init_info | (source.extra if source else {}), resumed)
+        return train_and_finish(cfg, data, rt, folder, engine, state, log)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def train_and_finish(
+    cfg: RunConfig, data: Cifar10, rt: Runtime, folder: Path, engine: Engine, state: LoopState, log
+) -> dict:
+    world, device = rt.world, rt.device
     images, labels = train_subset(cfg, data)
     images, labels = images.to(device), labels.to(device)
     test_images, test_labels = data.test_images.to(device), data.test_labels
-    pred_kw = {
-        "batch_size": cfg.eval_batch_size,
-        "precision": cfg.precision,
-        "channels_last": cfg.channels_last,
-    }
+    pred_kw = {"batch_size": cfg.eval_batch_size, "precision": cfg.precision, "channels_last": cfg.channels_last}
 
     def evaluate(m: nn.Module, epoch: int) -> dict:
         t = time.perf_counter()
@@ -279,32 +296,26 @@ def run(cfg: RunConfig, data: Cifar10, rt: Runtime, log=print) -> dict:
             "eval_images_per_s": pred.numel() / (time.perf_counter() - t),
         }
         if cfg.knn_every and (epoch % cfg.knn_every == 0 or epoch == cfg.epochs):
-            out["knn_acc"] = knn_monitor(m, images, labels, test_images, test_labels, cfg)
+            out["knn_acc"] = knn_monitor(m, images, labels, test_images, test_labels, **pred_kw)
         return out
 
-    forward = model
-    if world.size > 1:  # averages gradients across ranks; broadcasts rank 0's buffers (BN statistics) each step
-        forward = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    forward = torch.compile(forward) if cfg.compile else forward
+    def save(s: LoopState) -> None:
+        if world.is_main:
+            save_state(folder, cfg, engine, s)
+
     started = time.perf_counter()
     history = fit(
         cfg,
-        model,
-        opt,
+        engine,
         images,
         labels,
-        evaluate,
         state,
-        lambda s: save_state(folder, cfg, model, opt, scaler, s) if world.is_main else None,
+        Hooks(evaluate, save, log),
         checkpoint_every=rt.checkpoint_every,
         stop=rt.stop,
-        forward=forward,
-        scaler=scaler,
-        log=log,
         world=world,
     )
+    model = engine.model
     agree = ranks_agree(model)
     if not agree:
         raise RotnetError("the ranks ended with different weights; this is a bug, please report it")
@@ -315,8 +326,6 @@ def run(cfg: RunConfig, data: Cifar10, rt: Runtime, log=print) -> dict:
     # Final outputs: weights that load into plain torchvision, and what the report needs without the data.
     ckpt.save_tensors(folder / WEIGHTS, model.state_dict(), {"config": cfg.to_dict()})
     pred = predict(model, test_images, cfg.task, **pred_kw)
-    k = cfg.num_classes
-    target = torch.arange(4).expand_as(pred) if cfg.task == "rotation" else test_labels
     ckpt.save_tensors(folder / EXAMPLES, {"images": data.test_images[:8], "pred": pred[:8]})
     result = {
         "experiment": cfg.experiment,
@@ -328,38 +337,14 @@ def run(cfg: RunConfig, data: Cifar10, rt: Runtime, log=print) -> dict:
         "train_seconds": sum(r["seconds"] for r in history),
         "wall_seconds": time.perf_counter() - started,
         "images_per_s": sum(r["images_per_s"] for r in history) / len(history),
-        "confusion": confusion(pred, target, k),
+        "confusion": confusion(pred, targets_for(pred, test_labels, cfg.task), cfg.num_classes),
         "world_size": world.size,
         "ranks_agree": agree,
         "class_names": list(data.class_names) if cfg.task == "classification" else ["0", "90", "180", "270"],
+        "test_images": len(data.test_images),
+        "train_images": len(images),
     }
     ckpt.atomic_write_text(folder / RESULT, json.dumps(result, indent=2) + "\n")
     log(f"{folder}: test accuracy {result['test_acc']:.2f}% after {len(history)} epochs")
     barrier()
     return result
-
-
-def knn_monitor(model: nn.Module, train_images, train_labels, test_images, test_labels, cfg: RunConfig) -> float:
-    """Weighted kNN (k=200, cosine, T=0.1) accuracy of penultimate (global-pooled layer4) features against the
-    CIFAR-10 class labels, whatever the task: how linearly usable the features are, as pretraining goes."""
-    kw = {
-        "stages": ("layer4",),
-        "batch_size": cfg.eval_batch_size,
-        "precision": cfg.precision,
-        "channels_last": cfg.channels_last,
-    }
-    train = extract(model, train_images, **kw)["layer4"]
-    test = extract(model, test_images, **kw)["layer4"]
-    return knn_accuracy(train, train_labels.cpu(), test, test_labels.cpu())
-
-
-def install_stop_handlers(stop: StopFlag) -> None:
-    """First Ctrl-C / SIGTERM: finish the current step, save, exit. A second Ctrl-C stops at once."""
-
-    def handler(signum, frame):
-        if stop.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        stop.requested = True
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import sys
 import time
@@ -13,30 +12,13 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from rotnet.augment import normalize, rotate, train_augment
+from rotnet.augment import rotate, to_input, train_augment
 from rotnet.config import RunConfig
 from rotnet.distributed import World, all_reduce, shard
-from rotnet.models import train_mode
+from rotnet.errors import Interrupted, NonFiniteLoss
+from rotnet.models import autocast, train_mode
+from rotnet.runtime import StopFlag
 from rotnet.seeds import generator
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-class NonFiniteLoss(RuntimeError):
-    def __init__(self, epoch: int, step: int):
-        super().__init__(f"non-finite loss at epoch {epoch + 1}, step {step + 1}")
-        self.epoch, self.step = epoch, step
-
-
-class Interrupted(RuntimeError):
-    """Training stopped on request (Ctrl-C, SIGTERM) after saving a checkpoint."""
-
-
-@dataclass
-class StopFlag:
-    """Set from a signal handler; the loop checks it between steps so a step is never cut in half."""
-
-    requested: bool = False
 
 
 @dataclass
@@ -50,18 +32,49 @@ class LoopState:
     history: list[dict] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Engine:
+    """What trains: `model` is what gets updated and saved; `forward` is what gets called (a compiled or
+    DistributedDataParallel wrapper of it, or the model itself); `scaler` only for fp16."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    forward: nn.Module | None = None
+    scaler: torch.amp.GradScaler | None = None
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """What the loop calls out to: metrics at an epoch end, saving a checkpoint, a line of log."""
+
+    evaluate: Callable[[nn.Module, int], dict]  # (model, epochs done) -> {"test_acc": ..., ...}
+    save: Callable[[LoopState], None]
+    log: Callable[[str], None] = print
+
+
 def lr_at(cfg: RunConfig, epoch: int, step: int, steps_per_epoch: int) -> float:
-    """The learning rate as a pure function of position. "step" is the seed's StepLR(step_size=10, gamma=0.1)."""
+    """The learning rate as a pure function of position. "step" is the seed's StepLR(step_size=10, gamma=0.1);
+    "cosine" anneals per step to 0 over the run (CosineAnnealingLR with T_max = all steps)."""
     if cfg.schedule == "step":
         return cfg.lr * cfg.lr_gamma ** (epoch // cfg.lr_step_epochs)
     t = (epoch * steps_per_epoch + step) / (cfg.epochs * steps_per_epoch)
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * t))
 
 
+def build_optimizer(cfg: RunConfig, params: list[nn.Parameter], device: torch.device) -> torch.optim.Optimizer:
+    # fused kernels: one launch for all parameters on a GPU instead of several per tensor
+    fused = {"fused": True} if device.type == "cuda" else {}
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
+    return torch.optim.SGD(
+        params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay, **fused
+    )
+
+
 def make_batch(
     cfg: RunConfig, images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 images (B, 3, 32, 32) and class labels -> normalized inputs and targets for cfg.task."""
+    """uint8 images (B, 3, H, W) and class labels -> normalized inputs and targets for cfg.task."""
     images = train_augment(images, gen)
     if cfg.task == "rotation":
         if cfg.rotations_per_image == 4:  # RotNet: all four rotations of each image in the same batch
@@ -74,42 +87,6 @@ def make_batch(
     else:
         targets = labels
     return to_input(images, cfg.channels_last), targets
-
-
-def to_input(images: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    x = normalize(images)
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
-
-
-def autocast(device: torch.device, precision: str):
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=DTYPES[precision])
-
-
-@torch.inference_mode()
-def predict(
-    model: nn.Module, images: torch.Tensor, task: str, *, batch_size: int, precision: str, channels_last: bool
-) -> torch.Tensor:
-    """Predicted labels for uint8 images (N, 3, 32, 32). For the rotation task every image is scored in all four
-    rotations: the result is (N, 4), column k holding the prediction for the image rotated by k * 90 degrees."""
-    model.eval()
-    device = next(model.parameters()).device
-    out = []
-    for start in range(0, len(images), batch_size):
-        x = images[start : start + batch_size].to(device, non_blocking=True)
-        if task == "rotation":
-            x = torch.cat([torch.rot90(x, k, dims=(2, 3)) for k in range(4)])  # (4B, 3, 32, 32), k-major
-        with autocast(device, precision):
-            pred = model(to_input(x, channels_last)).argmax(1)
-        out.append(pred.view(4, -1).T if task == "rotation" else pred)
-    return torch.cat(out).cpu()
-
-
-def accuracy(pred: torch.Tensor, labels: torch.Tensor, task: str) -> float:
-    """Percent correct; for rotation, over all four rotations of every image (target of column k is k)."""
-    target = torch.arange(4).expand_as(pred) if task == "rotation" else labels
-    return 100.0 * (pred == target).double().mean().item()
 
 
 def train_step(
@@ -141,29 +118,26 @@ def is_tty() -> bool:
 
 def fit(
     cfg: RunConfig,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
+    engine: Engine,
     train_images: torch.Tensor,
     train_labels: torch.Tensor,
-    evaluate: Callable[[nn.Module, int], dict],
     state: LoopState,
-    save: Callable[[LoopState], None],
+    hooks: Hooks,
     *,
     checkpoint_every: int = 0,
     stop: StopFlag | None = None,
-    forward: nn.Module | None = None,
-    scaler: torch.amp.GradScaler | None = None,
-    log: Callable[[str], None] = print,
     world: World | None = None,
 ) -> list[dict]:
-    """Train from `state` to cfg.epochs. At each epoch end: evaluate, append the epoch's record to
-    state.history, save(state). Also save every `checkpoint_every` steps, and before returning on a stop request.
+    """Train from `state` to cfg.epochs. At each epoch end: hooks.evaluate, append the epoch's record to
+    state.history, hooks.save(state). Also save every `checkpoint_every` steps, and before returning on a stop
+    request.
 
-    `forward` is the module to call (a compiled or DistributedDataParallel one, say); `model` is what gets trained
-    and saved. Under torchrun every rank builds the same global batch and takes its own strided shard of it, so
+    Under torchrun every rank builds the same global batch and takes its own strided shard of it, so
     the data a run sees doesn't depend on the number of ranks and a checkpoint resumes under any number of them.
     """
-    forward = forward or model
+    model, optimizer, scaler = engine.model, engine.optimizer, engine.scaler
+    forward = engine.forward or model
+    save, log = hooks.save, hooks.log
     world = world or World()
     stop = stop or StopFlag()
     device = train_images.device
@@ -235,7 +209,7 @@ def fit(
                 if stopping:
                     bar.close()
                     save(state)
-                    raise Interrupted(f"stopped at epoch {epoch + 1}, step {done}")
+                    raise Interrupted(f"stopped at epoch {epoch + 1}, step {done}", stop.signum)
                 if checkpoint_every and done % checkpoint_every == 0:
                     save(state)
         bar.close()
@@ -248,7 +222,7 @@ def fit(
             "train_acc": 100.0 * correct / count,
         }
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-            record |= evaluate(model, epoch + 1)
+            record |= hooks.evaluate(model, epoch + 1)
         record["images_per_s"] = count / train_seconds
         record["seconds"] = time.perf_counter() - started
         state.history.append(record)
@@ -261,7 +235,7 @@ def fit(
         save(state)
         log(format_record(cfg, record))
         if stopping and state.epoch < cfg.epochs:
-            raise Interrupted(f"stopped after epoch {epoch + 1}")
+            raise Interrupted(f"stopped after epoch {epoch + 1}", stop.signum)
     return state.history
 
 

@@ -1,0 +1,168 @@
+"""The run-folder scheme, in one place: ROOT/ARCH/EXPERIMENT[@Npc]/seedN, its file names, finding runs, reading
+what a run recorded, and the lock that keeps one process per run folder."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rotnet.config import RunConfig, config_diff
+from rotnet.errors import RotnetError
+
+CONFIG = "config.json"  # the resolved configuration and its provenance
+METRICS = "metrics.jsonl"  # one line per epoch
+WEIGHTS = "model.safetensors"  # final weights, loadable into plain torchvision
+RESULT = "result.json"  # present only when the run finished
+EXAMPLES = "examples.safetensors"  # a few test images and their predictions, for the report
+FAILED = "failed.json"  # why the run failed (reproduce writes it)
+CHECKPOINTS = "checkpoints"
+LOCK = ".lock"  # flock'ed for the run's life; holds the owner's pid
+
+
+@dataclass(frozen=True)
+class RunId:
+    arch: str
+    experiment: str
+    seed: int
+    per_class: int = 0  # a class-balanced subset run (label efficiency)
+
+    @property
+    def relative(self) -> Path:
+        name = self.experiment + (f"@{self.per_class}pc" if self.per_class else "")
+        return Path(self.arch) / name / f"seed{self.seed}"
+
+
+def run_id(cfg: RunConfig) -> RunId:
+    return RunId(cfg.arch, cfg.experiment, cfg.seed, cfg.train_per_class)
+
+
+def run_dir(runs_root: Path, cfg: RunConfig) -> Path:
+    """ROOT/ARCH/EXPERIMENT/seedN; a class-balanced subset run is EXPERIMENT@Npc (label efficiency)."""
+    return Path(runs_root) / run_id(cfg).relative
+
+
+def parse_run_dir(folder: Path) -> RunId | None:
+    """The RunId a folder's last three parts spell, or None if they spell none."""
+    parts = Path(folder).parts[-3:]
+    if len(parts) < 3 or not parts[2].startswith("seed") or not parts[2][4:].isdigit():
+        return None
+    experiment, at, per_class = parts[1].partition("@")
+    if at and not (per_class.endswith("pc") and per_class[:-2].isdigit()):
+        return None
+    return RunId(parts[0], experiment, int(parts[2][4:]), int(per_class[:-2]) if at else 0)
+
+
+def find_runs(root: Path) -> list[Path]:
+    """Run folders under a runs root (those holding a config.json)."""
+    return sorted(p for p in Path(root).glob("*/*/seed*") if parse_run_dir(p) and (p / CONFIG).is_file())
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file's value, or None when it is missing or unreadable."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+
+
+def read_record(folder: Path) -> dict | None:
+    """config.json of a run folder (a dict with a 'config' dict), or None when missing; an error when unreadable."""
+    path = Path(folder) / CONFIG
+    if not path.exists():
+        return None
+    record = read_json(path)
+    if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
+        raise RotnetError(f"{path} is unreadable; move the run away or use --restart")
+    return record
+
+
+def refuse_changed_config(folder: Path, cfg: RunConfig) -> None:
+    """Raise RotnetError naming the keys that differ if folder holds a run of another configuration."""
+    record = read_record(folder)
+    if record is None:
+        return
+    diff = config_diff(record["config"], cfg.to_dict())
+    if diff:
+        raise RotnetError(
+            f"{folder} holds a run with a different configuration ({'; '.join(diff)}); "
+            "use --restart to start over (the old run is kept), or another --runs-root"
+        )
+
+
+def data_diff(old: dict, new: dict) -> list[str]:
+    """What differs between two dataset fingerprints (root, per-file size:md5, image counts)."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += [f"{key}/{k}: {a.get(k)} -> {b.get(k)}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        elif a != b:
+            out.append(f"{key}: {a} -> {b}")
+    return out
+
+
+class RunLock:
+    """An exclusive lock on a run folder for one process's life (fcntl.flock on FOLDER/.lock).
+
+    The OS releases it when the process dies, so a crash never leaves a stale lock; the pid in the file names the
+    holder in the error a second process gets.
+    """
+
+    def __init__(self, folder: Path):
+        self.path = Path(folder) / LOCK
+        self.fd: int | None = None
+
+    def acquire(self) -> RunLock:
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as e:
+            raise RotnetError(f"cannot lock {self.path.parent} ({e.strerror or e})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+                raise RotnetError(f"cannot lock {self.path.parent} ({e.strerror or e})") from None
+            raise RotnetError(
+                f"{self.path.parent} is in use by another rotnet process (pid {holder(self.path)}); "
+                "wait for it to finish or stop it"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor releases the flock
+            self.fd = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def holder(lock_file: Path) -> str:
+    try:
+        return Path(lock_file).read_text().strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def is_locked(folder: Path) -> str | None:
+    """The holder's pid if another process holds folder's lock, else None (probes without keeping the lock)."""
+    path = Path(folder) / LOCK
+    if not path.is_file():
+        return None
+    try:
+        RunLock(folder).acquire().release()
+    except RotnetError:
+        return holder(path)
+    return None

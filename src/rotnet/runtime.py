@@ -1,0 +1,50 @@
+"""How a process runs, as opposed to what it trains: the device, torchrun's world, and stop signals."""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass
+
+import torch
+
+from rotnet.distributed import World, init_from_env
+from rotnet.errors import RotnetError
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise RotnetError(f"unknown device {name!r}; choose auto, cpu or cuda")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RotnetError("--device cuda asked for, but torch sees no CUDA device")
+    return torch.device(name)
+
+
+def setup_device(name: str) -> tuple[torch.device, World]:
+    """The device for this process and its place among torchrun's ranks (a world of one without torchrun)."""
+    world = init_from_env(name)
+    device = resolve_device(name)
+    if world.size > 1 and device.type == "cuda":
+        device = torch.device("cuda", world.local_rank)
+    return device, world
+
+
+@dataclass
+class StopFlag:
+    """Set from a signal handler; the loop checks it between steps so a step is never cut in half."""
+
+    requested: bool = False
+    signum: int = 0  # the signal that asked (SIGINT or SIGTERM), for the exit status 128 + signum
+
+
+def install_stop_handlers(stop: StopFlag) -> None:
+    """First Ctrl-C / SIGTERM: finish the current step, save, exit. A second Ctrl-C stops at once."""
+
+    def handler(signum, frame):
+        if stop.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stop.requested, stop.signum = True, stop.signum or signum
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)

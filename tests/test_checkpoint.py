@@ -1,0 +1,114 @@
+"""Safetensors I/O: atomic, never through a planted link, byte-identical for identical content, sealed metadata."""
+
+import hashlib
+import json
+import os
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from rotnet.checkpoint import (
+    atomic_write,
+    checkpoint_name,
+    load_latest_checkpoint,
+    load_tensors,
+    save_checkpoint,
+    save_tensors,
+)
+from rotnet.errors import RotnetError
+from tests.helpers import cli
+
+
+def test_atomic_write_never_follows_a_planted_symlink(tmp_path):
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".metrics.jsonl.tmp").symlink_to(outside)
+    atomic_write(run / "metrics.jsonl", b"new")
+    assert outside.read_text() == "precious" and (run / "metrics.jsonl").read_bytes() == b"new"
+    assert (run / ".metrics.jsonl.tmp").is_symlink()  # left alone, not written through
+    assert not [p for p in run.iterdir() if p.name.endswith(".tmp") and not p.is_symlink()]
+
+
+def test_a_run_with_planted_links_writes_nothing_outside(tmp_path, fake_root):
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious")
+    folder = tmp_path / "runs" / "resnet18" / "rotation" / "seed0"
+    folder.mkdir(parents=True)
+    for name in ("metrics.jsonl", "config.json", "model.safetensors", "result.json"):
+        (folder / f".{name}.tmp").symlink_to(outside)
+    assert cli("train", "rotation", root=tmp_path / "runs", data=fake_root) == 0
+    assert outside.read_text() == "precious"
+
+
+def test_identical_content_gives_identical_bytes(tmp_path):
+    """safetensors writes its metadata from a hash map, in an order that changes with every map."""
+    tensors = {"b": torch.ones(3), "a": torch.arange(4.0)}
+    meta = {"config": {"seed": 0, "arch": "resnet18"}, "format": "x", "epoch": 3}
+    digests = set()
+    for i in range(8):
+        save_tensors(tmp_path / f"{i}.safetensors", tensors, meta)
+        digests.add(hashlib.sha256((tmp_path / f"{i}.safetensors").read_bytes()).hexdigest())
+    assert len(digests) == 1
+    assert torch.equal(load_file(tmp_path / "0.safetensors")["a"], tensors["a"])  # still plain safetensors
+
+
+def edit_metadata(path, change):
+    """Rewrite a file's JSON metadata record in place, leaving the tensors and their checksum as they were."""
+    tensors = load_file(path)
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        metadata = dict(f.metadata())
+    metadata["meta"] = change(metadata["meta"])
+    save_file(tensors, path, metadata=metadata)
+
+
+def test_checksum_covers_the_metadata(tmp_path):
+    save_tensors(tmp_path / "w.safetensors", {"a": torch.ones(2)}, {"epoch": 1})
+    edit_metadata(tmp_path / "w.safetensors", lambda m: m.replace('"epoch": 1', '"epoch": 9'))
+    with pytest.raises(RotnetError, match="checksum"):
+        load_tensors(tmp_path / "w.safetensors")
+
+
+def checkpoint_meta(epoch: int) -> dict:
+    return {"config": {}, "epoch": epoch, "step": 0, "seconds": 1.0, "history": [{}] * epoch, "optimizer": {}}
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda m: m.replace('"epoch": 2', '"epoch": 45'),  # edited: the checksum no longer matches
+        lambda m: "[1, 2]",  # a list, not a record
+        lambda m: "{not json",
+    ],
+)
+def test_edited_or_unreadable_metadata_falls_back_to_the_previous_checkpoint(tmp_path, change):
+    for epoch in (1, 2):
+        save_checkpoint(tmp_path, epoch, 0, {"w": torch.full((2,), float(epoch))}, checkpoint_meta(epoch))
+    edit_metadata(tmp_path / checkpoint_name(2, 0), change)
+    with pytest.warns(UserWarning, match="skipping"):
+        tensors, meta, path = load_latest_checkpoint(tmp_path)
+    assert meta["epoch"] == 1 and path.name == checkpoint_name(1, 0)
+
+
+def test_a_sealed_record_with_missing_fields_is_skipped(tmp_path):
+    save_checkpoint(tmp_path, 1, 0, {"w": torch.ones(1)}, checkpoint_meta(1))
+    bad = checkpoint_meta(2)
+    del bad["history"]
+    save_checkpoint(tmp_path, 2, 0, {"w": torch.ones(1)}, bad)
+    with pytest.warns(UserWarning, match="unreadable"):
+        _, meta, _ = load_latest_checkpoint(tmp_path)
+    assert meta["epoch"] == 1
+
+
+def test_atomic_write_cleanup_failing_still_reports_the_first_error(tmp_path, monkeypatch):
+    def refuse(*a, **k):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(os, "replace", refuse)
+    monkeypatch.setattr(os, "unlink", refuse)
+    with pytest.raises(RotnetError, match="Read-only file system"):
+        atomic_write(tmp_path / "x.json", json.dumps({}).encode())

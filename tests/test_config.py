@@ -1,0 +1,107 @@
+"""Configuration: one precedence rule for every key, typed values, and TOML that is refused in one line."""
+
+import os
+
+import pytest
+
+from rotnet.config import CHOICES, RunConfig, coerce, validate
+from rotnet.errors import RotnetError
+from rotnet.experiments import Protocol, resolve
+from tests.helpers import cli
+
+
+def write(path, text: str):
+    path.write_text(text)
+    return path
+
+
+def test_precedence_defaults_preset_config_set_flags(tmp_path):
+    toml = write(tmp_path / "a.toml", "batch_size = 64\nlr = 0.01\nseed = 3\n")
+    p = Protocol("quick", (toml,), ())
+    cfg = p.resolve("rotation")
+    assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.seed) == (6, 64, 0.01, 3)  # preset, file, file, file
+    cfg = Protocol("quick", (toml,), (("lr", "0.5"), ("lr", 0.25))).resolve("rotation")
+    assert cfg.lr == 0.25  # --set then a flag: the flag (later) wins
+    assert Protocol("quick", (toml,), ()).resolve("rotation", seed=7).seed == 7  # an explicit --seed beats all
+
+
+def test_a_rule_matches_the_arch_given_on_the_command_line():
+    assert resolve("rotation", arch="resnet34").epochs == 70
+    assert Protocol("paper", (), (("arch", "resnet50"),)).resolve("rotation").epochs == 70
+
+
+def test_set_seed_and_config_seed_are_not_overridden_by_a_default(tmp_path, fake_root):
+    """`rotnet train rotation --set seed=3` once trained seed0: the --seed default won."""
+    assert cli("train", "rotation", "--set", "seed=3", root=tmp_path, data=fake_root) == 0
+    assert (tmp_path / "resnet18/rotation/seed3/result.json").is_file()
+    toml = write(tmp_path / "s.toml", "seed = 4\n")
+    assert cli("train", "rotation", "--config", str(toml), root=tmp_path, data=fake_root) == 0
+    assert (tmp_path / "resnet18/rotation/seed4/result.json").is_file()
+    assert not (tmp_path / "resnet18/rotation/seed0").exists()
+
+
+def test_reproduce_refuses_set_seed_with_seeds(tmp_path, fake_root, capsys):
+    assert cli("reproduce", "--set", "seed=1", "--seeds", "0,1", root=tmp_path, data=fake_root) == 2
+    assert "--seeds" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("key", [k for k, v in RunConfig().to_dict().items() if isinstance(v, float)])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_every_float_key_refuses_nan_and_inf(key, value):
+    with pytest.raises(RotnetError, match="finite"):
+        coerce(key, value)
+    with pytest.raises(RotnetError, match="finite"):
+        validate(RunConfig(**{key: float(value)}))
+
+
+def test_coercion():
+    assert coerce("epochs", "3") == 3 and coerce("lr", 1) == 1.0 and coerce("nesterov", "yes") is True
+    assert coerce("epochs", 4.0) == 4
+    for key, value in (("epochs", "three"), ("epochs", True), ("nesterov", "maybe"), ("lr", [1])):
+        with pytest.raises(RotnetError):
+            coerce(key, value)
+    assert CHOICES["optimizer"] == ("adam", "sgd") and CHOICES["rotations_per_image"] == (1, 4)
+    with pytest.raises(RotnetError, match="rotations_per_image must be one of 1, 4"):
+        validate(RunConfig(rotations_per_image=2))
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("rule = 5\n", "must be \\[\\[rule\\]\\] tables"),
+        ("[[rule]]\nwhen = 5\nset = { epochs = 1 }\n", "'when' must be a table"),
+        ("[[rule]]\nwhen = { arch = 'resnet18' }\nset = 5\n", "'set' must be a table"),
+        ("[[rule]]\nwhen = { colour = 'red' }\nset = { epochs = 1 }\n", "unknown configuration key 'colour'"),
+        ("epochs = = 3\n", "not valid TOML"),
+    ],
+)
+def test_bad_toml_is_one_line(tmp_path, fake_root, capsys, text, message):
+    toml = write(tmp_path / "bad.toml", text)
+    assert cli("train", "rotation", "--config", str(toml), root=tmp_path / "runs", data=fake_root) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    import re
+
+    assert re.search(message, err), err
+
+
+def test_toml_that_is_not_utf8(tmp_path, fake_root, capsys):
+    (tmp_path / "latin.toml").write_bytes(b"description = '\xe9t\xe9'\n")
+    assert cli("train", "rotation", "--config", str(tmp_path / "latin.toml"), root=tmp_path, data=fake_root) == 2
+    assert "not UTF-8" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["dir", "fifo", "device"])
+@pytest.mark.parametrize("flag", ["--config", "--preset"])
+def test_config_or_preset_naming_a_non_file(tmp_path, fake_root, capsys, kind, flag):
+    if kind == "dir":
+        path = tmp_path / "d.toml"
+        path.mkdir()
+    elif kind == "fifo":
+        path = tmp_path / "f.toml"
+        os.mkfifo(path)
+    else:
+        path = "/dev/null"
+    value = str(path) if kind != "device" else "/dev/null"
+    assert cli("train", "rotation", flag, value, root=tmp_path / "runs", data=fake_root) == 2
+    assert "is not a regular file" in capsys.readouterr().err

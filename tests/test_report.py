@@ -1,0 +1,73 @@
+"""The report: only over rotnet runs, only its own files, and every run status rendered (unreadable ones too)."""
+
+import json
+
+import pytest
+
+from rotnet.cli import main
+from rotnet.report import collect, write_report
+from tests.helpers import cli
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, fake_root):
+    root = tmp_path_factory.mktemp("runs")
+    for experiment in ("rotation", "full-from-random"):
+        assert cli("train", experiment, root=root, data=fake_root) == 0
+    return root
+
+
+def test_report_refuses_a_folder_without_runs(tmp_path, capsys):
+    (tmp_path / "notes.md").write_text("mine")
+    assert main(["report", str(tmp_path)]) == 2
+    assert "holds no rotnet runs" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.md"]
+
+
+def test_report_never_overwrites_a_file_it_did_not_write(runs, tmp_path, capsys):
+    import shutil
+
+    root = tmp_path / "copy"
+    shutil.copytree(runs, root)
+    (root / "report.md").write_text("my own notes")
+    assert main(["report", str(root)]) == 2
+    assert "did not write" in capsys.readouterr().err and (root / "report.md").read_text() == "my own notes"
+    (root / "report.md").unlink()
+    assert main(["report", str(root)]) == 0
+    assert main(["report", str(root)]) == 0  # its own files: rewritten freely
+    assert "| rotation | resnet18 |" in (root / "report.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "name, garbage",
+    [
+        ("result.json", "[1, 2]"),
+        ("result.json", '{"test_acc": "high"}'),
+        ("metrics.jsonl", 'not json\n{"epoch": 2}\n'),
+        ("metrics.jsonl", "[1]\n"),
+        ("config.json", "[]"),
+        ("config.json", "\x00\x01binary"),
+    ],
+)
+def test_garbage_files_mark_the_run_unreadable_and_the_report_goes_on(runs, tmp_path, name, garbage):
+    import shutil
+
+    root = tmp_path / "copy"
+    shutil.copytree(runs, root)
+    (root / "resnet18/rotation/seed0" / name).write_text(garbage)
+    statuses = {r["experiment"]: r["status"] for r in collect(root)}
+    assert statuses == {"rotation": "unreadable", "full-from-random": "finished"}
+    write_report(root)
+    rows = {(r["experiment"], r["arch"]): r for r in json.loads((root / "results.json").read_text())["rows"]}
+    assert rows[("rotation", "resnet18")]["status"] == "seed 0 unreadable"
+    assert rows[("full-from-random", "resnet18")]["n"] == 1
+
+
+def test_garbage_example_file_does_not_stop_the_report(runs, tmp_path):
+    import shutil
+
+    root = tmp_path / "copy"
+    shutil.copytree(runs, root)
+    (root / "resnet18/rotation/seed0/examples.safetensors").write_bytes(b"garbage")
+    write_report(root)
+    assert (root / "report.md").is_file()

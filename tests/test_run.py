@@ -1,0 +1,99 @@
+"""One run's life: the weights it starts from are the ones its protocol names, on the data it was made with."""
+
+import json
+
+import pytest
+
+from rotnet.checkpoint import load_tensors, save_tensors
+from tests.conftest import write_fake_cifar
+from tests.helpers import TINY
+
+ROOT_ARGS = ("--no-download",)
+
+
+def train(*args, root, data, tiny=True):
+    from rotnet.cli import main
+
+    extra = TINY if tiny else []
+    return main([*args, "--runs-root", str(root), "--data-root", str(data), *ROOT_ARGS, *extra])
+
+
+def test_a_transfer_run_refuses_rotation_weights_of_another_protocol(tmp_path, fake_root, capsys):
+    """A 2-epoch rotation run must not silently feed a transfer run whose protocol asks for another."""
+    assert train("train", "rotation", root=tmp_path, data=fake_root) == 0  # epochs 2, batch 32
+    capsys.readouterr()
+    code = train(
+        "train", "full-from-rotation", "--batch-size", "16", "--epochs", "1", root=tmp_path, data=fake_root, tiny=False
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "another protocol" in err and "batch_size: 32 -> 16" in err and "epochs: 2 -> 1" in err
+    assert "rotnet train rotation --arch resnet18 --seed 0" in err and "--set batch_size=16" in err
+    assert not (tmp_path / "resnet18/full-from-rotation").exists()  # no empty folder left behind
+
+
+def test_a_transfer_run_records_its_source(tmp_path, fake_root):
+    assert train("train", "rotation", root=tmp_path, data=fake_root) == 0
+    assert train("train", "full-from-rotation", root=tmp_path, data=fake_root) == 0
+    record = json.loads((tmp_path / "resnet18/full-from-rotation/seed0/config.json").read_text())
+    weights, _ = load_tensors(tmp_path / "resnet18/rotation/seed0/model.safetensors")
+    from rotnet.checkpoint import digest
+
+    assert record["init_from"] == "rotation run" and record["init_sha256"] == digest(weights)
+    assert record["init_source_config"]["experiment"] == "rotation" and record["init_source_config"]["epochs"] == 2
+
+
+def test_explicit_init_is_allowed_and_recorded(tmp_path, fake_root):
+    assert train("train", "rotation", root=tmp_path / "a", data=fake_root) == 0
+    path = tmp_path / "a/resnet18/rotation/seed0/model.safetensors"
+    assert train("train", "layer4-from-rotation", "--init", str(path), root=tmp_path / "b", data=fake_root) == 0
+    record = json.loads((tmp_path / "b/resnet18/layer4-from-rotation/seed0/config.json").read_text())
+    assert record["init_from"] == "--init" and record["init_weights"] == str(path)
+
+
+@pytest.mark.parametrize("poison", ["nan-param", "inf-buffer", "dtype"])
+def test_init_weights_that_are_not_finite_or_of_the_wrong_dtype_are_refused(tmp_path, fake_root, capsys, poison):
+    from rotnet.models import build_model
+
+    state = build_model("resnet18", 4).state_dict()
+    if poison == "nan-param":
+        state["layer1.0.conv1.weight"][0, 0, 0, 0] = float("nan")
+    elif poison == "inf-buffer":
+        state["layer2.0.bn1.running_var"][0] = float("inf")
+    else:
+        state["layer3.0.conv1.weight"] = state["layer3.0.conv1.weight"].double()
+    save_tensors(tmp_path / "w.safetensors", state)
+    code = train(
+        "train", "full-from-rotation", "--init", str(tmp_path / "w.safetensors"), root=tmp_path, data=fake_root
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert ("non-finite" in err) if poison != "dtype" else ("wrong dtype" in err)
+
+
+def test_resuming_on_other_data_is_refused(tmp_path, fake_root, capsys):
+    other = write_fake_cifar(tmp_path / "other", seed=1)
+    assert train("train", "rotation", "--epochs", "1", root=tmp_path / "runs", data=fake_root, tiny=False) == 0
+    (tmp_path / "runs/resnet18/rotation/seed0/result.json").unlink()
+    capsys.readouterr()
+    assert train("train", "rotation", "--epochs", "1", root=tmp_path / "runs", data=other, tiny=False) == 2
+    err = capsys.readouterr().err
+    assert "trained on other data" in err and "data_batch_1" in err
+
+
+def test_fingerprint_is_recorded(tmp_path, fake_root):
+    assert train("train", "rotation", root=tmp_path, data=fake_root) == 0
+    record = json.loads((tmp_path / "resnet18/rotation/seed0/config.json").read_text())
+    assert record["dataset"]["train"] == 80 and len(record["dataset"]["files"]) == 6
+
+
+def test_identical_runs_write_identical_weight_files(tmp_path, fake_root):
+    import hashlib
+
+    for name in ("a", "b"):
+        assert train("train", "rotation", root=tmp_path / name, data=fake_root) == 0
+    digests = {
+        hashlib.sha256((tmp_path / n / "resnet18/rotation/seed0/model.safetensors").read_bytes()).hexdigest()
+        for n in ("a", "b")
+    }
+    assert len(digests) == 1
