@@ -44,3 +44,13 @@ def fake_data(fake_root):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return load_cifar10(fake_root, download=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory, fake_root) -> Path:
+    """A finished TINY rotation run, made once per session; copy it before changing anything under it."""
+    from tests.helpers import cli
+
+    root = tmp_path_factory.mktemp("tiny-runs")
+    assert cli("train", "rotation", root=root, data=fake_root) == 0
+    return root

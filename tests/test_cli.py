@@ -59,3 +59,41 @@ def test_transfer_without_rotation_weights_says_how_to_make_them(tmp_path, fake_
     assert cli("train", "full-from-rotation", root=tmp_path, data=fake_root) == 2
     err = capsys.readouterr().err
     assert "no rotation weights" in err and "rotnet train rotation --arch resnet18" in err
+
+
+def test_help_runs_without_importing_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, contextlib, io\n"
+        "from rotnet.cli import main\n"
+        "for argv in (['--help'], ['train', '--help'], ['reproduce', '--help']):\n"
+        "    with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+        "        main(argv)\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "False", out.stderr
+
+
+def test_every_config_field_has_a_flag_with_its_default_and_choices(capsys):
+    from rotnet.cli import NO_FLAG, main
+    from rotnet.config import CHOICES, RunConfig
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for key, default in RunConfig().to_dict().items():
+        if key in NO_FLAG:
+            continue
+        flag = "--" + key.replace("_", "-")
+        assert flag in text, flag
+        assert f"(default: {default})" in text, key
+        if key in CHOICES:
+            assert "{" + ",".join(map(str, CHOICES[key])) + "}" in text, key
+    assert "--no-channels-last" in text
+    for command in ("reproduce", "label-efficiency", "probe", "verify", "report", "bench"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert "default" in capsys.readouterr().out or command == "report"

@@ -4,6 +4,10 @@ import errno
 import os
 import pickle
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -254,3 +258,56 @@ def test_debug_shows_the_traceback(tmp_path, fake_root):
                 "--no-download",
             ]
         )
+
+
+def erofs(*args, **kwargs):
+    raise OSError(errno.EROFS, "Read-only file system")
+
+
+@pytest.mark.parametrize("command", ["report", "reproduce", "restart"])
+def test_read_only_runs_root_is_one_line(capsys, tmp_path, fake_root, monkeypatch, trained, command):
+    import shutil
+    import tempfile
+
+    root = tmp_path / "ro"
+    shutil.copytree(trained, root)
+    monkeypatch.setattr(tempfile, "mkstemp", erofs)
+    monkeypatch.setattr(os, "rename", erofs)
+    if command == "report":
+        code = main(["report", str(root)])
+    elif command == "reproduce":
+        code = main(["reproduce", "--runs-root", str(root), "--data-root", str(fake_root), "--no-download", *TINY])
+    else:
+        args = ["--runs-root", str(root), "--data-root", str(fake_root), "--no-download", "--restart", *TINY]
+        code = main(["train", "rotation", *args])
+    err = capsys.readouterr().err
+    assert code == 2 and "Read-only file system" in err and "Traceback" not in err, err
+
+
+def start(tmp_path, fake_root, *extra):
+    args = ["--runs-root", str(tmp_path), "--data-root", str(fake_root), "--no-download", *TINY, *extra]
+    cmd = [sys.executable, "-m", "rotnet", "train", "rotation", *args]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize("delay", [0.3, 1.0, 2.0])
+def test_sigint_during_start_up_is_one_line(tmp_path, fake_root, delay):
+    proc = start(tmp_path, fake_root)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode in (0, 130), err  # 0: it had already finished
+    assert "Traceback" not in err, err
+
+
+def test_double_sigint_within_50ms_is_one_line(tmp_path, fake_root):
+    proc = start(tmp_path, fake_root, "--epochs", "500")
+    from tests.test_resume import wait_for
+
+    wait_for("resnet18/rotation/seed0/metrics.jsonl", tmp_path, proc)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert err.strip().count("\n") == 0 or "warning" in err.splitlines()[0]

@@ -1,5 +1,6 @@
 """The run-folder scheme and the one-process-per-folder lock."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -53,5 +54,6 @@ def test_the_lock_dies_with_its_process(holder):
     proc.kill()
     proc.wait()
     assert is_locked(folder) is None
-    with RunLock(folder):
-        assert is_locked(folder) is None  # our own lock: probing from this process is a separate description
+    with RunLock(folder):  # flock is per open file: a second open, even in this process, sees it held
+        assert is_locked(folder) == str(os.getpid())
+    assert is_locked(folder) is None

@@ -1,6 +1,7 @@
 """One run's life: the weights it starts from are the ones its protocol names, on the data it was made with."""
 
 import json
+import shutil
 
 import pytest
 
@@ -18,22 +19,20 @@ def train(*args, root, data, tiny=True):
     return main([*args, "--runs-root", str(root), "--data-root", str(data), *ROOT_ARGS, *extra])
 
 
-def test_a_transfer_run_refuses_rotation_weights_of_another_protocol(tmp_path, fake_root, capsys):
+def test_a_transfer_run_refuses_rotation_weights_of_another_protocol(tiny_runs, fake_root, capsys):
     """A 2-epoch rotation run must not silently feed a transfer run whose protocol asks for another."""
-    assert train("train", "rotation", root=tmp_path, data=fake_root) == 0  # epochs 2, batch 32
-    capsys.readouterr()
     code = train(
-        "train", "full-from-rotation", "--batch-size", "16", "--epochs", "1", root=tmp_path, data=fake_root, tiny=False
+        "train", "full-from-rotation", "--batch-size", "16", "--epochs", "1", root=tiny_runs, data=fake_root, tiny=False
     )
     assert code == 2
     err = capsys.readouterr().err
     assert "another protocol" in err and "batch_size: 32 -> 16" in err and "epochs: 2 -> 1" in err
     assert "rotnet train rotation --arch resnet18 --seed 0" in err and "--set batch_size=16" in err
-    assert not (tmp_path / "resnet18/full-from-rotation").exists()  # no empty folder left behind
+    assert not (tiny_runs / "resnet18/full-from-rotation").exists()  # no empty folder left behind
 
 
-def test_a_transfer_run_records_its_source(tmp_path, fake_root):
-    assert train("train", "rotation", root=tmp_path, data=fake_root) == 0
+def test_a_transfer_run_records_its_source(tiny_runs, tmp_path, fake_root):
+    shutil.copytree(tiny_runs, tmp_path, dirs_exist_ok=True)
     assert train("train", "full-from-rotation", root=tmp_path, data=fake_root) == 0
     record = json.loads((tmp_path / "resnet18/full-from-rotation/seed0/config.json").read_text())
     weights, _ = load_tensors(tmp_path / "resnet18/rotation/seed0/model.safetensors")
@@ -43,9 +42,8 @@ def test_a_transfer_run_records_its_source(tmp_path, fake_root):
     assert record["init_source_config"]["experiment"] == "rotation" and record["init_source_config"]["epochs"] == 2
 
 
-def test_explicit_init_is_allowed_and_recorded(tmp_path, fake_root):
-    assert train("train", "rotation", root=tmp_path / "a", data=fake_root) == 0
-    path = tmp_path / "a/resnet18/rotation/seed0/model.safetensors"
+def test_explicit_init_is_allowed_and_recorded(tiny_runs, tmp_path, fake_root):
+    path = tiny_runs / "resnet18/rotation/seed0/model.safetensors"
     assert train("train", "layer4-from-rotation", "--init", str(path), root=tmp_path / "b", data=fake_root) == 0
     record = json.loads((tmp_path / "b/resnet18/layer4-from-rotation/seed0/config.json").read_text())
     assert record["init_from"] == "--init" and record["init_weights"] == str(path)
@@ -81,19 +79,17 @@ def test_resuming_on_other_data_is_refused(tmp_path, fake_root, capsys):
     assert "trained on other data" in err and "data_batch_1" in err
 
 
-def test_fingerprint_is_recorded(tmp_path, fake_root):
-    assert train("train", "rotation", root=tmp_path, data=fake_root) == 0
-    record = json.loads((tmp_path / "resnet18/rotation/seed0/config.json").read_text())
+def test_fingerprint_is_recorded(tiny_runs):
+    record = json.loads((tiny_runs / "resnet18/rotation/seed0/config.json").read_text())
     assert record["dataset"]["train"] == 80 and len(record["dataset"]["files"]) == 6
 
 
-def test_identical_runs_write_identical_weight_files(tmp_path, fake_root):
+def test_identical_runs_write_identical_weight_files(tiny_runs, tmp_path, fake_root):
     import hashlib
 
-    for name in ("a", "b"):
-        assert train("train", "rotation", root=tmp_path / name, data=fake_root) == 0
+    assert train("train", "rotation", root=tmp_path, data=fake_root) == 0
     digests = {
-        hashlib.sha256((tmp_path / n / "resnet18/rotation/seed0/model.safetensors").read_bytes()).hexdigest()
-        for n in ("a", "b")
+        hashlib.sha256((root / "resnet18/rotation/seed0/model.safetensors").read_bytes()).hexdigest()
+        for root in (tiny_runs, tmp_path)
     }
     assert len(digests) == 1

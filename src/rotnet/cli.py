@@ -22,6 +22,12 @@ NO_FLAG = ("experiment", "task", "init", "trainable", "init_path")
 DEFAULTS = RunConfig()
 
 
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        """A usage mistake is a one-line error like any other (exit 2), not a usage dump."""
+        raise RotnetError(f"{self.prog}: {message}")
+
+
 class Formatter(argparse.RawDescriptionHelpFormatter):
     """Shows each option's default, except where it is None (a config flag: its default is in the help)."""
 
@@ -53,7 +59,9 @@ def add_config_flags(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> 
             g.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, dest=f.name, help=text)
         else:
             kind = type(default)
-            g.add_argument(flag, type=kind, default=None, dest=f.name, choices=CHOICES.get(f.name), help=text)
+            # Choices are shown, and checked by config.validate with the same one-line error as a --set value.
+            shown = "{" + ",".join(map(str, CHOICES[f.name])) + "}" if f.name in CHOICES else None
+            g.add_argument(flag, type=kind, default=None, dest=f.name, metavar=shown, help=text)
 
 
 def add_data_flags(p: argparse.ArgumentParser) -> None:
@@ -117,7 +125,7 @@ def parse_ints(text: str, what: str, minimum: int = 0) -> list[int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rotnet", description=__doc__, formatter_class=Formatter)
+    parser = Parser(prog="rotnet", description=__doc__, formatter_class=Formatter)
     parser.add_argument("--version", action="version", version=f"rotnet {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -126,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, help=text, description=text, formatter_class=Formatter)
 
     p = command("train", "run one experiment of the report")
-    p.add_argument("experiment", choices=list(EXPERIMENTS), help="the experiment")
+    p.add_argument("experiment", metavar="{" + ",".join(EXPERIMENTS) + "}", help="the experiment")
     p.add_argument(
         "--init", type=Path, default=None, metavar="PATH", help="explicit rotation weights for a from-rotation run"
     )
@@ -346,7 +354,11 @@ def show_warning(message, category, filename, lineno, file=None, line=None) -> N
 def main(argv: list[str] | None = None) -> int:
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}  # restored for in-process callers
     try:
-        args = build_parser().parse_args(argv)
+        try:
+            args = build_parser().parse_args(argv)
+        except RotnetError as e:
+            print(f"rotnet: error: {e}", file=sys.stderr)
+            return 2
         if not args.debug:
             warnings.showwarning = show_warning
         return dispatch(args)

@@ -155,6 +155,13 @@ def table_rows(root: Path, runs: list[dict]) -> list[dict]:
     return rows
 
 
+def test_set_text(runs: list[dict]) -> str:
+    """What the accuracies were measured on, from the runs' own counts."""
+    counts = sorted({r["result"].get("test_images") for r in runs if r["result"].get("test_images")})
+    n = "/".join(f"{c:,}" for c in counts) or "the"
+    return f"Rotation: all four rotations of {n} test images; classification: {n} test images."
+
+
 def reproduce_record(root: Path) -> dict:
     record = read_json(root / "reproduce.json")
     return record if isinstance(record, dict) else {}
@@ -199,21 +206,23 @@ def write_report(root: Path, preset: str | None = None) -> Path:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["experiment"])
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows([{k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()} for row in rows])
     atomic_write_text(root / "results.csv", buf.getvalue())
 
     lines = [f"# rotnet results{f' (preset {preset})' if preset else ''}", ""]
     if repro.get("command"):
         lines += [f"Command: `{repro['command']}`", ""]
     lines += [
-        "Test accuracy (%). Rotation: all four rotations of the 10,000 test images; classification: the 10,000 "
-        "test images. Ours is the mean ± std over finished seeds (n).",
+        f"Test accuracy (%). {test_set_text(runs)} Ours is the mean over finished seeds, with ± std (n) when "
+        "there are several.",
         "",
         "| experiment | arch | seed report | ours (mean ± std, n) | epochs (seed / ours) | difference | status |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        ours = f"{r['ours_mean']:.2f} ± {r['ours_std']:.2f} (n={r['n']})" if r["n"] else "—"
+        ours = (
+            f"{r['ours_mean']:.2f}" + (f" ± {r['ours_std']:.2f} (n={r['n']})" if r["n"] > 1 else "") if r["n"] else "—"
+        )
         diff = f"{r['difference']:+.2f}" if r["difference"] is not None else "—"
         lines.append(
             f"| {r['experiment']} | {r['arch']} | {fmt(r['seed_report']) or '—'} | {ours} | "

@@ -27,6 +27,7 @@ from rotnet.layout import (
     WEIGHTS,
     RunLock,
     data_diff,
+    is_locked,
     read_json,
     read_record,
     refuse_changed_config,
@@ -109,6 +110,11 @@ def init_model(cfg: RunConfig, runs_root: Path, source: Source | None = None) ->
 def preflight(cfg: RunConfig, rt: Runtime, source: Source | None = None) -> None:
     """The checks that need no data, so that they fail before it loads: the run folder's config, the weights."""
     folder = run_dir(rt.runs_root, cfg)
+    holder = is_locked(folder) if rt.world.is_main else None  # other torchrun ranks: rank 0 holds it for them
+    if holder:
+        raise RotnetError(
+            f"{folder} is in use by another rotnet process (pid {holder}); wait for it to finish or stop it"
+        )
     if not rt.restart:
         refuse_changed_config(folder, cfg)
     if cfg.init == "rotation" and not (folder / RESULT).is_file():
