@@ -25,9 +25,14 @@ def test_each_experiment_writes_config_metrics_and_weights(runs, name):
     assert config["dataset_checksums_match"] is False and config["torch"]
     lines = metrics(folder)
     assert [r["epoch"] for r in lines] == [1, 2]
+    scored = 16 * 4 if name == "rotation" else 16  # the 16 test images (in four rotations for the rotation task)
     for r in lines:
         assert {"epoch", "lr", "train_loss", "train_acc", "test_acc", "images_per_s", "seconds"} <= set(r)
-        assert 0 <= r["test_acc"] <= 100
+        correct = r["test_acc"] * scored / 100  # a count of correct predictions, not any number in [0, 100]
+        assert 0 <= correct <= scored and abs(correct - round(correct)) < 1e-9
+    result = json.loads((folder / "result.json").read_text())
+    assert result["test_acc"] == lines[-1]["test_acc"]
+    assert sum(result["confusion"][i][i] for i in range(len(result["confusion"]))) == round(correct)
     weights, _ = load_tensors(folder / "model.safetensors")
     classes = 4 if name == "rotation" else 10
     torchvision.models.resnet18(num_classes=classes).load_state_dict(weights, strict=True)
@@ -97,3 +102,13 @@ def test_every_config_field_has_a_flag_with_its_default_and_choices(capsys):
         with pytest.raises(SystemExit):
             main([command, "--help"])
         assert "default" in capsys.readouterr().out or command == "report"
+
+
+def test_bench_smoke(tmp_path, fake_root, capsys):
+    from rotnet.cli import main
+
+    out = tmp_path / "bench.json"
+    args = ["bench", "--device", "cpu", "--steps", "1", "--warmup", "0", "--batch-size", "8", "--out", str(out)]
+    assert main([*args, "--data-root", str(fake_root)]) == 0
+    result = json.loads(out.read_text())
+    assert result and "rotation" in json.dumps(result)

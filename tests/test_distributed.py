@@ -53,7 +53,10 @@ def train(root, data, nproc: int, *extra: str, wait: bool = True):
     ]
     env = os.environ | {"OMP_NUM_THREADS": "1"}
     if not wait:
-        return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # Its own session: the test ends torchrun and the ranks it started by their process group, nothing else.
+        return subprocess.Popen(
+            cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -90,9 +93,8 @@ def test_two_processes_match_one(tmp_path, fake_root):
 def test_checkpoint_of_two_ranks_resumes_on_one(tmp_path, fake_root):
     proc = train(tmp_path, fake_root, 2, "--checkpoint-every", "2", wait=False)
     wait_for("**/checkpoints/e0000-s000004.safetensors", tmp_path, proc, timeout=240)
-    proc.send_signal(signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)  # torchrun and the ranks it started
     proc.wait()
-    subprocess.run(["pkill", "-9", "-f", str(tmp_path)], check=False)  # the ranks torchrun started
     done = train(tmp_path, fake_root, 1, "--checkpoint-every", "2")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "resuming at epoch" in done.stdout

@@ -150,6 +150,12 @@ def save_checkpoint(folder: Path, epoch: int, step: int, tensors: dict[str, torc
     return path
 
 
+def prune_checkpoints(folder: Path, keep: int) -> None:
+    """Drop all but the newest `keep` checkpoints (a finished run needs fewer than a running one)."""
+    for old in sorted(Path(folder).glob("e*-s*.safetensors"))[: -keep or None]:
+        old.unlink(missing_ok=True)
+
+
 def checkpoint_problem(meta: dict) -> str:
     """What is wrong with a checkpoint's metadata record ('' if nothing)."""
     if meta.get("format") != FORMAT:

@@ -83,6 +83,9 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
         "--checkpoint-every", type=int, default=0, metavar="STEPS", help="also checkpoint every N steps (0: epoch ends)"
     )
     g.add_argument("--restart", action="store_true", help="start over; the old run is kept under a new name")
+    g.add_argument(
+        "--keep-checkpoints", type=int, default=1, metavar="N", help="checkpoints left when a run finishes (0: none)"
+    )
     add_data_flags(p)
 
 
@@ -201,10 +204,16 @@ def options_of(args: argparse.Namespace, protocol: Protocol, log_name: str, extr
         download=not args.no_download,
         checkpoint_every=args.checkpoint_every,
         restart=args.restart,
+        keep_checkpoints=args.keep_checkpoints,
         jobs=getattr(args, "jobs", 1),
         log_name=log_name,
         extra=extra,
     )
+
+
+def check_runtime_flags(args: argparse.Namespace) -> None:
+    if args.keep_checkpoints < 0 or args.checkpoint_every < 0:
+        raise RotnetError("--keep-checkpoints and --checkpoint-every must be zero or more")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -213,13 +222,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     from rotnet.run import Runtime, preflight, run
     from rotnet.runtime import StopFlag, install_stop_handlers, setup_device
 
+    check_runtime_flags(args)
     protocol = protocol_of(args, command_line(args))
     cfg = protocol.resolve(args.experiment)
     options = options_of(args, protocol, "", {})
     source = source_for(cfg, options)
     device, world = setup_device(args.device)
     stop = StopFlag()
-    rt = Runtime(device, options.runs_root, args.checkpoint_every, args.restart, stop, world)
+    rt = Runtime(
+        device,
+        options.runs_root,
+        checkpoint_every=args.checkpoint_every,
+        restart=args.restart,
+        keep_checkpoints=args.keep_checkpoints,
+        stop=stop,
+        world=world,
+    )
     preflight(cfg, rt, source)  # the config and the weights, before the data loads
     data = load_cifar10(args.data_root, download=not args.no_download)
     install_stop_handlers(stop)
@@ -234,6 +252,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
     if args.jobs <= 0:
         raise RotnetError(f"--jobs must be a positive number; got {args.jobs}")
+    check_runtime_flags(args)
     overrides = command_line(args, skip=("arch", "seed"))
     for key, flag in (("seed", "--seeds"), ("arch", "--archs")):
         if key in overrides and getattr(args, flag[2:]) is not None:
@@ -254,6 +273,7 @@ def cmd_label_efficiency(args: argparse.Namespace) -> int:
     from rotnet.reproduce import execute
 
     sizes = parse_ints(args.per_class, "--per-class", minimum=1)
+    check_runtime_flags(args)
     if args.min_steps <= 0:
         raise RotnetError(f"--min-steps must be a positive number; got {args.min_steps}")
     overrides = command_line(args, skip=("seed",))

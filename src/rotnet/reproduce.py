@@ -33,6 +33,7 @@ class Options:
     download: bool = True
     checkpoint_every: int = 0
     restart: bool = False
+    keep_checkpoints: int = 1
     jobs: int = 1
     log_name: str = "reproduce.json"  # the invocation's record under runs_root
     extra: dict = field(default_factory=dict)  # recorded beside it (archs, seeds, sizes)
@@ -60,7 +61,15 @@ def execute(configs: list[RunConfig], options: Options) -> int:
 
     root = options.runs_root
     device, world = setup_device(options.device)
-    rt = Runtime(device, root, options.checkpoint_every, options.restart, StopFlag(), world)
+    rt = Runtime(
+        device,
+        root,
+        checkpoint_every=options.checkpoint_every,
+        restart=options.restart,
+        keep_checkpoints=options.keep_checkpoints,
+        stop=StopFlag(),
+        world=world,
+    )
     sources = [source_for(c, options) for c in configs]
     for cfg, source in zip(configs, sources, strict=True):  # fail before the data loads, not hours in
         if not options.restart:
@@ -146,6 +155,7 @@ def write_job(path: Path, cfg: RunConfig, source, options: Options, device: str)
         "data_root": str(options.data_root) if options.data_root else None,
         "download": options.download,
         "checkpoint_every": options.checkpoint_every,
+        "keep_checkpoints": options.keep_checkpoints,
     }
     atomic_write_text(path, json.dumps(job, indent=2) + "\n")
 
@@ -258,6 +268,13 @@ def run_job(path: Path) -> int:
     stop = StopFlag()
     install_stop_handlers(stop)
     data = load_cifar10(job["data_root"], download=job["download"])
-    rt = Runtime(device, Path(job["runs_root"]), job["checkpoint_every"], False, stop, world)
+    rt = Runtime(
+        device,
+        Path(job["runs_root"]),
+        checkpoint_every=job["checkpoint_every"],
+        keep_checkpoints=job.get("keep_checkpoints", 1),
+        stop=stop,
+        world=world,
+    )
     run(cfg, data, rt, source)
     return 0

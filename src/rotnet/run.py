@@ -47,6 +47,7 @@ class Runtime:
     runs_root: Path
     checkpoint_every: int = 0  # also checkpoint every N steps (0: epoch ends only)
     restart: bool = False  # keep an existing run under a new name and start over
+    keep_checkpoints: int = 1  # checkpoints left once a run finished (two are kept while it runs)
     stop: StopFlag | None = None
     world: World = World()  # torchrun ranks (one process per device)
 
@@ -351,6 +352,7 @@ def train_and_finish(
         "train_images": len(images),
     }
     ckpt.atomic_write_text(folder / RESULT, json.dumps(result, indent=2) + "\n")
+    ckpt.prune_checkpoints(folder / CHECKPOINTS, rt.keep_checkpoints)
     log(f"{folder}: test accuracy {result['test_acc']:.2f}% after {len(history)} epochs")
     barrier()
     return result
