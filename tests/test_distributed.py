@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import torch
 
@@ -60,6 +61,32 @@ def train(root, data, nproc: int, *extra: str, wait: bool = True):
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
 
+def descendants(pid: int) -> list[int]:
+    """The processes below pid, by their parent ids in /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL pid and every process below it, each by its own id (never by matching command lines)."""
+    for p in [*descendants(pid), pid]:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def test_shards_are_disjoint_and_cover_the_batch():
     order = torch.randperm(37)
     for size in (1, 2, 3):
@@ -93,7 +120,7 @@ def test_two_processes_match_one(tmp_path, fake_root):
 def test_checkpoint_of_two_ranks_resumes_on_one(tmp_path, fake_root):
     proc = train(tmp_path, fake_root, 2, "--checkpoint-every", "2", wait=False)
     wait_for("**/checkpoints/e0000-s000004.safetensors", tmp_path, proc, timeout=240)
-    os.killpg(proc.pid, signal.SIGKILL)  # torchrun and the ranks it started
+    kill_tree(proc.pid)  # torchrun and the ranks it started (they lead sessions of their own)
     proc.wait()
     done = train(tmp_path, fake_root, 1, "--checkpoint-every", "2")
     assert done.returncode == 0, done.stderr[-2000:]
