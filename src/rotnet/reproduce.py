@@ -18,7 +18,7 @@ from rotnet.checkpoint import atomic_write_text
 from rotnet.config import RunConfig
 from rotnet.errors import Interrupted, NonFiniteLoss, RotnetError
 from rotnet.experiments import Protocol, rotation_source
-from rotnet.layout import FAILED, RESULT, is_locked, refuse_changed_config, run_dir
+from rotnet.layout import FAILED, RESULT, is_locked, refuse_changed_config, run_dir, run_id
 from rotnet.runtime import StopFlag, install_stop_handlers, setup_device
 
 
@@ -84,7 +84,7 @@ def execute(configs: list[RunConfig], options: Options) -> int:
         **provenance(device),
         "preset": options.protocol.preset,
         **options.extra,
-        "runs": [str(run_dir(root, c).relative_to(root)) for c in configs],
+        "runs": [str(run_id(c).relative) for c in configs],
         "started": started,
     }
     if world.is_main:
@@ -100,7 +100,7 @@ def execute(configs: list[RunConfig], options: Options) -> int:
         else:
             failed: set[tuple[str, int]] = set()  # (arch, seed) whose rotation run failed
             for i, (cfg, source) in enumerate(zip(configs, sources, strict=True)):
-                name = str(run_dir(root, cfg).relative_to(root))
+                name = str(run_id(cfg).relative)
                 if cfg.init == "rotation" and (cfg.arch, cfg.seed) in failed:
                     outcome[name] = "not run: its rotation run failed"
                     continue
@@ -119,7 +119,7 @@ def execute(configs: list[RunConfig], options: Options) -> int:
     finally:
         if world.is_main:
             for cfg in configs:
-                outcome.setdefault(str(run_dir(root, cfg).relative_to(root)), "not run")
+                outcome.setdefault(str(run_id(cfg).relative), "not run")
             record |= {"finished": time.time(), "wall_seconds": time.time() - started, "outcome": outcome}
             atomic_write_text(root / options.log_name, json.dumps(record, indent=2) + "\n")
             missing = [k for k, v in outcome.items() if not v.startswith("done")]
@@ -176,15 +176,11 @@ def run_parallel(configs: list[RunConfig], sources: list, options: Options, stop
     running: dict[Future, tuple[RunConfig, int, str, Path]] = {}
     forwarded = False
 
-    def name_of(cfg: RunConfig) -> str:
-        return str(run_dir(root, cfg).relative_to(root))
-
     def ready(cfg: RunConfig) -> bool:
         if cfg.init != "rotation" or cfg.init_path:
             return True
-        rotation = [c for c, _ in pending if c.experiment == "rotation" and (c.arch, c.seed) == (cfg.arch, cfg.seed)]
-        running_rot = [c for c, *_ in running.values() if c.experiment == "rotation" and c.arch == cfg.arch]
-        return not rotation and not any(c.seed == cfg.seed for c in running_rot)
+        unfinished = [c for c, _ in pending] + [c for c, *_ in running.values()]
+        return not any(c.experiment == "rotation" and (c.arch, c.seed) == (cfg.arch, cfg.seed) for c in unfinished)
 
     with ThreadPoolExecutor(max_workers=options.jobs) as pool:
         while pending or running:
@@ -192,7 +188,7 @@ def run_parallel(configs: list[RunConfig], sources: list, options: Options, stop
                 if not slots or stop.requested:
                     break
                 pending.remove((cfg, source))
-                name = name_of(cfg)
+                name = str(run_id(cfg).relative)
                 holder = is_locked(run_dir(root, cfg))
                 if holder:
                     outcome[name] = f"failed: in use by another rotnet process (pid {holder})"
@@ -239,7 +235,7 @@ def run_parallel(configs: list[RunConfig], sources: list, options: Options, stop
                         for c, s in [(c, s) for c, s in pending if c.init == "rotation" and not c.init_path]:
                             if (c.arch, c.seed) == (cfg.arch, cfg.seed):
                                 pending.remove((c, s))
-                                outcome[name_of(c)] = "not run: its rotation run failed"
+                                outcome[str(run_id(c).relative)] = "not run: its rotation run failed"
                 print(f"== {name}: {outcome[name]}; log {log}", flush=True)
 
 

@@ -220,6 +220,34 @@ def build_engine(cfg: RunConfig, model: nn.Module, rt: Runtime) -> Engine:
     return Engine(model, opt, forward, scaler)
 
 
+def device_data(cfg: RunConfig, data: Cifar10, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """The run's training images and labels and the test images on the device; test labels stay on the host."""
+    images, labels = train_subset(cfg, data)
+    return images.to(device), labels.to(device), data.test_images.to(device), data.test_labels
+
+
+def prediction_options(cfg: RunConfig) -> dict:
+    return {"batch_size": cfg.eval_batch_size, "precision": cfg.precision, "channels_last": cfg.channels_last}
+
+
+def epoch_evaluator(cfg: RunConfig, images, labels, test_images, test_labels):
+    """The metrics of an epoch end: test accuracy (and kNN accuracy every knn_every epochs and after the last)."""
+    kw = prediction_options(cfg)
+
+    def evaluate(m: nn.Module, epoch: int) -> dict:
+        t = time.perf_counter()
+        pred = predict(m, test_images, cfg.task, **kw)
+        out = {
+            "test_acc": accuracy(pred, test_labels, cfg.task),
+            "eval_images_per_s": pred.numel() / (time.perf_counter() - t),
+        }
+        if cfg.knn_every and (epoch % cfg.knn_every == 0 or epoch == cfg.epochs):
+            out["knn_acc"] = knn_monitor(m, images, labels, test_images, test_labels, **kw)
+        return out
+
+    return evaluate
+
+
 def write_record(folder: Path, cfg: RunConfig, data: Cifar10, rt: Runtime, init_info: dict, resumed: bool) -> None:
     """config.json: the resolved configuration, the data's fingerprint, where the weights came from, provenance."""
     record = {
@@ -255,7 +283,6 @@ def run(cfg: RunConfig, data: Cifar10, rt: Runtime, source: Source | None = None
     if world.is_main:
         if rt.restart and folder.exists():
             log(f"{folder}: kept the previous run as {keep_aside(folder).name}")
-        refuse_changed_config(folder, cfg)
         created = not folder.exists()
         make_dir(folder)
         lock = RunLock(folder).acquire()
@@ -289,22 +316,10 @@ def run(cfg: RunConfig, data: Cifar10, rt: Runtime, source: Source | None = None
 def train_and_finish(
     cfg: RunConfig, data: Cifar10, rt: Runtime, folder: Path, engine: Engine, state: LoopState, log
 ) -> dict:
-    world, device = rt.world, rt.device
-    images, labels = train_subset(cfg, data)
-    images, labels = images.to(device), labels.to(device)
-    test_images, test_labels = data.test_images.to(device), data.test_labels
-    pred_kw = {"batch_size": cfg.eval_batch_size, "precision": cfg.precision, "channels_last": cfg.channels_last}
-
-    def evaluate(m: nn.Module, epoch: int) -> dict:
-        t = time.perf_counter()
-        pred = predict(m, test_images, cfg.task, **pred_kw)
-        out = {
-            "test_acc": accuracy(pred, test_labels, cfg.task),
-            "eval_images_per_s": pred.numel() / (time.perf_counter() - t),
-        }
-        if cfg.knn_every and (epoch % cfg.knn_every == 0 or epoch == cfg.epochs):
-            out["knn_acc"] = knn_monitor(m, images, labels, test_images, test_labels, **pred_kw)
-        return out
+    world = rt.world
+    images, labels, test_images, test_labels = device_data(cfg, data, rt.device)
+    pred_kw = prediction_options(cfg)
+    evaluate = epoch_evaluator(cfg, images, labels, test_images, test_labels)
 
     def save(s: LoopState) -> None:
         if world.is_main:

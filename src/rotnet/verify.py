@@ -11,10 +11,9 @@ from rotnet import checkpoint as ckpt
 from rotnet.config import from_dict
 from rotnet.data import load_cifar10
 from rotnet.errors import RotnetError
-from rotnet.evaluate import accuracy, knn_monitor, predict
 from rotnet.layout import METRICS, WEIGHTS, RunId, data_diff, parse_run_dir, read_record
 from rotnet.report import read_metrics
-from rotnet.run import Runtime, build_engine, init_model, train_subset
+from rotnet.run import Runtime, build_engine, device_data, epoch_evaluator, init_model
 from rotnet.runtime import resolve_device
 from rotnet.train import Hooks, LoopState, fit
 
@@ -77,16 +76,8 @@ def verify(
     rt = Runtime(dev, Path(work_dir or folder))
     model, _ = init_model(cfg, rt.runs_root)
     engine = build_engine(cfg, model, rt)
-    images, labels = train_subset(cfg, data)
-    images, labels = images.to(dev), labels.to(dev)
-    test_images, test_labels = data.test_images.to(dev), data.test_labels
-    kw = {"batch_size": cfg.eval_batch_size, "precision": cfg.precision, "channels_last": cfg.channels_last}
-
-    def evaluate(m, epoch: int) -> dict:
-        out = {"test_acc": accuracy(predict(m, test_images, cfg.task, **kw), test_labels, cfg.task)}
-        if cfg.knn_every and (epoch % cfg.knn_every == 0 or epoch == cfg.epochs):
-            out["knn_acc"] = knn_monitor(m, images, labels, test_images, test_labels, **kw)
-        return out
+    images, labels, test_images, test_labels = device_data(cfg, data, dev)
+    evaluate = epoch_evaluator(cfg, images, labels, test_images, test_labels)  # the run's own epoch-end metrics
 
     def save(state: LoopState) -> None:
         if state.step == 0 and state.epoch >= epochs:
