@@ -296,7 +296,10 @@ def test_sigint_during_start_up_is_one_line(tmp_path, fake_root, delay):
     time.sleep(delay)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode in (0, 130), err  # 0: it had already finished
+    # 0: it had already finished. -SIGINT: the interrupt landed where CPython marks it unhandled (code that C
+    # extensions run through PyRun_String while torch imports); CPython then ends the process by SIGINT after main()
+    # returned, which a shell also reports as 130 (the Unix convention). Either way: one line, no traceback.
+    assert proc.returncode in (0, 130, -signal.SIGINT), err
     assert "Traceback" not in err, err
 
 

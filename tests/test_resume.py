@@ -1,5 +1,6 @@
 """Exact resume: a run killed at any point and resumed ends bit-identical to an uninterrupted one."""
 
+import shutil
 import signal
 import subprocess
 import sys
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from rotnet.checkpoint import load_tensors
-from tests.helpers import metrics
+from tests.helpers import cli, metrics
 
 TIMING = {"images_per_s", "seconds", "eval_images_per_s"}
 # 80 images, batch 16: 5 steps an epoch, 3 epochs, a checkpoint every 2 steps and at each epoch end.
@@ -73,7 +74,7 @@ def same(a: tuple[dict, list[dict]], b: tuple[dict, list[dict]]) -> bool:
     return wa.keys() == wb.keys() and all((wa[k] == wb[k]).all() for k in wa) and ma == mb
 
 
-@pytest.mark.parametrize("kill_after", ["e0000-s000002", "e0001-s000000", "e0001-s000004", "e0002-s000002"])
+@pytest.mark.parametrize("kill_after", ["e0000-s000002", "e0001-s000004"])  # mid-epoch; the last step of one
 def test_sigkill_then_resume_is_bit_identical(tmp_path, fake_root, reference, kill_after):
     proc = subprocess.Popen(command(tmp_path, fake_root), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for(f"**/checkpoints/{kill_after}.safetensors", tmp_path, proc)
@@ -114,36 +115,33 @@ def test_torn_latest_checkpoint_falls_back_to_previous(tmp_path, fake_root, refe
     assert same(outcome(tmp_path), reference)
 
 
-def test_flipped_byte_is_caught_by_the_checksum(tmp_path, fake_root):
-    assert finish(tmp_path, fake_root).returncode == 0
+def test_flipped_byte_is_caught_by_the_checksum(tmp_path, fake_root, tiny_runs, capsys):
+    shutil.copytree(tiny_runs, tmp_path, dirs_exist_ok=True)
     folder = tmp_path / "resnet18/rotation/seed0"
     (folder / "result.json").unlink()  # pretend the run was interrupted after its last checkpoint
     newest = sorted((folder / "checkpoints").glob("e*.safetensors"))[-1]
     data = bytearray(newest.read_bytes())
     data[-100] ^= 0xFF
     newest.write_bytes(bytes(data))
-    done = finish(tmp_path, fake_root)
-    assert "checksum does not match" in done.stderr
+    cli("train", "rotation", root=tmp_path, data=fake_root)
+    assert "checksum does not match" in capsys.readouterr().err
 
 
-def test_changed_config_is_refused_and_restart_keeps_the_old_run(tmp_path, fake_root):
-    assert finish(tmp_path, fake_root).returncode == 0
-    changed = command(tmp_path, fake_root) + ["--lr", "0.01"]
-    refused = subprocess.run(changed, capture_output=True, text=True)
-    assert refused.returncode == 2
-    assert "different configuration (lr: 0.001 -> 0.01)" in refused.stderr
-    assert refused.stderr.count("\n") == 1
-    restarted = subprocess.run(changed + ["--restart"], capture_output=True, text=True)
-    assert restarted.returncode == 0, restarted.stderr
+def test_changed_config_is_refused_and_restart_keeps_the_old_run(tmp_path, fake_root, tiny_runs, capsys):
+    shutil.copytree(tiny_runs, tmp_path, dirs_exist_ok=True)
+    assert cli("train", "rotation", "--lr", "0.01", root=tmp_path, data=fake_root) == 2
+    err = capsys.readouterr().err
+    assert "different configuration (lr: 0.001 -> 0.01)" in err and err.count("\n") == 1
+    assert cli("train", "rotation", "--lr", "0.01", "--restart", root=tmp_path, data=fake_root) == 0
     old = tmp_path / "resnet18/rotation/seed0.old1"
     assert (old / "model.safetensors").is_file() and (old / "config.json").is_file()
 
 
-def test_finished_run_is_reused_not_redone(tmp_path, fake_root):
-    assert finish(tmp_path, fake_root).returncode == 0
+def test_finished_run_is_reused_not_redone(tmp_path, fake_root, tiny_runs, capsys):
+    shutil.copytree(tiny_runs, tmp_path, dirs_exist_ok=True)
     weights = tmp_path / "resnet18/rotation/seed0/model.safetensors"
     stamp = weights.stat().st_mtime_ns
-    again = finish(tmp_path, fake_root)
-    assert again.returncode == 0 and "already finished" in again.stdout
+    assert cli("train", "rotation", root=tmp_path, data=fake_root) == 0
+    assert "already finished" in capsys.readouterr().out
     assert weights.stat().st_mtime_ns == stamp
     assert load_tensors(weights)[0]  # untouched and still verifying

@@ -13,6 +13,7 @@ import torch
 # The seed report's Normalize constants (the widely copied CIFAR-10 values from kuangliu/pytorch-cifar).
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2023, 0.1994, 0.2010)
+SEED_NORM = (MEAN, STD)
 
 
 def random_crop(images: torch.Tensor, padding: int, gen: torch.Generator) -> torch.Tensor:
@@ -50,25 +51,26 @@ def unrotate(images: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
 
 
 @functools.cache
-def _scaled_stats(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+def _scaled_stats(device: torch.device, dtype: torch.dtype, norm: tuple) -> tuple[torch.Tensor, torch.Tensor]:
     # Made once per device: a fresh host-to-device copy each step would make a GPU wait for the host.
-    mean = torch.tensor(MEAN, dtype=dtype).view(1, 3, 1, 1) * 255
-    std = torch.tensor(STD, dtype=dtype).view(1, 3, 1, 1) * 255
+    mean = torch.tensor(norm[0], dtype=dtype).view(1, 3, 1, 1) * 255
+    std = torch.tensor(norm[1], dtype=dtype).view(1, 3, 1, 1) * 255
     return mean.to(device), std.to(device)
 
 
-def normalize(images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """ToTensor + Normalize(MEAN, STD): uint8 (B, 3, H, W) -> float."""
-    mean, std = _scaled_stats(images.device, dtype)
+def normalize(images: torch.Tensor, norm: tuple = SEED_NORM, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """ToTensor + Normalize(mean, std) with norm = (mean, std) on the 0-1 scale: uint8 (B, 3, H, W) -> float."""
+    mean, std = _scaled_stats(images.device, dtype, (tuple(norm[0]), tuple(norm[1])))
     return (images.to(dtype) - mean) / std
 
 
 def train_augment(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """The seed's training transform before normalization: crop with 4-pixel padding, then flip."""
-    return random_flip(random_crop(images, 4, gen), gen)
+    """The seed's training transform before normalization, scaled to the image size: crop with size/8 padding
+    (4 pixels at 32), then flip."""
+    return random_flip(random_crop(images, images.shape[-1] // 8, gen), gen)
 
 
-def to_input(images: torch.Tensor, channels_last: bool) -> torch.Tensor:
+def to_input(images: torch.Tensor, channels_last: bool, norm: tuple = SEED_NORM) -> torch.Tensor:
     """uint8 (B, 3, H, W) -> the model's normalized float input, NHWC in memory when channels_last."""
-    x = normalize(images)
+    x = normalize(images, norm)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x

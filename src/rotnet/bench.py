@@ -65,9 +65,13 @@ def timed(step, steps: int, warmup: int, batch: int, device: torch.device) -> fl
     return steps * batch / (time.perf_counter() - start)
 
 
+def classes(cfg: RunConfig) -> int:
+    return 4 if cfg.task == "rotation" else 10  # CIFAR-10
+
+
 def setup(cfg: RunConfig, device: torch.device):
     torch.manual_seed(0)
-    model = build_model(cfg.arch, cfg.num_classes).to(device)
+    model = build_model(cfg.arch, classes(cfg)).to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     opt = build_optimizer(cfg, set_trainable(model, cfg.trainable), device)
@@ -81,7 +85,7 @@ def bench_model_only(cfg, device, steps, warmup) -> float:
     model, forward, opt = setup(cfg, device)
     x = torch.randn(cfg.batch_size, 3, 32, 32, device=device)
     x = x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x
-    y = torch.randint(0, cfg.num_classes, (cfg.batch_size,), device=device)
+    y = torch.randint(0, classes(cfg), (cfg.batch_size,), device=device)
     return timed(lambda i: train_step(forward, opt, x, y, cfg.precision), steps, warmup, cfg.batch_size, device)
 
 

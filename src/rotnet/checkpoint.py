@@ -21,12 +21,13 @@ SEALED = "sha256(tensors|meta)"  # the checksum covers the metadata as well as t
 KEEP = 2  # checkpoints kept: the newest, and the one before it to fall back to if the newest is torn
 
 
-def atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes | list) -> None:
     """Write via a temporary file, fsync, rename over the target, fsync the directory: a reader sees the old
     file or the new one, never half of one. A full disk leaves the old file untouched.
 
     The temporary file gets a fresh name with O_CREAT | O_EXCL (tempfile.mkstemp), which never follows a symlink:
-    a link planted in the run folder cannot redirect the write outside it.
+    a link planted in the run folder cannot redirect the write outside it. `data` may be a list of buffers,
+    written one after another (no copy to join them).
     """
     path = Path(path)
     try:
@@ -36,7 +37,8 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise RotnetError(f"cannot write {path}: {e.strerror or e}") from None
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            for part in data if isinstance(data, list) else [data]:
+                f.write(part)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -62,18 +64,19 @@ def digest(tensors: dict[str, torch.Tensor]) -> str:
     for k in sorted(tensors):
         t = tensors[k].contiguous()
         h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())  # the buffer itself: no copy
     return h.hexdigest()
 
 
-def canonical(blob: bytes) -> bytes:
-    """The same safetensors file with its header's keys sorted. safetensors writes `__metadata__` from a hash map,
-    in an order that changes from process to process; sorted, identical runs write byte-identical files."""
+def canonical(blob: bytes) -> list:
+    """The same safetensors file with its header's keys sorted, as [length + header, tensor bytes] (a view, not a
+    copy). safetensors writes `__metadata__` from a hash map, in an order that changes from process to process;
+    sorted, identical runs write byte-identical files."""
     n = int.from_bytes(blob[:8], "little")
     header = json.loads(blob[8 : 8 + n])
     text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)  # the format pads the header with spaces to 8-byte alignment
-    return len(text).to_bytes(8, "little") + text + blob[8 + n :]
+    return [len(text).to_bytes(8, "little") + text, memoryview(blob)[8 + n :]]
 
 
 def sealed_digest(tensors_digest: str, meta_text: str) -> str:

@@ -9,7 +9,7 @@ import argparse
 import signal
 import sys
 import warnings
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 from rotnet import __version__
@@ -70,9 +70,15 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
         "--data-root",
         type=Path,
         default=None,
-        help="folder holding cifar-10-batches-py (default: $ROTNET_DATA, else ./data)",
+        help="folder holding the named datasets, e.g. cifar-10-batches-py (default: $ROTNET_DATA, else ./data)",
     )
-    g.add_argument("--no-download", action="store_true", help="never download CIFAR-10; fail if it is missing")
+    g.add_argument("--no-download", action="store_true", help="never download a dataset; fail if it is missing")
+    g.add_argument(
+        "--cache-dir", type=Path, default=None, help="where image folders are prepared (default: FOLDER/.rotnet-cache)"
+    )
+    g.add_argument(
+        "--skip-bad-images", action="store_true", help="skip unreadable images (counted) instead of stopping"
+    )
     g.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda or cuda:N")
 
 
@@ -87,6 +93,12 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
         "--keep-checkpoints", type=int, default=1, metavar="N", help="checkpoints left when a run finishes (0: none)"
     )
     add_data_flags(p)
+
+
+def data_options(args: argparse.Namespace):
+    from rotnet.config import DataOptions
+
+    return DataOptions(args.data_root, not args.no_download, args.cache_dir, args.skip_bad_images)
 
 
 def command_line(args: argparse.Namespace, skip: tuple[str, ...] = ()) -> dict:
@@ -164,12 +176,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--head", default="linear", choices=["linear", "mlp"])
     p.add_argument("--pool", type=int, default=1, help="spatial grid of the average pooling (1: global)")
     p.add_argument("--epochs", type=int, default=30, help="epochs of head training on the cached features")
+    p.add_argument("--dataset", default=None, help="the labeled data to probe on (default: the run's own)")
+    p.add_argument("--image-size", type=int, default=None, help="its image size (default: the run's)")
     add_data_flags(p)
 
     p = command("verify", "re-train the first epochs of a run from its recorded config and compare the metrics")
     p.add_argument("run", type=Path, help="a run folder with config.json and metrics.jsonl")
     p.add_argument("--epochs", type=int, default=1, help="epochs to re-train and compare")
     p.add_argument("--work-dir", type=Path, default=None, help="where the re-run goes (default: a temporary folder)")
+    add_data_flags(p)
+
+    p = command("export-images", "write a dataset as an image folder of PNGs (SPLIT/CLASS/NNNNN.png)")
+    p.add_argument("dataset", help="a dataset name (cifar10, ...) or an image folder")
+    p.add_argument("out", type=Path, help="a new folder")
+    p.add_argument("--unlabeled", action="store_true", help="no class folders: SPLIT/NNNNN.png")
+    p.add_argument("--train-range", default=None, metavar="A:B", help="only training images A..B-1 (default: all)")
+    p.add_argument("--no-test", action="store_true", help="leave out the test split")
+    p.add_argument("--image-size", type=int, default=0, help="resize and center-crop to N (0: as they are)")
     add_data_flags(p)
 
     p = command("report", "write report.md, results.json/csv and plots for a runs folder")
@@ -200,8 +223,7 @@ def options_of(args: argparse.Namespace, protocol: Protocol, log_name: str, extr
         runs_root=runs_root_of(args),
         protocol=protocol,
         device=args.device,
-        data_root=args.data_root,
-        download=not args.no_download,
+        data=data_options(args),
         checkpoint_every=args.checkpoint_every,
         restart=args.restart,
         keep_checkpoints=args.keep_checkpoints,
@@ -217,7 +239,7 @@ def check_runtime_flags(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from rotnet.data import load_cifar10
+    from rotnet.data import load_for
     from rotnet.reproduce import source_for
     from rotnet.run import Runtime, preflight, run
     from rotnet.runtime import StopFlag, install_stop_handlers, setup_device
@@ -239,7 +261,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         world=world,
     )
     preflight(cfg, rt, source)  # the config and the weights, before the data loads
-    data = load_cifar10(args.data_root, download=not args.no_download)
+    data = load_for(cfg, options.data)
     install_stop_handlers(stop)
     run(cfg, data, rt, source)
     return 0
@@ -291,14 +313,15 @@ def cmd_label_efficiency(args: argparse.Namespace) -> int:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    from rotnet.data import load_cifar10
+    from rotnet.data import load_for
     from rotnet.probe import finished_run_config, probe
     from rotnet.runtime import resolve_device
 
     if args.pool <= 0 or args.epochs <= 0:
         raise RotnetError("--pool and --epochs must be positive")
-    finished_run_config(args.run)  # fail on a bad run folder before loading the data
-    data = load_cifar10(args.data_root, download=not args.no_download)
+    cfg = finished_run_config(args.run)  # fail on a bad run folder before loading the data
+    target = {k: v for k, v in (("dataset", args.dataset), ("image_size", args.image_size)) if v is not None}
+    data = load_for(replace(cfg, **target), data_options(args))
     out = probe(args.run, data, resolve_device(args.device), head=args.head, pool=args.pool, epochs=args.epochs)
     print(f"wrote {out}")
     return 0
@@ -312,8 +335,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return verify(
         args.run,
         epochs=args.epochs,
-        data_root=args.data_root,
-        download=not args.no_download,
+        data=data_options(args),
         device=args.device,
         work_dir=args.work_dir,
     )
@@ -340,6 +362,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_images(args: argparse.Namespace) -> int:
+    from rotnet.data import load_dataset
+    from rotnet.export import export_images
+
+    span = None
+    if args.train_range:
+        a, sep, b = args.train_range.partition(":")
+        if not (sep and a.isdigit() and b.isdigit()):
+            raise RotnetError(f"--train-range expects A:B, e.g. 0:40000; got {args.train_range!r}")
+        span = (int(a), int(b))
+    if args.image_size < 0:
+        raise RotnetError(f"--image-size must be zero or positive; got {args.image_size}")
+    data = load_dataset(args.dataset, args.image_size, 0, data_options(args))
+    n = export_images(data, args.out, labeled=not args.unlabeled, train_range=span, test=not args.no_test)
+    print(f"wrote {n} images to {args.out}")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from rotnet.report import write_report
 
@@ -361,6 +401,7 @@ COMMANDS = {
     "label-efficiency": cmd_label_efficiency,
     "probe": cmd_probe,
     "verify": cmd_verify,
+    "export-images": cmd_export_images,
     "report": cmd_report,
     "bench": cmd_bench,
     "job": cmd_job,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import stat
 import tomllib
 import typing
@@ -15,6 +16,35 @@ from rotnet.errors import RotnetError
 
 Arch = Literal["resnet18", "resnet34", "resnet50"]
 ARCHS: tuple[str, ...] = typing.get_args(Arch)
+DATASETS = ("cifar10", "cifar100", "cifar100-coarse", "stl10", "stl10-unlabeled")  # by name; else an image folder
+
+
+def dataset_slug(dataset: str) -> str:
+    """A dataset's name in run-folder paths: the name, or an image folder's own folder name."""
+    if dataset in DATASETS:
+        return dataset
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", Path(dataset).name) or "folder"
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """Where data is found and prepared; nothing here changes which images a run sees."""
+
+    root: Path | None = None  # the named datasets' parent folder (default: $ROTNET_DATA, else ./data)
+    download: bool = True  # fetch a missing named dataset (never an image folder)
+    cache_dir: Path | None = None  # prepared image folders (default: FOLDER/.rotnet-cache)
+    skip_bad_images: bool = False  # an unreadable image is skipped (and counted) rather than an error
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DataOptions:
+        paths = {k: Path(d[k]) if d.get(k) else None for k in ("root", "cache_dir")}
+        return cls(**paths, download=bool(d.get("download", True)), skip_bad_images=bool(d.get("skip_bad_images")))
+
+
+NO_OPTIONS = DataOptions()
 
 
 def opt(default: Any, help: str) -> Any:  # noqa: A002 - argparse's word
@@ -38,6 +68,12 @@ class RunConfig:
     trainable: Literal["all", "layer4"] = opt("all", "layer4: only layer4.* and fc.* train (the report's rows 2-3)")
     stem: Literal["imagenet", "cifar"] = opt(
         "imagenet", "imagenet: the unmodified torchvision stem, as the seed; cifar: 3x3 stride-1 conv1, no maxpool"
+    )
+    dataset: str = opt("cifar10", f"{', '.join(DATASETS)}, or the path of an image folder (see README)")
+    pretrain_dataset: str = opt("", "from-rotation runs: the dataset the rotation run trained on ('': the same)")
+    image_size: int = opt(0, "resize (shorter side) and center-crop every image to N once (0: the dataset's size)")
+    normalization: Literal["auto", "seed", "dataset"] = opt(
+        "auto", "auto: the seed's constants on CIFAR-10, else the dataset's own channel mean/std"
     )
     epochs: int = opt(45, "training epochs (report: 45 rotation, 20 per transfer, 70 for ResNet34/50)")
     batch_size: int = opt(128, "images per step (the seed's DataLoader batch)")
@@ -63,10 +99,6 @@ class RunConfig:
     eval_every: int = opt(1, "evaluate every N epochs and after the last (the seed: every epoch)")
     knn_every: int = opt(0, "kNN monitor every N epochs (0: off)")
 
-    @property
-    def num_classes(self) -> int:
-        return 4 if self.task == "rotation" else 10
-
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -76,7 +108,7 @@ FIELD_TYPES: dict[str, type] = {f.name: type(f.default) for f in fields(RunConfi
 CHOICES: dict[str, tuple] = {k: typing.get_args(t) for k, t in HINTS.items() if typing.get_origin(t) is Literal}
 HELP: dict[str, str] = {f.name: f.metadata.get("help", "") for f in fields(RunConfig)}
 POSITIVE = ("epochs", "batch_size", "lr", "lr_step_epochs", "eval_batch_size", "eval_every")
-NON_NEGATIVE = ("weight_decay", "momentum", "lr_gamma", "train_per_class", "knn_every", "seed")
+NON_NEGATIVE = ("weight_decay", "momentum", "lr_gamma", "train_per_class", "knn_every", "seed", "image_size")
 # Keys that don't change the trained weights: a source run may differ in these and still be the same protocol.
 NOT_PROTOCOL = ("init_path", "eval_batch_size", "eval_every", "knn_every")
 
@@ -97,6 +129,24 @@ def validate(cfg: RunConfig) -> RunConfig:
     for name in NON_NEGATIVE:
         if getattr(cfg, name) < 0:
             raise RotnetError(f"{name} must be zero or positive; got {getattr(cfg, name)!r}")
+    if not cfg.dataset.strip():
+        raise RotnetError("dataset must name a dataset or an image folder")
+    if 0 < cfg.image_size < 8:
+        raise RotnetError(f"image_size must be 0 (the dataset's own) or at least 8; got {cfg.image_size}")
+    return cfg
+
+
+def canonical(cfg: RunConfig) -> RunConfig:
+    """One spelling per run: a rotation run trains on the pretraining dataset (so `--dataset X --pretrain-dataset
+    Y` names the same runs for every experiment), only a from-rotation run keeps a pretrain_dataset, when it
+    differs from its own, and an image folder is named by its absolute path."""
+    folders = {k: str(Path(v).expanduser().absolute()) for k in ("dataset", "pretrain_dataset")
+               if (v := getattr(cfg, k)) and v not in DATASETS}  # fmt: skip
+    cfg = replace(cfg, **folders)
+    if cfg.task == "rotation" and cfg.pretrain_dataset:
+        cfg = replace(cfg, dataset=cfg.pretrain_dataset)
+    if cfg.init != "rotation" or cfg.pretrain_dataset == cfg.dataset:
+        cfg = replace(cfg, pretrain_dataset="")
     return cfg
 
 
@@ -213,7 +263,7 @@ def layered(base: RunConfig, documents: list[tuple[str, dict]], command_line: di
         for when, sets in rules:
             if matches(identity, when):
                 cfg = apply(cfg, sets)
-    return validate(apply(cfg, command_line))
+    return validate(canonical(apply(cfg, command_line)))
 
 
 def config_diff(old: dict, new: dict, ignore: tuple[str, ...] = ()) -> list[str]:

@@ -1,18 +1,23 @@
-"""CIFAR-10 from the standard `cifar-10-batches-py` folder into uint8 tensors, read without executing code."""
+"""Datasets as uint8 tensors, read without executing code: CIFAR-10, CIFAR-100 and STL-10 in torchvision's
+layouts, and image folders (rotnet.imagefolder). `load_dataset` is the one entry point for every command."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
 import pickle
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from rotnet.augment import MEAN as SEED_MEAN
+from rotnet.augment import STD as SEED_STD
+from rotnet.config import DATASETS, NO_OPTIONS, DataOptions, RunConfig
 from rotnet.errors import RotnetError
 from rotnet.seeds import generator
 
@@ -22,7 +27,14 @@ TEST_FILES = ("test_batch",)
 META_FILE = "batches.meta"
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 ARCHIVE_MD5 = "c58f30108f718f92721af3b95e74349a"
-NUM_CLASSES = 10
+NUM_CLASSES = 10  # CIFAR-10's
+
+CIFAR100_FOLDER = "cifar-100-python"
+STL10_FOLDER = "stl10_binary"
+NAMES = DATASETS
+NATIVE_SIZE = {"cifar10": 32, "cifar100": 32, "cifar100-coarse": 32, "stl10": 96, "stl10-unlabeled": 96}
+
+HOLDOUT = 0.1  # the share of an unsplit image folder held out as its test split (chosen by the run's seed)
 
 
 def default_data_root() -> Path:
@@ -31,8 +43,8 @@ def default_data_root() -> Path:
 
 
 @dataclass(frozen=True)
-class Cifar10:
-    """The dataset as tensors: images (N, 3, 32, 32) uint8, labels (N,) int64."""
+class Dataset:
+    """A dataset as tensors: images (N, 3, H, W) uint8, labels (N,) int64 (-1 where unlabeled)."""
 
     train_images: torch.Tensor
     train_labels: torch.Tensor
@@ -42,6 +54,43 @@ class Cifar10:
     checksums_match: bool  # False when any file differs from the official release (recorded, not refused)
     root: str = ""
     fingerprint: dict = field(default_factory=dict)  # what identifies the data: file sizes + md5s, image counts
+    name: str = "cifar10"
+    mean: tuple[float, ...] = SEED_MEAN  # its training split's channel statistics (0-1 scale)
+    std: tuple[float, ...] = SEED_STD
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def labeled(self) -> bool:
+        return bool(len(self.train_labels)) and int(self.train_labels.min()) >= 0
+
+
+Cifar10 = Dataset  # the name of the first release
+
+
+def is_named(dataset: str) -> bool:
+    return dataset in NAMES
+
+
+def outputs(cfg: RunConfig, data: Dataset) -> int:
+    """The model's output count: 4 rotations, or the dataset's classes (a classification run needs labels)."""
+    if cfg.task == "rotation":
+        return 4
+    if not data.labeled:
+        raise RotnetError(
+            f"{cfg.dataset} has no class labels; classification needs PATH/train/CLASS/... and PATH/test/CLASS/... "
+            "folders (rotation pretraining takes any folder of images)"
+        )
+    return data.num_classes
+
+
+def normalization(cfg: RunConfig, data: Dataset) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The (mean, std) a run normalizes its inputs with (0-1 scale)."""
+    if cfg.normalization == "seed" or (cfg.normalization == "auto" and cfg.dataset == "cifar10"):
+        return SEED_MEAN, SEED_STD
+    return data.mean, data.std
 
 
 class _Refused(pickle.UnpicklingError):
@@ -78,7 +127,7 @@ def safe_unpickle(path: Path) -> object:
     try:
         return _SafeUnpickler(io.BytesIO(data), encoding="latin1").load()
     except _Refused as e:
-        raise RotnetError(f"{path} is not a plain CIFAR-10 batch ({e}); refusing it") from None
+        raise RotnetError(f"{path} is not a plain CIFAR batch ({e}); refusing it") from None
     except (
         pickle.UnpicklingError,
         EOFError,
@@ -92,11 +141,11 @@ def safe_unpickle(path: Path) -> object:
         raise RotnetError(f"{path} is truncated or corrupt ({type(e).__name__}: {e})") from None
 
 
-def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def _read_batch(path: Path, label_key: str = "labels", classes: int = NUM_CLASSES) -> tuple[np.ndarray, np.ndarray]:
     batch = safe_unpickle(path)
-    if not isinstance(batch, dict) or "data" not in batch or "labels" not in batch:
-        raise RotnetError(f"{path} is not a CIFAR-10 batch: expected a dict with 'data' and 'labels'")
-    data, labels = batch["data"], batch["labels"]
+    if not isinstance(batch, dict) or "data" not in batch or label_key not in batch:
+        raise RotnetError(f"{path} is not a CIFAR batch: expected a dict with 'data' and '{label_key}'")
+    data, labels = batch["data"], batch[label_key]
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         shape = getattr(data, "shape", None)
         dtype = getattr(data, "dtype", type(data).__name__)
@@ -107,42 +156,58 @@ def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         labels = np.asarray(labels, dtype=np.int64)
     except (TypeError, ValueError):
         raise RotnetError(f"{path}: labels must be integers") from None
-    if len(labels) and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
-        raise RotnetError(f"{path}: labels must lie in 0-9; found {labels.min()}..{labels.max()}")
+    if len(labels) and (labels.min() < 0 or labels.max() >= classes):
+        raise RotnetError(f"{path}: labels must lie in 0-{classes - 1}; found {labels.min()}..{labels.max()}")
     return data, labels
 
 
-def _official_md5s() -> dict[str, str]:
-    """The official per-file checksums, as torchvision lists them."""
-    from torchvision.datasets import CIFAR10
-
-    return {name: md5 for name, md5 in CIFAR10.train_list + CIFAR10.test_list} | {META_FILE: CIFAR10.meta["md5"]}
-
-
 def _md5(path: Path) -> str:
-    return hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
+    h = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            h.update(chunk)
+    return h.hexdigest()
 
 
-def ensure_downloaded(root: Path, download: bool = True) -> Path:
-    """Return the batches folder under root, downloading CIFAR-10 there only when it is missing."""
-    folder = root / FOLDER
-    if all((folder / f).is_file() for f in TRAIN_FILES + TEST_FILES):
+def _fetch(name: str, root: Path, folder: Path, files: tuple[str, ...], download: bool, url: str, md5: str) -> Path:
+    """folder when all its files are there; else download and extract torchvision's archive into root."""
+    if all((folder / f).is_file() for f in files):
         return folder
-    hint = f"put the {FOLDER} folder under {root} (or point --data-root / ROTNET_DATA at its parent)"
+    hint = f"put the {folder.name} folder under {root} (or point --data-root / ROTNET_DATA at its parent)"
     if not download:
-        raise RotnetError(f"CIFAR-10 not found under {root}: {hint}")
+        raise RotnetError(f"{name} not found under {root}: {hint}")
     from torchvision.datasets.utils import download_and_extract_archive
 
     try:
-        download_and_extract_archive(URL, download_root=str(root), md5=ARCHIVE_MD5)
+        download_and_extract_archive(url, download_root=str(root), md5=md5)
     except Exception as e:  # network errors come in many types; any of them means the same to the user
-        raise RotnetError(f"CIFAR-10 not found under {root} and the download failed ({e}); {hint}") from None
+        raise RotnetError(f"{name} not found under {root} and the download failed ({e}); {hint}") from None
     return folder
 
 
-def load_cifar10(root: Path | str | None = None, download: bool = True) -> Cifar10:
+def ensure_downloaded(root: Path, download: bool = True) -> Path:
+    """Return CIFAR-10's batches folder under root, downloading it there only when it is missing."""
+    return _fetch("CIFAR-10", root, root / FOLDER, TRAIN_FILES + TEST_FILES, download, URL, ARCHIVE_MD5)
+
+
+def _checksums(name: str, root: Path, folder: Path, official: dict[str, str]) -> tuple[bool, dict]:
+    """Compare files with torchvision's list of official md5s; warn (once per load) when any differs."""
+    md5s = {n: _md5(folder / n) for n in official}
+    mismatched = [n for n in official if md5s[n] != official[n]]
+    if mismatched:
+        warnings.warn(
+            f"{name} under {root} differs from the official release ({', '.join(mismatched)}); "
+            "using it anyway and recording that in the run's config",
+            stacklevel=3,
+        )
+    return not mismatched, {n: f"{(folder / n).stat().st_size}:{md5s[n]}" for n in official}
+
+
+def load_cifar10(root: Path | str | None = None, download: bool = True) -> Dataset:
     """Read and validate the six batch files under root (default: `default_data_root()`): shapes, dtypes, label
     range, counts."""
+    from torchvision.datasets import CIFAR10
+
     root = Path(root) if root else default_data_root()
     folder = ensure_downloaded(root, download)
 
@@ -158,22 +223,145 @@ def load_cifar10(root: Path | str | None = None, download: bool = True) -> Cifar
         meta = safe_unpickle(folder / META_FILE)
         if isinstance(meta, dict) and len(meta.get("label_names", [])) == NUM_CLASSES:
             names = tuple(str(n) for n in meta["label_names"])
-    official = _official_md5s()
-    md5s = {n: _md5(folder / n) for n in TRAIN_FILES + TEST_FILES}
-    mismatched = [n for n in TRAIN_FILES + TEST_FILES if md5s[n] != official[n]]
-    if mismatched:
-        warnings.warn(
-            f"CIFAR-10 under {root} differs from the official release ({', '.join(mismatched)}); "
-            "using it anyway and recording that in the run's config",
-            stacklevel=2,
-        )
-    fingerprint = {
-        "name": "cifar10",
-        "files": {n: f"{(folder / n).stat().st_size}:{md5s[n]}" for n in TRAIN_FILES + TEST_FILES},
-        "train": len(train_images),
-        "test": len(test_images),
-    }
-    return Cifar10(train_images, train_labels, test_images, test_labels, names, not mismatched, str(root), fingerprint)
+    official = dict(CIFAR10.train_list + CIFAR10.test_list)
+    match, files = _checksums("CIFAR-10", root, folder, official)
+    fingerprint = {"name": "cifar10", "files": files, "train": len(train_images), "test": len(test_images)}
+    return Dataset(train_images, train_labels, test_images, test_labels, names, match, str(root), fingerprint)
+
+
+def load_cifar100(root: Path, download: bool = True, coarse: bool = False) -> Dataset:
+    """CIFAR-100 from torchvision's `cifar-100-python` folder: fine labels (100), or coarse ones (20)."""
+    from torchvision.datasets import CIFAR100
+
+    folder = _fetch("CIFAR-100", root, root / CIFAR100_FOLDER, ("train", "test"), download, CIFAR100.url,
+                    CIFAR100.tgz_md5)  # fmt: skip
+    key, classes = ("coarse_labels", 20) if coarse else ("fine_labels", 100)
+
+    def read(name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        data, labels = _read_batch(folder / name, key, classes)
+        return torch.from_numpy(data.reshape(-1, 3, 32, 32)), torch.from_numpy(labels)
+
+    train_images, train_labels = read("train")
+    test_images, test_labels = read("test")
+    names = tuple(str(i) for i in range(classes))
+    if (folder / "meta").is_file():
+        meta = safe_unpickle(folder / "meta")
+        listed = meta.get(key.replace("labels", "label_names"), []) if isinstance(meta, dict) else []
+        if len(listed) == classes:
+            names = tuple(str(n) for n in listed)
+    match, files = _checksums("CIFAR-100", root, folder, dict(CIFAR100.train_list + CIFAR100.test_list))
+    name = "cifar100-coarse" if coarse else "cifar100"
+    fingerprint = {"name": name, "files": files, "train": len(train_images), "test": len(test_images)}
+    return Dataset(train_images, train_labels, test_images, test_labels, names, match, str(root), fingerprint, name)
+
+
+def _stl10_images(path: Path) -> torch.Tensor:
+    """An STL-10 `*_X.bin`: uint8 images stored column-major, read as a memory map (N, 3, 96, 96) view."""
+    size = path.stat().st_size
+    if size == 0 or size % (3 * 96 * 96):
+        raise RotnetError(f"{path} is not an STL-10 image file: {size} bytes is not a whole number of 3x96x96 images")
+    raw = np.memmap(path, dtype=np.uint8, mode="r").reshape(-1, 3, 96, 96)
+    with warnings.catch_warnings():  # read-only memory map: torch warns that it is not writable; we never write
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(raw).transpose(2, 3)  # the files are column-major, as torchvision reads them
+
+
+def _stl10_labels(path: Path, n: int) -> torch.Tensor:
+    labels = np.fromfile(path, dtype=np.uint8).astype(np.int64) - 1  # stored as 1..10
+    if len(labels) != n:
+        raise RotnetError(f"{path}: {n} images but {len(labels)} labels")
+    if n and (labels.min() < 0 or labels.max() > 9):
+        raise RotnetError(f"{path}: labels must lie in 1-10")
+    return torch.from_numpy(labels)
+
+
+def load_stl10(root: Path, download: bool = True, unlabeled: bool = False) -> Dataset:
+    """STL-10 from torchvision's `stl10_binary` folder. `stl10`: the 5,000 labeled training and 8,000 test images;
+    `stl10-unlabeled`: the 100,000 unlabeled images (for pretraining), tested on the same 8,000 test images."""
+    from torchvision.datasets import STL10
+
+    needed = ("unlabeled_X.bin",) if unlabeled else ("train_X.bin", "train_y.bin")
+    needed += ("test_X.bin", "test_y.bin")
+    folder = _fetch("STL-10", root, root / STL10_FOLDER, needed, download, STL10.url, STL10.tgz_md5)
+    test_images = _stl10_images(folder / "test_X.bin")
+    test_labels = _stl10_labels(folder / "test_y.bin", len(test_images))
+    if unlabeled:
+        train_images = _stl10_images(folder / "unlabeled_X.bin")
+        train_labels = torch.full((len(train_images),), -1, dtype=torch.int64)
+    else:
+        train_images = _stl10_images(folder / "train_X.bin")
+        train_labels = _stl10_labels(folder / "train_y.bin", len(train_images))
+    names = tuple(str(i) for i in range(10))
+    listed = (folder / "class_names.txt").read_text().split() if (folder / "class_names.txt").is_file() else []
+    names = tuple(listed) if len(listed) == 10 else names
+    official = {n: md5 for n, md5 in STL10.train_list + STL10.test_list if n in needed}
+    match, files = _checksums("STL-10", root, folder, official)
+    name = "stl10-unlabeled" if unlabeled else "stl10"
+    fingerprint = {"name": name, "files": files, "train": len(train_images), "test": len(test_images)}
+    return Dataset(train_images, train_labels, test_images, test_labels, names, match, str(root), fingerprint, name)
+
+
+def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 images (N, 3, H, W), on the 0-1 scale, in float64 over chunks."""
+    total = torch.zeros(3, dtype=torch.float64)
+    squares = torch.zeros(3, dtype=torch.float64)
+    for start in range(0, len(images), chunk):
+        x = images[start : start + chunk].to(torch.float64) / 255
+        total += x.sum((0, 2, 3))
+        squares += (x * x).sum((0, 2, 3))
+    count = max(images.numel() // 3, 1)
+    mean = total / count
+    std = (squares / count - mean * mean).clamp_min(0).sqrt()
+    return tuple(round(v, 6) for v in mean.tolist()), tuple(round(v, 6) for v in std.tolist())
+
+
+def resize(images: torch.Tensor, size: int, chunk: int = 2048) -> torch.Tensor:
+    """Resize the shorter side to size and center-crop size x size (torchvision's Resize + CenterCrop, antialiased),
+    once, as uint8."""
+    from torchvision.transforms.v2 import functional as F
+
+    if images.shape[-2:] == (size, size):
+        return images
+    parts = [F.center_crop(F.resize(images[i : i + chunk], size, antialias=True), size)
+             for i in range(0, len(images), chunk)]  # fmt: skip
+    return torch.cat(parts).contiguous()
+
+
+def holdout_split(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, test) indices of an unsplit image folder: HOLDOUT of it held out, chosen by seed, each sorted."""
+    order = torch.randperm(n, generator=generator("cpu", "holdout", seed))
+    cut = n - max(1, round(n * HOLDOUT)) if n > 1 else n
+    return order[:cut].sort().values, order[cut:].sort().values
+
+
+@functools.lru_cache(maxsize=2)  # a reproduce plan alternates between at most a pretraining and a target dataset
+def load_dataset(dataset: str, image_size: int = 0, seed: int = 0, options: DataOptions = NO_OPTIONS) -> Dataset:
+    """The dataset a run names (a name in NAMES or an image folder's path), at image_size (0: native size; resized
+    once), with its training split's channel statistics."""
+    if is_named(dataset):
+        root = Path(options.root) if options.root else default_data_root()
+        if dataset == "cifar10":
+            data = load_cifar10(root, options.download)
+        elif dataset.startswith("cifar100"):
+            data = load_cifar100(root, options.download, coarse=dataset.endswith("coarse"))
+        else:
+            data = load_stl10(root, options.download, unlabeled=dataset.endswith("unlabeled"))
+        if image_size and image_size != NATIVE_SIZE[dataset]:
+            data = replace(data, train_images=resize(data.train_images, image_size),
+                           test_images=resize(data.test_images, image_size))  # fmt: skip
+        stats = channel_stats(data.train_images)
+    else:
+        from rotnet.imagefolder import load_folder
+
+        data, stats = load_folder(Path(dataset), image_size, seed, options)
+    size = data.train_images.shape[-1]
+    fingerprint = data.fingerprint | {"image_size": size, "mean": list(stats[0]), "std": list(stats[1])}
+    return replace(data, mean=stats[0], std=stats[1], fingerprint=fingerprint)
+
+
+def load_for(cfg: RunConfig, options: DataOptions = NO_OPTIONS) -> Dataset:
+    """The data a run trains and tests on (the seed matters only for the held-out split of an unsplit folder)."""
+    return load_dataset(cfg.dataset, cfg.image_size, 0 if is_named(cfg.dataset) else cfg.seed, options)
 
 
 def balanced_subset(labels: torch.Tensor, per_class: int, seed: int) -> torch.Tensor:
@@ -182,7 +370,7 @@ def balanced_subset(labels: torch.Tensor, per_class: int, seed: int) -> torch.Te
     gen = generator("cpu", "subset", seed)
     order = torch.randperm(len(labels), generator=gen)
     picked = []
-    for c in range(NUM_CLASSES):
+    for c in range(int(labels.max()) + 1 if len(labels) else 0):
         members = order[labels[order] == c]
         if len(members) < per_class:
             raise RotnetError(f"class {c} has {len(members)} training images, fewer than {per_class} per class")

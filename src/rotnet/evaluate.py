@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rotnet.augment import to_input
+from rotnet.augment import SEED_NORM, to_input
 from rotnet.models import autocast
 
 STAGES = ("conv1", "layer1", "layer2", "layer3", "layer4")
@@ -14,7 +14,14 @@ STAGES = ("conv1", "layer1", "layer2", "layer3", "layer4")
 
 @torch.inference_mode()
 def predict(
-    model: nn.Module, images: torch.Tensor, task: str, *, batch_size: int, precision: str, channels_last: bool
+    model: nn.Module,
+    images: torch.Tensor,
+    task: str,
+    *,
+    batch_size: int,
+    precision: str,
+    channels_last: bool,
+    norm: tuple = SEED_NORM,
 ) -> torch.Tensor:
     """Predicted labels for uint8 images (N, 3, H, W). For the rotation task every image is scored in all four
     rotations: the result is (N, 4), column k holding the prediction for the image rotated by k * 90 degrees."""
@@ -26,7 +33,7 @@ def predict(
         if task == "rotation":
             x = torch.cat([torch.rot90(x, k, dims=(2, 3)) for k in range(4)])  # (4B, 3, H, W), k-major
         with autocast(device, precision):
-            pred = model(to_input(x, channels_last)).argmax(1)
+            pred = model(to_input(x, channels_last, norm)).argmax(1)
         out.append(pred.view(4, -1).T if task == "rotation" else pred)
     return torch.cat(out).cpu()
 
@@ -68,6 +75,7 @@ def extract(
     batch_size: int = 1024,
     precision: str = "fp32",
     channels_last: bool = True,
+    norm: tuple = SEED_NORM,
 ) -> dict[str, torch.Tensor]:
     """Pooled features (N, C * pool * pool) of each stage for uint8 images (N, 3, H, W); no augmentation.
     pool=1 is global average pooling; pool=2 keeps a 2x2 spatial grid."""
@@ -75,7 +83,7 @@ def extract(
     device = next(model.parameters()).device
     parts: dict[str, list[torch.Tensor]] = {s: [] for s in stages}
     for start in range(0, len(images), batch_size):
-        x = to_input(images[start : start + batch_size].to(device), channels_last)
+        x = to_input(images[start : start + batch_size].to(device), channels_last, norm)
         with autocast(device, precision):
             outs = stage_outputs(model, x, stages)
         for s, v in outs.items():
@@ -91,7 +99,7 @@ def knn_accuracy(
     *,
     k: int = 200,
     temperature: float = 0.1,
-    num_classes: int = 10,
+    num_classes: int | None = None,
     chunk: int = 1024,
 ) -> float:
     """Weighted kNN accuracy (%): cosine similarity, the k nearest training features vote with weight
@@ -99,6 +107,7 @@ def knn_accuracy(
     train = nn.functional.normalize(train_features.float(), dim=1)
     test = nn.functional.normalize(test_features.float(), dim=1)
     k = min(k, len(train))
+    num_classes = num_classes or int(train_labels.max()) + 1
     correct = 0
     for start in range(0, len(test), chunk):
         sim, idx = (test[start : start + chunk] @ train.T).topk(k, dim=1)  # (c, k)
@@ -117,10 +126,12 @@ def knn_monitor(
     batch_size: int,
     precision: str,
     channels_last: bool,
+    norm: tuple = SEED_NORM,
 ) -> float:
     """Weighted kNN (k=200, cosine, T=0.1) accuracy of penultimate (global-pooled layer4) features against the
     class labels, whatever the task: how linearly usable the features are, as pretraining goes."""
     kw = {"stages": ("layer4",), "batch_size": batch_size, "precision": precision, "channels_last": channels_last}
+    kw["norm"] = norm
     train = extract(model, train_images, **kw)["layer4"]
     test = extract(model, test_images, **kw)["layer4"]
     return knn_accuracy(train, train_labels.cpu(), test, test_labels.cpu())

@@ -1,5 +1,5 @@
-"""The run-folder scheme, in one place: ROOT/ARCH/EXPERIMENT[@Npc]/seedN, its file names, finding runs, reading
-what a run recorded, and the lock that keeps one process per run folder."""
+"""The run-folder scheme, in one place: ROOT/[DATA/]ARCH/EXPERIMENT[@Npc]/seedN, its file names, finding runs,
+reading what a run recorded, and the lock that keeps one process per run folder."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rotnet.config import RunConfig, config_diff
+from rotnet.config import RunConfig, config_diff, dataset_slug
 from rotnet.errors import RotnetError
 
 CONFIG = "config.json"  # the resolved configuration and its provenance
@@ -30,36 +30,50 @@ class RunId:
     experiment: str
     seed: int
     per_class: int = 0  # a class-balanced subset run (label efficiency)
+    data: str = ""  # the data segment: "" for CIFAR-10 at 32 px, else e.g. "stl10", "pets-64px_from_stl10-unlabeled"
 
     @property
     def relative(self) -> Path:
         name = self.experiment + (f"@{self.per_class}pc" if self.per_class else "")
-        return Path(self.arch) / name / f"seed{self.seed}"
+        return Path(self.data) / self.arch / name / f"seed{self.seed}"
+
+
+def data_segment(cfg: RunConfig) -> str:
+    """The folder a run's data adds to its path: none for the seed's CIFAR-10; else the dataset, its size if set,
+    and the pretraining dataset of a transfer from another one."""
+    if cfg.dataset == "cifar10" and not cfg.image_size and not cfg.pretrain_dataset:
+        return ""
+    out = dataset_slug(cfg.dataset) + (f"-{cfg.image_size}px" if cfg.image_size else "")
+    return out + (f"_from_{dataset_slug(cfg.pretrain_dataset)}" if cfg.pretrain_dataset else "")
 
 
 def run_id(cfg: RunConfig) -> RunId:
-    return RunId(cfg.arch, cfg.experiment, cfg.seed, cfg.train_per_class)
+    return RunId(cfg.arch, cfg.experiment, cfg.seed, cfg.train_per_class, data_segment(cfg))
 
 
 def run_dir(runs_root: Path, cfg: RunConfig) -> Path:
-    """ROOT/ARCH/EXPERIMENT/seedN; a class-balanced subset run is EXPERIMENT@Npc (label efficiency)."""
+    """ROOT/[DATA/]ARCH/EXPERIMENT/seedN; a class-balanced subset run is EXPERIMENT@Npc (label efficiency)."""
     return Path(runs_root) / run_id(cfg).relative
 
 
-def parse_run_dir(folder: Path) -> RunId | None:
-    """The RunId a folder's last three parts spell, or None if they spell none."""
-    parts = Path(folder).parts[-3:]
+def parse_run_dir(folder: Path, root: Path | None = None) -> RunId | None:
+    """The RunId a folder spells: its last three parts, and the data segment before them when it lies four levels
+    under root. None if it spells none."""
+    folder = Path(folder)
+    parts = folder.parts[-3:]
     if len(parts) < 3 or not parts[2].startswith("seed") or not parts[2][4:].isdigit():
         return None
     experiment, at, per_class = parts[1].partition("@")
     if at and not (per_class.endswith("pc") and per_class[:-2].isdigit()):
         return None
-    return RunId(parts[0], experiment, int(parts[2][4:]), int(per_class[:-2]) if at else 0)
+    data = folder.parts[-4] if root is not None and len(folder.relative_to(root).parts) == 4 else ""
+    return RunId(parts[0], experiment, int(parts[2][4:]), int(per_class[:-2]) if at else 0, data)
 
 
 def find_runs(root: Path) -> list[Path]:
-    """Run folders under a runs root (those holding a config.json)."""
-    return sorted(p for p in Path(root).glob("*/*/seed*") if parse_run_dir(p) and (p / CONFIG).is_file())
+    """Run folders under a runs root (those holding a config.json), with or without a data segment."""
+    found = [*Path(root).glob("*/*/seed*"), *Path(root).glob("*/*/*/seed*")]
+    return sorted(p for p in found if parse_run_dir(p) and (p / CONFIG).is_file())
 
 
 def read_json(path: Path) -> Any:
@@ -95,9 +109,10 @@ def refuse_changed_config(folder: Path, cfg: RunConfig) -> None:
 
 
 def data_diff(old: dict, new: dict) -> list[str]:
-    """What differs between two dataset fingerprints (root, per-file size:md5, image counts)."""
+    """What differs between two dataset fingerprints (root, per-file size:md5, image counts). A key the old one
+    lacks was recorded only by a later rotnet, so it is not compared."""
     out = []
-    for key in sorted(set(old) | set(new)):
+    for key in sorted(old):
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
             out += [f"{key}/{k}: {a.get(k)} -> {b.get(k)}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]

@@ -14,8 +14,9 @@ import torch
 from torch import nn
 
 from rotnet import checkpoint as ckpt
+from rotnet.augment import SEED_NORM
 from rotnet.config import RunConfig, from_dict
-from rotnet.data import Cifar10
+from rotnet.data import Dataset
 from rotnet.errors import RotnetError
 from rotnet.evaluate import STAGES, extract
 from rotnet.layout import CONFIG, WEIGHTS, read_record
@@ -37,23 +38,31 @@ def finished_run_config(folder: Path) -> RunConfig:
     return cfg
 
 
-def cached_features(model: nn.Module, data: Cifar10, cache: Path, pool: int, digest: str) -> dict:
-    """Train and test features of every stage, extracted once and cached in safetensors (keyed by the weights)."""
+def recorded_norm(folder: Path) -> tuple:
+    """The normalization a run's weights were trained with (runs before rotnet 0.3 used the seed's constants)."""
+    norm = (read_record(folder) or {}).get("normalization")
+    return (tuple(norm["mean"]), tuple(norm["std"])) if isinstance(norm, dict) else SEED_NORM
+
+
+def cached_features(model: nn.Module, data: Dataset, cache: Path, pool: int, digest: str, norm: tuple) -> dict:
+    """Train and test features of every stage, extracted once and cached in safetensors (keyed by the weights and
+    the data)."""
+    key = {"weights": digest, "pool": pool, "data": data.fingerprint}
     if cache.is_file():
         tensors, meta = ckpt.load_tensors(cache)
-        if meta.get("weights") == digest and meta.get("pool") == pool:
+        if all(meta.get(k) == v for k, v in key.items()):
             return tensors
-    kw = {"pool": pool, "channels_last": True}
+    kw = {"pool": pool, "channels_last": True, "norm": norm}
     tensors = {f"train.{k}": v for k, v in extract(model, data.train_images, **kw).items()}
     tensors |= {f"test.{k}": v for k, v in extract(model, data.test_images, **kw).items()}
-    ckpt.save_tensors(cache, tensors, {"weights": digest, "pool": pool})
+    ckpt.save_tensors(cache, tensors, key)
     return tensors
 
 
-def make_head(kind: str, dim: int) -> nn.Module:
+def make_head(kind: str, dim: int, classes: int) -> nn.Module:
     if kind == "linear":
-        return nn.Linear(dim, 10)
-    return nn.Sequential(nn.Linear(dim, 512), nn.BatchNorm1d(512), nn.ReLU(), nn.Linear(512, 10))
+        return nn.Linear(dim, classes)
+    return nn.Sequential(nn.Linear(dim, 512), nn.BatchNorm1d(512), nn.ReLU(), nn.Linear(512, classes))
 
 
 def fit_head(train_x, train_y, test_x, test_y, *, kind: str, epochs: int, seed: int) -> float:
@@ -61,7 +70,7 @@ def fit_head(train_x, train_y, test_x, test_y, *, kind: str, epochs: int, seed: 
     mean, std = train_x.mean(0), train_x.std(0) + 1e-6
     train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
     torch.manual_seed(derive_seed("probe-init", seed))
-    head = make_head(kind, train_x.shape[1])
+    head = make_head(kind, train_x.shape[1], int(train_y.max()) + 1)
     opt = torch.optim.Adam(head.parameters(), lr=1e-3, weight_decay=1e-4)
     steps = epochs * math.ceil(len(train_x) / 256)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
@@ -80,7 +89,7 @@ def fit_head(train_x, train_y, test_x, test_y, *, kind: str, epochs: int, seed: 
 
 
 def probe(
-    folder: Path, data: Cifar10, device: torch.device, *, head: str = "linear", pool: int = 1, epochs: int = 30
+    folder: Path, data: Dataset, device: torch.device, *, head: str = "linear", pool: int = 1, epochs: int = 30
 ) -> Path:
     """Probe every stage of the run's weights and of random-init weights; write probe/probe-HEAD-poolP.json."""
     cfg = finished_run_config(folder)
@@ -96,14 +105,18 @@ def probe(
         "stages": list(STAGES),
         "accuracy": {},
     }
-    random_init = initial_model(cfg.arch, cfg.num_classes, cfg.stem, cfg.seed).state_dict()  # as the run started
+    if not data.labeled:
+        raise RotnetError(f"{data.name} has no class labels to probe with; pass a labeled --dataset")
+    n = len(weights["fc.bias"]) if "fc.bias" in weights else 4
+    norm = recorded_norm(folder)
+    random_init = initial_model(cfg.arch, n, cfg.stem, cfg.seed).state_dict()  # as the run started
     for which, state in (("pretrained", weights), ("random", random_init)):
-        model = build_model(cfg.arch, cfg.num_classes, cfg.stem)
+        model = build_model(cfg.arch, n, cfg.stem)
         check_keys(state, model.state_dict(), f"{folder / WEIGHTS}")
         model.load_state_dict(state)
         model.to(device).to(memory_format=torch.channels_last)
         feats = cached_features(
-            model, data, out_dir / f"features-{which}-pool{pool}.safetensors", pool, ckpt.digest(state)
+            model, data, out_dir / f"features-{which}-pool{pool}.safetensors", pool, ckpt.digest(state), norm
         )
         accs = {}
         for stage in STAGES:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from rotnet import plots
 from rotnet.checkpoint import atomic_write_text
+from rotnet.config import dataset_slug
 from rotnet.errors import RotnetError
 from rotnet.experiments import EXPERIMENTS, seed_results
 from rotnet.layout import CONFIG, FAILED, METRICS, RESULT, find_runs, parse_run_dir, read_json
@@ -59,7 +60,7 @@ def collect(root: Path) -> list[dict]:
     unreadable (a config, result or metrics file that is not what rotnet writes)."""
     runs = []
     for folder in find_runs(root):
-        rid = parse_run_dir(folder)
+        rid = parse_run_dir(folder, root)
         config = read_json(folder / CONFIG)
         result = read_json(folder / RESULT) if (folder / RESULT).exists() else {}
         failed = read_json(folder / FAILED) if (folder / FAILED).exists() else {}
@@ -80,6 +81,8 @@ def collect(root: Path) -> list[dict]:
         runs.append(
             {
                 "folder": folder,
+                "data": rid.data,
+                "data_label": data_label(config.get("config", {}), rid.data),
                 "arch": rid.arch,
                 "experiment": rid.experiment,
                 "seed": rid.seed,
@@ -92,7 +95,16 @@ def collect(root: Path) -> list[dict]:
                 "error": str(failed.get("error", "")),
             }
         )
-    return sorted(runs, key=lambda r: (r["arch"], ORDER.get(r["experiment"], 99), r["per_class"], r["seed"]))
+    order = lambda r: (r["data"], r["arch"], ORDER.get(r["experiment"], 99), r["per_class"], r["seed"])  # noqa: E731
+    return sorted(runs, key=order)
+
+
+def data_label(cfg: dict, segment: str) -> str:
+    """What a run trained on, for the report: the dataset, its size if set, and the pretraining data of a transfer."""
+    if not cfg:
+        return segment or "cifar10"
+    out = dataset_slug(cfg.get("dataset", "cifar10")) + (f" {cfg['image_size']}px" if cfg.get("image_size") else "")
+    return out + (f" (pretrained on {dataset_slug(cfg['pretrain_dataset'])})" if cfg.get("pretrain_dataset") else "")
 
 
 def fmt(x: float | None, digits: int = 2) -> str:
@@ -106,20 +118,23 @@ def markdown_table(header: list[str], rows: list[list]) -> list[str]:
 
 
 def table_rows(root: Path, runs: list[dict]) -> list[dict]:
-    """One row per (experiment, arch): the seed report's number beside ours (mean, std, n over finished seeds)."""
-    seeds = {(r["experiment"], r["arch"]): r for r in seed_results()}
-    plan = reproduce_record(root).get("runs", [])
-    keys = list(seeds) + [(r["experiment"], r["arch"]) for r in runs]
-    keys += [(p.split("/")[1], p.split("/")[0]) for p in plan if isinstance(p, str) and p.count("/") == 2]
-    keys = sorted(dict.fromkeys(keys), key=lambda k: (k[1], ORDER.get(k[0], 99)))
+    """One row per (data, experiment, arch): the seed report's number beside ours (mean, std, n over finished
+    seeds); the seed report's rows are CIFAR-10's (data segment "")."""
+    seeds = {(r["experiment"], r["arch"], ""): r for r in seed_results()}
+    plan = [p.split("/") for p in reproduce_record(root).get("runs", []) if isinstance(p, str)]
+    plan = [([""] + p if len(p) == 3 else p) for p in plan if len(p) in (3, 4)]  # [data, arch, experiment, seedN]
+    keys = (list(seeds) if not runs or any(not r["data"] for r in runs) else [])
+    keys += [(r["experiment"], r["arch"], r["data"]) for r in runs] + [(p[2], p[1], p[0]) for p in plan]
+    keys = sorted(dict.fromkeys(keys), key=lambda k: (k[2], k[1], ORDER.get(k[0], 99)))
+    labels = {r["data"]: r["data_label"] for r in runs}
     rows = []
-    for experiment, arch in keys:
-        mine = [r for r in runs if (r["experiment"], r["arch"]) == (experiment, arch)]
+    for experiment, arch, data in keys:
+        mine = [r for r in runs if (r["experiment"], r["arch"], r["data"]) == (experiment, arch, data)]
         done = [r["result"]["test_acc"] for r in mine if r["status"] == "finished"]
-        seed = seeds.get((experiment, arch))
+        seed = seeds.get((experiment, arch, data))
         mean = statistics.fmean(done) if done else None
         std = statistics.stdev(done) if len(done) > 1 else 0.0 if done else None
-        planned = [p for p in plan if isinstance(p, str) and p.startswith(f"{arch}/{experiment}/")]
+        planned = ["/".join(p) for p in plan if (p[0], p[1], p[2]) == (data, arch, experiment)]
         notes = [
             f"seed {r['seed']} {r['status']}"
             + (
@@ -132,8 +147,8 @@ def table_rows(root: Path, runs: list[dict]) -> list[dict]:
             for r in mine
             if r["status"] != "finished"
         ]
-        found = {f"{r['arch']}/{r['experiment']}/seed{r['seed']}" for r in mine}
-        notes += [f"{p.split('/')[2]} missing" for p in planned if p not in found]
+        found = {"/".join([data, r["arch"], r["experiment"], f"seed{r['seed']}"]) for r in mine}
+        notes += [f"{p.split('/')[3]} missing" for p in planned if p not in found]
         if not mine and not planned:
             notes.append("not run")
         epochs = sorted({len(r["history"]) for r in mine if r["status"] == "finished"})
@@ -141,6 +156,7 @@ def table_rows(root: Path, runs: list[dict]) -> list[dict]:
             {
                 "experiment": experiment,
                 "arch": arch,
+                "data": labels.get(data, data or "cifar10"),
                 "seed_report": seed["test_acc"] if seed else None,
                 "seed_epochs": seed["epochs"] if seed else None,
                 "ours_mean": mean,
@@ -216,8 +232,8 @@ def write_report(root: Path, preset: str | None = None) -> Path:
         f"Test accuracy (%). {test_set_text(runs)} Ours is the mean over finished seeds, with ± std (n) when "
         "there are several.",
         "",
-        "| experiment | arch | seed report | ours (mean ± std, n) | epochs (seed / ours) | difference | status |",
-        "|---|---|---|---|---|---|---|",
+        "| experiment | arch | data | seed report | ours (mean ± std, n) | epochs (seed / ours) | difference | status |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         ours = (
@@ -225,7 +241,7 @@ def write_report(root: Path, preset: str | None = None) -> Path:
         )
         diff = f"{r['difference']:+.2f}" if r["difference"] is not None else "—"
         lines.append(
-            f"| {r['experiment']} | {r['arch']} | {fmt(r['seed_report']) or '—'} | {ours} | "
+            f"| {r['experiment']} | {r['arch']} | {r['data']} | {fmt(r['seed_report']) or '—'} | {ours} | "
             f"{r['seed_epochs'] or '—'} / {r['epochs'] or '—'} | {diff} | {r['status']} |"
         )
     lines += [
@@ -320,7 +336,7 @@ def label_efficiency_section(runs: list[dict], path: Path) -> list[str]:
 def run_summary(r: dict) -> dict:
     c = r["config"]
     return {
-        "run": "/".join(r["folder"].parts[-3:]),
+        "run": "/".join(r["folder"].parts[-4 if r["data"] else -3 :]),
         "status": r["status"],
         "epochs_done": len(r["history"]),
         "epochs_planned": r["planned_epochs"],

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rotnet.checkpoint import atomic_write_text
-from rotnet.config import RunConfig
+from rotnet.config import DataOptions, RunConfig
 from rotnet.errors import Interrupted, NonFiniteLoss, RotnetError
 from rotnet.experiments import Protocol, rotation_source
-from rotnet.layout import FAILED, RESULT, is_locked, refuse_changed_config, run_dir, run_id
+from rotnet.layout import FAILED, RESULT, RunId, is_locked, refuse_changed_config, run_dir, run_id
 from rotnet.runtime import StopFlag, install_stop_handlers, setup_device
 
 
@@ -29,8 +29,7 @@ class Options:
     runs_root: Path
     protocol: Protocol = Protocol()
     device: str = "auto"
-    data_root: Path | None = None
-    download: bool = True
+    data: DataOptions = DataOptions()
     checkpoint_every: int = 0
     restart: bool = False
     keep_checkpoints: int = 1
@@ -54,7 +53,7 @@ def source_for(cfg: RunConfig, options: Options):
 def execute(configs: list[RunConfig], options: Options) -> int:
     """Run configs in order under options.runs_root, log the invocation, and write the report, also when
     interrupted. Returns the number of runs that failed or did not run; raises Interrupted on SIGINT/SIGTERM."""
-    from rotnet.data import load_cifar10
+    from rotnet.data import load_for
     from rotnet.provenance import provenance
     from rotnet.report import write_report
     from rotnet.run import Runtime, preflight, run
@@ -76,7 +75,8 @@ def execute(configs: list[RunConfig], options: Options) -> int:
             refuse_changed_config(run_dir(root, cfg), cfg)
         if source and (run_dir(root, source.expected) / RESULT).is_file():
             preflight(cfg, rt, source)
-    data = load_cifar10(options.data_root, download=options.download)
+    for cfg in {run_id(c).data: c for c in configs}.values():  # missing data fails now, not after hours
+        load_for(cfg, options.data)
     install_stop_handlers(rt.stop)
     say = print if world.is_main else (lambda *_, **__: None)
     started = time.time()
@@ -98,14 +98,15 @@ def execute(configs: list[RunConfig], options: Options) -> int:
         if options.jobs > 1 and world.size == 1:
             run_parallel(configs, sources, options, rt.stop, outcome)
         else:
-            failed: set[tuple[str, int]] = set()  # (arch, seed) whose rotation run failed
+            failed: set[RunId] = set()  # rotation runs that failed
             for i, (cfg, source) in enumerate(zip(configs, sources, strict=True)):
                 name = str(run_id(cfg).relative)
-                if cfg.init == "rotation" and (cfg.arch, cfg.seed) in failed:
+                if source and run_id(source.expected) in failed:
                     outcome[name] = "not run: its rotation run failed"
                     continue
                 say(f"== [{i + 1}/{len(configs)}] {name} ({cfg.epochs} epoch{'s' * (cfg.epochs != 1)})", flush=True)
                 try:
+                    data = load_for(cfg, options.data)
                     result = run(cfg, data, rt, source)
                     outcome[name] = f"done: {result['test_acc']:.2f}%"
                     (root / name / FAILED).unlink(missing_ok=True)
@@ -115,7 +116,7 @@ def execute(configs: list[RunConfig], options: Options) -> int:
                     say(f"rotnet: error: {name}: {e}")
                     mark_failed(root / name, str(e))
                     if cfg.experiment == "rotation":
-                        failed.add((cfg.arch, cfg.seed))
+                        failed.add(run_id(cfg))
     finally:
         if world.is_main:
             for cfg in configs:
@@ -152,8 +153,7 @@ def write_job(path: Path, cfg: RunConfig, source, options: Options, device: str)
         "source": None if source is None else {"expected": source.expected.to_dict(), "command": source.command},
         "runs_root": str(options.runs_root),
         "device": device,
-        "data_root": str(options.data_root) if options.data_root else None,
-        "download": options.download,
+        "data": options.data.to_dict(),
         "checkpoint_every": options.checkpoint_every,
         "keep_checkpoints": options.keep_checkpoints,
     }
@@ -176,15 +176,13 @@ def run_parallel(configs: list[RunConfig], sources: list, options: Options, stop
     running: dict[Future, tuple[RunConfig, int, str, Path]] = {}
     forwarded = False
 
-    def ready(cfg: RunConfig) -> bool:
-        if cfg.init != "rotation" or cfg.init_path:
-            return True
+    def ready(source) -> bool:
         unfinished = [c for c, _ in pending] + [c for c, *_ in running.values()]
-        return not any(c.experiment == "rotation" and (c.arch, c.seed) == (cfg.arch, cfg.seed) for c in unfinished)
+        return source is None or run_id(source.expected) not in {run_id(c) for c in unfinished}
 
     with ThreadPoolExecutor(max_workers=options.jobs) as pool:
         while pending or running:
-            for cfg, source in [(c, s) for c, s in pending if ready(c)]:
+            for cfg, source in [(c, s) for c, s in pending if ready(s)]:
                 if not slots or stop.requested:
                     break
                 pending.remove((cfg, source))
@@ -232,8 +230,8 @@ def run_parallel(configs: list[RunConfig], sources: list, options: Options, stop
                     outcome[name] = f"failed: exit code {code}; see {log}"
                     mark_failed(run_dir(root, cfg), outcome[name].removeprefix("failed: "))
                     if cfg.experiment == "rotation":  # its transfer runs can never start
-                        for c, s in [(c, s) for c, s in pending if c.init == "rotation" and not c.init_path]:
-                            if (c.arch, c.seed) == (cfg.arch, cfg.seed):
+                        for c, s in list(pending):
+                            if s and run_id(s.expected) == run_id(cfg):
                                 pending.remove((c, s))
                                 outcome[str(run_id(c).relative)] = "not run: its rotation run failed"
                 print(f"== {name}: {outcome[name]}; log {log}", flush=True)
@@ -250,7 +248,7 @@ def with_group(proc: subprocess.Popen, signum: int) -> None:
 def run_job(path: Path) -> int:
     """`rotnet job FILE`: one run of a parallel plan, exactly as the parent resolved it."""
     from rotnet.config import from_dict
-    from rotnet.data import load_cifar10
+    from rotnet.data import load_for
     from rotnet.layout import read_json
     from rotnet.run import Runtime, Source, run
 
@@ -263,7 +261,7 @@ def run_job(path: Path) -> int:
     device, world = setup_device(job["device"])
     stop = StopFlag()
     install_stop_handlers(stop)
-    data = load_cifar10(job["data_root"], download=job["download"])
+    data = load_for(cfg, DataOptions.from_dict(job.get("data", {})))
     rt = Runtime(
         device,
         Path(job["runs_root"]),

@@ -14,7 +14,7 @@ from torch import nn
 
 from rotnet import checkpoint as ckpt
 from rotnet.config import NOT_PROTOCOL, RunConfig, config_diff
-from rotnet.data import Cifar10, balanced_subset
+from rotnet.data import Dataset, balanced_subset, normalization, outputs
 from rotnet.distributed import World, barrier, ranks_agree
 from rotnet.errors import RotnetError
 from rotnet.evaluate import accuracy, confusion, knn_monitor, predict, targets_for
@@ -68,7 +68,7 @@ def init_weights(cfg: RunConfig, runs_root: Path, source: Source | None) -> tupl
     An explicit --init path is taken as given (and recorded so). Otherwise the rotation run of `source.expected`
     is looked up and refused if it was made with another protocol than the one this run resolves.
     """
-    expected = source.expected if source else RunConfig(experiment="rotation", arch=cfg.arch, seed=cfg.seed)
+    expected = source.expected if source else rotation_of(cfg)
     path = Path(cfg.init_path) if cfg.init_path else run_dir(runs_root, expected) / WEIGHTS
     make = (source.command if source else "") or f"rotnet train rotation --arch {cfg.arch} --seed {cfg.seed}"
     if not path.is_file():
@@ -98,9 +98,21 @@ def init_weights(cfg: RunConfig, runs_root: Path, source: Source | None) -> tupl
     return tensors, record
 
 
-def init_model(cfg: RunConfig, runs_root: Path, source: Source | None = None) -> tuple[nn.Module, dict]:
+def rotation_of(cfg: RunConfig) -> RunConfig:
+    """The rotation run a from-rotation run starts from when no protocol says more: same arch, seed, stem, data."""
+    return RunConfig(
+        experiment="rotation",
+        arch=cfg.arch,
+        seed=cfg.seed,
+        stem=cfg.stem,
+        dataset=cfg.pretrain_dataset or cfg.dataset,
+        image_size=cfg.image_size,
+    )
+
+
+def init_model(cfg: RunConfig, runs_root: Path, classes: int, source: Source | None = None) -> tuple[nn.Module, dict]:
     """A fresh model from the run's seed; for init="rotation", every weight but fc from the checked source."""
-    model = initial_model(cfg.arch, cfg.num_classes, cfg.stem, cfg.seed)
+    model = initial_model(cfg.arch, classes, cfg.stem, cfg.seed)
     if cfg.init != "rotation":
         return model, {"init": cfg.init}
     tensors, record = init_weights(cfg, runs_root, source)
@@ -140,7 +152,7 @@ def make_dir(folder: Path) -> None:
         raise RotnetError(f"output directory {folder} is not writable ({e.strerror or e})") from None
 
 
-def refuse_other_data(folder: Path, data: Cifar10) -> None:
+def refuse_other_data(folder: Path, data: Dataset) -> None:
     """A run resumes, or is reused, only on the data it was trained on."""
     record = read_record(folder)
     old = (record or {}).get("dataset")
@@ -195,14 +207,14 @@ def restore_state(folder: Path, cfg: RunConfig, engine: Engine) -> LoopState | N
     return LoopState(meta["epoch"], meta["step"], tensors["loop.sums"], meta["seconds"], meta["history"])
 
 
-def train_subset(cfg: RunConfig, data: Cifar10) -> tuple[torch.Tensor, torch.Tensor]:
+def train_subset(cfg: RunConfig, data: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
     if not cfg.train_per_class:
         return data.train_images, data.train_labels
     idx = balanced_subset(data.train_labels, cfg.train_per_class, cfg.seed)
     return data.train_images[idx], data.train_labels[idx]
 
 
-def build_engine(cfg: RunConfig, model: nn.Module, rt: Runtime) -> Engine:
+def build_engine(cfg: RunConfig, model: nn.Module, rt: Runtime, norm: tuple) -> Engine:
     device, world = rt.device, rt.world
     if world.size > 1 and cfg.sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # same parameter names: checkpoints still load
@@ -217,22 +229,44 @@ def build_engine(cfg: RunConfig, model: nn.Module, rt: Runtime) -> Engine:
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
     forward = torch.compile(forward) if cfg.compile else forward
-    return Engine(model, opt, forward, scaler)
+    return Engine(model, opt, forward, scaler, norm)
 
 
-def device_data(cfg: RunConfig, data: Cifar10, device: torch.device) -> tuple[torch.Tensor, ...]:
-    """The run's training images and labels and the test images on the device; test labels stay on the host."""
+def memory_budget(device: torch.device) -> int:
+    """Bytes of images a run may place on the device: half of what is free there (host RAM for the CPU)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0] // 2
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+    except (ValueError, OSError):
+        return 1 << 62
+
+
+def device_data(cfg: RunConfig, data: Dataset, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """The run's training images and labels and the test images on the device when they fit in its memory budget
+    (the fast path: batches are gathered there); otherwise the images stay in host memory or their memory map and
+    each batch is copied over. Test labels stay on the host."""
     images, labels = train_subset(cfg, data)
-    return images.to(device), labels.to(device), data.test_images.to(device), data.test_labels
+    test = data.test_images
+    if images.nbytes + test.nbytes <= memory_budget(device):
+        images, test = images.to(device), test.to(device)
+    return images, labels.to(device), test, data.test_labels
 
 
-def prediction_options(cfg: RunConfig) -> dict:
-    return {"batch_size": cfg.eval_batch_size, "precision": cfg.precision, "channels_last": cfg.channels_last}
+def prediction_options(cfg: RunConfig, norm: tuple) -> dict:
+    return {
+        "batch_size": cfg.eval_batch_size,
+        "precision": cfg.precision,
+        "channels_last": cfg.channels_last,
+        "norm": norm,
+    }
 
 
-def epoch_evaluator(cfg: RunConfig, images, labels, test_images, test_labels):
-    """The metrics of an epoch end: test accuracy (and kNN accuracy every knn_every epochs and after the last)."""
-    kw = prediction_options(cfg)
+def epoch_evaluator(cfg: RunConfig, norm: tuple, images, labels, test_images, test_labels):
+    """The metrics of an epoch end: test accuracy (and kNN accuracy every knn_every epochs and after the last, on
+    labeled data)."""
+    kw = prediction_options(cfg, norm)
+    knn = cfg.knn_every and len(labels) and int(labels.min()) >= 0
 
     def evaluate(m: nn.Module, epoch: int) -> dict:
         t = time.perf_counter()
@@ -241,14 +275,14 @@ def epoch_evaluator(cfg: RunConfig, images, labels, test_images, test_labels):
             "test_acc": accuracy(pred, test_labels, cfg.task),
             "eval_images_per_s": pred.numel() / (time.perf_counter() - t),
         }
-        if cfg.knn_every and (epoch % cfg.knn_every == 0 or epoch == cfg.epochs):
+        if knn and (epoch % cfg.knn_every == 0 or epoch == cfg.epochs):
             out["knn_acc"] = knn_monitor(m, images, labels, test_images, test_labels, **kw)
         return out
 
     return evaluate
 
 
-def write_record(folder: Path, cfg: RunConfig, data: Cifar10, rt: Runtime, init_info: dict, resumed: bool) -> None:
+def write_record(folder: Path, cfg: RunConfig, data: Dataset, rt: Runtime, init_info: dict, resumed: bool) -> None:
     """config.json: the resolved configuration, the data's fingerprint, where the weights came from, provenance."""
     record = {
         "config": cfg.to_dict(),
@@ -257,6 +291,7 @@ def write_record(folder: Path, cfg: RunConfig, data: Cifar10, rt: Runtime, init_
         "data_root": data.root,
         "dataset_checksums_match": data.checksums_match,
         "dataset": data.fingerprint,
+        "normalization": dict(zip(("mean", "std"), map(list, normalization(cfg, data)), strict=True)),
         "resumed": resumed,
     }
     first = read_json(folder / CONFIG) if resumed else None
@@ -266,7 +301,7 @@ def write_record(folder: Path, cfg: RunConfig, data: Cifar10, rt: Runtime, init_
     ckpt.atomic_write_text(folder / CONFIG, json.dumps(record, indent=2) + "\n")
 
 
-def run(cfg: RunConfig, data: Cifar10, rt: Runtime, source: Source | None = None, log=print) -> dict:
+def run(cfg: RunConfig, data: Dataset, rt: Runtime, source: Source | None = None, log=print) -> dict:
     """Train one experiment into its run folder (resuming if a checkpoint is there); return its result."""
     world = rt.world
     log = log if world.is_main else (lambda *_: None)  # one voice, and only rank 0 writes files
@@ -279,6 +314,7 @@ def run(cfg: RunConfig, data: Cifar10, rt: Runtime, source: Source | None = None
             raise RotnetError(f"{folder / RESULT} is unreadable; use --restart to train this run again")
         log(f"{folder}: already finished; reusing it")
         return result
+    classes = outputs(cfg, data)  # before any folder is made: classification needs labels
     lock = None
     if world.is_main:
         if rt.restart and folder.exists():
@@ -292,13 +328,13 @@ def run(cfg: RunConfig, data: Cifar10, rt: Runtime, source: Source | None = None
             refuse_changed_config(folder, cfg)  # again, under the lock: another process may have started it
             refuse_other_data(folder, data)
         try:
-            model, init_info = init_model(cfg, rt.runs_root, source)
+            model, init_info = init_model(cfg, rt.runs_root, classes, source)
         except RotnetError:
             if world.is_main and created:  # nothing of a run that never started is left behind
                 lock.release()
                 shutil.rmtree(folder, ignore_errors=True)
             raise
-        engine = build_engine(cfg, model, rt)
+        engine = build_engine(cfg, model, rt, normalization(cfg, data))
         state = restore_state(folder, cfg, engine)
         resumed = state is not None
         if state is None:
@@ -313,13 +349,26 @@ def run(cfg: RunConfig, data: Cifar10, rt: Runtime, source: Source | None = None
             lock.release()
 
 
+def weights_meta(cfg: RunConfig, norm: tuple, classes: list[str], size: int) -> dict:
+    """What a user of the weights file needs beside the tensors: how to build the model and feed it."""
+    return {
+        "config": cfg.to_dict(),
+        "arch": cfg.arch,
+        "stem": cfg.stem,
+        "task": cfg.task,
+        "class_names": classes,
+        "normalization": {"mean": list(norm[0]), "std": list(norm[1]), "scale": "0-1 (ToTensor, then Normalize)"},
+        "image_size": size,
+    }
+
+
 def train_and_finish(
-    cfg: RunConfig, data: Cifar10, rt: Runtime, folder: Path, engine: Engine, state: LoopState, log
+    cfg: RunConfig, data: Dataset, rt: Runtime, folder: Path, engine: Engine, state: LoopState, log
 ) -> dict:
     world = rt.world
     images, labels, test_images, test_labels = device_data(cfg, data, rt.device)
-    pred_kw = prediction_options(cfg)
-    evaluate = epoch_evaluator(cfg, images, labels, test_images, test_labels)
+    pred_kw = prediction_options(cfg, engine.norm)
+    evaluate = epoch_evaluator(cfg, engine.norm, images, labels, test_images, test_labels)
 
     def save(s: LoopState) -> None:
         if world.is_main:
@@ -346,9 +395,12 @@ def train_and_finish(
         return json.loads((folder / RESULT).read_text())
 
     # Final outputs: weights that load into plain torchvision, and what the report needs without the data.
-    ckpt.save_tensors(folder / WEIGHTS, model.state_dict(), {"config": cfg.to_dict()})
+    classes = list(data.class_names) if cfg.task == "classification" else ["0", "90", "180", "270"]
+    ckpt.save_tensors(
+        folder / WEIGHTS, model.state_dict(), weights_meta(cfg, engine.norm, classes, test_images.shape[-1])
+    )
     pred = predict(model, test_images, cfg.task, **pred_kw)
-    ckpt.save_tensors(folder / EXAMPLES, {"images": data.test_images[:8], "pred": pred[:8]})
+    ckpt.save_tensors(folder / EXAMPLES, {"images": data.test_images[:8].clone(), "pred": pred[:8]})
     result = {
         "experiment": cfg.experiment,
         "arch": cfg.arch,
@@ -359,10 +411,12 @@ def train_and_finish(
         "train_seconds": sum(r["seconds"] for r in history),
         "wall_seconds": time.perf_counter() - started,
         "images_per_s": sum(r["images_per_s"] for r in history) / len(history),
-        "confusion": confusion(pred, targets_for(pred, test_labels, cfg.task), cfg.num_classes),
+        "confusion": confusion(pred, targets_for(pred, test_labels, cfg.task), len(classes)),
         "world_size": world.size,
         "ranks_agree": agree,
-        "class_names": list(data.class_names) if cfg.task == "classification" else ["0", "90", "180", "270"],
+        "class_names": classes,
+        "dataset": cfg.dataset,
+        "pretrain_dataset": cfg.pretrain_dataset,
         "test_images": len(data.test_images),
         "train_images": len(images),
     }

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from rotnet.augment import rotate, to_input, train_augment
+from rotnet.augment import SEED_NORM, rotate, to_input, train_augment
 from rotnet.config import RunConfig
 from rotnet.distributed import World, all_reduce, shard
 from rotnet.errors import Interrupted, NonFiniteLoss
@@ -35,12 +35,14 @@ class LoopState:
 @dataclass(frozen=True)
 class Engine:
     """What trains: `model` is what gets updated and saved; `forward` is what gets called (a compiled or
-    DistributedDataParallel wrapper of it, or the model itself); `scaler` only for fp16."""
+    DistributedDataParallel wrapper of it, or the model itself); `scaler` only for fp16; `norm` the (mean, std)
+    that turns uint8 images into its inputs."""
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
     forward: nn.Module | None = None
     scaler: torch.amp.GradScaler | None = None
+    norm: tuple = SEED_NORM
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,7 @@ def build_optimizer(cfg: RunConfig, params: list[nn.Parameter], device: torch.de
 
 
 def make_batch(
-    cfg: RunConfig, images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator
+    cfg: RunConfig, images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator, norm: tuple = SEED_NORM
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 images (B, 3, H, W) and class labels -> normalized inputs and targets for cfg.task."""
     images = train_augment(images, gen)
@@ -86,7 +88,7 @@ def make_batch(
         images = rotate(images, targets)
     else:
         targets = labels
-    return to_input(images, cfg.channels_last), targets
+    return to_input(images, cfg.channels_last, norm), targets
 
 
 def train_step(
@@ -110,6 +112,15 @@ def train_step(
         loss.backward()
         optimizer.step()
     return loss, logits
+
+
+def take(images: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """images[idx] on idx's device: a gather there when the images live there, else a gather on the host (a memory
+    map too large for the device) copied over from pinned memory."""
+    if images.device == idx.device:
+        return images[idx]
+    batch = images[idx.cpu()]
+    return batch.pin_memory().to(idx.device, non_blocking=True) if idx.device.type == "cuda" else batch.to(idx.device)
 
 
 def is_tty() -> bool:
@@ -140,7 +151,7 @@ def fit(
     save, log = hooks.save, hooks.log
     world = world or World()
     stop = stop or StopFlag()
-    device = train_images.device
+    device = next(model.parameters()).device
     n = len(train_images)
     steps = math.ceil(n / cfg.batch_size)  # the seed's DataLoader keeps the last, smaller batch
     tty = is_tty() and world.is_main
@@ -167,9 +178,8 @@ def fit(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-            inputs, targets = make_batch(
-                cfg, train_images[idx], train_labels[idx], generator(device, "augment", cfg.seed, epoch, step)
-            )
+            gen = generator(device, "augment", cfg.seed, epoch, step)
+            inputs, targets = make_batch(cfg, take(train_images, idx), take(train_labels, idx), gen, engine.norm)
             inputs, targets = shard(inputs, world), shard(targets, world)
             loss, logits = train_step(forward, optimizer, inputs, targets, cfg.precision, scaler)
             # Accumulate on the device; nothing here waits for the device (no .item() per step).

@@ -8,8 +8,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from rotnet import checkpoint as ckpt
-from rotnet.config import from_dict
-from rotnet.data import load_cifar10
+from rotnet.config import NO_OPTIONS, DataOptions, from_dict
+from rotnet.data import load_for, normalization, outputs
 from rotnet.errors import RotnetError
 from rotnet.layout import METRICS, WEIGHTS, RunId, data_diff, parse_run_dir, read_record
 from rotnet.report import read_metrics
@@ -46,8 +46,7 @@ def verify(
     folder: Path,
     *,
     epochs: int = 1,
-    data_root: Path | None = None,
-    download: bool = True,
+    data: DataOptions = NO_OPTIONS,
     device: str = "auto",
     work_dir: Path | None = None,
 ) -> int:
@@ -65,19 +64,20 @@ def verify(
     epochs = min(epochs, len(recorded), cfg.epochs)
     if cfg.init == "rotation":
         cfg = replace(cfg, init_path=str(source_weights(folder, record)))
-    data = load_cifar10(data_root, download=download)
+    data = load_for(cfg, data)
     old = record.get("dataset")
-    if isinstance(old, dict):
-        diff = data_diff({k: v for k, v in old.items() if k != "root"}, data.fingerprint)
+    if isinstance(old, dict):  # the same images, wherever they are
+        diff = data_diff({k: v for k, v in old.items() if k not in ("root", "path")}, data.fingerprint)
         if diff:
             raise RotnetError(f"the data differs from the run's ({'; '.join(diff[:4])}); point --data-root at it")
     dev = resolve_device(device)
     same_kind = str(record.get("device", "cpu")).split(":")[0] == dev.type
     rt = Runtime(dev, Path(work_dir or folder))
-    model, _ = init_model(cfg, rt.runs_root)
-    engine = build_engine(cfg, model, rt)
+    model, _ = init_model(cfg, rt.runs_root, outputs(cfg, data))
+    engine = build_engine(cfg, model, rt, normalization(cfg, data))
     images, labels, test_images, test_labels = device_data(cfg, data, dev)
-    evaluate = epoch_evaluator(cfg, images, labels, test_images, test_labels)  # the run's own epoch-end metrics
+    # the run's own epoch-end metrics
+    evaluate = epoch_evaluator(cfg, engine.norm, images, labels, test_images, test_labels)
 
     def save(state: LoopState) -> None:
         if state.step == 0 and state.epoch >= epochs:

@@ -1,0 +1,222 @@
+"""Datasets beyond CIFAR-10: CIFAR-100 and STL-10 in their official layouts, image folders, and transfer across
+datasets. Every file here is written by the test in the format the real release uses."""
+
+import json
+import pickle
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from rotnet import imagefolder
+from rotnet.cli import main
+from rotnet.config import DataOptions
+from rotnet.data import load_cifar10, load_dataset
+from rotnet.errors import RotnetError
+from rotnet.experiments import resolve
+from rotnet.layout import run_dir
+from tests.helpers import metrics
+from tests.test_reproduce import TINY as TINY_PRESET
+
+TINY = ["--epochs", "2", "--batch-size", "32", "--set", "eval_batch_size=64"]
+
+
+def load(dataset, size=0, seed=0, **options):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # fake files differ from the official md5s
+        return load_dataset(str(dataset), size, seed, DataOptions(**options))
+
+
+def write_fake_cifar100(root: Path, n_train: int = 60, n_test: int = 20) -> Path:
+    """cifar-100-python/{train,test,meta}: protocol-2 pickles with fine_labels, coarse_labels and data."""
+    rng = np.random.default_rng(1)
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+    for name, n in (("train", n_train), ("test", n_test)):
+        fine = [i % 100 for i in range(n)]
+        batch = {
+            "filenames": [f"{i}.png" for i in range(n)],
+            "batch_label": name,
+            "fine_labels": fine,
+            "coarse_labels": [f % 20 for f in fine],
+            "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+        }
+        with open(folder / name, "wb") as f:
+            pickle.dump(batch, f, protocol=2)
+    meta = {"fine_label_names": [f"fine{i}" for i in range(100)], "coarse_label_names": [f"c{i}" for i in range(20)]}
+    with open(folder / "meta", "wb") as f:
+        pickle.dump(meta, f, protocol=2)
+    return root
+
+
+def write_fake_stl10(root: Path, n_train: int = 40, n_test: int = 20, n_unlabeled: int = 60) -> tuple[Path, dict]:
+    """stl10_binary/*_X.bin (uint8, each image column-major as the release stores it), *_y.bin (labels 1-10)."""
+    rng = np.random.default_rng(2)
+    folder = root / "stl10_binary"
+    folder.mkdir(parents=True)
+    arrays = {}
+    for split, n in (("train", n_train), ("test", n_test), ("unlabeled", n_unlabeled)):
+        images = rng.integers(0, 256, (n, 3, 96, 96), dtype=np.uint8)  # (N, C, H, W) as a viewer sees them
+        images.transpose(0, 1, 3, 2).tofile(folder / f"{split}_X.bin")  # column-major within each channel
+        arrays[split] = images
+        if split != "unlabeled":
+            np.array([1 + i % 10 for i in range(n)], dtype=np.uint8).tofile(folder / f"{split}_y.bin")
+    (folder / "class_names.txt").write_text("\n".join(f"class{i}" for i in range(10)) + "\n")
+    return root, arrays
+
+
+def write_folder(root: Path, images: np.ndarray, labels=None, split: str = "", classes=("cat", "dog")) -> None:
+    for i, pixels in enumerate(images):
+        sub = root / split / (classes[labels[i]] if labels is not None else "")
+        sub.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels.transpose(1, 2, 0)).save(sub / f"{i:04d}.png")
+
+
+def test_cifar100_fine_and_coarse(tmp_path):
+    root = write_fake_cifar100(tmp_path)
+    fine = load("cifar100", root=root)
+    assert fine.train_images.shape == (60, 3, 32, 32) and fine.num_classes == 100
+    assert fine.class_names[3] == "fine3" and fine.train_labels[:3].tolist() == [0, 1, 2]
+    coarse = load("cifar100-coarse", root=root)
+    assert coarse.num_classes == 20 and coarse.class_names[1] == "c1" and int(coarse.train_labels.max()) == 19
+    assert fine.fingerprint["name"] == "cifar100" and fine.mean != (0.4914, 0.4822, 0.4465)  # its own statistics
+
+
+def test_stl10_reads_column_major_images_and_one_based_labels(tmp_path):
+    root, arrays = write_fake_stl10(tmp_path)
+    data = load("stl10", root=root)
+    assert torch.equal(data.train_images, torch.from_numpy(arrays["train"]))
+    assert torch.equal(data.test_images, torch.from_numpy(arrays["test"]))
+    assert data.train_labels[:3].tolist() == [0, 1, 2] and data.class_names[0] == "class0"
+    unlabeled = load("stl10-unlabeled", root=root)
+    assert torch.equal(unlabeled.train_images, torch.from_numpy(arrays["unlabeled"])) and not unlabeled.labeled
+    small = load("stl10", 32, root=root)
+    assert small.train_images.shape == (40, 3, 32, 32) and small.fingerprint["image_size"] == 32
+
+
+def test_a_truncated_stl10_file_is_one_line(tmp_path):
+    root, _ = write_fake_stl10(tmp_path)
+    (root / "stl10_binary/train_X.bin").write_bytes(b"\0" * 1000)
+    with pytest.raises(RotnetError, match="not a whole number of 3x96x96 images"):
+        load("stl10", root=root)
+
+
+def test_an_image_folder_reads_classes_in_imagefolder_order_and_names_in_canonical_order(tmp_path):
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (8, 3, 16, 16), dtype=np.uint8)
+    labels = [1, 0, 1, 1, 0, 0, 1, 0]
+    write_folder(tmp_path / "pets", images, labels, "train")
+    write_folder(tmp_path / "pets", images[:4], labels[:4], "test")
+    data = load(tmp_path / "pets")
+    assert data.class_names == ("cat", "dog")  # sorted, as torchvision's ImageFolder
+    assert torch.equal(data.train_images, torch.from_numpy(images))  # by file name, whatever the class folder
+    assert data.train_labels.tolist() == labels and data.test_labels.tolist() == labels[:4]
+    import torchvision
+
+    ref = torchvision.datasets.ImageFolder(tmp_path / "pets" / "train")
+    assert tuple(ref.classes) == data.class_names
+
+
+def test_export_then_folder_is_the_same_data_and_the_same_run(tmp_path, fake_root):
+    """The identity check of issue 12: CIFAR-10 exported to PNGs and read back is the pickle data, tensor for
+    tensor, and a rotation run on it writes the same metrics.jsonl."""
+    out = tmp_path / "cifar10-png"
+    assert main(["export-images", "cifar10", str(out), "--data-root", str(fake_root), "--no-download"]) == 0
+    pickled = load("cifar10", root=fake_root)
+    folder = load(out, 32)
+    for a in ("train_images", "train_labels", "test_images", "test_labels"):
+        assert torch.equal(getattr(pickled, a), getattr(folder, a)), a
+    assert folder.class_names == tuple(sorted(pickled.class_names))  # classes sorted; labels map by name
+    common = ["--data-root", str(fake_root), "--no-download", *TINY]
+    assert main(["train", "rotation", "--runs-root", str(tmp_path / "a"), *common]) == 0
+    flags = ["--dataset", str(out), "--image-size", "32", "--normalization", "seed"]
+    assert main(["train", "rotation", "--runs-root", str(tmp_path / "b"), *flags, *common]) == 0
+    a = metrics(tmp_path / "a/resnet18/rotation/seed0")
+    b = metrics(tmp_path / "b/cifar10-png-32px/resnet18/rotation/seed0")
+    keys = ("epoch", "lr", "train_loss", "train_acc", "test_acc")
+    assert [{k: r[k] for k in keys} for r in a] == [{k: r[k] for k in keys} for r in b]
+
+
+def test_the_cache_is_reused_and_a_changed_folder_is_prepared_again(tmp_path, monkeypatch):
+    images = np.random.default_rng(4).integers(0, 256, (6, 3, 8, 8), dtype=np.uint8)
+    write_folder(tmp_path / "imgs", images)
+    first = load(tmp_path / "imgs", 8, cache_dir=tmp_path / "cache")
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 1 and not (tmp_path / "imgs" / ".rotnet-cache").exists()
+
+    def no_decode(*_):
+        raise AssertionError("decoded again")
+
+    monkeypatch.setattr(imagefolder, "decode", no_decode)
+    load_dataset.cache_clear()
+    again = load(tmp_path / "imgs", 8, cache_dir=tmp_path / "cache")
+    assert torch.equal(first.train_images, again.train_images)
+    monkeypatch.undo()
+    write_folder(tmp_path / "imgs", images[:1] // 2, split="extra")  # a new file: another listing
+    load_dataset.cache_clear()
+    changed = load(tmp_path / "imgs", 8, cache_dir=tmp_path / "cache")
+    assert len(changed.train_images) + len(changed.test_images) == 7
+
+
+def test_bad_images_are_named_and_skipped_only_when_asked(tmp_path):
+    images = np.random.default_rng(5).integers(0, 256, (5, 3, 8, 8), dtype=np.uint8)
+    write_folder(tmp_path / "imgs", images)
+    (tmp_path / "imgs" / "broken.png").write_bytes(b"\x89PNG not really")
+    with pytest.raises(RotnetError, match=r"1 unreadable images, e\.g\. .*broken\.png.*--skip-bad-images"):
+        load(tmp_path / "imgs", 8)
+    data = load(tmp_path / "imgs", 8, skip_bad_images=True)
+    assert len(data.train_images) + len(data.test_images) == 5 and data.fingerprint["skipped"] == 1
+
+
+def test_mixed_sizes_need_image_size_and_are_then_resized(tmp_path):
+    Image.new("RGB", (12, 12), (255, 0, 0)).save(tmp_path / "a.png")
+    Image.new("RGB", (20, 10), (0, 255, 0)).save(tmp_path / "b.png")
+    with pytest.raises(RotnetError, match="--image-size"):
+        load(tmp_path)
+    data = load(tmp_path, 8)
+    assert data.train_images.shape[1:] == (3, 8, 8) and data.test_images.shape[1:] == (3, 8, 8)
+
+
+def test_an_unsplit_folder_holds_out_a_seeded_tenth_and_cannot_be_classified(tmp_path, fake_root):
+    images = np.random.default_rng(6).integers(0, 256, (40, 3, 32, 32), dtype=np.uint8)
+    write_folder(tmp_path / "raw", images)
+    a, b, c = load(tmp_path / "raw", 0, 0), load(tmp_path / "raw", 0, 0), load(tmp_path / "raw", 0, 1)
+    assert len(a.test_images) == 4 and len(a.train_images) == 36 and torch.equal(a.test_images, b.test_images)
+    assert not torch.equal(a.test_images, c.test_images)
+    code = main(["train", "full-from-random", "--dataset", str(tmp_path / "raw"), "--runs-root", str(tmp_path / "r"),
+                 "--data-root", str(fake_root), *TINY])  # fmt: skip
+    assert code == 2 and not (tmp_path / "r").exists()
+
+
+def test_a_config_names_one_run_per_dataset_pair():
+    rot = resolve("rotation", overrides={"dataset": "stl10", "pretrain_dataset": "stl10-unlabeled"})
+    assert (rot.dataset, rot.pretrain_dataset) == ("stl10-unlabeled", "")
+    full = resolve("full-from-rotation", overrides={"dataset": "stl10", "pretrain_dataset": "stl10-unlabeled"})
+    scratch = resolve("full-from-random", overrides={"dataset": "stl10", "pretrain_dataset": "stl10-unlabeled"})
+    assert scratch.pretrain_dataset == "" and full.pretrain_dataset == "stl10-unlabeled"
+    assert run_dir(Path("R"), rot) == Path("R/stl10-unlabeled/resnet18/rotation/seed0")
+    assert run_dir(Path("R"), full) == Path("R/stl10_from_stl10-unlabeled/resnet18/full-from-rotation/seed0")
+    assert run_dir(Path("R"), resolve("rotation")) == Path("R/resnet18/rotation/seed0")  # CIFAR-10: as before
+
+
+def test_reproduce_pretrains_on_a_folder_and_transfers_to_cifar100(tmp_path, fake_root):
+    """Every experiment across datasets: rotation on an unlabeled image folder, the four transfers on CIFAR-100;
+    the report names both datasets."""
+    data_root = write_fake_cifar100(tmp_path / "data", n_train=200, n_test=20)
+    pixels = load_cifar10(fake_root, download=False).train_images.numpy()
+    write_folder(tmp_path / "unlabeled", pixels[:40])
+    root = tmp_path / "runs"
+    args = ["reproduce", "--preset", TINY_PRESET, "--runs-root", str(root), "--data-root", str(data_root)]
+    args += ["--no-download", "--dataset", "cifar100", "--pretrain-dataset", str(tmp_path / "unlabeled")]
+    assert main(args) == 0
+    rotation = root / "unlabeled/resnet18/rotation/seed0"
+    assert json.loads((rotation / "config.json").read_text())["dataset"]["name"] == "folder"
+    transfer = root / "cifar100_from_unlabeled/resnet18/full-from-rotation/seed0"
+    record = json.loads((transfer / "config.json").read_text())
+    assert record["init_weights"] == str(rotation / "model.safetensors")
+    assert json.loads((transfer / "result.json").read_text())["class_names"][0] == "fine0"
+    assert (root / "cifar100/resnet18/full-from-random/seed0/result.json").is_file()
+    report = (root / "report.md").read_text()
+    assert "cifar100 (pretrained on unlabeled)" in report and "| unlabeled |" in report
