@@ -123,7 +123,7 @@ def table_rows(root: Path, runs: list[dict]) -> list[dict]:
     seeds = {(r["experiment"], r["arch"], ""): r for r in seed_results()}
     plan = [p.split("/") for p in reproduce_record(root).get("runs", []) if isinstance(p, str)]
     plan = [([""] + p if len(p) == 3 else p) for p in plan if len(p) in (3, 4)]  # [data, arch, experiment, seedN]
-    keys = (list(seeds) if not runs or any(not r["data"] for r in runs) else [])
+    keys = list(seeds) if not runs or any(not r["data"] for r in runs) else []
     keys += [(r["experiment"], r["arch"], r["data"]) for r in runs] + [(p[2], p[1], p[0]) for p in plan]
     keys = sorted(dict.fromkeys(keys), key=lambda k: (k[2], k[1], ORDER.get(k[0], 99)))
     labels = {r["data"]: r["data_label"] for r in runs}
@@ -232,8 +232,11 @@ def write_report(root: Path, preset: str | None = None) -> Path:
         f"Test accuracy (%). {test_set_text(runs)} Ours is the mean over finished seeds, with ± std (n) when "
         "there are several.",
         "",
-        "| experiment | arch | data | seed report | ours (mean ± std, n) | epochs (seed / ours) | difference | status |",
-        "|---|---|---|---|---|---|---|---|",
+        *markdown_table(
+            ["experiment", "arch", "data", "seed report", "ours (mean ± std, n)", "epochs (seed / ours)"]
+            + ["difference", "status"],
+            [],
+        ),
     ]
     for r in rows:
         ours = (
