@@ -14,7 +14,8 @@ from PIL import Image
 from rotnet import imagefolder
 from rotnet.cli import main
 from rotnet.config import DataOptions
-from rotnet.data import load_cifar10, load_dataset
+from rotnet.data import load_cifar10
+from rotnet.datasets import load_dataset
 from rotnet.errors import RotnetError
 from rotnet.experiments import resolve
 from rotnet.layout import run_dir

@@ -60,7 +60,7 @@ def test_reproduce_writes_a_report_with_every_row(reproduced):
         image = matplotlib.image.imread(reproduced / "plots" / f"{png}.png")
         assert image.shape[0] > 200 and image.shape[1] > 200 and image.std() > 0.05  # a figure, not a blank
         assert f"plots/{png}.png" in report
-    assert (reproduced / "results.csv").read_text().startswith("experiment,arch,seed_report")
+    assert (reproduced / "results.csv").read_text().startswith("experiment,arch,data,seed_report")
     assert "## Provenance" in report and "differs (warned)" in report
 
 

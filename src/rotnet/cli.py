@@ -6,6 +6,7 @@ This module imports nothing heavy: torch loads only once a subcommand runs, so `
 from __future__ import annotations
 
 import argparse
+import shlex
 import signal
 import sys
 import warnings
@@ -87,6 +88,20 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--runs-root", type=Path, default=None, help="where run folders go (default: runs/PRESET)")
     g.add_argument(
         "--checkpoint-every", type=int, default=0, metavar="STEPS", help="also checkpoint every N steps (0: epoch ends)"
+    )
+    g.add_argument(
+        "--checkpoint-minutes",
+        type=float,
+        default=10.0,
+        metavar="M",
+        help="at an epoch end, checkpoint when M minutes passed since the last (0: every epoch; always at the end)",
+    )
+    g.add_argument(
+        "--logger",
+        action="append",
+        default=[],
+        choices=["tensorboard", "csv", "wandb"],
+        help="also log to RUN/tensorboard, RUN/metrics.csv or W&B; may repeat (metrics.jsonl is always written)",
     )
     g.add_argument("--restart", action="store_true", help="start over; the old run is kept under a new name")
     g.add_argument(
@@ -195,6 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=0, help="resize and center-crop to N (0: as they are)")
     add_data_flags(p)
 
+    p = command("export", "a finished run as a folder ready for a model hub: weights, config, model card")
+    p.add_argument("run", type=Path, help="a finished run folder")
+    p.add_argument("out", type=Path, help="a new folder")
+
     p = command("report", "write report.md, results.json/csv and plots for a runs folder")
     p.add_argument("runs_dir", type=Path)
     p.add_argument("--preset", default=None, help="label the report with the preset's name")
@@ -225,8 +244,11 @@ def options_of(args: argparse.Namespace, protocol: Protocol, log_name: str, extr
         device=args.device,
         data=data_options(args),
         checkpoint_every=args.checkpoint_every,
+        checkpoint_minutes=args.checkpoint_minutes,
         restart=args.restart,
         keep_checkpoints=args.keep_checkpoints,
+        loggers=tuple(args.logger),
+        command=args.invocation,
         jobs=getattr(args, "jobs", 1),
         log_name=log_name,
         extra=extra,
@@ -234,12 +256,12 @@ def options_of(args: argparse.Namespace, protocol: Protocol, log_name: str, extr
 
 
 def check_runtime_flags(args: argparse.Namespace) -> None:
-    if args.keep_checkpoints < 0 or args.checkpoint_every < 0:
-        raise RotnetError("--keep-checkpoints and --checkpoint-every must be zero or more")
+    if args.keep_checkpoints < 0 or args.checkpoint_every < 0 or not args.checkpoint_minutes >= 0:
+        raise RotnetError("--keep-checkpoints, --checkpoint-every and --checkpoint-minutes must be zero or more")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from rotnet.data import load_for
+    from rotnet.datasets import load_for
     from rotnet.reproduce import source_for
     from rotnet.run import Runtime, preflight, run
     from rotnet.runtime import StopFlag, install_stop_handlers, setup_device
@@ -255,8 +277,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         device,
         options.runs_root,
         checkpoint_every=args.checkpoint_every,
+        checkpoint_minutes=args.checkpoint_minutes,
         restart=args.restart,
         keep_checkpoints=args.keep_checkpoints,
+        loggers=tuple(args.logger),
+        command=args.invocation,
         stop=stop,
         world=world,
     )
@@ -313,7 +338,7 @@ def cmd_label_efficiency(args: argparse.Namespace) -> int:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    from rotnet.data import load_for
+    from rotnet.datasets import load_for
     from rotnet.probe import finished_run_config, probe
     from rotnet.runtime import resolve_device
 
@@ -363,7 +388,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_export_images(args: argparse.Namespace) -> int:
-    from rotnet.data import load_dataset
+    from rotnet.datasets import load_dataset
     from rotnet.export import export_images
 
     span = None
@@ -377,6 +402,13 @@ def cmd_export_images(args: argparse.Namespace) -> int:
     data = load_dataset(args.dataset, args.image_size, 0, data_options(args))
     n = export_images(data, args.out, labeled=not args.unlabeled, train_range=span, test=not args.no_test)
     print(f"wrote {n} images to {args.out}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from rotnet.export import export_run
+
+    print(f"wrote {export_run(args.run, args.out)}/README.md (model card), model.safetensors, config.json")
     return 0
 
 
@@ -401,6 +433,7 @@ COMMANDS = {
     "label-efficiency": cmd_label_efficiency,
     "probe": cmd_probe,
     "verify": cmd_verify,
+    "export": cmd_export,
     "export-images": cmd_export_images,
     "report": cmd_report,
     "bench": cmd_bench,
@@ -420,6 +453,7 @@ def main(argv: list[str] | None = None) -> int:
         except RotnetError as e:
             print(f"rotnet: error: {e}", file=sys.stderr)
             return 2
+        args.invocation = shlex.join(["rotnet", *(sys.argv[1:] if argv is None else argv)])  # for provenance
         if not args.debug:
             warnings.showwarning = show_warning
         return dispatch(args)

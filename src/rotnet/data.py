@@ -1,15 +1,14 @@
 """Datasets as uint8 tensors, read without executing code: CIFAR-10, CIFAR-100 and STL-10 in torchvision's
-layouts, and image folders (rotnet.imagefolder). `load_dataset` is the one entry point for every command."""
+layouts; image folders are rotnet.imagefolder's, and rotnet.datasets picks between them."""
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import io
 import os
 import pickle
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ import torch
 
 from rotnet.augment import MEAN as SEED_MEAN
 from rotnet.augment import STD as SEED_STD
-from rotnet.config import DATASETS, NO_OPTIONS, DataOptions, RunConfig
+from rotnet.config import DATASETS, RunConfig
 from rotnet.errors import RotnetError
 from rotnet.seeds import generator
 
@@ -332,36 +331,6 @@ def holdout_split(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     order = torch.randperm(n, generator=generator("cpu", "holdout", seed))
     cut = n - max(1, round(n * HOLDOUT)) if n > 1 else n
     return order[:cut].sort().values, order[cut:].sort().values
-
-
-@functools.lru_cache(maxsize=2)  # a reproduce plan alternates between at most a pretraining and a target dataset
-def load_dataset(dataset: str, image_size: int = 0, seed: int = 0, options: DataOptions = NO_OPTIONS) -> Dataset:
-    """The dataset a run names (a name in NAMES or an image folder's path), at image_size (0: native size; resized
-    once), with its training split's channel statistics."""
-    if is_named(dataset):
-        root = Path(options.root) if options.root else default_data_root()
-        if dataset == "cifar10":
-            data = load_cifar10(root, options.download)
-        elif dataset.startswith("cifar100"):
-            data = load_cifar100(root, options.download, coarse=dataset.endswith("coarse"))
-        else:
-            data = load_stl10(root, options.download, unlabeled=dataset.endswith("unlabeled"))
-        if image_size and image_size != NATIVE_SIZE[dataset]:
-            data = replace(data, train_images=resize(data.train_images, image_size),
-                           test_images=resize(data.test_images, image_size))  # fmt: skip
-        stats = channel_stats(data.train_images)
-    else:
-        from rotnet.imagefolder import load_folder
-
-        data, stats = load_folder(Path(dataset), image_size, seed, options)
-    size = data.train_images.shape[-1]
-    fingerprint = data.fingerprint | {"image_size": size, "mean": list(stats[0]), "std": list(stats[1])}
-    return replace(data, mean=stats[0], std=stats[1], fingerprint=fingerprint)
-
-
-def load_for(cfg: RunConfig, options: DataOptions = NO_OPTIONS) -> Dataset:
-    """The data a run trains and tests on (the seed matters only for the held-out split of an unsplit folder)."""
-    return load_dataset(cfg.dataset, cfg.image_size, 0 if is_named(cfg.dataset) else cfg.seed, options)
 
 
 def balanced_subset(labels: torch.Tensor, per_class: int, seed: int) -> torch.Tensor:

@@ -43,3 +43,122 @@ def export_images(
             Image.fromarray(pixels, "RGB").save(folder / f"{i:0{width}d}.png", compress_level=1)
             written += 1
     return written
+
+
+CARD = """---
+library_name: pytorch
+tags:
+{tags}
+datasets:
+- {dataset}
+metrics:
+- accuracy
+model-index:
+- name: {name}
+  results:
+  - task:
+      type: {task_type}
+    dataset:
+      name: {dataset}
+      type: {dataset}
+    metrics:
+    - type: accuracy
+      value: {acc:.2f}
+---
+
+# {name}
+
+A torchvision `{arch}` ({stem} stem) trained by [rotnet](https://pypi.org/project/rotnet/) {version}:
+experiment `{experiment}` ({what}) on `{dataset}`{pretrain}, {epochs} epochs.
+Test accuracy: **{acc:.2f}%** on {test_images:,} test images{rotations}.
+
+Made with:
+
+```bash
+{command}
+```
+
+`config.json` holds every setting and where the run came from; `result.json` its results; `metrics.jsonl` one line
+per epoch.
+
+## Use it with plain torchvision
+
+```python
+import torch, torchvision
+from safetensors.torch import load_file
+from safetensors import safe_open
+
+model = torchvision.models.{arch}(num_classes={classes}){stem_code}
+model.load_state_dict(load_file("model.safetensors"))
+model.eval()
+# inputs: RGB, {size}x{size}, ToTensor() then Normalize(mean={mean}, std={std})
+# classes: {class_names}
+```
+"""
+
+WHAT = {
+    "rotation": "predicting whether an image was rotated by 0, 90, 180 or 270 degrees",
+    "classification": "image classification",
+}
+
+
+def export_run(folder: Path, out: Path) -> Path:
+    """A finished run as an upload-ready folder: model.safetensors, config.json, result.json, metrics.jsonl and a
+    model card (README.md with the usual front matter). Writes only under out, which must be new or empty."""
+    import json
+    import shutil
+
+    from rotnet import __version__
+    from rotnet.checkpoint import atomic_write_text, load_tensors
+    from rotnet.layout import CONFIG, METRICS, RESULT, WEIGHTS, read_json
+
+    folder, out = Path(folder), Path(out)
+    if not (folder / RESULT).is_file() or not (folder / WEIGHTS).is_file():
+        raise RotnetError(f"{folder} is not a finished rotnet run (no {RESULT} and {WEIGHTS})")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise RotnetError(f"{out} exists and is not an empty folder; name a new one")
+    record, result = read_json(folder / CONFIG) or {}, read_json(folder / RESULT) or {}
+    _, meta = load_tensors(folder / WEIGHTS)  # verifies the checksum before anything is copied
+    cfg = meta.get("config") or record.get("config", {})
+    norm = meta.get("normalization") or {"mean": [0.4914, 0.4822, 0.4465], "std": [0.2023, 0.1994, 0.2010]}
+    classes = meta.get("class_names") or result.get("class_names", [])
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (WEIGHTS, CONFIG, RESULT, METRICS):
+        if (folder / name).is_file():
+            shutil.copyfile(folder / name, out / name)
+    name = f"rotnet-{cfg.get('arch')}-{cfg.get('experiment')}-seed{cfg.get('seed')}"
+    tags = ["rotnet", "self-supervised", "rotation-prediction", str(cfg.get("arch")), "image-classification"]
+    dataset = Path(cfg.get("dataset", "cifar10")).name
+    stem_code = ""
+    if cfg.get("stem") == "cifar":
+        stem_code = (
+            "\nmodel.conv1 = torch.nn.Conv2d(3, 64, 3, 1, 1, bias=False)  # rotnet's CIFAR stem"
+            "\nmodel.maxpool = torch.nn.Identity()"
+        )
+    card = CARD.format(
+        tags="\n".join(f"- {t}" for t in tags),
+        dataset=dataset,
+        name=name,
+        task_type="image-classification",
+        acc=float(result.get("test_acc", 0.0)),
+        arch=cfg.get("arch"),
+        stem=cfg.get("stem", "imagenet"),
+        version=__version__,
+        experiment=cfg.get("experiment"),
+        what=WHAT.get(cfg.get("task"), cfg.get("task")),
+        pretrain=f", from rotation weights pretrained on `{Path(cfg['pretrain_dataset']).name}`"
+        if cfg.get("pretrain_dataset")
+        else "",
+        epochs=result.get("epochs"),
+        test_images=int(result.get("test_images", 0)),
+        rotations=" (each in all four rotations)" if cfg.get("task") == "rotation" else "",
+        command=record.get("command", "(not recorded)"),
+        classes=len(classes),
+        stem_code=stem_code,
+        size=meta.get("image_size") or 32,
+        mean=json.dumps(norm["mean"]),
+        std=json.dumps(norm["std"]),
+        class_names=", ".join(map(str, classes)),
+    )
+    atomic_write_text(out / "README.md", card)
+    return out

@@ -9,10 +9,25 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter  # noqa: E402
 
 from rotnet.checkpoint import atomic_write, load_tensors  # noqa: E402
 from rotnet.errors import RotnetError  # noqa: E402
 from rotnet.layout import EXAMPLES  # noqa: E402
+
+plt.style.use("tableau-colorblind10")  # a palette that colour-blind readers can tell apart
+
+
+def readable_log_axis(axis, values) -> None:
+    """Ticks at the plotted values, written as plain numbers (not 10^x), on a log axis."""
+    axis.set_major_locator(FixedLocator(sorted(set(values))))
+    axis.set_major_formatter(ScalarFormatter())
+    axis.set_minor_locator(NullLocator())
+
+
+def lr_steps(history: list[dict]) -> list[float]:
+    """Epoch boundaries where a step schedule changed the learning rate (where the lr fell)."""
+    return [b["epoch"] - 0.5 for a, b in zip(history, history[1:], strict=False) if b["lr"] < a["lr"] * 0.5]
 
 
 def savefig(fig, path: Path) -> None:
@@ -27,59 +42,99 @@ def label(r: dict, many_seeds: bool) -> str:
 
 
 def plot_curves(runs: list[dict], path: Path) -> None:
+    """Test accuracy of rotation (4-way) and classification runs on their own axes, and the training loss; dotted
+    lines where the learning rate stepped down."""
     many = len({r["seed"] for r in runs}) > 1
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, (rot, cls, loss) = plt.subplots(1, 3, figsize=(16, 4.5))
     for r in runs:
-        if r["history"]:
-            tested = [h for h in r["history"] if "test_acc" in h]
-            ax1.plot([h["epoch"] for h in tested], [h["test_acc"] for h in tested], marker=".", label=label(r, many))
-            ax2.plot(
-                [h["epoch"] for h in r["history"]],
-                [h["train_loss"] for h in r["history"]],
-                marker=".",
-                label=label(r, many),
-            )
-    ax1.set(xlabel="epoch", ylabel="test accuracy (%)", title="Test accuracy")
-    ax2.set(xlabel="epoch", ylabel="train loss", title="Training loss", yscale="log")
-    for ax in (ax1, ax2):
+        if not r["history"]:
+            continue
+        ax = rot if r["experiment"] == "rotation" else cls
+        tested = [h for h in r["history"] if "test_acc" in h]
+        (line,) = ax.plot(
+            [h["epoch"] for h in tested], [h["test_acc"] for h in tested], marker=".", label=label(r, many)
+        )
+        epochs = [h["epoch"] for h in r["history"]]
+        loss.plot(
+            epochs, [h["train_loss"] for h in r["history"]], marker=".", color=line.get_color(), label=label(r, many)
+        )
+        for x in lr_steps(r["history"]):
+            ax.axvline(x, color=line.get_color(), linestyle=":", alpha=0.6)
+    rot.set(xlabel="epoch", ylabel="test accuracy (%)", title="Rotation (4-way; chance 25%)")
+    cls.set(xlabel="epoch", ylabel="test accuracy (%)", title="Classification (chance 1/classes)")
+    loss.set(xlabel="epoch", ylabel="train loss (log)", title="Training loss; dotted: lr steps", yscale="log")
+    loss.yaxis.set_major_formatter(ScalarFormatter())
+    loss.yaxis.set_minor_formatter(ScalarFormatter())
+    for ax in (rot, cls, loss):
         ax.grid(alpha=0.3)
-    ax1.legend(fontsize=7)
+        if ax.lines:
+            ax.legend(fontsize=7)
     savefig(fig, path)
 
 
 def plot_bars(rows: list[dict], path: Path) -> None:
+    """The seed report's numbers beside ours, with value labels: rotation (4-way) and classification rows on
+    separate axes, since their accuracies don't compare."""
     rows = [r for r in rows if r["seed_report"] is not None or r["ours_mean"] is not None]
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(rows)), 4.5))
-    xs = range(len(rows))
-    ax.bar([x - 0.2 for x in xs], [r["seed_report"] or 0 for r in rows], 0.4, label="seed report")
-    ax.bar(
-        [x + 0.2 for x in xs],
-        [r["ours_mean"] or 0 for r in rows],
-        0.4,
-        label="rotnet",
-        yerr=[r["ours_std"] or 0 for r in rows],
-        capsize=3,
-    )
-    ax.set_xticks(list(xs), [f"{r['arch']}\n{r['experiment']}" for r in rows], fontsize=7)
-    ax.set(ylabel="test accuracy (%)", ylim=(0, 100), title="Seed report vs rotnet")
-    ax.legend()
-    ax.grid(axis="y", alpha=0.3)
+    groups = [[r for r in rows if r["experiment"] == "rotation"], [r for r in rows if r["experiment"] != "rotation"]]
+    groups = [g for g in groups if g] or [[]]
+    widths = [max(2.5, 1.5 * len(g)) for g in groups]
+    fig, axes = plt.subplots(1, len(groups), figsize=(sum(widths) + 1, 4.8), squeeze=False,
+                             gridspec_kw={"width_ratios": widths})  # fmt: skip
+    for ax, group in zip(axes[0], groups, strict=True):
+        xs = range(len(group))
+        seed = ax.bar([x - 0.2 for x in xs], [r["seed_report"] or 0 for r in group], 0.4, label="seed report")
+        ours = ax.bar([x + 0.2 for x in xs], [r["ours_mean"] or 0 for r in group], 0.4, label="rotnet",
+                      yerr=[r["ours_std"] or 0 for r in group], capsize=3)  # fmt: skip
+        ax.bar_label(seed, labels=[f"{r['seed_report']:.1f}" if r["seed_report"] else "" for r in group], fontsize=7)
+        ax.bar_label(ours, labels=[f"{r['ours_mean']:.1f}" if r["ours_mean"] else "" for r in group], fontsize=7)
+        names = [
+            f"{r['experiment']}\n{r['arch']}" + (f"\n{r['data']}" if r["data"] != "cifar10" else "") for r in group
+        ]
+        ax.set_xticks(list(xs), names, fontsize=7, rotation=20, ha="right")
+        kind = "Rotation (4-way)" if group and group[0]["experiment"] == "rotation" else "Classification"
+        ax.set(ylabel="test accuracy (%)", ylim=(0, 105), title=kind)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].legend(loc="lower left", fontsize=8)
+    fig.suptitle("Seed report vs rotnet")
     savefig(fig, path)
 
 
+def plot_gains(rows: list[dict], path: Path) -> bool:
+    """Pretraining gain (from-rotation minus from-random, points) per transfer experiment, arch and data."""
+    rows = [r for r in rows if r.get("gain") is not None]
+    if not rows:
+        return False
+    fig, ax = plt.subplots(figsize=(max(5, 1.4 * len(rows)), 4))
+    bars = ax.bar(range(len(rows)), [r["gain"] for r in rows], color=["C0" if r["gain"] >= 0 else "C1" for r in rows])
+    ax.bar_label(bars, labels=[f"{r['gain']:+.1f}" for r in rows], fontsize=8)
+    names = [f"{r['experiment'].removesuffix('-from-rotation')}\n{r['arch']}\n{r['data']}" for r in rows]
+    ax.set_xticks(range(len(rows)), names, fontsize=7)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set(ylabel="accuracy points", title="Pretraining gain: from rotation minus from random init")
+    ax.grid(axis="y", alpha=0.3)
+    savefig(fig, path)
+    return True
+
+
 def plot_confusions(runs: list[dict], path: Path) -> bool:
-    runs = [r for r in runs if r["status"] == "finished" and r["result"].get("task") == "classification"]
+    """Row-normalized confusion matrices (each true class sums to 1) of the first seed's finished runs: the 4x4
+    rotation matrix (true rotation vs predicted) and the classification ones."""
+    runs = [r for r in runs if r["status"] == "finished" and r["result"].get("confusion")]
     runs = [r for r in runs if r["seed"] == min(x["seed"] for x in runs)] if runs else []
     if not runs:
         return False
-    fig, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(runs), figsize=(4.4 * len(runs), 4.2), squeeze=False)
     for ax, r in zip(axes[0], runs, strict=True):
         m = r["result"]["confusion"]
         names = r["result"]["class_names"]
+        names = [f"{n}°" for n in names] if r["result"].get("task") == "rotation" else names
         rowsum = [max(sum(row), 1) for row in m]
-        ax.imshow([[v / s for v in row] for row, s in zip(m, rowsum, strict=True)], cmap="Blues", vmin=0, vmax=1)
-        ax.set_xticks(range(len(names)), names, rotation=90, fontsize=6)
-        ax.set_yticks(range(len(names)), names, fontsize=6)
+        im = ax.imshow([[v / s for v in row] for row, s in zip(m, rowsum, strict=True)], cmap="Blues", vmin=0, vmax=1)
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+        small = 6 if len(names) > 10 else 8
+        ax.set_xticks(range(len(names)), names if len(names) <= 20 else [], rotation=90, fontsize=small)
+        ax.set_yticks(range(len(names)), names if len(names) <= 20 else [], fontsize=small)
         ax.set(
             xlabel="predicted", ylabel="true", title=f"{r['arch']} {r['experiment']}\n{r['result']['test_acc']:.1f}%"
         )
@@ -121,7 +176,8 @@ def plot_knn(runs: list[dict], path: Path) -> None:
     for r in runs:
         pts = [(h["epoch"], h["knn_acc"]) for h in r["history"] if "knn_acc" in h]
         ax.plot(*zip(*pts, strict=True), marker="o", label=label(r, many))
-    ax.set(xlabel="epoch", ylabel="kNN accuracy (%)", title="Weighted kNN (k=200, T=0.1) on penultimate features")
+    ax.set(xlabel="epoch", ylabel="kNN accuracy (%)", title="Weighted kNN (k=200, T=0.1) on penultimate features",
+           ylim=(0, 100))  # fmt: skip
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     savefig(fig, path)
@@ -132,7 +188,10 @@ def plot_probes(probes: list[tuple[dict, dict]], path: Path) -> None:
     for ax, (r, p) in zip(axes[0], probes, strict=True):
         stages, acc = p["stages"], p["accuracy"]
         for i, (which, values) in enumerate(acc.items()):
-            ax.bar([x + 0.4 * i - 0.2 for x in range(len(stages))], [values[s] for s in stages], 0.4, label=which)
+            bars = ax.bar(
+                [x + 0.4 * i - 0.2 for x in range(len(stages))], [values[s] for s in stages], 0.4, label=which
+            )
+            ax.bar_label(bars, fmt="%.1f", fontsize=7)
         ax.set_xticks(range(len(stages)), stages)
         ax.set(ylabel="test accuracy (%)", title=f"{label(r, True)}: {p['head']} probe", ylim=(0, 100))
         ax.legend()
@@ -146,6 +205,7 @@ def plot_label_efficiency(curves: dict[str, tuple[list, list, list]], path: Path
     for name, (xs, means, stds) in curves.items():
         ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=name)
     ax.set(xscale="log", xlabel="labelled images per class", ylabel="test accuracy (%)", title="Label efficiency")
+    readable_log_axis(ax.xaxis, [x for xs, _, _ in curves.values() for x in xs])
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     savefig(fig, path)

@@ -39,9 +39,10 @@ def device_name(device: torch.device) -> str:
     return f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
 
 
-def provenance(device: torch.device) -> dict:
+def provenance(device: torch.device, command: str = "") -> dict:
+    """Versions, commit and device; `command` is how the user asked for the run (default: this process's argv)."""
     return {
-        "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "command": command or shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "rotnet_version": rotnet.__version__,
         "git_commit": git_commit(),
         "python": platform.python_version(),

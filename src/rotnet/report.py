@@ -24,6 +24,7 @@ REPORT_MARKER = ".rotnet-report"  # the files the report wrote, one per line
 OUTPUTS = ("report.md", "results.json", "results.csv")
 PLOTS = (
     "seed_vs_rotnet.png",
+    "pretraining_gain.png",
     "curves.png",
     "confusion.png",
     "rotation_examples.png",
@@ -168,7 +169,66 @@ def table_rows(root: Path, runs: list[dict]) -> list[dict]:
                 "seed_wording": seed["wording"] if seed else "",
             }
         )
+    return with_gains(rows)
+
+
+def results_table(rows: list[dict]) -> list[str]:
+    """The main table's markdown lines (report.md, and the terminal at the end of reproduce)."""
+    out = []
+    for r in rows:
+        ours = (
+            f"{r['ours_mean']:.2f}" + (f" ± {r['ours_std']:.2f} (n={r['n']})" if r["n"] > 1 else "") if r["n"] else "—"
+        )
+        out.append(
+            [r["experiment"], r["arch"], r["data"], fmt(r["seed_report"]) or "—", ours]
+            + [f"{r['seed_epochs'] or '—'} / {r['epochs'] or '—'}", signed(r["difference"]), signed(r["gain"])]
+            + [r["status"]]
+        )
+    header = ["experiment", "arch", "data", "seed report", "ours (mean ± std, n)", "epochs (seed / ours)"]
+    return markdown_table(header + ["difference", "pretraining gain", "status"], out)
+
+
+def signed(x: float | None) -> str:
+    return "—" if x is None else f"{x:+.2f}"
+
+
+def with_gains(rows: list[dict]) -> list[dict]:
+    """Each from-rotation row gets `gain`: its mean minus the matching from-random row's (same arch and data)."""
+
+    def target(r: dict) -> str:  # the data fine-tuned on, whatever the pretraining data
+        return r["data"].split(" (pretrained on ")[0]
+
+    means = {(r["experiment"], r["arch"], target(r)): r["ours_mean"] for r in rows}
+    for r in rows:
+        random = means.get((r["experiment"].replace("-from-rotation", "-from-random"), r["arch"], target(r)))
+        mine = r["ours_mean"]
+        r["gain"] = mine - random if r["experiment"].endswith("-from-rotation") and None not in (mine, random) else None
     return rows
+
+
+HYPERPARAMETERS = ("optimizer", "lr", "schedule", "lr_step_epochs", "lr_gamma", "weight_decay", "epochs")
+HYPERPARAMETERS += ("batch_size", "rotations_per_image", "stem", "image_size", "normalization", "precision")
+
+
+def hyperparameter_section(runs: list[dict]) -> list[str]:
+    """The settings each row's runs actually used, read from their config.json (one line per distinct setting)."""
+    seen: dict[tuple, list[str]] = {}
+    for r in runs:
+        cfg = r["config"].get("config", {})
+        if cfg:
+            key = tuple(cfg.get(k, "") for k in HYPERPARAMETERS)
+            seen.setdefault(key, []).append(f"{r['arch']} {r['experiment']}" + (f" ({r['data']})" if r["data"] else ""))
+    if not seen:
+        return []
+    rows = [[", ".join(dict.fromkeys(names)), *key] for key, names in seen.items()]
+    return ["", "### Hyperparameters each run used", "", *markdown_table(["runs", *HYPERPARAMETERS], rows)]
+
+
+def summary(root: Path) -> str:
+    """The main table for the terminal, from the results.json the report wrote."""
+    results = read_json(Path(root) / "results.json")
+    rows = results.get("rows", []) if isinstance(results, dict) else []
+    return "\n".join(results_table(rows))
 
 
 def test_set_text(runs: list[dict]) -> str:
@@ -213,6 +273,7 @@ def write_report(root: Path, preset: str | None = None) -> Path:
     folder = root / "plots"
     folder.mkdir(exist_ok=True)
     plots.plot_bars(rows, folder / "seed_vs_rotnet.png")
+    has_gains = plots.plot_gains(rows, folder / "pretraining_gain.png")
     plots.plot_curves(runs, folder / "curves.png")
     has_confusion = plots.plot_confusions(runs, folder / "confusion.png")
     has_examples = plots.plot_rotation_examples(runs, folder / "rotation_examples.png")
@@ -230,23 +291,11 @@ def write_report(root: Path, preset: str | None = None) -> Path:
         lines += [f"Command: `{repro['command']}`", ""]
     lines += [
         f"Test accuracy (%). {test_set_text(runs)} Ours is the mean over finished seeds, with ± std (n) when "
-        "there are several.",
+        "there are several. Pretraining gain: from-rotation minus from-random, same arch and data.",
         "",
-        *markdown_table(
-            ["experiment", "arch", "data", "seed report", "ours (mean ± std, n)", "epochs (seed / ours)"]
-            + ["difference", "status"],
-            [],
-        ),
+        *results_table(rows),
     ]
-    for r in rows:
-        ours = (
-            f"{r['ours_mean']:.2f}" + (f" ± {r['ours_std']:.2f} (n={r['n']})" if r["n"] > 1 else "") if r["n"] else "—"
-        )
-        diff = f"{r['difference']:+.2f}" if r["difference"] is not None else "—"
-        lines.append(
-            f"| {r['experiment']} | {r['arch']} | {r['data']} | {fmt(r['seed_report']) or '—'} | {ours} | "
-            f"{r['seed_epochs'] or '—'} / {r['epochs'] or '—'} | {diff} | {r['status']} |"
-        )
+    lines += hyperparameter_section(runs)
     lines += [
         "",
         "![seed vs rotnet](plots/seed_vs_rotnet.png)",
@@ -256,8 +305,15 @@ def write_report(root: Path, preset: str | None = None) -> Path:
         "![curves](plots/curves.png)",
         "",
     ]
+    if has_gains:
+        lines += ["## Pretraining gain", "", "![pretraining gain](plots/pretraining_gain.png)", ""]
     if has_confusion:
-        lines += ["## Confusion matrices (classification, first seed)", "", "![confusion](plots/confusion.png)", ""]
+        lines += [
+            "## Confusion matrices (first seed; rows normalized to 1)",
+            "",
+            "![confusion](plots/confusion.png)",
+            "",
+        ]
     if has_examples:
         lines += ["## Rotation predictions on test images", "", "![rotations](plots/rotation_examples.png)", ""]
     lines += knn_section(runs, folder / "knn.png")

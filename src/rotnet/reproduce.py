@@ -31,6 +31,9 @@ class Options:
     device: str = "auto"
     data: DataOptions = DataOptions()
     checkpoint_every: int = 0
+    checkpoint_minutes: float = 10.0
+    loggers: tuple[str, ...] = ()
+    command: str = ""  # the user's command line, recorded in every run ("" = this process's argv)
     restart: bool = False
     keep_checkpoints: int = 1
     jobs: int = 1
@@ -53,9 +56,9 @@ def source_for(cfg: RunConfig, options: Options):
 def execute(configs: list[RunConfig], options: Options) -> int:
     """Run configs in order under options.runs_root, log the invocation, and write the report, also when
     interrupted. Returns the number of runs that failed or did not run; raises Interrupted on SIGINT/SIGTERM."""
-    from rotnet.data import load_for
+    from rotnet.datasets import load_for
     from rotnet.provenance import provenance
-    from rotnet.report import write_report
+    from rotnet.report import summary, write_report
     from rotnet.run import Runtime, preflight, run
 
     root = options.runs_root
@@ -64,6 +67,9 @@ def execute(configs: list[RunConfig], options: Options) -> int:
         device,
         root,
         checkpoint_every=options.checkpoint_every,
+        checkpoint_minutes=options.checkpoint_minutes,
+        loggers=options.loggers,
+        command=options.command,
         restart=options.restart,
         keep_checkpoints=options.keep_checkpoints,
         stop=StopFlag(),
@@ -81,7 +87,7 @@ def execute(configs: list[RunConfig], options: Options) -> int:
     say = print if world.is_main else (lambda *_, **__: None)
     started = time.time()
     record = {
-        **provenance(device),
+        **provenance(device, options.command),
         "preset": options.protocol.preset,
         **options.extra,
         "runs": [str(run_id(c).relative) for c in configs],
@@ -126,10 +132,17 @@ def execute(configs: list[RunConfig], options: Options) -> int:
             missing = [k for k, v in outcome.items() if not v.startswith("done")]
             for k in missing:
                 say(f"   {k}: {outcome[k]}")
-            print(f"wrote {write_report(root, preset=options.protocol.preset)}")
+            path = write_report(root, preset=options.protocol.preset)
+            print(f"\n{summary(root)}\n\nreport: {path}\nplots: {root / 'plots'}; runs: {root}/...")
     if rt.stop.requested:
         raise Interrupted(f"stopped; {len(missing)} of {len(configs)} runs not finished", rt.stop.signum)
     return len(missing)
+
+
+def provenance_command() -> str:
+    import shlex
+
+    return shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
 
 
 def mark_failed(folder: Path, why: str) -> None:
@@ -155,6 +168,9 @@ def write_job(path: Path, cfg: RunConfig, source, options: Options, device: str)
         "device": device,
         "data": options.data.to_dict(),
         "checkpoint_every": options.checkpoint_every,
+        "checkpoint_minutes": options.checkpoint_minutes,
+        "loggers": list(options.loggers),
+        "command": options.command or provenance_command(),
         "keep_checkpoints": options.keep_checkpoints,
     }
     atomic_write_text(path, json.dumps(job, indent=2) + "\n")
@@ -248,7 +264,7 @@ def with_group(proc: subprocess.Popen, signum: int) -> None:
 def run_job(path: Path) -> int:
     """`rotnet job FILE`: one run of a parallel plan, exactly as the parent resolved it."""
     from rotnet.config import from_dict
-    from rotnet.data import load_for
+    from rotnet.datasets import load_for
     from rotnet.layout import read_json
     from rotnet.run import Runtime, Source, run
 
@@ -266,6 +282,9 @@ def run_job(path: Path) -> int:
         device,
         Path(job["runs_root"]),
         checkpoint_every=job["checkpoint_every"],
+        checkpoint_minutes=job.get("checkpoint_minutes", 10.0),
+        loggers=tuple(job.get("loggers", ())),
+        command=job.get("command", ""),
         keep_checkpoints=job.get("keep_checkpoints", 1),
         stop=stop,
         world=world,

@@ -33,6 +33,7 @@ from rotnet.layout import (
     refuse_changed_config,
     run_dir,
 )
+from rotnet.loggers import Loggers
 from rotnet.models import check_keys, initial_model, set_trainable, transfer_state
 from rotnet.provenance import provenance
 from rotnet.runtime import StopFlag
@@ -45,9 +46,12 @@ class Runtime:
 
     device: torch.device
     runs_root: Path
-    checkpoint_every: int = 0  # also checkpoint every N steps (0: epoch ends only)
+    checkpoint_every: int = 0  # also checkpoint every N steps (0: never mid-epoch)
+    checkpoint_minutes: float = 10.0  # at an epoch end, checkpoint once this long passed since the last (0: always)
     restart: bool = False  # keep an existing run under a new name and start over
     keep_checkpoints: int = 1  # checkpoints left once a run finished (two are kept while it runs)
+    loggers: tuple[str, ...] = ()  # tensorboard, csv, wandb (metrics.jsonl is always written)
+    command: str = ""  # the user's command, for provenance ("" = this process's argv)
     stop: StopFlag | None = None
     world: World = World()  # torchrun ranks (one process per device)
 
@@ -181,6 +185,10 @@ def save_state(folder: Path, cfg: RunConfig, engine: Engine, state: LoopState) -
         "scaler": engine.scaler.state_dict() if engine.scaler is not None else None,
     }
     ckpt.save_checkpoint(folder / CHECKPOINTS, state.epoch, state.step, tensors, meta)
+    write_metrics(folder, state)
+
+
+def write_metrics(folder: Path, state: LoopState) -> None:
     ckpt.atomic_write_text(folder / METRICS, "".join(json.dumps(r) + "\n" for r in state.history))
 
 
@@ -286,7 +294,7 @@ def write_record(folder: Path, cfg: RunConfig, data: Dataset, rt: Runtime, init_
     """config.json: the resolved configuration, the data's fingerprint, where the weights came from, provenance."""
     record = {
         "config": cfg.to_dict(),
-        **provenance(rt.device),
+        **provenance(rt.device, rt.command),
         **init_info,
         "data_root": data.root,
         "dataset_checksums_match": data.checksums_match,
@@ -296,7 +304,7 @@ def write_record(folder: Path, cfg: RunConfig, data: Dataset, rt: Runtime, init_
     }
     first = read_json(folder / CONFIG) if resumed else None
     if isinstance(first, dict):  # keep the first start's provenance, add this one's
-        record = first | {"resumes": [*first.get("resumes", []), provenance(rt.device)]}
+        record = first | {"resumes": [*first.get("resumes", []), provenance(rt.device, rt.command)]}
     record["world_size"] = rt.world.size
     ckpt.atomic_write_text(folder / CONFIG, json.dumps(record, indent=2) + "\n")
 
@@ -343,7 +351,8 @@ def run(cfg: RunConfig, data: Dataset, rt: Runtime, source: Source | None = None
             log(f"{folder}: resuming at epoch {state.epoch + 1}, step {state.step}")
         if world.is_main:
             write_record(folder, cfg, data, rt, init_info | (source.extra if source else {}), resumed)
-        return train_and_finish(cfg, data, rt, folder, engine, state, log)
+        sinks = Loggers(rt.loggers, folder, cfg, resumed) if world.is_main and rt.loggers else None
+        return train_and_finish(cfg, data, rt, folder, engine, state, log, sinks)
     finally:
         if lock is not None:
             lock.release()
@@ -357,22 +366,43 @@ def weights_meta(cfg: RunConfig, norm: tuple, classes: list[str], size: int) -> 
         "stem": cfg.stem,
         "task": cfg.task,
         "class_names": classes,
-        "normalization": {"mean": list(norm[0]), "std": list(norm[1]), "scale": "0-1 (ToTensor, then Normalize)"},
+        "normalization": {"mean": list(norm[0]), "std": list(norm[1])},  # after ToTensor's 0-1 scaling
         "image_size": size,
     }
 
 
 def train_and_finish(
-    cfg: RunConfig, data: Dataset, rt: Runtime, folder: Path, engine: Engine, state: LoopState, log
+    cfg: RunConfig,
+    data: Dataset,
+    rt: Runtime,
+    folder: Path,
+    engine: Engine,
+    state: LoopState,
+    log,
+    sinks: Loggers | None = None,
 ) -> dict:
     world = rt.world
     images, labels, test_images, test_labels = device_data(cfg, data, rt.device)
     pred_kw = prediction_options(cfg, engine.norm)
     evaluate = epoch_evaluator(cfg, engine.norm, images, labels, test_images, test_labels)
 
+    last = time.monotonic()
+
     def save(s: LoopState) -> None:
-        if world.is_main:
+        """A checkpoint mid-epoch (by steps or on a stop), at the last epoch, or once checkpoint_minutes passed; at
+        other epoch ends only metrics.jsonl, so that a long run of short epochs doesn't write one file per epoch."""
+        nonlocal last
+        if not world.is_main:
+            return
+        if sinks and not s.step:
+            sinks.epoch(s.history[-1])
+        stopping = rt.stop is not None and rt.stop.requested
+        due = s.step or s.epoch >= cfg.epochs or stopping or time.monotonic() - last >= rt.checkpoint_minutes * 60
+        if due:
             save_state(folder, cfg, engine, s)
+            last = time.monotonic()
+        else:
+            write_metrics(folder, s)
 
     started = time.perf_counter()
     history = fit(
@@ -381,7 +411,7 @@ def train_and_finish(
         images,
         labels,
         state,
-        Hooks(evaluate, save, log),
+        Hooks(evaluate, save, log, sinks.progress if sinks else None),
         checkpoint_every=rt.checkpoint_every,
         stop=rt.stop,
         world=world,
@@ -422,6 +452,9 @@ def train_and_finish(
     }
     ckpt.atomic_write_text(folder / RESULT, json.dumps(result, indent=2) + "\n")
     ckpt.prune_checkpoints(folder / CHECKPOINTS, rt.keep_checkpoints)
-    log(f"{folder}: test accuracy {result['test_acc']:.2f}% after {len(history)} epochs")
+    if sinks:
+        sinks.finish(result)
+    n = len(history)
+    log(f"{folder}: test accuracy {result['test_acc']:.2f}% after {n} epoch{'s' * (n != 1)}")
     barrier()
     return result

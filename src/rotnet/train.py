@@ -52,6 +52,7 @@ class Hooks:
     evaluate: Callable[[nn.Module, int], dict]  # (model, epochs done) -> {"test_acc": ..., ...}
     save: Callable[[LoopState], None]
     log: Callable[[str], None] = print
+    progress: Callable[[int, dict], None] | None = None  # (global step, running scalars) every 20 steps
 
 
 def lr_at(cfg: RunConfig, epoch: int, step: int, steps_per_epoch: int) -> float:
@@ -156,7 +157,7 @@ def fit(
     steps = math.ceil(n / cfg.batch_size)  # the seed's DataLoader keeps the last, smaller batch
     tty = is_tty() and world.is_main
     # Ranks must agree on when to synchronize: with several, every 20 steps whatever the terminal.
-    refresh = 20 if tty or world.size > 1 else 0
+    refresh = 20 if tty or world.size > 1 or hooks.progress else 0
     while state.epoch < cfg.epochs:
         epoch = state.epoch
         order = torch.randperm(n, generator=generator(device, "shuffle", cfg.seed, epoch), device=device)
@@ -209,11 +210,13 @@ def fit(
             global_sums = all_reduce(sums)
             total = global_sums.tolist()
             elapsed = time.perf_counter() - started
+            running = {"loss": total[0] / total[2], "acc": 100 * total[1] / total[2], "lr": lr}
+            running["images_per_s"] = total[2] / max(elapsed, 1e-9)
             bar.set_postfix(
-                loss=f"{total[0] / total[2]:.3f}",
-                acc=f"{100 * total[1] / total[2]:.1f}",
-                img_s=f"{total[2] / max(elapsed, 1e-9):.0f}",
+                loss=f"{running['loss']:.3f}", acc=f"{running['acc']:.1f}", img_s=f"{running['images_per_s']:.0f}"
             )
+            if hooks.progress and world.is_main and refresh and done % refresh == 0:
+                hooks.progress(epoch * steps + done, running)
             if done < steps:
                 state.step, state.sums, state.seconds = done, global_sums.cpu(), elapsed
                 if stopping:

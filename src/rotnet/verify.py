@@ -9,7 +9,8 @@ from pathlib import Path
 
 from rotnet import checkpoint as ckpt
 from rotnet.config import NO_OPTIONS, DataOptions, from_dict
-from rotnet.data import load_for, normalization, outputs
+from rotnet.data import normalization, outputs
+from rotnet.datasets import load_for
 from rotnet.errors import RotnetError
 from rotnet.layout import METRICS, WEIGHTS, RunId, data_diff, parse_run_dir, read_record
 from rotnet.report import read_metrics

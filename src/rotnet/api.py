@@ -1,0 +1,128 @@
+"""The Python API (re-exported by `rotnet`): train one experiment, reproduce the report, load trained weights into
+a plain torchvision ResNet. The same code paths as the `rotnet` command, without its argument parsing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from rotnet import checkpoint as ckpt
+from rotnet.config import DataOptions, RunConfig
+from rotnet.errors import RotnetError
+from rotnet.experiments import Protocol, plan
+from rotnet.layout import WEIGHTS, run_dir
+
+
+@dataclass(frozen=True)
+class Result:
+    """A finished run: its folder, its test accuracy (%), its resolved configuration and result.json."""
+
+    folder: Path
+    test_acc: float
+    config: RunConfig
+    result: dict
+
+
+def _runtime(runs_root: Path, device: str, command: str):
+    from rotnet.run import Runtime
+    from rotnet.runtime import StopFlag, setup_device
+
+    dev, world = setup_device(device)
+    return Runtime(dev, Path(runs_root), stop=StopFlag(), world=world, command=command)
+
+
+def _call(name: str, *args: Any, **kwargs: Any) -> str:
+    """How the run was asked for, for its provenance: the Python call."""
+    return f"rotnet.{name}(" + ", ".join([*map(repr, args), *(f"{k}={v!r}" for k, v in kwargs.items())]) + ")"
+
+
+def train(
+    experiment: str,
+    *,
+    preset: str = "paper",
+    runs_root: str | Path | None = None,
+    device: str = "auto",
+    data_root: str | Path | None = None,
+    download: bool = True,
+    **overrides: Any,
+) -> Result:
+    """Train one experiment (rotation, layer4-from-rotation, ...) as `rotnet train` does: into
+    runs_root/ARCH/EXPERIMENT/seedN (default runs_root: runs/PRESET), resuming or reusing a run that is there.
+    Keyword overrides are config keys, e.g. `epochs=2, train_per_class=100, dataset="cifar100"`."""
+    from rotnet.datasets import load_for
+    from rotnet.reproduce import Options, source_for
+    from rotnet.run import preflight, run
+
+    protocol = Protocol(preset, (), tuple(overrides.items()))
+    cfg = protocol.resolve(experiment)
+    root = Path(runs_root) if runs_root else Path("runs") / Path(preset).stem
+    options = Options(runs_root=root, protocol=protocol, data=DataOptions(_path(data_root), download))
+    source = source_for(cfg, options)
+    call = _call("train", experiment, preset=preset, **overrides)
+    options = replace(options, command=call)
+    rt = _runtime(root, device, call)
+    preflight(cfg, rt, source)
+    result = run(cfg, load_for(cfg, options.data), rt, source)
+    return Result(run_dir(root, cfg), result["test_acc"], cfg, result)
+
+
+def reproduce(
+    *,
+    preset: str = "paper",
+    runs_root: str | Path | None = None,
+    archs: tuple[str, ...] = ("resnet18",),
+    seeds: tuple[int, ...] = (0,),
+    experiments: tuple[str, ...] = (),
+    device: str = "auto",
+    data_root: str | Path | None = None,
+    download: bool = True,
+    **overrides: Any,
+) -> Path:
+    """The report's experiments in dependency order (as `rotnet reproduce`), then the report; returns report.md's
+    path. Runs that failed are shown as failed in the report; a RotnetError only when nothing could start."""
+    from rotnet.reproduce import Options, execute
+
+    protocol = Protocol(preset, (), tuple(overrides.items()))
+    configs = [protocol.resolve(e, arch=a, seed=s) for a, s, e in plan(list(archs), list(seeds), list(experiments))]
+    root = Path(runs_root) if runs_root else Path("runs") / Path(preset).stem
+    data = DataOptions(_path(data_root), download)
+    call = _call("reproduce", preset=preset, archs=archs, seeds=seeds, experiments=experiments, **overrides)
+    options = Options(root, protocol, device, data, extra={"archs": list(archs)}, command=call)
+    execute(configs, options)
+    return root / "report.md"
+
+
+def metadata(run_or_weights: str | Path) -> dict:
+    """What a weights file records beside its tensors: arch, stem, task, class_names, normalization (mean and std
+    on the 0-1 scale, applied after ToTensor), image_size and the full config."""
+    return ckpt.load_tensors(_weights(run_or_weights))[1]
+
+
+def load_backbone(run_or_weights: str | Path, *, eval_mode: bool = True) -> nn.Module:
+    """The trained network as a plain torchvision ResNet (the run's stem applied), from a run folder or a
+    model.safetensors file; the checksum is verified and no code in the file is executed. Its `fc` is the run's
+    head (4 rotations, or the run's classes); replace it (`model.fc = nn.Identity()`) for features."""
+    from rotnet.models import build_model, check_keys
+
+    path = _weights(run_or_weights)
+    tensors, meta = ckpt.load_tensors(path)
+    cfg = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    arch, stem = meta.get("arch", cfg.get("arch", "resnet18")), meta.get("stem", cfg.get("stem", "imagenet"))
+    if "fc.bias" not in tensors:
+        raise RotnetError(f"{path} holds no ResNet head (fc.bias); is it a rotnet weights file?")
+    model = build_model(arch, len(tensors["fc.bias"]), stem)
+    check_keys(tensors, model.state_dict(), str(path))
+    model.load_state_dict(tensors)
+    return model.eval() if eval_mode else model
+
+
+def _weights(run_or_weights: str | Path) -> Path:
+    path = Path(run_or_weights)
+    return path / WEIGHTS if path.is_dir() else path
+
+
+def _path(p: str | Path | None) -> Path | None:
+    return Path(p) if p else None

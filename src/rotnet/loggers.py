@@ -1,0 +1,82 @@
+"""Where a run's numbers go besides metrics.jsonl (always written): TensorBoard, a CSV file, Weights & Biases.
+
+Each is opened only when asked for with `--logger`, and imported then: none is needed to train.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from rotnet.config import RunConfig
+from rotnet.errors import RotnetError
+
+LOGGERS = ("tensorboard", "csv", "wandb")
+EVERY = 20  # steps between progress points
+
+
+class Loggers:
+    """The loggers a run writes to: `epoch(record)` at each epoch end, `progress(step, scalars)` every EVERY steps,
+    `finish(result)` once, with the final metrics beside the hyperparameters."""
+
+    def __init__(self, names: tuple[str, ...], folder: Path, cfg: RunConfig, resumed: bool):
+        self.cfg, self.folder, self.tb, self.csv_path, self.wandb = cfg, Path(folder), None, None, None
+        for name in names:
+            if name == "tensorboard":
+                try:
+                    from torch.utils.tensorboard import SummaryWriter
+                except ImportError:
+                    raise RotnetError(
+                        "--logger tensorboard needs tensorboard: pip install 'rotnet[tensorboard]'"
+                    ) from None
+                self.tb = SummaryWriter(log_dir=str(self.folder / "tensorboard"))
+                self.tb.add_text("config", f"```\n{json.dumps(cfg.to_dict(), indent=2)}\n```")
+            elif name == "csv":
+                self.csv_path = self.folder / "metrics.csv"
+            elif name == "wandb":
+                try:
+                    import wandb
+                except ImportError:
+                    raise RotnetError("--logger wandb needs the wandb package: pip install 'rotnet[wandb]'") from None
+                run_name = f"{cfg.arch}-{cfg.experiment}-seed{cfg.seed}"
+                self.wandb = wandb.init(project="rotnet", name=run_name, config=cfg.to_dict(), dir=str(self.folder),
+                                        resume="allow" if resumed else None)  # fmt: skip
+            else:
+                raise RotnetError(f"unknown logger {name!r}; choose from {', '.join(LOGGERS)}")
+
+    @property
+    def active(self) -> bool:
+        return any(x is not None for x in (self.tb, self.csv_path, self.wandb))
+
+    def progress(self, step: int, scalars: dict) -> None:
+        if self.tb is not None:
+            for k, v in scalars.items():
+                self.tb.add_scalar(f"step/{k}", v, step)
+        if self.wandb is not None:
+            self.wandb.log({f"step/{k}": v for k, v in scalars.items()} | {"global_step": step})
+
+    def epoch(self, record: dict) -> None:
+        scalars = {k: v for k, v in record.items() if isinstance(v, int | float) and k != "epoch"}
+        if self.tb is not None:
+            for k, v in scalars.items():
+                self.tb.add_scalar(f"epoch/{k}", v, record["epoch"])
+            self.tb.flush()
+        if self.csv_path is not None:
+            new = not self.csv_path.is_file()
+            with open(self.csv_path, "a", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=["epoch", *scalars], extrasaction="ignore")
+                if new:
+                    writer.writeheader()
+                writer.writerow(record)
+        if self.wandb is not None:
+            self.wandb.log({f"epoch/{k}": v for k, v in scalars.items()} | {"epoch": record["epoch"]})
+
+    def finish(self, result: dict) -> None:
+        if self.tb is not None:
+            hparams = {k: v for k, v in self.cfg.to_dict().items() if isinstance(v, int | float | str | bool)}
+            self.tb.add_hparams(hparams, {"hparam/test_acc": result["test_acc"]}, run_name=".")
+            self.tb.close()
+        if self.wandb is not None:
+            self.wandb.summary["test_acc"] = result["test_acc"]
+            self.wandb.finish()

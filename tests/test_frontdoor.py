@@ -1,0 +1,107 @@
+"""The newcomer's path: the Python API as the README shows it, loggers, export to a model hub, end-of-command
+tables, and checkpoints that don't pile up."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from rotnet import checkpoint as ckpt
+from rotnet.cli import main
+from tests.helpers import cli, metrics
+from tests.test_reproduce import TINY as TINY_PRESET
+
+README = Path(__file__).parent.parent / "README.md"
+
+
+def test_the_readme_python_example_runs(tmp_path, fake_root, monkeypatch, capsys):
+    text = README.read_text()
+    code = re.search(r"<!-- api-example.*?```python\n(.*?)```", text, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ROTNET_DATA", str(fake_root))
+    exec(compile(code.replace('preset="smoke"', f'preset="{TINY_PRESET}"'), "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "runs/smoke/resnet18/rotation/seed0" in out and re.search(r"predicted: (0|90|180|270)\n", out)
+
+
+def test_load_backbone_is_plain_torchvision_with_the_runs_metadata(tiny_runs):
+    import torchvision
+
+    import rotnet
+
+    model = rotnet.load_backbone(tiny_runs / "resnet18/rotation/seed0")
+    assert type(model) is torchvision.models.ResNet and not model.training and model.fc.out_features == 4
+    meta = rotnet.metadata(tiny_runs / "resnet18/rotation/seed0/model.safetensors")
+    assert meta["arch"] == "resnet18" and meta["stem"] == "imagenet" and meta["task"] == "rotation"
+    assert meta["normalization"] == {"mean": [0.4914, 0.4822, 0.4465], "std": [0.2023, 0.1994, 0.201]}
+    assert meta["class_names"] == ["0", "90", "180", "270"] and meta["image_size"] == 32
+
+
+def test_tensorboard_and_csv_hold_the_logged_scalars(tmp_path, fake_root):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    args = ["--epochs", "2", "--batch-size", "4", "--set", "eval_batch_size=64"]  # 20 steps an epoch
+    args += ["--logger", "tensorboard", "--logger", "csv", "--runs-root", str(tmp_path), "--data-root", str(fake_root)]
+    assert main(["train", "rotation", *args]) == 0
+    folder = tmp_path / "resnet18/rotation/seed0"
+    history = metrics(folder)
+    events = EventAccumulator(str(folder / "tensorboard")).Reload()
+    for key in ("train_loss", "train_acc", "test_acc", "lr", "images_per_s"):
+        logged = [(e.step, e.value) for e in events.Scalars(f"epoch/{key}")]
+        assert logged == [(r["epoch"], pytest.approx(r[key], rel=1e-6)) for r in history], key
+    assert [e.step for e in events.Scalars("step/loss")] == [20, 40]
+    rows = (folder / "metrics.csv").read_text().splitlines()
+    assert rows[0].startswith("epoch,lr,train_loss") and len(rows) == 1 + len(history)
+
+
+def test_export_writes_a_model_card_and_files_that_load_in_torchvision(tiny_runs, tmp_path, capsys):
+    out = tmp_path / "hub"
+    assert main(["export", str(tiny_runs / "resnet18/rotation/seed0"), str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["README.md", "config.json", "metrics.jsonl", "model.safetensors", "result.json"]
+    )
+    card = (out / "README.md").read_text()
+    front = card.split("---\n")[1]
+    assert "library_name: pytorch" in front and "- cifar10" in front and "type: accuracy" in front
+    acc = json.loads((out / "result.json").read_text())["test_acc"]
+    assert f"value: {acc:.2f}" in front and "rotnet train rotation" in card
+    snippet = card.split("```python\n")[1].split("```")[0]
+    env = {}
+    import os
+
+    cwd = os.getcwd()
+    os.chdir(out)
+    try:
+        exec(snippet, env)  # the card's own loading code, with plain torchvision and safetensors
+    finally:
+        os.chdir(cwd)
+    assert env["model"].fc.out_features == 4
+    assert main(["export", str(tiny_runs / "resnet18/rotation/seed0"), str(out)]) == 2  # never over a folder
+
+
+def test_epoch_end_checkpoints_wait_for_the_interval(tmp_path, fake_root, monkeypatch):
+    saved = []
+    real = ckpt.save_checkpoint
+
+    def spy(folder, e, s, *a):
+        saved.append((e, s))
+        return real(folder, e, s, *a)
+
+    monkeypatch.setattr(ckpt, "save_checkpoint", spy)
+    assert cli("train", "rotation", root=tmp_path / "a", data=fake_root) == 0  # 2 epochs
+    assert saved == [(2, 0)] and len(metrics(tmp_path / "a/resnet18/rotation/seed0")) == 2
+    saved.clear()
+    assert cli("train", "rotation", "--checkpoint-minutes", "0", root=tmp_path / "b", data=fake_root) == 0
+    assert saved == [(1, 0), (2, 0)]
+
+
+def test_reproduce_ends_with_the_table_and_where_things_went(tiny_runs, tmp_path, fake_root, capsys):
+    import shutil
+
+    shutil.copytree(tiny_runs, tmp_path, dirs_exist_ok=True)
+    args = ["reproduce", "--preset", TINY_PRESET, "--runs-root", str(tmp_path), "--data-root", str(fake_root)]
+    assert main([*args, "--no-download", "--experiments", "rotation"]) == 0
+    out = capsys.readouterr().out
+    assert "| rotation | resnet18 | cifar10 |" in out and f"report: {tmp_path / 'report.md'}" in out
+    assert "after 2 epochs" not in out  # reused, not retrained
