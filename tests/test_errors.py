@@ -204,7 +204,7 @@ def test_disk_full_while_saving(capsys, tmp_path, fake_root, monkeypatch):
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", fsync)
-    line = run(capsys, "train", "rotation", root=tmp_path, data=fake_root)
+    line = run(capsys, "train", "rotation", "--checkpoint-minutes", "0", root=tmp_path, data=fake_root)
     assert "No space left on device" in line
     folder = tmp_path / "resnet18/rotation/seed0"
     files = sorted(p.name for p in (folder / "checkpoints").iterdir())
@@ -213,7 +213,8 @@ def test_disk_full_while_saving(capsys, tmp_path, fake_root, monkeypatch):
     assert (folder / "metrics.jsonl").read_text().count("\n") == 1
     monkeypatch.setattr(os, "fsync", real_fsync)
     assert (
-        main(["train", "rotation", "--runs-root", str(tmp_path), "--data-root", str(fake_root), "--no-download", *TINY])
+        main(["train", "rotation", "--runs-root", str(tmp_path), "--data-root", str(fake_root), "--no-download", *TINY,
+              "--checkpoint-minutes", "0"])  # fmt: skip
         == 0
     )  # and the run resumes once there is space
     assert "resuming at epoch 2" in capsys.readouterr().out

@@ -37,7 +37,7 @@ def export_images(
         folders = [out / split / c for c in data.class_names] if labeled else [out / split]
         for f in folders:
             f.mkdir(parents=True, exist_ok=True)
-        for i in tqdm(indices, desc=f"writing {split}", unit="img", leave=False):
+        for i in tqdm(indices, desc=f"writing {split}", unit="img", leave=False, disable=None):
             folder = folders[int(labels[i])] if labeled else folders[0]
             pixels = np.ascontiguousarray(images[i].numpy().transpose(1, 2, 0))  # CHW -> HWC
             Image.fromarray(pixels, "RGB").save(folder / f"{i:0{width}d}.png", compress_level=1)

@@ -103,7 +103,7 @@ def prepare(files: list[Path], size: int, resize: bool, target: Path, skip_bad: 
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(files), 3, size, size))
     try:
-        for i, path in enumerate(tqdm(files, desc="decoding images (once)", unit="img", leave=False)):
+        for i, path in enumerate(tqdm(files, desc="decoding images (once)", unit="img", leave=False, disable=None)):
             try:
                 array[len(kept)] = decode(path, size, resize)
                 kept.append(i)
