@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from rotnet.augment import SEED_NORM, to_input
 from rotnet.models import autocast
@@ -28,7 +29,7 @@ def predict(
     model.eval()
     device = next(model.parameters()).device
     out = []
-    for start in range(0, len(images), batch_size):
+    for start in tqdm(range(0, len(images), batch_size), desc="evaluating", unit="batch", leave=False, disable=None):
         x = images[start : start + batch_size].to(device, non_blocking=True)
         if task == "rotation":
             x = torch.cat([torch.rot90(x, k, dims=(2, 3)) for k in range(4)])  # (4B, 3, H, W), k-major

@@ -105,15 +105,19 @@ def execute(configs: list[RunConfig], options: Options) -> int:
             run_parallel(configs, sources, options, rt.stop, outcome)
         else:
             failed: set[RunId] = set()  # rotation runs that failed
+            eta = Eta([cfg.epochs * train_size(cfg, load_for(cfg, options.data)) for cfg in configs])
             for i, (cfg, source) in enumerate(zip(configs, sources, strict=True)):
                 name = str(run_id(cfg).relative)
                 if source and run_id(source.expected) in failed:
                     outcome[name] = "not run: its rotation run failed"
                     continue
-                say(f"== [{i + 1}/{len(configs)}] {name} ({cfg.epochs} epoch{'s' * (cfg.epochs != 1)})", flush=True)
+                epochs = f"{cfg.epochs} epoch{'s' * (cfg.epochs != 1)}"
+                say(f"== [{i + 1}/{len(configs)}] {name} ({epochs}){eta.text(i)}", flush=True)
                 try:
                     data = load_for(cfg, options.data)
+                    started_run = time.monotonic()
                     result = run(cfg, data, rt, source)
+                    eta.done(i, time.monotonic() - started_run)
                     outcome[name] = f"done: {result['test_acc']:.2f}%"
                     (root / name / FAILED).unlink(missing_ok=True)
                 except (RotnetError, NonFiniteLoss) as e:
@@ -137,6 +141,30 @@ def execute(configs: list[RunConfig], options: Options) -> int:
     if rt.stop.requested:
         raise Interrupted(f"stopped; {len(missing)} of {len(configs)} runs not finished", rt.stop.signum)
     return len(missing)
+
+
+def train_size(cfg: RunConfig, data) -> int:
+    """The training images of a run (a class-balanced subset's size, or the whole training split)."""
+    return cfg.train_per_class * data.num_classes if cfg.train_per_class else len(data.train_images)
+
+
+class Eta:
+    """Time left in a plan, from the seconds per (epoch x training image) of the runs trained so far; runs that were
+    reused (finished in under a second) teach it nothing."""
+
+    def __init__(self, costs: list[int]):
+        self.costs, self.seconds, self.work, self.finished = costs, 0.0, 0, set()
+
+    def done(self, i: int, seconds: float) -> None:
+        self.finished.add(i)
+        if seconds > 1.0:
+            self.seconds, self.work = self.seconds + seconds, self.work + self.costs[i]
+
+    def text(self, i: int) -> str:
+        if not self.work:
+            return ""
+        left = sum(c for j, c in enumerate(self.costs) if j >= i and j not in self.finished)
+        return f"; about {left * self.seconds / self.work / 60:.0f} min left in the plan"
 
 
 def provenance_command() -> str:
