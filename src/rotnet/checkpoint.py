@@ -18,6 +18,8 @@ from rotnet.errors import RotnetError
 
 FORMAT = "rotnet-checkpoint-1"
 SEALED = "sha256(tensors|meta)"  # the checksum covers the metadata as well as the tensors
+UMASK = os.umask(0o022)
+os.umask(UMASK)  # read once: the process's umask, which os.umask can only report by setting it
 KEEP = 2  # checkpoints kept: the newest, and the one before it to fall back to if the newest is torn
 
 
@@ -33,6 +35,7 @@ def atomic_write(path: Path, data: bytes | list) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.fchmod(fd, 0o666 & ~UMASK)  # mkstemp makes 0600; results are shared like any file the user writes
     except OSError as e:
         raise RotnetError(f"cannot write {path}: {e.strerror or e}") from None
     try:

@@ -126,7 +126,7 @@ def table_rows(root: Path, runs: list[dict]) -> list[dict]:
     plan = [([""] + p if len(p) == 3 else p) for p in plan if len(p) in (3, 4)]  # [data, arch, experiment, seedN]
     keys = list(seeds) if not runs or any(not r["data"] for r in runs) else []
     keys += [(r["experiment"], r["arch"], r["data"]) for r in runs] + [(p[2], p[1], p[0]) for p in plan]
-    keys = sorted(dict.fromkeys(keys), key=lambda k: (k[2], k[1], ORDER.get(k[0], 99)))
+    keys = sorted(dict.fromkeys(keys), key=lambda k: (k[1], ORDER.get(k[0], 99), k[2]))
     labels = {r["data"]: r["data_label"] for r in runs}
     rows = []
     for experiment, arch, data in keys:
