@@ -116,8 +116,7 @@ def test_atomic_write_cleanup_failing_still_reports_the_first_error(tmp_path, mo
 
 def test_written_files_get_the_usual_permissions(tmp_path):
     """mkstemp creates files readable by their owner only; a results file is as readable as any the user writes."""
-
-    from rotnet.checkpoint import UMASK, atomic_write_text
-
-    atomic_write_text(tmp_path / "result.json", "{}")
-    assert (tmp_path / "result.json").stat().st_mode & 0o777 == 0o666 & ~UMASK
+    umask = os.umask(0o022)
+    os.umask(umask)
+    atomic_write(tmp_path / "result.json", b"{}")
+    assert (tmp_path / "result.json").stat().st_mode & 0o777 == 0o666 & ~umask
