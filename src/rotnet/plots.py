@@ -124,21 +124,23 @@ def plot_confusions(runs: list[dict], path: Path) -> bool:
     runs = [r for r in runs if r["seed"] == min(x["seed"] for x in runs)] if runs else []
     if not runs:
         return False
-    fig, axes = plt.subplots(1, len(runs), figsize=(4.4 * len(runs), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(runs), figsize=(4.6 * len(runs), 4.2), squeeze=False)
     for ax, r in zip(axes[0], runs, strict=True):
         m = r["result"]["confusion"]
         names = r["result"]["class_names"]
         names = [f"{n}°" for n in names] if r["result"].get("task") == "rotation" else names
         rowsum = [max(sum(row), 1) for row in m]
         im = ax.imshow([[v / s for v in row] for row, s in zip(m, rowsum, strict=True)], cmap="Blues", vmin=0, vmax=1)
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
         small = 6 if len(names) > 10 else 8
         ax.set_xticks(range(len(names)), names if len(names) <= 20 else [], rotation=90, fontsize=small)
         ax.set_yticks(range(len(names)), names if len(names) <= 20 else [], fontsize=small)
         ax.set(
-            xlabel="predicted", ylabel="true", title=f"{r['arch']} {r['experiment']}\n{r['result']['test_acc']:.1f}%"
+            xlabel="predicted",
+            ylabel="true" if ax is axes[0][0] else "",
+            title=f"{r['arch']} {r['experiment']}\n{r['result']['test_acc']:.1f}%",
         )
         ax.title.set_fontsize(8)
+    fig.colorbar(im, ax=list(axes[0]), fraction=0.02, pad=0.02, label="fraction of the true class (rows sum to 1)")
     savefig(fig, path)
     return True
 
