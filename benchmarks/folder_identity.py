@@ -25,7 +25,7 @@ DETERMINISTIC = ("epoch", "lr", "train_loss", "train_acc", "test_acc")
 
 
 def lines(folder: Path) -> list[dict]:
-    return [{k: r[k] for k in DETERMINISTIC} for r in map(json.loads, (folder / "metrics.jsonl").read_text().split())]
+    return [{k: r[k] for k in DETERMINISTIC} for r in map(json.loads, (folder / "metrics.jsonl").read_text().splitlines())]
 
 
 def run() -> int:
@@ -52,7 +52,8 @@ def run() -> int:
     assert main(["train", "rotation", "--runs-root", str(a), *common]) == 0
     flags = ["--dataset", str(out), "--image-size", "32", "--normalization", "seed"]
     assert main(["train", "rotation", "--runs-root", str(b), *flags, *common]) == 0
-    ma, mb = lines(a / "resnet18/rotation/seed0"), lines(b / "cifar10-png-32px/resnet18/rotation/seed0")
+    ma = lines(a / "resnet18/rotation@500pc/seed0")
+    mb = lines(b / "cifar10-png-32px/resnet18/rotation@500pc/seed0")
     same = ma == mb
     ok &= same
     print(f"metrics.jsonl {'identical' if same else 'DIFFERENT'}: {ma} vs {mb}")
