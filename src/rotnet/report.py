@@ -82,7 +82,8 @@ def collect(root: Path) -> list[dict]:
         runs.append(
             {
                 "folder": folder,
-                "data": rid.data,
+                "segment": rid.data,
+                "data": rid.data + (f"@{rid.per_class}pc" if rid.per_class else ""),  # the table's key for its data
                 "data_label": data_label(config.get("config", {}), rid.data),
                 "arch": rid.arch,
                 "experiment": rid.experiment,
@@ -105,6 +106,7 @@ def data_label(cfg: dict, segment: str) -> str:
     if not cfg:
         return segment or "cifar10"
     out = dataset_slug(cfg.get("dataset", "cifar10")) + (f" {cfg['image_size']}px" if cfg.get("image_size") else "")
+    out += f", {cfg['train_per_class']} per class" if cfg.get("train_per_class") else ""
     return out + (f" (pretrained on {dataset_slug(cfg['pretrain_dataset'])})" if cfg.get("pretrain_dataset") else "")
 
 
@@ -122,8 +124,7 @@ def table_rows(root: Path, runs: list[dict]) -> list[dict]:
     """One row per (data, experiment, arch): the seed report's number beside ours (mean, std, n over finished
     seeds); the seed report's rows are CIFAR-10's (data segment "")."""
     seeds = {(r["experiment"], r["arch"], ""): r for r in seed_results()}
-    plan = [p.split("/") for p in reproduce_record(root).get("runs", []) if isinstance(p, str)]
-    plan = [([""] + p if len(p) == 3 else p) for p in plan if len(p) in (3, 4)]  # [data, arch, experiment, seedN]
+    plan = planned_runs(root)
     keys = list(seeds) if not runs or any(not r["data"] for r in runs) else []
     keys += [(r["experiment"], r["arch"], r["data"]) for r in runs] + [(p[2], p[1], p[0]) for p in plan]
     keys = sorted(dict.fromkeys(keys), key=lambda k: (k[1], ORDER.get(k[0], 99), k[2]))
@@ -135,7 +136,7 @@ def table_rows(root: Path, runs: list[dict]) -> list[dict]:
         seed = seeds.get((experiment, arch, data))
         mean = statistics.fmean(done) if done else None
         std = statistics.stdev(done) if len(done) > 1 else 0.0 if done else None
-        planned = ["/".join(p) for p in plan if (p[0], p[1], p[2]) == (data, arch, experiment)]
+        planned = [p for p in plan if (p[0], p[1], p[2]) == (data, arch, experiment)]
         notes = [
             f"seed {r['seed']} {r['status']}"
             + (
@@ -148,8 +149,8 @@ def table_rows(root: Path, runs: list[dict]) -> list[dict]:
             for r in mine
             if r["status"] != "finished"
         ]
-        found = {"/".join([data, r["arch"], r["experiment"], f"seed{r['seed']}"]) for r in mine}
-        notes += [f"{p.split('/')[3]} missing" for p in planned if p not in found]
+        found = {(data, r["arch"], r["experiment"], f"seed{r['seed']}") for r in mine}
+        notes += [f"{p[3]} missing" for p in planned if p not in found]
         if not mine and not planned:
             notes.append("not run")
         epochs = sorted({len(r["history"]) for r in mine if r["status"] == "finished"})
@@ -170,6 +171,18 @@ def table_rows(root: Path, runs: list[dict]) -> list[dict]:
             }
         )
     return with_gains(rows)
+
+
+def planned_runs(root: Path) -> list[tuple[str, str, str, str]]:
+    """(data key, arch, experiment, seedN) of each run reproduce.json planned; a subset run's key is DATA@Npc."""
+    out = []
+    for p in reproduce_record(root).get("runs", []):
+        parts = p.split("/") if isinstance(p, str) else []
+        if len(parts) in (3, 4):
+            data, arch, name, seed = ([""] + parts)[-4:]
+            experiment, at, per_class = name.partition("@")
+            out.append((data + (f"@{per_class}" if at else ""), arch, experiment, seed))
+    return out
 
 
 def results_table(rows: list[dict]) -> list[str]:
@@ -266,7 +279,12 @@ def write_report(root: Path, preset: str | None = None) -> Path:
     if not everything:
         raise RotnetError(f"{root} holds no rotnet runs (ARCH/EXPERIMENT/seedN folders with a {CONFIG})")
     claim_outputs(root)
-    runs = [r for r in everything if not r["per_class"]]  # the report's rows; subset runs have their own section
+    planned = set(planned_runs(root))  # subset runs that reproduce planned (a preset's train_per_class) are rows too
+    runs = [
+        r
+        for r in everything
+        if not r["per_class"] or (r["data"], r["arch"], r["experiment"], f"seed{r['seed']}") in planned
+    ]
     rows = table_rows(root, runs)
     repro = reproduce_record(root)
     preset = preset or repro.get("preset")
@@ -318,7 +336,7 @@ def write_report(root: Path, preset: str | None = None) -> Path:
         lines += ["## Rotation predictions on test images", "", "![rotations](plots/rotation_examples.png)", ""]
     lines += knn_section(runs, folder / "knn.png")
     lines += probe_section(runs, folder / "probe.png")
-    lines += label_efficiency_section(everything, folder / "label_efficiency.png")
+    lines += label_efficiency_section([r for r in everything if r not in runs], folder / "label_efficiency.png")
     lines += provenance_lines(everything, repro)
     lines += ["", "## The seed report's wording", ""]
     lines += [f'- {r["arch"]} {r["experiment"]}: "{r["seed_wording"]}"' for r in rows if r["seed_wording"]]
@@ -395,7 +413,7 @@ def label_efficiency_section(runs: list[dict], path: Path) -> list[str]:
 def run_summary(r: dict) -> dict:
     c = r["config"]
     return {
-        "run": "/".join(r["folder"].parts[-4 if r["data"] else -3 :]),
+        "run": "/".join(r["folder"].parts[-4 if r["segment"] else -3 :]),
         "status": r["status"],
         "epochs_done": len(r["history"]),
         "epochs_planned": r["planned_epochs"],
