@@ -71,3 +71,19 @@ def test_garbage_example_file_does_not_stop_the_report(runs, tmp_path):
     (root / "resnet18/rotation/seed0/examples.safetensors").write_bytes(b"garbage")
     write_report(root)
     assert (root / "report.md").is_file()
+
+
+def test_a_presets_subset_runs_are_rows_naming_their_data(tiny_runs, tmp_path):
+    """A reproduce whose preset sets train_per_class (the smoke preset) makes EXPERIMENT@Npc folders: they are the
+    table's rows, named "cifar10, N per class", not the seed report's rows and not label-efficiency points."""
+    import shutil
+
+    folder = tmp_path / "resnet18/rotation@2pc/seed0"
+    shutil.copytree(tiny_runs / "resnet18/rotation/seed0", folder)
+    record = json.loads((folder / "config.json").read_text())
+    record["config"]["train_per_class"] = 2
+    (folder / "config.json").write_text(json.dumps(record))
+    (tmp_path / "reproduce.json").write_text(json.dumps({"runs": ["resnet18/rotation@2pc/seed0"]}))
+    report = write_report(tmp_path).read_text()
+    assert "| rotation | resnet18 | cifar10, 2 per class | — |" in report and "| ok |" in report
+    assert "| full-from-random | resnet18 | cifar10 | 82.79 |" not in report and "Label efficiency" not in report
