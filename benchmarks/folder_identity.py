@@ -25,7 +25,8 @@ DETERMINISTIC = ("epoch", "lr", "train_loss", "train_acc", "test_acc")
 
 
 def lines(folder: Path) -> list[dict]:
-    return [{k: r[k] for k in DETERMINISTIC} for r in map(json.loads, (folder / "metrics.jsonl").read_text().splitlines())]
+    records = map(json.loads, (folder / "metrics.jsonl").read_text().splitlines())
+    return [{k: r[k] for k in DETERMINISTIC} for r in records]
 
 
 def run() -> int:

@@ -10,9 +10,9 @@ from rotnet.config import RunConfig
 from rotnet.evaluate import STAGES, extract, knn_accuracy, stage_outputs
 from rotnet.experiments import EXPERIMENTS, preset_names, resolve
 from rotnet.label_efficiency import subset_schedule
+from rotnet.loop import make_batch
 from rotnet.models import build_model
 from rotnet.seeds import generator
-from rotnet.train import make_batch
 from tests.test_reproduce import TINY
 
 

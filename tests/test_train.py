@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from rotnet.config import RunConfig
+from rotnet.loop import Engine, Hooks, LoopState, build_optimizer, fit, lr_at, train_step
 from rotnet.models import build_model
-from rotnet.train import Engine, Hooks, LoopState, build_optimizer, fit, lr_at, train_step
 
 
 def torch_lrs(cfg: RunConfig, steps_per_epoch: int) -> list[float]:

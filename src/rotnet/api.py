@@ -53,8 +53,8 @@ def train(
     runs_root/ARCH/EXPERIMENT/seedN (default runs_root: runs/PRESET), resuming or reusing a run that is there.
     Keyword overrides are config keys, e.g. `epochs=2, train_per_class=100, dataset="cifar100"`."""
     from rotnet.datasets import load_for
-    from rotnet.reproduce import Options, source_for
     from rotnet.run import preflight, run
+    from rotnet.runner import Options, source_for
 
     protocol = Protocol(preset, (), tuple(overrides.items()))
     cfg = protocol.resolve(experiment)
@@ -83,7 +83,7 @@ def reproduce(
 ) -> Path:
     """The report's experiments in dependency order (as `rotnet reproduce`), then the report; returns report.md's
     path. Runs that failed are shown as failed in the report; a RotnetError only when nothing could start."""
-    from rotnet.reproduce import Options, execute
+    from rotnet.runner import Options, execute
 
     protocol = Protocol(preset, (), tuple(overrides.items()))
     configs = [protocol.resolve(e, arch=a, seed=s) for a, s, e in plan(list(archs), list(seeds), list(experiments))]

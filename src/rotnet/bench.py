@@ -16,9 +16,9 @@ from rotnet.augment import MEAN, STD
 from rotnet.config import RunConfig
 from rotnet.evaluate import predict
 from rotnet.experiments import EXPERIMENTS
+from rotnet.loop import build_optimizer, make_batch, train_step
 from rotnet.models import build_model, set_trainable
 from rotnet.seeds import generator
-from rotnet.train import build_optimizer, make_batch, train_step
 
 TASKS = {"rotation": EXPERIMENTS["rotation"], "layer4": EXPERIMENTS["layer4-from-random"]}
 

@@ -236,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def options_of(args: argparse.Namespace, protocol: Protocol, log_name: str, extra: dict):
-    from rotnet.reproduce import Options
+    from rotnet.runner import Options
 
     return Options(
         runs_root=runs_root_of(args),
@@ -262,8 +262,8 @@ def check_runtime_flags(args: argparse.Namespace) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from rotnet.datasets import load_for
-    from rotnet.reproduce import source_for
     from rotnet.run import Runtime, preflight, run
+    from rotnet.runner import source_for
     from rotnet.runtime import StopFlag, install_stop_handlers, setup_device
 
     check_runtime_flags(args)
@@ -295,7 +295,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from rotnet.config import ARCHS
     from rotnet.experiments import plan
-    from rotnet.reproduce import execute
+    from rotnet.runner import execute
 
     if args.jobs <= 0:
         raise RotnetError(f"--jobs must be a positive number; got {args.jobs}")
@@ -317,7 +317,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 def cmd_label_efficiency(args: argparse.Namespace) -> int:
     from rotnet.label_efficiency import ARMS, subset_schedule
-    from rotnet.reproduce import execute
+    from rotnet.runner import execute
 
     sizes = parse_ints(args.per_class, "--per-class", minimum=1)
     check_runtime_flags(args)
@@ -422,7 +422,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_job(args: argparse.Namespace) -> int:
-    from rotnet.reproduce import run_job
+    from rotnet.runner import run_job
 
     return run_job(args.file)
 

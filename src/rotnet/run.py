@@ -34,10 +34,10 @@ from rotnet.layout import (
     run_dir,
 )
 from rotnet.loggers import Loggers
+from rotnet.loop import Engine, Hooks, LoopState, build_optimizer, fit
 from rotnet.models import check_keys, initial_model, set_trainable, transfer_state
 from rotnet.provenance import provenance
 from rotnet.runtime import StopFlag
-from rotnet.train import Engine, Hooks, LoopState, build_optimizer, fit
 
 
 @dataclass(frozen=True)

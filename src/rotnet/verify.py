@@ -13,10 +13,10 @@ from rotnet.data import normalization, outputs
 from rotnet.datasets import load_for
 from rotnet.errors import RotnetError
 from rotnet.layout import METRICS, WEIGHTS, RunId, data_diff, parse_run_dir, read_record
+from rotnet.loop import Hooks, LoopState, fit
 from rotnet.report import read_metrics
 from rotnet.run import Runtime, build_engine, device_data, epoch_evaluator, init_model
 from rotnet.runtime import resolve_device
-from rotnet.train import Hooks, LoopState, fit
 
 # What an epoch's record holds that is a pure function of the configuration, the data and the device kind.
 FIELDS = ("epoch", "lr", "train_loss", "train_acc", "test_acc", "knn_acc")
