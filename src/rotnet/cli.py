@@ -1,4 +1,4 @@
-"""The `rotnet` command: train, reproduce, label-efficiency, probe, verify, report, bench.
+"""The `rotnet` command: train, reproduce, label-efficiency, probe, verify, export-images, export, report, bench.
 
 This module imports nothing heavy: torch loads only once a subcommand runs, so `rotnet --help` is instant.
 """
