@@ -26,14 +26,6 @@ class Result:
     result: dict
 
 
-def _runtime(runs_root: Path, device: str, command: str):
-    from rotnet.run import Runtime
-    from rotnet.runtime import StopFlag, setup_device
-
-    dev, world = setup_device(device)
-    return Runtime(dev, Path(runs_root), stop=StopFlag(), world=world, command=command)
-
-
 def _call(name: str, *args: Any, **kwargs: Any) -> str:
     """How the run was asked for, for its provenance: the Python call."""
     return f"rotnet.{name}(" + ", ".join([*map(repr, args), *(f"{k}={v!r}" for k, v in kwargs.items())]) + ")"
@@ -55,15 +47,15 @@ def train(
     from rotnet.datasets import load_for
     from rotnet.run import preflight, run
     from rotnet.runner import Options, source_for
+    from rotnet.runtime import StopFlag, setup_device
 
     protocol = Protocol(preset, (), tuple(overrides.items()))
     cfg = protocol.resolve(experiment)
     root = Path(runs_root) if runs_root else Path("runs") / Path(preset).stem
     options = Options(runs_root=root, protocol=protocol, data=DataOptions(_path(data_root), download))
     source = source_for(cfg, options)
-    call = _call("train", experiment, preset=preset, **overrides)
-    options = replace(options, command=call)
-    rt = _runtime(root, device, call)
+    options = replace(options, command=_call("train", experiment, preset=preset, **overrides))
+    rt = options.runtime(*setup_device(device), StopFlag())
     preflight(cfg, rt, source)
     result = run(cfg, load_for(cfg, options.data), rt, source)
     return Result(run_dir(root, cfg), result["test_acc"], cfg, result)

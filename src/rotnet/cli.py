@@ -262,7 +262,7 @@ def check_runtime_flags(args: argparse.Namespace) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from rotnet.datasets import load_for
-    from rotnet.run import Runtime, preflight, run
+    from rotnet.run import preflight, run
     from rotnet.runner import source_for
     from rotnet.runtime import StopFlag, install_stop_handlers, setup_device
 
@@ -273,18 +273,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     source = source_for(cfg, options)
     device, world = setup_device(args.device)
     stop = StopFlag()
-    rt = Runtime(
-        device,
-        options.runs_root,
-        checkpoint_every=args.checkpoint_every,
-        checkpoint_minutes=args.checkpoint_minutes,
-        restart=args.restart,
-        keep_checkpoints=args.keep_checkpoints,
-        loggers=tuple(args.logger),
-        command=args.invocation,
-        stop=stop,
-        world=world,
-    )
+    rt = options.runtime(device, world, stop)
     preflight(cfg, rt, source)  # the config and the weights, before the data loads
     data = load_for(cfg, options.data)
     install_stop_handlers(stop)

@@ -40,6 +40,23 @@ class Options:
     log_name: str = "reproduce.json"  # the invocation's record under runs_root
     extra: dict = field(default_factory=dict)  # recorded beside it (archs, seeds, sizes)
 
+    def runtime(self, device, world, stop: StopFlag):
+        """How each run of the plan runs: these options on the device chosen."""
+        from rotnet.run import Runtime
+
+        return Runtime(
+            device,
+            self.runs_root,
+            checkpoint_every=self.checkpoint_every,
+            checkpoint_minutes=self.checkpoint_minutes,
+            restart=self.restart,
+            keep_checkpoints=self.keep_checkpoints,
+            loggers=self.loggers,
+            command=self.command,
+            stop=stop,
+            world=world,
+        )
+
 
 def source_for(cfg: RunConfig, options: Options):
     """The checked origin of a from-rotation run's weights (None for other runs)."""
@@ -59,22 +76,11 @@ def execute(configs: list[RunConfig], options: Options) -> int:
     from rotnet.datasets import load_for
     from rotnet.provenance import provenance
     from rotnet.report import summary, write_report
-    from rotnet.run import Runtime, preflight, run
+    from rotnet.run import preflight, run
 
     root = options.runs_root
     device, world = setup_device(options.device)
-    rt = Runtime(
-        device,
-        root,
-        checkpoint_every=options.checkpoint_every,
-        checkpoint_minutes=options.checkpoint_minutes,
-        loggers=options.loggers,
-        command=options.command,
-        restart=options.restart,
-        keep_checkpoints=options.keep_checkpoints,
-        stop=StopFlag(),
-        world=world,
-    )
+    rt = options.runtime(device, world, StopFlag())
     sources = [source_for(c, options) for c in configs]
     for cfg, source in zip(configs, sources, strict=True):  # fail before the data loads, not hours in
         if not options.restart:
