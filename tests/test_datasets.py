@@ -210,7 +210,7 @@ def test_reproduce_pretrains_on_a_folder_and_transfers_to_cifar100(tmp_path, fak
     write_folder(tmp_path / "unlabeled", pixels[:40])
     root = tmp_path / "runs"
     args = ["reproduce", "--preset", TINY_PRESET, "--runs-root", str(root), "--data-root", str(data_root)]
-    args += ["--no-download", "--dataset", "cifar100", "--pretrain-dataset", str(tmp_path / "unlabeled")]
+    args += ["--no-download", "--jobs", "1", "--dataset", "cifar100", "--pretrain-dataset", str(tmp_path / "unlabeled")]
     assert main(args) == 0
     rotation = root / "unlabeled/resnet18/rotation/seed0"
     assert json.loads((rotation / "config.json").read_text())["dataset"]["name"] == "folder"

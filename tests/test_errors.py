@@ -95,6 +95,11 @@ def test_non_positive_numbers(capsys, tmp_path, fake_root, flag, value):
     assert "must be a positive number" in line
 
 
+def test_negative_jobs(capsys, tmp_path, fake_root):
+    line = run(capsys, "reproduce", "--jobs=-1", root=tmp_path, data=fake_root)
+    assert "--jobs must be zero (auto) or a positive number; got -1" in line
+
+
 def test_not_a_number(capsys, tmp_path, fake_root):
     line = run(capsys, "train", "rotation", "--set", "lr=fast", root=tmp_path, data=fake_root)
     assert "lr must be a float" in line
@@ -289,7 +294,8 @@ def test_read_only_runs_root_is_one_line(capsys, tmp_path, fake_root, monkeypatc
     if command == "report":
         code = main(["report", str(root)])
     elif command == "reproduce":
-        code = main(["reproduce", "--runs-root", str(root), "--data-root", str(fake_root), "--no-download", *TINY])
+        args = ["--runs-root", str(root), "--data-root", str(fake_root), "--no-download", "--jobs", "1", *TINY]
+        code = main(["reproduce", *args])
     else:
         args = ["--runs-root", str(root), "--data-root", str(fake_root), "--no-download", "--restart", *TINY]
         code = main(["train", "rotation", *args])

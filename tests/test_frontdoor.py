@@ -101,7 +101,7 @@ def test_reproduce_ends_with_the_table_and_where_things_went(tiny_runs, tmp_path
 
     shutil.copytree(tiny_runs, tmp_path, dirs_exist_ok=True)
     args = ["reproduce", "--preset", TINY_PRESET, "--runs-root", str(tmp_path), "--data-root", str(fake_root)]
-    assert main([*args, "--no-download", "--experiments", "rotation"]) == 0
+    assert main([*args, "--no-download", "--experiments", "rotation"]) == 0  # one run: one job
     out = capsys.readouterr().out
     assert "| rotation | resnet18 | cifar10 |" in out and f"report: {tmp_path / 'report.md'}" in out
     assert "after 2 epochs" not in out  # reused, not retrained

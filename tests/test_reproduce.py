@@ -17,8 +17,10 @@ from tests.test_resume import wait_for
 TINY = str(Path(__file__).with_name("tiny.toml"))
 
 
-def reproduce(root: Path, data: Path, *extra: str) -> list[str]:
-    return ["reproduce", "--preset", TINY, "--runs-root", str(root), "--data-root", str(data), "--no-download", *extra]
+def reproduce(root: Path, data: Path, *extra: str, jobs: str | None = "1") -> list[str]:
+    """A tiny reproduce, one run at a time unless jobs says otherwise (None: rotnet's own choice)."""
+    args = ["reproduce", "--preset", TINY, "--runs-root", str(root), "--data-root", str(data), "--no-download"]
+    return [*args, *(["--jobs", jobs] if jobs else []), *extra]
 
 
 def test_plan_is_in_dependency_order():
@@ -102,8 +104,13 @@ def test_interrupted_reproduce_continues_without_redoing(tmp_path, fake_root):
     assert all((tmp_path / "resnet18" / e / "seed0" / "result.json").is_file() for e in EXPERIMENTS)
 
 
-def test_jobs_run_experiments_side_by_side_respecting_dependencies(tmp_path, fake_root):
-    assert main(reproduce(tmp_path, fake_root, "--jobs", "2")) == 0
+def test_jobs_run_experiments_side_by_side_respecting_dependencies(tmp_path, fake_root, monkeypatch):
+    from rotnet import runner
+
+    # Without --jobs, a 2-core CPU runs two at once (when the runs are long; these tiny ones count as long here).
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(runner, "PARALLEL_MIN_WORK", 0)
+    assert main(reproduce(tmp_path, fake_root, jobs=None)) == 0
     for e in EXPERIMENTS:
         assert (tmp_path / "resnet18" / e / "seed0" / "result.json").is_file()
     rotation_done = (tmp_path / "resnet18/rotation/seed0/result.json").stat().st_mtime
@@ -113,6 +120,28 @@ def test_jobs_run_experiments_side_by_side_respecting_dependencies(tmp_path, fak
         assert (tmp_path / "resnet18" / e / "seed0/config.json").stat().st_mtime >= rotation_done
     assert len(list((tmp_path / "logs").glob("*.log"))) == 5
     assert "| full-from-random | resnet18 |" in (tmp_path / "report.md").read_text()
+
+
+def test_two_jobs_by_default_only_on_a_multicore_cpu_for_long_runs_that_can_go_together(monkeypatch):
+    import torch
+
+    from rotnet.experiments import Protocol
+    from rotnet.runner import PARALLEL_MIN_WORK, Options, auto_jobs, source_for
+
+    def jobs(experiments, device="cpu", cores=2, work=PARALLEL_MIN_WORK):
+        monkeypatch.setattr(os, "cpu_count", lambda: cores)
+        protocol = Protocol(TINY)
+        configs = [protocol.resolve(e, arch=a, seed=s) for a, s, e in plan(["resnet18"], [0], experiments)]
+        options = Options(Path("runs"), protocol)
+        return auto_jobs(torch.device(device), [(c, source_for(c, options)) for c in configs], [work] * len(configs))
+
+    assert jobs([]) == 2  # rotation beside the from-random runs, then the two from-rotation runs together
+    assert jobs(["layer4-from-rotation", "full-from-rotation"]) == 2
+    assert jobs(["rotation", "full-from-random"]) == 2
+    assert jobs(["rotation"]) == 1 and jobs(["full-from-rotation"]) == 1  # the second waits for the first
+    assert jobs([], cores=1) == 1 and jobs([], device="cuda") == 1
+    assert jobs([], work=PARALLEL_MIN_WORK - 1) == 1  # short runs: start-up costs more than a second process saves
+    assert auto_jobs(torch.device("cpu"), [], []) == 1  # nothing left to train
 
 
 def lock_pids(root) -> list[int]:
@@ -159,3 +188,14 @@ def test_children_die_with_a_killed_parent(tmp_path, fake_root):
     while any(alive(p) for p in children):
         assert time.time() < deadline, "an orphan kept training"
         time.sleep(0.2)
+
+
+def test_the_plan_eta_counts_the_work_left_at_the_pace_of_runs_that_trained():
+    from rotnet.runner import Eta
+
+    eta = Eta([100, 100, 200])
+    assert eta.text(0) == ""  # nothing trained yet: no guess
+    eta.done(0, 0.5)  # a reused run (under a second) says nothing about the pace
+    assert eta.text(1) == ""
+    eta.done(1, 600.0)  # 100 units in 10 minutes; 200 units left
+    assert eta.text(2) == "; about 20 min left in the plan"

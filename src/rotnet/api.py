@@ -71,10 +71,12 @@ def reproduce(
     device: str = "auto",
     data_root: str | Path | None = None,
     download: bool = True,
+    jobs: int = 0,
     **overrides: Any,
 ) -> Path:
-    """The report's experiments in dependency order (as `rotnet reproduce`), then the report; returns report.md's
-    path. Runs that failed are shown as failed in the report; a RotnetError only when nothing could start."""
+    """The report's experiments in dependency order (as `rotnet reproduce`, `jobs` as its --jobs), then the report;
+    returns report.md's path. Runs that failed are shown as failed in the report; a RotnetError only when nothing
+    could start."""
     from rotnet.runner import Options, execute
 
     protocol = Protocol(preset, (), tuple(overrides.items()))
@@ -82,7 +84,7 @@ def reproduce(
     root = Path(runs_root) if runs_root else Path("runs") / Path(preset).stem
     data = DataOptions(_path(data_root), download)
     call = _call("reproduce", preset=preset, archs=archs, seeds=seeds, experiments=experiments, **overrides)
-    options = Options(root, protocol, device, data, extra={"archs": list(archs)}, command=call)
+    options = Options(root, protocol, device, data, extra={"archs": list(archs)}, command=call, jobs=jobs)
     execute(configs, options)
     return root / "report.md"
 

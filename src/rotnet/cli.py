@@ -175,7 +175,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--archs", default=None, help="comma-separated, e.g. resnet18,resnet34,resnet50 (default: resnet18)")
     p.add_argument("--seeds", default=None, help="comma-separated seeds, e.g. 0,1,2 (default: the config's seed, 0)")
     p.add_argument("--experiments", default="", help="comma-separated (default: the seed report's rows per arch)")
-    p.add_argument("--jobs", type=int, default=1, help="run up to N runs at once (one per GPU; CPU: shared cores)")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=0,
+        help="run up to N runs at once (one per GPU; CPU: shared cores); 0: 2 on a CPU with 2+ cores when two runs "
+        "can go together, else 1",
+    )
     add_config_flags(p, skip=("arch", "seed"))
     add_run_flags(p)
 
@@ -249,7 +255,7 @@ def options_of(args: argparse.Namespace, protocol: Protocol, log_name: str, extr
         keep_checkpoints=args.keep_checkpoints,
         loggers=tuple(args.logger),
         command=args.invocation,
-        jobs=getattr(args, "jobs", 1),
+        jobs=getattr(args, "jobs", 1),  # label-efficiency: one run at a time
         log_name=log_name,
         extra=extra,
     )
@@ -286,8 +292,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     from rotnet.experiments import plan
     from rotnet.runner import execute
 
-    if args.jobs <= 0:
-        raise RotnetError(f"--jobs must be a positive number; got {args.jobs}")
+    if args.jobs < 0:
+        raise RotnetError(f"--jobs must be zero (auto) or a positive number; got {args.jobs}")
     check_runtime_flags(args)
     overrides = command_line(args, skip=("arch", "seed"))
     for key, flag in (("seed", "--seeds"), ("arch", "--archs")):

@@ -36,7 +36,8 @@ def git_commit() -> str:
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    return f"{platform.processor() or platform.machine()} ({threads} thread{'s' * (threads != 1)})"
 
 
 def provenance(device: torch.device, command: str = "") -> dict:

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from rotnet.checkpoint import atomic_write_text
@@ -36,7 +36,7 @@ class Options:
     command: str = ""  # the user's command line, recorded in every run ("" = this process's argv)
     restart: bool = False
     keep_checkpoints: int = 1
-    jobs: int = 1
+    jobs: int = 0  # runs at once; 0: auto_jobs
     log_name: str = "reproduce.json"  # the invocation's record under runs_root
     extra: dict = field(default_factory=dict)  # recorded beside it (archs, seeds, sizes)
 
@@ -106,12 +106,15 @@ def execute(configs: list[RunConfig], options: Options) -> int:
             raise RotnetError(f"cannot create {root} ({e.strerror or e})") from None
         atomic_write_text(root / options.log_name, json.dumps(record, indent=2) + "\n")
     outcome: dict[str, str] = {}  # run folder -> done / failed: why / not run
+    costs = [cfg.epochs * train_size(cfg, load_for(cfg, options.data)) for cfg in configs]
+    todo = [i for i, cfg in enumerate(configs) if not (run_dir(root, cfg) / RESULT).is_file()]
+    jobs = options.jobs or auto_jobs(device, [(configs[i], sources[i]) for i in todo], [costs[i] for i in todo])
     try:
-        if options.jobs > 1 and world.size == 1:
-            run_parallel(configs, sources, options, rt.stop, outcome)
+        if jobs > 1 and world.size == 1:
+            run_parallel(configs, sources, replace(options, jobs=jobs), rt.stop, outcome)
         else:
             failed: set[RunId] = set()  # rotation runs that failed
-            eta = Eta([cfg.epochs * train_size(cfg, load_for(cfg, options.data)) for cfg in configs])
+            eta = Eta(costs)
             for i, (cfg, source) in enumerate(zip(configs, sources, strict=True)):
                 name = str(run_id(cfg).relative)
                 if source and run_id(source.expected) in failed:
@@ -147,6 +150,23 @@ def execute(configs: list[RunConfig], options: Options) -> int:
     if rt.stop.requested:
         raise Interrupted(f"stopped; {len(missing)} of {len(configs)} runs not finished", rt.stop.signum)
     return len(missing)
+
+
+# Below this mean training work per run (epochs x images), two processes' start-up and one-thread evaluations cost
+# more than they save. Measured with benchmarks/jobs.py: smoke (~2,400 per run) 0.92x, quick on 500 images per class
+# (~22,000 per run) 1.19x; the threshold is a round number between them.
+PARALLEL_MIN_WORK = 10_000
+
+
+def auto_jobs(device, runs: list[tuple[RunConfig, object]], work: list[int]) -> int:
+    """Runs at once when --jobs is not given, for these (config, source) runs still to train, each `work` epochs x
+    images: on a CPU with 2+ cores, two one-thread processes if two runs are ever ready together and the runs are
+    long enough to repay the start-up; otherwise one, in this process."""
+    if device.type != "cpu" or (os.cpu_count() or 1) < 2 or not runs or sum(work) < PARALLEL_MIN_WORK * len(runs):
+        return 1
+    planned = {run_id(c) for c, _ in runs}
+    waiting = sum(1 for _, s in runs if s is not None and run_id(s.expected) in planned)
+    return 2 if max(len(runs) - waiting, waiting) >= 2 else 1
 
 
 def train_size(cfg: RunConfig, data) -> int:
