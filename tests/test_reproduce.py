@@ -104,7 +104,7 @@ def test_interrupted_reproduce_continues_without_redoing(tmp_path, fake_root):
     assert all((tmp_path / "resnet18" / e / "seed0" / "result.json").is_file() for e in EXPERIMENTS)
 
 
-def test_jobs_run_experiments_side_by_side_respecting_dependencies(tmp_path, fake_root, monkeypatch):
+def test_jobs_run_experiments_side_by_side_respecting_dependencies(tmp_path, fake_root, monkeypatch, capsys):
     from rotnet import runner
 
     # Without --jobs, a 2-core CPU runs two at once (when the runs are long; these tiny ones count as long here).
@@ -120,6 +120,9 @@ def test_jobs_run_experiments_side_by_side_respecting_dependencies(tmp_path, fak
         assert (tmp_path / "resnet18" / e / "seed0/config.json").stat().st_mtime >= rotation_done
     assert len(list((tmp_path / "logs").glob("*.log"))) == 5
     assert "| full-from-random | resnet18 |" in (tmp_path / "report.md").read_text()
+    out = capsys.readouterr().out  # each child's epoch lines, named by run, before its result
+    for e in EXPERIMENTS:
+        assert out.index(f"   resnet18/{e}/seed0 epoch 1/") < out.index(f"== resnet18/{e}/seed0: done")
 
 
 def test_two_jobs_by_default_only_on_a_multicore_cpu_for_long_runs_that_can_go_together(monkeypatch):

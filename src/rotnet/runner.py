@@ -233,7 +233,8 @@ def write_job(path: Path, cfg: RunConfig, source, options: Options, device: str)
 def run_parallel(configs: list[RunConfig], sources: list, options: Options, stop: StopFlag, outcome: dict) -> None:
     """Run up to options.jobs runs at once, each a `rotnet job` process, a transfer run only after its rotation run
     finished. GPUs: one job per device (CUDA_VISIBLE_DEVICES); CPU: the jobs share the cores (OMP_NUM_THREADS =
-    cores / jobs). A stop request is forwarded to every child; they save and exit. Logs go to ROOT/logs/."""
+    cores / jobs). A stop request is forwarded to every child; they save and exit. Logs go to ROOT/logs/; each
+    child's epoch lines are also shown here, named by run."""
     import torch
 
     root = Path(options.runs_root)
@@ -244,7 +245,15 @@ def run_parallel(configs: list[RunConfig], sources: list, options: Options, stop
     pending = list(zip(configs, sources, strict=True))
     procs: dict[Future, subprocess.Popen] = {}
     running: dict[Future, tuple[RunConfig, int, str, Path]] = {}
+    tails: dict[Future, Tail] = {}
     forwarded = False
+
+    def relay(future: Future) -> None:
+        cfg, _, name, _ = running[future]
+        prefix = f"{cfg.arch} {cfg.experiment} "
+        for line in tails[future].lines():
+            if line.startswith(prefix + "epoch "):
+                print(f"   {name} {line.removeprefix(prefix)}", flush=True)
 
     def ready(source) -> bool:
         unfinished = [c for c, _ in pending] + [c for c, *_ in running.values()]
@@ -267,6 +276,7 @@ def run_parallel(configs: list[RunConfig], sources: list, options: Options, stop
                 log = root / "logs" / (name.replace("/", "_") + ".log")
                 job = root / "logs" / (name.replace("/", "_") + ".job.json")
                 write_job(job, cfg, source, options, "cuda" if gpus else "cpu")
+                tail = Tail(log)
                 with open(log, "a") as out:
                     proc = subprocess.Popen(
                         [sys.executable, "-m", "rotnet", "job", str(job)],
@@ -276,7 +286,7 @@ def run_parallel(configs: list[RunConfig], sources: list, options: Options, stop
                         preexec_fn=die_with_parent,
                     )
                 future = pool.submit(proc.wait)
-                procs[future], running[future] = proc, (cfg, slot, name, log)
+                procs[future], running[future], tails[future] = proc, (cfg, slot, name, log), tail
                 where = f"cuda:{slot}" if gpus else f"cpu ({threads} thread{'s' * (threads != 1)})"
                 print(f"== started {name} on {where}; log {log}", flush=True)
             if stop.requested and not forwarded:
@@ -285,9 +295,11 @@ def run_parallel(configs: list[RunConfig], sources: list, options: Options, stop
                 forwarded = True
                 pending.clear()
             done, _ = wait(list(running), timeout=0.2, return_when=FIRST_COMPLETED)
+            for future in running:
+                relay(future)
             for future in done:
                 cfg, slot, name, log = running.pop(future)
-                procs.pop(future)
+                procs.pop(future), tails.pop(future)
                 slots.append(slot)
                 code = future.result()
                 result = run_dir(root, cfg) / RESULT
@@ -305,6 +317,24 @@ def run_parallel(configs: list[RunConfig], sources: list, options: Options, stop
                                 pending.remove((c, s))
                                 outcome[str(run_id(c).relative)] = "not run: its rotation run failed"
                 print(f"== {name}: {outcome[name]}; log {log}", flush=True)
+
+
+class Tail:
+    """The complete lines a growing log file gained since the last call (from its size when made)."""
+
+    def __init__(self, path: Path):
+        self.path, self.offset, self.partial = path, path.stat().st_size if path.exists() else 0, b""
+
+    def lines(self) -> list[str]:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except OSError:
+            return []
+        self.offset += len(data)
+        *complete, self.partial = (self.partial + data).split(b"\n")
+        return [line.decode(errors="replace") for line in complete]
 
 
 def with_group(proc: subprocess.Popen, signum: int) -> None:
