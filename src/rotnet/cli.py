@@ -179,8 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--jobs",
         type=int,
         default=0,
-        help="run up to N runs at once (one per GPU; CPU: shared cores); 0: 2 on a CPU with 2+ cores when two runs "
-        "can go together, else 1",
+        help="run up to N runs at once (one per GPU; CPU: shared cores); 0 (default): 2 on a CPU with 2+ cores "
+        "when two long runs can go together (README: Many devices), else 1",
     )
     add_config_flags(p, skip=("arch", "seed"))
     add_run_flags(p)

@@ -299,7 +299,8 @@ def run_parallel(configs: list[RunConfig], sources: list, options: Options, stop
                 relay(future)
             for future in done:
                 cfg, slot, name, log = running.pop(future)
-                procs.pop(future), tails.pop(future)
+                procs.pop(future)
+                tails.pop(future)
                 slots.append(slot)
                 code = future.result()
                 result = run_dir(root, cfg) / RESULT
