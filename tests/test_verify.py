@@ -56,3 +56,21 @@ def test_verify_refuses_other_data(runs, tmp_path, capsys):
     other = write_fake_cifar(tmp_path / "other", seed=3)
     assert verify(runs / "resnet18/rotation/seed0", other) == 2
     assert "the data differs" in capsys.readouterr().err
+
+
+def test_verify_re_trains_with_the_threads_the_run_recorded(fake_root, tmp_path, capsys):
+    """A run `reproduce --jobs 2` trained on one thread verifies from a two-thread process (sums depend on threads)."""
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert cli("train", "rotation", root=tmp_path, data=fake_root) == 0
+        torch.set_num_threads(2)
+        record = json.loads((tmp_path / "resnet18/rotation/seed0/config.json").read_text())
+        assert record["device_name"].endswith("(1 thread)")
+        assert verify(tmp_path / "resnet18/rotation/seed0", fake_root, "--epochs", "2") == 0
+        assert "re-trained on 1 thread, as recorded" in capsys.readouterr().out
+        assert torch.get_num_threads() == 2  # restored
+    finally:
+        torch.set_num_threads(before)

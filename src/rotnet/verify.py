@@ -3,9 +3,13 @@ configuration, on the same data (fingerprint checked), and compare every determi
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
+
+import torch
 
 from rotnet import checkpoint as ckpt
 from rotnet.config import NO_OPTIONS, DataOptions, from_dict
@@ -73,22 +77,24 @@ def verify(
             raise RotnetError(f"the data differs from the run's ({'; '.join(diff[:4])}); point --data-root at it")
     dev = resolve_device(device)
     same_kind = str(record.get("device", "cpu")).split(":")[0] == dev.type
+    threads = recorded_threads(record) if dev.type == "cpu" and same_kind else None
     rt = Runtime(dev, Path(work_dir or folder))
-    model, _ = init_model(cfg, rt.runs_root, outputs(cfg, data))
-    engine = build_engine(cfg, model, rt, normalization(cfg, data))
-    images, labels, test_images, test_labels = device_data(cfg, data, dev)
-    # the run's own epoch-end metrics
-    evaluate = epoch_evaluator(cfg, engine.norm, images, labels, test_images, test_labels)
 
     def save(state: LoopState) -> None:
         if state.step == 0 and state.epoch >= epochs:
             raise _Enough
 
     state = LoopState()
-    try:
-        fit(cfg, engine, images, labels, state, Hooks(evaluate, save, log=lambda _: None))
-    except _Enough:
-        pass
+    with cpu_threads(threads):  # CPU sums depend on the thread count: re-train on as many as the run did
+        model, _ = init_model(cfg, rt.runs_root, outputs(cfg, data))
+        engine = build_engine(cfg, model, rt, normalization(cfg, data))
+        images, labels, test_images, test_labels = device_data(cfg, data, dev)
+        # the run's own epoch-end metrics
+        evaluate = epoch_evaluator(cfg, engine.norm, images, labels, test_images, test_labels)
+        try:
+            fit(cfg, engine, images, labels, state, Hooks(evaluate, save, log=lambda _: None))
+        except _Enough:
+            pass
     mismatches = 0
     for old_row, new_row in zip(recorded[:epochs], state.history, strict=False):
         for key in FIELDS:
@@ -105,5 +111,24 @@ def verify(
     if not same_kind:
         print(f"{folder}: matches, but on another kind of device ({where}); not counted as verified")
         return 1
-    print(f"{folder}: verified, {epochs} epoch(s) identical ({json.dumps(list(FIELDS))})")
+    on = f"; re-trained on {threads} thread{'s' * (threads != 1)}, as recorded" if threads else ""
+    print(f"{folder}: verified, {epochs} epoch(s) identical ({json.dumps(list(FIELDS))}){on}")
     return 0
+
+
+def recorded_threads(record: dict) -> int | None:
+    """The CPU thread count a run trained on, from its provenance ("x86_64 (2 threads)"); None if not recorded."""
+    found = re.search(r"\((\d+) threads?\)$", str(record.get("device_name", "")))
+    return int(found.group(1)) if found else None
+
+
+@contextlib.contextmanager
+def cpu_threads(n: int | None):
+    """Run the block on n CPU threads (None: as they are), then restore the count."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
