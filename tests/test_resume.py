@@ -1,5 +1,6 @@
 """Exact resume: a run killed at any point and resumed ends bit-identical to an uninterrupted one."""
 
+import os
 import shutil
 import signal
 import subprocess
@@ -145,3 +146,19 @@ def test_finished_run_is_reused_not_redone(tmp_path, fake_root, tiny_runs, capsy
     assert "already finished" in capsys.readouterr().out
     assert weights.stat().st_mtime_ns == stamp
     assert load_tensors(weights)[0]  # untouched and still verifying
+
+
+def test_a_resume_trains_on_the_threads_the_run_started_with(tmp_path, fake_root):
+    """CPU sums depend on the thread count: a run started by a one-thread `reproduce` job and resumed from a
+    two-thread shell must still equal the uninterrupted one-thread run."""
+    one, two = os.environ | {"OMP_NUM_THREADS": "1"}, os.environ | {"OMP_NUM_THREADS": "2"}
+    ref = subprocess.run(command(tmp_path / "ref", fake_root), env=one, capture_output=True, text=True, timeout=300)
+    assert ref.returncode == 0, ref.stderr
+    proc = subprocess.Popen(command(tmp_path, fake_root), env=one, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for("resnet18/**/checkpoints/e0000-s000002.safetensors", tmp_path, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = subprocess.run(command(tmp_path, fake_root), env=two, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "on 1 thread, as the run started" in done.stdout
+    assert same(outcome(tmp_path), outcome(tmp_path / "ref"))

@@ -37,7 +37,7 @@ from rotnet.loggers import Loggers
 from rotnet.loop import Engine, Hooks, LoopState, build_optimizer, fit
 from rotnet.models import check_keys, initial_model, set_trainable, transfer_state
 from rotnet.provenance import provenance
-from rotnet.runtime import StopFlag
+from rotnet.runtime import StopFlag, cpu_threads, recorded_threads
 
 
 @dataclass(frozen=True)
@@ -344,15 +344,19 @@ def run(cfg: RunConfig, data: Dataset, rt: Runtime, source: Source | None = None
             raise
         engine = build_engine(cfg, model, rt, normalization(cfg, data))
         state = restore_state(folder, cfg, engine)
-        resumed = state is not None
+        resumed, threads = state is not None, None
         if state is None:
             state = LoopState()
         else:
-            log(f"{folder}: resuming at epoch {state.epoch + 1}, step {state.step}")
-        if world.is_main:
-            write_record(folder, cfg, data, rt, init_info | (source.extra if source else {}), resumed)
-        sinks = Loggers(rt.loggers, folder, cfg, resumed) if world.is_main and rt.loggers else None
-        return train_and_finish(cfg, data, rt, folder, engine, state, log, sinks)
+            started = recorded_threads(read_record(folder)) if rt.device.type == "cpu" and world.size == 1 else None
+            threads = started if started != torch.get_num_threads() else None
+            on = f" on {threads} thread{'s' * (threads != 1)}, as the run started" if threads else ""
+            log(f"{folder}: resuming at epoch {state.epoch + 1}, step {state.step}{on}")
+        with cpu_threads(threads):  # CPU sums depend on the thread count: keep the one the run started with
+            if world.is_main:
+                write_record(folder, cfg, data, rt, init_info | (source.extra if source else {}), resumed)
+            sinks = Loggers(rt.loggers, folder, cfg, resumed) if world.is_main and rt.loggers else None
+            return train_and_finish(cfg, data, rt, folder, engine, state, log, sinks)
     finally:
         if lock is not None:
             lock.release()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import re
 import signal
 from dataclasses import dataclass
 
@@ -19,6 +21,25 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise RotnetError("--device cuda asked for, but torch sees no CUDA device")
     return torch.device(name)
+
+
+def recorded_threads(record: dict | None) -> int | None:
+    """The CPU thread count a run started on, from its provenance ("x86_64 (2 threads)"); None if not recorded."""
+    found = re.search(r"\((\d+) threads?\)$", str((record or {}).get("device_name", "")))
+    return int(found.group(1)) if found else None
+
+
+@contextlib.contextmanager
+def cpu_threads(n: int | None):
+    """Run the block on n CPU threads (None: as they are), then restore the count. CPU sums depend on it, so a
+    resumed or re-checked run uses the count it started with."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def setup_device(name: str) -> tuple[torch.device, World]:

@@ -3,13 +3,9 @@ configuration, on the same data (fingerprint checked), and compare every determi
 
 from __future__ import annotations
 
-import contextlib
 import json
-import re
 from dataclasses import replace
 from pathlib import Path
-
-import torch
 
 from rotnet import checkpoint as ckpt
 from rotnet.config import NO_OPTIONS, DataOptions, from_dict
@@ -20,7 +16,7 @@ from rotnet.layout import METRICS, WEIGHTS, RunId, data_diff, parse_run_dir, rea
 from rotnet.loop import Hooks, LoopState, fit
 from rotnet.report import read_metrics
 from rotnet.run import Runtime, build_engine, device_data, epoch_evaluator, init_model
-from rotnet.runtime import resolve_device
+from rotnet.runtime import cpu_threads, recorded_threads, resolve_device
 
 # What an epoch's record holds that is a pure function of the configuration, the data and the device kind.
 FIELDS = ("epoch", "lr", "train_loss", "train_acc", "test_acc", "knn_acc")
@@ -114,21 +110,3 @@ def verify(
     on = f"; re-trained on {threads} thread{'s' * (threads != 1)}, as recorded" if threads else ""
     print(f"{folder}: verified, {epochs} epoch(s) identical ({json.dumps(list(FIELDS))}){on}")
     return 0
-
-
-def recorded_threads(record: dict) -> int | None:
-    """The CPU thread count a run trained on, from its provenance ("x86_64 (2 threads)"); None if not recorded."""
-    found = re.search(r"\((\d+) threads?\)$", str(record.get("device_name", "")))
-    return int(found.group(1)) if found else None
-
-
-@contextlib.contextmanager
-def cpu_threads(n: int | None):
-    """Run the block on n CPU threads (None: as they are), then restore the count."""
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
