@@ -217,23 +217,8 @@ def test_disk_full_while_saving(capsys, tmp_path, fake_root, monkeypatch):
     load_tensors(folder / "checkpoints" / files[0])
     assert (folder / "metrics.jsonl").read_text().count("\n") == 1
     monkeypatch.setattr(os, "fsync", real_fsync)
-    assert (
-        main(
-            [
-                "train",
-                "rotation",
-                "--runs-root",
-                str(tmp_path),
-                "--data-root",
-                str(fake_root),
-                "--no-download",
-                *TINY,
-                "--checkpoint-minutes",
-                "0",
-            ]
-        )  # fmt: skip
-        == 0
-    )  # and the run resumes once there is space
+    args = ["--runs-root", str(tmp_path), "--data-root", str(fake_root), "--no-download", *TINY]
+    assert main(["train", "rotation", *args, "--checkpoint-minutes", "0"]) == 0  # the run resumes once there is space
     assert "resuming at epoch 2" in capsys.readouterr().out
 
 

@@ -12,6 +12,7 @@ import torch
 import torchvision
 
 import rotnet
+from rotnet.runtime import threads_text
 
 
 def git_commit() -> str:
@@ -36,8 +37,7 @@ def git_commit() -> str:
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    threads = torch.get_num_threads()
-    return f"{platform.processor() or platform.machine()} ({threads} thread{'s' * (threads != 1)})"
+    return f"{platform.processor() or platform.machine()} ({threads_text(torch.get_num_threads())})"
 
 
 def provenance(device: torch.device, command: str = "") -> dict:

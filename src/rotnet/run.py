@@ -37,7 +37,7 @@ from rotnet.loggers import Loggers
 from rotnet.loop import Engine, Hooks, LoopState, build_optimizer, fit
 from rotnet.models import check_keys, initial_model, set_trainable, transfer_state
 from rotnet.provenance import provenance
-from rotnet.runtime import StopFlag, cpu_threads, recorded_threads
+from rotnet.runtime import StopFlag, cpu_threads, recorded_threads, threads_text
 
 
 @dataclass(frozen=True)
@@ -350,7 +350,7 @@ def run(cfg: RunConfig, data: Dataset, rt: Runtime, source: Source | None = None
         else:
             started = recorded_threads(read_record(folder)) if rt.device.type == "cpu" and world.size == 1 else None
             threads = started if started != torch.get_num_threads() else None
-            on = f" on {threads} thread{'s' * (threads != 1)}, as the run started" if threads else ""
+            on = f" on {threads_text(threads)}, as the run started" if threads else ""
             log(f"{folder}: resuming at epoch {state.epoch + 1}, step {state.step}{on}")
         with cpu_threads(threads):  # CPU sums depend on the thread count: keep the one the run started with
             if world.is_main:

@@ -19,7 +19,7 @@ from rotnet.config import DataOptions, RunConfig
 from rotnet.errors import Interrupted, NonFiniteLoss, RotnetError
 from rotnet.experiments import Protocol, rotation_source
 from rotnet.layout import FAILED, RESULT, RunId, is_locked, refuse_changed_config, run_dir, run_id
-from rotnet.runtime import StopFlag, install_stop_handlers, setup_device
+from rotnet.runtime import StopFlag, install_stop_handlers, setup_device, threads_text
 
 
 @dataclass(frozen=True)
@@ -244,14 +244,13 @@ def run_parallel(configs: list[RunConfig], sources: list, options: Options, stop
     threads = max(1, (os.cpu_count() or 1) // options.jobs)
     pending = list(zip(configs, sources, strict=True))
     procs: dict[Future, subprocess.Popen] = {}
-    running: dict[Future, tuple[RunConfig, int, str, Path]] = {}
-    tails: dict[Future, Tail] = {}
+    running: dict[Future, tuple[RunConfig, int, str, Path, Tail]] = {}
     forwarded = False
 
     def relay(future: Future) -> None:
-        cfg, _, name, _ = running[future]
+        cfg, _, name, _, tail = running[future]
         prefix = f"{cfg.arch} {cfg.experiment} "
-        for line in tails[future].lines():
+        for line in tail.lines():
             if line.startswith(prefix + "epoch "):
                 print(f"   {name} {line.removeprefix(prefix)}", flush=True)
 
@@ -286,8 +285,8 @@ def run_parallel(configs: list[RunConfig], sources: list, options: Options, stop
                         preexec_fn=die_with_parent,
                     )
                 future = pool.submit(proc.wait)
-                procs[future], running[future], tails[future] = proc, (cfg, slot, name, log), tail
-                where = f"cuda:{slot}" if gpus else f"cpu ({threads} thread{'s' * (threads != 1)})"
+                procs[future], running[future] = proc, (cfg, slot, name, log, tail)
+                where = f"cuda:{slot}" if gpus else f"cpu ({threads_text(threads)})"
                 print(f"== started {name} on {where}; log {log}", flush=True)
             if stop.requested and not forwarded:
                 for proc in procs.values():
@@ -298,9 +297,8 @@ def run_parallel(configs: list[RunConfig], sources: list, options: Options, stop
             for future in running:
                 relay(future)
             for future in done:
-                cfg, slot, name, log = running.pop(future)
+                cfg, slot, name, log, _ = running.pop(future)
                 procs.pop(future)
-                tails.pop(future)
                 slots.append(slot)
                 code = future.result()
                 result = run_dir(root, cfg) / RESULT

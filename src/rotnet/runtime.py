@@ -23,8 +23,14 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def threads_text(n: int) -> str:
+    """A CPU thread count as provenance records it and messages say it: "1 thread", "2 threads"."""
+    return f"{n} thread{'s' * (n != 1)}"
+
+
 def recorded_threads(record: dict | None) -> int | None:
-    """The CPU thread count a run started on, from its provenance ("x86_64 (2 threads)"); None if not recorded."""
+    """The CPU thread count a run started on, read back from its provenance's `threads_text` ("x86_64 (2 threads)");
+    None if not recorded."""
     found = re.search(r"\((\d+) threads?\)$", str((record or {}).get("device_name", "")))
     return int(found.group(1)) if found else None
 

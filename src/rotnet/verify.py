@@ -16,7 +16,7 @@ from rotnet.layout import METRICS, WEIGHTS, RunId, data_diff, parse_run_dir, rea
 from rotnet.loop import Hooks, LoopState, fit
 from rotnet.report import read_metrics
 from rotnet.run import Runtime, build_engine, device_data, epoch_evaluator, init_model
-from rotnet.runtime import cpu_threads, recorded_threads, resolve_device
+from rotnet.runtime import cpu_threads, recorded_threads, resolve_device, threads_text
 
 # What an epoch's record holds that is a pure function of the configuration, the data and the device kind.
 FIELDS = ("epoch", "lr", "train_loss", "train_acc", "test_acc", "knn_acc")
@@ -107,6 +107,6 @@ def verify(
     if not same_kind:
         print(f"{folder}: matches, but on another kind of device ({where}); not counted as verified")
         return 1
-    on = f"; re-trained on {threads} thread{'s' * (threads != 1)}, as recorded" if threads else ""
+    on = f"; re-trained on {threads_text(threads)}, as recorded" if threads else ""
     print(f"{folder}: verified, {epochs} epoch(s) identical ({json.dumps(list(FIELDS))}){on}")
     return 0
