@@ -131,12 +131,13 @@ def test_two_jobs_by_default_only_on_a_multicore_cpu_for_long_runs_that_can_go_t
     from rotnet.experiments import Protocol
     from rotnet.runner import PARALLEL_MIN_WORK, Options, auto_jobs, source_for
 
-    def jobs(experiments, device="cpu", cores=2, work=PARALLEL_MIN_WORK):
+    def jobs(experiments, device="cpu", cores=2, work=PARALLEL_MIN_WORK, pinned=()):
         monkeypatch.setattr(os, "cpu_count", lambda: cores)
         protocol = Protocol(TINY)
         configs = [protocol.resolve(e, arch=a, seed=s) for a, s, e in plan(["resnet18"], [0], experiments)]
         options = Options(Path("runs"), protocol)
-        return auto_jobs(torch.device(device), [(c, source_for(c, options)) for c in configs], [work] * len(configs))
+        runs = [(c, source_for(c, options)) for c in configs]
+        return auto_jobs(torch.device(device), runs, [work] * len(configs), list(pinned))
 
     assert jobs([]) == 2  # rotation beside the from-random runs, then the two from-rotation runs together
     assert jobs(["layer4-from-rotation", "full-from-rotation"]) == 2
@@ -145,6 +146,21 @@ def test_two_jobs_by_default_only_on_a_multicore_cpu_for_long_runs_that_can_go_t
     assert jobs([], cores=1) == 1 and jobs([], device="cuda") == 1
     assert jobs([], work=PARALLEL_MIN_WORK - 1) == 1  # short runs: start-up costs more than a second process saves
     assert auto_jobs(torch.device("cpu"), [], []) == 1  # nothing left to train
+    # A partial run resumes on the thread count it started with: two jobs only if that is half the cores.
+    assert jobs([], pinned=[1, None, None, None, None]) == 2
+    assert jobs([], pinned=[2, None, None, None, None]) == 1
+    assert jobs([], cores=16, pinned=[8, None, None, None, None]) == 2
+
+
+def test_a_partial_run_resumes_on_the_threads_it_recorded(tmp_path):
+    from rotnet.runner import resume_threads
+
+    folder = tmp_path / "resnet18/rotation/seed0"
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"config": {}, "device_name": "x86_64 (2 threads)"}))
+    assert resume_threads(folder) is None  # no checkpoint yet: it starts over on any count
+    (folder / "checkpoints/e0001-s000000.safetensors").write_bytes(b"")
+    assert resume_threads(folder) == 2
 
 
 def lock_pids(root) -> list[int]:

@@ -18,8 +18,18 @@ from rotnet.checkpoint import atomic_write_text
 from rotnet.config import DataOptions, RunConfig
 from rotnet.errors import Interrupted, NonFiniteLoss, RotnetError
 from rotnet.experiments import Protocol, rotation_source
-from rotnet.layout import FAILED, RESULT, RunId, is_locked, refuse_changed_config, run_dir, run_id
-from rotnet.runtime import StopFlag, install_stop_handlers, setup_device, threads_text
+from rotnet.layout import (
+    CHECKPOINTS,
+    FAILED,
+    RESULT,
+    RunId,
+    is_locked,
+    read_record,
+    refuse_changed_config,
+    run_dir,
+    run_id,
+)
+from rotnet.runtime import StopFlag, install_stop_handlers, recorded_threads, setup_device, threads_text
 
 
 @dataclass(frozen=True)
@@ -108,7 +118,8 @@ def execute(configs: list[RunConfig], options: Options) -> int:
     outcome: dict[str, str] = {}  # run folder -> done / failed: why / not run
     costs = [cfg.epochs * train_size(cfg, load_for(cfg, options.data)) for cfg in configs]
     todo = [i for i, cfg in enumerate(configs) if not (run_dir(root, cfg) / RESULT).is_file()]
-    jobs = options.jobs or auto_jobs(device, [(configs[i], sources[i]) for i in todo], [costs[i] for i in todo])
+    pinned = [] if options.restart else [resume_threads(run_dir(root, configs[i])) for i in todo]
+    jobs = options.jobs or auto_jobs(device, [(configs[i], sources[i]) for i in todo], [costs[i] for i in todo], pinned)
     try:
         if jobs > 1 and world.size == 1:
             run_parallel(configs, sources, replace(options, jobs=jobs), rt.stop, outcome)
@@ -158,15 +169,28 @@ def execute(configs: list[RunConfig], options: Options) -> int:
 PARALLEL_MIN_WORK = 10_000
 
 
-def auto_jobs(device, runs: list[tuple[RunConfig, object]], work: list[int]) -> int:
+def auto_jobs(device, runs: list[tuple[RunConfig, object]], work: list[int], pinned: list = ()) -> int:
     """Runs at once when --jobs is not given, for these (config, source) runs still to train, each `work` epochs x
-    images: on a CPU with 2+ cores, two one-thread processes if two runs are ever ready together and the runs are
-    long enough to repay the start-up; otherwise one, in this process."""
-    if device.type != "cpu" or (os.cpu_count() or 1) < 2 or not runs or sum(work) < PARALLEL_MIN_WORK * len(runs):
+    images: on a CPU with 2+ cores, two processes on half the cores each if two runs are ever ready together, the
+    runs are long enough to repay the start-up, and no partial run must resume on another thread count (`pinned`:
+    resume_threads of each); otherwise one, in this process."""
+    cores = os.cpu_count() or 1
+    if device.type != "cpu" or cores < 2 or not runs or sum(work) < PARALLEL_MIN_WORK * len(runs):
+        return 1
+    if any(n not in (None, cores // 2) for n in pinned):
+        # A resumed run keeps the thread count it started on (bit-exact resume): 2 threads beside a 1-thread job
+        # oversubscribe 2 cores, and both slow down more than a second process gains.
         return 1
     planned = {run_id(c) for c, _ in runs}
     waiting = sum(1 for _, s in runs if s is not None and run_id(s.expected) in planned)
     return 2 if max(len(runs) - waiting, waiting) >= 2 else 1
+
+
+def resume_threads(folder: Path) -> int | None:
+    """The CPU thread count a partial run will resume on (the one it started with); None if it has no checkpoint."""
+    if not any((folder / CHECKPOINTS).glob("e*-s*.safetensors")):
+        return None
+    return recorded_threads(read_record(folder))
 
 
 def train_size(cfg: RunConfig, data) -> int:
