@@ -131,13 +131,12 @@ def test_two_jobs_by_default_only_on_a_multicore_cpu_for_long_runs_that_can_go_t
     from rotnet.experiments import Protocol
     from rotnet.runner import PARALLEL_MIN_WORK, Options, auto_jobs, source_for
 
-    def jobs(experiments, device="cpu", cores=2, work=PARALLEL_MIN_WORK, pinned=()):
+    def jobs(experiments, device="cpu", cores=2, work=PARALLEL_MIN_WORK):
         monkeypatch.setattr(os, "cpu_count", lambda: cores)
         protocol = Protocol(TINY)
         configs = [protocol.resolve(e, arch=a, seed=s) for a, s, e in plan(["resnet18"], [0], experiments)]
         options = Options(Path("runs"), protocol)
-        runs = [(c, source_for(c, options)) for c in configs]
-        return auto_jobs(torch.device(device), runs, [work] * len(configs), list(pinned))
+        return auto_jobs(torch.device(device), [(c, source_for(c, options)) for c in configs], [work] * len(configs))
 
     assert jobs([]) == 2  # rotation beside the from-random runs, then the two from-rotation runs together
     assert jobs(["layer4-from-rotation", "full-from-rotation"]) == 2
@@ -146,10 +145,6 @@ def test_two_jobs_by_default_only_on_a_multicore_cpu_for_long_runs_that_can_go_t
     assert jobs([], cores=1) == 1 and jobs([], device="cuda") == 1
     assert jobs([], work=PARALLEL_MIN_WORK - 1) == 1  # short runs: start-up costs more than a second process saves
     assert auto_jobs(torch.device("cpu"), [], []) == 1  # nothing left to train
-    # A partial run resumes on the thread count it started with: two jobs only if that is half the cores.
-    assert jobs([], pinned=[1, None, None, None, None]) == 2
-    assert jobs([], pinned=[2, None, None, None, None]) == 1
-    assert jobs([], cores=16, pinned=[8, None, None, None, None]) == 2
 
 
 def test_a_partial_run_resumes_on_the_threads_it_recorded(tmp_path):
@@ -161,6 +156,46 @@ def test_a_partial_run_resumes_on_the_threads_it_recorded(tmp_path):
     assert resume_threads(folder) is None  # no checkpoint yet: it starts over on any count
     (folder / "checkpoints/e0001-s000000.safetensors").write_bytes(b"")
     assert resume_threads(folder) == 2
+
+
+def test_jobs_give_a_partial_run_the_cores_it_started_on(tmp_path, fake_root, monkeypatch, capsys):
+    """A resumed run keeps its thread count (bit-exact resume), so a rotation run that started on 2 threads resumes
+    alone on both cores, and the one-thread jobs start after it, rather than 3 threads on 2 cores."""
+    import torch
+
+    from rotnet import runner
+    from rotnet.config import DataOptions
+    from rotnet.datasets import load_for
+    from rotnet.errors import Interrupted
+    from rotnet.experiments import Protocol
+    from rotnet.run import Runtime, run
+    from rotnet.runtime import StopFlag, cpu_threads
+
+    cfg = Protocol(TINY).resolve("rotation")
+    with cpu_threads(2), pytest.raises(Interrupted):  # a stop requested from the start: one step, a checkpoint
+        run(
+            cfg,
+            load_for(cfg, DataOptions(fake_root, False)),
+            Runtime(torch.device("cpu"), tmp_path, stop=StopFlag(True)),
+        )
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(runner, "PARALLEL_MIN_WORK", 0)
+    assert main(reproduce(tmp_path, fake_root, jobs=None)) == 0
+    out = capsys.readouterr().out
+    assert "== started resnet18/rotation/seed0 on cpu (2 threads)" in out
+    others = [e for e in EXPERIMENTS if e != "rotation"]
+    assert all(f"== started resnet18/{e}/seed0 on cpu (1 thread)" in out for e in others), out
+    assert out.index("== resnet18/rotation/seed0: done") < min(out.index(f"== started resnet18/{e}/") for e in others)
+    record = json.loads((tmp_path / "resnet18/rotation/seed0/config.json").read_text())
+    assert record["device_name"].endswith("(2 threads)") and len(record["resumes"]) == 1
+
+
+def test_restart_reaches_the_jobs(tmp_path, fake_root, capsys):
+    assert main(reproduce(tmp_path, fake_root)) == 0
+    assert main(reproduce(tmp_path, fake_root, "--restart", jobs="2")) == 0
+    for e in EXPERIMENTS:  # every run kept aside and trained again, none reused
+        assert (tmp_path / "resnet18" / e / "seed0.old1/result.json").is_file()
+        assert (tmp_path / "resnet18" / e / "seed0/result.json").is_file()
 
 
 def lock_pids(root) -> list[int]:

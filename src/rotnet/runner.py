@@ -118,8 +118,7 @@ def execute(configs: list[RunConfig], options: Options) -> int:
     outcome: dict[str, str] = {}  # run folder -> done / failed: why / not run
     costs = [cfg.epochs * train_size(cfg, load_for(cfg, options.data)) for cfg in configs]
     todo = [i for i, cfg in enumerate(configs) if not (run_dir(root, cfg) / RESULT).is_file()]
-    pinned = [] if options.restart else [resume_threads(run_dir(root, configs[i])) for i in todo]
-    jobs = options.jobs or auto_jobs(device, [(configs[i], sources[i]) for i in todo], [costs[i] for i in todo], pinned)
+    jobs = options.jobs or auto_jobs(device, [(configs[i], sources[i]) for i in todo], [costs[i] for i in todo])
     try:
         if jobs > 1 and world.size == 1:
             run_parallel(configs, sources, replace(options, jobs=jobs), rt.stop, outcome)
@@ -169,17 +168,11 @@ def execute(configs: list[RunConfig], options: Options) -> int:
 PARALLEL_MIN_WORK = 10_000
 
 
-def auto_jobs(device, runs: list[tuple[RunConfig, object]], work: list[int], pinned: list = ()) -> int:
+def auto_jobs(device, runs: list[tuple[RunConfig, object]], work: list[int]) -> int:
     """Runs at once when --jobs is not given, for these (config, source) runs still to train, each `work` epochs x
-    images: on a CPU with 2+ cores, two processes on half the cores each if two runs are ever ready together, the
-    runs are long enough to repay the start-up, and no partial run must resume on another thread count (`pinned`:
-    resume_threads of each); otherwise one, in this process."""
-    cores = os.cpu_count() or 1
-    if device.type != "cpu" or cores < 2 or not runs or sum(work) < PARALLEL_MIN_WORK * len(runs):
-        return 1
-    if any(n not in (None, cores // 2) for n in pinned):
-        # A resumed run keeps the thread count it started on (bit-exact resume): 2 threads beside a 1-thread job
-        # oversubscribe 2 cores, and both slow down more than a second process gains.
+    images: on a CPU with 2+ cores, two processes on half the cores each if two runs are ever ready together and the
+    runs are long enough to repay the start-up; otherwise one, in this process."""
+    if device.type != "cpu" or (os.cpu_count() or 1) < 2 or not runs or sum(work) < PARALLEL_MIN_WORK * len(runs):
         return 1
     planned = {run_id(c) for c, _ in runs}
     waiting = sum(1 for _, s in runs if s is not None and run_id(s.expected) in planned)
@@ -250,6 +243,7 @@ def write_job(path: Path, cfg: RunConfig, source, options: Options, device: str)
         "loggers": list(options.loggers),
         "command": options.command or provenance_command(),
         "keep_checkpoints": options.keep_checkpoints,
+        "restart": options.restart,
     }
     atomic_write_text(path, json.dumps(job, indent=2) + "\n")
 
@@ -257,18 +251,21 @@ def write_job(path: Path, cfg: RunConfig, source, options: Options, device: str)
 def run_parallel(configs: list[RunConfig], sources: list, options: Options, stop: StopFlag, outcome: dict) -> None:
     """Run up to options.jobs runs at once, each a `rotnet job` process, a transfer run only after its rotation run
     finished. GPUs: one job per device (CUDA_VISIBLE_DEVICES); CPU: the jobs share the cores (OMP_NUM_THREADS =
-    cores / jobs). A stop request is forwarded to every child; they save and exit. Logs go to ROOT/logs/; each
-    child's epoch lines are also shown here, named by run."""
+    cores / jobs), except that a partial run resumes on the thread count it started with and takes as many jobs'
+    share of the cores (a 2-thread run beside a 1-thread one would oversubscribe 2 cores). A stop request is
+    forwarded to every child; they save and exit. Logs go to ROOT/logs/; each child's epoch lines are also shown
+    here, named by run."""
     import torch
 
     root = Path(options.runs_root)
     (root / "logs").mkdir(parents=True, exist_ok=True)
     gpus = torch.cuda.device_count() if options.device != "cpu" and torch.cuda.is_available() else 0
-    slots = list(range(min(options.jobs, gpus))) if gpus else list(range(options.jobs))
+    all_slots = list(range(min(options.jobs, gpus))) if gpus else list(range(options.jobs))
+    slots = list(all_slots)
     threads = max(1, (os.cpu_count() or 1) // options.jobs)
     pending = list(zip(configs, sources, strict=True))
     procs: dict[Future, subprocess.Popen] = {}
-    running: dict[Future, tuple[RunConfig, int, str, Path, Tail]] = {}
+    running: dict[Future, tuple[RunConfig, list[int], str, Path, Tail]] = {}
     forwarded = False
 
     def relay(future: Future) -> None:
@@ -285,7 +282,9 @@ def run_parallel(configs: list[RunConfig], sources: list, options: Options, stop
     with ThreadPoolExecutor(max_workers=options.jobs) as pool:
         while pending or running:
             for cfg, source in [(c, s) for c, s in pending if ready(s)]:
-                if not slots or stop.requested:
+                pinned = None if gpus or options.restart else resume_threads(run_dir(root, cfg))
+                width = min(len(all_slots), -(-pinned // threads)) if pinned else 1
+                if len(slots) < width or stop.requested:
                     break
                 pending.remove((cfg, source))
                 name = str(run_id(cfg).relative)
@@ -294,8 +293,11 @@ def run_parallel(configs: list[RunConfig], sources: list, options: Options, stop
                     outcome[name] = f"failed: in use by another rotnet process (pid {holder})"
                     print(f"== {name}: {outcome[name]}", flush=True)
                     continue
-                slot = slots.pop(0)
-                env = os.environ | ({"CUDA_VISIBLE_DEVICES": str(slot)} if gpus else {"OMP_NUM_THREADS": str(threads)})
+                taken, slots[:width] = slots[:width], []
+                count = pinned or threads
+                env = os.environ | (
+                    {"CUDA_VISIBLE_DEVICES": str(taken[0])} if gpus else {"OMP_NUM_THREADS": str(count)}
+                )
                 log = root / "logs" / (name.replace("/", "_") + ".log")
                 job = root / "logs" / (name.replace("/", "_") + ".job.json")
                 write_job(job, cfg, source, options, "cuda" if gpus else "cpu")
@@ -309,8 +311,8 @@ def run_parallel(configs: list[RunConfig], sources: list, options: Options, stop
                         preexec_fn=die_with_parent,
                     )
                 future = pool.submit(proc.wait)
-                procs[future], running[future] = proc, (cfg, slot, name, log, tail)
-                where = f"cuda:{slot}" if gpus else f"cpu ({threads_text(threads)})"
+                procs[future], running[future] = proc, (cfg, taken, name, log, tail)
+                where = f"cuda:{taken[0]}" if gpus else f"cpu ({threads_text(count)})"
                 print(f"== started {name} on {where}; log {log}", flush=True)
             if stop.requested and not forwarded:
                 for proc in procs.values():
@@ -321,9 +323,9 @@ def run_parallel(configs: list[RunConfig], sources: list, options: Options, stop
             for future in running:
                 relay(future)
             for future in done:
-                cfg, slot, name, log, _ = running.pop(future)
+                cfg, taken, name, log, _ = running.pop(future)
                 procs.pop(future)
-                slots.append(slot)
+                slots.extend(taken)
                 code = future.result()
                 result = run_dir(root, cfg) / RESULT
                 if code == 0 and result.is_file():
@@ -393,6 +395,7 @@ def run_job(path: Path) -> int:
         loggers=tuple(job.get("loggers", ())),
         command=job.get("command", ""),
         keep_checkpoints=job.get("keep_checkpoints", 1),
+        restart=job.get("restart", False),
         stop=stop,
         world=world,
     )
