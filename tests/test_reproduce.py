@@ -89,6 +89,14 @@ def test_report_on_a_missing_folder_is_an_error(tmp_path, capsys):
     assert "runs folder not found" in capsys.readouterr().err
 
 
+def test_reproduce_refuses_a_folder_with_someone_elses_report_before_training(tmp_path, fake_root, capsys):
+    (tmp_path / "report.md").write_text("my notes\n")
+    assert main(reproduce(tmp_path, fake_root)) == 2
+    assert "report.md that rotnet report did not write" in capsys.readouterr().err
+    assert not (tmp_path / "resnet18").exists()  # refused before anything trained, not after
+    assert (tmp_path / "report.md").read_text() == "my notes\n"
+
+
 def test_interrupted_reproduce_continues_without_redoing(tmp_path, fake_root):
     cmd = [sys.executable, "-m", "rotnet", *reproduce(tmp_path, fake_root)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

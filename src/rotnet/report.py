@@ -256,8 +256,9 @@ def reproduce_record(root: Path) -> dict:
     return record if isinstance(record, dict) else {}
 
 
-def claim_outputs(root: Path) -> None:
-    """Refuse to write over report files this report did not write before (a user's own report.md, say)."""
+def refuse_foreign_outputs(root: Path) -> list[str]:
+    """Refuse a folder that holds report files this report did not write (a user's own report.md, say); return
+    the names the report writes. `reproduce` calls it before training, so that it fails now rather than hours in."""
     marker = read_json(root / REPORT_MARKER)
     ours = set(marker) if isinstance(marker, list) else set()
     names = [*OUTPUTS, *(f"plots/{p}" for p in PLOTS)]
@@ -267,7 +268,11 @@ def claim_outputs(root: Path) -> None:
             f"{root} already holds {', '.join(foreign[:3])} that rotnet report did not write; "
             "move them away or report into another folder"
         )
-    atomic_write_text(root / REPORT_MARKER, json.dumps(names) + "\n")
+    return names
+
+
+def claim_outputs(root: Path) -> None:
+    atomic_write_text(root / REPORT_MARKER, json.dumps(refuse_foreign_outputs(root)) + "\n")
 
 
 def write_report(root: Path, preset: str | None = None) -> Path:

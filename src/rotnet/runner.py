@@ -85,7 +85,7 @@ def execute(configs: list[RunConfig], options: Options) -> int:
     interrupted. Returns the number of runs that failed or did not run; raises Interrupted on SIGINT/SIGTERM."""
     from rotnet.datasets import load_for
     from rotnet.provenance import provenance
-    from rotnet.report import summary, write_report
+    from rotnet.report import refuse_foreign_outputs, summary, write_report
     from rotnet.run import preflight, run
 
     root = options.runs_root
@@ -97,6 +97,7 @@ def execute(configs: list[RunConfig], options: Options) -> int:
             refuse_changed_config(run_dir(root, cfg), cfg)
         if source and (run_dir(root, source.expected) / RESULT).is_file():
             preflight(cfg, rt, source)
+    refuse_foreign_outputs(root)  # the report at the end would
     for cfg in {run_id(c).data: c for c in configs}.values():  # missing data fails now, not after hours
         load_for(cfg, options.data)
     install_stop_handlers(rt.stop)
