@@ -22,8 +22,12 @@ def verify(folder, data, *extra):
 
 
 def test_verify_matches_a_run(runs, fake_root, capsys):
-    assert verify(runs / "resnet18/rotation/seed0", fake_root, "--epochs", "2") == 0
+    folder = runs / "resnet18/rotation/seed0"
+    before = {p: p.stat().st_mtime_ns for p in runs.rglob("*")}
+    assert verify(folder, fake_root, "--epochs", "2") == 0
     out = capsys.readouterr().out
+    assert out.startswith(f"{folder}: re-training 2 epochs of 2 on cpu")  # says what it does before minutes of it
+    assert {p: p.stat().st_mtime_ns for p in runs.rglob("*")} == before  # and writes nothing
     assert "verified, 2 epoch(s) identical" in out and "MISMATCH" not in out
     assert out.count("epoch 2 train_loss") == 1
 

@@ -204,7 +204,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("verify", "re-train the first epochs of a run from its recorded config and compare the metrics")
     p.add_argument("run", type=Path, help="a run folder with config.json and metrics.jsonl")
     p.add_argument("--epochs", type=int, default=1, help="epochs to re-train and compare")
-    p.add_argument("--work-dir", type=Path, default=None, help="where the re-run goes (default: a temporary folder)")
     add_data_flags(p)
 
     p = command("export-images", "write a dataset as an image folder of PNGs (SPLIT/CLASS/NNNNN.png)")
@@ -357,7 +356,6 @@ def cmd_verify(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         data=data_options(args),
         device=args.device,
-        work_dir=args.work_dir,
     )
 
 

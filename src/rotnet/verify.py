@@ -49,9 +49,9 @@ def verify(
     epochs: int = 1,
     data: DataOptions = NO_OPTIONS,
     device: str = "auto",
-    work_dir: Path | None = None,
 ) -> int:
-    """Print match/mismatch per field and epoch; 0 only on an exact match on the same kind of device."""
+    """Print match/mismatch per field and epoch; 0 only on an exact match on the same kind of device. Writes
+    nothing: the re-run lives in memory."""
     folder = Path(folder)
     record = read_record(folder)
     if record is None:
@@ -74,7 +74,9 @@ def verify(
     dev = resolve_device(device)
     same_kind = str(record.get("device", "cpu")).split(":")[0] == dev.type
     threads = recorded_threads(record) if dev.type == "cpu" and same_kind else None
-    rt = Runtime(dev, Path(work_dir or folder))
+    rt = Runtime(dev, folder)  # a transfer run's weights are named explicitly above: nothing is looked up there
+    on = f" ({threads_text(threads)}, as recorded)" if threads else ""
+    print(f"{folder}: re-training {epochs} epoch{'s' * (epochs != 1)} of {cfg.epochs} on {dev}{on}", flush=True)
 
     def save(state: LoopState) -> None:
         if state.step == 0 and state.epoch >= epochs:
