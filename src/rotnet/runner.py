@@ -265,6 +265,7 @@ def run_parallel(configs: list[RunConfig], sources: list, options: Options, stop
     slots = list(all_slots)
     threads = max(1, (os.cpu_count() or 1) // options.jobs)
     pending = list(zip(configs, sources, strict=True))
+    pinned = {} if gpus or options.restart else {run_id(c): resume_threads(run_dir(root, c)) for c in configs}
     procs: dict[Future, subprocess.Popen] = {}
     running: dict[Future, tuple[RunConfig, list[int], str, Path, Tail]] = {}
     forwarded = False
@@ -283,8 +284,8 @@ def run_parallel(configs: list[RunConfig], sources: list, options: Options, stop
     with ThreadPoolExecutor(max_workers=options.jobs) as pool:
         while pending or running:
             for cfg, source in [(c, s) for c, s in pending if ready(s)]:
-                pinned = None if gpus or options.restart else resume_threads(run_dir(root, cfg))
-                width = min(len(all_slots), -(-pinned // threads)) if pinned else 1
+                count = pinned.get(run_id(cfg)) or threads
+                width = min(len(all_slots), -(-count // threads))
                 if len(slots) < width or stop.requested:
                     break
                 pending.remove((cfg, source))
@@ -295,7 +296,6 @@ def run_parallel(configs: list[RunConfig], sources: list, options: Options, stop
                     print(f"== {name}: {outcome[name]}", flush=True)
                     continue
                 taken, slots[:width] = slots[:width], []
-                count = pinned or threads
                 env = os.environ | (
                     {"CUDA_VISIBLE_DEVICES": str(taken[0])} if gpus else {"OMP_NUM_THREADS": str(count)}
                 )
