@@ -6,7 +6,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -63,7 +63,6 @@ class Source:
 
     expected: RunConfig
     command: str = ""
-    extra: dict = field(default_factory=dict)
 
 
 def init_weights(cfg: RunConfig, runs_root: Path, source: Source | None) -> tuple[dict, dict]:
@@ -354,7 +353,7 @@ def run(cfg: RunConfig, data: Dataset, rt: Runtime, source: Source | None = None
             log(f"{folder}: resuming at epoch {state.epoch + 1}, step {state.step}{on}")
         with cpu_threads(threads):  # CPU sums depend on the thread count: keep the one the run started with
             if world.is_main:
-                write_record(folder, cfg, data, rt, init_info | (source.extra if source else {}), resumed)
+                write_record(folder, cfg, data, rt, init_info, resumed)
             sinks = Loggers(rt.loggers, folder, cfg, resumed) if world.is_main and rt.loggers else None
             return train_and_finish(cfg, data, rt, folder, engine, state, log, sinks)
     finally:
