@@ -156,7 +156,7 @@ def test_two_jobs_by_default_only_on_a_multicore_cpu_for_long_runs_that_can_go_t
 
 
 def test_a_partial_run_resumes_on_the_threads_it_recorded(tmp_path):
-    from rotnet.runner import resume_threads
+    from rotnet.run import resume_threads
 
     folder = tmp_path / "resnet18/rotation/seed0"
     (folder / "checkpoints").mkdir(parents=True)
@@ -164,6 +164,8 @@ def test_a_partial_run_resumes_on_the_threads_it_recorded(tmp_path):
     assert resume_threads(folder) is None  # no checkpoint yet: it starts over on any count
     (folder / "checkpoints/e0001-s000000.safetensors").write_bytes(b"")
     assert resume_threads(folder) == 2
+    (folder / "result.json").write_text("{}")
+    assert resume_threads(folder) is None  # finished: reused, not resumed, so it holds no cores
 
 
 def test_jobs_give_a_partial_run_the_cores_it_started_on(tmp_path, fake_root, monkeypatch, capsys):

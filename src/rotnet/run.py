@@ -137,6 +137,14 @@ def preflight(cfg: RunConfig, rt: Runtime, source: Source | None = None) -> None
         init_weights(cfg, rt.runs_root, source)
 
 
+def resume_threads(folder: Path) -> int | None:
+    """The CPU thread count a partial run resumes on: the one it started with (CPU sums depend on it), as its
+    config.json recorded it. None for a run with no checkpoint or a finished one: those start on any count."""
+    if (folder / RESULT).is_file() or not any((folder / CHECKPOINTS).glob("e*-s*.safetensors")):
+        return None
+    return recorded_threads(read_record(folder))
+
+
 def keep_aside(folder: Path) -> Path:
     """Rename folder to the first free FOLDER.oldN (--restart keeps what a user ran before)."""
     n = 1
@@ -347,7 +355,7 @@ def run(cfg: RunConfig, data: Dataset, rt: Runtime, source: Source | None = None
         if state is None:
             state = LoopState()
         else:
-            started = recorded_threads(read_record(folder)) if rt.device.type == "cpu" and world.size == 1 else None
+            started = resume_threads(folder) if rt.device.type == "cpu" and world.size == 1 else None
             threads = started if started != torch.get_num_threads() else None
             on = f" on {threads_text(threads)}, as the run started" if threads else ""
             log(f"{folder}: resuming at epoch {state.epoch + 1}, step {state.step}{on}")

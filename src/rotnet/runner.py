@@ -18,18 +18,8 @@ from rotnet.checkpoint import atomic_write_text
 from rotnet.config import DataOptions, RunConfig
 from rotnet.errors import Interrupted, NonFiniteLoss, RotnetError
 from rotnet.experiments import Protocol, rotation_source
-from rotnet.layout import (
-    CHECKPOINTS,
-    FAILED,
-    RESULT,
-    RunId,
-    is_locked,
-    read_record,
-    refuse_changed_config,
-    run_dir,
-    run_id,
-)
-from rotnet.runtime import StopFlag, install_stop_handlers, recorded_threads, setup_device, threads_text
+from rotnet.layout import FAILED, RESULT, RunId, is_locked, refuse_changed_config, run_dir, run_id
+from rotnet.runtime import StopFlag, install_stop_handlers, setup_device, threads_text
 
 
 @dataclass(frozen=True)
@@ -180,13 +170,6 @@ def auto_jobs(device, runs: list[tuple[RunConfig, object]], work: list[int]) -> 
     return 2 if max(len(runs) - waiting, waiting) >= 2 else 1
 
 
-def resume_threads(folder: Path) -> int | None:
-    """The CPU thread count a partial run will resume on (the one it started with); None if it has no checkpoint."""
-    if not any((folder / CHECKPOINTS).glob("e*-s*.safetensors")):
-        return None
-    return recorded_threads(read_record(folder))
-
-
 def train_size(cfg: RunConfig, data) -> int:
     """The training images of a run (a class-balanced subset's size, or the whole training split)."""
     return cfg.train_per_class * data.num_classes if cfg.train_per_class else len(data.train_images)
@@ -258,11 +241,13 @@ def run_parallel(configs: list[RunConfig], sources: list, options: Options, stop
     here, named by run."""
     import torch
 
+    from rotnet.run import resume_threads
+
     root = Path(options.runs_root)
     (root / "logs").mkdir(parents=True, exist_ok=True)
     gpus = torch.cuda.device_count() if options.device != "cpu" and torch.cuda.is_available() else 0
-    all_slots = list(range(min(options.jobs, gpus))) if gpus else list(range(options.jobs))
-    slots = list(all_slots)
+    slots = list(range(min(options.jobs, gpus))) if gpus else list(range(options.jobs))
+    capacity = len(slots)
     threads = max(1, (os.cpu_count() or 1) // options.jobs)
     pending = list(zip(configs, sources, strict=True))
     pinned = {} if gpus or options.restart else {run_id(c): resume_threads(run_dir(root, c)) for c in configs}
@@ -285,7 +270,7 @@ def run_parallel(configs: list[RunConfig], sources: list, options: Options, stop
         while pending or running:
             for cfg, source in [(c, s) for c, s in pending if ready(s)]:
                 count = pinned.get(run_id(cfg)) or threads
-                width = min(len(all_slots), -(-count // threads))
+                width = min(capacity, -(-count // threads))
                 if len(slots) < width or stop.requested:
                     break
                 pending.remove((cfg, source))
