@@ -87,3 +87,20 @@ def test_a_presets_subset_runs_are_rows_naming_their_data(tiny_runs, tmp_path):
     report = write_report(tmp_path).read_text()
     assert "| rotation | resnet18 | cifar10, 2 per class | — |" in report and "| ok |" in report
     assert "| full-from-random | resnet18 | cifar10 | 82.79 |" not in report and "Label efficiency" not in report
+
+
+def test_a_run_older_than_a_setting_shows_its_default_and_the_commits_that_resumed_it(tiny_runs, tmp_path):
+    """config.json of a run started before rotnet had a key lacks it; the run used the key's default (the rule
+    resume and the source check follow), so the report shows that, not a blank. Resumes name their commits."""
+    import shutil
+
+    folder = tmp_path / "resnet18/rotation/seed0"
+    shutil.copytree(tiny_runs / "resnet18/rotation/seed0", folder)
+    record = json.loads((folder / "config.json").read_text())
+    for key in ("dataset", "image_size", "normalization"):
+        del record["config"][key]
+    record["resumes"] = [{"git_commit": "abcdef1" + "0" * 33}, {"git_commit": "1234567" + "0" * 33}]
+    (folder / "config.json").write_text(json.dumps(record))
+    report = write_report(tmp_path).read_text()
+    assert "| imagenet | dataset's | seed's constants | fp32 |" in report
+    assert "; resumed by abcdef1, 1234567) |" in report

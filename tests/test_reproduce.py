@@ -110,6 +110,10 @@ def test_interrupted_reproduce_continues_without_redoing(tmp_path, fake_root):
     assert "rotation/seed0: already finished" in again.stdout
     assert weights.stat().st_mtime_ns == stamp
     assert all((tmp_path / "resnet18" / e / "seed0" / "result.json").is_file() for e in EXPERIMENTS)
+    # The record keeps the killed invocation (which never wrote its wall time) and the report says so.
+    record = json.loads((tmp_path / "reproduce.json").read_text())
+    assert [e["wall_seconds"] for e in record["earlier"]] == [None] and record["wall_seconds"] > 0
+    assert "resumed from 1 earlier invocation" in (tmp_path / "report.md").read_text()
 
 
 def test_jobs_run_experiments_side_by_side_respecting_dependencies(tmp_path, fake_root, monkeypatch, capsys):

@@ -266,10 +266,20 @@ def layered(base: RunConfig, documents: list[tuple[str, dict]], command_line: di
     return validate(canonical(apply(cfg, command_line)))
 
 
+def uses_seed_normalization(normalization: str, dataset: str) -> bool:
+    """Whether a run normalizes with the seed report's CIFAR-10 constants (else with its data's own mean and std)."""
+    return normalization == "seed" or (normalization == "auto" and dataset == "cifar10")
+
+
+def with_defaults(recorded: dict) -> dict:
+    """A recorded configuration, complete: a key it lacks was added to rotnet after it was written, with a default
+    that keeps the earlier behaviour, so it counts as that default."""
+    return RunConfig().to_dict() | recorded
+
+
 def config_diff(old: dict, new: dict, ignore: tuple[str, ...] = ()) -> list[str]:
-    """'key: old -> new' for the keys whose values differ. A key the old run lacks was added to rotnet later,
-    with a default that keeps the earlier behaviour, so it counts as that default."""
-    old = RunConfig().to_dict() | old
+    """'key: old -> new' for the keys whose values differ (keys the old run lacks count as their defaults)."""
+    old = with_defaults(old)
     keys = sorted((set(old) | set(new)) - set(ignore))
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
 

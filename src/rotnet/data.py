@@ -16,7 +16,7 @@ import torch
 
 from rotnet.augment import MEAN as SEED_MEAN
 from rotnet.augment import STD as SEED_STD
-from rotnet.config import DATASETS, RunConfig
+from rotnet.config import DATASETS, RunConfig, uses_seed_normalization
 from rotnet.errors import RotnetError
 from rotnet.seeds import generator
 
@@ -87,7 +87,7 @@ def outputs(cfg: RunConfig, data: Dataset) -> int:
 
 def normalization(cfg: RunConfig, data: Dataset) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """The (mean, std) a run normalizes its inputs with (0-1 scale)."""
-    if cfg.normalization == "seed" or (cfg.normalization == "auto" and cfg.dataset == "cifar10"):
+    if uses_seed_normalization(cfg.normalization, cfg.dataset):
         return SEED_MEAN, SEED_STD
     return data.mean, data.std
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from rotnet import plots
 from rotnet.checkpoint import atomic_write_text
-from rotnet.config import dataset_slug
+from rotnet.config import dataset_slug, uses_seed_normalization, with_defaults
 from rotnet.errors import RotnetError
 from rotnet.experiments import EXPERIMENTS, seed_results
 from rotnet.layout import CONFIG, FAILED, METRICS, RESULT, find_runs, parse_run_dir, read_json
@@ -79,21 +79,23 @@ def collect(root: Path) -> list[dict]:
             config, result, failed, history = {}, {}, {}, []
         else:
             status = "finished" if result else "failed" if failed else "partial" if history else "started"
+        cfg = with_defaults(config["config"]) if config else {}  # a run older than a key: its default
         runs.append(
             {
                 "folder": folder,
                 "segment": rid.data,
                 "data": rid.data + (f"@{rid.per_class}pc" if rid.per_class else ""),  # the table's key for its data
-                "data_label": data_label(config.get("config", {}), rid.data),
+                "data_label": data_label(cfg, rid.data),
                 "arch": rid.arch,
                 "experiment": rid.experiment,
                 "seed": rid.seed,
                 "status": status,
                 "per_class": rid.per_class,
-                "config": config,
+                "config": config,  # config.json as written
+                "cfg": cfg,  # the run's configuration, every key
                 "result": result,
                 "history": history,
-                "planned_epochs": config.get("config", {}).get("epochs"),
+                "planned_epochs": cfg.get("epochs"),
                 "error": str(failed.get("error", "")),
             }
         )
@@ -223,13 +225,21 @@ HYPERPARAMETERS = ("optimizer", "lr", "schedule", "lr_step_epochs", "lr_gamma", 
 HYPERPARAMETERS += ("batch_size", "rotations_per_image", "stem", "image_size", "normalization", "precision")
 
 
+def hyperparameter_text(cfg: dict, key: str):
+    """A setting as the table shows it: the value, or what it means where the value is a rule."""
+    if key == "image_size" and not cfg[key]:
+        return "dataset's"
+    if key == "normalization":
+        return "seed's constants" if uses_seed_normalization(cfg[key], cfg["dataset"]) else "dataset's mean/std"
+    return cfg[key]
+
+
 def hyperparameter_section(runs: list[dict]) -> list[str]:
     """The settings each row's runs actually used, read from their config.json (one line per distinct setting)."""
     seen: dict[tuple, list[str]] = {}
     for r in runs:
-        cfg = r["config"].get("config", {})
-        if cfg:
-            key = tuple(cfg.get(k, "") for k in HYPERPARAMETERS)
+        if cfg := r["cfg"]:
+            key = tuple(hyperparameter_text(cfg, k) for k in HYPERPARAMETERS)
             seen.setdefault(key, []).append(f"{r['arch']} {r['experiment']}" + (f" ({r['data']})" if r["data"] else ""))
     if not seen:
         return []
@@ -417,6 +427,7 @@ def label_efficiency_section(runs: list[dict], path: Path) -> list[str]:
 
 def run_summary(r: dict) -> dict:
     c = r["config"]
+    resumes = c.get("resumes") if isinstance(c.get("resumes"), list) else []
     return {
         "run": "/".join(r["folder"].parts[-4 if r["segment"] else -3 :]),
         "status": r["status"],
@@ -430,10 +441,28 @@ def run_summary(r: dict) -> dict:
         "torchvision": c.get("torchvision"),
         "rotnet": c.get("rotnet_version"),
         "commit": c.get("git_commit"),
+        "resumed_by": list(dict.fromkeys(str(x.get("git_commit")) for x in resumes if isinstance(x, dict))),
         "dataset_checksums_match": c.get("dataset_checksums_match"),
         "command": c.get("command"),
         "error": r["error"],
     }
+
+
+def earlier_text(repro: dict) -> str:
+    """The invocations before the last one (a plan resumed across sessions): how many, their commits, and the wall
+    time of them all."""
+    earlier = repro.get("earlier")
+    earlier = [e for e in earlier if isinstance(e, dict)] if isinstance(earlier, list) else []
+    if not earlier:
+        return ""
+    walls = [e.get("wall_seconds") for e in [*earlier, repro]]
+    known = [w for w in walls if isinstance(w, int | float)]
+    commits = ", ".join(dict.fromkeys(str(e.get("git_commit"))[:7] for e in earlier))
+    unknown = len(walls) - len(known)
+    return (
+        f"; resumed from {len(earlier)} earlier invocation{'s' * (len(earlier) != 1)} (commits {commits}), "
+        f"{sum(known) / 60:.1f} min for all {len(walls)}" + (f" ({unknown} ended unrecorded)" if unknown else "")
+    )
 
 
 def provenance_lines(runs: list[dict], repro: dict) -> list[str]:
@@ -443,7 +472,8 @@ def provenance_lines(runs: list[dict], repro: dict) -> list[str]:
         lines += [
             f"- reproduce: rotnet {repro.get('rotnet_version')} at commit {repro.get('git_commit')}, "
             f"torch {repro.get('torch')}, torchvision {repro.get('torchvision')}, {repro.get('device_name')}"
-            + (f"; wall time {wall / 60:.1f} min" if wall else ""),
+            + (f"; wall time {wall / 60:.1f} min" if wall else "")
+            + earlier_text(repro),
             "",
         ]
     lines += [
@@ -453,9 +483,10 @@ def provenance_lines(runs: list[dict], repro: dict) -> list[str]:
     for r in runs:
         s = run_summary(r)
         md5 = {True: "official", False: "differs (warned)", None: "?"}[s["dataset_checksums_match"]]
+        resumed = f"; resumed by {', '.join(c[:7] for c in s['resumed_by'])}" if s["resumed_by"] else ""
         lines.append(
             f"| {s['run']} | {s['status']} | {s['epochs_done']}/{s['epochs_planned']} | "
             f"{s['wall_seconds']:.0f} | {fmt(s['images_per_s'], 0)} | {s['device']} | {s['torch']} | "
-            f"{s['rotnet']} ({(s['commit'] or '?')[:12]}) | {md5} |"
+            f"{s['rotnet']} ({(s['commit'] or '?')[:12]}{resumed}) | {md5} |"
         )
     return lines

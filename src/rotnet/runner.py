@@ -18,7 +18,7 @@ from rotnet.checkpoint import atomic_write_text
 from rotnet.config import DataOptions, RunConfig
 from rotnet.errors import Interrupted, NonFiniteLoss, RotnetError
 from rotnet.experiments import Protocol, rotation_source
-from rotnet.layout import FAILED, RESULT, RunId, is_locked, refuse_changed_config, run_dir, run_id
+from rotnet.layout import FAILED, RESULT, RunId, is_locked, read_json, refuse_changed_config, run_dir, run_id
 from rotnet.runtime import StopFlag, install_stop_handlers, setup_device, threads_text
 
 
@@ -99,6 +99,7 @@ def execute(configs: list[RunConfig], options: Options) -> int:
         **options.extra,
         "runs": [str(run_id(c).relative) for c in configs],
         "started": started,
+        "earlier": earlier_invocations(root / options.log_name),
     }
     if world.is_main:
         try:
@@ -198,6 +199,16 @@ def provenance_command() -> str:
     import shlex
 
     return shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
+
+
+def earlier_invocations(path: Path) -> list[dict]:
+    """The invocations before this one on the same runs root, from the record this one replaces: a plan resumed
+    over several sessions keeps its whole history (and the report its whole wall time)."""
+    old = read_json(path)
+    if not isinstance(old, dict):
+        return []
+    earlier = old.get("earlier") if isinstance(old.get("earlier"), list) else []
+    return [*earlier, {k: old.get(k) for k in ("command", "git_commit", "started", "finished", "wall_seconds")}]
 
 
 def mark_failed(folder: Path, why: str) -> None:
@@ -360,7 +371,6 @@ def run_job(path: Path) -> int:
     """`rotnet job FILE`: one run of a parallel plan, exactly as the parent resolved it."""
     from rotnet.config import from_dict
     from rotnet.datasets import load_for
-    from rotnet.layout import read_json
     from rotnet.run import Runtime, Source, run
 
     job = read_json(path)
