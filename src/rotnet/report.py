@@ -428,6 +428,7 @@ def label_efficiency_section(runs: list[dict], path: Path) -> list[str]:
 def run_summary(r: dict) -> dict:
     c = r["config"]
     resumes = c.get("resumes") if isinstance(c.get("resumes"), list) else []
+    speeds = [s for h in r["history"] if isinstance(s := h.get("images_per_s"), int | float)]
     return {
         "run": "/".join(r["folder"].parts[-4 if r["segment"] else -3 :]),
         "status": r["status"],
@@ -435,7 +436,7 @@ def run_summary(r: dict) -> dict:
         "epochs_planned": r["planned_epochs"],
         "test_acc": r["result"].get("test_acc"),
         "wall_seconds": sum(h.get("seconds", 0) for h in r["history"]),
-        "images_per_s": statistics.fmean([h["images_per_s"] for h in r["history"]]) if r["history"] else None,
+        "images_per_s": statistics.median(speeds) if speeds else None,  # an epoch that spans a pause: no matter
         "device": c.get("device_name"),
         "torch": c.get("torch"),
         "torchvision": c.get("torchvision"),
@@ -477,7 +478,7 @@ def provenance_lines(runs: list[dict], repro: dict) -> list[str]:
             "",
         ]
     lines += [
-        "| run | status | epochs | wall (s) | train img/s | device | torch | rotnet (commit) | CIFAR-10 md5 |",
+        "| run | status | epochs | wall (s) | img/s (median epoch) | device | torch | rotnet (commit) | CIFAR-10 md5 |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
