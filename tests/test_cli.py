@@ -112,3 +112,9 @@ def test_bench_smoke(tmp_path, fake_root, capsys):
     assert main([*args, "--data-root", str(fake_root)]) == 0
     result = json.loads(out.read_text())
     assert result and "rotation" in json.dumps(result)
+    # A second bench never replaces the first's figures, and says so before it measures anything.
+    capsys.readouterr()
+    assert main([*args, "--data-root", str(fake_root)]) == 2
+    assert "bench.json exists" in capsys.readouterr().err and json.loads(out.read_text()) == result
+    assert main([*args[:-1], str(tmp_path / "missing" / "b.json"), "--data-root", str(fake_root)]) == 2
+    assert "folder not found" in capsys.readouterr().err

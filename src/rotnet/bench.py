@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from rotnet.augment import MEAN, STD
+from rotnet.checkpoint import atomic_write_text
 from rotnet.config import RunConfig
 from rotnet.evaluate import predict
 from rotnet.experiments import EXPERIMENTS
@@ -207,7 +208,7 @@ def run_bench(
             ips = bench_rotnet(cfg, device, images, labels, steps, warmup)
             results["options"].append({"precision": prec, "channels_last": cl, "compile": comp, "b_rotnet": ips})
             print(f"option precision={prec} channels_last={cl} compile={comp}: {ips:.0f} img/s", flush=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    atomic_write_text(out, json.dumps(results, indent=2) + "\n")
     print(table(results))
     return results
 

@@ -233,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", help="torch.compile the model in the main table")
     p.add_argument("--sweep", action="store_true", help="also measure each speed option for rotation pretraining")
     p.add_argument("--data-root", type=Path, default=None)
-    p.add_argument("--out", type=Path, default=Path("bench.json"))
+    p.add_argument("--out", type=Path, default=Path("bench.json"), help="a new JSON file for the figures")
 
     p = sub.add_parser("job")  # internal: one run of `reproduce --jobs N`, from the job file the parent wrote
     p.add_argument("file", type=Path)
@@ -365,6 +365,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.steps <= 0 or args.batch_size <= 0 or args.warmup < 0:
         raise RotnetError("--steps and --batch-size must be positive, --warmup zero or more")
+    if args.out.exists():  # checked before minutes of measuring, not after
+        raise RotnetError(f"{args.out} exists; name a new file with --out (a bench never replaces earlier figures)")
+    if not args.out.parent.is_dir():
+        raise RotnetError(f"folder not found: {args.out.parent}")
     run_bench(
         resolve_device(args.device),
         steps=args.steps,
