@@ -161,6 +161,26 @@ def test_the_cache_is_reused_and_a_changed_folder_is_prepared_again(tmp_path, mo
     assert len(changed.train_images) + len(changed.test_images) == 7
 
 
+def test_links_planted_in_the_cache_do_not_redirect_its_writes(tmp_path):
+    """The cache's temporary files get fresh O_EXCL names: links at the names rotnet <= 0.3 used (predictable from
+    the pid) leave the files they point to alone."""
+    import os
+
+    images = np.random.default_rng(5).integers(0, 256, (6, 3, 8, 8), dtype=np.uint8)
+    write_folder(tmp_path / "imgs", images)
+    cache = tmp_path / "cache"
+    first = load(tmp_path / "imgs", 8, cache_dir=cache)
+    (npy,), (record,) = cache.glob("*.npy"), cache.glob("*.json")
+    npy.unlink(), record.unlink()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine")
+    for name in (f".{npy.name}.{os.getpid()}.tmp", f".{npy.name}.{os.getpid()}.short", f".{record.name}.tmp"):
+        (cache / name).symlink_to(victim)
+    load_dataset.cache_clear()
+    again = load(tmp_path / "imgs", 8, cache_dir=cache)
+    assert victim.read_text() == "mine" and torch.equal(first.train_images, again.train_images)
+
+
 def test_bad_images_are_named_and_skipped_only_when_asked(tmp_path):
     images = np.random.default_rng(5).integers(0, 256, (5, 3, 8, 8), dtype=np.uint8)
     write_folder(tmp_path / "imgs", images)

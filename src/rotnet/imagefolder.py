@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from rotnet.checkpoint import atomic_write_text
 from rotnet.config import DataOptions, dataset_slug
 from rotnet.data import Dataset, channel_stats, holdout_split
 from rotnet.errors import RotnetError
@@ -100,9 +102,9 @@ def prepare(files: list[Path], size: int, resize: bool, target: Path, skip_bad: 
     indices of the files that were kept."""
     bad: list[tuple[Path, str]] = []
     kept: list[int] = []
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(files), 3, size, size))
+    tmp = short = fresh_file(target)
     try:
+        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(files), 3, size, size))
         for i, path in enumerate(tqdm(files, desc="decoding images (once)", unit="img", leave=False, disable=None)):
             try:
                 array[len(kept)] = decode(path, size, resize)
@@ -118,14 +120,24 @@ def prepare(files: list[Path], size: int, resize: bool, target: Path, skip_bad: 
         del array
         if len(kept) < len(files):  # rewrite without the unused tail
             full = np.load(tmp, mmap_mode="r")
-            with open(tmp.with_suffix(".short"), "wb") as f:
+            short = fresh_file(target)
+            with open(short, "wb") as f:
                 np.save(f, full[: len(kept)])
             del full
-            os.replace(tmp.with_suffix(".short"), tmp)
+            os.replace(short, tmp)
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+        short.unlink(missing_ok=True)
     return np.load(target, mmap_mode="r"), kept
+
+
+def fresh_file(target: Path) -> Path:
+    """A new empty file beside target with a unique name, made with O_EXCL (tempfile.mkstemp): a link planted in
+    the cache cannot redirect the write elsewhere."""
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    return Path(name)
 
 
 def cache_dir_for(folder: Path, options: DataOptions) -> Path:
@@ -159,9 +171,7 @@ def prepared(folder: Path, files: list[Path], image_size: int, options: DataOpti
         for start in range(0, len(array), 4096):
             h.update(np.ascontiguousarray(array[start : start + 4096]).tobytes())
         record = {"listing_sha256": digest, "kept": kept, "images_sha256": h.hexdigest(), "count": len(files)}
-        tmp = record_file.with_name(f".{record_file.name}.tmp")
-        tmp.write_text(json.dumps(record))
-        os.replace(tmp, record_file)
+        atomic_write_text(record_file, json.dumps(record))
     try:
         array = np.load(images_file, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as e:
