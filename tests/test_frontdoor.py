@@ -55,6 +55,24 @@ def test_tensorboard_and_csv_hold_the_logged_scalars(tmp_path, fake_root):
     assert rows[0].startswith("epoch,lr,train_loss") and len(rows) == 1 + len(history)
 
 
+def test_the_csv_holds_every_epoch_record_and_every_column(tmp_path, fake_root):
+    """metrics.csv is metrics.jsonl as a table: a column that first appears after epoch 1 (test accuracy with
+    eval_every 2) is there, and each epoch has one row (the file is rewritten from the run's history, so a resume
+    from an earlier checkpoint repeats none)."""
+    import csv
+
+    args = ["--epochs", "2", "--set", "eval_every=2", "--logger", "csv"]
+    assert main(["train", "rotation", *args, "--runs-root", str(tmp_path), "--data-root", str(fake_root)]) == 0
+    folder = tmp_path / "resnet18/rotation/seed0"
+    history = metrics(folder)
+    assert "test_acc" not in history[0] or history[0]["test_acc"] is None  # the case this test is about
+    rows = list(csv.DictReader((folder / "metrics.csv").open()))
+    assert len(rows) == len(history)
+    for row, record in zip(rows, history, strict=True):
+        numbers = {k: v for k, v in record.items() if isinstance(v, int | float)}
+        assert {k: float(row[k]) for k in numbers} == pytest.approx(numbers) and "test_acc" in row
+
+
 def test_export_writes_a_model_card_and_files_that_load_in_torchvision(tiny_runs, tmp_path, capsys):
     out = tmp_path / "hub"
     assert main(["export", str(tiny_runs / "resnet18/rotation/seed0"), str(out)]) == 0

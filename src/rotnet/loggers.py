@@ -6,9 +6,11 @@ Each is opened only when asked for with `--logger`, and imported then: none is n
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
+from rotnet.checkpoint import atomic_write_text
 from rotnet.config import RunConfig
 from rotnet.errors import RotnetError
 
@@ -17,7 +19,7 @@ EVERY = 20  # steps between progress points
 
 
 class Loggers:
-    """The loggers a run writes to: `epoch(record)` at each epoch end, `progress(step, scalars)` every EVERY steps,
+    """The loggers a run writes to: `epoch(history)` at each epoch end, `progress(step, scalars)` every EVERY steps,
     `finish(result)` once, with the final metrics beside the hyperparameters."""
 
     def __init__(self, names: tuple[str, ...], folder: Path, cfg: RunConfig, resumed: bool):
@@ -56,19 +58,23 @@ class Loggers:
         if self.wandb is not None:
             self.wandb.log({f"step/{k}": v for k, v in scalars.items()} | {"global_step": step})
 
-    def epoch(self, record: dict) -> None:
+    def epoch(self, history: list[dict]) -> None:
+        """At an epoch end, with the run's epoch records so far (the last is the new one)."""
+        record = history[-1]
         scalars = {k: v for k, v in record.items() if isinstance(v, int | float) and k != "epoch"}
         if self.tb is not None:
             for k, v in scalars.items():
                 self.tb.add_scalar(f"epoch/{k}", v, record["epoch"])
             self.tb.flush()
         if self.csv_path is not None:
-            new = not self.csv_path.is_file()
-            with open(self.csv_path, "a", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=["epoch", *scalars], extrasaction="ignore")
-                if new:
-                    writer.writeheader()
-                writer.writerow(record)
+            # Rewritten whole, like metrics.jsonl: a resume from an earlier checkpoint repeats no row, and a column
+            # that first appears later (test accuracy with eval_every > 1) is not dropped.
+            columns = dict.fromkeys(k for r in history for k, v in r.items() if isinstance(v, int | float))
+            out = io.StringIO()
+            writer = csv.DictWriter(out, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(history)
+            atomic_write_text(self.csv_path, out.getvalue())
         if self.wandb is not None:
             self.wandb.log({f"epoch/{k}": v for k, v in scalars.items()} | {"epoch": record["epoch"]})
 

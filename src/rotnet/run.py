@@ -406,7 +406,7 @@ def train_and_finish(
         if not world.is_main:
             return
         if sinks and not s.step:
-            sinks.epoch(s.history[-1])
+            sinks.epoch(s.history)
         stopping = rt.stop is not None and rt.stop.requested
         due = s.step or s.epoch >= cfg.epochs or stopping or time.monotonic() - last >= rt.checkpoint_minutes * 60
         if due:
