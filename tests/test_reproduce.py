@@ -213,6 +213,24 @@ def test_restart_reaches_the_jobs(tmp_path, fake_root, capsys):
         assert (tmp_path / "resnet18" / e / "seed0/result.json").is_file()
 
 
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_rotation_run_another_process_holds_is_not_run_not_failed(tmp_path, fake_root, jobs):
+    """Another process trains the rotation run: this plan leaves it (and its transfer runs) as not run, writes
+    nothing into its folder and exits non-zero; the runs that do not need it are trained."""
+    from rotnet.layout import RunLock
+
+    folder = tmp_path / "resnet18/rotation/seed0"
+    folder.mkdir(parents=True)
+    three = ("--experiments", "rotation,full-from-rotation,full-from-random")
+    with RunLock(folder):
+        assert main(reproduce(tmp_path, fake_root, *three, jobs=jobs)) == 1
+    outcome = json.loads((tmp_path / "reproduce.json").read_text())["outcome"]
+    assert outcome["resnet18/rotation/seed0"].startswith("not run:") and "in use" in outcome["resnet18/rotation/seed0"]
+    assert outcome["resnet18/full-from-rotation/seed0"].startswith("not run: its rotation run is in use")
+    assert outcome["resnet18/full-from-random/seed0"].startswith("done")
+    assert sorted(p.name for p in folder.iterdir()) == [".lock"]  # no FAILED mark in another process's run
+
+
 def lock_pids(root) -> list[int]:
     return [int(p.read_text()) for p in root.glob("*/*/seed*/.lock") if p.read_text().strip()]
 

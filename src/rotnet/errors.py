@@ -7,6 +7,10 @@ class RotnetError(Exception):
     """A problem with the user's input or environment, explained in one line."""
 
 
+class InUse(RotnetError):
+    """The run folder is locked by another rotnet process: not a failure of the run, which that process owns."""
+
+
 class NonFiniteLoss(RuntimeError):
     """The loss became nan or inf; the run stops with its last good checkpoint kept."""
 

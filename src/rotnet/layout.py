@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from rotnet.config import RunConfig, config_diff, dataset_slug
-from rotnet.errors import RotnetError
+from rotnet.errors import InUse, RotnetError
 
 CONFIG = "config.json"  # the resolved configuration and its provenance
 METRICS = "metrics.jsonl"  # one line per epoch
@@ -143,7 +143,7 @@ class RunLock:
             os.close(fd)
             if e.errno not in (errno.EWOULDBLOCK, errno.EACCES):
                 raise RotnetError(f"cannot lock {self.path.parent} ({e.strerror or e})") from None
-            raise RotnetError(
+            raise InUse(
                 f"{self.path.parent} is in use by another rotnet process (pid {holder(self.path)}); "
                 "wait for it to finish or stop it"
             ) from None
@@ -178,6 +178,6 @@ def is_locked(folder: Path) -> str | None:
         return None
     try:
         RunLock(folder).acquire().release()
-    except RotnetError:
+    except InUse:
         return holder(path)
     return None

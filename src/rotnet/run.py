@@ -16,7 +16,7 @@ from rotnet import checkpoint as ckpt
 from rotnet.config import NOT_PROTOCOL, RunConfig, config_diff
 from rotnet.data import Dataset, balanced_subset, normalization, outputs
 from rotnet.distributed import World, barrier, ranks_agree
-from rotnet.errors import RotnetError
+from rotnet.errors import InUse, RotnetError
 from rotnet.evaluate import accuracy, confusion, knn_monitor, predict, targets_for
 from rotnet.layout import (
     CHECKPOINTS,
@@ -128,9 +128,7 @@ def preflight(cfg: RunConfig, rt: Runtime, source: Source | None = None) -> None
     folder = run_dir(rt.runs_root, cfg)
     holder = is_locked(folder) if rt.world.is_main else None  # other torchrun ranks: rank 0 holds it for them
     if holder:
-        raise RotnetError(
-            f"{folder} is in use by another rotnet process (pid {holder}); wait for it to finish or stop it"
-        )
+        raise InUse(f"{folder} is in use by another rotnet process (pid {holder}); wait for it to finish or stop it")
     if not rt.restart:
         refuse_changed_config(folder, cfg)
     if cfg.init == "rotation" and not (folder / RESULT).is_file():
@@ -157,8 +155,9 @@ def keep_aside(folder: Path) -> Path:
 
 
 def make_dir(folder: Path) -> None:
+    """The run folder, for its lock; nothing inside it until the lock is held."""
     try:
-        (folder / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise RotnetError(f"output directory {folder} is not writable ({e.strerror or e})") from None
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from rotnet.checkpoint import atomic_write_text
 from rotnet.config import DataOptions, RunConfig
-from rotnet.errors import Interrupted, NonFiniteLoss, RotnetError
+from rotnet.errors import Interrupted, InUse, NonFiniteLoss, RotnetError
 from rotnet.experiments import Protocol, rotation_source
 from rotnet.layout import FAILED, RESULT, RunId, is_locked, read_json, refuse_changed_config, run_dir, run_id
 from rotnet.runtime import StopFlag, install_stop_handlers, setup_device, threads_text
@@ -115,12 +115,12 @@ def execute(configs: list[RunConfig], options: Options) -> int:
         if jobs > 1 and world.size == 1:
             run_parallel(configs, sources, replace(options, jobs=jobs), rt.stop, outcome)
         else:
-            failed: set[RunId] = set()  # rotation runs that failed
+            blocked: dict[RunId, str] = {}  # rotation runs that failed or are another process's: why
             eta = Eta(costs)
             for i, (cfg, source) in enumerate(zip(configs, sources, strict=True)):
                 name = str(run_id(cfg).relative)
-                if source and run_id(source.expected) in failed:
-                    outcome[name] = "not run: its rotation run failed"
+                if source and run_id(source.expected) in blocked:
+                    outcome[name] = f"not run: its rotation run {blocked[run_id(source.expected)]}"
                     continue
                 epochs = f"{cfg.epochs} epoch{'s' * (cfg.epochs != 1)}"
                 say(f"== [{i + 1}/{len(configs)}] {name} ({epochs}){eta.text(i)}", flush=True)
@@ -131,13 +131,18 @@ def execute(configs: list[RunConfig], options: Options) -> int:
                     eta.done(i, time.monotonic() - started_run)
                     outcome[name] = f"done: {result['test_acc']:.2f}%"
                     (root / name / FAILED).unlink(missing_ok=True)
+                except InUse as e:  # another process trains it: not a failure, and not this process's to mark
+                    outcome[name] = f"not run: {e}"
+                    say(f"rotnet: {name}: {e}")
+                    if cfg.experiment == "rotation":
+                        blocked[run_id(cfg)] = IN_USE
                 except (RotnetError, NonFiniteLoss) as e:
                     # One failed run doesn't stop the others; the report shows it as failed.
                     outcome[name] = f"failed: {e}"
                     say(f"rotnet: error: {name}: {e}")
                     mark_failed(root / name, str(e))
                     if cfg.experiment == "rotation":
-                        failed.add(run_id(cfg))
+                        blocked[run_id(cfg)] = "failed"
     finally:
         if world.is_main:
             for cfg in configs:
@@ -153,6 +158,8 @@ def execute(configs: list[RunConfig], options: Options) -> int:
         raise Interrupted(f"stopped; {len(missing)} of {len(configs)} runs not finished", rt.stop.signum)
     return len(missing)
 
+
+IN_USE = "is in use by another rotnet process"
 
 # Below this mean training work per run (epochs x images), two processes' start-up and one-thread evaluations cost
 # more than they save. Measured with benchmarks/jobs.py: smoke (~2,400 per run) 0.92x, quick on 500 images per class
@@ -273,6 +280,13 @@ def run_parallel(configs: list[RunConfig], sources: list, options: Options, stop
             if line.startswith(prefix + "epoch "):
                 print(f"   {name} {line.removeprefix(prefix)}", flush=True)
 
+    def drop_transfers_of(cfg: RunConfig, why: str) -> None:
+        """A rotation run that will not finish here: its transfer runs can never start."""
+        for c, s in list(pending):
+            if s and run_id(s.expected) == run_id(cfg):
+                pending.remove((c, s))
+                outcome[str(run_id(c).relative)] = f"not run: its rotation run {why}"
+
     def ready(source) -> bool:
         unfinished = [c for c, _ in pending] + [c for c, *_ in running.values()]
         return source is None or run_id(source.expected) not in {run_id(c) for c in unfinished}
@@ -287,9 +301,10 @@ def run_parallel(configs: list[RunConfig], sources: list, options: Options, stop
                 pending.remove((cfg, source))
                 name = str(run_id(cfg).relative)
                 holder = is_locked(run_dir(root, cfg))
-                if holder:
-                    outcome[name] = f"failed: in use by another rotnet process (pid {holder})"
+                if holder:  # another process trains it: not a failure, and not this process's to mark
+                    outcome[name] = f"not run: {IN_USE} (pid {holder})"
                     print(f"== {name}: {outcome[name]}", flush=True)
+                    drop_transfers_of(cfg, IN_USE)
                     continue
                 taken, slots[:width] = slots[:width], []
                 env = os.environ | (
@@ -333,11 +348,7 @@ def run_parallel(configs: list[RunConfig], sources: list, options: Options, stop
                 else:
                     outcome[name] = f"failed: exit code {code}; see {log}"
                     mark_failed(run_dir(root, cfg), outcome[name].removeprefix("failed: "))
-                    if cfg.experiment == "rotation":  # its transfer runs can never start
-                        for c, s in list(pending):
-                            if s and run_id(s.expected) == run_id(cfg):
-                                pending.remove((c, s))
-                                outcome[str(run_id(c).relative)] = "not run: its rotation run failed"
+                    drop_transfers_of(cfg, "failed")
                 print(f"== {name}: {outcome[name]}; log {log}", flush=True)
 
 
