@@ -1,5 +1,6 @@
 """Configuration: one precedence rule for every key, typed values, and TOML that is refused in one line."""
 
+import json
 import os
 
 import pytest
@@ -43,6 +44,20 @@ def test_set_seed_and_config_seed_are_not_overridden_by_a_default(tmp_path, fake
 def test_reproduce_refuses_set_seed_with_seeds(tmp_path, fake_root, capsys):
     assert cli("reproduce", "--set", "seed=1", "--seeds", "0,1", root=tmp_path, data=fake_root) == 2
     assert "--seeds" in capsys.readouterr().err
+
+
+def test_the_python_reproduce_takes_its_seed_from_the_overrides_too(tmp_path, fake_root):
+    """`rotnet.reproduce(seed=1)` once trained seed0: its seeds default (0,) beat the override."""
+    import rotnet
+    from tests.test_reproduce import TINY
+
+    common = dict(preset=TINY, runs_root=tmp_path, data_root=fake_root, download=False, experiments=("rotation",))
+    rotnet.reproduce(**common, seed=1)
+    assert (tmp_path / "resnet18/rotation/seed1/result.json").is_file()
+    assert not (tmp_path / "resnet18/rotation/seed0").exists()
+    assert json.loads((tmp_path / "reproduce.json").read_text())["seeds"] == [1]
+    with pytest.raises(RotnetError, match="given twice"):
+        rotnet.reproduce(**common, seed=1, seeds=(0,))
 
 
 @pytest.mark.parametrize("key", [k for k, v in RunConfig().to_dict().items() if isinstance(v, float)])

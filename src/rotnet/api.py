@@ -12,7 +12,7 @@ from torch import nn
 from rotnet import checkpoint as ckpt
 from rotnet.config import DataOptions, RunConfig
 from rotnet.errors import RotnetError
-from rotnet.experiments import Protocol, plan
+from rotnet.experiments import Protocol, identities, plan
 from rotnet.layout import WEIGHTS, run_dir
 
 
@@ -65,8 +65,8 @@ def reproduce(
     *,
     preset: str = "paper",
     runs_root: str | Path | None = None,
-    archs: tuple[str, ...] = ("resnet18",),
-    seeds: tuple[int, ...] = (0,),
+    archs: tuple[str, ...] | None = None,
+    seeds: tuple[int, ...] | None = None,
     experiments: tuple[str, ...] = (),
     device: str = "auto",
     data_root: str | Path | None = None,
@@ -75,16 +75,18 @@ def reproduce(
     **overrides: Any,
 ) -> Path:
     """The report's experiments in dependency order (as `rotnet reproduce`, `jobs` as its --jobs), then the report;
-    returns report.md's path. Runs that failed are shown as failed in the report; a RotnetError only when nothing
-    could start."""
+    returns report.md's path. archs and seeds default to the preset's (and overrides') arch and seed. Runs that
+    failed are shown as failed in the report; a RotnetError only when nothing could start."""
     from rotnet.runner import Options, execute
 
     protocol = Protocol(preset, (), tuple(overrides.items()))
-    configs = [protocol.resolve(e, arch=a, seed=s) for a, s, e in plan(list(archs), list(seeds), list(experiments))]
+    arch_list, seed_list = identities(protocol, list(archs) if archs else None, None if seeds is None else list(seeds))
+    configs = [protocol.resolve(e, arch=a, seed=s) for a, s, e in plan(arch_list, seed_list, list(experiments))]
     root = Path(runs_root) if runs_root else Path("runs") / Path(preset).stem
     data = DataOptions(_path(data_root), download)
     call = _call("reproduce", preset=preset, archs=archs, seeds=seeds, experiments=experiments, **overrides)
-    options = Options(root, protocol, device, data, extra={"archs": list(archs)}, command=call, jobs=jobs)
+    record = {"archs": arch_list, "seeds": seed_list}
+    options = Options(root, protocol, device, data, extra=record, command=call, jobs=jobs)
     execute(configs, options)
     return root / "report.md"
 

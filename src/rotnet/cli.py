@@ -16,7 +16,7 @@ from pathlib import Path
 from rotnet import __version__
 from rotnet.config import CHOICES, HELP, RunConfig, parse_assignments
 from rotnet.errors import Interrupted, NonFiniteLoss, RotnetError
-from rotnet.experiments import EXPERIMENTS, Protocol, preset_names
+from rotnet.experiments import EXPERIMENTS, Protocol, identities, preset_names
 
 # Keys the experiment itself decides (settable with --set, but no flag of their own); `--init PATH` sets init_path.
 NO_FLAG = ("experiment", "task", "init", "trainable", "init_path")
@@ -294,14 +294,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if args.jobs < 0:
         raise RotnetError(f"--jobs must be zero (auto) or a positive number; got {args.jobs}")
     check_runtime_flags(args)
-    overrides = command_line(args, skip=("arch", "seed"))
-    for key, flag in (("seed", "--seeds"), ("arch", "--archs")):
-        if key in overrides and getattr(args, flag[2:]) is not None:
-            raise RotnetError(f"--set {key}=... and {flag} both name the {key}; give one of them")
-    protocol = protocol_of(args, overrides)
-    base = protocol.resolve("rotation")
-    archs = parse_list(args.archs, ARCHS, "arch") if args.archs else [base.arch]
-    seeds = parse_ints(args.seeds, "--seeds") if args.seeds is not None else [base.seed]
+    protocol = protocol_of(args, command_line(args, skip=("arch", "seed")))
+    archs = parse_list(args.archs, ARCHS, "arch") if args.archs else None
+    seeds = parse_ints(args.seeds, "--seeds") if args.seeds is not None else None
+    archs, seeds = identities(protocol, archs, seeds)
     experiments = parse_list(args.experiments, tuple(EXPERIMENTS), "experiment") if args.experiments else []
     # Resolve every configuration first: a typo fails before hours of training, not after.
     configs = [protocol.resolve(e, arch=a, seed=s) for a, s, e in plan(archs, seeds, experiments)]
@@ -317,11 +313,8 @@ def cmd_label_efficiency(args: argparse.Namespace) -> int:
     check_runtime_flags(args)
     if args.min_steps <= 0:
         raise RotnetError(f"--min-steps must be a positive number; got {args.min_steps}")
-    overrides = command_line(args, skip=("seed",))
-    if "seed" in overrides and args.seeds is not None:
-        raise RotnetError("--set seed=... and --seeds both name the seed; give one of them")
-    protocol = protocol_of(args, overrides)
-    seeds = parse_ints(args.seeds, "--seeds") if args.seeds is not None else [protocol.resolve("rotation").seed]
+    protocol = protocol_of(args, command_line(args, skip=("seed",)))
+    _, seeds = identities(protocol, None, parse_ints(args.seeds, "--seeds") if args.seeds is not None else None)
     configs = []
     for seed in seeds:
         configs.append(protocol.resolve("rotation", seed=seed))

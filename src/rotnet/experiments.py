@@ -94,6 +94,18 @@ def plan(archs: list[str], seeds: list[int | None], experiments: list[str]) -> l
     return out
 
 
+def identities(protocol: Protocol, archs: list[str] | None, seeds: list[int] | None) -> tuple[list[str], list[int]]:
+    """The archs and seeds of a plan: those given, else the protocol's own arch and seed (a preset, a file or an
+    override may set them); a key given both ways is refused rather than one of them silently ignored."""
+    given = dict(protocol.overrides)
+    for key, values in (("arch", archs), ("seed", seeds)):
+        if key in given and values is not None:
+            listed = ",".join(map(str, values))
+            raise RotnetError(f"the {key} is given twice, as {key}={given[key]} and as --{key}s {listed}; give one")
+    base = protocol.resolve("rotation")
+    return archs or [base.arch], seeds if seeds is not None else [base.seed]
+
+
 def rotation_source(cfg: RunConfig, protocol: Protocol) -> RunConfig:
     """The rotation run that a from-rotation run's protocol resolves: same arch and seed, same preset, files and
     command-line keys."""
