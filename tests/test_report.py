@@ -120,3 +120,22 @@ def test_the_speed_shown_is_the_median_epochs_so_a_paused_epoch_does_not_drag_it
     write_report(tmp_path)
     (run,) = json.loads((tmp_path / "results.json").read_text())["runs"]
     assert run["images_per_s"] == 118.0
+
+
+def test_the_pretraining_gain_pairs_seeds(tiny_runs, tmp_path):
+    """From-rotation finished seeds 0 and 1, from-random only seed 0 (seed 1 failed or still trains): the gain is
+    seed 0's difference, said to be seed 0's only; unpaired means would mix seed 1 into one side."""
+    import shutil
+
+    accuracies = {("full-from-rotation", 0): 50.0, ("full-from-rotation", 1): 60.0, ("full-from-random", 0): 45.0}
+    for (experiment, seed), acc in accuracies.items():
+        folder = tmp_path / f"resnet18/{experiment}/seed{seed}"
+        shutil.copytree(tiny_runs / "resnet18/rotation/seed0", folder)
+        result = json.loads((folder / "result.json").read_text())
+        (folder / "result.json").write_text(json.dumps(result | {"test_acc": acc}))
+    report = write_report(tmp_path).read_text()
+    rows = {(r["experiment"], r["arch"]): r for r in json.loads((tmp_path / "results.json").read_text())["rows"]}
+    row = rows[("full-from-rotation", "resnet18")]
+    assert row["gain"] == 5.0 and row["gain_seeds"] == [0]
+    assert "| +5.00 (seed 0 only) |" in report
+    assert "gain_seeds" in (tmp_path / "results.csv").read_text().splitlines()[0]

@@ -134,7 +134,8 @@ def table_rows(root: Path, runs: list[dict]) -> list[dict]:
     rows = []
     for experiment, arch, data in keys:
         mine = [r for r in runs if (r["experiment"], r["arch"], r["data"]) == (experiment, arch, data)]
-        done = [r["result"]["test_acc"] for r in mine if r["status"] == "finished"]
+        by_seed = {r["seed"]: r["result"]["test_acc"] for r in mine if r["status"] == "finished"}
+        done = list(by_seed.values())
         seed = seeds.get((experiment, arch, data))
         mean = statistics.fmean(done) if done else None
         std = statistics.stdev(done) if len(done) > 1 else 0.0 if done else None
@@ -166,6 +167,7 @@ def table_rows(root: Path, runs: list[dict]) -> list[dict]:
                 "ours_mean": mean,
                 "ours_std": std,
                 "n": len(done),
+                "by_seed": by_seed,
                 "epochs": ",".join(map(str, epochs)),
                 "difference": mean - seed["test_acc"] if seed and mean is not None else None,
                 "status": "; ".join(notes) or "ok",
@@ -196,11 +198,18 @@ def results_table(rows: list[dict]) -> list[str]:
         )
         out.append(
             [r["experiment"], r["arch"], r["data"], fmt(r["seed_report"]) or "—", ours]
-            + [f"{r['seed_epochs'] or '—'} / {r['epochs'] or '—'}", signed(r["difference"]), signed(r["gain"])]
+            + [f"{r['seed_epochs'] or '—'} / {r['epochs'] or '—'}", signed(r["difference"]), gain_text(r)]
             + [r["status"]]
         )
     header = ["experiment", "arch", "data", "seed report", "ours (mean ± std, n)", "epochs (seed / ours)"]
     return markdown_table(header + ["difference", "pretraining gain", "status"], out)
+
+
+def gain_text(r: dict) -> str:
+    """The gain, naming its seeds when they are fewer than the row's (the other side lacks some)."""
+    seeds = r["gain_seeds"]
+    fewer = f" (seed{'s' * (len(seeds) > 1)} {','.join(map(str, seeds))} only)" if 0 < len(seeds) < r["n"] else ""
+    return signed(r["gain"]) + fewer
 
 
 def signed(x: float | None) -> str:
@@ -208,16 +217,19 @@ def signed(x: float | None) -> str:
 
 
 def with_gains(rows: list[dict]) -> list[dict]:
-    """Each from-rotation row gets `gain`: its mean minus the matching from-random row's (same arch and data)."""
+    """Each from-rotation row gets `gain`: the mean over the seeds both rows finished of its accuracy minus the
+    matching from-random run's (same arch, data and seed), and `gain_seeds`, those seeds. Paired, so that a seed
+    one side lacks (failed, still training) does not move the difference."""
 
     def target(r: dict) -> str:  # the data fine-tuned on, whatever the pretraining data
         return r["data"].split(" (pretrained on ")[0]
 
-    means = {(r["experiment"], r["arch"], target(r)): r["ours_mean"] for r in rows}
+    finished = {(r["experiment"], r["arch"], target(r)): r["by_seed"] for r in rows}
     for r in rows:
-        random = means.get((r["experiment"].replace("-from-rotation", "-from-random"), r["arch"], target(r)))
-        mine = r["ours_mean"]
-        r["gain"] = mine - random if r["experiment"].endswith("-from-rotation") and None not in (mine, random) else None
+        random = finished.get((r["experiment"].replace("-from-rotation", "-from-random"), r["arch"], target(r)), {})
+        both = sorted(set(r["by_seed"]) & set(random)) if r["experiment"].endswith("-from-rotation") else []
+        r["gain"] = statistics.fmean(r["by_seed"][s] - random[s] for s in both) if both else None
+        r["gain_seeds"] = both
     return rows
 
 
@@ -281,6 +293,10 @@ def refuse_foreign_outputs(root: Path) -> list[str]:
     return names
 
 
+def csv_value(v):
+    return round(v, 4) if isinstance(v, float) else " ".join(map(str, v)) if isinstance(v, list) else v
+
+
 def claim_outputs(root: Path) -> None:
     atomic_write_text(root / REPORT_MARKER, json.dumps(refuse_foreign_outputs(root)) + "\n")
 
@@ -314,9 +330,10 @@ def write_report(root: Path, preset: str | None = None) -> Path:
     results = {"preset": preset, "rows": rows, "runs": [run_summary(r) for r in runs], "reproduce": repro}
     atomic_write_text(root / "results.json", json.dumps(results, indent=2, default=str) + "\n")
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["experiment"])
+    flat = [{k: csv_value(v) for k, v in row.items() if k != "by_seed"} for row in rows]  # per seed: results.json
+    writer = csv.DictWriter(buf, fieldnames=list(flat[0]) if flat else ["experiment"])
     writer.writeheader()
-    writer.writerows([{k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()} for row in rows])
+    writer.writerows(flat)
     atomic_write_text(root / "results.csv", buf.getvalue())
 
     lines = [f"# rotnet results{f' (preset {preset})' if preset else ''}", ""]
@@ -324,7 +341,8 @@ def write_report(root: Path, preset: str | None = None) -> Path:
         lines += [f"Command: `{repro['command']}`", ""]
     lines += [
         f"Test accuracy (%). {test_set_text(runs)} Ours is the mean over finished seeds, with ± std (n) when "
-        "there are several. Pretraining gain: from-rotation minus from-random, same arch and data.",
+        "there are several. Pretraining gain: from-rotation minus from-random, same arch, data and seed, averaged "
+        "over the seeds both finished.",
         "",
         *results_table(rows),
     ]
