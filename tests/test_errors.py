@@ -100,6 +100,12 @@ def test_negative_jobs(capsys, tmp_path, fake_root):
     assert "--jobs must be zero (auto) or a positive number; got -1" in line
 
 
+def test_jobs_with_one_named_gpu(capsys, tmp_path, fake_root):
+    """--jobs 2 gives each job a GPU of those visible, so it would silently ignore the GPU --device names."""
+    line = run(capsys, "reproduce", "--jobs=2", "--device", "cuda:1", root=tmp_path, data=fake_root)
+    assert "--device cuda:1 names one GPU" in line and "CUDA_VISIBLE_DEVICES" in line
+
+
 def test_not_a_number(capsys, tmp_path, fake_root):
     line = run(capsys, "train", "rotation", "--set", "lr=fast", root=tmp_path, data=fake_root)
     assert "lr must be a float" in line

@@ -79,6 +79,11 @@ def execute(configs: list[RunConfig], options: Options) -> int:
     from rotnet.run import preflight, run
 
     root = options.runs_root
+    if options.jobs > 1 and ":" in options.device:
+        raise RotnetError(
+            f"--device {options.device} names one GPU, but --jobs {options.jobs} gives each job its own; "
+            "choose the GPUs with CUDA_VISIBLE_DEVICES instead"
+        )
     device, world = setup_device(options.device)
     rt = options.runtime(device, world, StopFlag())
     sources = [source_for(c, options) for c in configs]
