@@ -116,3 +116,23 @@ def test_probe_label_efficiency_and_knn_end_to_end(tmp_path, fake_root):
 def test_probe_on_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert main(["probe", str(tmp_path)]) == 2
     assert "is not a rotnet run folder" in capsys.readouterr().err
+
+
+def test_probes_on_other_data_keep_their_own_files(tiny_runs, tmp_path, fake_root):
+    """A probe on CIFAR-100 once replaced the run's CIFAR-10 probe (same file name, no record of the data)."""
+    import shutil
+
+    from tests.test_datasets import write_fake_cifar100
+
+    run = tmp_path / "resnet18/rotation/seed0"
+    shutil.copytree(tiny_runs / "resnet18/rotation/seed0", run)
+    c100 = write_fake_cifar100(tmp_path / "c100")
+    common = ["probe", str(run), "--epochs", "1", "--no-download"]
+    assert main([*common, "--data-root", str(fake_root)]) == 0
+    assert main([*common, "--data-root", str(c100), "--dataset", "cifar100"]) == 0
+    own = json.loads((run / "probe/probe-linear-pool1.json").read_text())
+    other = json.loads((run / "probe/probe-linear-pool1-cifar100-32px.json").read_text())
+    assert own["data"] == "cifar10 32px" and other["data"] == "cifar100 32px"
+    assert main(["report", str(tmp_path)]) == 0
+    report = (tmp_path / "report.md").read_text()
+    assert "epochs, on cifar10 32px" in report and "epochs, on cifar100 32px" in report

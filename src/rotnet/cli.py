@@ -333,8 +333,10 @@ def cmd_probe(args: argparse.Namespace) -> int:
         raise RotnetError("--pool and --epochs must be positive")
     cfg = finished_run_config(args.run)  # fail on a bad run folder before loading the data
     target = {k: v for k, v in (("dataset", args.dataset), ("image_size", args.image_size)) if v is not None}
-    data = load_for(replace(cfg, **target), data_options(args))
-    out = probe(args.run, data, resolve_device(args.device), head=args.head, pool=args.pool, epochs=args.epochs)
+    probed = replace(cfg, **target)
+    data = load_for(probed, data_options(args))
+    kw = {"head": args.head, "pool": args.pool, "epochs": args.epochs, "own_data": probed == cfg}
+    out = probe(args.run, data, resolve_device(args.device), **kw)
     print(f"wrote {out}")
     return 0
 

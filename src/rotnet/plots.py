@@ -195,7 +195,8 @@ def plot_probes(probes: list[tuple[dict, dict]], path: Path) -> None:
             )
             ax.bar_label(bars, fmt="%.1f", fontsize=7)
         ax.set_xticks(range(len(stages)), stages)
-        ax.set(ylabel="test accuracy (%)", title=f"{label(r, True)}: {p['head']} probe", ylim=(0, 100))
+        on = f" on {p['data']}" if p.get("data") else ""
+        ax.set(ylabel="test accuracy (%)", title=f"{label(r, True)}: {p['head']} probe{on}", ylim=(0, 100))
         ax.legend()
         ax.grid(axis="y", alpha=0.3)
     savefig(fig, path)

@@ -89,14 +89,26 @@ def fit_head(train_x, train_y, test_x, test_y, *, kind: str, epochs: int, seed: 
 
 
 def probe(
-    folder: Path, data: Dataset, device: torch.device, *, head: str = "linear", pool: int = 1, epochs: int = 30
+    folder: Path,
+    data: Dataset,
+    device: torch.device,
+    *,
+    head: str = "linear",
+    pool: int = 1,
+    epochs: int = 30,
+    own_data: bool = True,
 ) -> Path:
-    """Probe every stage of the run's weights and of random-init weights; write probe/probe-HEAD-poolP.json."""
+    """Probe every stage of the run's weights and of random-init weights on data (the run's own unless own_data is
+    False); write probe/probe-HEAD-poolP.json, with -DATA-SIZEpx before .json for other data, so that probes on
+    different data never replace each other."""
     cfg = finished_run_config(folder)
     weights, _ = ckpt.load_tensors(folder / WEIGHTS)
     out_dir = folder / "probe"
+    described = f"{data.name} {data.train_images.shape[-1]}px"
+    tag = "" if own_data else "-" + described.replace(" ", "-")
     results = {
         "run": str(folder),
+        "data": described,
         "arch": cfg.arch,
         "experiment": cfg.experiment,
         "head": head,
@@ -116,7 +128,7 @@ def probe(
         model.load_state_dict(state)
         model.to(device).to(memory_format=torch.channels_last)
         feats = cached_features(
-            model, data, out_dir / f"features-{which}-pool{pool}.safetensors", pool, ckpt.digest(state), norm
+            model, data, out_dir / f"features-{which}-pool{pool}{tag}.safetensors", pool, ckpt.digest(state), norm
         )
         accs = {}
         for stage in STAGES:
@@ -131,7 +143,7 @@ def probe(
             )
             print(f"{which} {stage}: {accs[stage]:.2f}% ({feats[f'train.{stage}'].shape[1]} features)", flush=True)
         results["accuracy"][which] = accs
-    out = out_dir / f"probe-{head}-pool{pool}.json"
+    out = out_dir / f"probe-{head}-pool{pool}{tag}.json"
     ckpt.atomic_write_text(out, json.dumps(results, indent=2) + "\n")
     print(table(results))
     return out
@@ -140,7 +152,8 @@ def probe(
 def table(results: dict) -> str:
     acc = results["accuracy"]
     lines = [
-        f"{results['head']} probe, pool {results['pool']}, {results['arch']} {results['experiment']}",
+        f"{results['head']} probe, pool {results['pool']}, {results['arch']} {results['experiment']}, "
+        f"on {results['data']}",
         "",
         "| stage | " + " | ".join(acc) + " |",
         "|---|" + "---|" * len(acc),

@@ -405,7 +405,8 @@ def probe_section(runs: list[dict], path: Path) -> list[str]:
     lines = ["## Per-layer probes (frozen features, RotNet Table 1 protocol)", ""]
     for r, p in probes:
         stages, acc = p["stages"], p["accuracy"]
-        lines += [f"{plots.label(r, True)}: {p['head']} head, pool {p['pool']}, {p['epochs']} epochs", ""]
+        on = f", on {p['data']}" if p.get("data") else ""  # probes before rotnet 0.3: the run's own data
+        lines += [f"{plots.label(r, True)}: {p['head']} head, pool {p['pool']}, {p['epochs']} epochs{on}", ""]
         lines += markdown_table(["stage", *acc], [[s, *(f"{acc[w][s]:.2f}" for w in acc)] for s in stages]) + [""]
     plots.plot_probes(probes, path)
     return [*lines, f"![probe](plots/{path.name})", ""]
