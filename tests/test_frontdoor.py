@@ -98,6 +98,17 @@ def test_export_writes_a_model_card_and_files_that_load_in_torchvision(tiny_runs
     assert main(["export", str(tiny_runs / "resnet18/rotation/seed0"), str(out)]) == 2  # never over a folder
 
 
+@pytest.mark.parametrize("garbage", ["[1, 2]", '{"test_acc": "high"}'])
+def test_export_of_a_run_with_a_garbage_result_is_one_line(tiny_runs, tmp_path, capsys, garbage):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_runs / "resnet18/rotation/seed0", run)
+    (run / "result.json").write_text(garbage)
+    assert main(["export", str(run), str(tmp_path / "hub")]) == 2
+    assert "result.json is unreadable" in capsys.readouterr().err and not (tmp_path / "hub").exists()
+
+
 def test_epoch_end_checkpoints_wait_for_the_interval(tmp_path, fake_root, monkeypatch):
     saved = []
     real = ckpt.save_checkpoint

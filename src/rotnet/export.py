@@ -117,7 +117,10 @@ def export_run(folder: Path, out: Path) -> Path:
         raise RotnetError(f"{folder} is not a finished rotnet run (no {RESULT} and {WEIGHTS})")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise RotnetError(f"{out} exists and is not an empty folder; name a new one")
-    record, result = read_json(folder / CONFIG) or {}, read_json(folder / RESULT) or {}
+    record, result = read_json(folder / CONFIG), read_json(folder / RESULT)
+    if not isinstance(result, dict) or not isinstance(result.get("test_acc"), int | float):
+        raise RotnetError(f"{folder / RESULT} is unreadable; the model card needs the run's result")
+    record = record if isinstance(record, dict) else {}
     _, meta = load_tensors(folder / WEIGHTS)  # verifies the checksum before anything is copied
     cfg = meta.get("config") or record.get("config", {})
     norm = meta.get("normalization") or {"mean": [0.4914, 0.4822, 0.4465], "std": [0.2023, 0.1994, 0.2010]}
