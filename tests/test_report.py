@@ -108,18 +108,19 @@ def test_a_run_older_than_a_setting_shows_its_default_and_the_commits_that_resum
 
 def test_the_speed_shown_is_the_median_epochs_so_a_paused_epoch_does_not_drag_it(tiny_runs, tmp_path):
     """An epoch that spans a pause (a stopped process, a suspended machine) counts the pause in its seconds; the
-    speed shown is the median epoch's, and an epoch record without a speed (older rotnet) is skipped, not fatal."""
+    speed and epoch time shown are the median epoch's; a record without them (older rotnet) is skipped, not fatal."""
     import shutil
 
     folder = tmp_path / "resnet18/rotation/seed0"
     shutil.copytree(tiny_runs / "resnet18/rotation/seed0", folder)
     first = json.loads((folder / "metrics.jsonl").read_text().splitlines()[0])
-    lines = [first | {"epoch": e, "images_per_s": v} for e, v in ((1, 120.0), (2, 118.0), (3, 6.0))]
-    lines.append({k: v for k, v in first.items() if k != "images_per_s"} | {"epoch": 4})
+    speeds = ((1, 120.0, 400.0), (2, 118.0, 410.0), (3, 6.0, 8000.0))  # epoch 3 spans a pause
+    lines = [first | {"epoch": e, "images_per_s": v, "seconds": s} for e, v, s in speeds]
+    lines.append({k: v for k, v in first.items() if k not in ("images_per_s", "seconds")} | {"epoch": 4})
     (folder / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     write_report(tmp_path)
     (run,) = json.loads((tmp_path / "results.json").read_text())["runs"]
-    assert run["images_per_s"] == 118.0
+    assert run["images_per_s"] == 118.0 and run["epoch_seconds"] == 410.0
 
 
 def test_the_pretraining_gain_pairs_seeds(tiny_runs, tmp_path):

@@ -447,15 +447,18 @@ def label_efficiency_section(runs: list[dict], path: Path) -> list[str]:
 def run_summary(r: dict) -> dict:
     c = r["config"]
     resumes = c.get("resumes") if isinstance(c.get("resumes"), list) else []
+    # Medians: an epoch that spans a pause (a stopped process, a suspended machine) counts it in its seconds.
     speeds = [s for h in r["history"] if isinstance(s := h.get("images_per_s"), int | float)]
+    seconds = [s for h in r["history"] if isinstance(s := h.get("seconds"), int | float)]
     return {
         "run": "/".join(r["folder"].parts[-4 if r["segment"] else -3 :]),
         "status": r["status"],
         "epochs_done": len(r["history"]),
         "epochs_planned": r["planned_epochs"],
         "test_acc": r["result"].get("test_acc"),
-        "wall_seconds": sum(h.get("seconds", 0) for h in r["history"]),
-        "images_per_s": statistics.median(speeds) if speeds else None,  # an epoch that spans a pause: no matter
+        "wall_seconds": sum(seconds),
+        "epoch_seconds": statistics.median(seconds) if seconds else None,
+        "images_per_s": statistics.median(speeds) if speeds else None,
         "device": c.get("device_name"),
         "torch": c.get("torch"),
         "torchvision": c.get("torchvision"),
@@ -497,8 +500,9 @@ def provenance_lines(runs: list[dict], repro: dict) -> list[str]:
             "",
         ]
     lines += [
-        "| run | status | epochs | wall (s) | img/s (median epoch) | device | torch | rotnet (commit) | CIFAR-10 md5 |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| run | status | epochs | wall (s) | epoch (s, median) | img/s (median) | device | torch | rotnet (commit) "
+        "| CIFAR-10 md5 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         s = run_summary(r)
@@ -506,7 +510,8 @@ def provenance_lines(runs: list[dict], repro: dict) -> list[str]:
         resumed = f"; resumed by {', '.join(c[:7] for c in s['resumed_by'])}" if s["resumed_by"] else ""
         lines.append(
             f"| {s['run']} | {s['status']} | {s['epochs_done']}/{s['epochs_planned']} | "
-            f"{s['wall_seconds']:.0f} | {fmt(s['images_per_s'], 0)} | {s['device']} | {s['torch']} | "
+            f"{s['wall_seconds']:.0f} | {fmt(s['epoch_seconds'], 0)} | {fmt(s['images_per_s'], 0)} | {s['device']} | "
+            f"{s['torch']} | "
             f"{s['rotnet']} ({(s['commit'] or '?')[:12]}{resumed}) | {md5} |"
         )
     return lines
