@@ -78,7 +78,8 @@ def collect(root: Path) -> list[dict]:
             status = "unreadable"
             config, result, failed, history = {}, {}, {}, []
         else:
-            status = "finished" if result else "failed" if failed else "partial" if history else "started"
+            # A failed mark beside a result: a later reproduce refused to reuse it (its rotation weights changed).
+            status = "failed" if failed else "finished" if result else "partial" if history else "started"
         cfg = with_defaults(config["config"]) if config else {}  # a run older than a key: its default
         runs.append(
             {

@@ -22,6 +22,7 @@ from rotnet.layout import (
     CHECKPOINTS,
     CONFIG,
     EXAMPLES,
+    FAILED,
     METRICS,
     RESULT,
     WEIGHTS,
@@ -133,6 +134,26 @@ def preflight(cfg: RunConfig, rt: Runtime, source: Source | None = None) -> None
         refuse_changed_config(folder, cfg)
     if cfg.init == "rotation" and not (folder / RESULT).is_file():
         init_weights(cfg, rt.runs_root, source)
+    elif not rt.restart:
+        refuse_other_source(folder, cfg, rt.runs_root, source)
+
+
+def refuse_other_source(folder: Path, cfg: RunConfig, runs_root: Path, source: Source | None) -> None:
+    """A finished from-rotation run is reused only beside the rotation weights it was trained from: once its
+    rotation run was trained again into other weights, its number no longer belongs to that run."""
+    if cfg.init != "rotation" or cfg.init_path:
+        return
+    want = (read_record(folder) or {}).get("init_sha256")
+    path = run_dir(runs_root, source.expected if source else rotation_of(cfg)) / WEIGHTS
+    if not isinstance(want, str) or not path.is_file():
+        return
+    have = ckpt.digest(ckpt.load_tensors(path)[0])
+    if have != want:
+        raise RotnetError(
+            f"{folder} was trained from other rotation weights (sha256 {want[:12]}...) than {path} holds now "
+            f"({have[:12]}...); train it again from them with: rotnet train {cfg.experiment} --restart"
+            f" --runs-root {runs_root} (and your other flags)"
+        )
 
 
 def resume_threads(folder: Path) -> int | None:
@@ -323,6 +344,7 @@ def run(cfg: RunConfig, data: Dataset, rt: Runtime, source: Source | None = None
     if (folder / RESULT).is_file() and not rt.restart:
         refuse_changed_config(folder, cfg)
         refuse_other_data(folder, data)
+        refuse_other_source(folder, cfg, rt.runs_root, source)
         result = read_json(folder / RESULT)
         if not isinstance(result, dict):
             raise RotnetError(f"{folder / RESULT} is unreadable; use --restart to train this run again")
@@ -461,6 +483,7 @@ def train_and_finish(
         "train_images": len(images),
     }
     ckpt.atomic_write_text(folder / RESULT, json.dumps(result, indent=2) + "\n")
+    (folder / FAILED).unlink(missing_ok=True)  # an earlier attempt's mark; it finished now
     ckpt.prune_checkpoints(folder / CHECKPOINTS, rt.keep_checkpoints)
     if sinks:
         sinks.finish(result)

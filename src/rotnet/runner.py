@@ -135,7 +135,6 @@ def execute(configs: list[RunConfig], options: Options) -> int:
                     result = run(cfg, data, rt, source)
                     eta.done(i, time.monotonic() - started_run)
                     outcome[name] = f"done: {result['test_acc']:.2f}%"
-                    (root / name / FAILED).unlink(missing_ok=True)
                 except InUse as e:  # another process trains it: not a failure, and not this process's to mark
                     outcome[name] = f"not run: {e}"
                     say(f"rotnet: {name}: {e}")
