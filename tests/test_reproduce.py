@@ -231,26 +231,24 @@ def test_a_rotation_run_another_process_holds_is_not_run_not_failed(tmp_path, fa
     assert sorted(p.name for p in folder.iterdir()) == [".lock"]  # no FAILED mark in another process's run
 
 
-def test_a_transfer_run_is_not_reused_beside_other_rotation_weights(tmp_path, fake_root, capsys):
-    """The rotation run was trained again into other weights (here: another seed's, copied in); the finished
+def test_a_transfer_run_is_not_reused_beside_other_rotation_weights(reproduced, fake_root, capsys):
+    """The rotation run was trained again into other weights (here: seed 1's, copied in); the finished
     full-from-rotation run came from the old ones, so its number no longer belongs beside the rotation run:
     reproduce and train refuse to reuse it, before anything trains, and say how to train it again."""
-    two = ("--experiments", "rotation,full-from-rotation")
-    assert main(reproduce(tmp_path / "a", fake_root, *two)) == 0
-    assert main(reproduce(tmp_path / "b", fake_root, "--experiments", "rotation", "--seeds", "1")) == 0
-    weights = "resnet18/rotation/seed{}/model.safetensors"
-    shutil.copyfile(tmp_path / "b" / weights.format(1), tmp_path / "a" / weights.format(0))
-    result = tmp_path / "a/resnet18/full-from-rotation/seed0/result.json"
-    before = result.read_text()
+    weights = reproduced / "resnet18/rotation/seed0/model.safetensors"
+    result = reproduced / "resnet18/full-from-rotation/seed0/result.json"
+    original, before = weights.read_bytes(), result.read_text()
+    shutil.copyfile(reproduced / "resnet18/rotation/seed1/model.safetensors", weights)
     capsys.readouterr()
-    for command in (
-        reproduce(tmp_path / "a", fake_root, *two),
-        ["train", "full-from-rotation", *reproduce(tmp_path / "a", fake_root, jobs=None)[1:]],
-    ):
-        assert main(command) == 2
-        err = capsys.readouterr().err
-        assert "was trained from other rotation weights" in err and "rotnet train full-from-rotation --restart" in err
-    assert result.read_text() == before
+    try:
+        train = ["train", "full-from-rotation", *reproduce(reproduced, fake_root, jobs=None)[1:]]
+        for command in (reproduce(reproduced, fake_root, "--seeds", "0,1"), train):
+            assert main(command) == 2
+            err = capsys.readouterr().err
+            assert "was trained from other rotation weights" in err and "-from-rotation --restart" in err
+        assert result.read_text() == before
+    finally:
+        weights.write_bytes(original)  # the module's other tests share these runs
 
 
 def lock_pids(root) -> list[int]:
