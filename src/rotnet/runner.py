@@ -15,10 +15,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from rotnet.checkpoint import atomic_write_text
-from rotnet.config import DataOptions, RunConfig
+from rotnet.config import DataOptions, RunConfig, from_dict
+from rotnet.datasets import load_for
 from rotnet.errors import Interrupted, InUse, NonFiniteLoss, RotnetError
 from rotnet.experiments import Protocol, rotation_source
 from rotnet.layout import FAILED, RESULT, RunId, is_locked, read_json, refuse_changed_config, run_dir, run_id
+from rotnet.provenance import provenance
+from rotnet.run import Runtime, Source, preflight, resume_threads, run
 from rotnet.runtime import StopFlag, install_stop_handlers, setup_device, threads_text
 
 
@@ -40,10 +43,8 @@ class Options:
     log_name: str = "reproduce.json"  # the invocation's record under runs_root
     extra: dict = field(default_factory=dict)  # recorded beside it (archs, seeds, sizes)
 
-    def runtime(self, device, world, stop: StopFlag):
+    def runtime(self, device, world, stop: StopFlag) -> Runtime:
         """How each run of the plan runs: these options on the device chosen."""
-        from rotnet.run import Runtime
-
         return Runtime(
             device,
             self.runs_root,
@@ -60,8 +61,6 @@ class Options:
 
 def source_for(cfg: RunConfig, options: Options):
     """The checked origin of a from-rotation run's weights (None for other runs)."""
-    from rotnet.run import Source
-
     if cfg.init != "rotation" or cfg.init_path:
         return None
     expected = rotation_source(cfg, options.protocol)
@@ -73,10 +72,7 @@ def source_for(cfg: RunConfig, options: Options):
 def execute(configs: list[RunConfig], options: Options) -> int:
     """Run configs in order under options.runs_root, log the invocation, and write the report, also when
     interrupted. Returns the number of runs that failed or did not run; raises Interrupted on SIGINT/SIGTERM."""
-    from rotnet.datasets import load_for
-    from rotnet.provenance import provenance
-    from rotnet.report import refuse_foreign_outputs, summary, write_report
-    from rotnet.run import preflight, run
+    from rotnet.report import summary, write_report  # matplotlib: only where a report is written
 
     root = options.runs_root
     if options.jobs > 1 and ":" in options.device:
@@ -87,14 +83,7 @@ def execute(configs: list[RunConfig], options: Options) -> int:
     device, world = setup_device(options.device)
     rt = options.runtime(device, world, StopFlag())
     sources = [source_for(c, options) for c in configs]
-    for cfg, source in zip(configs, sources, strict=True):  # fail before the data loads, not hours in
-        if not options.restart:
-            refuse_changed_config(run_dir(root, cfg), cfg)
-        if source and (run_dir(root, source.expected) / RESULT).is_file():
-            preflight(cfg, rt, source)
-    refuse_foreign_outputs(root)  # the report at the end would
-    for cfg in {run_id(c).data: c for c in configs}.values():  # missing data fails now, not after hours
-        load_for(cfg, options.data)
+    check_plan(configs, sources, options, rt)
     install_stop_handlers(rt.stop)
     say = print if world.is_main else (lambda *_, **__: None)
     started = time.time()
@@ -120,33 +109,7 @@ def execute(configs: list[RunConfig], options: Options) -> int:
         if jobs > 1 and world.size == 1:
             run_parallel(configs, sources, replace(options, jobs=jobs), rt.stop, outcome)
         else:
-            blocked: dict[RunId, str] = {}  # rotation runs that failed or are another process's: why
-            eta = Eta(costs)
-            for i, (cfg, source) in enumerate(zip(configs, sources, strict=True)):
-                name = str(run_id(cfg).relative)
-                if source and run_id(source.expected) in blocked:
-                    outcome[name] = f"not run: its rotation run {blocked[run_id(source.expected)]}"
-                    continue
-                epochs = f"{cfg.epochs} epoch{'s' * (cfg.epochs != 1)}"
-                say(f"== [{i + 1}/{len(configs)}] {name} ({epochs}){eta.text(i)}", flush=True)
-                try:
-                    data = load_for(cfg, options.data)
-                    started_run = time.monotonic()
-                    result = run(cfg, data, rt, source)
-                    eta.done(i, time.monotonic() - started_run)
-                    outcome[name] = f"done: {result['test_acc']:.2f}%"
-                except InUse as e:  # another process trains it: not a failure, and not this process's to mark
-                    outcome[name] = f"not run: {e}"
-                    say(f"rotnet: {name}: {e}")
-                    if cfg.experiment == "rotation":
-                        blocked[run_id(cfg)] = IN_USE
-                except (RotnetError, NonFiniteLoss) as e:
-                    # One failed run doesn't stop the others; the report shows it as failed.
-                    outcome[name] = f"failed: {e}"
-                    say(f"rotnet: error: {name}: {e}")
-                    mark_failed(root / name, str(e))
-                    if cfg.experiment == "rotation":
-                        blocked[run_id(cfg)] = "failed"
+            run_in_turn(configs, sources, options, rt, costs, outcome)
     finally:
         if world.is_main:
             for cfg in configs:
@@ -161,6 +124,55 @@ def execute(configs: list[RunConfig], options: Options) -> int:
     if rt.stop.requested:
         raise Interrupted(f"stopped; {len(missing)} of {len(configs)} runs not finished", rt.stop.signum)
     return len(missing)
+
+
+def check_plan(configs: list[RunConfig], sources: list, options: Options, rt: Runtime) -> None:
+    """Everything that can fail before the data loads and hours of training: changed configurations, rotation
+    weights of another protocol, report files that are not rotnet's, missing data."""
+    from rotnet.report import refuse_foreign_outputs  # matplotlib: only where a report is written
+
+    for cfg, source in zip(configs, sources, strict=True):
+        if not options.restart:
+            refuse_changed_config(run_dir(options.runs_root, cfg), cfg)
+        if source and (run_dir(options.runs_root, source.expected) / RESULT).is_file():
+            preflight(cfg, rt, source)
+    refuse_foreign_outputs(options.runs_root)  # the report at the end would
+    for cfg in {run_id(c).data: c for c in configs}.values():
+        load_for(cfg, options.data)
+
+
+def run_in_turn(
+    configs: list[RunConfig], sources: list, options: Options, rt: Runtime, costs: list[int], outcome: dict
+) -> None:
+    """Run configs one after another in this process; a transfer run only if its rotation run could run. One failed
+    run doesn't stop the others: the report shows it as failed."""
+    say = print if rt.world.is_main else (lambda *_, **__: None)
+    blocked: dict[RunId, str] = {}  # rotation runs that failed or are another process's: why
+    eta = Eta(costs)
+    for i, (cfg, source) in enumerate(zip(configs, sources, strict=True)):
+        name = str(run_id(cfg).relative)
+        if source and run_id(source.expected) in blocked:
+            outcome[name] = f"not run: its rotation run {blocked[run_id(source.expected)]}"
+            continue
+        epochs = f"{cfg.epochs} epoch{'s' * (cfg.epochs != 1)}"
+        say(f"== [{i + 1}/{len(configs)}] {name} ({epochs}){eta.text(i)}", flush=True)
+        try:
+            data = load_for(cfg, options.data)
+            started = time.monotonic()
+            result = run(cfg, data, rt, source)
+            eta.done(i, time.monotonic() - started)
+            outcome[name] = f"done: {result['test_acc']:.2f}%"
+        except InUse as e:  # another process trains it: not a failure, and not this process's to mark
+            outcome[name] = f"not run: {e}"
+            say(f"rotnet: {name}: {e}")
+            if cfg.experiment == "rotation":
+                blocked[run_id(cfg)] = IN_USE
+        except (RotnetError, NonFiniteLoss) as e:
+            outcome[name] = f"failed: {e}"
+            say(f"rotnet: error: {name}: {e}")
+            mark_failed(options.runs_root / name, str(e))
+            if cfg.experiment == "rotation":
+                blocked[run_id(cfg)] = "failed"
 
 
 IN_USE = "is in use by another rotnet process"
@@ -262,8 +274,6 @@ def run_parallel(configs: list[RunConfig], sources: list, options: Options, stop
     forwarded to every child; they save and exit. Logs go to ROOT/logs/; each child's epoch lines are also shown
     here, named by run."""
     import torch
-
-    from rotnet.run import resume_threads
 
     root = Path(options.runs_root)
     (root / "logs").mkdir(parents=True, exist_ok=True)
@@ -384,9 +394,6 @@ def with_group(proc: subprocess.Popen, signum: int) -> None:
 
 def run_job(path: Path) -> int:
     """`rotnet job FILE`: one run of a parallel plan, exactly as the parent resolved it."""
-    from rotnet.config import from_dict
-    from rotnet.datasets import load_for
-    from rotnet.run import Runtime, Source, run
 
     job = read_json(path)
     if not isinstance(job, dict) or "config" not in job:
