@@ -6,6 +6,7 @@ This module imports nothing heavy: torch loads only once a subcommand runs, so `
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shlex
 import signal
 import sys
@@ -457,7 +458,25 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(sig, handler)
 
 
+@contextlib.contextmanager
+def signals_held():
+    """Hold Ctrl-C and SIGTERM while the block runs, then deliver the first one that came. Raised inside torch's
+    start-up, where its C++ code calls Python, a KeyboardInterrupt aborts the process with a C++ message instead of
+    unwinding to main's one line."""
+    held: list[int] = []
+    before = {s: signal.signal(s, lambda signum, frame: held.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+    if held:
+        signal.raise_signal(held[0])  # as if it came now: a KeyboardInterrupt, or SIGTERM's own handler
+
+
 def dispatch(args: argparse.Namespace) -> int:
+    with signals_held():
+        import torch  # noqa: F401  (every command needs it; see signals_held)
     try:
         return COMMANDS[args.command](args)
     except (RotnetError, OSError, NonFiniteLoss) as e:
