@@ -475,8 +475,9 @@ def signals_held():
 
 
 def dispatch(args: argparse.Namespace) -> int:
-    with signals_held():
-        import torch  # noqa: F401  (every command needs it; see signals_held)
+    with signals_held():  # every command needs torch, and all but report and export torchvision
+        import torch  # noqa: F401
+        import torchvision  # noqa: F401
     try:
         return COMMANDS[args.command](args)
     except (RotnetError, OSError, NonFiniteLoss) as e:
