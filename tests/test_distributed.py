@@ -38,7 +38,7 @@ def train(root, data, nproc: int, *extra: str, wait: bool = True):
         str(free_port()),
     ]
     cmd = [
-        *launcher,
+        *(launcher if nproc > 1 else [sys.executable]),  # one process needs no launcher (nor its torch import)
         "-m",
         "rotnet",
         "train",
