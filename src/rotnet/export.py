@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from rotnet.augment import MEAN, STD
 from rotnet.data import Dataset
 from rotnet.errors import RotnetError
 
@@ -123,7 +124,7 @@ def export_run(folder: Path, out: Path) -> Path:
     record = record if isinstance(record, dict) else {}
     _, meta = load_tensors(folder / WEIGHTS)  # verifies the checksum before anything is copied
     cfg = meta.get("config") or record.get("config", {})
-    norm = meta.get("normalization") or {"mean": [0.4914, 0.4822, 0.4465], "std": [0.2023, 0.1994, 0.2010]}
+    norm = meta.get("normalization") or {"mean": list(MEAN), "std": list(STD)}  # older files: the seed's
     classes = meta.get("class_names") or result.get("class_names", [])
     out.mkdir(parents=True, exist_ok=True)
     for name in (WEIGHTS, CONFIG, RESULT, METRICS):
