@@ -231,6 +231,21 @@ def test_a_rotation_run_another_process_holds_is_not_run_not_failed(tmp_path, fa
     assert sorted(p.name for p in folder.iterdir()) == [".lock"]  # no FAILED mark in another process's run
 
 
+def test_a_transfer_run_another_process_holds_is_not_run_once_its_rotation_run_finished(tmp_path, fake_root):
+    """The same as a locked run met later in the plan, not a refusal of the whole plan before it starts."""
+    from rotnet.layout import RunLock
+
+    two = ("--experiments", "rotation,full-from-rotation")
+    assert main(reproduce(tmp_path, fake_root, "--experiments", "rotation")) == 0
+    folder = tmp_path / "resnet18/full-from-rotation/seed0"
+    folder.mkdir(parents=True)
+    with RunLock(folder):
+        assert main(reproduce(tmp_path, fake_root, *two)) == 1
+    said = json.loads((tmp_path / "reproduce.json").read_text())["outcome"]["resnet18/full-from-rotation/seed0"]
+    assert said.startswith("not run:") and "in use" in said
+    assert sorted(p.name for p in folder.iterdir()) == [".lock"]
+
+
 def test_a_transfer_run_is_not_reused_beside_other_rotation_weights(reproduced, fake_root, capsys):
     """The rotation run was trained again into other weights (here: seed 1's, copied in); the finished
     full-from-rotation run came from the old ones, so its number no longer belongs beside the rotation run:

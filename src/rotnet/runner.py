@@ -3,6 +3,7 @@ runs, resuming partial ones), one after another or as parallel `rotnet` processe
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -135,7 +136,8 @@ def check_plan(configs: list[RunConfig], sources: list, options: Options, rt: Ru
         if not options.restart:
             refuse_changed_config(run_dir(options.runs_root, cfg), cfg)
         if source and (run_dir(options.runs_root, source.expected) / RESULT).is_file():
-            preflight(cfg, rt, source)
+            with contextlib.suppress(InUse):  # another process's run: "not run" when its turn comes, like any other
+                preflight(cfg, rt, source)
     refuse_foreign_outputs(options.runs_root)  # the report at the end would
     for cfg in {run_id(c).data: c for c in configs}.values():
         load_for(cfg, options.data)
