@@ -60,6 +60,22 @@ def test_the_python_reproduce_takes_its_seed_from_the_overrides_too(tmp_path, fa
         rotnet.reproduce(**common, seed=1, seeds=(0,))
 
 
+def test_after_the_python_reproduce_ctrl_c_interrupts_as_usual(tmp_path, fake_root):
+    """rotnet.reproduce left its stop handler installed: in a notebook, the next Ctrl-C only set a flag no one read."""
+    import os
+    import signal
+    import time
+
+    import rotnet
+    from tests.test_reproduce import TINY
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    rotnet.reproduce(preset=TINY, runs_root=tmp_path, data_root=fake_root, download=False, experiments=("rotation",))
+    with pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(1)
+
+
 @pytest.mark.parametrize("key", [k for k, v in RunConfig().to_dict().items() if isinstance(v, float)])
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
 def test_every_float_key_refuses_nan_and_inf(key, value):

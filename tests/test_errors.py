@@ -328,10 +328,11 @@ def test_sigint_while_torch_imports_is_one_line(tmp_path, fake_root):
     assert "rotnet: stopped at once" in err and "Traceback" not in err and "terminate called" not in err
 
 
-def test_signals_held_while_torch_loads_arrive_after(monkeypatch):
+def test_signals_held_while_torch_loads_arrive_after():
     from rotnet.cli import signals_held
 
     reached = []
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     with pytest.raises(KeyboardInterrupt):
         with signals_held():
             os.kill(os.getpid(), signal.SIGINT)

@@ -270,7 +270,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from rotnet.datasets import load_for
     from rotnet.run import preflight, run
     from rotnet.runner import source_for
-    from rotnet.runtime import StopFlag, install_stop_handlers, setup_device
+    from rotnet.runtime import StopFlag, setup_device, stop_handlers
 
     check_runtime_flags(args)
     protocol = protocol_of(args, command_line(args))
@@ -282,8 +282,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     rt = options.runtime(device, world, stop)
     preflight(cfg, rt, source)  # the config and the weights, before the data loads
     data = load_for(cfg, options.data)
-    install_stop_handlers(stop)
-    run(cfg, data, rt, source)
+    with stop_handlers(stop):
+        run(cfg, data, rt, source)
     return 0
 
 

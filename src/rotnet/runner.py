@@ -23,7 +23,7 @@ from rotnet.experiments import Protocol, rotation_source
 from rotnet.layout import FAILED, RESULT, RunId, is_locked, read_json, refuse_changed_config, run_dir, run_id
 from rotnet.provenance import provenance
 from rotnet.run import Runtime, Source, preflight, resume_threads, run
-from rotnet.runtime import StopFlag, install_stop_handlers, setup_device, threads_text
+from rotnet.runtime import StopFlag, setup_device, stop_handlers, threads_text
 
 
 @dataclass(frozen=True)
@@ -73,9 +73,6 @@ def source_for(cfg: RunConfig, options: Options):
 def execute(configs: list[RunConfig], options: Options) -> int:
     """Run configs in order under options.runs_root, log the invocation, and write the report, also when
     interrupted. Returns the number of runs that failed or did not run; raises Interrupted on SIGINT/SIGTERM."""
-    from rotnet.report import summary, write_report  # matplotlib: only where a report is written
-
-    root = options.runs_root
     if options.jobs > 1 and ":" in options.device:
         raise RotnetError(
             f"--device {options.device} names one GPU, but --jobs {options.jobs} gives each job its own; "
@@ -85,7 +82,15 @@ def execute(configs: list[RunConfig], options: Options) -> int:
     rt = options.runtime(device, world, StopFlag())
     sources = [source_for(c, options) for c in configs]
     check_plan(configs, sources, options, rt)
-    install_stop_handlers(rt.stop)
+    with stop_handlers(rt.stop):
+        return run_plan(configs, sources, options, rt)
+
+
+def run_plan(configs: list[RunConfig], sources: list, options: Options, rt: Runtime) -> int:
+    """execute's part after the checks: the invocation's record, the runs, the report."""
+    from rotnet.report import summary, write_report  # matplotlib: only where a report is written
+
+    root, device, world = options.runs_root, rt.device, rt.world
     say = print if world.is_main else (lambda *_, **__: None)
     started = time.time()
     record = {
@@ -405,19 +410,19 @@ def run_job(path: Path) -> int:
     source = Source(from_dict(source["expected"], str(path)), source["command"]) if source else None
     device, world = setup_device(job["device"])
     stop = StopFlag()
-    install_stop_handlers(stop)
-    data = load_for(cfg, DataOptions.from_dict(job.get("data", {})))
-    rt = Runtime(
-        device,
-        Path(job["runs_root"]),
-        checkpoint_every=job["checkpoint_every"],
-        checkpoint_minutes=job.get("checkpoint_minutes", 10.0),
-        loggers=tuple(job.get("loggers", ())),
-        command=job.get("command", ""),
-        keep_checkpoints=job.get("keep_checkpoints", 1),
-        restart=job.get("restart", False),
-        stop=stop,
-        world=world,
-    )
-    run(cfg, data, rt, source)
+    with stop_handlers(stop):  # the parent forwards its stop signals; they may come while the data loads
+        data = load_for(cfg, DataOptions.from_dict(job.get("data", {})))
+        rt = Runtime(
+            device,
+            Path(job["runs_root"]),
+            checkpoint_every=job["checkpoint_every"],
+            checkpoint_minutes=job.get("checkpoint_minutes", 10.0),
+            loggers=tuple(job.get("loggers", ())),
+            command=job.get("command", ""),
+            keep_checkpoints=job.get("keep_checkpoints", 1),
+            restart=job.get("restart", False),
+            stop=stop,
+            world=world,
+        )
+        run(cfg, data, rt, source)
     return 0

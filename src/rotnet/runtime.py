@@ -65,13 +65,20 @@ class StopFlag:
     signum: int = 0  # the signal that asked (SIGINT or SIGTERM), for the exit status 128 + signum
 
 
-def install_stop_handlers(stop: StopFlag) -> None:
-    """First Ctrl-C / SIGTERM: finish the current step, save, exit. A second Ctrl-C stops at once."""
+@contextlib.contextmanager
+def stop_handlers(stop: StopFlag):
+    """While the block runs, the first Ctrl-C / SIGTERM sets `stop` (the loop finishes its step, saves, exits); a
+    second Ctrl-C stops at once. The handlers before are restored after, so that in a notebook or script calling
+    the API a later Ctrl-C interrupts as usual instead of setting a flag no one reads."""
 
     def handler(signum, frame):
         if stop.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
         stop.requested, stop.signum = True, stop.signum or signum
 
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
+    before = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, previous in before.items():
+            signal.signal(sig, previous)
