@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import shlex
 import signal
 import sys
@@ -460,11 +461,18 @@ def main(argv: list[str] | None = None) -> int:
 
 @contextlib.contextmanager
 def signals_held():
-    """Hold Ctrl-C and SIGTERM while the block runs, then deliver the first one that came. Raised inside torch's
-    start-up, where its C++ code calls Python, a KeyboardInterrupt aborts the process with a C++ message instead of
-    unwinding to main's one line."""
+    """Hold Ctrl-C and SIGTERM while the block runs, then deliver the first one that came; a second Ctrl-C ends
+    the process at once (nothing is written yet). Raised inside torch's start-up, where its C++ code calls Python,
+    a KeyboardInterrupt aborts the process with a C++ message instead of unwinding to main's one line."""
     held: list[int] = []
-    before = {s: signal.signal(s, lambda signum, frame: held.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def hold(signum, frame):
+        if held and signum == signal.SIGINT:  # os.write, not print: the handler may cut into another write
+            os.write(2, b"rotnet: stopped at once, before anything was written\n")
+            os._exit(130)
+        held.append(signum)
+
+    before = {s: signal.signal(s, hold) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
