@@ -140,3 +140,14 @@ def test_the_pretraining_gain_pairs_seeds(tiny_runs, tmp_path):
     assert row["gain"] == 5.0 and row["gain_seeds"] == [0]
     assert "| +5.00 (seed 0 only) |" in report
     assert "gain_seeds" in (tmp_path / "results.csv").read_text().splitlines()[0]
+
+
+def test_the_wall_time_of_resumed_invocations_counts_only_those_that_recorded_it():
+    """A plan killed once and running again showed "0.0 min for all 2" though neither had recorded its end."""
+    from rotnet.report import earlier_text
+
+    killed = {"git_commit": "aaaaaaa1", "wall_seconds": None}
+    text = earlier_text({"earlier": [killed], "git_commit": "bbbbbbb2"})
+    assert "0.0 min" not in text and "none of the 2 recorded its end" in text
+    text = earlier_text({"earlier": [killed, {"git_commit": "ccccccc3", "wall_seconds": 600}], "wall_seconds": 60})
+    assert "11.0 min for the 2 that recorded their end (1 did not" in text and "commits aaaaaaa, ccccccc" in text

@@ -482,10 +482,16 @@ def earlier_text(repro: dict) -> str:
     walls = [e.get("wall_seconds") for e in [*earlier, repro]]
     known = [w for w in walls if isinstance(w, int | float)]
     commits = ", ".join(dict.fromkeys(str(e.get("git_commit"))[:7] for e in earlier))
-    unknown = len(walls) - len(known)
+    unknown = len(walls) - len(known)  # killed, or (the last) still running: their time is not the sum's
+    if not unknown:
+        wall = f"{sum(known) / 60:.1f} min for all {len(walls)}"
+    elif known:
+        wall = f"{sum(known) / 60:.1f} min for the {len(known)} that recorded their end"
+        wall += f" ({unknown} did not: killed, or still running)"
+    else:
+        wall = f"none of the {len(walls)} recorded its end (killed, or still running)"
     return (
-        f"; resumed from {len(earlier)} earlier invocation{'s' * (len(earlier) != 1)} (commits {commits}), "
-        f"{sum(known) / 60:.1f} min for all {len(walls)}" + (f" ({unknown} ended unrecorded)" if unknown else "")
+        f"; resumed from {len(earlier)} earlier invocation{'s' * (len(earlier) != 1)} (commits {commits}), {wall}"
     )
 
 
