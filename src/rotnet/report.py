@@ -490,9 +490,7 @@ def earlier_text(repro: dict) -> str:
         wall += f" ({unknown} did not: killed, or still running)"
     else:
         wall = f"none of the {len(walls)} recorded its end (killed, or still running)"
-    return (
-        f"; resumed from {len(earlier)} earlier invocation{'s' * (len(earlier) != 1)} (commits {commits}), {wall}"
-    )
+    return f"; resumed from {len(earlier)} earlier invocation{'s' * (len(earlier) != 1)} (commits {commits}), {wall}"
 
 
 def provenance_lines(runs: list[dict], repro: dict) -> list[str]:
