@@ -76,6 +76,39 @@ def test_after_the_python_reproduce_ctrl_c_interrupts_as_usual(tmp_path, fake_ro
         time.sleep(1)
 
 
+def test_ctrl_c_in_the_python_train_saves_a_checkpoint_and_the_next_call_resumes(
+    tmp_path, fake_root, monkeypatch, capsys
+):
+    """rotnet.train installed no stop handler: Ctrl-C raised KeyboardInterrupt mid-step and nothing was saved,
+    where `rotnet train` and rotnet.reproduce finish the step, save and stop."""
+    import os
+    import signal
+
+    import rotnet
+    from rotnet import loop
+    from rotnet.errors import Interrupted
+    from tests.test_reproduce import TINY
+
+    step, pressed = loop.train_step, []
+
+    def ctrl_c_in_the_first_step(*args, **kwargs):
+        if not pressed:
+            pressed.append(os.kill(os.getpid(), signal.SIGINT))
+        return step(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "train_step", ctrl_c_in_the_first_step)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    common = dict(preset=TINY, runs_root=tmp_path, data_root=fake_root, download=False, device="cpu")
+    with pytest.raises(Interrupted, match="stopped at epoch 1, step 1"):
+        rotnet.train("rotation", **common)
+    folder = tmp_path / "resnet18/rotation/seed0"
+    assert list((folder / "checkpoints").iterdir()) and not (folder / "result.json").exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert rotnet.train("rotation", **common).folder == folder and len(pressed) == 1
+    assert [json.loads(line)["epoch"] for line in (folder / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    assert "resuming at epoch 1, step 1" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("key", [k for k, v in RunConfig().to_dict().items() if isinstance(v, float)])
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
 def test_every_float_key_refuses_nan_and_inf(key, value):

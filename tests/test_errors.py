@@ -336,7 +336,7 @@ def test_sigint_while_torch_imports_is_one_line(tmp_path, fake_root, presses):
 
 
 def test_signals_held_while_torch_loads_arrive_after():
-    from rotnet.cli import signals_held
+    from rotnet.signals import signals_held
 
     reached = []
     signal.signal(signal.SIGINT, signal.default_int_handler)

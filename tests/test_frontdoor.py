@@ -73,6 +73,23 @@ def test_the_csv_holds_every_epoch_record_and_every_column(tmp_path, fake_root):
         assert {k: float(row[k]) for k in numbers} == pytest.approx(numbers) and "test_acc" in row
 
 
+def test_report_and_export_do_not_load_torchvision(tiny_runs, tmp_path):
+    """dispatch imported torchvision for every command: 2 s of a report's start, for nothing it draws."""
+    import shutil
+    import subprocess
+    import sys
+
+    shutil.copytree(tiny_runs, tmp_path / "runs")
+    code = (
+        "import sys; from rotnet.cli import main; "
+        f"rcs = main(['report', {str(tmp_path / 'runs')!r}]), "
+        f"main(['export', {str(tmp_path / 'runs/resnet18/rotation/seed0')!r}, {str(tmp_path / 'hub')!r}]); "
+        "print(rcs, 'torchvision' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.stdout.splitlines()[-1] == "(0, 0) False", done.stdout + done.stderr
+
+
 def test_export_writes_a_model_card_and_files_that_load_in_torchvision(tiny_runs, tmp_path, capsys):
     out = tmp_path / "hub"
     assert main(["export", str(tiny_runs / "resnet18/rotation/seed0"), str(out)]) == 0

@@ -184,7 +184,8 @@ def test_jobs_give_a_partial_run_the_cores_it_started_on(tmp_path, fake_root, mo
     from rotnet.errors import Interrupted
     from rotnet.experiments import Protocol
     from rotnet.run import Runtime, run
-    from rotnet.runtime import StopFlag, cpu_threads
+    from rotnet.runtime import cpu_threads
+    from rotnet.signals import StopFlag
 
     cfg = Protocol(TINY).resolve("rotation")
     with cpu_threads(2), pytest.raises(Interrupted):  # a stop requested from the start: one step, a checkpoint

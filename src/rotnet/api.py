@@ -3,7 +3,7 @@ a plain torchvision ResNet. The same code paths as the `rotnet` command, without
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,20 +44,13 @@ def train(
     """Train one experiment (rotation, layer4-from-rotation, ...) as `rotnet train` does: into
     runs_root/ARCH/EXPERIMENT/seedN (default runs_root: runs/PRESET), resuming or reusing a run that is there.
     Keyword overrides are config keys, e.g. `epochs=2, train_per_class=100, dataset="cifar100"`."""
-    from rotnet.datasets import load_for
-    from rotnet.run import preflight, run
-    from rotnet.runner import Options, source_for
-    from rotnet.runtime import StopFlag, setup_device
+    from rotnet.runner import Options, train_one
 
     protocol = Protocol(preset, (), tuple(overrides.items()))
     cfg = protocol.resolve(experiment)
     root = Path(runs_root) if runs_root else Path("runs") / Path(preset).stem
-    options = Options(runs_root=root, protocol=protocol, data=DataOptions(_path(data_root), download))
-    source = source_for(cfg, options)
-    options = replace(options, command=_call("train", experiment, preset=preset, **overrides))
-    rt = options.runtime(*setup_device(device), StopFlag())
-    preflight(cfg, rt, source)
-    result = run(cfg, load_for(cfg, options.data), rt, source)
+    call = _call("train", experiment, preset=preset, **overrides)
+    result = train_one(cfg, Options(root, protocol, device, DataOptions(_path(data_root), download), command=call))
     return Result(run_dir(root, cfg), result["test_acc"], cfg, result)
 
 

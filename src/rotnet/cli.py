@@ -6,10 +6,8 @@ This module imports nothing heavy: torch loads only once a subcommand runs, so `
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
+import importlib
 import shlex
-import signal
 import sys
 import warnings
 from dataclasses import fields, replace
@@ -19,6 +17,7 @@ from rotnet import __version__
 from rotnet.config import CHOICES, HELP, RunConfig, parse_assignments
 from rotnet.errors import Interrupted, NonFiniteLoss, RotnetError
 from rotnet.experiments import EXPERIMENTS, Protocol, identities, preset_names
+from rotnet.signals import signals_held
 
 # Keys the experiment itself decides (settable with --set, but no flag of their own); `--init PATH` sets init_path.
 NO_FLAG = ("experiment", "task", "init", "trainable", "init_path")
@@ -268,23 +267,11 @@ def check_runtime_flags(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from rotnet.datasets import load_for
-    from rotnet.run import preflight, run
-    from rotnet.runner import source_for
-    from rotnet.runtime import StopFlag, setup_device, stop_handlers
+    from rotnet.runner import train_one
 
     check_runtime_flags(args)
     protocol = protocol_of(args, command_line(args))
-    cfg = protocol.resolve(args.experiment)
-    options = options_of(args, protocol, "", {})
-    source = source_for(cfg, options)
-    device, world = setup_device(args.device)
-    stop = StopFlag()
-    rt = options.runtime(device, world, stop)
-    preflight(cfg, rt, source)  # the config and the weights, before the data loads
-    data = load_for(cfg, options.data)
-    with stop_handlers(stop):
-        run(cfg, data, rt, source)
+    train_one(protocol.resolve(args.experiment), options_of(args, protocol, "", {}))
     return 0
 
 
@@ -435,12 +422,16 @@ COMMANDS = {
 }
 
 
+# What a command loads under signals_held: a KeyboardInterrupt inside torch's C++ start-up aborts the process.
+# Every command needs torch; report and export no torchvision (2 s of a report's start).
+PRELOAD = {"report": ("torch",), "export": ("torch",)}
+
+
 def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     print(f"rotnet: warning: {message}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}  # restored for in-process callers
     try:
         try:
             args = build_parser().parse_args(argv)
@@ -454,38 +445,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # a second Ctrl-C, or one before the handlers are installed
         print("rotnet: stopped at once; checkpoints already written are kept", file=sys.stderr)
         return 130
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
-
-
-@contextlib.contextmanager
-def signals_held():
-    """Hold Ctrl-C and SIGTERM while the block runs, then deliver the first one that came; a second Ctrl-C ends
-    the process at once (nothing is written yet). Raised inside torch's start-up, where its C++ code calls Python,
-    a KeyboardInterrupt aborts the process with a C++ message instead of unwinding to main's one line."""
-    held: list[int] = []
-
-    def hold(signum, frame):
-        if held and signum == signal.SIGINT:  # os.write, not print: the handler may cut into another write
-            os.write(2, b"rotnet: stopped at once, before anything was written\n")
-            os._exit(130)
-        held.append(signum)
-
-    before = {s: signal.signal(s, hold) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in before.items():
-            signal.signal(sig, handler)
-    if held:
-        signal.raise_signal(held[0])  # as if it came now: a KeyboardInterrupt, or SIGTERM's own handler
 
 
 def dispatch(args: argparse.Namespace) -> int:
-    with signals_held():  # every command needs torch, and all but report and export torchvision
-        import torch  # noqa: F401
-        import torchvision  # noqa: F401
+    with signals_held():
+        for module in PRELOAD.get(args.command, ("torch", "torchvision")):
+            importlib.import_module(module)
     try:
         return COMMANDS[args.command](args)
     except (RotnetError, OSError, NonFiniteLoss) as e:

@@ -17,8 +17,8 @@ from rotnet.config import RunConfig
 from rotnet.distributed import World, all_reduce, shard
 from rotnet.errors import Interrupted, NonFiniteLoss
 from rotnet.models import autocast, train_mode
-from rotnet.runtime import StopFlag
 from rotnet.seeds import generator
+from rotnet.signals import StopFlag
 
 
 @dataclass

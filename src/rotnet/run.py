@@ -38,7 +38,8 @@ from rotnet.loggers import Loggers
 from rotnet.loop import Engine, Hooks, LoopState, build_optimizer, fit
 from rotnet.models import check_keys, initial_model, set_trainable, transfer_state
 from rotnet.provenance import provenance
-from rotnet.runtime import StopFlag, cpu_threads, recorded_threads, threads_text
+from rotnet.runtime import cpu_threads, recorded_threads, threads_text
+from rotnet.signals import StopFlag
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,8 @@ from rotnet.experiments import Protocol, rotation_source
 from rotnet.layout import FAILED, RESULT, RunId, is_locked, read_json, refuse_changed_config, run_dir, run_id
 from rotnet.provenance import provenance
 from rotnet.run import Runtime, Source, preflight, resume_threads, run
-from rotnet.runtime import StopFlag, setup_device, stop_handlers, threads_text
+from rotnet.runtime import setup_device, threads_text
+from rotnet.signals import StopFlag, stop_handlers
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,17 @@ def source_for(cfg: RunConfig, options: Options):
     flags = ["--arch", cfg.arch, "--seed", str(cfg.seed), *options.protocol.flags()]
     command = " ".join(["rotnet train rotation", *flags])
     return Source(expected, command)
+
+
+def train_one(cfg: RunConfig, options: Options) -> dict:
+    """One run, as `rotnet train` and `rotnet.train` do it: the config and the weights checked before the data
+    loads, then the run, where the first Ctrl-C saves a checkpoint and stops. Returns its result.json."""
+    source = source_for(cfg, options)
+    rt = options.runtime(*setup_device(options.device), StopFlag())
+    preflight(cfg, rt, source)
+    data = load_for(cfg, options.data)
+    with stop_handlers(rt.stop):
+        return run(cfg, data, rt, source)
 
 
 def execute(configs: list[RunConfig], options: Options) -> int:

@@ -1,11 +1,9 @@
-"""How a process runs, as opposed to what it trains: the device, torchrun's world, and stop signals."""
+"""How a process runs, as opposed to what it trains: the device, torchrun's world and CPU threads."""
 
 from __future__ import annotations
 
 import contextlib
 import re
-import signal
-from dataclasses import dataclass
 
 import torch
 
@@ -55,30 +53,3 @@ def setup_device(name: str) -> tuple[torch.device, World]:
     if world.size > 1 and device.type == "cuda":
         device = torch.device("cuda", world.local_rank)
     return device, world
-
-
-@dataclass
-class StopFlag:
-    """Set from a signal handler; the loop checks it between steps so a step is never cut in half."""
-
-    requested: bool = False
-    signum: int = 0  # the signal that asked (SIGINT or SIGTERM), for the exit status 128 + signum
-
-
-@contextlib.contextmanager
-def stop_handlers(stop: StopFlag):
-    """While the block runs, the first Ctrl-C / SIGTERM sets `stop` (the loop finishes its step, saves, exits); a
-    second Ctrl-C stops at once. The handlers before are restored after, so that in a notebook or script calling
-    the API a later Ctrl-C interrupts as usual instead of setting a flag no one reads."""
-
-    def handler(signum, frame):
-        if stop.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        stop.requested, stop.signum = True, stop.signum or signum
-
-    before = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield stop
-    finally:
-        for sig, previous in before.items():
-            signal.signal(sig, previous)
