@@ -77,11 +77,11 @@ def test_report_marks_missing_and_partial_runs(reproduced, tmp_path):
     (root / "resnet18/full-from-rotation/seed0/failed.json").write_text('{"error": "non-finite loss"}')
     assert main(["report", str(root)]) == 0
     rows = {(r["experiment"], r["arch"]): r for r in json.loads((root / "results.json").read_text())["rows"]}
-    assert rows[("full-from-random", "resnet18")]["status"] == "seed1 missing"
+    assert rows[("full-from-random", "resnet18")]["status"] == "seed 1 not run"
     assert rows[("full-from-random", "resnet18")]["n"] == 1
     assert rows[("layer4-from-random", "resnet18")]["status"].startswith("seed 1 started")
     assert "seed 0 failed: non-finite loss" in rows[("full-from-rotation", "resnet18")]["status"]
-    assert "seed1 missing" in (root / "report.md").read_text()
+    assert "| seed 1 not run |" in (root / "report.md").read_text()
 
 
 def test_report_on_a_missing_folder_is_an_error(tmp_path, capsys):

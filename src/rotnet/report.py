@@ -154,7 +154,7 @@ def table_rows(root: Path, runs: list[dict]) -> list[dict]:
             if r["status"] != "finished"
         ]
         found = {(data, r["arch"], r["experiment"], f"seed{r['seed']}") for r in mine}
-        notes += [f"{p[3]} missing" for p in planned if p not in found]
+        notes += [f"seed {p[3].removeprefix('seed')} not run" for p in planned if p not in found]
         if not mine and not planned:
             notes.append("not run")
         epochs = sorted({len(r["history"]) for r in mine if r["status"] == "finished"})
