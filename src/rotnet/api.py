@@ -43,7 +43,8 @@ def train(
 ) -> Result:
     """Train one experiment (rotation, layer4-from-rotation, ...) as `rotnet train` does: into
     runs_root/ARCH/EXPERIMENT/seedN (default runs_root: runs/PRESET), resuming or reusing a run that is there.
-    Keyword overrides are config keys, e.g. `epochs=2, train_per_class=100, dataset="cifar100"`."""
+    Keyword overrides are config keys, e.g. `epochs=2, train_per_class=100, dataset="cifar100"`. Ctrl-C finishes
+    the step, saves a checkpoint and raises rotnet.errors.Interrupted; the same call resumes."""
     from rotnet.runner import Options, train_one
 
     protocol = Protocol(preset, (), tuple(overrides.items()))
