@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import matplotlib.image
@@ -203,6 +204,24 @@ def test_jobs_give_a_partial_run_the_cores_it_started_on(tmp_path, fake_root, mo
     assert out.index("== resnet18/rotation/seed0: done") < out.index("== started resnet18/full-from-random/")
     record = json.loads((tmp_path / "resnet18/rotation/seed0/config.json").read_text())
     assert record["device_name"].endswith("(2 threads)") and len(record["resumes"]) == 1
+
+
+def test_a_job_file_carries_every_option_its_run_uses(tmp_path):
+    """A child job rebuilt its runtime from the file key by key: an option added to one side only was ignored."""
+    import torch
+
+    from rotnet.config import DataOptions, RunConfig
+    from rotnet.layout import read_json
+    from rotnet.runner import Options, job_options, write_job
+    from rotnet.signals import StopFlag
+
+    data = DataOptions(tmp_path / "data", False, tmp_path / "cache", True)
+    options = Options(tmp_path, data=data, checkpoint_every=7, checkpoint_minutes=2.5, loggers=("csv", "tensorboard"))
+    options = replace(options, command="rotnet reproduce --x", restart=True, keep_checkpoints=3)
+    write_job(tmp_path / "job.json", RunConfig(), None, options, "cpu")
+    back = job_options(read_json(tmp_path / "job.json"))
+    stop, cpu = StopFlag(), torch.device("cpu")
+    assert back.runtime(cpu, None, stop) == options.runtime(cpu, None, stop) and back.data == options.data
 
 
 def test_restart_reaches_the_jobs(tmp_path, fake_root, capsys):

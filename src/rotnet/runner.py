@@ -267,6 +267,10 @@ def die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+# What a child job needs of the options to run as the parent would; the plan-level ones stay with the parent.
+JOB_OPTIONS = ("checkpoint_every", "checkpoint_minutes", "loggers", "keep_checkpoints", "restart")
+
+
 def write_job(path: Path, cfg: RunConfig, source, options: Options, device: str) -> None:
     """The job file a child `rotnet job` runs: the exact configuration and source, not a re-resolution."""
     job = {
@@ -275,14 +279,18 @@ def write_job(path: Path, cfg: RunConfig, source, options: Options, device: str)
         "runs_root": str(options.runs_root),
         "device": device,
         "data": options.data.to_dict(),
-        "checkpoint_every": options.checkpoint_every,
-        "checkpoint_minutes": options.checkpoint_minutes,
-        "loggers": list(options.loggers),
         "command": options.command or provenance_command(),
-        "keep_checkpoints": options.keep_checkpoints,
-        "restart": options.restart,
+        **{k: getattr(options, k) for k in JOB_OPTIONS},
     }
     atomic_write_text(path, json.dumps(job, indent=2) + "\n")
+
+
+def job_options(job: dict) -> Options:
+    """The options a job file carries: write_job's inverse."""
+    given = {k: job[k] for k in JOB_OPTIONS if k in job}
+    given["loggers"] = tuple(given.get("loggers", ()))
+    data = DataOptions.from_dict(job.get("data", {}))
+    return Options(Path(job["runs_root"]), data=data, command=job.get("command", ""), **given)
 
 
 def run_parallel(configs: list[RunConfig], sources: list, options: Options, stop: StopFlag, outcome: dict) -> None:
@@ -420,21 +428,9 @@ def run_job(path: Path) -> int:
     cfg = from_dict(job["config"], str(path))
     source = job.get("source")
     source = Source(from_dict(source["expected"], str(path)), source["command"]) if source else None
-    device, world = setup_device(job["device"])
-    stop = StopFlag()
-    with stop_handlers(stop):  # the parent forwards its stop signals; they may come while the data loads
-        data = load_for(cfg, DataOptions.from_dict(job.get("data", {})))
-        rt = Runtime(
-            device,
-            Path(job["runs_root"]),
-            checkpoint_every=job["checkpoint_every"],
-            checkpoint_minutes=job.get("checkpoint_minutes", 10.0),
-            loggers=tuple(job.get("loggers", ())),
-            command=job.get("command", ""),
-            keep_checkpoints=job.get("keep_checkpoints", 1),
-            restart=job.get("restart", False),
-            stop=stop,
-            world=world,
-        )
+    options = job_options(job)
+    rt = options.runtime(*setup_device(job["device"]), StopFlag())
+    with stop_handlers(rt.stop):  # the parent forwards its stop signals; they may come while the data loads
+        data = load_for(cfg, options.data)
         run(cfg, data, rt, source)
     return 0
