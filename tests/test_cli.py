@@ -82,6 +82,16 @@ def test_help_runs_without_importing_torch():
     assert out.stdout.strip() == "False", out.stderr
 
 
+def test_the_top_level_help_tells_a_newcomer_where_to_start(capsys):
+    """It printed the module's docstring, written for developers ("This module imports nothing heavy")."""
+    from rotnet.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "rotnet reproduce --preset smoke" in out and "This module" not in out
+
+
 def test_every_config_field_has_a_flag_with_its_default_and_choices(capsys):
     from rotnet.cli import NO_FLAG, main
     from rotnet.config import CHOICES, RunConfig
