@@ -335,6 +335,18 @@ def test_sigint_while_torch_imports_is_one_line(tmp_path, fake_root, presses):
     assert "Traceback" not in err and "terminate called" not in err
 
 
+def test_ctrl_c_in_verify_does_not_speak_of_checkpoints(monkeypatch, tmp_path, capsys):
+    """verify writes nothing, but a Ctrl-C there said "checkpoints already written are kept"."""
+    import rotnet.verify
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rotnet.verify, "verify", interrupted)
+    assert main(["verify", str(tmp_path)]) == 130
+    assert capsys.readouterr().err.strip() == "rotnet: stopped at once"
+
+
 def test_signals_held_while_torch_loads_arrive_after():
     from rotnet.signals import signals_held
 

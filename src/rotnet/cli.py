@@ -429,6 +429,9 @@ COMMANDS = {
 }
 
 
+# The commands that write checkpoints (verify re-trains in memory only).
+TRAINS = ("train", "reproduce", "label-efficiency", "job")
+
 # What a command loads under signals_held: a KeyboardInterrupt inside torch's C++ start-up aborts the process.
 # Every command needs torch; report and export no torchvision (2 s of a report's start).
 PRELOAD = {"report": ("torch",), "export": ("torch",)}
@@ -439,18 +442,21 @@ def show_warning(message, category, filename, lineno, file=None, line=None) -> N
 
 
 def main(argv: list[str] | None = None) -> int:
+    command = None
     try:
         try:
             args = build_parser().parse_args(argv)
         except RotnetError as e:
             print(f"rotnet: error: {e}", file=sys.stderr)
             return 2
+        command = args.command
         args.invocation = shlex.join(["rotnet", *(sys.argv[1:] if argv is None else argv)])  # for provenance
         if not args.debug:
             warnings.showwarning = show_warning
         return dispatch(args)
     except KeyboardInterrupt:  # a second Ctrl-C, or one before the handlers are installed
-        print("rotnet: stopped at once; checkpoints already written are kept", file=sys.stderr)
+        kept = "; checkpoints already written are kept" if command in TRAINS else ""
+        print(f"rotnet: stopped at once{kept}", file=sys.stderr)
         return 130
 
 
