@@ -196,7 +196,7 @@ def _checksums(name: str, root: Path, folder: Path, official: dict[str, str]) ->
     if mismatched:
         warnings.warn(
             f"{name} under {root} differs from the official release ({', '.join(mismatched)}); "
-            "using it anyway and recording that in the run's config",
+            "using it anyway (a run records this in its config.json)",
             stacklevel=3,
         )
     return not mismatched, {n: f"{(folder / n).stat().st_size}:{md5s[n]}" for n in official}
