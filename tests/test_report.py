@@ -151,3 +151,20 @@ def test_the_wall_time_of_resumed_invocations_counts_only_those_that_recorded_it
     assert "0.0 min" not in text and "none of the 2 recorded its end" in text
     text = earlier_text({"earlier": [killed, {"git_commit": "ccccccc3", "wall_seconds": 600}], "wall_seconds": 60})
     assert "11.0 min for the 2 that recorded their end (1 did not" in text and "commits aaaaaaa, ccccccc" in text
+
+
+def test_the_seed_vs_rotnet_plot_shows_no_bar_for_a_missing_result_and_no_spread_for_one_seed(tmp_path, monkeypatch):
+    from rotnet import plots
+
+    figures = []
+    monkeypatch.setattr(plots, "savefig", lambda fig, path: figures.append(fig))
+    row = {"arch": "resnet18", "data": "cifar10", "seed_report": 61.88}
+    rows = [
+        {**row, "experiment": "layer4-from-rotation", "ours_mean": 63.3, "ours_std": 0.0, "n": 1},
+        {**row, "experiment": "full-from-rotation", "ours_mean": None, "ours_std": None, "n": 0},
+    ]
+    plots.plot_bars(rows, tmp_path / "bars.png")
+    ax = figures[0].axes[0]
+    ours = ax.containers[1]
+    assert ours.errorbar is None  # one seed: no spread to draw
+    assert [t.get_text() for t in ax.texts if t.get_text()] == ["61.9", "61.9", "63.3", "no result"]

@@ -84,10 +84,18 @@ def plot_bars(rows: list[dict], path: Path) -> None:
     for ax, group in zip(axes[0], groups, strict=True):
         xs = range(len(group))
         seed = ax.bar([x - 0.2 for x in xs], [r["seed_report"] or 0 for r in group], 0.4, label="seed report")
-        ours = ax.bar([x + 0.2 for x in xs], [r["ours_mean"] or 0 for r in group], 0.4, label="rotnet",
-                      yerr=[r["ours_std"] or 0 for r in group], capsize=3)  # fmt: skip
+        # An error bar only where several seeds give a spread: a zero-width cap on a single run, or one at 0 where
+        # there is no result, reads as a measurement.
+        spread = [r["ours_std"] if r["ours_mean"] is not None and r.get("n", 0) > 1 else float("nan") for r in group]
+        yerr = spread if any(s == s for s in spread) else None
+        ours = ax.bar([x + 0.2 for x in xs], [r["ours_mean"] or 0 for r in group], 0.4, label="rotnet", yerr=yerr,
+                      capsize=3)  # fmt: skip
         ax.bar_label(seed, labels=[f"{r['seed_report']:.1f}" if r["seed_report"] else "" for r in group], fontsize=7)
-        ax.bar_label(ours, labels=[f"{r['ours_mean']:.1f}" if r["ours_mean"] else "" for r in group], fontsize=7)
+        ax.bar_label(ours, labels=[f"{r['ours_mean']:.1f}" if r["ours_mean"] is not None else "" for r in group],
+                     fontsize=7)  # fmt: skip
+        for x, r in zip(xs, group, strict=True):
+            if r["ours_mean"] is None:
+                ax.text(x + 0.2, 2, "no result", rotation=90, ha="center", va="bottom", fontsize=7, color="0.4")
         names = [
             f"{r['experiment']}\n{r['arch']}" + (f"\n{r['data']}" if r["data"] != "cifar10" else "") for r in group
         ]
@@ -95,7 +103,7 @@ def plot_bars(rows: list[dict], path: Path) -> None:
         kind = "Rotation (4-way)" if group and group[0]["experiment"] == "rotation" else "Classification"
         ax.set(ylabel="test accuracy (%)", ylim=(0, 105), title=kind)
         ax.grid(axis="y", alpha=0.3)
-    axes[0][0].legend(loc="lower left", fontsize=8)
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="upper right", ncols=2, fontsize=8, frameon=False)
     fig.suptitle("Seed report vs rotnet")
     savefig(fig, path)
 
