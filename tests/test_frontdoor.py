@@ -3,6 +3,7 @@ tables, and checkpoints that don't pile up."""
 
 import json
 import re
+from itertools import dropwhile, takewhile
 from pathlib import Path
 
 import pytest
@@ -151,3 +152,31 @@ def test_reproduce_ends_with_the_table_and_where_things_went(tiny_runs, tmp_path
     out = capsys.readouterr().out
     assert "| rotation | resnet18 | cifar10 |" in out and f"report: {tmp_path / 'report.md'}" in out
     assert "after 2 epochs" not in out  # reused, not retrained
+
+
+def readme_table(heading: str) -> dict[str, list[str]]:
+    """The first markdown table after a README heading, as first cell -> the other cells (header rows dropped)."""
+    after = README.read_text().split(f"\n{heading}\n", 1)[1].splitlines()
+    table = takewhile(lambda line: line.startswith("|"), dropwhile(lambda line: not line.startswith("|"), after))
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in list(table)[2:]]
+    return {row[0]: row[1:] for row in cells}
+
+
+@pytest.mark.parametrize(
+    "heading, folder, preset",
+    [("### Quick preset on this machine's CPU (2 cores, fp32)", "quick-cpu", "quick")],
+)
+def test_the_readmes_results_tables_are_the_committed_reports_numbers(heading, folder, preset):
+    """Numbers shown in the README come from the committed report of the protocol they claim."""
+    results = json.loads((README.parent / "docs/results" / folder / "results.json").read_text())
+    assert results["preset"] == preset
+    rows = {
+        r["experiment"]: r for r in results["rows"] if r["arch"] == "resnet18" and r.get("data", "cifar10") == "cifar10"
+    }
+    table = readme_table(heading)
+    assert set(table) == set(rows) - {e for e, r in rows.items() if r["ours_mean"] is None}
+    for experiment, cells in table.items():
+        assert rows[experiment]["status"] == "ok"
+        assert (
+            cells[0] == f"{rows[experiment]['seed_report']:.2f}" and cells[1] == f"{rows[experiment]['ours_mean']:.2f}"
+        )
