@@ -109,20 +109,29 @@ def plot_bars(rows: list[dict], path: Path) -> None:
 
 
 def plot_gains(rows: list[dict], path: Path) -> bool:
-    """Pretraining gain (from-rotation minus from-random, points) per transfer experiment, arch and data."""
+    """Pretraining gain (from-rotation minus from-random, points) per transfer experiment, arch and data, beside
+    the seed report's where it has both rows."""
     rows = [r for r in rows if r.get("gain") is not None]
     if not rows:
         return False
-    fig, ax = plt.subplots(figsize=(max(5, 1.4 * len(rows)), 4))
-    bars = ax.bar(range(len(rows)), [r["gain"] for r in rows], color=["C0" if r["gain"] >= 0 else "C1" for r in rows])
-    ax.bar_label(bars, labels=[f"{r['gain']:+.1f}" for r in rows], fontsize=8)
+    fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(rows)), 4))
+    xs = range(len(rows))
+    seed = ax.bar([x - 0.2 for x in xs], [r.get("seed_gain") or 0 for r in rows], 0.4, label="seed report")
+    ours = ax.bar([x + 0.2 for x in xs], [r["gain"] for r in rows], 0.4, label="rotnet")
+    ax.bar_label(seed, labels=[signed(r.get("seed_gain")) for r in rows], fontsize=8)
+    ax.bar_label(ours, labels=[signed(r["gain"]) for r in rows], fontsize=8)
     names = [f"{r['experiment'].removesuffix('-from-rotation')}\n{r['arch']}\n{r['data']}" for r in rows]
-    ax.set_xticks(range(len(rows)), names, fontsize=7)
+    ax.set_xticks(list(xs), names, fontsize=7)
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set(ylabel="accuracy points", title="Pretraining gain: from rotation minus from random init")
+    ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     savefig(fig, path)
     return True
+
+
+def signed(x: float | None) -> str:
+    return "" if x is None else f"{x:+.1f}"
 
 
 def plot_confusions(runs: list[dict], path: Path) -> bool:

@@ -207,10 +207,12 @@ def results_table(rows: list[dict]) -> list[str]:
 
 
 def gain_text(r: dict) -> str:
-    """The gain, naming its seeds when they are fewer than the row's (the other side lacks some)."""
+    """The gain, naming its seeds when they are fewer than the row's (the other side lacks some), and the seed
+    report's own difference where it has both rows."""
     seeds = r["gain_seeds"]
-    fewer = f" (seed{'s' * (len(seeds) > 1)} {','.join(map(str, seeds))} only)" if 0 < len(seeds) < r["n"] else ""
-    return signed(r["gain"]) + fewer
+    notes = [f"seed{'s' * (len(seeds) > 1)} {','.join(map(str, seeds))} only"] if 0 < len(seeds) < r["n"] else []
+    notes += [f"seed report {signed(r['seed_gain'])}"] if r.get("seed_gain") is not None else []
+    return signed(r["gain"]) + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def signed(x: float | None) -> str:
@@ -220,17 +222,21 @@ def signed(x: float | None) -> str:
 def with_gains(rows: list[dict]) -> list[dict]:
     """Each from-rotation row gets `gain`: the mean over the seeds both rows finished of its accuracy minus the
     matching from-random run's (same arch, data and seed), and `gain_seeds`, those seeds. Paired, so that a seed
-    one side lacks (failed, still training) does not move the difference."""
+    one side lacks (failed, still training) does not move the difference. `seed_gain`: the seed report's
+    difference between the same two rows, where it has both."""
 
     def target(r: dict) -> str:  # the data fine-tuned on, whatever the pretraining data
         return r["data"].split(" (pretrained on ")[0]
 
-    finished = {(r["experiment"], r["arch"], target(r)): r["by_seed"] for r in rows}
+    by_key = {(r["experiment"], r["arch"], target(r)): r for r in rows}
     for r in rows:
-        random = finished.get((r["experiment"].replace("-from-rotation", "-from-random"), r["arch"], target(r)), {})
-        both = sorted(set(r["by_seed"]) & set(random)) if r["experiment"].endswith("-from-rotation") else []
-        r["gain"] = statistics.fmean(r["by_seed"][s] - random[s] for s in both) if both else None
+        other = by_key.get((r["experiment"].replace("-from-rotation", "-from-random"), r["arch"], target(r)))
+        pair = other is not None and r["experiment"].endswith("-from-rotation")
+        both = sorted(set(r["by_seed"]) & set(other["by_seed"])) if pair else []
+        r["gain"] = statistics.fmean(r["by_seed"][s] - other["by_seed"][s] for s in both) if both else None
         r["gain_seeds"] = both
+        known = pair and None not in (r["seed_report"], other["seed_report"])
+        r["seed_gain"] = r["seed_report"] - other["seed_report"] if known else None
     return rows
 
 
@@ -343,7 +349,7 @@ def write_report(root: Path, preset: str | None = None) -> Path:
     lines += [
         f"Test accuracy (%). {test_set_text(runs)} Ours is the mean over finished seeds, with ± std (n) when "
         "there are several. Pretraining gain: from-rotation minus from-random, same arch, data and seed, averaged "
-        "over the seeds both finished.",
+        "over the seeds both finished; in brackets the seed report's difference between the same rows.",
         "",
         *results_table(rows),
     ]
