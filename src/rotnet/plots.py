@@ -86,7 +86,7 @@ def plot_bars(rows: list[dict], path: Path) -> None:
         seed = ax.bar([x - 0.2 for x in xs], [r["seed_report"] or 0 for r in group], 0.4, label="seed report")
         # An error bar only where several seeds give a spread: a zero-width cap on a single run, or one at 0 where
         # there is no result, reads as a measurement.
-        spread = [r["ours_std"] if r["ours_mean"] is not None and r.get("n", 0) > 1 else float("nan") for r in group]
+        spread = [r["ours_std"] if r["n"] > 1 else float("nan") for r in group]  # n > 1: finished seeds
         yerr = spread if any(s == s for s in spread) else None
         ours = ax.bar([x + 0.2 for x in xs], [r["ours_mean"] or 0 for r in group], 0.4, label="rotnet", yerr=yerr,
                       capsize=3)  # fmt: skip
