@@ -17,3 +17,33 @@ def cli(*args: str, root: Path, data: Path) -> int:
 
 def metrics(folder: Path) -> list[dict]:
     return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+def reseal(folder: Path) -> None:
+    """Rewrite a run's manifest from the files as they are now: what a forger who knows the format would do (the
+    manifest is tamper-evident, not a signature), and how a test changes a record without its seal catching it."""
+    from rotnet.record import Seal, owned_files, sha256_file
+
+    Seal(folder, {name: sha256_file(folder / name) for name in owned_files(folder)}).commit()
+
+
+def partial(*args: str, root: Path, data: Path, monkeypatch) -> int:
+    """`cli(*args)` stopped as a Ctrl-C would stop it, right after its first epoch's checkpoint: a partial run."""
+    import os
+    import signal
+
+    import rotnet.run
+
+    real, calls = rotnet.run.save_state, []
+
+    def save_then_stop(*a, **kw):
+        real(*a, **kw)
+        if not calls:
+            calls.append(1)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(rotnet.run, "save_state", save_then_stop)
+    try:
+        return cli(*args, "--checkpoint-minutes", "0", root=root, data=data)
+    finally:
+        monkeypatch.setattr(rotnet.run, "save_state", real)

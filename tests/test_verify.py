@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from rotnet.cli import main
-from tests.helpers import cli
+from tests.helpers import cli, reseal
 
 
 @pytest.fixture(scope="module")
@@ -21,15 +21,93 @@ def verify(folder, data, *extra):
     return main(["verify", str(folder), "--data-root", str(data), "--no-download", "--device", "cpu", *extra])
 
 
-def test_verify_matches_a_run(runs, fake_root, capsys):
+def test_verify_matches_a_run_and_writes_only_what_it_compared(runs, fake_root, capsys):
     folder = runs / "resnet18/rotation/seed0"
-    before = {p: p.stat().st_mtime_ns for p in runs.rglob("*")}
+    before = {p: p.stat().st_mtime_ns for p in runs.rglob("*") if p.name != "verify.json"}
     assert verify(folder, fake_root, "--epochs", "2") == 0
     out = capsys.readouterr().out
     assert out.startswith(f"{folder}: re-training 2 epochs of 2 on cpu")  # says what it does before minutes of it
-    assert {p: p.stat().st_mtime_ns for p in runs.rglob("*")} == before  # and writes nothing
-    assert "verified, 2 epoch(s) identical" in out and "MISMATCH" not in out
-    assert out.count("epoch 2 train_loss") == 1
+    after = {p: p.stat().st_mtime_ns for p in runs.rglob("*") if p.name != "verify.json"}
+    assert {k: v for k, v in after.items() if k != folder} == {k: v for k, v in before.items() if k != folder}
+    assert "verified: 2 epoch(s) and the final weights identical" in out and "MISMATCH" not in out
+    assert "epoch 2 train_loss: recorded " in out and out.count("epoch 2 train_loss") == 1
+    assert "final weights test_acc" in out and "final weights confusion" in out
+    evidence = json.loads((folder / "verify.json").read_text())
+    assert evidence["verdict"] == "verified" and evidence["exit_code"] == 0 and evidence["final_checked"]
+    assert {c["field"] for c in evidence["comparisons"]} >= {"train_loss", "test_acc", "confusion", "lr"}
+    assert all(c["match"] for c in evidence["comparisons"]) and evidence["stream"]["version"] >= 1
+    assert evidence["same_machine"] is True and evidence["rotnet_commit"]
+
+
+def test_verify_fails_an_edited_result_and_a_deleted_weights_file(runs, fake_root, tmp_path, capsys):
+    copy = tmp_path / "copy/resnet18/rotation/seed0"
+    shutil.copytree(runs / "resnet18/rotation/seed0", copy)
+    text = (copy / "result.json").read_text()
+    (copy / "result.json").write_text(json.dumps(json.loads(text) | {"test_acc": 99.9}))
+    assert verify(copy, fake_root) == 1
+    assert "not verified: the record is tampered" in capsys.readouterr().out
+    (copy / "result.json").write_text(text)
+    (copy / "model.safetensors").unlink()
+    assert verify(copy, fake_root) == 1
+    assert "model.safetensors is missing" in capsys.readouterr().out
+    assert json.loads((copy / "verify.json").read_text())["verdict"] == "not verified"
+
+
+def test_verify_re_evaluates_the_final_weights(runs, fake_root, tmp_path, capsys):
+    """Weights swapped for others (the record resealed to match): the accuracy they give is not result.json's."""
+    import torch
+
+    from rotnet.checkpoint import load_tensors, save_tensors
+
+    copy = tmp_path / "copy/resnet18/rotation/seed0"
+    shutil.copytree(runs / "resnet18/rotation/seed0", copy)
+    tensors, meta = load_tensors(copy / "model.safetensors")
+    tensors["fc.bias"] = torch.tensor([10.0, 0.0, 0.0, 0.0])  # predicts 0 degrees for everything: 25%
+    save_tensors(copy / "model.safetensors", tensors, meta)
+    reseal(copy)
+    assert verify(copy, fake_root) == 1
+    out = capsys.readouterr().out
+    assert "final weights test_acc" in out.split("MISMATCH")[0].splitlines()[-1]
+
+
+def test_a_mismatch_on_another_cpu_is_inconclusive_and_on_the_same_one_a_failure(
+    runs, fake_root, tmp_path, capsys, monkeypatch
+):
+    import rotnet.verify
+
+    copy = tmp_path / "copy/resnet18/rotation/seed0"
+    shutil.copytree(runs / "resnet18/rotation/seed0", copy)
+    lines = [json.loads(x) for x in (copy / "metrics.jsonl").read_text().splitlines()]
+    lines[0]["train_loss"] += 1e-9  # a last-bit difference, as another CPU's kernels give
+    (copy / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    reseal(copy)
+    assert verify(copy, fake_root) == 1
+    assert "differ on the same machine" in capsys.readouterr().out
+    other = rotnet.verify.cpu_identity() | {"model": "Another CPU", "capability": "AVX2"}
+    monkeypatch.setattr(rotnet.verify, "cpu_identity", lambda: other)
+    assert verify(copy, fake_root) == 3
+    out = capsys.readouterr().out
+    assert "inconclusive: 1 field(s) differ" in out and "re-run on Another CPU, AVX2" in out
+
+
+def test_verify_refuses_another_stream_contract_and_a_record_missing_a_key(
+    runs, fake_root, tmp_path, capsys, monkeypatch
+):
+    import rotnet.verify
+
+    copy = tmp_path / "copy/resnet18/rotation/seed0"
+    shutil.copytree(runs / "resnet18/rotation/seed0", copy)
+    real = rotnet.verify.stream_contract
+    monkeypatch.setattr(rotnet.verify, "stream_contract", lambda d: real(d) | {"version": 999})
+    assert verify(copy, fake_root) == 2
+    assert "another random-stream contract (version 1 -> 999)" in capsys.readouterr().err
+    monkeypatch.undo()
+    record = json.loads((copy / "config.json").read_text())
+    del record["config"]["freeze_bn"]
+    (copy / "config.json").write_text(json.dumps(record))
+    reseal(copy)
+    assert verify(copy, fake_root) == 2
+    assert "does not record freeze_bn" in capsys.readouterr().err
 
 
 def test_verify_a_transfer_run_from_a_copied_results_folder(runs, fake_root, tmp_path):
@@ -40,6 +118,7 @@ def test_verify_a_transfer_run_from_a_copied_results_folder(runs, fake_root, tmp
     record = json.loads((copy / "resnet18/layer4-from-rotation/seed0/config.json").read_text())
     record["init_weights"] = "/nonexistent/model.safetensors"
     (copy / "resnet18/layer4-from-rotation/seed0/config.json").write_text(json.dumps(record))
+    reseal(copy / "resnet18/layer4-from-rotation/seed0")  # as a copy made with other paths would be sealed
     assert verify(copy / "resnet18/layer4-from-rotation/seed0", fake_root) == 0
 
 
@@ -50,6 +129,7 @@ def test_verify_catches_a_tampered_metrics_line(runs, fake_root, tmp_path, capsy
     lines = [json.loads(x) for x in path.read_text().splitlines()]
     lines[0]["test_acc"] += 0.01
     path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    reseal(copy / "resnet18/rotation/seed0")  # past the seal: the re-run itself must catch it
     assert verify(copy / "resnet18/rotation/seed0", fake_root) == 1
     assert "epoch 1 test_acc" in capsys.readouterr().out.split("MISMATCH")[0].splitlines()[-1]
 

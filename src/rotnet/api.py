@@ -98,6 +98,10 @@ def load_backbone(run_or_weights: str | Path, *, eval_mode: bool = True) -> nn.M
     from rotnet.models import build_model, check_keys
 
     path = _weights(run_or_weights)
+    if Path(run_or_weights).is_dir():
+        from rotnet.record import open_run
+
+        open_run(Path(run_or_weights), "load weights from", need=(WEIGHTS,))
     tensors, meta = ckpt.load_tensors(path)
     cfg = meta.get("config") if isinstance(meta.get("config"), dict) else {}
     arch, stem = meta.get("arch", cfg.get("arch", "resnet18")), meta.get("stem", cfg.get("stem", "imagenet"))

@@ -20,16 +20,16 @@ FORMAT = "rotnet-checkpoint-1"
 SEALED = "sha256(tensors|meta)"  # the checksum covers the metadata as well as the tensors
 UMASK = os.umask(0o022)
 os.umask(UMASK)  # read once: the process's umask, which os.umask can only report by setting it
-KEEP = 2  # checkpoints kept: the newest, and the one before it to fall back to if the newest is torn
+KEEP = 2  # checkpoints kept while a run trains: the newest, and the one before it to fall back to if it is torn
 
 
-def atomic_write(path: Path, data: bytes | list) -> None:
+def atomic_write(path: Path, data: bytes | list) -> str:
     """Write via a temporary file, fsync, rename over the target, fsync the directory: a reader sees the old
     file or the new one, never half of one. A full disk leaves the old file untouched.
 
     The temporary file gets a fresh name with O_CREAT | O_EXCL (tempfile.mkstemp), which never follows a symlink:
     a link planted in the run folder cannot redirect the write outside it. `data` may be a list of buffers,
-    written one after another (no copy to join them).
+    written one after another (no copy to join them). Returns the sha256 of what was written (for the manifest).
     """
     path = Path(path)
     try:
@@ -38,10 +38,12 @@ def atomic_write(path: Path, data: bytes | list) -> None:
         os.fchmod(fd, 0o666 & ~UMASK)  # mkstemp makes 0600; results are shared like any file the user writes
     except OSError as e:
         raise RotnetError(f"cannot write {path}: {e.strerror or e}") from None
+    h = hashlib.sha256()
     try:
         with os.fdopen(fd, "wb") as f:
             for part in data if isinstance(data, list) else [data]:
                 f.write(part)
+                h.update(part)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -55,10 +57,11 @@ def atomic_write(path: Path, data: bytes | list) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+    return h.hexdigest()
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, text.encode())
+def atomic_write_text(path: Path, text: str) -> str:
+    return atomic_write(path, text.encode())
 
 
 def digest(tensors: dict[str, torch.Tensor]) -> str:
@@ -87,16 +90,18 @@ def sealed_digest(tensors_digest: str, meta_text: str) -> str:
     return hashlib.sha256(f"{tensors_digest}|{meta_text}".encode()).hexdigest()
 
 
-def save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict | None = None) -> None:
-    """Save tensors (moved to CPU) with JSON metadata and a checksum over both, atomically."""
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict | None = None) -> str:
+    """Save tensors (moved to CPU) with JSON metadata and a checksum over both, atomically; return the file's
+    sha256."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     meta_text = json.dumps(meta or {}, sort_keys=True)
     metadata = {"sha256": sealed_digest(digest(tensors), meta_text), "meta": meta_text, "checksum": SEALED}
-    atomic_write(path, canonical(save_bytes(tensors, metadata=metadata)))
+    return atomic_write(path, canonical(save_bytes(tensors, metadata=metadata)))
 
 
-def load_tensors(path: Path, verify: bool = True) -> tuple[dict[str, torch.Tensor], dict]:
-    """Load a safetensors file (never executes code); verify the checksum if it carries one."""
+def load_tensors(path: Path, verify: bool = True, sealed: bool = False) -> tuple[dict[str, torch.Tensor], dict]:
+    """Load a safetensors file (never executes code); verify the checksum if it carries one. sealed=True (rotnet's
+    own checkpoints): a file without a checksum is refused, since anything could have been written into it."""
     path = Path(path)
     if not path.is_file():
         raise RotnetError(f"weights file not found: {path}")
@@ -107,10 +112,12 @@ def load_tensors(path: Path, verify: bool = True) -> tuple[dict[str, torch.Tenso
     except (SafetensorError, OSError, ValueError) as e:
         raise RotnetError(f"{path} is not a readable safetensors file ({e})") from None
     meta_text = metadata.get("meta", "{}")
+    if sealed and (metadata.get("checksum") != SEALED or "sha256" not in metadata):
+        raise RotnetError(f"{path} is not sealed (no checksum over its tensors and metadata)")
     if verify and "sha256" in metadata:
         # Files of rotnet <= 0.1 (no "checksum" key) sealed only the tensors.
-        sealed = metadata.get("checksum") == SEALED
-        expected = sealed_digest(digest(tensors), meta_text) if sealed else digest(tensors)
+        is_sealed = metadata.get("checksum") == SEALED
+        expected = sealed_digest(digest(tensors), meta_text) if is_sealed else digest(tensors)
         if expected != metadata["sha256"]:
             raise RotnetError(f"{path} is corrupt: its checksum does not match its contents")
     try:
@@ -147,23 +154,22 @@ def checkpoint_name(epoch: int, step: int) -> str:
     return f"e{epoch:04d}-s{step:06d}.safetensors"
 
 
-def save_checkpoint(folder: Path, epoch: int, step: int, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
-    """Write checkpoint (epoch, step) into folder, then drop all but the newest KEEP."""
-    path = folder / checkpoint_name(epoch, step)
-    save_tensors(path, tensors, {"format": FORMAT, **meta})
-    for old in sorted(folder.glob("e*-s*.safetensors"))[:-KEEP]:
-        old.unlink(missing_ok=True)
-    return path
+def save_checkpoint(folder: Path, epoch: int, step: int, tensors: dict[str, torch.Tensor], meta: dict) -> str:
+    """Write checkpoint (epoch, step) into folder (the caller prunes); return its sha256."""
+    return save_tensors(folder / checkpoint_name(epoch, step), tensors, {"format": FORMAT, **meta})
 
 
-def prune_checkpoints(folder: Path, keep: int) -> None:
-    """Drop all but the newest `keep` checkpoints (a finished run needs fewer than a running one)."""
-    for old in sorted(Path(folder).glob("e*-s*.safetensors"))[: -keep or None]:
-        old.unlink(missing_ok=True)
+def prune_checkpoints(folder: Path, keep: int) -> list[Path]:
+    """Drop all but the newest `keep` checkpoints (a finished run needs fewer than a running one); return them."""
+    old = sorted(Path(folder).glob("e*-s*.safetensors"))[: -keep or None]
+    for path in old:
+        path.unlink(missing_ok=True)
+    return old
 
 
-def checkpoint_problem(meta: dict) -> str:
-    """What is wrong with a checkpoint's metadata record ('' if nothing)."""
+def checkpoint_problem(meta: dict, epochs: int | None = None, steps: int | None = None) -> str:
+    """What is wrong with a checkpoint's metadata record ('' if nothing): fields of the wrong kind, or a position
+    (epoch, step) that the run (`epochs` of `steps` steps) can never reach."""
     if meta.get("format") != FORMAT:
         return "not a rotnet checkpoint"
     kinds = {"epoch": int, "step": int, "seconds": float | int, "history": list, "config": dict, "optimizer": dict}
@@ -172,20 +178,28 @@ def checkpoint_problem(meta: dict) -> str:
         return f"its metadata record is unreadable ({', '.join(bad)})"
     if not all(isinstance(r, dict) for r in meta["history"]) or len(meta["history"]) != meta["epoch"]:
         return "its metadata record is unreadable (history)"
+    epoch, step = meta["epoch"], meta["step"]
+    if epoch < 0 or step < 0 or (epochs is not None and epoch > epochs) or (steps is not None and step >= steps):
+        return f"its position (epoch {epoch}, step {step}) is outside the run ({epochs} epochs of {steps} steps)"
+    if epochs is not None and epoch == epochs and step:
+        return f"its position (epoch {epoch}, step {step}) is past the run's end"
     return ""
 
 
-def load_latest_checkpoint(folder: Path) -> tuple[dict[str, torch.Tensor], dict, Path] | None:
-    """The newest checkpoint that loads and verifies; a torn or corrupt one is skipped with a warning.
-    None if there are no checkpoints; an error if there are some but none is readable (never start over silently)."""
+def load_latest_checkpoint(
+    folder: Path, epochs: int | None = None, steps: int | None = None
+) -> tuple[dict[str, torch.Tensor], dict, Path] | None:
+    """The newest checkpoint that loads, is sealed and verifies, at a position the run can reach; a torn, unsealed or
+    corrupt one is skipped with a warning. None if there are no checkpoints; an error if there are some but none is
+    readable (never start over silently)."""
     paths = sorted(folder.glob("e*-s*.safetensors"), reverse=True)
     for path in paths:
         try:
-            tensors, meta = load_tensors(path)
+            tensors, meta = load_tensors(path, sealed=True)
         except RotnetError as e:
             warnings.warn(f"skipping checkpoint {path.name}: {e}; falling back to the previous one", stacklevel=2)
             continue
-        problem = checkpoint_problem(meta)
+        problem = checkpoint_problem(meta, epochs, steps)
         if problem:
             warnings.warn(f"skipping {path.name}: {problem}; falling back to the previous one", stacklevel=2)
             continue

@@ -209,7 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=None, help="its image size (default: the run's)")
     add_data_flags(p)
 
-    p = command("verify", "re-train the first epochs of a run from its recorded config and compare the metrics")
+    p = command(
+        "verify",
+        "check a run's sealed files, re-train its first epochs and re-evaluate its final weights; writes "
+        "RUN/verify.json (exit 0 verified, 1 not verified, 3 inconclusive: differs, but made on another CPU)",
+    )
     p.add_argument("run", type=Path, help="a run folder with config.json and metrics.jsonl")
     p.add_argument("--epochs", type=int, default=1, help="epochs to re-train and compare")
     add_data_flags(p)

@@ -112,10 +112,12 @@ def export_run(folder: Path, out: Path) -> Path:
     from rotnet import __version__
     from rotnet.checkpoint import atomic_write_text, load_tensors
     from rotnet.layout import CONFIG, METRICS, RESULT, WEIGHTS, read_json
+    from rotnet.record import open_run
 
     folder, out = Path(folder), Path(out)
     if not (folder / RESULT).is_file() or not (folder / WEIGHTS).is_file():
         raise RotnetError(f"{folder} is not a finished rotnet run (no {RESULT} and {WEIGHTS})")
+    open_run(folder, "export", need=(RESULT, WEIGHTS))  # only what rotnet wrote leaves the run folder
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise RotnetError(f"{out} exists and is not an empty folder; name a new one")
     record, result = read_json(folder / CONFIG), read_json(folder / RESULT)
@@ -128,7 +130,7 @@ def export_run(folder: Path, out: Path) -> Path:
     classes = meta.get("class_names") or result.get("class_names", [])
     out.mkdir(parents=True, exist_ok=True)
     for name in (WEIGHTS, CONFIG, RESULT, METRICS):
-        if (folder / name).is_file():
+        if (folder / name).is_file() and not (folder / name).is_symlink():  # a link rotnet did not make: never
             shutil.copyfile(folder / name, out / name)
     name = f"rotnet-{cfg.get('arch')}-{cfg.get('experiment')}-seed{cfg.get('seed')}"
     tags = ["rotnet", "self-supervised", "rotation-prediction", str(cfg.get("arch")), "image-classification"]

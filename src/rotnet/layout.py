@@ -21,6 +21,8 @@ RESULT = "result.json"  # present only when the run finished
 EXAMPLES = "examples.safetensors"  # a few test images and their predictions, for the report
 FAILED = "failed.json"  # why the run failed (reproduce writes it)
 CHECKPOINTS = "checkpoints"
+MANIFEST = "manifest.json"  # every file above and each checkpoint, with its sha256 (record.py)
+VERIFY = "verify.json"  # what the last `rotnet verify` compared, and its verdict
 LOCK = ".lock"  # flock'ed for the run's life; holds the owner's pid
 
 

@@ -124,6 +124,9 @@ def take(images: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return batch.pin_memory().to(idx.device, non_blocking=True) if idx.device.type == "cuda" else batch.to(idx.device)
 
 
+SYNC_EVERY = 20  # steps between two reads of the device's flags and sums (one host sync; the bar's refresh too)
+
+
 def is_tty() -> bool:
     return sys.stdout.isatty()
 
@@ -156,8 +159,8 @@ def fit(
     n = len(train_images)
     steps = math.ceil(n / cfg.batch_size)  # the seed's DataLoader keeps the last, smaller batch
     tty = is_tty() and world.is_main
-    # Ranks must agree on when to synchronize: with several, every 20 steps whatever the terminal.
-    refresh = 20 if tty or world.size > 1 or hooks.progress else 0
+    # Every SYNC_EVERY steps the loop reads its flags (non-finite loss, stop request) and running sums, with or
+    # without a terminal, on every rank alike: when a run stops never depends on where its output goes.
     while state.epoch < cfg.epochs:
         epoch = state.epoch
         order = torch.randperm(n, generator=generator(device, "shuffle", cfg.seed, epoch), device=device)
@@ -196,7 +199,7 @@ def fit(
             first_bad = torch.where((first_bad < 0) & ~torch.isfinite(detached), step, first_bad)
             bar.update(1)
             done = step + 1
-            sync = (refresh and done % refresh == 0) or done == steps
+            sync = done % SYNC_EVERY == 0 or done == steps
             sync = sync or (checkpoint_every and done % checkpoint_every == 0) or (world.size == 1 and stop.requested)
             if not sync:
                 continue
@@ -215,7 +218,7 @@ def fit(
             bar.set_postfix(
                 loss=f"{running['loss']:.3f}", acc=f"{running['acc']:.1f}", img_s=f"{running['images_per_s']:.0f}"
             )
-            if hooks.progress and world.is_main and refresh and done % refresh == 0:
+            if hooks.progress and world.is_main and done % SYNC_EVERY == 0:
                 hooks.progress(epoch * steps + done, running)
             if done < steps:
                 state.step, state.sums, state.seconds = done, global_sums.cpu(), elapsed

@@ -21,6 +21,7 @@ from rotnet.errors import RotnetError
 from rotnet.evaluate import STAGES, extract
 from rotnet.layout import CONFIG, WEIGHTS, read_record
 from rotnet.models import build_model, check_keys, initial_model
+from rotnet.record import open_run
 from rotnet.seeds import derive_seed
 
 
@@ -35,6 +36,7 @@ def finished_run_config(folder: Path) -> RunConfig:
     cfg = from_dict(record["config"], str(folder / CONFIG))
     if not (folder / WEIGHTS).is_file():
         raise RotnetError(f"{folder} has no {WEIGHTS}: the run has not finished")
+    open_run(folder, "probe", need=(WEIGHTS,))
     return cfg
 
 

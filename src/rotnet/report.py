@@ -17,7 +17,8 @@ from rotnet.checkpoint import atomic_write_text
 from rotnet.config import dataset_slug, uses_seed_normalization, with_defaults
 from rotnet.errors import RotnetError
 from rotnet.experiments import EXPERIMENTS, seed_results
-from rotnet.layout import CONFIG, FAILED, METRICS, RESULT, find_runs, parse_run_dir, read_json
+from rotnet.layout import CONFIG, FAILED, METRICS, RESULT, find_runs, is_locked, parse_run_dir, read_json
+from rotnet.record import inspect, read_metrics
 
 ORDER = {e: i for i, e in enumerate(EXPERIMENTS)}  # the report's row order: rotation first
 REPORT_MARKER = ".rotnet-report"  # the files the report wrote, one per line
@@ -34,31 +35,10 @@ PLOTS = (
 )
 
 
-def read_metrics(path: Path) -> list[dict] | None:
-    """Epoch records; None when a line is not an epoch record (the run is then shown as unreadable)."""
-    if not path.is_file():
-        return []
-    out = []
-    try:
-        lines = path.read_text().splitlines()
-    except (OSError, UnicodeDecodeError):
-        return None
-    for i, line in enumerate(lines):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            if i == len(lines) - 1:  # a torn last line (a crash mid-write of rotnet <= 0.1): the epochs before it
-                break
-            return None
-        if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
-            return None
-        out.append(record)
-    return out
-
-
 def collect(root: Path) -> list[dict]:
-    """One entry per run folder, with its status: finished, failed, partial (some epochs), started, or
-    unreadable (a config, result or metrics file that is not what rotnet writes)."""
+    """One entry per run folder, with its status: finished, failed, partial (some epochs), started, unreadable (a
+    config, result or metrics file that is not what rotnet writes), or what `record.inspect` found wrong with it
+    (tampered, incomplete, inconsistent), whose numbers are never counted."""
     runs = []
     for folder in find_runs(root):
         rid = parse_run_dir(folder, root)
@@ -80,6 +60,10 @@ def collect(root: Path) -> list[dict]:
         else:
             # A failed mark beside a result: a later reproduce refused to reuse it (its rotation weights changed).
             status = "failed" if failed else "finished" if result else "partial" if history else "started"
+        # A run another process is writing is between two seals; it is checked once that process lets go.
+        seen = inspect(folder) if not is_locked(folder) else None
+        if seen is not None and not seen.trusted:
+            status, failed = seen.status, {"error": "; ".join(seen.problems)}
         cfg = with_defaults(config["config"]) if config else {}  # a run older than a key: its default
         runs.append(
             {
@@ -91,6 +75,7 @@ def collect(root: Path) -> list[dict]:
                 "experiment": rid.experiment,
                 "seed": rid.seed,
                 "status": status,
+                "sealed": seen is None or seen.status != "unsealed",
                 "per_class": rid.per_class,
                 "config": config,  # config.json as written
                 "cfg": cfg,  # the run's configuration, every key
@@ -157,6 +142,9 @@ def table_rows(root: Path, runs: list[dict]) -> list[dict]:
         notes += [f"seed {p[3].removeprefix('seed')} not run" for p in planned if p not in found]
         if not mine and not planned:
             notes.append("not run")
+        unsealed = [str(r["seed"]) for r in mine if r["status"] == "finished" and not r["sealed"]]
+        if unsealed:
+            notes.append(f"seed {', '.join(unsealed)} unsealed (made before rotnet 0.4)")
         epochs = sorted({len(r["history"]) for r in mine if r["status"] == "finished"})
         rows.append(
             {

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -38,7 +39,9 @@ from rotnet.loggers import Loggers
 from rotnet.loop import Engine, Hooks, LoopState, build_optimizer, fit
 from rotnet.models import check_keys, initial_model, set_trainable, transfer_state
 from rotnet.provenance import provenance
+from rotnet.record import Seal, open_run
 from rotnet.runtime import cpu_threads, recorded_threads, threads_text
+from rotnet.seeds import contract_diff, stream_contract
 from rotnet.signals import StopFlag
 
 
@@ -68,7 +71,7 @@ class Source:
 
 
 def init_weights(cfg: RunConfig, runs_root: Path, source: Source | None) -> tuple[dict, dict]:
-    """The rotation weights a from-rotation run starts from, checked, and what to record about them.
+    """The rotation weights a from-rotation run starts from, read and hashed once, and what to record about them.
 
     An explicit --init path is taken as given (and recorded so). Otherwise the rotation run of `source.expected`
     is looked up and refused if it was made with another protocol than the one this run resolves.
@@ -79,6 +82,8 @@ def init_weights(cfg: RunConfig, runs_root: Path, source: Source | None) -> tupl
     if not path.is_file():
         how = "check the --init path" if cfg.init_path else f"make them with: {make} --runs-root {runs_root}"
         raise RotnetError(f"no rotation weights at {path}; {how}")
+    if not cfg.init_path:
+        open_run(path.parent, "take rotation weights from", need=(RESULT, WEIGHTS))
     tensors, meta = ckpt.load_tensors(path)
     src_cfg = meta.get("config")
     if isinstance(src_cfg, dict) and src_cfg.get("task") not in (None, "rotation"):
@@ -115,46 +120,87 @@ def rotation_of(cfg: RunConfig) -> RunConfig:
     )
 
 
-def init_model(cfg: RunConfig, runs_root: Path, classes: int, source: Source | None = None) -> tuple[nn.Module, dict]:
-    """A fresh model from the run's seed; for init="rotation", every weight but fc from the checked source."""
+def init_model(cfg: RunConfig, classes: int, weights: tuple[dict, dict] | None) -> tuple[nn.Module, dict]:
+    """A fresh model from the run's seed; for init="rotation", every weight but fc from the checked source weights
+    (`check_run`'s)."""
     model = initial_model(cfg.arch, classes, cfg.stem, cfg.seed)
     if cfg.init != "rotation":
         return model, {"init": cfg.init}
-    tensors, record = init_weights(cfg, runs_root, source)
+    tensors, record = weights
     model.load_state_dict(transfer_state(tensors, model))
     return model, record
 
 
-def preflight(cfg: RunConfig, rt: Runtime, source: Source | None = None) -> None:
-    """The checks that need no data, so that they fail before it loads: the run folder's config, the weights."""
+def check_run(
+    cfg: RunConfig,
+    rt: Runtime,
+    source: Source | None = None,
+    data: Dataset | None = None,
+    weights=None,
+    held: bool = False,
+    with_source: bool = True,
+) -> tuple[dict, dict] | None:
+    """Every check of a run before it trains or is reused, once, in this order; the first that fails raises.
+
+    1. the folder's lock: no other process works on it (skipped when this process holds it: `held`);
+    2. its record: sealed files unchanged and self-consistent (`record.open_run`);
+    3. its configuration: the same as this run's (a partial run's record must name every key: no default fills in);
+    4. its data (when given): the same files it was trained on;
+    5. the source weights of a from-rotation run: read and hashed once, of this run's protocol, and the ones the
+       record started from (finished or not).
+    Returns the source weights (tensors, what to record) for init, None for other runs; `weights`, when given, are
+    ones an earlier call returned (not read again); with_source=False skips 5 (a plan whose rotation run is yet to
+    train).
+    """
     folder = run_dir(rt.runs_root, cfg)
-    holder = is_locked(folder) if rt.world.is_main else None  # other torchrun ranks: rank 0 holds it for them
+    holder = is_locked(folder) if rt.world.is_main and not held else None  # other ranks: rank 0 holds it for them
     if holder:
         raise InUse(f"{folder} is in use by another rotnet process (pid {holder}); wait for it to finish or stop it")
-    if not rt.restart:
+    if cfg.init == "rotation" and weights is None and with_source:
+        weights = init_weights(cfg, rt.runs_root, source)
+    if rt.restart:
+        return weights
+    record = read_record(folder)
+    if record is not None:
+        open_run(folder, "continue")
         refuse_changed_config(folder, cfg)
-    if cfg.init == "rotation" and not (folder / RESULT).is_file():
-        init_weights(cfg, rt.runs_root, source)
-    elif not rt.restart:
-        refuse_other_source(folder, cfg, rt.runs_root, source)
+        if not (folder / RESULT).is_file():
+            refuse_missing_keys(folder, record)
+    if data is not None:
+        refuse_other_data(folder, data)
+    if weights is not None:
+        refuse_other_source(folder, cfg, rt.runs_root, record, weights[1]["init_sha256"])
+    return weights
 
 
-def refuse_other_source(folder: Path, cfg: RunConfig, runs_root: Path, source: Source | None) -> None:
-    """A finished from-rotation run is reused only beside the rotation weights it was trained from: once its
-    rotation run was trained again into other weights, its number no longer belongs to that run."""
-    if cfg.init != "rotation" or cfg.init_path:
-        return
-    want = (read_record(folder) or {}).get("init_sha256")
-    path = run_dir(runs_root, source.expected if source else rotation_of(cfg)) / WEIGHTS
-    if not isinstance(want, str) or not path.is_file():
-        return
-    have = ckpt.digest(ckpt.load_tensors(path)[0])
-    if have != want:
+def preflight(cfg: RunConfig, rt: Runtime, source: Source | None = None) -> tuple[dict, dict] | None:
+    """The checks that need no data, so that they fail before it loads; returns the source weights."""
+    return check_run(cfg, rt, source)
+
+
+def refuse_missing_keys(folder: Path, record: dict) -> None:
+    """A run continues only under the configuration it recorded, every key of it: a key an older rotnet did not
+    record would otherwise take today's default, a setting the run never had."""
+    missing = sorted(set(RunConfig().to_dict()) - set(record["config"]))
+    if missing:
         raise RotnetError(
-            f"{folder} was trained from other rotation weights (sha256 {want[:12]}...) than {path} holds now "
-            f"({have[:12]}...); train it again from them with: rotnet train {cfg.experiment} --restart"
-            f" --runs-root {runs_root} (and your other flags)"
+            f"{folder / CONFIG} was written by rotnet {record.get('rotnet_version', '?')} and does not record "
+            f"{', '.join(missing)}; continue it with that version (commit {record.get('git_commit', '?')}) "
+            "or --restart"
         )
+
+
+def refuse_other_source(folder: Path, cfg: RunConfig, runs_root: Path, record: dict | None, have: str) -> None:
+    """A from-rotation run, finished or not, continues or is reused only beside the rotation weights it was trained
+    from: once its rotation run was trained again into other weights, its number no longer belongs to that run."""
+    want = (record or {}).get("init_sha256")
+    if not isinstance(want, str) or want == have:
+        return
+    raise RotnetError(
+        f"{folder} was trained from other rotation weights (sha256 {want[:12]}...) than it would start from now "
+        f"({have[:12]}...); train it again from them with: rotnet train {cfg.experiment} --restart"
+        f" --runs-root {runs_root} (and your other flags)"
+    )
 
 
 def resume_threads(folder: Path) -> int | None:
@@ -198,13 +244,15 @@ def refuse_other_data(folder: Path, data: Dataset) -> None:
         )
 
 
-def save_state(folder: Path, cfg: RunConfig, engine: Engine, state: LoopState) -> None:
-    """Checkpoint (model, optimizer, position, running sums, history), then metrics.jsonl from that history."""
+def save_state(seal: Seal, cfg: RunConfig, engine: Engine, state: LoopState, stream: dict) -> None:
+    """Checkpoint (model, optimizer, position, running sums, history), then metrics.jsonl from that history; each
+    sealed as written."""
     opt_tensors, opt_meta = ckpt.optimizer_to_tensors(engine.optimizer.state_dict())
     tensors = {f"model.{k}": v for k, v in engine.model.state_dict().items()}
     tensors |= {f"optim.{k}": v for k, v in opt_tensors.items()} | {"loop.sums": state.sums}
     meta = {
         "config": cfg.to_dict(),
+        "stream": stream,
         "epoch": state.epoch,
         "step": state.step,
         "seconds": state.seconds,
@@ -212,22 +260,36 @@ def save_state(folder: Path, cfg: RunConfig, engine: Engine, state: LoopState) -
         "optimizer": opt_meta,
         "scaler": engine.scaler.state_dict() if engine.scaler is not None else None,
     }
-    ckpt.save_checkpoint(folder / CHECKPOINTS, state.epoch, state.step, tensors, meta)
-    write_metrics(folder, state)
+    folder = seal.folder / CHECKPOINTS
+    sha = ckpt.save_checkpoint(folder, state.epoch, state.step, tensors, meta)
+    seal.files[f"{CHECKPOINTS}/{ckpt.checkpoint_name(state.epoch, state.step)}"] = sha
+    seal.removed(ckpt.prune_checkpoints(folder, ckpt.KEEP))
+    write_metrics(seal, state)
 
 
-def write_metrics(folder: Path, state: LoopState) -> None:
-    ckpt.atomic_write_text(folder / METRICS, "".join(json.dumps(r) + "\n" for r in state.history))
+def write_metrics(seal: Seal, state: LoopState) -> None:
+    text = "".join(json.dumps(r) + "\n" for r in state.history)
+    seal.wrote(METRICS, ckpt.atomic_write_text(seal.folder / METRICS, text))
 
 
-def restore_state(folder: Path, cfg: RunConfig, engine: Engine) -> LoopState | None:
-    found = ckpt.load_latest_checkpoint(folder / CHECKPOINTS)
+def restore_state(folder: Path, cfg: RunConfig, engine: Engine, steps: int, stream: dict) -> LoopState | None:
+    """The newest good checkpoint's state loaded into engine; None when there is none. A checkpoint of another
+    configuration or stream contract (stream version, device type, torch version) is refused: the run would
+    silently switch random streams mid-way."""
+    found = ckpt.load_latest_checkpoint(folder / CHECKPOINTS, cfg.epochs, steps)
     if found is None:
         return None
     tensors, meta, path = found
     diff = config_diff(meta["config"], cfg.to_dict())
     if diff:
         raise RotnetError(f"checkpoint {path} belongs to another run ({'; '.join(diff)})")
+    changed = contract_diff(meta.get("stream"), stream)
+    if changed:
+        raise RotnetError(
+            f"checkpoint {path} was written under another random-stream contract ({'; '.join(changed)}): resuming "
+            "would switch streams mid-run; resume it with the rotnet, torch and device kind that started it "
+            "(its config.json), or --restart (the old run is kept)"
+        )
     weights = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
     check_keys(weights, engine.model.state_dict(), f"checkpoint {path.name}")
     engine.model.load_state_dict(weights)
@@ -318,10 +380,12 @@ def epoch_evaluator(cfg: RunConfig, norm: tuple, images, labels, test_images, te
     return evaluate
 
 
-def write_record(folder: Path, cfg: RunConfig, data: Dataset, rt: Runtime, init_info: dict, resumed: bool) -> None:
-    """config.json: the resolved configuration, the data's fingerprint, where the weights came from, provenance."""
+def write_record(seal: Seal, cfg: RunConfig, data: Dataset, rt: Runtime, init_info: dict, resumed: bool) -> None:
+    """config.json: the resolved configuration, the stream contract, the data's fingerprint, where the weights came
+    from, provenance (each resume's appended)."""
     record = {
         "config": cfg.to_dict(),
+        "stream": stream_contract(rt.device),
         **provenance(rt.device, rt.command),
         **init_info,
         "data_root": data.root,
@@ -330,27 +394,24 @@ def write_record(folder: Path, cfg: RunConfig, data: Dataset, rt: Runtime, init_
         "normalization": dict(zip(("mean", "std"), map(list, normalization(cfg, data)), strict=True)),
         "resumed": resumed,
     }
-    first = read_json(folder / CONFIG) if resumed else None
+    first = read_json(seal.folder / CONFIG) if resumed else None
     if isinstance(first, dict):  # keep the first start's provenance, add this one's
         record = first | {"resumes": [*first.get("resumes", []), provenance(rt.device, rt.command)]}
     record["world_size"] = rt.world.size
-    ckpt.atomic_write_text(folder / CONFIG, json.dumps(record, indent=2) + "\n")
+    seal.wrote(CONFIG, ckpt.atomic_write_text(seal.folder / CONFIG, json.dumps(record, indent=2) + "\n"))
 
 
-def run(cfg: RunConfig, data: Dataset, rt: Runtime, source: Source | None = None, log=print) -> dict:
-    """Train one experiment into its run folder (resuming if a checkpoint is there); return its result."""
+def run(cfg: RunConfig, data: Dataset, rt: Runtime, source: Source | None = None, log=print, weights=None) -> dict:
+    """Train one experiment into its run folder (resuming if a checkpoint is there), or reuse it if it finished;
+    return its result. `weights`: the source weights a `preflight` of this run returned (not read again)."""
     world = rt.world
     log = log if world.is_main else (lambda *_: None)  # one voice, and only rank 0 writes files
     folder = run_dir(rt.runs_root, cfg)
     if (folder / RESULT).is_file() and not rt.restart:
-        refuse_changed_config(folder, cfg)
-        refuse_other_data(folder, data)
-        refuse_other_source(folder, cfg, rt.runs_root, source)
-        result = read_json(folder / RESULT)
-        if not isinstance(result, dict):
-            raise RotnetError(f"{folder / RESULT} is unreadable; use --restart to train this run again")
+        check_run(cfg, rt, source, data, weights)
+        open_run(folder, "reuse", need=(RESULT, WEIGHTS))
         log(f"{folder}: already finished; reusing it")
-        return result
+        return read_json(folder / RESULT)
     classes = outputs(cfg, data)  # before any folder is made: classification needs labels
     lock = None
     if world.is_main:
@@ -361,18 +422,19 @@ def run(cfg: RunConfig, data: Dataset, rt: Runtime, source: Source | None = None
         lock = RunLock(folder).acquire()
     try:
         barrier()
-        if world.is_main:
-            refuse_changed_config(folder, cfg)  # again, under the lock: another process may have started it
-            refuse_other_data(folder, data)
         try:
-            model, init_info = init_model(cfg, rt.runs_root, classes, source)
+            # Again under the lock (another process may have started it), now with the data.
+            weights = check_run(cfg, replace(rt, restart=False), source, data, weights, held=True)
         except RotnetError:
             if world.is_main and created:  # nothing of a run that never started is left behind
                 lock.release()
                 shutil.rmtree(folder, ignore_errors=True)
             raise
+        model, init_info = init_model(cfg, classes, weights)
         engine = build_engine(cfg, model, rt, normalization(cfg, data))
-        state = restore_state(folder, cfg, engine)
+        stream = stream_contract(rt.device)
+        steps = math.ceil(len(train_subset(cfg, data)[1]) / cfg.batch_size)
+        state = restore_state(folder, cfg, engine, steps, stream)
         resumed, threads = state is not None, None
         if state is None:
             state = LoopState()
@@ -381,11 +443,12 @@ def run(cfg: RunConfig, data: Dataset, rt: Runtime, source: Source | None = None
             threads = started if started != torch.get_num_threads() else None
             on = f" on {threads_text(threads)}, as the run started" if threads else ""
             log(f"{folder}: resuming at epoch {state.epoch + 1}, step {state.step}{on}")
+        seal = Seal.resume(folder)
         with cpu_threads(threads):  # CPU sums depend on the thread count: keep the one the run started with
             if world.is_main:
-                write_record(folder, cfg, data, rt, init_info, resumed)
+                write_record(seal, cfg, data, rt, init_info, resumed)
             sinks = Loggers(rt.loggers, folder, cfg, resumed) if world.is_main and rt.loggers else None
-            return train_and_finish(cfg, data, rt, folder, engine, state, log, sinks)
+            return train_and_finish(cfg, data, rt, seal, engine, state, log, sinks)
     finally:
         if lock is not None:
             lock.release()
@@ -408,13 +471,13 @@ def train_and_finish(
     cfg: RunConfig,
     data: Dataset,
     rt: Runtime,
-    folder: Path,
+    seal: Seal,
     engine: Engine,
     state: LoopState,
     log,
     sinks: Loggers | None = None,
 ) -> dict:
-    world = rt.world
+    world, folder, stream = rt.world, seal.folder, stream_contract(rt.device)
     images, labels, test_images, test_labels = device_data(cfg, data, rt.device)
     pred_kw = prediction_options(cfg, engine.norm)
     evaluate = epoch_evaluator(cfg, engine.norm, images, labels, test_images, test_labels)
@@ -432,10 +495,10 @@ def train_and_finish(
         stopping = rt.stop is not None and rt.stop.requested
         due = s.step or s.epoch >= cfg.epochs or stopping or time.monotonic() - last >= rt.checkpoint_minutes * 60
         if due:
-            save_state(folder, cfg, engine, s)
+            save_state(seal, cfg, engine, s, stream)
             last = time.monotonic()
         else:
-            write_metrics(folder, s)
+            write_metrics(seal, s)
 
     started = time.perf_counter()
     history = fit(
@@ -459,11 +522,11 @@ def train_and_finish(
 
     # Final outputs: weights that load into plain torchvision, and what the report needs without the data.
     classes = list(data.class_names) if cfg.task == "classification" else ["0", "90", "180", "270"]
-    ckpt.save_tensors(
-        folder / WEIGHTS, model.state_dict(), weights_meta(cfg, engine.norm, classes, test_images.shape[-1])
-    )
+    meta = weights_meta(cfg, engine.norm, classes, test_images.shape[-1])
+    seal.wrote(WEIGHTS, ckpt.save_tensors(folder / WEIGHTS, model.state_dict(), meta))
     pred = predict(model, test_images, cfg.task, **pred_kw)
-    ckpt.save_tensors(folder / EXAMPLES, {"images": data.test_images[:8].clone(), "pred": pred[:8]})
+    examples = {"images": data.test_images[:8].clone(), "pred": pred[:8]}
+    seal.wrote(EXAMPLES, ckpt.save_tensors(folder / EXAMPLES, examples))
     result = {
         "experiment": cfg.experiment,
         "arch": cfg.arch,
@@ -483,9 +546,9 @@ def train_and_finish(
         "test_images": len(data.test_images),
         "train_images": len(images),
     }
-    ckpt.atomic_write_text(folder / RESULT, json.dumps(result, indent=2) + "\n")
+    seal.wrote(RESULT, ckpt.atomic_write_text(folder / RESULT, json.dumps(result, indent=2) + "\n"))
     (folder / FAILED).unlink(missing_ok=True)  # an earlier attempt's mark; it finished now
-    ckpt.prune_checkpoints(folder / CHECKPOINTS, rt.keep_checkpoints)
+    seal.removed(ckpt.prune_checkpoints(folder / CHECKPOINTS, rt.keep_checkpoints))
     if sinks:
         sinks.finish(result)
     n = len(history)

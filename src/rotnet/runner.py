@@ -20,9 +20,9 @@ from rotnet.config import DataOptions, RunConfig, from_dict
 from rotnet.datasets import load_for
 from rotnet.errors import Interrupted, InUse, NonFiniteLoss, RotnetError
 from rotnet.experiments import Protocol, rotation_source
-from rotnet.layout import FAILED, RESULT, RunId, is_locked, read_json, refuse_changed_config, run_dir, run_id
+from rotnet.layout import FAILED, RESULT, RunId, is_locked, read_json, run_dir, run_id
 from rotnet.provenance import provenance
-from rotnet.run import Runtime, Source, preflight, resume_threads, run
+from rotnet.run import Runtime, Source, check_run, preflight, resume_threads, run
 from rotnet.runtime import setup_device, threads_text
 from rotnet.signals import StopFlag, stop_handlers
 
@@ -76,10 +76,10 @@ def train_one(cfg: RunConfig, options: Options) -> dict:
     loads, then the run, where the first Ctrl-C saves a checkpoint and stops. Returns its result.json."""
     source = source_for(cfg, options)
     rt = options.runtime(*setup_device(options.device), StopFlag())
-    preflight(cfg, rt, source)
+    weights = preflight(cfg, rt, source)
     data = load_for(cfg, options.data)
     with stop_handlers(rt.stop):
-        return run(cfg, data, rt, source)
+        return run(cfg, data, rt, source, weights=weights)
 
 
 def execute(configs: list[RunConfig], options: Options) -> int:
@@ -150,11 +150,9 @@ def check_plan(configs: list[RunConfig], sources: list, options: Options, rt: Ru
     from rotnet.report import refuse_foreign_outputs  # matplotlib: only where a report is written
 
     for cfg, source in zip(configs, sources, strict=True):
-        if not options.restart:
-            refuse_changed_config(run_dir(options.runs_root, cfg), cfg)
-        if source and (run_dir(options.runs_root, source.expected) / RESULT).is_file():
-            with contextlib.suppress(InUse):  # another process's run: "not run" when its turn comes, like any other
-                preflight(cfg, rt, source)
+        ready = source is None or (run_dir(options.runs_root, source.expected) / RESULT).is_file()
+        with contextlib.suppress(InUse):  # another process's run: "not run" when its turn comes, like any other
+            check_run(cfg, rt, source, with_source=ready)
     refuse_foreign_outputs(options.runs_root)  # the report at the end would
     for cfg in {run_id(c).data: c for c in configs}.values():
         load_for(cfg, options.data)

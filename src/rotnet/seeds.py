@@ -10,6 +10,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+# Bumped by any change that alters a random draw or a step's math: derive_seed, the order or shape of draws, the
+# init, the augmentation, the loss. Recorded in every run and checkpoint; resume and verify refuse another version.
+# tests/test_streams.py pins the streams and fails with "the stream changed: bump STREAM_VERSION".
+STREAM_VERSION = 1
+
 # The streams; a new stream gets a new word, never a reused one.
 DOMAINS = ("init", "shuffle", "augment", "subset", "holdout", "probe-init", "probe-shuffle")
 
@@ -25,3 +30,15 @@ def derive_seed(domain: str, *parts: int) -> int:
 
 def generator(device: torch.device | str, domain: str, *parts: int) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(derive_seed(domain, *parts))
+
+
+def stream_contract(device: torch.device | str) -> dict:
+    """What a run's random streams and arithmetic depend on besides its configuration: rotnet's stream version, the
+    device type and the torch version. A run continues, or is re-checked, only under the same contract."""
+    return {"version": STREAM_VERSION, "device": torch.device(device).type, "torch": torch.__version__}
+
+
+def contract_diff(recorded, current: dict) -> list[str]:
+    """'key: recorded -> now' for each part of the contract that differs (a record without one: every part)."""
+    recorded = recorded if isinstance(recorded, dict) else {}
+    return [f"{k} {recorded.get(k, 'unrecorded')} -> {v}" for k, v in current.items() if recorded.get(k) != v]

@@ -1,9 +1,17 @@
-"""`rotnet verify RUN`: anyone can check a result. Re-train the first epochs of a run from its recorded
-configuration, on the same data (fingerprint checked), and compare every deterministic field of metrics.jsonl."""
+"""`rotnet verify RUN`: anyone can check every claim of a run's record. The files must be the ones rotnet sealed and
+agree with each other; the first epochs are re-trained from the recorded configuration on the same data (fingerprint
+checked) and every deterministic field of metrics.jsonl compared; the final weights are re-evaluated and must give
+result.json's accuracy and confusion matrix. What was compared goes to RUN/verify.json.
+
+A comparison means what the machines allow: on the CPU identity that made the run (provenance.cpu_identity) and its
+thread count, a difference is a failed verification; on another one the last bits of a sum may differ, and one epoch
+turns them into points of accuracy, so a difference there is "inconclusive", not a failure.
+"""
 
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,14 +20,27 @@ from rotnet.config import NO_OPTIONS, DataOptions, from_dict
 from rotnet.data import normalization, outputs
 from rotnet.datasets import load_for
 from rotnet.errors import RotnetError
-from rotnet.layout import METRICS, WEIGHTS, RunId, data_diff, parse_run_dir, read_record
+from rotnet.evaluate import accuracy, confusion, predict, targets_for
+from rotnet.layout import CONFIG, METRICS, RESULT, VERIFY, WEIGHTS, RunId, data_diff, parse_run_dir, read_json
 from rotnet.loop import Hooks, LoopState, fit
-from rotnet.report import read_metrics
-from rotnet.run import Runtime, build_engine, device_data, epoch_evaluator, init_model
+from rotnet.models import build_model, check_keys
+from rotnet.provenance import cpu_identity, git_commit, provenance
+from rotnet.record import inspect, read_metrics
+from rotnet.run import (
+    Runtime,
+    build_engine,
+    device_data,
+    epoch_evaluator,
+    init_model,
+    prediction_options,
+    refuse_missing_keys,
+)
 from rotnet.runtime import cpu_threads, recorded_threads, resolve_device, threads_text
+from rotnet.seeds import contract_diff, stream_contract
 
 # What an epoch's record holds that is a pure function of the configuration, the data and the device kind.
 FIELDS = ("epoch", "lr", "train_loss", "train_acc", "test_acc", "knn_acc")
+VERIFIED, FAILED, INCONCLUSIVE = 0, 1, 3  # exit codes (2 is any error before a comparison)
 
 
 class _Enough(Exception):
@@ -43,26 +64,86 @@ def source_weights(folder: Path, record: dict) -> Path:
     )
 
 
+def recorded_contract(record: dict) -> dict:
+    """The stream contract a run recorded; a record older than stream versions (rotnet <= 0.3) gives its device
+    and torch, and its version is taken as the first one (said in verify's output)."""
+    if isinstance(record.get("stream"), dict):
+        return record["stream"]
+    return {"version": 1, "device": str(record.get("device", "cpu")).split(":")[0], "torch": record.get("torch")}
+
+
+def same_machine(record: dict, device) -> tuple[bool | None, str, str]:
+    """Whether this process computes with the same kernels as the one that made the run (None: the record does not
+    say), and the two machines as text."""
+    if device.type != "cpu":
+        made, here = str(record.get("device_name", "?")), provenance(device)["device_name"]
+        return made == here, made, here
+    here = cpu_identity()
+    made = record.get("cpu")
+    if not isinstance(made, dict):
+        return None, f"{record.get('device_name', '?')} (the record does not name the CPU)", cpu_text(here)
+    return made == here, cpu_text(made), cpu_text(here)
+
+
+def cpu_text(c: dict) -> str:
+    env = f", {' '.join(f'{k}={v}' for k, v in c['env'].items())}" if c.get("env") else ""
+    return f"{c.get('model')}, {c.get('capability')}, oneDNN {c.get('onednn')}, MKL {c.get('mkl')}{env}"
+
+
+def re_evaluate(cfg, model_state: dict, engine_norm, test_images, test_labels, classes: int) -> dict:
+    """The final weights' test accuracy and confusion matrix, computed again."""
+    model = build_model(cfg.arch, classes, cfg.stem)
+    check_keys(model_state, model.state_dict(), WEIGHTS)
+    model.load_state_dict(model_state)
+    model.to(test_images.device)
+    if cfg.channels_last:
+        import torch
+
+        model.to(memory_format=torch.channels_last)
+    pred = predict(model, test_images, cfg.task, **prediction_options(cfg, engine_norm))
+    return {
+        "test_acc": accuracy(pred, test_labels, cfg.task),
+        "confusion": confusion(pred, targets_for(pred, test_labels, cfg.task), classes),
+    }
+
+
 def verify(
     folder: Path,
     *,
     epochs: int = 1,
     data: DataOptions = NO_OPTIONS,
     device: str = "auto",
+    log=print,
 ) -> int:
-    """Print match/mismatch per field and epoch; 0 only on an exact match on the same kind of device. Writes
-    nothing: the re-run lives in memory."""
+    """Check a run's record, re-train its first `epochs`, re-evaluate its weights; print each comparison, write
+    verify.json and return VERIFIED (0), FAILED (1) or INCONCLUSIVE (3)."""
     folder = Path(folder)
-    record = read_record(folder)
-    if record is None:
-        raise RotnetError(f"{folder} is not a rotnet run folder (no config.json)")
-    cfg = from_dict(record["config"], str(folder / "config.json"))
-    recorded = read_metrics(folder / METRICS)
-    if recorded is None:
-        raise RotnetError(f"{folder / METRICS} is unreadable")
-    if not recorded:
-        raise RotnetError(f"{folder} has no finished epoch to compare")
-    epochs = min(epochs, len(recorded), cfg.epochs)
+    record = read_json(folder / CONFIG)
+    if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
+        raise RotnetError(f"{folder} is not a rotnet run folder (no readable {CONFIG})")
+    cfg = from_dict(record["config"], str(folder / CONFIG))
+    refuse_missing_keys(folder, record)
+    dev = resolve_device(device)
+    recorded, now = recorded_contract(record), stream_contract(dev)
+    changed = contract_diff(recorded, now)
+    if changed:
+        raise RotnetError(
+            f"{folder} was made under another random-stream contract ({'; '.join(changed)}); verify it with the "
+            f"rotnet ({record.get('rotnet_version', '?')}, commit {record.get('git_commit', '?')}), torch and device "
+            "kind its config.json records"
+        )
+    seen = inspect(folder)
+    report = {"run": str(folder), "record": seen.status, "problems": list(seen.problems), "comparisons": []}
+    if seen.status == "unsealed":
+        log(f"{folder}: an unsealed record (made before rotnet 0.4): its files cannot be checked against a manifest")
+    elif not seen.trusted:
+        for p in seen.problems:
+            log(f"{folder}: record {seen.status}: {p}")
+        return finish(folder, report, FAILED, f"not verified: the record is {seen.status}", log)
+    history = read_metrics(folder / METRICS)
+    if not history:
+        raise RotnetError(f"{folder / METRICS} is {'unreadable' if history is None else 'empty'}")
+    epochs = min(epochs, len(history), cfg.epochs)
     if cfg.init == "rotation":
         cfg = replace(cfg, init_path=str(source_weights(folder, record)))
     data = load_for(cfg, data)
@@ -71,44 +152,92 @@ def verify(
         diff = data_diff({k: v for k, v in old.items() if k not in ("root", "path")}, data.fingerprint)
         if diff:
             raise RotnetError(f"the data differs from the run's ({'; '.join(diff[:4])}); point --data-root at it")
-    dev = resolve_device(device)
-    same_kind = str(record.get("device", "cpu")).split(":")[0] == dev.type
-    threads = recorded_threads(record) if dev.type == "cpu" and same_kind else None
-    rt = Runtime(dev, folder)  # a transfer run's weights are named explicitly above: nothing is looked up there
+    threads = recorded_threads(record) if dev.type == "cpu" else None
     on = f" ({threads_text(threads)}, as recorded)" if threads else ""
-    print(f"{folder}: re-training {epochs} epoch{'s' * (epochs != 1)} of {cfg.epochs} on {dev}{on}", flush=True)
+    log(f"{folder}: re-training {epochs} epoch{'s' * (epochs != 1)} of {cfg.epochs} on {dev}{on}")
+    sys.stdout.flush()  # said before minutes of training
 
     def save(state: LoopState) -> None:
         if state.step == 0 and state.epoch >= epochs:
             raise _Enough
 
     state = LoopState()
+    final = None
     with cpu_threads(threads):  # CPU sums depend on the thread count: re-train on as many as the run did
-        model, _ = init_model(cfg, rt.runs_root, outputs(cfg, data))
-        engine = build_engine(cfg, model, rt, normalization(cfg, data))
+        weights = None
+        if cfg.init == "rotation":
+            tensors, _ = ckpt.load_tensors(Path(cfg.init_path))
+            weights = (tensors, {})
+        classes = outputs(cfg, data)
+        model, _ = init_model(cfg, classes, weights)
+        engine = build_engine(cfg, model, Runtime(dev, folder), normalization(cfg, data))
         images, labels, test_images, test_labels = device_data(cfg, data, dev)
-        # the run's own epoch-end metrics
         evaluate = epoch_evaluator(cfg, engine.norm, images, labels, test_images, test_labels)
         try:
             fit(cfg, engine, images, labels, state, Hooks(evaluate, save, log=lambda _: None))
         except _Enough:
             pass
-    mismatches = 0
-    for old_row, new_row in zip(recorded[:epochs], state.history, strict=False):
+        result = read_json(folder / RESULT) if (folder / RESULT).is_file() else None
+        if isinstance(result, dict) and (folder / WEIGHTS).is_file():
+            final = re_evaluate(
+                cfg, ckpt.load_tensors(folder / WEIGHTS)[0], engine.norm, test_images, test_labels, classes
+            )
+
+    differ = 0
+
+    def compare(what: str, key: str, a, b) -> None:
+        nonlocal differ
+        ok = a == b
+        differ += not ok
+        report["comparisons"].append({"what": what, "field": key, "recorded": a, "re_run": b, "match": ok})
+        shown = (a, b) if key != "confusion" else ("(matrix)", "(matrix)")
+        log(f"{what} {key}: recorded {shown[0]!r}, re-run {shown[1]!r}, {'match' if ok else 'MISMATCH'}")
+
+    for old_row, new_row in zip(history[:epochs], state.history, strict=False):
         for key in FIELDS:
-            if key not in old_row and key not in new_row:
-                continue
-            a, b = old_row.get(key), new_row.get(key)
-            ok = a == b
-            mismatches += not ok
-            print(f"epoch {old_row['epoch']} {key}: recorded {a!r} re-run {b!r} {'match' if ok else 'MISMATCH'}")
-    where = f"{record.get('device_name', '?')} vs {dev}"
-    if mismatches:
-        print(f"{folder}: {mismatches} field(s) differ over {epochs} epoch(s) ({where})")
-        return 1
-    if not same_kind:
-        print(f"{folder}: matches, but on another kind of device ({where}); not counted as verified")
-        return 1
-    on = f"; re-trained on {threads_text(threads)}, as recorded" if threads else ""
-    print(f"{folder}: verified, {epochs} epoch(s) identical ({json.dumps(list(FIELDS))}){on}")
-    return 0
+            if key in old_row:  # only what the run recorded
+                compare(f"epoch {old_row['epoch']}", key, old_row[key], new_row.get(key))
+    if final is not None:
+        compare("final weights", "test_acc", result.get("test_acc"), final["test_acc"])
+        compare("final weights", "confusion", result.get("confusion"), final["confusion"])
+    else:
+        log(f"{folder}: no {RESULT} and {WEIGHTS} to re-evaluate: the final result was not checked")
+    same, made, here = same_machine(record, dev)
+    report |= {
+        "epochs": epochs,
+        "final_checked": final is not None,
+        "threads": threads,
+        "made_on": made,
+        "re_run_on": here,
+        "same_machine": same,
+        "stream": now,
+        "rotnet_commit": git_commit(),
+        "device": str(dev),
+    }
+    what = f"{epochs} epoch(s){' and the final weights' if final is not None else ''}"
+    if not differ:
+        on = f"; re-trained on {threads_text(threads)}, as recorded" if threads else ""
+        return finish(folder, report, VERIFIED, f"verified: {what} identical (re-run on {here}{on})", log)
+    if same:
+        return finish(
+            folder, report, FAILED, f"not verified: {differ} field(s) differ on the same machine ({here})", log
+        )
+    return finish(
+        folder,
+        report,
+        INCONCLUSIVE,
+        f"inconclusive: {differ} field(s) differ, but the run was made on {made} and re-run on {here}, whose kernels "
+        "may round differently",
+        log,
+    )
+
+
+def finish(folder: Path, report: dict, code: int, verdict: str, log) -> int:
+    """Print the verdict and keep what was compared in RUN/verify.json (a read-only folder only gets the line)."""
+    report |= {"verdict": verdict.split(":")[0], "summary": verdict, "exit_code": code}
+    log(f"{folder}: {verdict}")
+    try:
+        ckpt.atomic_write_text(folder / VERIFY, json.dumps(report, indent=2, default=str) + "\n")
+    except RotnetError as e:
+        log(f"rotnet: warning: {e}")
+    return code

@@ -1,0 +1,220 @@
+"""A run's sealed record: every file rotnet writes into a run folder is listed, with its sha256, in manifest.json,
+rewritten atomically after every save; `inspect` is the one place that says whether a folder still holds what rotnet
+wrote and whether that record agrees with itself and with where it sits.
+
+The manifest is sealed with a sha256 over its own contents. That catches an edited or half-copied record, not a
+forger who recomputes every hash: it is a tamper-evident record, not a signature.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rotnet.checkpoint import atomic_write_text
+from rotnet.errors import RotnetError
+from rotnet.layout import (
+    CHECKPOINTS,
+    CONFIG,
+    EXAMPLES,
+    MANIFEST,
+    METRICS,
+    RESULT,
+    WEIGHTS,
+    parse_run_dir,
+    read_json,
+)
+
+FORMAT = "rotnet-manifest-1"
+# The files of a run folder that make its record (failed.json, verify.json, logger output and the lock are notes
+# about a run or views of it, written by others or rewritten freely, and not part of it).
+OWNED = (CONFIG, METRICS, RESULT, WEIGHTS, EXAMPLES)
+# A run's fields for the report and its checks; each must be a finite number where present.
+NUMBERS = ("epoch", "lr", "train_loss", "train_acc", "test_acc", "knn_acc", "images_per_s", "seconds")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def seal_of(files: dict[str, str]) -> str:
+    return hashlib.sha256(json.dumps({"format": FORMAT, "files": files}, sort_keys=True).encode()).hexdigest()
+
+
+def owned_files(folder: Path) -> list[str]:
+    """The files present in folder that belong to its record, as manifest names (checkpoints/NAME)."""
+    names = [n for n in OWNED if (folder / n).is_file() or (folder / n).is_symlink()]
+    ckpts = sorted(p.name for p in (folder / CHECKPOINTS).glob("e*-s*.safetensors")) if folder.is_dir() else []
+    return names + [f"{CHECKPOINTS}/{n}" for n in ckpts]
+
+
+def read_manifest(folder: Path) -> dict[str, str] | None:
+    """The files a run's manifest lists and their sha256; None when there is no manifest; an error when it is not
+    one rotnet sealed."""
+    path = Path(folder) / MANIFEST
+    if not path.exists():
+        return None
+    doc = read_json(path)
+    files = doc.get("files") if isinstance(doc, dict) else None
+    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+        raise RotnetError(f"{path} is unreadable")
+    if doc.get("format") != FORMAT or doc.get("sha256") != seal_of(files):
+        raise RotnetError(f"{path} was edited after rotnet sealed it (its sha256 does not match its contents)")
+    return files
+
+
+class Seal:
+    """The manifest of one run folder while this process writes it: each file's sha256 is taken from the bytes as
+    they were written (never re-read from disk, so an edit between two saves is not sealed in), and the manifest is
+    rewritten after every change."""
+
+    def __init__(self, folder: Path, files: dict[str, str] | None = None):
+        self.folder, self.files = Path(folder), dict(files or {})
+
+    @classmethod
+    def resume(cls, folder: Path) -> Seal:
+        """The seal of a run this process continues: what its manifest lists (checked by `open_run` before)."""
+        return cls(folder, read_manifest(folder) or {})
+
+    def wrote(self, name: str, sha: str) -> None:
+        self.files[name] = sha
+        self.commit()
+
+    def removed(self, paths: list[Path]) -> None:
+        for p in paths:
+            self.files.pop(str(Path(p).relative_to(self.folder)), None)
+        self.commit()
+
+    def commit(self) -> None:
+        files = {k: self.files[k] for k in sorted(self.files)}
+        doc = {"format": FORMAT, "files": files, "sha256": seal_of(files)}
+        atomic_write_text(self.folder / MANIFEST, json.dumps(doc, indent=2) + "\n")
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """What a run folder holds, checked: status is "sealed" (everything as rotnet wrote it and self-consistent),
+    "unsealed" (no manifest: made before rotnet 0.4; only the consistency checks apply), "incomplete" (a file the
+    record lists is gone), "tampered" (a file differs from the manifest, or is not in it) or "inconsistent" (the
+    files disagree with each other or with the folder's name)."""
+
+    status: str
+    problems: tuple[str, ...] = ()
+    missing: tuple[str, ...] = field(default=())
+
+    @property
+    def trusted(self) -> bool:
+        return self.status in ("sealed", "unsealed")
+
+
+def inspect(folder: Path) -> Inspection:
+    """Check a run folder against its manifest (every file listed present and unchanged, every file present listed)
+    and against itself (see `consistency`)."""
+    folder = Path(folder)
+    try:
+        listed = read_manifest(folder)
+    except RotnetError as e:
+        return Inspection("tampered", (str(e),))
+    problems, missing, status = [], [], "sealed" if listed is not None else "unsealed"
+    if listed is not None:
+        for name, sha in listed.items():
+            path = folder / name
+            if path.is_symlink() or not path.is_file():
+                if not name.startswith(CHECKPOINTS + "/"):  # deleting a checkpoint frees disk; it is no claim
+                    missing.append(name)
+            elif sha256_file(path) != sha:
+                problems.append(f"{name} differs from what rotnet wrote (sha256 in {MANIFEST})")
+        problems += [f"{name} is not in {MANIFEST}" for name in owned_files(folder) if name not in listed]
+    problems += consistency(folder)
+    if problems:
+        status = "tampered" if listed is not None and not problems[0].startswith("inconsistent") else "inconsistent"
+    elif missing:
+        status = "incomplete"
+        problems = [f"{name} is missing" for name in missing]
+    return Inspection(status, tuple(problems), tuple(missing))
+
+
+def finite(x) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def read_metrics(path: Path) -> list[dict] | None:
+    """Epoch records; None when a line is not an epoch record (epochs 1, 2, ... in order, finite numbers)."""
+    if not path.is_file():
+        return []
+    out = []
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    for i, line in enumerate(lines):
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:  # a torn last line (a crash mid-write of rotnet <= 0.1): the epochs before it
+                break
+            return None
+        if not isinstance(r, dict) or r.get("epoch") != i + 1 or not all(finite(r[k]) for k in NUMBERS if k in r):
+            return None
+        out.append(r)
+    return out
+
+
+def consistency(folder: Path) -> list[str]:
+    """Where a record disagrees with itself or with where it sits: the folder's arch, experiment and seed against
+    config.json and result.json; result.json's accuracy and epochs against metrics.jsonl's last line."""
+    out = []
+    record, result = read_json(folder / CONFIG), read_json(folder / RESULT)
+    cfg = record.get("config") if isinstance(record, dict) else None
+    rid = parse_run_dir(folder)
+    if isinstance(cfg, dict) and rid is not None:
+        for key, want in (("arch", rid.arch), ("experiment", rid.experiment), ("seed", rid.seed)):
+            if cfg.get(key) != want:
+                out.append(f"inconsistent: {CONFIG} says {key} {cfg.get(key)!r}, the folder {want!r}")
+    if not (folder / RESULT).is_file():
+        return out
+    if not isinstance(result, dict):
+        return [*out, f"inconsistent: {RESULT} is unreadable"]
+    if isinstance(cfg, dict):
+        out += [
+            f"inconsistent: {RESULT} says {k} {result.get(k)!r}, {CONFIG} {cfg.get(k)!r}"
+            for k in ("arch", "experiment", "seed")
+            if k in result and result.get(k) != cfg.get(k)
+        ]
+    history = read_metrics(folder / METRICS)
+    if not history:
+        return [*out, f"inconsistent: {RESULT} exists but {METRICS} holds no epochs"]
+    last = history[-1]
+    if result.get("test_acc") != last.get("test_acc"):
+        out.append(
+            f"inconsistent: {RESULT} says test_acc {result.get('test_acc')!r}, the last line of {METRICS} "
+            f"{last.get('test_acc')!r}"
+        )
+    if result.get("epochs") != len(history):
+        out.append(f"inconsistent: {RESULT} says {result.get('epochs')!r} epochs, {METRICS} has {len(history)}")
+    return out
+
+
+def open_run(folder: Path, purpose: str, *, need: tuple[str, ...] = ()) -> Inspection:
+    """The one door to a run's record for a command that acts on it (resume, reuse, verify, export, probe, load):
+    a tampered or inconsistent record is refused, naming what is wrong; so is an incomplete one, or one without
+    the files in `need`."""
+    folder = Path(folder)
+    seen = inspect(folder)
+    if seen.status in ("tampered", "inconsistent"):
+        more = f" (and {len(seen.problems) - 1} more)" if len(seen.problems) > 1 else ""
+        raise RotnetError(
+            f"cannot {purpose} {folder}: its record is {seen.status}: {seen.problems[0]}{more}; "
+            "train it again with --restart (the old run is kept)"
+        )
+    absent = [*seen.missing, *(n for n in need if not (folder / n).is_file() and n not in seen.missing)]
+    if absent:
+        raise RotnetError(f"cannot {purpose} {folder}: {', '.join(absent)} missing")
+    return seen

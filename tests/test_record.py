@@ -1,0 +1,156 @@
+"""A run is its sealed record: every file listed with its sha256 in manifest.json, and every reader (resume, reuse,
+verify, report, export, probe, load_backbone) refuses or flags what does not match, what is missing, and a record
+that disagrees with itself or with where it sits."""
+
+import json
+import shutil
+
+import pytest
+
+from rotnet.cli import main
+from rotnet.errors import RotnetError
+from rotnet.record import inspect, open_run
+from tests.helpers import cli, metrics, partial, reseal
+
+RUN = "resnet18/rotation/seed0"
+
+
+@pytest.fixture
+def copy(tiny_runs, tmp_path):
+    shutil.copytree(tiny_runs, tmp_path / "runs")
+    return tmp_path / "runs"
+
+
+def edit_json(path, **changes):
+    path.write_text(json.dumps(json.loads(path.read_text()) | changes))
+
+
+def test_a_finished_run_is_sealed_and_lists_every_file_it_wrote(tiny_runs):
+    folder = tiny_runs / RUN
+    listed = json.loads((folder / "manifest.json").read_text())["files"]
+    assert set(listed) == {
+        "config.json",
+        "metrics.jsonl",
+        "result.json",
+        "model.safetensors",
+        "examples.safetensors",
+    } | {f"checkpoints/{p.name}" for p in (folder / "checkpoints").iterdir()}
+    assert inspect(folder).status == "sealed"
+
+
+def test_an_edited_result_is_tampered_in_the_report_and_refused_by_every_reader(copy, fake_root, capsys):
+    folder = copy / RUN
+    edit_json(folder / "result.json", test_acc=99.9)
+    assert inspect(folder).status == "tampered"
+    assert main(["report", str(copy)]) == 0
+    row = next(r for r in json.loads((copy / "results.json").read_text())["rows"] if r["experiment"] == "rotation")
+    assert row["ours_mean"] is None and "tampered" in row["status"] and "ok" not in row["status"]
+    capsys.readouterr()
+    assert main(["export", str(folder), str(copy / "out")]) == 2
+    assert "tampered" in capsys.readouterr().err and not (copy / "out").exists()
+    with pytest.raises(RotnetError, match="tampered"):
+        import rotnet
+
+        rotnet.load_backbone(folder)
+    # reproduce's reuse and a transfer run's source
+    assert cli("train", "rotation", root=copy, data=fake_root) == 2
+    assert "record is tampered: result.json differs" in capsys.readouterr().err
+    assert cli("train", "layer4-from-rotation", root=copy, data=fake_root) == 2
+    assert "tampered" in capsys.readouterr().err
+
+
+def test_an_edited_result_resealed_still_disagrees_with_its_metrics(copy):
+    """A forger who recomputes the manifest: the record must still agree with itself."""
+    folder = copy / RUN
+    edit_json(folder / "result.json", test_acc=99.9)
+    reseal(folder)
+    seen = inspect(folder)
+    assert seen.status == "inconsistent" and "test_acc 99.9" in seen.problems[0]
+
+
+def test_a_deleted_weights_file_is_incomplete(copy, capsys):
+    folder = copy / RUN
+    (folder / "model.safetensors").unlink()
+    assert inspect(folder).status == "incomplete"
+    assert main(["report", str(copy)]) == 0
+    row = next(r for r in json.loads((copy / "results.json").read_text())["rows"] if r["experiment"] == "rotation")
+    assert row["ours_mean"] is None and "incomplete" in row["status"]
+    with pytest.raises(RotnetError, match="model.safetensors missing"):
+        open_run(folder, "reuse")
+
+
+def test_a_file_added_under_the_records_name_is_caught(copy):
+    folder = copy / RUN
+    (folder / "checkpoints" / "e0009-s000000.safetensors").write_bytes(b"planted")
+    seen = inspect(folder)
+    assert seen.status == "tampered" and "not in manifest.json" in seen.problems[0]
+
+
+def test_a_record_in_another_runs_folder_is_inconsistent(copy):
+    shutil.move(copy / RUN, copy / "resnet18/rotation/seed1")
+    seen = inspect(copy / "resnet18/rotation/seed1")
+    assert seen.status == "inconsistent" and "seed" in seen.problems[0]
+
+
+def test_an_edited_manifest_is_tampered(copy):
+    path = copy / RUN / "manifest.json"
+    doc = json.loads(path.read_text())
+    doc["files"]["result.json"] = "0" * 64
+    path.write_text(json.dumps(doc))
+    assert inspect(copy / RUN).status == "tampered"
+
+
+def test_an_unsealed_record_of_an_older_rotnet_is_read_but_still_checked_against_itself(copy):
+    folder = copy / RUN
+    (folder / "manifest.json").unlink()
+    assert inspect(folder).status == "unsealed"
+    edit_json(folder / "result.json", test_acc=99.9)
+    assert inspect(folder).status == "inconsistent"
+
+
+def test_resume_refuses_a_tampered_partial_run(tmp_path, fake_root, monkeypatch, capsys):
+    assert partial("train", "rotation", root=tmp_path, data=fake_root, monkeypatch=monkeypatch) == 130
+    folder = tmp_path / RUN
+    lines = metrics(folder)
+    lines[0]["train_loss"] = 0.001
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    capsys.readouterr()
+    assert cli("train", "rotation", root=tmp_path, data=fake_root) == 2
+    assert "cannot continue" in capsys.readouterr().err
+
+
+def test_an_unfinished_transfer_run_resumes_only_from_its_own_rotation_weights(
+    tmp_path, fake_root, monkeypatch, capsys
+):
+    assert cli("train", "rotation", root=tmp_path, data=fake_root) == 0
+    args = ("train", "layer4-from-rotation")
+    assert partial(*args, root=tmp_path, data=fake_root, monkeypatch=monkeypatch) == 130
+    # The rotation run's weights change under it (as if trained again); its record is resealed to match, so only
+    # the transfer run's own record (init_sha256) can tell.
+    import torch
+
+    from rotnet.checkpoint import load_tensors, save_tensors
+    from rotnet.record import sha256_file
+
+    weights = tmp_path / RUN / "model.safetensors"
+    tensors, meta = load_tensors(weights)
+    tensors["fc.bias"] = tensors["fc.bias"] + torch.ones_like(tensors["fc.bias"])
+    save_tensors(weights, tensors, meta)
+    manifest = json.loads((tmp_path / RUN / "manifest.json").read_text())
+    assert manifest["files"]["model.safetensors"] != sha256_file(weights)
+    reseal(tmp_path / RUN)
+    capsys.readouterr()
+    assert cli(*args, root=tmp_path, data=fake_root) == 2
+    assert "trained from other rotation weights" in capsys.readouterr().err
+
+
+def test_a_partial_run_of_an_older_record_is_not_given_todays_defaults(tmp_path, fake_root, monkeypatch, capsys):
+    assert partial("train", "rotation", root=tmp_path, data=fake_root, monkeypatch=monkeypatch) == 130
+    folder = tmp_path / RUN
+    record = json.loads((folder / "config.json").read_text())
+    del record["config"]["rotations_per_image"]
+    (folder / "config.json").write_text(json.dumps(record))
+    reseal(folder)
+    capsys.readouterr()
+    assert cli("train", "rotation", root=tmp_path, data=fake_root) == 2
+    assert "does not record rotations_per_image" in capsys.readouterr().err
