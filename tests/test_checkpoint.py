@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from rotnet.checkpoint import (
+    FORMAT,
     atomic_write,
     checkpoint_name,
     load_latest_checkpoint,
@@ -102,6 +103,60 @@ def test_a_sealed_record_with_missing_fields_is_skipped(tmp_path):
     with pytest.warns(UserWarning, match="unreadable"):
         _, meta, _ = load_latest_checkpoint(tmp_path)
     assert meta["epoch"] == 1
+
+
+@pytest.mark.parametrize("drop", ["sha256", "checksum"])
+def test_a_checkpoint_without_its_seal_is_not_loaded(tmp_path, drop):
+    """Metadata without its checksum was loaded unchecked: an edited history landed in metrics.jsonl."""
+    save_checkpoint(tmp_path, 1, 0, {"w": torch.ones(1)}, checkpoint_meta(1))
+    save_checkpoint(tmp_path, 2, 0, {"w": torch.ones(1)}, checkpoint_meta(2))
+    path = tmp_path / checkpoint_name(2, 0)
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        metadata = dict(f.metadata())
+    del metadata[drop]
+    metadata["meta"] = metadata["meta"].replace("{}", '{"train_loss": 0.001}', 1)
+    save_file(load_file(path), path, metadata=metadata)
+    with pytest.warns(UserWarning, match="not sealed"):
+        _, meta, _ = load_latest_checkpoint(tmp_path)
+    assert meta["epoch"] == 1
+
+
+@pytest.mark.parametrize("epoch, step", [(1, -7), (1, 10**6), (-1, 0), (3, 0), (2, 1)])
+def test_a_resealed_checkpoint_at_an_impossible_position_is_skipped(tmp_path, epoch, step):
+    """Sealed by someone who knows the format (so the checksum matches) at a position the run never reaches."""
+    save_checkpoint(tmp_path, 1, 0, {"w": torch.ones(1)}, checkpoint_meta(1))
+    meta = checkpoint_meta(max(epoch, 0)) | {"epoch": epoch, "step": step}
+    save_tensors(tmp_path / "e0009-s000000.safetensors", {"w": torch.ones(1)}, {"format": FORMAT, **meta})
+    with pytest.warns(UserWarning, match="position|history"):
+        _, meta, _ = load_latest_checkpoint(tmp_path, epochs=2, steps=5)
+    assert meta["epoch"] == 1
+
+
+def test_a_resealed_checkpoint_at_an_impossible_step_is_one_line_not_a_traceback(tmp_path, fake_root, capsys):
+    from rotnet.record import sha256_file
+
+    assert cli("train", "rotation", root=tmp_path, data=fake_root) == 0
+    folder = tmp_path / "resnet18/rotation/seed0"
+    (folder / "result.json").unlink()  # as if it had stopped at its last checkpoint
+    ckpts = sorted((folder / "checkpoints").iterdir())
+    tensors, meta = load_tensors(ckpts[-1])
+    for p in ckpts:
+        p.unlink()
+    path = folder / "checkpoints" / checkpoint_name(0, 10**6)
+    save_tensors(path, tensors, meta | {"epoch": 0, "step": 10**6, "history": []})
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"] = {k: v for k, v in manifest["files"].items() if not k.startswith(("checkpoints/", "result"))}
+    manifest["files"]["checkpoints/" + path.name] = sha256_file(path)
+    from rotnet.record import Seal
+
+    Seal(folder, manifest["files"]).commit()
+    capsys.readouterr()
+    assert cli("train", "rotation", root=tmp_path, data=fake_root) == 2
+    warning, error = capsys.readouterr().err.splitlines()
+    assert "its position (epoch 0, step 1000000) is outside the run" in warning
+    assert error.startswith("rotnet: error: no readable checkpoint")
 
 
 def test_atomic_write_cleanup_failing_still_reports_the_first_error(tmp_path, monkeypatch):

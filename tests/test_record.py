@@ -154,3 +154,18 @@ def test_a_partial_run_of_an_older_record_is_not_given_todays_defaults(tmp_path,
     capsys.readouterr()
     assert cli("train", "rotation", root=tmp_path, data=fake_root) == 2
     assert "does not record rotations_per_image" in capsys.readouterr().err
+
+
+def test_resume_refuses_another_stream_contract(tmp_path, fake_root, monkeypatch, capsys):
+    """A change of stream version, torch version or device kind mid-run would switch the run's streams silently."""
+    import rotnet.run
+
+    assert partial("train", "rotation", root=tmp_path, data=fake_root, monkeypatch=monkeypatch) == 130
+    real = rotnet.run.stream_contract
+    monkeypatch.setattr(rotnet.run, "stream_contract", lambda d: real(d) | {"torch": "9.9.9"})
+    capsys.readouterr()
+    assert cli("train", "rotation", root=tmp_path, data=fake_root) == 2
+    err = capsys.readouterr().err
+    assert "another random-stream contract (torch" in err and "-> 9.9.9" in err
+    record = json.loads((tmp_path / RUN / "config.json").read_text())
+    assert record["stream"] == real("cpu") and record["cpu"]["capability"]

@@ -121,3 +121,29 @@ def test_cifar_stem_shapes():
     )(x)
     assert feats.shape == (2, 512, 4, 4)  # the ImageNet stem leaves 1x1
     assert model(x).shape == (2, 4)
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_a_non_finite_loss_stops_the_run_at_the_same_step_with_or_without_a_terminal(monkeypatch, tty):
+    """Without a terminal the loop read its flags only at the epoch end: a NaN ran on for the rest of the epoch."""
+    import rotnet.loop
+    from rotnet.errors import NonFiniteLoss
+
+    monkeypatch.setattr(rotnet.loop, "is_tty", lambda: tty)
+    steps = []
+    real = rotnet.loop.train_step
+
+    def counted(*a, **kw):
+        steps.append(1)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(rotnet.loop, "train_step", counted)
+    cfg = RunConfig(epochs=1, batch_size=2, lr=1e30, channels_last=False)
+    model = build_model("resnet18", 4, "cifar")
+    engine = Engine(model, build_optimizer(cfg, list(model.parameters()), torch.device("cpu")))
+    images = torch.randint(0, 256, (200, 3, 16, 16), dtype=torch.uint8)
+    with pytest.raises(NonFiniteLoss):
+        fit(
+            cfg, engine, images, torch.zeros(200, dtype=torch.long), LoopState(), Hooks(lambda m, e: {}, lambda s: None)
+        )
+    assert len(steps) == rotnet.loop.SYNC_EVERY  # the first read of the flags, never the epoch's 100th step
