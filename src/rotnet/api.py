@@ -13,7 +13,7 @@ from rotnet import checkpoint as ckpt
 from rotnet.config import DataOptions, RunConfig
 from rotnet.errors import RotnetError
 from rotnet.experiments import Protocol, identities, plan
-from rotnet.layout import WEIGHTS, run_dir
+from rotnet.layout import WEIGHTS, run_dir, runs_root_for
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ def train(
 
     protocol = Protocol(preset, (), tuple(overrides.items()))
     cfg = protocol.resolve(experiment)
-    root = Path(runs_root) if runs_root else Path("runs") / Path(preset).stem
+    root = runs_root_for(preset, runs_root)
     call = _call("train", experiment, preset=preset, **overrides)
     result = train_one(cfg, Options(root, protocol, device, DataOptions(_path(data_root), download), command=call))
     return Result(run_dir(root, cfg), result["test_acc"], cfg, result)
@@ -76,7 +76,7 @@ def reproduce(
     protocol = Protocol(preset, (), tuple(overrides.items()))
     arch_list, seed_list = identities(protocol, list(archs) if archs else None, None if seeds is None else list(seeds))
     configs = [protocol.resolve(e, arch=a, seed=s) for a, s, e in plan(arch_list, seed_list, list(experiments))]
-    root = Path(runs_root) if runs_root else Path("runs") / Path(preset).stem
+    root = runs_root_for(preset, runs_root)
     data = DataOptions(_path(data_root), download)
     call = _call("reproduce", preset=preset, archs=archs, seeds=seeds, experiments=experiments, **overrides)
     record = {"archs": arch_list, "seeds": seed_list}

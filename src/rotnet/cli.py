@@ -133,8 +133,9 @@ def protocol_of(args: argparse.Namespace, overrides: dict) -> Protocol:
 
 
 def runs_root_of(args: argparse.Namespace) -> Path:
-    """runs/PRESET for every command: runs of different presets never meet, and every command finds the others'."""
-    return args.runs_root or Path("runs") / Path(args.preset).stem
+    from rotnet.layout import runs_root_for  # torch-free
+
+    return runs_root_for(args.preset, args.runs_root)
 
 
 def parse_list(text: str, valid: tuple | None, what: str) -> list[str]:

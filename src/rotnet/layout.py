@@ -26,6 +26,12 @@ VERIFY = "verify.json"  # what the last `rotnet verify` compared, and its verdic
 LOCK = ".lock"  # flock'ed for the run's life; holds the owner's pid
 
 
+def runs_root_for(preset: str, runs_root: str | Path | None = None) -> Path:
+    """runs/PRESET unless a runs root is named: runs of different presets never meet, and every command and the
+    Python API find each other's."""
+    return Path(runs_root) if runs_root else Path("runs") / Path(preset).stem
+
+
 @dataclass(frozen=True)
 class RunId:
     arch: str

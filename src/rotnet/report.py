@@ -451,7 +451,7 @@ def run_summary(r: dict) -> dict:
         "epochs_done": len(r["history"]),
         "epochs_planned": r["planned_epochs"],
         "test_acc": r["result"].get("test_acc"),
-        "wall_seconds": sum(seconds),
+        "epoch_seconds_sum": sum(seconds),
         "epoch_seconds": statistics.median(seconds) if seconds else None,
         "images_per_s": statistics.median(speeds) if speeds else None,
         "device": c.get("device_name"),
@@ -462,6 +462,11 @@ def run_summary(r: dict) -> dict:
         "resumed_by": list(dict.fromkeys(str(x.get("git_commit")) for x in resumes if isinstance(x, dict))),
         "dataset_checksums_match": c.get("dataset_checksums_match"),
         "command": c.get("command"),
+        "invocations": [
+            (str(x.get("git_commit")), str(x.get("command")))
+            for x in [c, *resumes]
+            if isinstance(x, dict) and (x.get("command") or x.get("git_commit"))
+        ],
         "error": r["error"],
     }
 
@@ -499,7 +504,8 @@ def provenance_lines(runs: list[dict], repro: dict) -> list[str]:
             "",
         ]
     lines += [
-        "| run | status | epochs | wall (s) | epoch (s, median) | img/s (median) | device | torch | rotnet (commit) "
+        "| run | status | epochs | epoch seconds (sum, pauses included) | epoch (s, median) | img/s (median) | device "
+        "| torch | rotnet (commit) "
         "| CIFAR-10 md5 |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -509,8 +515,17 @@ def provenance_lines(runs: list[dict], repro: dict) -> list[str]:
         resumed = f"; resumed by {', '.join(c[:7] for c in s['resumed_by'])}" if s["resumed_by"] else ""
         lines.append(
             f"| {s['run']} | {s['status']} | {s['epochs_done']}/{s['epochs_planned']} | "
-            f"{s['wall_seconds']:.0f} | {fmt(s['epoch_seconds'], 0)} | {fmt(s['images_per_s'], 0)} | {s['device']} | "
-            f"{s['torch']} | "
+            f"{s['epoch_seconds_sum']:.0f} | {fmt(s['epoch_seconds'], 0)} | {fmt(s['images_per_s'], 0)} | "
+            f"{s['device']} | {s['torch']} | "
             f"{s['rotnet']} ({(s['commit'] or '?')[:12]}{resumed}) | {md5} |"
         )
+    lines += [
+        "",
+        "Every command that started or resumed a run, as its config.json records them (a run's record begins at its "
+        "first start; rotnet before 0.3 recorded no resumes):",
+        "",
+    ]
+    for r in runs:
+        s = run_summary(r)
+        lines += [f"- {s['run']}: " + "; ".join(f"`{cmd}` ({commit[:12]})" for commit, cmd in s["invocations"])]
     return lines

@@ -534,8 +534,8 @@ def train_and_finish(
         "task": cfg.task,
         "test_acc": history[-1]["test_acc"],
         "epochs": len(history),
-        "train_seconds": sum(r["seconds"] for r in history),
-        "wall_seconds": time.perf_counter() - started,
+        "train_seconds": sum(r["seconds"] for r in history),  # every epoch's, across resumes (pauses included)
+        "last_invocation_seconds": time.perf_counter() - started,  # this process's training and evaluation only
         "images_per_s": sum(r["images_per_s"] for r in history) / len(history),
         "confusion": confusion(pred, targets_for(pred, test_labels, cfg.task), len(classes)),
         "world_size": world.size,
