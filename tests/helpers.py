@@ -47,3 +47,27 @@ def partial(*args: str, root: Path, data: Path, monkeypatch) -> int:
         return cli(*args, "--checkpoint-minutes", "0", root=root, data=data)
     finally:
         monkeypatch.setattr(rotnet.run, "save_state", real)
+
+
+def fabricate(source: Path, folder: Path, *, test_acc: float | None = None, **config) -> Path:
+    """A consistent, sealed run record made from another run's files: copied to folder, its configuration and
+    result given the folder's arch/experiment/seed (and `config`), its accuracy set in result.json and the last
+    line of metrics.jsonl alike. For report tests that need many runs without training them."""
+    import shutil
+
+    from rotnet.layout import parse_run_dir
+
+    shutil.copytree(source, folder)
+    rid = parse_run_dir(folder)
+    ident = {"arch": rid.arch, "experiment": rid.experiment, "seed": rid.seed}
+    record = json.loads((folder / "config.json").read_text())
+    record["config"] |= ident | config
+    (folder / "config.json").write_text(json.dumps(record, indent=2))
+    result = json.loads((folder / "result.json").read_text()) | ident
+    lines = metrics(folder)
+    if test_acc is not None:
+        result["test_acc"] = lines[-1]["test_acc"] = test_acc
+    (folder / "result.json").write_text(json.dumps(result, indent=2))
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    reseal(folder)
+    return folder

@@ -58,11 +58,35 @@ def test_flip_is_horizontal_and_random():
     assert 60 < flipped.sum() < 140
 
 
-def test_same_generator_seed_same_augmentation():
-    x = images()
-    a = train_augment(x, torch.Generator().manual_seed(5))
-    b = train_augment(x, torch.Generator().manual_seed(5))
-    assert torch.equal(a, b)
+def test_crop_offsets_cover_every_shift_and_the_generator_decides_them():
+    """Each image's crop is one of the (2p+1)^2 windows, every offset 0..2p is drawn in both axes, and another
+    generator seed draws other crops (a fixed offset, or one ignoring the generator, would pass a shape test)."""
+    pad, n = 4, 400
+    x = torch.arange(64, dtype=torch.uint8).view(1, 1, 8, 8).expand(n, 3, 8, 8).contiguous()
+    padded = torch.nn.functional.pad(x[:1], (pad,) * 4)[0]
+    offsets = set()
+    out = random_crop(x, pad, torch.Generator().manual_seed(5))
+    for img in out:
+        found = [(dy, dx) for dy in range(2 * pad + 1) for dx in range(2 * pad + 1)]
+        found = [o for o in found if torch.equal(img, padded[:, o[0] : o[0] + 8, o[1] : o[1] + 8])]
+        offsets.add(found[0])
+    assert {dy for dy, _ in offsets} == set(range(2 * pad + 1)) == {dx for _, dx in offsets}
+    assert not torch.equal(out, random_crop(x, pad, torch.Generator().manual_seed(6)))
+
+
+def test_one_rotation_batch_labels_match_the_rotated_images():
+    """make_batch's rotation label k is the rotation its image got: undoing k gives the augmented image back, and
+    each label's images are rot90 by exactly k of the unrotated batch."""
+    from rotnet.config import RunConfig
+    from rotnet.loop import make_batch
+
+    x = images(b=64, h=8)
+    cfg = RunConfig(channels_last=False)
+    inputs, targets = make_batch(cfg, x, torch.zeros(64, dtype=torch.long), torch.Generator().manual_seed(7))
+    plain = normalize(train_augment(x, torch.Generator().manual_seed(7)))  # the same draws before the rotation
+    assert set(targets.tolist()) == {0, 1, 2, 3}
+    for img, k, ref in zip(inputs, targets.tolist(), plain, strict=True):
+        assert torch.equal(img, torch.rot90(ref, k, dims=(1, 2)))
 
 
 def test_normalization_constants_are_the_seeds():

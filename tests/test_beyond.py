@@ -68,10 +68,17 @@ def test_label_efficiency_schedule_rule():
 
 @pytest.mark.parametrize("name", preset_names())
 def test_every_preset_resolves_for_every_experiment(name):
+    """Each shipped preset gives a valid configuration of each experiment and arch, with the experiment's own
+    identity, and its own settings: paper's ResNet34 rule, and for the others something the paper's lacks."""
     for experiment in EXPERIMENTS:
         for arch in ("resnet18", "resnet50"):
-            resolve(experiment, arch=arch, preset=name)
-    assert resolve("rotation", arch="resnet34", preset="paper").epochs == 70
+            cfg = resolve(experiment, arch=arch, preset=name)
+            assert (cfg.experiment, cfg.arch) == (experiment, arch)
+            assert cfg.task == ("rotation" if experiment == "rotation" else "classification")
+    if name == "paper":
+        assert resolve("rotation", arch="resnet34", preset=name).epochs == 70
+    else:
+        assert any(resolve(e, preset=name) != resolve(e, preset="paper") for e in EXPERIMENTS)
 
 
 def test_probe_label_efficiency_and_knn_end_to_end(tmp_path, fake_root):

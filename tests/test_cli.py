@@ -121,7 +121,12 @@ def test_bench_smoke(tmp_path, fake_root, capsys):
     args = ["bench", "--device", "cpu", "--steps", "1", "--warmup", "0", "--batch-size", "8", "--out", str(out)]
     assert main([*args, "--data-root", str(fake_root)]) == 0
     result = json.loads(out.read_text())
-    assert result and "rotation" in json.dumps(result)
+    assert set(result["tasks"]) == {"rotation", "layer4"} and result["batch_size"] == 8
+    for r in result["tasks"].values():  # every figure measured, every ratio the ratio of the figures it names
+        assert all(r[k] > 0 for k in ("a_model_only", "b_rotnet", "c_plain_workers0", "c_plain_workers2", "eval"))
+        assert r["b/a"] == r["b_rotnet"] / r["a_model_only"] and r["b/c0"] == r["b_rotnet"] / r["c_plain_workers0"]
+    printed = capsys.readouterr().out
+    assert f"| rotation | {result['tasks']['rotation']['a_model_only']:.0f} |" in printed
     # A second bench never replaces the first's figures, and says so before it measures anything.
     capsys.readouterr()
     assert main([*args, "--data-root", str(fake_root)]) == 2

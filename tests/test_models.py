@@ -8,10 +8,14 @@ from rotnet.models import build_model, set_trainable, train_mode, transfer_state
 
 
 def test_models_are_plain_torchvision():
-    for arch in ("resnet18", "resnet34", "resnet50"):
+    """The published parameter counts (torchvision's 1000-class figures with a 4-way head) and the same module tree
+    as torchvision's own constructor: the seed's unmodified ResNets."""
+    published = {"resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032}
+    for arch, count in published.items():
         ours = build_model(arch, 4)
-        ref = getattr(torchvision.models, arch)(num_classes=4)
-        assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in ref.state_dict().items()}
+        width = ours.fc.in_features
+        assert sum(p.numel() for p in ours.parameters()) == count - (width + 1) * 1000 + (width + 1) * 4
+        assert repr(ours) == repr(getattr(torchvision.models, arch)(num_classes=4))
     assert isinstance(build_model("resnet18", 4).maxpool, torch.nn.MaxPool2d)
     cifar = build_model("resnet18", 10, stem="cifar")
     assert cifar.conv1.kernel_size == (3, 3) and isinstance(cifar.maxpool, torch.nn.Identity)

@@ -6,7 +6,7 @@ import pytest
 
 from rotnet.cli import main
 from rotnet.report import collect, write_report
-from tests.helpers import cli
+from tests.helpers import cli, fabricate
 
 
 @pytest.fixture(scope="module")
@@ -70,19 +70,19 @@ def test_garbage_example_file_does_not_stop_the_report(runs, tmp_path):
     shutil.copytree(runs, root)
     (root / "resnet18/rotation/seed0/examples.safetensors").write_bytes(b"garbage")
     write_report(root)
-    assert (root / "report.md").is_file()
+    rows = {
+        r["experiment"]: r for r in json.loads((root / "results.json").read_text())["rows"] if r["arch"] == "resnet18"
+    }
+    assert rows["rotation"]["status"].startswith("seed 0 tampered: examples.safetensors differs")
+    assert rows["rotation"]["n"] == 0 and rows["full-from-random"]["n"] == 1
+    assert "| full-from-random |" in (root / "report.md").read_text()
 
 
 def test_a_presets_subset_runs_are_rows_naming_their_data(tiny_runs, tmp_path):
     """A reproduce whose preset sets train_per_class (the smoke preset) makes EXPERIMENT@Npc folders: they are the
     table's rows, named "cifar10, N per class", not the seed report's rows and not label-efficiency points."""
-    import shutil
 
-    folder = tmp_path / "resnet18/rotation@2pc/seed0"
-    shutil.copytree(tiny_runs / "resnet18/rotation/seed0", folder)
-    record = json.loads((folder / "config.json").read_text())
-    record["config"]["train_per_class"] = 2
-    (folder / "config.json").write_text(json.dumps(record))
+    fabricate(tiny_runs / "resnet18/rotation/seed0", tmp_path / "resnet18/rotation@2pc/seed0", train_per_class=2)
     (tmp_path / "reproduce.json").write_text(json.dumps({"runs": ["resnet18/rotation@2pc/seed0"]}))
     report = write_report(tmp_path).read_text()
     assert "| rotation | resnet18 | cifar10, 2 per class | — |" in report and "| ok |" in report
@@ -90,12 +90,13 @@ def test_a_presets_subset_runs_are_rows_naming_their_data(tiny_runs, tmp_path):
 
 
 def test_a_run_older_than_a_setting_shows_its_default_and_the_commits_that_resumed_it(tiny_runs, tmp_path):
-    """config.json of a run started before rotnet had a key lacks it; the run used the key's default (the rule
-    resume and the source check follow), so the report shows that, not a blank. Resumes name their commits."""
+    """config.json of a run started before rotnet had a key lacks it; the run used the key's default, so the report
+    shows that, not a blank. Resumes name their commits. (Such a run predates manifests: it reads as unsealed.)"""
     import shutil
 
     folder = tmp_path / "resnet18/rotation/seed0"
     shutil.copytree(tiny_runs / "resnet18/rotation/seed0", folder)
+    (folder / "manifest.json").unlink()
     record = json.loads((folder / "config.json").read_text())
     for key in ("dataset", "image_size", "normalization"):
         del record["config"][key]
@@ -104,6 +105,7 @@ def test_a_run_older_than_a_setting_shows_its_default_and_the_commits_that_resum
     report = write_report(tmp_path).read_text()
     assert "| imagenet | dataset's | seed's constants | fp32 |" in report
     assert "; resumed by abcdef1, 1234567) |" in report
+    assert "seed 0 unsealed (made before rotnet 0.4)" in report
 
 
 def test_the_speed_shown_is_the_median_epochs_so_a_paused_epoch_does_not_drag_it(tiny_runs, tmp_path):
@@ -118,6 +120,8 @@ def test_the_speed_shown_is_the_median_epochs_so_a_paused_epoch_does_not_drag_it
     lines = [first | {"epoch": e, "images_per_s": v, "seconds": s} for e, v, s in speeds]
     lines.append({k: v for k, v in first.items() if k not in ("images_per_s", "seconds")} | {"epoch": 4})
     (folder / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    fabricate(folder, tmp_path / "resnet18/rotation/seed1", test_acc=lines[-1]["test_acc"])  # consistent again
+    shutil.rmtree(folder)
     write_report(tmp_path)
     (run,) = json.loads((tmp_path / "results.json").read_text())["runs"]
     assert run["images_per_s"] == 118.0 and run["epoch_seconds"] == 410.0
@@ -126,14 +130,11 @@ def test_the_speed_shown_is_the_median_epochs_so_a_paused_epoch_does_not_drag_it
 def test_the_pretraining_gain_pairs_seeds(tiny_runs, tmp_path):
     """From-rotation finished seeds 0 and 1, from-random only seed 0 (seed 1 failed or still trains): the gain is
     seed 0's difference, said to be seed 0's only; unpaired means would mix seed 1 into one side."""
-    import shutil
 
     accuracies = {("full-from-rotation", 0): 50.0, ("full-from-rotation", 1): 60.0, ("full-from-random", 0): 45.0}
     for (experiment, seed), acc in accuracies.items():
         folder = tmp_path / f"resnet18/{experiment}/seed{seed}"
-        shutil.copytree(tiny_runs / "resnet18/rotation/seed0", folder)
-        result = json.loads((folder / "result.json").read_text())
-        (folder / "result.json").write_text(json.dumps(result | {"test_acc": acc}))
+        fabricate(tiny_runs / "resnet18/rotation/seed0", folder, test_acc=acc, task="classification")
     report = write_report(tmp_path).read_text()
     rows = {(r["experiment"], r["arch"]): r for r in json.loads((tmp_path / "results.json").read_text())["rows"]}
     row = rows[("full-from-rotation", "resnet18")]

@@ -102,8 +102,8 @@ def test_sigterm_saves_and_says_how_to_resume(tmp_path, fake_root, reference):
     wait_for("**/checkpoints/e0000-s000002.safetensors", tmp_path, proc)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
-    if proc.returncode == 0:
-        pytest.skip("the run finished before the signal arrived")
+    # No skip when it "finished first": the signal comes within a 10 ms poll of step 2's checkpoint, eight steps and
+    # two evaluations before the end, so an exit 0 means the signal was not acted on.
     assert proc.returncode == 143  # 128 + SIGTERM, as every rotnet command exits on a stop request
     assert "Re-run the same command to resume" in err and "Traceback" not in err
     done = finish(tmp_path, fake_root)

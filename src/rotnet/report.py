@@ -62,7 +62,7 @@ def collect(root: Path) -> list[dict]:
             status = "failed" if failed else "finished" if result else "partial" if history else "started"
         # A run another process is writing is between two seals; it is checked once that process lets go.
         seen = inspect(folder) if not is_locked(folder) else None
-        if seen is not None and not seen.trusted:
+        if seen is not None and not seen.trusted and status != "unreadable":
             status, failed = seen.status, {"error": "; ".join(seen.problems)}
         cfg = with_defaults(config["config"]) if config else {}  # a run older than a key: its default
         runs.append(
