@@ -169,3 +169,28 @@ def test_resume_refuses_another_stream_contract(tmp_path, fake_root, monkeypatch
     assert "another random-stream contract (torch" in err and "-> 9.9.9" in err
     record = json.loads((tmp_path / RUN / "config.json").read_text())
     assert record["stream"] == real("cpu") and record["cpu"]["capability"]
+
+
+def test_a_finished_record_missing_a_key_is_not_reused_as_if_it_had_todays_default(copy, fake_root, capsys):
+    folder = copy / RUN
+    record = json.loads((folder / "config.json").read_text())
+    del record["config"]["freeze_bn"]
+    (folder / "config.json").write_text(json.dumps(record))
+    reseal(folder)
+    assert cli("train", "rotation", root=copy, data=fake_root) == 2
+    assert "freeze_bn: None -> False" in capsys.readouterr().err
+
+
+def test_a_record_that_predates_a_key_reads_as_the_runs_before_it(copy):
+    """0.1 records lack dataset, image_size, normalization and pretrain_dataset: they meant CIFAR-10 at 32 px with the
+    seed's normalization, which config.ADDED says explicitly (today's defaults are not consulted)."""
+    import rotnet.config
+    from rotnet.config import config_diff, from_dict, with_defaults
+    from rotnet.experiments import resolve
+
+    record = json.loads((copy / RUN / "config.json").read_text())["config"]
+    old = {k: v for k, v in record.items() if k not in rotnet.config.ADDED}
+    with pytest.raises(RotnetError, match="does not record dataset, image_size, normalization, pretrain_dataset"):
+        from_dict(old, "config.json")
+    assert from_dict(with_defaults(old), "config.json") == from_dict(record, "config.json")
+    assert config_diff(old, resolve("rotation", epochs=2, batch_size=32, eval_batch_size=64).to_dict()) == []

@@ -271,10 +271,16 @@ def uses_seed_normalization(normalization: str, dataset: str) -> bool:
     return normalization == "seed" or (normalization == "auto" and dataset == "cifar10")
 
 
+# Keys added after rotnet 0.1, each with the value that gives what runs before it did. A record without one of them
+# was made before it existed and meant exactly this value: it is filled from here, never from today's defaults (a
+# later change of a default must not change what an old record means). A key missing that is not here is a record
+# rotnet cannot read without guessing, and resume and verify refuse it.
+ADDED = {"dataset": "cifar10", "pretrain_dataset": "", "image_size": 0, "normalization": "auto"}  # in 0.3
+
+
 def with_defaults(recorded: dict) -> dict:
-    """A recorded configuration, complete: a key it lacks was added to rotnet after it was written, with a default
-    that keeps the earlier behaviour, so it counts as that default."""
-    return RunConfig().to_dict() | recorded
+    """A recorded configuration with the keys it predates filled in as `ADDED` says (nothing else is filled)."""
+    return ADDED | recorded
 
 
 def config_diff(old: dict, new: dict, ignore: tuple[str, ...] = ()) -> list[str]:
@@ -285,9 +291,12 @@ def config_diff(old: dict, new: dict, ignore: tuple[str, ...] = ()) -> list[str]
 
 
 def from_dict(d: Any, source: str) -> RunConfig:
-    """A RunConfig from a recorded dict (config.json, checkpoint metadata); a RotnetError if it isn't one."""
+    """A RunConfig from a recorded dict (config.json, a job file) holding every key; a RotnetError if it isn't one."""
     if not isinstance(d, dict):
         raise RotnetError(f"{source} holds no configuration record")
+    missing = sorted(set(RunConfig().to_dict()) - set(d))
+    if missing:  # never filled with today's defaults: see ADDED and with_defaults for records that predate a key
+        raise RotnetError(f"{source} does not record {', '.join(missing)}")
     try:
         return validate(apply(RunConfig(), {k: v for k, v in d.items()}))
     except (RotnetError, TypeError) as e:

@@ -15,7 +15,7 @@ from torch import nn
 
 from rotnet import checkpoint as ckpt
 from rotnet.augment import SEED_NORM
-from rotnet.config import RunConfig, from_dict
+from rotnet.config import RunConfig, from_dict, with_defaults
 from rotnet.data import Dataset
 from rotnet.errors import RotnetError
 from rotnet.evaluate import STAGES, extract
@@ -33,7 +33,7 @@ def finished_run_config(folder: Path) -> RunConfig:
         record = None
     if record is None:
         raise RotnetError(f"{folder} is not a rotnet run folder (no readable {CONFIG})")
-    cfg = from_dict(record["config"], str(folder / CONFIG))
+    cfg = from_dict(with_defaults(record["config"]), str(folder / CONFIG))
     if not (folder / WEIGHTS).is_file():
         raise RotnetError(f"{folder} has no {WEIGHTS}: the run has not finished")
     open_run(folder, "probe", need=(WEIGHTS,))

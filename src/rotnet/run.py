@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from rotnet import checkpoint as ckpt
-from rotnet.config import NOT_PROTOCOL, RunConfig, config_diff
+from rotnet.config import ADDED, NOT_PROTOCOL, RunConfig, config_diff
 from rotnet.data import Dataset, balanced_subset, normalization, outputs
 from rotnet.distributed import World, barrier, ranks_agree
 from rotnet.errors import InUse, RotnetError
@@ -179,9 +179,10 @@ def preflight(cfg: RunConfig, rt: Runtime, source: Source | None = None) -> tupl
 
 
 def refuse_missing_keys(folder: Path, record: dict) -> None:
-    """A run continues only under the configuration it recorded, every key of it: a key an older rotnet did not
-    record would otherwise take today's default, a setting the run never had."""
-    missing = sorted(set(RunConfig().to_dict()) - set(record["config"]))
+    """A run continues, or is verified, only under the configuration it recorded: a key it predates counts as the
+    value runs had before that key existed (config.ADDED); any other missing key would take today's default, a
+    setting the run never had, and is refused."""
+    missing = sorted(set(RunConfig().to_dict()) - set(record["config"]) - set(ADDED))
     if missing:
         raise RotnetError(
             f"{folder / CONFIG} was written by rotnet {record.get('rotnet_version', '?')} and does not record "

@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from rotnet import checkpoint as ckpt
-from rotnet.config import NO_OPTIONS, DataOptions, from_dict
+from rotnet.config import ADDED, NO_OPTIONS, DataOptions, from_dict, with_defaults
 from rotnet.data import normalization, outputs
 from rotnet.datasets import load_for
 from rotnet.errors import RotnetError
@@ -121,8 +121,14 @@ def verify(
     record = read_json(folder / CONFIG)
     if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
         raise RotnetError(f"{folder} is not a rotnet run folder (no readable {CONFIG})")
-    cfg = from_dict(record["config"], str(folder / CONFIG))
     refuse_missing_keys(folder, record)
+    cfg = from_dict(with_defaults(record["config"]), str(folder / CONFIG))
+    predates = sorted(set(ADDED) - set(record["config"]))
+    if predates:
+        log(
+            f"{folder}: the record predates {', '.join(predates)}; read as runs before them: "
+            + ", ".join(f"{k}={ADDED[k]!r}" for k in predates)
+        )
     dev = resolve_device(device)
     recorded, now = recorded_contract(record), stream_contract(dev)
     changed = contract_diff(recorded, now)
