@@ -18,7 +18,7 @@ from rotnet.cli import main
 from rotnet.data import FOLDER
 from rotnet.models import build_model
 from tests.conftest import write_fake_cifar
-from tests.helpers import TINY
+from tests.helpers import TINY, reseal
 
 
 def run(capsys, *args: str, root: Path, data: Path, code: int = 2) -> str:
@@ -161,6 +161,7 @@ def test_checkpoint_from_another_run(capsys, tmp_path, fake_root, trained):
 def test_truncated_checkpoints(capsys, tmp_path, fake_root, trained):
     folder = trained / "resnet18/rotation/seed0"
     (folder / "result.json").unlink()
+    reseal(folder)  # a run that stopped before its end: no result.json in its record
     for ckpt in (folder / "checkpoints").glob("*.safetensors"):
         ckpt.write_bytes(ckpt.read_bytes()[:200])
     line = run(capsys, "train", "rotation", root=trained, data=fake_root)

@@ -194,3 +194,17 @@ def test_a_record_that_predates_a_key_reads_as_the_runs_before_it(copy):
         from_dict(old, "config.json")
     assert from_dict(with_defaults(old), "config.json") == from_dict(record, "config.json")
     assert config_diff(old, resolve("rotation", epochs=2, batch_size=32, eval_batch_size=64).to_dict()) == []
+
+
+def test_a_damaged_checkpoint_is_skipped_on_resume_not_held_against_the_record(
+    tmp_path, fake_root, monkeypatch, capsys
+):
+    """Checkpoints are no claim: a damaged newest one falls back to the one before it, as a torn one always did."""
+    assert partial("train", "rotation", root=tmp_path, data=fake_root, monkeypatch=monkeypatch) == 130
+    folder = tmp_path / RUN
+    newest = sorted((folder / "checkpoints").iterdir())[-1]
+    newest.write_bytes(newest.read_bytes()[:-8] + b"\0" * 8)
+    assert inspect(folder).status == "sealed"
+    capsys.readouterr()
+    assert cli("train", "rotation", root=tmp_path, data=fake_root) == 0
+    assert f"skipping checkpoint {newest.name}: it differs from what rotnet wrote" in capsys.readouterr().err

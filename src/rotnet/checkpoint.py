@@ -187,13 +187,18 @@ def checkpoint_problem(meta: dict, epochs: int | None = None, steps: int | None 
 
 
 def load_latest_checkpoint(
-    folder: Path, epochs: int | None = None, steps: int | None = None
+    folder: Path, epochs: int | None = None, steps: int | None = None, vouch=None
 ) -> tuple[dict[str, torch.Tensor], dict, Path] | None:
     """The newest checkpoint that loads, is sealed and verifies, at a position the run can reach; a torn, unsealed or
     corrupt one is skipped with a warning. None if there are no checkpoints; an error if there are some but none is
-    readable (never start over silently)."""
+    readable (never start over silently). `vouch(path)`, when given, says what is wrong with a file the run's
+    manifest does not vouch for ('' if nothing): such a file is skipped the same way."""
     paths = sorted(folder.glob("e*-s*.safetensors"), reverse=True)
     for path in paths:
+        problem = vouch(path) if vouch else ""
+        if problem:
+            warnings.warn(f"skipping checkpoint {path.name}: {problem}; falling back to the previous one", stacklevel=2)
+            continue
         try:
             tensors, meta = load_tensors(path, sealed=True)
         except RotnetError as e:

@@ -131,6 +131,86 @@ def is_tty() -> bool:
     return sys.stdout.isatty()
 
 
+@dataclass(frozen=True)
+class Control:
+    """What a loop acts on besides the data: torchrun's world, a stop request, step checkpoints, and a display
+    callback (steps done, running scalars) called at each flag read; none of them changes a number."""
+
+    world: World = field(default_factory=World)
+    stop: StopFlag = field(default_factory=StopFlag)
+    checkpoint_every: int = 0
+    display: Callable[[int, dict], None] | None = None
+
+
+def train_one_epoch(cfg: RunConfig, engine: Engine, images, labels, state: LoopState, hooks: Hooks, ctl: Control):
+    """Train epoch `state.epoch` from `state.step` to its end; return (last lr, global sums: loss x n, correct, n,
+    seconds) and leave `state` at the epoch's last step. Every SYNC_EVERY steps, at checkpoint_every and at the end,
+    the flags are read on every rank alike, whatever the display: a non-finite loss raises NonFiniteLoss (naming the
+    first bad step), a stop request saves and raises Interrupted.
+
+    Under torchrun every rank builds the same global batch and takes its own strided shard of it, so the data a run
+    sees doesn't depend on the number of ranks and a checkpoint resumes under any number of them.
+    """
+    model, world, stop = engine.model, ctl.world, ctl.stop
+    forward = engine.forward or model
+    device = next(model.parameters()).device
+    n, epoch = len(images), state.epoch
+    steps = math.ceil(n / cfg.batch_size)  # the seed's DataLoader keeps the last, smaller batch
+    order = torch.randperm(n, generator=generator(device, "shuffle", cfg.seed, epoch), device=device)
+    # This rank's running sums; a resumed epoch's global sums restart on rank 0 only, so the ranks' sum is right.
+    sums = state.sums.to(device) if world.is_main else torch.zeros(3, dtype=torch.float64, device=device)
+    first_bad = torch.full((), -1, device=device)
+    train_mode(model, cfg.freeze_bn)
+    started = time.perf_counter() - state.seconds
+    for step in range(state.step, steps):
+        lr = lr_at(cfg, epoch, step, steps)
+        for group in engine.optimizer.param_groups:
+            group["lr"] = lr
+        idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+        gen = generator(device, "augment", cfg.seed, epoch, step)
+        inputs, targets = make_batch(cfg, take(images, idx), take(labels, idx), gen, engine.norm)
+        inputs, targets = shard(inputs, world), shard(targets, world)
+        loss, logits = train_step(forward, engine.optimizer, inputs, targets, cfg.precision, engine.scaler)
+        # Accumulate on the device; nothing here waits for the device (no .item() per step).
+        b = targets.numel()
+        detached = loss.detach()
+        sums += torch.stack(
+            [
+                detached.double() * b,
+                (logits.argmax(1) == targets).sum().double(),
+                detached.new_full((), b, dtype=torch.float64),  # a fill kernel, not a host copy
+            ]
+        )
+        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(detached), step, first_bad)
+        done = step + 1
+        due_ckpt = ctl.checkpoint_every and done % ctl.checkpoint_every == 0
+        if not (done % SYNC_EVERY == 0 or done == steps or due_ckpt or (world.size == 1 and stop.requested)):
+            continue
+        flags = all_reduce(torch.stack([first_bad.double(), torch.tensor(float(stop.requested), device=device)]), "max")
+        bad, stopping = flags.tolist()
+        if bad >= 0:
+            raise NonFiniteLoss(epoch, int(bad))
+        total = all_reduce(sums).cpu()
+        elapsed = time.perf_counter() - started
+        if ctl.display:
+            t = total.tolist()
+            running = {
+                "loss": t[0] / t[2],
+                "acc": 100 * t[1] / t[2],
+                "lr": lr,
+                "images_per_s": t[2] / max(elapsed, 1e-9),
+            }
+            ctl.display(done, running)
+        if done < steps:
+            state.step, state.sums, state.seconds = done, total, elapsed
+            if stopping:
+                hooks.save(state)
+                raise Interrupted(f"stopped at epoch {epoch + 1}, step {done}", stop.signum)
+            if due_ckpt:
+                hooks.save(state)
+    return lr, total.tolist(), time.perf_counter() - started, stopping
+
+
 def fit(
     cfg: RunConfig,
     engine: Engine,
@@ -143,115 +223,49 @@ def fit(
     stop: StopFlag | None = None,
     world: World | None = None,
 ) -> list[dict]:
-    """Train from `state` to cfg.epochs. At each epoch end: hooks.evaluate, append the epoch's record to
-    state.history, hooks.save(state). Also save every `checkpoint_every` steps, and before returning on a stop
-    request.
-
-    Under torchrun every rank builds the same global batch and takes its own strided shard of it, so
-    the data a run sees doesn't depend on the number of ranks and a checkpoint resumes under any number of them.
-    """
-    model, optimizer, scaler = engine.model, engine.optimizer, engine.scaler
-    forward = engine.forward or model
-    save, log = hooks.save, hooks.log
+    """Train from `state` to cfg.epochs, one `train_one_epoch` at a time. At each epoch end: hooks.evaluate (every
+    eval_every epochs and after the last), append the epoch's record to state.history, hooks.save(state). Also save
+    every `checkpoint_every` steps, and before returning on a stop request. Shows a progress bar on a terminal."""
     world = world or World()
-    stop = stop or StopFlag()
-    device = next(model.parameters()).device
-    n = len(train_images)
-    steps = math.ceil(n / cfg.batch_size)  # the seed's DataLoader keeps the last, smaller batch
-    tty = is_tty() and world.is_main
-    # Every SYNC_EVERY steps the loop reads its flags (non-finite loss, stop request) and running sums, with or
-    # without a terminal, on every rank alike: when a run stops never depends on where its output goes.
+    steps = math.ceil(len(train_images) / cfg.batch_size)
     while state.epoch < cfg.epochs:
         epoch = state.epoch
-        order = torch.randperm(n, generator=generator(device, "shuffle", cfg.seed, epoch), device=device)
-        # This rank's running sums; a resumed epoch's global sums restart on rank 0 only, so the ranks' sum is right.
-        sums = state.sums.to(device) if world.is_main else torch.zeros(3, dtype=torch.float64, device=device)
-        first_bad = torch.full((), -1, device=device)
-        train_mode(model, cfg.freeze_bn)
         bar = tqdm(
             total=steps,
             initial=state.step,
             desc=f"{cfg.experiment} {epoch + 1}/{cfg.epochs}",
-            disable=not tty,
+            disable=not (is_tty() and world.is_main),
             leave=False,
             dynamic_ncols=True,
         )
-        started = time.perf_counter() - state.seconds
-        for step in range(state.step, steps):
-            lr = lr_at(cfg, epoch, step, steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-            gen = generator(device, "augment", cfg.seed, epoch, step)
-            inputs, targets = make_batch(cfg, take(train_images, idx), take(train_labels, idx), gen, engine.norm)
-            inputs, targets = shard(inputs, world), shard(targets, world)
-            loss, logits = train_step(forward, optimizer, inputs, targets, cfg.precision, scaler)
-            # Accumulate on the device; nothing here waits for the device (no .item() per step).
-            b = targets.numel()
-            detached = loss.detach()
-            sums += torch.stack(
-                [
-                    detached.double() * b,
-                    (logits.argmax(1) == targets).sum().double(),
-                    detached.new_full((), b, dtype=torch.float64),  # a fill kernel, not a host copy
-                ]
-            )
-            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(detached), step, first_bad)
-            bar.update(1)
-            done = step + 1
-            sync = done % SYNC_EVERY == 0 or done == steps
-            sync = sync or (checkpoint_every and done % checkpoint_every == 0) or (world.size == 1 and stop.requested)
-            if not sync:
-                continue
-            flags = all_reduce(
-                torch.stack([first_bad.double(), torch.tensor(float(stop.requested), device=device)]), "max"
-            ).tolist()
-            if flags[0] >= 0:
-                bar.close()
-                raise NonFiniteLoss(epoch, int(flags[0]))
-            stopping = flags[1] > 0
-            global_sums = all_reduce(sums)
-            total = global_sums.tolist()
-            elapsed = time.perf_counter() - started
-            running = {"loss": total[0] / total[2], "acc": 100 * total[1] / total[2], "lr": lr}
-            running["images_per_s"] = total[2] / max(elapsed, 1e-9)
+
+        def display(done: int, running: dict, epoch=epoch, bar=bar) -> None:
+            bar.update(done - bar.n)
             bar.set_postfix(
                 loss=f"{running['loss']:.3f}", acc=f"{running['acc']:.1f}", img_s=f"{running['images_per_s']:.0f}"
             )
             if hooks.progress and world.is_main and done % SYNC_EVERY == 0:
                 hooks.progress(epoch * steps + done, running)
-            if done < steps:
-                state.step, state.sums, state.seconds = done, global_sums.cpu(), elapsed
-                if stopping:
-                    bar.close()
-                    save(state)
-                    raise Interrupted(f"stopped at epoch {epoch + 1}, step {done}", stop.signum)
-                if checkpoint_every and done % checkpoint_every == 0:
-                    save(state)
-        bar.close()
-        train_seconds = time.perf_counter() - started
-        loss_sum, correct, count = total
-        record = {
-            "epoch": epoch + 1,
-            "lr": lr,
-            "train_loss": loss_sum / count,
-            "train_acc": 100.0 * correct / count,
-        }
+
+        ctl = Control(world, stop or StopFlag(), checkpoint_every, display)
+        try:
+            lr, (loss_sum, correct, count), train_seconds, stopping = train_one_epoch(
+                cfg, engine, train_images, train_labels, state, hooks, ctl
+            )
+        finally:
+            bar.close()
+        started = time.perf_counter() - train_seconds
+        record = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / count, "train_acc": 100.0 * correct / count}
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-            record |= hooks.evaluate(model, epoch + 1)
+            record |= hooks.evaluate(engine.model, epoch + 1)
         record["images_per_s"] = count / train_seconds
         record["seconds"] = time.perf_counter() - started
         state.history.append(record)
-        state.epoch, state.step, state.sums, state.seconds = (
-            epoch + 1,
-            0,
-            torch.zeros(3, dtype=torch.float64),
-            0.0,
-        )
-        save(state)
-        log(format_record(cfg, record))
+        state.epoch, state.step, state.sums, state.seconds = epoch + 1, 0, torch.zeros(3, dtype=torch.float64), 0.0
+        hooks.save(state)
+        hooks.log(format_record(cfg, record))
         if stopping and state.epoch < cfg.epochs:
-            raise Interrupted(f"stopped after epoch {epoch + 1}", stop.signum)
+            raise Interrupted(f"stopped after epoch {epoch + 1}", ctl.stop.signum)
     return state.history
 
 

@@ -126,9 +126,10 @@ def inspect(folder: Path) -> Inspection:
     if listed is not None:
         for name, sha in listed.items():
             path = folder / name
+            if name.startswith(CHECKPOINTS + "/"):
+                continue  # no claim: deleting one frees disk; a damaged one is skipped on resume (`vouch`)
             if path.is_symlink() or not path.is_file():
-                if not name.startswith(CHECKPOINTS + "/"):  # deleting a checkpoint frees disk; it is no claim
-                    missing.append(name)
+                missing.append(name)
             elif sha256_file(path) != sha:
                 problems.append(f"{name} differs from what rotnet wrote (sha256 in {MANIFEST})")
         problems += [f"{name} is not in {MANIFEST}" for name in owned_files(folder) if name not in listed]
@@ -139,6 +140,22 @@ def inspect(folder: Path) -> Inspection:
         status = "incomplete"
         problems = [f"{name} is missing" for name in missing]
     return Inspection(status, tuple(problems), tuple(missing))
+
+
+def voucher(folder: Path):
+    """For checkpoint loading: what is wrong with a checkpoint file as the run's manifest sees it ('' if nothing;
+    always '' for a run without a manifest)."""
+    listed = read_manifest(folder)
+
+    def vouch(path: Path) -> str:
+        if listed is None:
+            return ""
+        sha = listed.get(f"{CHECKPOINTS}/{path.name}")
+        if sha is None:
+            return f"it is not in {MANIFEST}"
+        return "" if sha256_file(path) == sha else "it differs from what rotnet wrote"
+
+    return vouch
 
 
 def finite(x) -> bool:

@@ -39,7 +39,7 @@ from rotnet.loggers import Loggers
 from rotnet.loop import Engine, Hooks, LoopState, build_optimizer, fit
 from rotnet.models import check_keys, initial_model, set_trainable, transfer_state
 from rotnet.provenance import provenance
-from rotnet.record import Seal, open_run
+from rotnet.record import Seal, open_run, voucher
 from rotnet.runtime import cpu_threads, recorded_threads, threads_text
 from rotnet.seeds import contract_diff, stream_contract
 from rotnet.signals import StopFlag
@@ -277,7 +277,7 @@ def restore_state(folder: Path, cfg: RunConfig, engine: Engine, steps: int, stre
     """The newest good checkpoint's state loaded into engine; None when there is none. A checkpoint of another
     configuration or stream contract (stream version, device type, torch version) is refused: the run would
     silently switch random streams mid-way."""
-    found = ckpt.load_latest_checkpoint(folder / CHECKPOINTS, cfg.epochs, steps)
+    found = ckpt.load_latest_checkpoint(folder / CHECKPOINTS, cfg.epochs, steps, voucher(folder))
     if found is None:
         return None
     tensors, meta, path = found
