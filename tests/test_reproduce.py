@@ -5,7 +5,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import replace
+from dataclasses import fields
 from pathlib import Path
 
 import matplotlib.image
@@ -212,12 +212,13 @@ def test_a_job_file_carries_every_option_its_run_uses(tmp_path):
 
     from rotnet.config import DataOptions, RunConfig
     from rotnet.layout import read_json
-    from rotnet.runner import Options, job_options, write_job
+    from rotnet.runner import Options, Saving, job_options, write_job
     from rotnet.signals import StopFlag
 
     data = DataOptions(tmp_path / "data", False, tmp_path / "cache", True)
-    options = Options(tmp_path, data=data, checkpoint_every=7, checkpoint_minutes=2.5, loggers=("csv", "tensorboard"))
-    options = replace(options, command="rotnet reproduce --x", restart=True, keep_checkpoints=3)
+    saving = Saving(7, 2.5, 3, (2, 5), ("csv", "tensorboard"), True)
+    assert all(getattr(saving, f.name) != getattr(Saving(), f.name) for f in fields(Saving))  # every field travels
+    options = Options(tmp_path, data=data, saving=saving, command="rotnet reproduce --x")
     write_job(tmp_path / "job.json", RunConfig(), None, options, "cpu")
     back = job_options(read_json(tmp_path / "job.json"))
     stop, cpu = StopFlag(), torch.device("cpu")

@@ -12,7 +12,7 @@ from tests.helpers import cli, reseal
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, fake_root):
     root = tmp_path_factory.mktemp("runs")
-    assert cli("train", "rotation", root=root, data=fake_root) == 0
+    assert cli("train", "rotation", "--keep-epoch", "1", root=root, data=fake_root) == 0
     assert cli("train", "layer4-from-rotation", root=root, data=fake_root) == 0
     return root
 
@@ -26,7 +26,7 @@ def test_verify_matches_a_run_and_writes_only_what_it_compared(runs, fake_root, 
     before = {p: p.stat().st_mtime_ns for p in runs.rglob("*") if p.name != "verify.json"}
     assert verify(folder, fake_root, "--epochs", "2") == 0
     out = capsys.readouterr().out
-    assert out.startswith(f"{folder}: re-training 2 epochs of 2 on cpu")  # says what it does before minutes of it
+    assert out.startswith(f"{folder}: re-training epochs 1-2 of 2 on cpu")  # says what it does before minutes of it
     after = {p: p.stat().st_mtime_ns for p in runs.rglob("*") if p.name != "verify.json"}
     assert {k: v for k, v in after.items() if k != folder} == {k: v for k, v in before.items() if k != folder}
     assert "verified: 2 epoch(s) and the final weights identical" in out and "MISMATCH" not in out
@@ -158,3 +158,24 @@ def test_verify_re_trains_with_the_threads_the_run_recorded(fake_root, tmp_path,
         assert torch.get_num_threads() == 2  # restored
     finally:
         torch.set_num_threads(before)
+
+
+def test_verify_from_a_kept_checkpoint_checks_the_end_of_a_run(runs, fake_root, tmp_path, capsys):
+    """--keep-epoch 1 kept epoch 1's checkpoint through the final prune: epoch 2 is re-trained from it alone."""
+    folder = runs / "resnet18/rotation/seed0"
+    assert (folder / "checkpoints/e0001-s000000.safetensors").is_file()
+    assert verify(folder, fake_root, "--from-epoch", "2") == 0
+    out = capsys.readouterr().out
+    assert "re-training epoch 2 of 2 from the checkpoint of epoch 1" in out and "\nepoch 1 " not in out
+    assert "epoch 2 train_loss: recorded" in out and json.loads((folder / "verify.json").read_text())["from_epoch"] == 2
+    copy = tmp_path / "copy/resnet18/rotation/seed0"
+    shutil.copytree(folder, copy)
+    lines = [json.loads(x) for x in (copy / "metrics.jsonl").read_text().splitlines()]
+    lines[1]["train_acc"] += 0.5
+    (copy / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    reseal(copy)
+    assert verify(copy, fake_root, "--from-epoch", "2") == 1
+    assert "epoch 2 train_acc" in capsys.readouterr().out.split("MISMATCH")[0].splitlines()[-1]
+    other = runs / "resnet18/layer4-from-rotation/seed0"  # kept no mid-run checkpoint
+    assert verify(other, fake_root, "--from-epoch", "2") == 2
+    assert "kept no checkpoint at the end of epoch 1" in capsys.readouterr().err

@@ -159,9 +159,11 @@ def save_checkpoint(folder: Path, epoch: int, step: int, tensors: dict[str, torc
     return save_tensors(folder / checkpoint_name(epoch, step), tensors, {"format": FORMAT, **meta})
 
 
-def prune_checkpoints(folder: Path, keep: int) -> list[Path]:
-    """Drop all but the newest `keep` checkpoints (a finished run needs fewer than a running one); return them."""
-    old = sorted(Path(folder).glob("e*-s*.safetensors"))[: -keep or None]
+def prune_checkpoints(folder: Path, keep: int, kept=()) -> list[Path]:
+    """Drop all but the newest `keep` checkpoints (a finished run needs fewer than a running one) and those named in
+    `kept`; return what was dropped."""
+    old = [p for p in sorted(Path(folder).glob("e*-s*.safetensors")) if p.name not in kept]
+    old = old[: -keep or None]
     for path in old:
         path.unlink(missing_ok=True)
     return old

@@ -108,6 +108,15 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--keep-checkpoints", type=int, default=1, metavar="N", help="checkpoints left when a run finishes (0: none)"
     )
+    g.add_argument(
+        "--keep-epoch",
+        type=int,
+        action="append",
+        default=[],
+        metavar="K",
+        help="also keep the checkpoint of epoch K's end, so that `rotnet verify --from-epoch K+1` can check the run "
+        "from there; may repeat",
+    )
     add_data_flags(p)
 
 
@@ -217,6 +226,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("run", type=Path, help="a run folder with config.json and metrics.jsonl")
     p.add_argument("--epochs", type=int, default=1, help="epochs to re-train and compare")
+    p.add_argument(
+        "--from-epoch",
+        type=int,
+        default=1,
+        metavar="K",
+        help="re-train from epoch K, starting from the checkpoint the run kept at the end of epoch K-1 (--keep-epoch)",
+    )
     add_data_flags(p)
 
     p = command("export-images", "write a dataset as an image folder of PNGs (SPLIT/CLASS/NNNNN.png)")
@@ -254,18 +270,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def options_of(args: argparse.Namespace, protocol: Protocol, log_name: str, extra: dict):
-    from rotnet.runner import Options
+    from rotnet.runner import Options, Saving
 
     return Options(
         runs_root=runs_root_of(args),
         protocol=protocol,
         device=args.device,
         data=data_options(args),
-        checkpoint_every=args.checkpoint_every,
-        checkpoint_minutes=args.checkpoint_minutes,
-        restart=args.restart,
-        keep_checkpoints=args.keep_checkpoints,
-        loggers=tuple(args.logger),
+        saving=Saving(
+            checkpoint_every=args.checkpoint_every,
+            checkpoint_minutes=args.checkpoint_minutes,
+            keep_checkpoints=args.keep_checkpoints,
+            keep_epochs=tuple(args.keep_epoch),
+            loggers=tuple(args.logger),
+            restart=args.restart,
+        ),
         command=args.invocation,
         jobs=getattr(args, "jobs", 1),  # label-efficiency: one run at a time
         log_name=log_name,
@@ -276,6 +295,8 @@ def options_of(args: argparse.Namespace, protocol: Protocol, log_name: str, extr
 def check_runtime_flags(args: argparse.Namespace) -> None:
     if args.keep_checkpoints < 0 or args.checkpoint_every < 0 or not args.checkpoint_minutes >= 0:
         raise RotnetError("--keep-checkpoints, --checkpoint-every and --checkpoint-minutes must be zero or more")
+    if any(e <= 0 for e in args.keep_epoch):
+        raise RotnetError("--keep-epoch must name an epoch, 1 or more")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -347,9 +368,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     if args.epochs <= 0:
         raise RotnetError(f"--epochs must be a positive number; got {args.epochs}")
+    if args.from_epoch <= 0:
+        raise RotnetError(f"--from-epoch must be 1 or more; got {args.from_epoch}")
     return verify(
         args.run,
         epochs=args.epochs,
+        from_epoch=args.from_epoch,
         data=data_options(args),
         device=args.device,
     )

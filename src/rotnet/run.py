@@ -7,7 +7,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -46,16 +46,30 @@ from rotnet.signals import StopFlag
 
 
 @dataclass(frozen=True)
+class Saving:
+    """How a run keeps its state and logs, declared once (the command line, the API, a parent `reproduce` and its
+    job files all carry this): nothing here changes a result."""
+
+    checkpoint_every: int = 0  # also checkpoint every N steps (0: never mid-epoch)
+    checkpoint_minutes: float = 10.0  # at an epoch end, checkpoint once this long passed since the last (0: always)
+    keep_checkpoints: int = 1  # checkpoints left once a run finished (two are kept while it runs)
+    keep_epochs: tuple[int, ...] = ()  # epoch-end checkpoints always written and never pruned (verify --from-epoch)
+    loggers: tuple[str, ...] = ()  # tensorboard, csv, wandb (metrics.jsonl is always written)
+    restart: bool = False  # keep an existing run under a new name and start over
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Saving:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in known})
+
+
+@dataclass(frozen=True)
 class Runtime:
     """How to run, as opposed to what to run: nothing here changes a result."""
 
     device: torch.device
     runs_root: Path
-    checkpoint_every: int = 0  # also checkpoint every N steps (0: never mid-epoch)
-    checkpoint_minutes: float = 10.0  # at an epoch end, checkpoint once this long passed since the last (0: always)
-    restart: bool = False  # keep an existing run under a new name and start over
-    keep_checkpoints: int = 1  # checkpoints left once a run finished (two are kept while it runs)
-    loggers: tuple[str, ...] = ()  # tensorboard, csv, wandb (metrics.jsonl is always written)
+    saving: Saving = Saving()
     command: str = ""  # the user's command, for provenance ("" = this process's argv)
     stop: StopFlag | None = None
     world: World = World()  # torchrun ranks (one process per device)
@@ -158,7 +172,7 @@ def check_run(
         raise InUse(f"{folder} is in use by another rotnet process (pid {holder}); wait for it to finish or stop it")
     if cfg.init == "rotation" and weights is None and with_source:
         weights = init_weights(cfg, rt.runs_root, source)
-    if rt.restart:
+    if rt.saving.restart:
         return weights
     record = read_record(folder)
     if record is not None:
@@ -245,7 +259,11 @@ def refuse_other_data(folder: Path, data: Dataset) -> None:
         )
 
 
-def save_state(seal: Seal, cfg: RunConfig, engine: Engine, state: LoopState, stream: dict) -> None:
+def kept_epochs(rt: Runtime) -> set[str]:
+    return {ckpt.checkpoint_name(e, 0) for e in rt.saving.keep_epochs}
+
+
+def save_state(seal: Seal, cfg: RunConfig, engine: Engine, state: LoopState, stream: dict, kept=()) -> None:
     """Checkpoint (model, optimizer, position, running sums, history), then metrics.jsonl from that history; each
     sealed as written."""
     opt_tensors, opt_meta = ckpt.optimizer_to_tensors(engine.optimizer.state_dict())
@@ -264,7 +282,7 @@ def save_state(seal: Seal, cfg: RunConfig, engine: Engine, state: LoopState, str
     folder = seal.folder / CHECKPOINTS
     sha = ckpt.save_checkpoint(folder, state.epoch, state.step, tensors, meta)
     seal.files[f"{CHECKPOINTS}/{ckpt.checkpoint_name(state.epoch, state.step)}"] = sha
-    seal.removed(ckpt.prune_checkpoints(folder, ckpt.KEEP))
+    seal.removed(ckpt.prune_checkpoints(folder, ckpt.KEEP, kept))
     write_metrics(seal, state)
 
 
@@ -278,8 +296,12 @@ def restore_state(folder: Path, cfg: RunConfig, engine: Engine, steps: int, stre
     configuration or stream contract (stream version, device type, torch version) is refused: the run would
     silently switch random streams mid-way."""
     found = ckpt.load_latest_checkpoint(folder / CHECKPOINTS, cfg.epochs, steps, voucher(folder))
-    if found is None:
-        return None
+    return None if found is None else restore(found, cfg, engine, stream)
+
+
+def restore(found: tuple[dict, dict, Path], cfg: RunConfig, engine: Engine, stream: dict) -> LoopState:
+    """A checkpoint's (tensors, metadata, path) loaded into engine, refused if it belongs to another configuration
+    or stream contract; returns its loop state."""
     tensors, meta, path = found
     diff = config_diff(meta["config"], cfg.to_dict())
     if diff:
@@ -408,7 +430,7 @@ def run(cfg: RunConfig, data: Dataset, rt: Runtime, source: Source | None = None
     world = rt.world
     log = log if world.is_main else (lambda *_: None)  # one voice, and only rank 0 writes files
     folder = run_dir(rt.runs_root, cfg)
-    if (folder / RESULT).is_file() and not rt.restart:
+    if (folder / RESULT).is_file() and not rt.saving.restart:
         check_run(cfg, rt, source, data, weights)
         open_run(folder, "reuse", need=(RESULT, WEIGHTS))
         log(f"{folder}: already finished; reusing it")
@@ -416,7 +438,7 @@ def run(cfg: RunConfig, data: Dataset, rt: Runtime, source: Source | None = None
     classes = outputs(cfg, data)  # before any folder is made: classification needs labels
     lock = None
     if world.is_main:
-        if rt.restart and folder.exists():
+        if rt.saving.restart and folder.exists():
             log(f"{folder}: kept the previous run as {keep_aside(folder).name}")
         created = not folder.exists()
         make_dir(folder)
@@ -424,8 +446,10 @@ def run(cfg: RunConfig, data: Dataset, rt: Runtime, source: Source | None = None
     try:
         barrier()
         try:
-            # Again under the lock (another process may have started it), now with the data.
-            weights = check_run(cfg, replace(rt, restart=False), source, data, weights, held=True)
+            # Again under the lock (another process may have started it), now with the data; after a restart's
+            # keep_aside the folder is new, and is checked as such.
+            fresh = replace(rt, saving=replace(rt.saving, restart=False))
+            weights = check_run(cfg, fresh, source, data, weights, held=True)
         except RotnetError:
             if world.is_main and created:  # nothing of a run that never started is left behind
                 lock.release()
@@ -448,7 +472,8 @@ def run(cfg: RunConfig, data: Dataset, rt: Runtime, source: Source | None = None
         with cpu_threads(threads):  # CPU sums depend on the thread count: keep the one the run started with
             if world.is_main:
                 write_record(seal, cfg, data, rt, init_info, resumed)
-            sinks = Loggers(rt.loggers, folder, cfg, resumed) if world.is_main and rt.loggers else None
+            loggers = rt.saving.loggers
+            sinks = Loggers(loggers, folder, cfg, resumed) if world.is_main and loggers else None
             return train_and_finish(cfg, data, rt, seal, engine, state, log, sinks)
     finally:
         if lock is not None:
@@ -494,9 +519,11 @@ def train_and_finish(
         if sinks and not s.step:
             sinks.epoch(s.history)
         stopping = rt.stop is not None and rt.stop.requested
-        due = s.step or s.epoch >= cfg.epochs or stopping or time.monotonic() - last >= rt.checkpoint_minutes * 60
+        kept = not s.step and s.epoch in rt.saving.keep_epochs
+        due = s.step or s.epoch >= cfg.epochs or stopping or kept
+        due = due or time.monotonic() - last >= rt.saving.checkpoint_minutes * 60
         if due:
-            save_state(seal, cfg, engine, s, stream)
+            save_state(seal, cfg, engine, s, stream, kept_epochs(rt))
             last = time.monotonic()
         else:
             write_metrics(seal, s)
@@ -509,7 +536,7 @@ def train_and_finish(
         labels,
         state,
         Hooks(evaluate, save, log, sinks.progress if sinks else None),
-        checkpoint_every=rt.checkpoint_every,
+        checkpoint_every=rt.saving.checkpoint_every,
         stop=rt.stop,
         world=world,
     )
@@ -549,7 +576,7 @@ def train_and_finish(
     }
     seal.wrote(RESULT, ckpt.atomic_write_text(folder / RESULT, json.dumps(result, indent=2) + "\n"))
     (folder / FAILED).unlink(missing_ok=True)  # an earlier attempt's mark; it finished now
-    seal.removed(ckpt.prune_checkpoints(folder / CHECKPOINTS, rt.keep_checkpoints))
+    seal.removed(ckpt.prune_checkpoints(folder / CHECKPOINTS, rt.saving.keep_checkpoints, kept_epochs(rt)))
     if sinks:
         sinks.finish(result)
     n = len(history)

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from rotnet.checkpoint import atomic_write_text
@@ -22,7 +22,7 @@ from rotnet.errors import Interrupted, InUse, NonFiniteLoss, RotnetError
 from rotnet.experiments import Protocol, rotation_source
 from rotnet.layout import FAILED, RESULT, RunId, is_locked, read_json, run_dir, run_id
 from rotnet.provenance import provenance
-from rotnet.run import Runtime, Source, check_run, preflight, resume_threads, run
+from rotnet.run import Runtime, Saving, Source, check_run, preflight, resume_threads, run
 from rotnet.runtime import setup_device, threads_text
 from rotnet.signals import StopFlag, stop_handlers
 
@@ -35,30 +35,15 @@ class Options:
     protocol: Protocol = Protocol()
     device: str = "auto"
     data: DataOptions = DataOptions()
-    checkpoint_every: int = 0
-    checkpoint_minutes: float = 10.0
-    loggers: tuple[str, ...] = ()
+    saving: Saving = Saving()
     command: str = ""  # the user's command line, recorded in every run ("" = this process's argv)
-    restart: bool = False
-    keep_checkpoints: int = 1
     jobs: int = 0  # runs at once; 0: auto_jobs
     log_name: str = "reproduce.json"  # the invocation's record under runs_root
     extra: dict = field(default_factory=dict)  # recorded beside it (archs, seeds, sizes)
 
     def runtime(self, device, world, stop: StopFlag) -> Runtime:
         """How each run of the plan runs: these options on the device chosen."""
-        return Runtime(
-            device,
-            self.runs_root,
-            checkpoint_every=self.checkpoint_every,
-            checkpoint_minutes=self.checkpoint_minutes,
-            restart=self.restart,
-            keep_checkpoints=self.keep_checkpoints,
-            loggers=self.loggers,
-            command=self.command,
-            stop=stop,
-            world=world,
-        )
+        return Runtime(device, self.runs_root, self.saving, self.command, stop, world)
 
 
 def source_for(cfg: RunConfig, options: Options):
@@ -265,10 +250,6 @@ def die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-# What a child job needs of the options to run as the parent would; the plan-level ones stay with the parent.
-JOB_OPTIONS = ("checkpoint_every", "checkpoint_minutes", "loggers", "keep_checkpoints", "restart")
-
-
 def write_job(path: Path, cfg: RunConfig, source, options: Options, device: str) -> None:
     """The job file a child `rotnet job` runs: the exact configuration and source, not a re-resolution."""
     job = {
@@ -278,17 +259,16 @@ def write_job(path: Path, cfg: RunConfig, source, options: Options, device: str)
         "device": device,
         "data": options.data.to_dict(),
         "command": options.command or provenance_command(),
-        **{k: getattr(options, k) for k in JOB_OPTIONS},
+        "saving": asdict(options.saving),
     }
     atomic_write_text(path, json.dumps(job, indent=2) + "\n")
 
 
 def job_options(job: dict) -> Options:
     """The options a job file carries: write_job's inverse."""
-    given = {k: job[k] for k in JOB_OPTIONS if k in job}
-    given["loggers"] = tuple(given.get("loggers", ()))
     data = DataOptions.from_dict(job.get("data", {}))
-    return Options(Path(job["runs_root"]), data=data, command=job.get("command", ""), **given)
+    saving = Saving.from_dict(job.get("saving", {}))
+    return Options(Path(job["runs_root"]), data=data, saving=saving, command=job.get("command", ""))
 
 
 def run_parallel(configs: list[RunConfig], sources: list, options: Options, stop: StopFlag, outcome: dict) -> None:
@@ -307,7 +287,7 @@ def run_parallel(configs: list[RunConfig], sources: list, options: Options, stop
     capacity = len(slots)
     threads = max(1, (os.cpu_count() or 1) // options.jobs)
     pending = list(zip(configs, sources, strict=True))
-    pinned = {} if gpus or options.restart else {run_id(c): resume_threads(run_dir(root, c)) for c in configs}
+    pinned = {} if gpus or options.saving.restart else {run_id(c): resume_threads(run_dir(root, c)) for c in configs}
     procs: dict[Future, subprocess.Popen] = {}
     running: dict[Future, tuple[RunConfig, list[int], str, Path, Tail]] = {}
     forwarded = False

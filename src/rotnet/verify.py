@@ -21,11 +21,22 @@ from rotnet.data import normalization, outputs
 from rotnet.datasets import load_for
 from rotnet.errors import RotnetError
 from rotnet.evaluate import accuracy, confusion, predict, targets_for
-from rotnet.layout import CONFIG, METRICS, RESULT, VERIFY, WEIGHTS, RunId, data_diff, parse_run_dir, read_json
+from rotnet.layout import (
+    CHECKPOINTS,
+    CONFIG,
+    METRICS,
+    RESULT,
+    VERIFY,
+    WEIGHTS,
+    RunId,
+    data_diff,
+    parse_run_dir,
+    read_json,
+)
 from rotnet.loop import Hooks, LoopState, fit
 from rotnet.models import build_model, check_keys
 from rotnet.provenance import cpu_identity, git_commit, provenance
-from rotnet.record import inspect, read_metrics
+from rotnet.record import inspect, read_metrics, voucher
 from rotnet.run import (
     Runtime,
     build_engine,
@@ -34,6 +45,7 @@ from rotnet.run import (
     init_model,
     prediction_options,
     refuse_missing_keys,
+    restore,
 )
 from rotnet.runtime import cpu_threads, recorded_threads, resolve_device, threads_text
 from rotnet.seeds import contract_diff, stream_contract
@@ -111,6 +123,7 @@ def verify(
     folder: Path,
     *,
     epochs: int = 1,
+    from_epoch: int = 1,
     data: DataOptions = NO_OPTIONS,
     device: str = "auto",
     log=print,
@@ -149,7 +162,27 @@ def verify(
     history = read_metrics(folder / METRICS)
     if not history:
         raise RotnetError(f"{folder / METRICS} is {'unreadable' if history is None else 'empty'}")
-    epochs = min(epochs, len(history), cfg.epochs)
+    if from_epoch > len(history):
+        raise RotnetError(
+            f"{folder} recorded {len(history)} epoch(s); --from-epoch {from_epoch} has nothing to compare"
+        )
+    epochs = min(epochs, len(history) - from_epoch + 1)
+    start = None
+    if from_epoch > 1:
+        path = folder / CHECKPOINTS / ckpt.checkpoint_name(from_epoch - 1, 0)
+        if not path.is_file():
+            raise RotnetError(
+                f"{folder} kept no checkpoint at the end of epoch {from_epoch - 1} ({path.name}); a run keeps one "
+                f"with --keep-epoch {from_epoch - 1}"
+            )
+        problem = voucher(folder)(path)
+        if problem:
+            raise RotnetError(f"{path}: {problem}")
+        tensors, meta = ckpt.load_tensors(path, sealed=True)
+        bad = ckpt.checkpoint_problem(meta, cfg.epochs)
+        if bad:
+            raise RotnetError(f"{path}: {bad}")
+        start = (tensors, meta, path)
     if cfg.init == "rotation":
         cfg = replace(cfg, init_path=str(source_weights(folder, record)))
     data = load_for(cfg, data)
@@ -160,14 +193,15 @@ def verify(
             raise RotnetError(f"the data differs from the run's ({'; '.join(diff[:4])}); point --data-root at it")
     threads = recorded_threads(record) if dev.type == "cpu" else None
     on = f" ({threads_text(threads)}, as recorded)" if threads else ""
-    log(f"{folder}: re-training {epochs} epoch{'s' * (epochs != 1)} of {cfg.epochs} on {dev}{on}")
+    which = f"epochs {from_epoch}-{from_epoch + epochs - 1}" if epochs > 1 else f"epoch {from_epoch}"
+    kept = f" from the checkpoint of epoch {from_epoch - 1}" if start else ""
+    log(f"{folder}: re-training {which} of {cfg.epochs}{kept} on {dev}{on}")
     sys.stdout.flush()  # said before minutes of training
 
     def save(state: LoopState) -> None:
-        if state.step == 0 and state.epoch >= epochs:
+        if state.step == 0 and state.epoch >= from_epoch - 1 + epochs:
             raise _Enough
 
-    state = LoopState()
     final = None
     with cpu_threads(threads):  # CPU sums depend on the thread count: re-train on as many as the run did
         weights = None
@@ -177,6 +211,7 @@ def verify(
         classes = outputs(cfg, data)
         model, _ = init_model(cfg, classes, weights)
         engine = build_engine(cfg, model, Runtime(dev, folder), normalization(cfg, data))
+        state = restore(start, cfg, engine, now) if start else LoopState()
         images, labels, test_images, test_labels = device_data(cfg, data, dev)
         evaluate = epoch_evaluator(cfg, engine.norm, images, labels, test_images, test_labels)
         try:
@@ -199,7 +234,8 @@ def verify(
         shown = (a, b) if key != "confusion" else ("(matrix)", "(matrix)")
         log(f"{what} {key}: recorded {shown[0]!r}, re-run {shown[1]!r}, {'match' if ok else 'MISMATCH'}")
 
-    for old_row, new_row in zip(history[:epochs], state.history, strict=False):
+    window = slice(from_epoch - 1, from_epoch - 1 + epochs)
+    for old_row, new_row in zip(history[window], state.history[window], strict=False):
         for key in FIELDS:
             if key in old_row:  # only what the run recorded
                 compare(f"epoch {old_row['epoch']}", key, old_row[key], new_row.get(key))
@@ -211,6 +247,7 @@ def verify(
     same, made, here = same_machine(record, dev)
     report |= {
         "epochs": epochs,
+        "from_epoch": from_epoch,
         "final_checked": final is not None,
         "threads": threads,
         "made_on": made,
