@@ -133,3 +133,24 @@ def test_bench_smoke(tmp_path, fake_root, capsys):
     assert "bench.json exists" in capsys.readouterr().err and json.loads(out.read_text()) == result
     assert main([*args[:-1], str(tmp_path / "missing" / "b.json"), "--data-root", str(fake_root)]) == 2
     assert "folder not found" in capsys.readouterr().err
+
+
+def test_a_mistyped_experiment_is_refused_before_torch_loads_with_a_suggestion():
+    import subprocess
+    import sys
+
+    code = "import sys; from rotnet.cli import main; rc = main(['train', 'rotaton']); print('torch' in sys.modules, rc)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.split() == ["False", "2"]
+    assert proc.stderr.startswith("rotnet: error: unknown experiment 'rotaton'; did you mean rotation?")
+
+
+def test_usage_errors_have_one_prefix_and_rotnet_alone_prints_the_help(capsys):
+    from rotnet.cli import main
+
+    assert main(["train", "rotation", "--bogus"]) == 2
+    assert (
+        capsys.readouterr().err == "rotnet: error: unrecognized arguments: --bogus\n"
+    )  # once "rotnet: error: rotnet: "
+    assert main([]) == 0
+    assert capsys.readouterr().out.startswith("usage: rotnet")

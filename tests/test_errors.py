@@ -373,3 +373,11 @@ def test_double_sigint_within_50ms_is_one_line(tmp_path, fake_root):
     assert proc.returncode == 130 and "Traceback" not in err, err
     lines = [line for line in err.splitlines() if not line.startswith("rotnet: warning")]  # the fake data warns
     assert len(lines) == 1 and lines[0].startswith("rotnet: "), err
+
+
+def test_a_run_refused_before_it_starts_leaves_no_folder(capsys, tmp_path, fake_root):
+    """A subset larger than a class was refused after config.json and .lock were written: `report` then listed a
+    run "started 0/2" that never was."""
+    line = run(capsys, "train", "rotation", "--train-per-class", "50", root=tmp_path, data=fake_root)
+    assert "training images, fewer than 50 per class" in line
+    assert not (tmp_path / "resnet18").exists()

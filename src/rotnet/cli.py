@@ -15,7 +15,7 @@ from pathlib import Path
 
 from rotnet import __version__
 from rotnet.config import CHOICES, HELP, RunConfig, parse_assignments
-from rotnet.errors import Interrupted, NonFiniteLoss, RotnetError
+from rotnet.errors import Interrupted, NonFiniteLoss, RotnetError, unknown
 from rotnet.experiments import EXPERIMENTS, Protocol, identities, preset_names
 from rotnet.signals import signals_held
 
@@ -27,7 +27,7 @@ DEFAULTS = RunConfig()
 class Parser(argparse.ArgumentParser):
     def error(self, message: str):
         """A usage mistake is a one-line error like any other (exit 2), not a usage dump."""
-        raise RotnetError(f"{self.prog}: {message}")
+        raise RotnetError(message if self.prog == "rotnet" else f"{self.prog.removeprefix('rotnet ')}: {message}")
 
 
 class Formatter(argparse.RawDescriptionHelpFormatter):
@@ -137,6 +137,13 @@ def command_line(args: argparse.Namespace, skip: tuple[str, ...] = ()) -> dict:
     return out
 
 
+def experiment_name(text: str) -> str:
+    """Checked while parsing, before torch loads: a typo costs no start-up."""
+    if text not in EXPERIMENTS:
+        raise unknown("experiment", text, EXPERIMENTS)
+    return text
+
+
 def protocol_of(args: argparse.Namespace, overrides: dict) -> Protocol:
     return Protocol(args.preset, tuple(args.config), tuple(overrides.items()))
 
@@ -182,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, help=text, description=text, formatter_class=Formatter)
 
     p = command("train", "run one experiment of the report")
-    p.add_argument("experiment", metavar="{" + ",".join(EXPERIMENTS) + "}", help="the experiment")
+    p.add_argument("experiment", type=experiment_name, metavar="{" + ",".join(EXPERIMENTS) + "}", help="the experiment")
     p.add_argument(
         "--init", type=Path, default=None, metavar="PATH", help="explicit rotation weights for a from-rotation run"
     )
@@ -473,8 +480,12 @@ def show_warning(message, category, filename, lineno, file=None, line=None) -> N
 def main(argv: list[str] | None = None) -> int:
     command = None
     try:
+        parser = build_parser()
+        if not (sys.argv[1:] if argv is None else argv):  # `rotnet` alone: where to start, not an error
+            parser.print_help()
+            return 0
         try:
-            args = build_parser().parse_args(argv)
+            args = parser.parse_args(argv)
         except RotnetError as e:
             print(f"rotnet: error: {e}", file=sys.stderr)
             return 2

@@ -25,3 +25,13 @@ class Interrupted(RuntimeError):
     def __init__(self, message: str, signum: int = signal.SIGINT):
         super().__init__(message)
         self.signum = signum or signal.SIGINT
+
+
+def unknown(what: str, name: object, choices) -> RotnetError:
+    """'unknown experiment 'rotaton'; did you mean rotation? (choose one of ...)'."""
+    import difflib
+
+    choices = list(choices)
+    close = difflib.get_close_matches(str(name), choices, n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    return RotnetError(f"unknown {what} {name!r}; {hint}(choose one of {', '.join(choices)})")

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from rotnet.config import RunConfig, layered, read_toml, validate
-from rotnet.errors import RotnetError
+from rotnet.errors import RotnetError, unknown
 
 ROTATION = RunConfig(experiment="rotation", task="rotation", epochs=45)  # report: 45 epochs
 TRANSFER = RunConfig(task="classification", epochs=20)  # report: 20 epochs each
@@ -51,7 +51,7 @@ class Protocol:
     def resolve(self, experiment: str, **identity: Any) -> RunConfig:
         """The configuration of one run; `identity` (arch=, seed=) beats everything, as a command-line flag."""
         if experiment not in EXPERIMENTS:
-            raise RotnetError(f"unknown experiment {experiment!r}; choose one of {', '.join(EXPERIMENTS)}")
+            raise unknown("experiment", experiment, EXPERIMENTS)
         documents = [(f"preset {self.preset}", load_preset(self.preset))]
         documents += [(str(f), read_toml(Path(f))) for f in self.config_files]
         command_line = dict(self.overrides) | {k: v for k, v in identity.items() if v is not None}

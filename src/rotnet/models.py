@@ -8,7 +8,7 @@ import torch
 import torchvision
 from torch import nn
 
-from rotnet.errors import RotnetError
+from rotnet.errors import RotnetError, unknown
 from rotnet.seeds import derive_seed
 
 BUILDERS = {
@@ -31,7 +31,7 @@ def build_model(arch: str, num_classes: int, stem: str = "imagenet") -> nn.Modul
     """The unmodified torchvision ResNet (ImageNet stem, as the seed used), or with a CIFAR stem:
     3x3 stride-1 conv1 and no maxpool, which keeps 4x more spatial resolution at 32x32."""
     if arch not in BUILDERS:
-        raise RotnetError(f"unknown arch {arch!r}; choose one of {', '.join(BUILDERS)}")
+        raise unknown("arch", arch, BUILDERS)
     model = BUILDERS[arch](num_classes=num_classes)
     if stem == "cifar":
         model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)

@@ -435,8 +435,10 @@ def run(cfg: RunConfig, data: Dataset, rt: Runtime, source: Source | None = None
         open_run(folder, "reuse", need=(RESULT, WEIGHTS))
         log(f"{folder}: already finished; reusing it")
         return read_json(folder / RESULT)
-    classes = outputs(cfg, data)  # before any folder is made: classification needs labels
-    lock = None
+    # Before any folder is made: classification needs labels, a subset needs enough images per class.
+    classes = outputs(cfg, data)
+    steps = math.ceil(len(train_subset(cfg, data)[1]) / cfg.batch_size)
+    lock, created = None, False
     if world.is_main:
         if rt.saving.restart and folder.exists():
             log(f"{folder}: kept the previous run as {keep_aside(folder).name}")
@@ -450,16 +452,14 @@ def run(cfg: RunConfig, data: Dataset, rt: Runtime, source: Source | None = None
             # keep_aside the folder is new, and is checked as such.
             fresh = replace(rt, saving=replace(rt.saving, restart=False))
             weights = check_run(cfg, fresh, source, data, weights, held=True)
-        except RotnetError:
-            if world.is_main and created:  # nothing of a run that never started is left behind
+            model, init_info = init_model(cfg, classes, weights)
+            engine = build_engine(cfg, model, rt, normalization(cfg, data))
+            state = restore_state(folder, cfg, engine, steps, stream_contract(rt.device))
+        except (RotnetError, OSError, RuntimeError):
+            if created:  # nothing of a run refused before it started is left behind (a report would list it)
                 lock.release()
                 shutil.rmtree(folder, ignore_errors=True)
             raise
-        model, init_info = init_model(cfg, classes, weights)
-        engine = build_engine(cfg, model, rt, normalization(cfg, data))
-        stream = stream_contract(rt.device)
-        steps = math.ceil(len(train_subset(cfg, data)[1]) / cfg.batch_size)
-        state = restore_state(folder, cfg, engine, steps, stream)
         resumed, threads = state is not None, None
         if state is None:
             state = LoopState()
