@@ -24,7 +24,7 @@ def reseal(folder: Path) -> None:
     manifest is tamper-evident, not a signature), and how a test changes a record without its seal catching it."""
     from rotnet.record import Seal, owned_files, sha256_file
 
-    Seal(folder, {name: sha256_file(folder / name) for name in owned_files(folder)}).commit()
+    Seal(folder, {name: sha256_file(folder / name) for name in owned_files(folder)}).commit()  # nothing under way
 
 
 def partial(*args: str, root: Path, data: Path, monkeypatch) -> int:

@@ -10,7 +10,7 @@ import pytest
 
 from rotnet import checkpoint as ckpt
 from rotnet.cli import main
-from tests.helpers import cli, metrics
+from tests.helpers import cli, metrics, reseal
 from tests.test_reproduce import TINY as TINY_PRESET
 
 README = Path(__file__).parent.parent / "README.md"
@@ -124,7 +124,12 @@ def test_export_of_a_run_with_a_garbage_result_is_one_line(tiny_runs, tmp_path, 
     shutil.copytree(tiny_runs / "resnet18/rotation/seed0", run)
     (run / "result.json").write_text(garbage)
     assert main(["export", str(run), str(tmp_path / "hub")]) == 2
-    assert "result.json is unreadable" in capsys.readouterr().err and not (tmp_path / "hub").exists()
+    err = capsys.readouterr().err
+    assert "record is tampered: result.json differs from what rotnet wrote" in err and not (tmp_path / "hub").exists()
+    reseal(run)  # past the seal (a forger's copy): still one line, and nothing exported
+    assert main(["export", str(run), str(tmp_path / "hub")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "inconsistent: result.json" in err and not (tmp_path / "hub").exists()
 
 
 def test_epoch_end_checkpoints_wait_for_the_interval(tmp_path, fake_root, monkeypatch):

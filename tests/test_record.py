@@ -208,3 +208,25 @@ def test_a_damaged_checkpoint_is_skipped_on_resume_not_held_against_the_record(
     capsys.readouterr()
     assert cli("train", "rotation", root=tmp_path, data=fake_root) == 0
     assert f"skipping checkpoint {newest.name}: it differs from what rotnet wrote" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["metrics.jsonl", "result.json", "checkpoints/e0009-s000000.safetensors"])
+def test_a_process_killed_mid_write_leaves_a_sealed_record(copy, monkeypatch, name):
+    """Killed after the manifest listed a file's new sha256 and before the file was replaced (or first written):
+    the record is still what rotnet wrote, old or new, never "tampered" (a run must resume after any SIGKILL)."""
+    import rotnet.record
+    from rotnet.record import Seal
+
+    folder = copy / RUN
+    seal = Seal.resume(folder)
+
+    def killed(path, data):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(
+        rotnet.record, "atomic_write", lambda p, d: killed(p, d) if p.name != "manifest.json" else real(p, d)
+    )
+    real = rotnet.checkpoint.atomic_write
+    with pytest.raises(KeyboardInterrupt):
+        seal.write(name, b"new bytes")
+    assert inspect(folder).status == "sealed"

@@ -90,13 +90,17 @@ def sealed_digest(tensors_digest: str, meta_text: str) -> str:
     return hashlib.sha256(f"{tensors_digest}|{meta_text}".encode()).hexdigest()
 
 
-def save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict | None = None) -> str:
-    """Save tensors (moved to CPU) with JSON metadata and a checksum over both, atomically; return the file's
-    sha256."""
+def encode(tensors: dict[str, torch.Tensor], meta: dict | None = None) -> list:
+    """A safetensors file's bytes (as buffers): tensors moved to CPU, JSON metadata, a checksum over both."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     meta_text = json.dumps(meta or {}, sort_keys=True)
     metadata = {"sha256": sealed_digest(digest(tensors), meta_text), "meta": meta_text, "checksum": SEALED}
-    return atomic_write(path, canonical(save_bytes(tensors, metadata=metadata)))
+    return canonical(save_bytes(tensors, metadata=metadata))
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict | None = None) -> str:
+    """Save tensors with JSON metadata and a checksum over both (`encode`), atomically; return the file's sha256."""
+    return atomic_write(path, encode(tensors, meta))
 
 
 def load_tensors(path: Path, verify: bool = True, sealed: bool = False) -> tuple[dict[str, torch.Tensor], dict]:
@@ -156,7 +160,11 @@ def checkpoint_name(epoch: int, step: int) -> str:
 
 def save_checkpoint(folder: Path, epoch: int, step: int, tensors: dict[str, torch.Tensor], meta: dict) -> str:
     """Write checkpoint (epoch, step) into folder (the caller prunes); return its sha256."""
-    return save_tensors(folder / checkpoint_name(epoch, step), tensors, {"format": FORMAT, **meta})
+    return save_tensors(folder / checkpoint_name(epoch, step), tensors, checkpoint_meta(meta))
+
+
+def checkpoint_meta(meta: dict) -> dict:
+    return {"format": FORMAT, **meta}
 
 
 def prune_checkpoints(folder: Path, keep: int, kept=()) -> list[Path]:

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rotnet.checkpoint import atomic_write_text
+from rotnet.checkpoint import atomic_write
 from rotnet.errors import RotnetError
 from rotnet.layout import (
     CHECKPOINTS,
@@ -44,8 +44,16 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def seal_of(files: dict[str, str]) -> str:
-    return hashlib.sha256(json.dumps({"format": FORMAT, "files": files}, sort_keys=True).encode()).hexdigest()
+def seal_of(files: dict[str, str], previous: dict[str, str | None]) -> str:
+    doc = {"format": FORMAT, "files": files, "previous": previous}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def sha256_parts(data: bytes | list) -> str:
+    h = hashlib.sha256()
+    for part in data if isinstance(data, list) else [data]:
+        h.update(part)
+    return h.hexdigest()
 
 
 def owned_files(folder: Path) -> list[str]:
@@ -55,37 +63,53 @@ def owned_files(folder: Path) -> list[str]:
     return names + [f"{CHECKPOINTS}/{n}" for n in ckpts]
 
 
-def read_manifest(folder: Path) -> dict[str, str] | None:
-    """The files a run's manifest lists and their sha256; None when there is no manifest; an error when it is not
-    one rotnet sealed."""
+def read_manifest(folder: Path) -> tuple[dict[str, str], dict[str, str | None]] | None:
+    """What a run's manifest lists: (name -> sha256, name -> the sha256 a write under way replaces, None for a
+    first write). None when there is no manifest; an error when it is not one rotnet sealed."""
     path = Path(folder) / MANIFEST
     if not path.exists():
         return None
     doc = read_json(path)
     files = doc.get("files") if isinstance(doc, dict) else None
-    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+    previous = doc.get("previous", {}) if isinstance(doc, dict) else None
+    if (
+        not isinstance(files, dict)
+        or not isinstance(previous, dict)
+        or not all(isinstance(v, str) for v in files.values())
+    ):
         raise RotnetError(f"{path} is unreadable")
-    if doc.get("format") != FORMAT or doc.get("sha256") != seal_of(files):
+    if doc.get("format") != FORMAT or doc.get("sha256") != seal_of(files, previous):
         raise RotnetError(f"{path} was edited after rotnet sealed it (its sha256 does not match its contents)")
-    return files
+    return files, previous
 
 
 class Seal:
-    """The manifest of one run folder while this process writes it: each file's sha256 is taken from the bytes as
-    they were written (never re-read from disk, so an edit between two saves is not sealed in), and the manifest is
-    rewritten after every change."""
+    """The manifest of one run folder while this process writes it. Each write is two-phase: the manifest first
+    lists the new bytes' sha256 beside the one they replace, then the file is written atomically, then the manifest
+    forgets the old one. A process killed at any point leaves every file matching its manifest (old or new), and a
+    file's sha256 is taken from the bytes written, never re-read from disk (an edit between two saves is not sealed
+    in)."""
 
     def __init__(self, folder: Path, files: dict[str, str] | None = None):
-        self.folder, self.files = Path(folder), dict(files or {})
+        self.folder, self.files, self.previous = Path(folder), dict(files or {}), {}
 
     @classmethod
     def resume(cls, folder: Path) -> Seal:
         """The seal of a run this process continues: what its manifest lists (checked by `open_run` before)."""
-        return cls(folder, read_manifest(folder) or {})
+        listed = read_manifest(folder)
+        return cls(folder, listed[0] if listed else {})
 
-    def wrote(self, name: str, sha: str) -> None:
-        self.files[name] = sha
+    def write(self, name: str, data: bytes | list) -> None:
+        """Write FOLDER/name atomically, sealed as above."""
+        self.previous[name] = self.files.get(name)
+        self.files[name] = sha256_parts(data)
         self.commit()
+        atomic_write(self.folder / name, data)
+        del self.previous[name]
+        self.commit()
+
+    def write_text(self, name: str, text: str) -> None:
+        self.write(name, text.encode())
 
     def removed(self, paths: list[Path]) -> None:
         for p in paths:
@@ -94,8 +118,8 @@ class Seal:
 
     def commit(self) -> None:
         files = {k: self.files[k] for k in sorted(self.files)}
-        doc = {"format": FORMAT, "files": files, "sha256": seal_of(files)}
-        atomic_write_text(self.folder / MANIFEST, json.dumps(doc, indent=2) + "\n")
+        doc = {"format": FORMAT, "files": files, "previous": self.previous, "sha256": seal_of(files, self.previous)}
+        atomic_write(self.folder / MANIFEST, (json.dumps(doc, indent=2) + "\n").encode())
 
 
 @dataclass(frozen=True)
@@ -124,15 +148,17 @@ def inspect(folder: Path) -> Inspection:
         return Inspection("tampered", (str(e),))
     problems, missing, status = [], [], "sealed" if listed is not None else "unsealed"
     if listed is not None:
-        for name, sha in listed.items():
+        files, previous = listed
+        for name, sha in files.items():
             path = folder / name
             if name.startswith(CHECKPOINTS + "/"):
                 continue  # no claim: deleting one frees disk; a damaged one is skipped on resume (`vouch`)
             if path.is_symlink() or not path.is_file():
-                missing.append(name)
-            elif sha256_file(path) != sha:
+                if not (name in previous and previous[name] is None):  # else: its first write never happened
+                    missing.append(name)
+            elif sha256_file(path) not in (sha, previous.get(name)):  # old or new: a write under way when stopped
                 problems.append(f"{name} differs from what rotnet wrote (sha256 in {MANIFEST})")
-        problems += [f"{name} is not in {MANIFEST}" for name in owned_files(folder) if name not in listed]
+        problems += [f"{name} is not in {MANIFEST}" for name in owned_files(folder) if name not in files]
     problems += consistency(folder)
     if problems:
         status = "tampered" if listed is not None and not problems[0].startswith("inconsistent") else "inconsistent"
@@ -150,10 +176,12 @@ def voucher(folder: Path):
     def vouch(path: Path) -> str:
         if listed is None:
             return ""
-        sha = listed.get(f"{CHECKPOINTS}/{path.name}")
-        if sha is None:
+        name = f"{CHECKPOINTS}/{path.name}"
+        if name not in listed[0]:
             return f"it is not in {MANIFEST}"
-        return "" if sha256_file(path) == sha else "it differs from what rotnet wrote"
+        return (
+            "" if sha256_file(path) in (listed[0][name], listed[1].get(name)) else "it differs from what rotnet wrote"
+        )
 
     return vouch
 

@@ -177,9 +177,9 @@ def check_run(
     record = read_record(folder)
     if record is not None:
         open_run(folder, "continue")
-        refuse_changed_config(folder, cfg)
         if not (folder / RESULT).is_file():
             refuse_missing_keys(folder, record)
+        refuse_changed_config(folder, cfg)
     if data is not None:
         refuse_other_data(folder, data)
     if weights is not None:
@@ -280,15 +280,15 @@ def save_state(seal: Seal, cfg: RunConfig, engine: Engine, state: LoopState, str
         "scaler": engine.scaler.state_dict() if engine.scaler is not None else None,
     }
     folder = seal.folder / CHECKPOINTS
-    sha = ckpt.save_checkpoint(folder, state.epoch, state.step, tensors, meta)
-    seal.files[f"{CHECKPOINTS}/{ckpt.checkpoint_name(state.epoch, state.step)}"] = sha
+    name = f"{CHECKPOINTS}/{ckpt.checkpoint_name(state.epoch, state.step)}"
+    seal.write(name, ckpt.encode(tensors, ckpt.checkpoint_meta(meta)))
     seal.removed(ckpt.prune_checkpoints(folder, ckpt.KEEP, kept))
     write_metrics(seal, state)
 
 
 def write_metrics(seal: Seal, state: LoopState) -> None:
     text = "".join(json.dumps(r) + "\n" for r in state.history)
-    seal.wrote(METRICS, ckpt.atomic_write_text(seal.folder / METRICS, text))
+    seal.write_text(METRICS, text)
 
 
 def restore_state(folder: Path, cfg: RunConfig, engine: Engine, steps: int, stream: dict) -> LoopState | None:
@@ -421,7 +421,7 @@ def write_record(seal: Seal, cfg: RunConfig, data: Dataset, rt: Runtime, init_in
     if isinstance(first, dict):  # keep the first start's provenance, add this one's
         record = first | {"resumes": [*first.get("resumes", []), provenance(rt.device, rt.command)]}
     record["world_size"] = rt.world.size
-    seal.wrote(CONFIG, ckpt.atomic_write_text(seal.folder / CONFIG, json.dumps(record, indent=2) + "\n"))
+    seal.write_text(CONFIG, json.dumps(record, indent=2) + "\n")
 
 
 def run(cfg: RunConfig, data: Dataset, rt: Runtime, source: Source | None = None, log=print, weights=None) -> dict:
@@ -551,10 +551,10 @@ def train_and_finish(
     # Final outputs: weights that load into plain torchvision, and what the report needs without the data.
     classes = list(data.class_names) if cfg.task == "classification" else ["0", "90", "180", "270"]
     meta = weights_meta(cfg, engine.norm, classes, test_images.shape[-1])
-    seal.wrote(WEIGHTS, ckpt.save_tensors(folder / WEIGHTS, model.state_dict(), meta))
+    seal.write(WEIGHTS, ckpt.encode(model.state_dict(), meta))
     pred = predict(model, test_images, cfg.task, **pred_kw)
     examples = {"images": data.test_images[:8].clone(), "pred": pred[:8]}
-    seal.wrote(EXAMPLES, ckpt.save_tensors(folder / EXAMPLES, examples))
+    seal.write(EXAMPLES, ckpt.encode(examples))
     result = {
         "experiment": cfg.experiment,
         "arch": cfg.arch,
@@ -574,7 +574,7 @@ def train_and_finish(
         "test_images": len(data.test_images),
         "train_images": len(images),
     }
-    seal.wrote(RESULT, ckpt.atomic_write_text(folder / RESULT, json.dumps(result, indent=2) + "\n"))
+    seal.write_text(RESULT, json.dumps(result, indent=2) + "\n")
     (folder / FAILED).unlink(missing_ok=True)  # an earlier attempt's mark; it finished now
     seal.removed(ckpt.prune_checkpoints(folder / CHECKPOINTS, rt.saving.keep_checkpoints, kept_epochs(rt)))
     if sinks:
