@@ -13,6 +13,7 @@ import pytest
 
 from rotnet.cli import main
 from rotnet.experiments import EXPERIMENTS, plan, seed_results
+from tests.helpers import reseal
 from tests.test_resume import wait_for
 
 TINY = str(Path(__file__).with_name("tiny.toml"))
@@ -76,6 +77,8 @@ def test_report_marks_missing_and_partial_runs(reproduced, tmp_path):
     (root / "resnet18/layer4-from-random/seed1/metrics.jsonl").write_text(lines[0][:20])  # torn too
     (root / "resnet18/full-from-rotation/seed0/result.json").unlink()
     (root / "resnet18/full-from-rotation/seed0/failed.json").write_text('{"error": "non-finite loss"}')
+    for folder in ("layer4-from-random/seed1", "full-from-rotation/seed0"):  # records as such runs leave them
+        reseal(root / "resnet18" / folder)
     assert main(["report", str(root)]) == 0
     rows = {(r["experiment"], r["arch"]): r for r in json.loads((root / "results.json").read_text())["rows"]}
     assert rows[("full-from-random", "resnet18")]["status"] == "seed 1 not run"
@@ -268,13 +271,17 @@ def test_a_transfer_run_another_process_holds_is_not_run_once_its_rotation_run_f
 
 
 def test_a_transfer_run_is_not_reused_beside_other_rotation_weights(reproduced, fake_root, capsys):
-    """The rotation run was trained again into other weights (here: seed 1's, copied in); the finished
-    full-from-rotation run came from the old ones, so its number no longer belongs beside the rotation run:
-    reproduce and train refuse to reuse it, before anything trains, and say how to train it again."""
+    """The rotation run was trained again into other weights (here: its own with one tensor changed, the same
+    protocol); the finished full-from-rotation run came from the old ones, so its number no longer belongs beside
+    the rotation run: reproduce and train refuse to reuse it, before anything trains, and say how to train it again."""
+    from rotnet.checkpoint import load_tensors, save_tensors
+
     weights = reproduced / "resnet18/rotation/seed0/model.safetensors"
     result = reproduced / "resnet18/full-from-rotation/seed0/result.json"
     original, before = weights.read_bytes(), result.read_text()
-    shutil.copyfile(reproduced / "resnet18/rotation/seed1/model.safetensors", weights)
+    tensors, meta = load_tensors(weights)
+    save_tensors(weights, tensors | {"fc.bias": tensors["fc.bias"] + 1}, meta)
+    reseal(weights.parent)  # a record of its own, as training it again would leave
     capsys.readouterr()
     try:
         train = ["train", "full-from-rotation", *reproduce(reproduced, fake_root, jobs=None)[1:]]
@@ -285,6 +292,7 @@ def test_a_transfer_run_is_not_reused_beside_other_rotation_weights(reproduced, 
         assert result.read_text() == before
     finally:
         weights.write_bytes(original)  # the module's other tests share these runs
+        reseal(weights.parent)
 
 
 def lock_pids(root) -> list[int]:

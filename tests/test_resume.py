@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from rotnet.checkpoint import load_tensors
-from tests.helpers import cli, metrics
+from tests.helpers import cli, metrics, reseal
 
 TIMING = {"images_per_s", "seconds", "eval_images_per_s"}
 # 80 images, batch 16: 5 steps an epoch, 2 epochs (the lr steps down between them), a checkpoint every 2 steps and
@@ -129,10 +129,17 @@ def test_flipped_byte_is_caught_by_the_checksum(tmp_path, fake_root, tiny_runs, 
     shutil.copytree(tiny_runs, tmp_path, dirs_exist_ok=True)
     folder = tmp_path / "resnet18/rotation/seed0"
     (folder / "result.json").unlink()  # pretend the run was interrupted after its last checkpoint
+    reseal(folder)
     newest = sorted((folder / "checkpoints").glob("e*.safetensors"))[-1]
     data = bytearray(newest.read_bytes())
     data[-100] ^= 0xFF
     newest.write_bytes(bytes(data))
+    cli("train", "rotation", root=tmp_path, data=fake_root)
+    assert f"skipping checkpoint {newest.name}: it differs from what rotnet wrote" in capsys.readouterr().err
+    reseal(folder)  # past the manifest (a forger's copy): the file's own checksum still catches it
+    newest.write_bytes(bytes(data))
+    (folder / "result.json").unlink(missing_ok=True)
+    reseal(folder)
     cli("train", "rotation", root=tmp_path, data=fake_root)
     assert "checksum does not match" in capsys.readouterr().err
 

@@ -7,7 +7,7 @@ import pytest
 
 from rotnet.checkpoint import load_tensors, save_tensors
 from tests.conftest import write_fake_cifar
-from tests.helpers import TINY
+from tests.helpers import TINY, reseal
 
 ROOT_ARGS = ("--no-download",)
 
@@ -73,6 +73,7 @@ def test_resuming_on_other_data_is_refused(tmp_path, fake_root, capsys):
     other = write_fake_cifar(tmp_path / "other", seed=1)
     assert train("train", "rotation", "--epochs", "1", root=tmp_path / "runs", data=fake_root, tiny=False) == 0
     (tmp_path / "runs/resnet18/rotation/seed0/result.json").unlink()
+    reseal(tmp_path / "runs/resnet18/rotation/seed0")  # as if stopped after its last checkpoint
     capsys.readouterr()
     assert train("train", "rotation", "--epochs", "1", root=tmp_path / "runs", data=other, tiny=False) == 2
     err = capsys.readouterr().err
