@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from rotnet import checkpoint as ckpt
 from rotnet.cli import main
 from tests.helpers import cli, metrics, reseal
 from tests.test_reproduce import TINY as TINY_PRESET
@@ -133,14 +132,17 @@ def test_export_of_a_run_with_a_garbage_result_is_one_line(tiny_runs, tmp_path, 
 
 
 def test_epoch_end_checkpoints_wait_for_the_interval(tmp_path, fake_root, monkeypatch):
+    from rotnet.record import Seal
+
     saved = []
-    real = ckpt.save_checkpoint
+    real = Seal.write
 
-    def spy(folder, e, s, *a):
-        saved.append((e, s))
-        return real(folder, e, s, *a)
+    def spy(self, name, data):
+        if name.startswith("checkpoints/"):
+            saved.append((int(name[13:17]), int(name[19:25])))
+        return real(self, name, data)
 
-    monkeypatch.setattr(ckpt, "save_checkpoint", spy)
+    monkeypatch.setattr(Seal, "write", spy)
     assert cli("train", "rotation", root=tmp_path / "a", data=fake_root) == 0  # 2 epochs
     assert saved == [(2, 0)] and len(metrics(tmp_path / "a/resnet18/rotation/seed0")) == 2
     saved.clear()
