@@ -143,10 +143,10 @@ class Control:
 
 
 def train_one_epoch(cfg: RunConfig, engine: Engine, images, labels, state: LoopState, hooks: Hooks, ctl: Control):
-    """Train epoch `state.epoch` from `state.step` to its end; return (last lr, global sums: loss x n, correct, n,
-    seconds) and leave `state` at the epoch's last step. Every SYNC_EVERY steps, at checkpoint_every and at the end,
-    the flags are read on every rank alike, whatever the display: a non-finite loss raises NonFiniteLoss (naming the
-    first bad step), a stop request saves and raises Interrupted.
+    """Train epoch `state.epoch` from `state.step` to its end; return (last lr, global sums [loss x n, correct, n],
+    training seconds, whether a stop was requested) and leave `state` at the epoch's last step. Every SYNC_EVERY
+    steps, at checkpoint_every and at the end, the flags are read on every rank alike, whatever the display: a
+    non-finite loss raises NonFiniteLoss (naming the first bad step), a stop request saves and raises Interrupted.
 
     Under torchrun every rank builds the same global batch and takes its own strided shard of it, so the data a run
     sees doesn't depend on the number of ranks and a checkpoint resumes under any number of them.

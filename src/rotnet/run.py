@@ -176,8 +176,9 @@ def check_run(
         return weights
     record = read_record(folder)
     if record is not None:
-        open_run(folder, "continue")
-        if not (folder / RESULT).is_file():
+        finished = (folder / RESULT).is_file()  # reused, so its weights are part of what it claims
+        open_run(folder, "reuse" if finished else "continue", need=(RESULT, WEIGHTS) if finished else ())
+        if not finished:
             refuse_missing_keys(folder, record)
         refuse_changed_config(folder, cfg)
     if data is not None:
@@ -432,7 +433,6 @@ def run(cfg: RunConfig, data: Dataset, rt: Runtime, source: Source | None = None
     folder = run_dir(rt.runs_root, cfg)
     if (folder / RESULT).is_file() and not rt.saving.restart:
         check_run(cfg, rt, source, data, weights)
-        open_run(folder, "reuse", need=(RESULT, WEIGHTS))
         log(f"{folder}: already finished; reusing it")
         return read_json(folder / RESULT)
     # Before any folder is made: classification needs labels, a subset needs enough images per class.

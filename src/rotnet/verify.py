@@ -15,6 +15,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import torch
+
 from rotnet import checkpoint as ckpt
 from rotnet.config import ADDED, NO_OPTIONS, DataOptions, from_dict, with_defaults
 from rotnet.data import normalization, outputs
@@ -59,9 +61,9 @@ class _Enough(Exception):
     """Raised from the save hook once the epochs to compare are done."""
 
 
-def source_weights(folder: Path, record: dict) -> Path:
-    """The rotation weights a transfer run started from: where it recorded them, else its sibling rotation run
-    (a copied results folder); either must have the recorded sha256."""
+def source_weights(folder: Path, record: dict) -> tuple[Path, dict]:
+    """The rotation weights a transfer run started from, and their tensors: where it recorded them, else its
+    sibling rotation run (a copied results folder); either must have the recorded sha256."""
     rid = parse_run_dir(folder) or RunId("?", "?", 0)
     candidates = [Path(record.get("init_weights", "")), folder.parent.parent / "rotation" / f"seed{rid.seed}" / WEIGHTS]
     want = record.get("init_sha256")
@@ -69,7 +71,7 @@ def source_weights(folder: Path, record: dict) -> Path:
         if path.is_file():
             tensors, _ = ckpt.load_tensors(path)
             if ckpt.digest(tensors) == want:
-                return path
+                return path, tensors
     raise RotnetError(
         f"{folder} started from rotation weights (sha256 {str(want)[:12]}...) that are not at "
         f"{' or '.join(str(c) for c in candidates)}; verify needs them"
@@ -109,8 +111,6 @@ def re_evaluate(cfg, model_state: dict, engine_norm, test_images, test_labels, c
     model.load_state_dict(model_state)
     model.to(test_images.device)
     if cfg.channels_last:
-        import torch
-
         model.to(memory_format=torch.channels_last)
     pred = predict(model, test_images, cfg.task, **prediction_options(cfg, engine_norm))
     return {
@@ -183,8 +183,10 @@ def verify(
         if bad:
             raise RotnetError(f"{path}: {bad}")
         start = (tensors, meta, path)
+    weights = None
     if cfg.init == "rotation":
-        cfg = replace(cfg, init_path=str(source_weights(folder, record)))
+        path, tensors = source_weights(folder, record)  # read and hashed once, then used for init
+        cfg, weights = replace(cfg, init_path=str(path)), (tensors, {})
     data = load_for(cfg, data)
     old = record.get("dataset")
     if isinstance(old, dict):  # the same images, wherever they are
@@ -204,10 +206,6 @@ def verify(
 
     final = None
     with cpu_threads(threads):  # CPU sums depend on the thread count: re-train on as many as the run did
-        weights = None
-        if cfg.init == "rotation":
-            tensors, _ = ckpt.load_tensors(Path(cfg.init_path))
-            weights = (tensors, {})
         classes = outputs(cfg, data)
         model, _ = init_model(cfg, classes, weights)
         engine = build_engine(cfg, model, Runtime(dev, folder), normalization(cfg, data))
