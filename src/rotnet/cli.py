@@ -106,7 +106,11 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--restart", action="store_true", help="start over; the old run is kept under a new name")
     g.add_argument(
-        "--keep-checkpoints", type=int, default=1, metavar="N", help="checkpoints left when a run finishes (0: none)"
+        "--keep-checkpoints",
+        type=int,
+        default=0,
+        metavar="N",
+        help="checkpoints left when a run finishes (default 0: a finished run keeps its weights, not its state)",
     )
     g.add_argument(
         "--keep-epoch",

@@ -52,7 +52,7 @@ class Saving:
 
     checkpoint_every: int = 0  # also checkpoint every N steps (0: never mid-epoch)
     checkpoint_minutes: float = 10.0  # at an epoch end, checkpoint once this long passed since the last (0: always)
-    keep_checkpoints: int = 1  # checkpoints left once a run finished (two are kept while it runs)
+    keep_checkpoints: int = 0  # checkpoints left once a run finished (two are kept while it runs; its weights stay)
     keep_epochs: tuple[int, ...] = ()  # epoch-end checkpoints always written and never pruned (verify --from-epoch)
     loggers: tuple[str, ...] = ()  # tensorboard, csv, wandb (metrics.jsonl is always written)
     restart: bool = False  # keep an existing run under a new name and start over
@@ -384,24 +384,32 @@ def prediction_options(cfg: RunConfig, norm: tuple) -> dict:
     }
 
 
-def epoch_evaluator(cfg: RunConfig, norm: tuple, images, labels, test_images, test_labels):
+class EpochEvaluator:
     """The metrics of an epoch end: test accuracy (and kNN accuracy every knn_every epochs and after the last, on
-    labeled data)."""
-    kw = prediction_options(cfg, norm)
-    knn = cfg.knn_every and len(labels) and int(labels.min()) >= 0
+    labeled data). It keeps the last epoch's predictions, so the run's confusion matrix and examples come from the
+    evaluation that scored it instead of a second pass over the test set."""
 
-    def evaluate(m: nn.Module, epoch: int) -> dict:
-        t = time.perf_counter()
-        pred = predict(m, test_images, cfg.task, **kw)
+    def __init__(self, cfg: RunConfig, norm: tuple, images, labels, test_images, test_labels):
+        self.cfg, self.kw = cfg, prediction_options(cfg, norm)
+        self.images, self.labels, self.test_images, self.test_labels = images, labels, test_images, test_labels
+        self.knn = cfg.knn_every and len(labels) and int(labels.min()) >= 0
+        self.final: torch.Tensor | None = None  # predictions after cfg.epochs, once this process has made them
+
+    def __call__(self, m: nn.Module, epoch: int) -> dict:
+        cfg, t = self.cfg, time.perf_counter()
+        pred = predict(m, self.test_images, cfg.task, **self.kw)
+        self.final = pred if epoch == cfg.epochs else None
         out = {
-            "test_acc": accuracy(pred, test_labels, cfg.task),
+            "test_acc": accuracy(pred, self.test_labels, cfg.task),
             "eval_images_per_s": pred.numel() / (time.perf_counter() - t),
         }
-        if knn and (epoch % cfg.knn_every == 0 or epoch == cfg.epochs):
-            out["knn_acc"] = knn_monitor(m, images, labels, test_images, test_labels, **kw)
+        if self.knn and (epoch % cfg.knn_every == 0 or epoch == cfg.epochs):
+            out["knn_acc"] = knn_monitor(m, self.images, self.labels, self.test_images, self.test_labels, **self.kw)
         return out
 
-    return evaluate
+    def final_predictions(self, m: nn.Module) -> torch.Tensor:
+        """The final weights' test predictions: the last epoch's, or (a run resumed after its last epoch) new ones."""
+        return self.final if self.final is not None else predict(m, self.test_images, self.cfg.task, **self.kw)
 
 
 def write_record(seal: Seal, cfg: RunConfig, data: Dataset, rt: Runtime, init_info: dict, resumed: bool) -> None:
@@ -505,14 +513,15 @@ def train_and_finish(
 ) -> dict:
     world, folder, stream = rt.world, seal.folder, stream_contract(rt.device)
     images, labels, test_images, test_labels = device_data(cfg, data, rt.device)
-    pred_kw = prediction_options(cfg, engine.norm)
-    evaluate = epoch_evaluator(cfg, engine.norm, images, labels, test_images, test_labels)
+    evaluate = EpochEvaluator(cfg, engine.norm, images, labels, test_images, test_labels)
 
     last = time.monotonic()
 
     def save(s: LoopState) -> None:
-        """A checkpoint mid-epoch (by steps or on a stop), at the last epoch, or once checkpoint_minutes passed; at
-        other epoch ends only metrics.jsonl, so that a long run of short epochs doesn't write one file per epoch."""
+        """A checkpoint mid-epoch (by steps or on a stop), at a kept epoch, or once checkpoint_minutes passed; at
+        other epoch ends only metrics.jsonl, so that a long run of short epochs doesn't write one file per epoch. The
+        last epoch's is written only when the finished run keeps checkpoints: its weights follow at once, and a run
+        killed before its result is written resumes from the checkpoint before (bit-exact, as from any other)."""
         nonlocal last
         if not world.is_main:
             return
@@ -520,8 +529,10 @@ def train_and_finish(
             sinks.epoch(s.history)
         stopping = rt.stop is not None and rt.stop.requested
         kept = not s.step and s.epoch in rt.saving.keep_epochs
-        due = s.step or s.epoch >= cfg.epochs or stopping or kept
-        due = due or time.monotonic() - last >= rt.saving.checkpoint_minutes * 60
+        if s.epoch >= cfg.epochs:
+            due = stopping or kept or rt.saving.keep_checkpoints > 0
+        else:
+            due = s.step or stopping or kept or time.monotonic() - last >= rt.saving.checkpoint_minutes * 60
         if due:
             save_state(seal, cfg, engine, s, stream, kept_epochs(rt))
             last = time.monotonic()
@@ -552,7 +563,7 @@ def train_and_finish(
     classes = list(data.class_names) if cfg.task == "classification" else ["0", "90", "180", "270"]
     meta = weights_meta(cfg, engine.norm, classes, test_images.shape[-1])
     seal.write(WEIGHTS, ckpt.encode(model.state_dict(), meta))
-    pred = predict(model, test_images, cfg.task, **pred_kw)
+    pred = evaluate.final_predictions(model)
     examples = {"images": data.test_images[:8].clone(), "pred": pred[:8]}
     seal.write(EXAMPLES, ckpt.encode(examples))
     result = {

@@ -40,10 +40,10 @@ from rotnet.models import build_model, check_keys
 from rotnet.provenance import cpu_identity, git_commit, provenance
 from rotnet.record import inspect, read_metrics, voucher
 from rotnet.run import (
+    EpochEvaluator,
     Runtime,
     build_engine,
     device_data,
-    epoch_evaluator,
     init_model,
     prediction_options,
     refuse_missing_keys,
@@ -211,7 +211,7 @@ def verify(
         engine = build_engine(cfg, model, Runtime(dev, folder), normalization(cfg, data))
         state = restore(start, cfg, engine, now) if start else LoopState()
         images, labels, test_images, test_labels = device_data(cfg, data, dev)
-        evaluate = epoch_evaluator(cfg, engine.norm, images, labels, test_images, test_labels)
+        evaluate = EpochEvaluator(cfg, engine.norm, images, labels, test_images, test_labels)
         try:
             fit(cfg, engine, images, labels, state, Hooks(evaluate, save, log=lambda _: None))
         except _Enough:
