@@ -385,3 +385,20 @@ def test_a_run_refused_before_it_starts_leaves_no_folder(capsys, tmp_path, fake_
     line = run(capsys, "train", "rotation", "--train-per-class", "50", root=tmp_path, data=fake_root)
     assert "training images, fewer than 50 per class" in line
     assert not (tmp_path / "resnet18").exists()
+
+
+@pytest.mark.parametrize("command", ["probe", "verify", "export"])
+def test_a_mistyped_run_folder_names_the_run_folders_near_it(capsys, tmp_path, command):
+    """The smoke preset writes rotation@200pc/seed0; a command given rotation/seed0 said only "not a rotnet run
+    folder (no readable config.json)", as if there were no runs at all."""
+    for name in ("rotation@200pc/seed0", "rotation@200pc/seed1", "full-from-random@200pc/seed0"):
+        (tmp_path / "resnet18" / name).mkdir(parents=True)
+        (tmp_path / "resnet18" / name / "config.json").write_text("{}")
+    asked = tmp_path / "resnet18/rotation/seed0"
+    args = [command, str(asked), *([str(tmp_path / "out")] if command == "export" else [])]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{asked} does not exist; run folders near it: " in err[0], err
+    assert err[0].split("near it: ")[1].startswith(str(tmp_path / "resnet18/rotation@200pc/seed0"))
+    assert str(tmp_path / "resnet18/full-from-random@200pc/seed0") in err[0]
+    assert not (tmp_path / "out").exists()

@@ -111,10 +111,12 @@ def export_run(folder: Path, out: Path) -> Path:
 
     from rotnet import __version__
     from rotnet.checkpoint import atomic_write_text, load_tensors
-    from rotnet.layout import CONFIG, METRICS, RESULT, WEIGHTS, read_json
+    from rotnet.layout import CONFIG, METRICS, RESULT, WEIGHTS, not_a_run, read_json
     from rotnet.record import open_run
 
     folder, out = Path(folder), Path(out)
+    if not folder.exists():
+        raise not_a_run(folder, "")
     if not (folder / RESULT).is_file() or not (folder / WEIGHTS).is_file():
         raise RotnetError(f"{folder} is not a finished rotnet run (no {RESULT} and {WEIGHTS})")
     open_run(folder, "export", need=(RESULT, WEIGHTS))  # only what rotnet wrote leaves the run folder

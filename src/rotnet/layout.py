@@ -3,6 +3,7 @@ reading what a run recorded, and the lock that keeps one process per run folder.
 
 from __future__ import annotations
 
+import difflib
 import errno
 import fcntl
 import json
@@ -82,6 +83,28 @@ def find_runs(root: Path) -> list[Path]:
     """Run folders under a runs root (those holding a config.json), with or without a data segment."""
     found = [*Path(root).glob("*/*/seed*"), *Path(root).glob("*/*/*/seed*")]
     return sorted(p for p in found if parse_run_dir(p) and (p / CONFIG).is_file())
+
+
+def not_a_run(folder: Path, why: str) -> RotnetError:
+    """The error for a folder given as a run that holds none; when it does not exist, it names the run folders
+    nearest to it (a mistyped experiment, seed, or a preset's @Npc suffix)."""
+    folder = Path(folder)
+    if folder.exists():
+        return RotnetError(f"{folder} is not a rotnet run folder ({why})")
+    near = folder.parent
+    for _ in range(3):  # up to the runs root of ROOT/[DATA/]ARCH/EXPERIMENT/seedN, and no further
+        if near.is_dir():
+            break
+        near = near.parent
+    found = []
+    if near.is_dir():
+        patterns = ("seed*", "*/seed*", "*/*/seed*", "*/*/*/seed*")
+        found = [p for pat in patterns for p in near.glob(pat) if parse_run_dir(p) and (p / CONFIG).is_file()]
+    if not found:
+        return RotnetError(f"{folder} does not exist")
+    found.sort(key=lambda p: -difflib.SequenceMatcher(None, str(p), str(folder)).ratio())
+    more = f" (and {len(found) - 4} more)" if len(found) > 4 else ""
+    return RotnetError(f"{folder} does not exist; run folders near it: {', '.join(map(str, found[:4]))}{more}")
 
 
 def read_json(path: Path) -> Any:

@@ -19,7 +19,7 @@ from rotnet.config import RunConfig, from_dict, with_defaults
 from rotnet.data import Dataset
 from rotnet.errors import RotnetError
 from rotnet.evaluate import STAGES, extract
-from rotnet.layout import CONFIG, WEIGHTS, read_record
+from rotnet.layout import CONFIG, WEIGHTS, not_a_run, read_record
 from rotnet.models import build_model, check_keys, initial_model
 from rotnet.record import open_run
 from rotnet.seeds import derive_seed
@@ -32,7 +32,7 @@ def finished_run_config(folder: Path) -> RunConfig:
     except RotnetError:
         record = None
     if record is None:
-        raise RotnetError(f"{folder} is not a rotnet run folder (no readable {CONFIG})")
+        raise not_a_run(folder, f"no readable {CONFIG}")
     cfg = from_dict(with_defaults(record["config"]), str(folder / CONFIG))
     if not (folder / WEIGHTS).is_file():
         raise RotnetError(f"{folder} has no {WEIGHTS}: the run has not finished")

@@ -32,6 +32,7 @@ from rotnet.layout import (
     WEIGHTS,
     RunId,
     data_diff,
+    not_a_run,
     parse_run_dir,
     read_json,
 )
@@ -133,7 +134,7 @@ def verify(
     folder = Path(folder)
     record = read_json(folder / CONFIG)
     if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
-        raise RotnetError(f"{folder} is not a rotnet run folder (no readable {CONFIG})")
+        raise not_a_run(folder, f"no readable {CONFIG}")
     refuse_missing_keys(folder, record)
     cfg = from_dict(with_defaults(record["config"]), str(folder / CONFIG))
     predates = sorted(set(ADDED) - set(record["config"]))
