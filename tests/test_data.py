@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from rotnet.data import FOLDER, balanced_subset, load_cifar10, safe_unpickle
+from rotnet.data import FOLDER, balanced_subset, load_cifar10, safe_unpickle, short_classes
 from rotnet.errors import RotnetError
 from tests.conftest import write_fake_cifar
 
@@ -88,6 +88,19 @@ def test_balanced_subsets_are_nested_and_balanced():
     assert set(small.tolist()) <= set(large.tolist())
     assert torch.equal(torch.bincount(labels[large]), torch.full((10,), 20))
     assert not torch.equal(small, balanced_subset(labels, 3, seed=2))
+
+
+def test_a_subset_takes_all_of_a_smaller_class_and_counts_unlabeled_images_as_one():
+    """N per class refused data with a smaller class ("class 0 has 50 training images, fewer than 200 per class"),
+    so the smoke preset failed on any small dataset; unlabeled images (-1) made the subset an error."""
+    labels = torch.cat([torch.zeros(5), torch.ones(50), torch.full((30,), 2)]).long()
+    picked = labels[balanced_subset(labels, 20, seed=0)]
+    assert torch.bincount(picked).tolist() == [5, 20, 20]
+    assert short_classes(labels, 20) == {0: 5}
+    unlabeled = torch.full((40,), -1)
+    assert len(balanced_subset(unlabeled, 25, seed=0)) == 25 and short_classes(unlabeled, 50) == {-1: 40}
+    many = torch.arange(1000) % 10  # where every class has enough, the subset is the one it always was
+    assert set(balanced_subset(many, 3, seed=1).tolist()) <= set(balanced_subset(many, 20, seed=1).tolist())
 
 
 REAL = os.environ.get("ROTNET_DATA")

@@ -380,11 +380,14 @@ def test_double_sigint_within_50ms_is_one_line(tmp_path, fake_root):
 
 
 def test_a_run_refused_before_it_starts_leaves_no_folder(capsys, tmp_path, fake_root):
-    """A subset larger than a class was refused after config.json and .lock were written: `report` then listed a
-    run "started 0/2" that never was."""
-    line = run(capsys, "train", "rotation", "--train-per-class", "50", root=tmp_path, data=fake_root)
-    assert "training images, fewer than 50 per class" in line
-    assert not (tmp_path / "resnet18").exists()
+    """A run refused after config.json and .lock were written (here: init weights of another arch) left them: `report`
+    then listed a run "started 0/2" that never was."""
+    path = tmp_path / "r50.safetensors"
+    save_tensors(path, build_model("resnet50", 4).state_dict(), {"config": {"task": "rotation", "arch": "resnet50"}})
+    runs = tmp_path / "runs"
+    line = run(capsys, "train", "full-from-rotation", "--init", str(path), root=runs, data=fake_root)
+    assert "do not match the model" in line
+    assert not (runs / "resnet18").exists()
 
 
 @pytest.mark.parametrize("command", ["probe", "verify", "export"])

@@ -94,3 +94,22 @@ def test_identical_runs_write_identical_weight_files(tiny_runs, tmp_path, fake_r
         for root in (tiny_runs, tmp_path)
     }
     assert len(digests) == 1
+
+
+def test_a_subset_larger_than_a_class_runs_on_all_of_it_and_says_which(tmp_path, fake_root, capsys):
+    """`--preset smoke` (200 per class) failed every run on a small dataset, after decoding it; the message named
+    classes by index. Now a class with fewer images gives all of them, named in a warning and in result.json."""
+    args = ("train", "full-from-random", "--train-per-class", "7", "--epochs", "1")
+    assert train(*args, root=tmp_path, data=fake_root) == 0
+    from rotnet.data import class_counts, load_cifar10
+
+    data = load_cifar10(fake_root, download=False)
+    counts = {data.class_names[c]: n for c, n in class_counts(data.train_labels).items()}
+    small = {name: n for name, n in counts.items() if n < 7}
+    assert small, "the fake data must have a class under 7 images for this test to mean anything"
+    err = capsys.readouterr().err
+    assert "fewer than 7 training images per class in " in err
+    assert all(f"{name} ({n})" in err for name, n in small.items())
+    result = json.loads((tmp_path / "resnet18/full-from-random@7pc/seed0/result.json").read_text())
+    assert result["train_images_per_class"] == {name: min(n, 7) for name, n in counts.items()}
+    assert result["train_images"] == sum(min(n, 7) for n in counts.values())

@@ -334,14 +334,20 @@ def holdout_split(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def balanced_subset(labels: torch.Tensor, per_class: int, seed: int) -> torch.Tensor:
-    """Indices of `per_class` images of each class, chosen by seed and nested: the subset for n lies inside
-    the subset for any m > n (each class's images are ranked once by a seeded permutation)."""
+    """Indices of up to `per_class` images of each class (all of a smaller class; unlabeled images, -1, count as one
+    class), chosen by seed and nested: the subset for n lies inside the subset for any m > n (each class's images
+    are ranked once by a seeded permutation)."""
     gen = generator("cpu", "subset", seed)
     order = torch.randperm(len(labels), generator=gen)
-    picked = []
-    for c in range(int(labels.max()) + 1 if len(labels) else 0):
-        members = order[labels[order] == c]
-        if len(members) < per_class:
-            raise RotnetError(f"class {c} has {len(members)} training images, fewer than {per_class} per class")
-        picked.append(members[:per_class])
-    return torch.cat(picked).sort().values
+    picked = [order[labels[order] == c][:per_class] for c in labels.unique().tolist()]
+    return torch.cat(picked).sort().values if picked else order
+
+
+def class_counts(labels: torch.Tensor) -> dict[int, int]:
+    """{class: its image count}, -1 for the unlabeled ones."""
+    return dict(zip(*(t.tolist() for t in labels.cpu().unique(return_counts=True)), strict=True))
+
+
+def short_classes(labels: torch.Tensor, per_class: int) -> dict[int, int]:
+    """{class: its image count} for each class with fewer than `per_class` images."""
+    return {c: n for c, n in class_counts(labels).items() if n < per_class}

@@ -7,6 +7,7 @@ import math
 import os
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from torch import nn
 
 from rotnet import checkpoint as ckpt
 from rotnet.config import ADDED, NOT_PROTOCOL, RunConfig, config_diff
-from rotnet.data import Dataset, balanced_subset, normalization, outputs
+from rotnet.data import Dataset, balanced_subset, class_counts, normalization, outputs, short_classes
 from rotnet.distributed import World, barrier, ranks_agree
 from rotnet.errors import InUse, RotnetError
 from rotnet.evaluate import accuracy, confusion, knn_monitor, predict, targets_for
@@ -336,6 +337,43 @@ def train_subset(cfg: RunConfig, data: Dataset) -> tuple[torch.Tensor, torch.Ten
     return data.train_images[idx], data.train_labels[idx]
 
 
+def first_missing(folder: Path) -> Path | None:
+    """The outermost of folder and its parents that does not exist yet (None: folder exists)."""
+    missing = None
+    while not folder.exists():
+        missing, folder = folder, folder.parent
+    return missing
+
+
+def remove_made(folder: Path, created: Path) -> None:
+    """Remove a refused run's folder, and the parents it made up to `created` while they are empty: a job beside it
+    (reproduce runs several) may be using them."""
+    shutil.rmtree(folder, ignore_errors=True)
+    for parent in folder.parents:
+        if not parent.is_relative_to(created):
+            break
+        try:
+            parent.rmdir()  # only an empty folder
+        except OSError:
+            break
+
+
+def warn_short_classes(cfg: RunConfig, data: Dataset) -> None:
+    """A subset of N per class takes all of a smaller class (a smoke test runs on whatever data it is given): say
+    which, by name; result.json records each class's count."""
+    short = short_classes(data.train_labels, cfg.train_per_class) if cfg.train_per_class else {}
+    if short:
+        names = [f"{class_name(data, c)} ({n})" for c, n in sorted(short.items())]
+        warnings.warn(
+            f"fewer than {cfg.train_per_class} training images per class in {', '.join(names)}: all of them are used",
+            stacklevel=2,
+        )
+
+
+def class_name(data: Dataset, c: int) -> str:
+    return data.class_names[c] if 0 <= c < len(data.class_names) else "unlabeled"
+
+
 def build_engine(cfg: RunConfig, model: nn.Module, rt: Runtime, norm: tuple) -> Engine:
     device, world = rt.device, rt.world
     if world.size > 1 and cfg.sync_bn:
@@ -443,14 +481,15 @@ def run(cfg: RunConfig, data: Dataset, rt: Runtime, source: Source | None = None
         check_run(cfg, rt, source, data, weights)
         log(f"{folder}: already finished; reusing it")
         return read_json(folder / RESULT)
-    # Before any folder is made: classification needs labels, a subset needs enough images per class.
+    # Before any folder is made: classification needs labels.
     classes = outputs(cfg, data)
+    warn_short_classes(cfg, data)
     steps = math.ceil(len(train_subset(cfg, data)[1]) / cfg.batch_size)
-    lock, created = None, False
+    lock, created = None, None
     if world.is_main:
         if rt.saving.restart and folder.exists():
             log(f"{folder}: kept the previous run as {keep_aside(folder).name}")
-        created = not folder.exists()
+        created = first_missing(folder)  # what a refusal below removes: the run folder and the parents it needs
         make_dir(folder)
         lock = RunLock(folder).acquire()
     try:
@@ -466,7 +505,7 @@ def run(cfg: RunConfig, data: Dataset, rt: Runtime, source: Source | None = None
         except (RotnetError, OSError, RuntimeError):
             if created:  # nothing of a run refused before it started is left behind (a report would list it)
                 lock.release()
-                shutil.rmtree(folder, ignore_errors=True)
+                remove_made(folder, created)
             raise
         resumed, threads = state is not None, None
         if state is None:
@@ -585,6 +624,8 @@ def train_and_finish(
         "test_images": len(data.test_images),
         "train_images": len(images),
     }
+    if cfg.train_per_class:  # up to N of each class: what each one had
+        result["train_images_per_class"] = {class_name(data, c): n for c, n in class_counts(labels).items()}
     seal.write_text(RESULT, json.dumps(result, indent=2) + "\n")
     (folder / FAILED).unlink(missing_ok=True)  # an earlier attempt's mark; it finished now
     seal.removed(ckpt.prune_checkpoints(folder / CHECKPOINTS, rt.saving.keep_checkpoints, kept_epochs(rt)))
