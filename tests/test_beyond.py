@@ -111,7 +111,7 @@ def test_probe_label_efficiency_and_knn_end_to_end(tmp_path, fake_root):
     assert main(["probe", str(rotation), "--epochs", "2", "--data-root", str(fake_root), "--no-download"]) == 0
     probe = json.loads((rotation / "probe/probe-linear-pool1.json").read_text())
     assert set(probe["accuracy"]) == {"pretrained", "random"} and set(probe["accuracy"]["random"]) == set(STAGES)
-    assert (rotation / "probe/features-pretrained-pool1.safetensors").is_file()
+    assert sorted(p.name for p in (rotation / "probe").iterdir()) == ["probe-linear-pool1.json"]  # no features kept
     assert main(["report", str(root)]) == 0
     report = (root / "report.md").read_text()
     for section in ("## kNN monitor", "## Per-layer probes", "## Label efficiency", "full-from-rotation@2pc"):
@@ -143,3 +143,38 @@ def test_probes_on_other_data_keep_their_own_files(tiny_runs, tmp_path, fake_roo
     assert main(["report", str(tmp_path)]) == 0
     report = (tmp_path / "report.md").read_text()
     assert "epochs, on cifar10 32px" in report and "epochs, on cifar100 32px" in report
+
+
+def test_probe_says_what_it_does_keeps_features_only_when_asked_and_flags_useless_pretraining(
+    tiny_runs, tmp_path, fake_root, capsys, monkeypatch
+):
+    """The probe kept 469 MB of features inside the run folder of a smoke run, said nothing for minutes, and said
+    nothing when the pretrained features were worse than random at every stage."""
+    import shutil
+
+    import rotnet.probe
+
+    run = tmp_path / "runs/resnet18/rotation/seed0"
+    shutil.copytree(tiny_runs / "resnet18/rotation/seed0", run)
+    extracted, real = [], rotnet.probe.extract
+    monkeypatch.setattr(rotnet.probe, "extract", lambda *a, **kw: extracted.append(1) or real(*a, **kw))
+    common = ["probe", str(run), "--epochs", "1", "--data-root", str(fake_root), "--no-download"]
+    cache = tmp_path / "features"
+    assert main([*common, "--feature-cache", str(cache)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("probe: 80 train and 16 test images of cifar10 32px; features of 5 stages")
+    assert len(extracted) == 4 and len(list(cache.iterdir())) == 2  # train and test, pretrained and random
+    assert main([*common, "--feature-cache", str(cache), "--head", "mlp"]) == 0
+    assert len(extracted) == 4  # the second probe read them from the cache
+    assert sorted(p.name for p in (run / "probe").iterdir()) == ["probe-linear-pool1.json", "probe-mlp-pool1.json"]
+
+    # Pretrained heads that score below the random-init ones at every stage: a warning says so, naming no stage.
+    scores = iter([10.0] * len(STAGES) + [20.0] * len(STAGES))
+    monkeypatch.setattr(rotnet.probe, "fit_head", lambda *a, **kw: next(scores))
+    capsys.readouterr()
+    assert main(common) == 0
+    err = capsys.readouterr().err
+    assert "pretrained features are not better than random init at every stage" in err
+    scores = iter([30.0, 10.0, 30.0, 30.0, 30.0] + [20.0] * len(STAGES))
+    assert main(common) == 0
+    assert "not better than random init at layer1:" in capsys.readouterr().err

@@ -225,7 +225,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", type=Path, help="a finished run folder, e.g. runs/quick/resnet18/rotation/seed0")
     p.add_argument("--head", default="linear", choices=["linear", "mlp"])
     p.add_argument("--pool", type=int, default=1, help="spatial grid of the average pooling (1: global)")
-    p.add_argument("--epochs", type=int, default=30, help="epochs of head training on the cached features")
+    p.add_argument("--epochs", type=int, default=30, help="epochs of each head's training on the frozen features")
+    p.add_argument(
+        "--feature-cache",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="keep the extracted features in DIR, so a probe with another head skips extraction (default: not kept)",
+    )
     p.add_argument("--dataset", default=None, help="the labeled data to probe on (default: the run's own)")
     p.add_argument("--image-size", type=int, default=None, help="its image size (default: the run's)")
     add_data_flags(p)
@@ -369,6 +376,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     probed = replace(cfg, **target)
     data = load_for(probed, data_options(args))
     kw = {"head": args.head, "pool": args.pool, "epochs": args.epochs, "own_data": probed == cfg}
+    kw["cache"] = args.feature_cache
     out = probe(args.run, data, resolve_device(args.device), **kw)
     print(f"wrote {out}")
     return 0

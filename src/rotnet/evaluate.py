@@ -77,13 +77,15 @@ def extract(
     precision: str = "fp32",
     channels_last: bool = True,
     norm: tuple = SEED_NORM,
+    desc: str = "",
 ) -> dict[str, torch.Tensor]:
     """Pooled features (N, C * pool * pool) of each stage for uint8 images (N, 3, H, W); no augmentation.
-    pool=1 is global average pooling; pool=2 keeps a 2x2 spatial grid."""
+    pool=1 is global average pooling; pool=2 keeps a 2x2 spatial grid. `desc`: a progress bar's name (none without)."""
     model.eval()
     device = next(model.parameters()).device
     parts: dict[str, list[torch.Tensor]] = {s: [] for s in stages}
-    for start in range(0, len(images), batch_size):
+    starts = range(0, len(images), batch_size)
+    for start in tqdm(starts, desc=desc, unit="batch", leave=False, disable=None if desc else True):
         x = to_input(images[start : start + batch_size].to(device), channels_last, norm)
         with autocast(device, precision):
             outs = stage_outputs(model, x, stages)

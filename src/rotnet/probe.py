@@ -6,12 +6,15 @@ a linear (or small MLP) classifier trained on them for the 10 CIFAR-10 classes; 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from rotnet import checkpoint as ckpt
 from rotnet.augment import SEED_NORM
@@ -46,18 +49,22 @@ def recorded_norm(folder: Path) -> tuple:
     return (tuple(norm["mean"]), tuple(norm["std"])) if isinstance(norm, dict) else SEED_NORM
 
 
-def cached_features(model: nn.Module, data: Dataset, cache: Path, pool: int, digest: str, norm: tuple) -> dict:
-    """Train and test features of every stage, extracted once and cached in safetensors (keyed by the weights and
-    the data)."""
+def features(model: nn.Module, data: Dataset, pool: int, norm: tuple, cache: Path | None, digest: str) -> dict:
+    """Train and test features of every stage; with a cache folder, kept there as safetensors keyed by the weights,
+    the pooling and the data (a probe with another head then skips extraction)."""
     key = {"weights": digest, "pool": pool, "data": data.fingerprint}
-    if cache.is_file():
-        tensors, meta = ckpt.load_tensors(cache)
+    data_id = hashlib.sha256(json.dumps(data.fingerprint, sort_keys=True).encode()).hexdigest()
+    path = cache / f"features-{digest[:16]}-pool{pool}-{data_id[:16]}.safetensors" if cache else None
+    if path is not None and path.is_file():
+        tensors, meta = ckpt.load_tensors(path)
         if all(meta.get(k) == v for k, v in key.items()):
             return tensors
     kw = {"pool": pool, "channels_last": True, "norm": norm}
-    tensors = {f"train.{k}": v for k, v in extract(model, data.train_images, **kw).items()}
-    tensors |= {f"test.{k}": v for k, v in extract(model, data.test_images, **kw).items()}
-    ckpt.save_tensors(cache, tensors, key)
+    tensors = {f"train.{k}": v for k, v in extract(model, data.train_images, **kw, desc="features (train)").items()}
+    tensors |= {f"test.{k}": v for k, v in extract(model, data.test_images, **kw, desc="features (test)").items()}
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ckpt.save_tensors(path, tensors, key)
     return tensors
 
 
@@ -67,7 +74,7 @@ def make_head(kind: str, dim: int, classes: int) -> nn.Module:
     return nn.Sequential(nn.Linear(dim, 512), nn.BatchNorm1d(512), nn.ReLU(), nn.Linear(512, classes))
 
 
-def fit_head(train_x, train_y, test_x, test_y, *, kind: str, epochs: int, seed: int) -> float:
+def fit_head(train_x, train_y, test_x, test_y, *, kind: str, epochs: int, seed: int, bar=None) -> float:
     """Train a head on standardized features with Adam (lr 1e-3, cosine to 0, batch 256); test accuracy (%)."""
     mean, std = train_x.mean(0), train_x.std(0) + 1e-6
     train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
@@ -85,6 +92,8 @@ def fit_head(train_x, train_y, test_x, test_y, *, kind: str, epochs: int, seed: 
             loss.backward()
             opt.step()
             sched.step()
+        if bar is not None:
+            bar.update()
     head.eval()
     with torch.inference_mode():
         return 100.0 * (head(test_x).argmax(1) == test_y).double().mean().item()
@@ -99,10 +108,13 @@ def probe(
     pool: int = 1,
     epochs: int = 30,
     own_data: bool = True,
+    cache: Path | None = None,
+    log=print,
 ) -> Path:
     """Probe every stage of the run's weights and of random-init weights on data (the run's own unless own_data is
     False); write probe/probe-HEAD-poolP.json, with -DATA-SIZEpx before .json for other data, so that probes on
-    different data never replace each other."""
+    different data never replace each other. Features are extracted again each time unless `cache` names a folder
+    to keep them in."""
     cfg = finished_run_config(folder)
     weights, _ = ckpt.load_tensors(folder / WEIGHTS)
     out_dir = folder / "probe"
@@ -124,31 +136,44 @@ def probe(
     n = len(weights["fc.bias"]) if "fc.bias" in weights else 4
     norm = recorded_norm(folder)
     random_init = initial_model(cfg.arch, n, cfg.stem, cfg.seed).state_dict()  # as the run started
+    log(
+        f"probe: {len(data.train_images):,} train and {len(data.test_images):,} test images of {described}; "
+        f"features of {len(STAGES)} stages ({', '.join(STAGES)}), pooled {pool}x{pool}, from the run's weights and "
+        f"from random init; a {head} head on each ({2 * len(STAGES)} heads, {epochs} epoch{'s' * (epochs != 1)} each)"
+    )
     for which, state in (("pretrained", weights), ("random", random_init)):
         model = build_model(cfg.arch, n, cfg.stem)
         check_keys(state, model.state_dict(), f"{folder / WEIGHTS}")
         model.load_state_dict(state)
         model.to(device).to(memory_format=torch.channels_last)
-        feats = cached_features(
-            model, data, out_dir / f"features-{which}-pool{pool}{tag}.safetensors", pool, ckpt.digest(state), norm
-        )
+        feats = features(model, data, pool, norm, cache, ckpt.digest(state))
         accs = {}
-        for stage in STAGES:
-            accs[stage] = fit_head(
-                feats[f"train.{stage}"],
-                data.train_labels,
-                feats[f"test.{stage}"],
-                data.test_labels,
-                kind=head,
-                epochs=epochs,
-                seed=cfg.seed,
-            )
-            print(f"{which} {stage}: {accs[stage]:.2f}% ({feats[f'train.{stage}'].shape[1]} features)", flush=True)
+        with tqdm(total=len(STAGES) * epochs, desc=f"{which} heads", unit="epoch", leave=False, disable=None) as bar:
+            for stage in STAGES:
+                train_x, test_x = feats[f"train.{stage}"], feats[f"test.{stage}"]
+                labels = data.train_labels, data.test_labels
+                accs[stage] = fit_head(
+                    train_x, labels[0], test_x, labels[1], kind=head, epochs=epochs, seed=cfg.seed, bar=bar
+                )
+                bar.write(f"{which} {stage}: {accs[stage]:.2f}% ({train_x.shape[1]} features)")
         results["accuracy"][which] = accs
     out = out_dir / f"probe-{head}-pool{pool}{tag}.json"
     ckpt.atomic_write_text(out, json.dumps(results, indent=2) + "\n")
-    print(table(results))
+    log(table(results))
+    worse = not_better(results["accuracy"])
+    if worse:
+        where = "at every stage" if len(worse) == len(STAGES) else f"at {', '.join(worse)}"
+        warnings.warn(
+            f"the pretrained features are not better than random init {where}: the run learned nothing those stages "
+            "can use here (too short, or a protocol problem)",
+            stacklevel=2,
+        )
     return out
+
+
+def not_better(accuracy: dict) -> list[str]:
+    """The stages whose pretrained probe is not above the random-init one."""
+    return [s for s in STAGES if accuracy["pretrained"][s] <= accuracy["random"][s]]
 
 
 def table(results: dict) -> str:
