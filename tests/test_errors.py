@@ -52,6 +52,19 @@ def test_missing_data_root(capsys, tmp_path):
     assert "CIFAR-10 not found" in line and "put the cifar-10-batches-py folder" in line
 
 
+@pytest.mark.parametrize("download", [False, True])
+def test_data_root_naming_the_batches_folder_itself(capsys, tmp_path, data, download):
+    """--data-root .../cifar-10-batches-py asked to put that folder "under .../cifar-10-batches-py" and, downloading,
+    created one inside it."""
+    inner = data / FOLDER
+    before = sorted(inner.rglob("*"))
+    argv = ["train", "rotation", *TINY, "--runs-root", str(tmp_path / "runs"), "--data-root", str(inner)]
+    assert main(argv if download else [*argv, "--no-download"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"rotnet: error: {inner} is the {FOLDER} folder itself; pass the folder that holds it: {data}"]
+    assert sorted(inner.rglob("*")) == before
+
+
 def test_truncated_batch_file(capsys, tmp_path, data):
     path = data / FOLDER / "data_batch_3"
     path.write_bytes(path.read_bytes()[:1000])
