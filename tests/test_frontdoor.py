@@ -3,6 +3,7 @@ tables, and checkpoints that don't pile up."""
 
 import json
 import re
+import shutil
 from itertools import dropwhile, takewhile
 from pathlib import Path
 
@@ -53,6 +54,27 @@ def test_tensorboard_and_csv_hold_the_logged_scalars(tmp_path, fake_root):
     assert [e.step for e in events.Scalars("step/loss")] == [20, 40]
     rows = (folder / "metrics.csv").read_text().splitlines()
     assert rows[0].startswith("epoch,lr,train_loss") and len(rows) == 1 + len(history)
+
+
+def test_loggers_asked_of_a_finished_run_are_written_from_its_record(tiny_runs, tmp_path, fake_root, capsys):
+    """`--logger tensorboard` on a finished run did nothing, silently."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    shutil.copytree(tiny_runs, tmp_path, dirs_exist_ok=True)
+    folder = tmp_path / "resnet18/rotation/seed0"
+    assert cli("train", "rotation", "--logger", "tensorboard", "--logger", "csv", root=tmp_path, data=fake_root) == 0
+    assert (
+        "already finished; reusing it; wrote its tensorboard and csv logs from metrics.jsonl" in capsys.readouterr().out
+    )
+    history = metrics(folder)
+    events = EventAccumulator(str(folder / "tensorboard")).Reload()
+    logged = [(e.step, e.value) for e in events.Scalars("epoch/test_acc")]
+    assert logged == [(r["epoch"], pytest.approx(r["test_acc"], rel=1e-6)) for r in history]
+    assert len((folder / "metrics.csv").read_text().splitlines()) == 1 + len(history)
+    assert cli("train", "rotation", "--logger", "csv", root=tmp_path, data=fake_root) == 0  # once, not again
+    assert capsys.readouterr().out.rstrip().endswith("already finished; reusing it")
+    assert cli("train", "rotation", "--logger", "wandb", root=tmp_path, data=fake_root) == 2
+    assert "--logger wandb sends a run while it trains, not afterwards" in capsys.readouterr().err
 
 
 def test_the_csv_holds_every_epoch_record_and_every_column(tmp_path, fake_root):

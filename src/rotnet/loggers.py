@@ -86,3 +86,18 @@ class Loggers:
         if self.wandb is not None:
             self.wandb.summary["test_acc"] = result["test_acc"]
             self.wandb.finish()
+
+
+def replay(names: tuple[str, ...], folder: Path, cfg: RunConfig, history: list[dict], result: dict) -> list[str]:
+    """Write a finished run's TensorBoard and CSV logs from its epoch records (no step-level points: metrics.jsonl
+    has none), for the loggers whose output it lacks; returns what was written. W&B is not sent a run again."""
+    if "wandb" in names:
+        raise RotnetError(f"{folder} has finished: --logger wandb sends a run while it trains, not afterwards")
+    have = {"tensorboard": (Path(folder) / "tensorboard").exists(), "csv": (Path(folder) / "metrics.csv").exists()}
+    todo = tuple(n for n in names if not have.get(n, False))
+    if todo and history:
+        sinks = Loggers(todo, folder, cfg, resumed=False)
+        for i in range(len(history)):
+            sinks.epoch(history[: i + 1])
+        sinks.finish(result)
+    return list(todo)

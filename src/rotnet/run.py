@@ -36,11 +36,11 @@ from rotnet.layout import (
     refuse_changed_config,
     run_dir,
 )
-from rotnet.loggers import Loggers
+from rotnet.loggers import Loggers, replay
 from rotnet.loop import Engine, Hooks, LoopState, build_optimizer, fit
 from rotnet.models import check_keys, initial_model, set_trainable, transfer_state
 from rotnet.provenance import provenance
-from rotnet.record import Seal, open_run, voucher
+from rotnet.record import Seal, open_run, read_metrics, voucher
 from rotnet.runtime import cpu_threads, recorded_threads, threads_text
 from rotnet.seeds import contract_diff, stream_contract
 from rotnet.signals import StopFlag
@@ -479,8 +479,15 @@ def run(cfg: RunConfig, data: Dataset, rt: Runtime, source: Source | None = None
     folder = run_dir(rt.runs_root, cfg)
     if (folder / RESULT).is_file() and not rt.saving.restart:
         check_run(cfg, rt, source, data, weights)
-        log(f"{folder}: already finished; reusing it")
-        return read_json(folder / RESULT)
+        result = read_json(folder / RESULT)
+        written = (
+            replay(rt.saving.loggers, folder, cfg, read_metrics(folder / METRICS) or [], result)
+            if world.is_main
+            else []
+        )
+        also = f"; wrote its {' and '.join(written)} logs from metrics.jsonl" if written else ""
+        log(f"{folder}: already finished; reusing it{also}")
+        return result
     # Before any folder is made: classification needs labels.
     classes = outputs(cfg, data)
     warn_short_classes(cfg, data)
