@@ -48,9 +48,10 @@ def fake_data(fake_root):
 
 @pytest.fixture(scope="session")
 def tiny_runs(tmp_path_factory, fake_root) -> Path:
-    """A finished TINY rotation run, made once per session; copy it before changing anything under it."""
+    """A finished TINY rotation run that kept its last checkpoint (`--keep-checkpoints 1`: the tests of checkpoints
+    start from it), made once per session; copy it before changing anything under it."""
     from tests.helpers import cli
 
     root = tmp_path_factory.mktemp("tiny-runs")
-    assert cli("train", "rotation", root=root, data=fake_root) == 0
+    assert cli("train", "rotation", "--keep-checkpoints", "1", root=root, data=fake_root) == 0
     return root

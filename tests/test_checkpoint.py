@@ -137,7 +137,7 @@ def test_a_resealed_checkpoint_at_an_impossible_position_is_skipped(tmp_path, ep
 def test_a_resealed_checkpoint_at_an_impossible_step_is_one_line_not_a_traceback(tmp_path, fake_root, capsys):
     from rotnet.record import sha256_file
 
-    assert cli("train", "rotation", root=tmp_path, data=fake_root) == 0
+    assert cli("train", "rotation", "--keep-checkpoints", "1", root=tmp_path, data=fake_root) == 0
     folder = tmp_path / "resnet18/rotation/seed0"
     (folder / "result.json").unlink()  # as if it had stopped at its last checkpoint
     ckpts = sorted((folder / "checkpoints").iterdir())

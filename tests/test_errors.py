@@ -41,7 +41,20 @@ def trained(tmp_path_factory, fake_root):
     """A finished rotation run to point other runs at."""
     root = tmp_path_factory.mktemp("trained")
     assert (
-        main(["train", "rotation", "--runs-root", str(root), "--data-root", str(fake_root), "--no-download", *TINY])
+        main(
+            [
+                "train",
+                "rotation",
+                "--runs-root",
+                str(root),
+                "--data-root",
+                str(fake_root),
+                "--no-download",
+                *TINY,
+                "--keep-checkpoints",
+                "1",
+            ]
+        )
         == 0
     )
     return root
@@ -233,7 +246,8 @@ def test_disk_full_while_saving(capsys, tmp_path, fake_root, monkeypatch):
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", fsync)
-    line = run(capsys, "train", "rotation", "--checkpoint-minutes", "0", root=tmp_path, data=fake_root)
+    args = ("--checkpoint-minutes", "0", "--keep-checkpoints", "1")
+    line = run(capsys, "train", "rotation", *args, root=tmp_path, data=fake_root)
     assert "No space left on device" in line
     folder = tmp_path / "resnet18/rotation/seed0"
     files = sorted(p.name for p in (folder / "checkpoints").iterdir())
@@ -242,7 +256,7 @@ def test_disk_full_while_saving(capsys, tmp_path, fake_root, monkeypatch):
     assert (folder / "metrics.jsonl").read_text().count("\n") == 1
     monkeypatch.setattr(os, "fsync", real_fsync)
     args = ["--runs-root", str(tmp_path), "--data-root", str(fake_root), "--no-download", *TINY]
-    assert main(["train", "rotation", *args, "--checkpoint-minutes", "0"]) == 0  # the run resumes once there is space
+    assert main(["train", "rotation", *args, "--checkpoint-minutes", "0", "--keep-checkpoints", "1"]) == 0  # resumes
     assert "resuming at epoch 2" in capsys.readouterr().out
 
 

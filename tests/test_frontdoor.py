@@ -165,11 +165,14 @@ def test_epoch_end_checkpoints_wait_for_the_interval(tmp_path, fake_root, monkey
         return real(self, name, data)
 
     monkeypatch.setattr(Seal, "write", spy)
-    assert cli("train", "rotation", root=tmp_path / "a", data=fake_root) == 0  # 2 epochs
-    assert saved == [(2, 0)] and len(metrics(tmp_path / "a/resnet18/rotation/seed0")) == 2
-    saved.clear()
+    assert cli("train", "rotation", root=tmp_path / "a", data=fake_root) == 0  # 2 epochs in under 10 minutes
+    assert saved == [] and len(metrics(tmp_path / "a/resnet18/rotation/seed0")) == 2
+    assert not (tmp_path / "a/resnet18/rotation/seed0/checkpoints").exists()  # a finished run keeps its weights only
     assert cli("train", "rotation", "--checkpoint-minutes", "0", root=tmp_path / "b", data=fake_root) == 0
-    assert saved == [(1, 0), (2, 0)]
+    assert saved == [(1, 0)]  # the last epoch's would be pruned at once: it is not written
+    saved.clear()
+    assert cli("train", "rotation", "--keep-checkpoints", "1", root=tmp_path / "c", data=fake_root) == 0
+    assert saved == [(2, 0)] and len(list((tmp_path / "c/resnet18/rotation/seed0/checkpoints").iterdir())) == 1
 
 
 def test_reproduce_ends_with_the_table_and_where_things_went(tiny_runs, tmp_path, fake_root, capsys):
