@@ -218,3 +218,14 @@ def test_the_readmes_results_tables_are_the_committed_reports_numbers(heading, f
         assert (
             cells[0] == f"{rows[experiment]['seed_report']:.2f}" and cells[1] == f"{rows[experiment]['ours_mean']:.2f}"
         )
+
+
+def test_a_run_says_its_plan_and_an_estimate_before_its_first_epoch(tmp_path, fake_root, capsys):
+    """`rotnet train rotation` with the paper preset started 45 epochs without a word about what it would do."""
+    assert cli("train", "rotation", root=tmp_path, data=fake_root) == 0  # 2 epochs of 80 images, batch 32
+    lines = capsys.readouterr().out.splitlines()
+    plan = f"{tmp_path / 'resnet18/rotation/seed0'}: 2 epochs (2 to go) of 80 images (3 steps of 32), tested on 16"
+    assert lines[0].startswith(plan)
+    estimate = r"resnet18 rotation: about \d+ s of training left at \d+ img/s \(timed over 3 steps.*"
+    assert re.fullmatch(estimate, lines[1])
+    assert lines[2].startswith("resnet18 rotation epoch 1/2")

@@ -228,6 +228,7 @@ def fit(
     every `checkpoint_every` steps, and before returning on a stop request. Shows a progress bar on a terminal."""
     world = world or World()
     steps = math.ceil(len(train_images) / cfg.batch_size)
+    timed = False  # the first steps' speed gives an estimate of the time left, once
     while state.epoch < cfg.epochs:
         epoch = state.epoch
         bar = tqdm(
@@ -239,7 +240,15 @@ def fit(
             dynamic_ncols=True,
         )
 
-        def display(done: int, running: dict, epoch=epoch, bar=bar) -> None:
+        def display(done: int, running: dict, epoch=epoch, bar=bar, first=state.step) -> None:
+            nonlocal timed
+            if not timed and world.is_main:
+                timed = True
+                left = ((cfg.epochs - epoch) * steps - done) * cfg.batch_size / max(running["images_per_s"], 1e-9)
+                hooks.log(
+                    f"{cfg.arch} {cfg.experiment}: about {duration(left)} of training left at "
+                    f"{running['images_per_s']:.0f} img/s (timed over {done - first} steps; evaluation not included)"
+                )
             bar.update(done - bar.n)
             bar.set_postfix(
                 loss=f"{running['loss']:.3f}", acc=f"{running['acc']:.1f}", img_s=f"{running['images_per_s']:.0f}"
@@ -267,6 +276,12 @@ def fit(
         if stopping and state.epoch < cfg.epochs:
             raise Interrupted(f"stopped after epoch {epoch + 1}", ctl.stop.signum)
     return state.history
+
+
+def duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
 def format_record(cfg: RunConfig, r: dict) -> str:

@@ -585,6 +585,14 @@ def train_and_finish(
         else:
             write_metrics(seal, s)
 
+    if world.is_main:
+        steps = math.ceil(len(images) / cfg.batch_size)
+        evals = "every epoch" if cfg.eval_every == 1 else f"every {cfg.eval_every} epochs and after the last"
+        evals = "after the last epoch" if cfg.eval_every >= cfg.epochs > 1 else evals
+        log(
+            f"{folder}: {cfg.epochs} epochs ({cfg.epochs - state.epoch} to go) of {len(images):,} images "
+            f"({steps} steps of {cfg.batch_size}), tested on {len(test_images):,} images {evals}"
+        )
     started = time.perf_counter()
     history = fit(
         cfg,
