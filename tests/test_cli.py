@@ -114,6 +114,18 @@ def test_every_config_field_has_a_flag_with_its_default_and_choices(capsys):
         assert "default" in capsys.readouterr().out or command == "report"
 
 
+def test_help_explains_what_each_command_takes(capsys):
+    """probe's --help did not say what --head chooses; export-images offered a --device it never uses."""
+    from rotnet.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["probe", "--help"])
+    assert "mlp (Linear-BN-ReLU-Linear" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["export-images", "--help"])
+    assert "--device" not in capsys.readouterr().out
+
+
 def test_bench_smoke(tmp_path, fake_root, capsys):
     from rotnet.cli import main
 

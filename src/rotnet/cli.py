@@ -66,8 +66,8 @@ def add_config_flags(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> 
             g.add_argument(flag, type=kind, default=None, dest=f.name, metavar=shown, help=text)
 
 
-def add_data_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("data and device")
+def add_data_flags(p: argparse.ArgumentParser, device: bool = True) -> None:
+    g = p.add_argument_group("data and device" if device else "data")
     g.add_argument(
         "--data-root",
         type=Path,
@@ -81,7 +81,8 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--skip-bad-images", action="store_true", help="skip unreadable images (counted) instead of stopping"
     )
-    g.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda or cuda:N")
+    if device:
+        g.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda or cuda:N")
 
 
 def add_run_flags(p: argparse.ArgumentParser) -> None:
@@ -223,7 +224,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("probe", "linear (or MLP) probes on frozen features of each stage, vs random init")
     p.add_argument("run", type=Path, help="a finished run folder, e.g. runs/quick/resnet18/rotation/seed0")
-    p.add_argument("--head", default="linear", choices=["linear", "mlp"])
+    p.add_argument(
+        "--head",
+        default="linear",
+        choices=["linear", "mlp"],
+        help="the classifier on each stage's features: linear, or mlp (Linear-BN-ReLU-Linear, 512 hidden)",
+    )
     p.add_argument("--pool", type=int, default=1, help="spatial grid of the average pooling (1: global)")
     p.add_argument("--epochs", type=int, default=30, help="epochs of each head's training on the frozen features")
     p.add_argument(
@@ -260,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-range", default=None, metavar="A:B", help="only training images A..B-1 (default: all)")
     p.add_argument("--no-test", action="store_true", help="leave out the test split")
     p.add_argument("--image-size", type=int, default=0, help="resize and center-crop to N (0: as they are)")
-    add_data_flags(p)
+    add_data_flags(p, device=False)
 
     p = command("export", "a finished run as a folder ready for a model hub: weights, config, model card")
     p.add_argument("run", type=Path, help="a finished run folder")
