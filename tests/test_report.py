@@ -141,7 +141,67 @@ def test_the_pretraining_gain_pairs_seeds(tiny_runs, tmp_path):
     assert row["gain"] == 5.0 and row["gain_seeds"] == [0]
     assert row["seed_gain"] == pytest.approx(84.03 - 82.79)  # the seed report's own difference, to compare with
     assert "| +5.00 (seed 0 only; seed report +1.24) |" in report
-    assert "gain_seeds" in (tmp_path / "results.csv").read_text().splitlines()[0]
+    import csv
+
+    table = {r["experiment"]: r for r in csv.DictReader((tmp_path / "results.csv").open()) if r["arch"] == "resnet18"}
+    assert {"seed0", "seed1", "gain_seed0", "gain_ci95_low"} <= set(table["full-from-rotation"])
+    cells = table["full-from-rotation"]
+    assert (cells["seed0"], cells["seed1"], cells["gain_seed0"], cells["gain_seed1"]) == ("50.0", "60.0", "5.0", "")
+    assert cells["ours_std"] == "7.0711"  # two seeds, rounded for people; full-from-random has one, and no std:
+    assert table["full-from-random"]["ours_std"] == "" and table["full-from-random"]["ours_mean"] == "45.0"
+
+
+def gain_row(diffs: list[float], seed_gain: float | None) -> dict:
+    """A from-rotation row and its from-random partner, made up so that the paired differences are `diffs`."""
+    from rotnet.report import with_gains
+
+    base = {"arch": "resnet18", "data": "cifar10", "seed_report": None}
+    rotation = {**base, "experiment": "full-from-rotation", "by_seed": {s: 80 + d for s, d in enumerate(diffs)}}
+    random = {**base, "experiment": "full-from-random", "by_seed": dict.fromkeys(range(len(diffs)), 80.0)}
+    if seed_gain is not None:
+        rotation["seed_report"], random["seed_report"] = 80 + seed_gain, 80.0
+    return with_gains([rotation, random])[0]
+
+
+@pytest.mark.parametrize(
+    ("diffs", "seed_gain", "words"),
+    [
+        ([0.1, 0.5, -0.3], 1.24, ["contains 0: these seeds cannot tell this gain from no gain", "+1.24 lies above"]),
+        ([16.4, 16.6, 16.5], 17.13, ["excludes 0: rotation pretraining helps here", "+17.13 lies above"]),
+        ([16.1, 16.9, 16.5], 16.4, ["excludes 0: rotation pretraining helps here", "+16.40 lies inside it."]),
+        ([-2.0, -2.5, -1.5], 1.24, ["excludes 0: rotation pretraining hurts here", "+1.24 lies above"]),
+        ([1.0, 1.2, 0.8], -3.0, ["helps here", "-3.00 lies below it (its single run is not what these seeds find)"]),
+        ([0.4, 0.2], None, ["over 2 seeds", "contains 0"]),
+        ([0.17], 1.24, ["gain +0.17 from one seed; no interval"]),
+    ],
+)
+def test_the_gain_is_worded_by_its_numbers(diffs, seed_gain, words):
+    from rotnet.report import gain_finding
+
+    row = gain_row(diffs, seed_gain)
+    text = gain_finding(row)
+    assert text.startswith("resnet18 full: gain ")
+    for w in words:
+        assert w in text, (w, text)
+    if len(diffs) > 1:
+        lo, hi = row["gain_ci95"]
+        assert lo < row["gain"] < hi and f"[{lo:+.2f}, {hi:+.2f}]" in text
+
+
+def test_the_t_quantiles_are_the_student_t_distributions():
+    """t(0.975, df) checked against the t density integrated numerically (no table copied into the test)."""
+    import math
+
+    from rotnet.report import t975
+
+    def cdf(t: float, df: int, steps: int = 200_000) -> float:
+        c = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
+        h = t / steps  # the symmetric density: 0.5 + the integral from 0 to t (Simpson's rule)
+        f = [c * (1 + (i * h) ** 2 / df) ** (-(df + 1) / 2) for i in range(steps + 1)]
+        return 0.5 + h / 3 * (f[0] + f[-1] + 4 * sum(f[1:-1:2]) + 2 * sum(f[2:-1:2]))
+
+    for df in (1, 2, 3, 5, 10, 30, 31, 60, 200):
+        assert cdf(t975(df), df) == pytest.approx(0.975, abs=2e-4), df
 
 
 def test_the_wall_time_of_resumed_invocations_counts_only_those_that_recorded_it():
@@ -170,3 +230,20 @@ def test_the_seed_vs_rotnet_plot_shows_no_bar_for_a_missing_result_and_no_spread
     ours = ax.containers[1]
     assert ours.errorbar is None  # one seed: no spread to draw
     assert [t.get_text() for t in ax.texts if t.get_text()] == ["61.9", "61.9", "63.3", "no result"]
+
+
+def test_the_gain_and_seed_plots_show_each_seed_and_label_above_everything(tmp_path, monkeypatch):
+    """Issue 21: each seed a point, the mean a bar, the seed report's bar beside it; a value label sat on the
+    error bar, and the legend covered the title."""
+    from rotnet import plots
+
+    figures = []
+    monkeypatch.setattr(plots, "savefig", lambda fig, path: figures.append(fig))
+    row = gain_row([16.4, 16.6, 16.5], 17.13)
+    plots.plot_gains([row], tmp_path / "gain.png")
+    ax = figures[0].axes[0]
+    points = [c for c in ax.collections if len(c.get_offsets()) == 3]
+    assert sorted(y for _, y in points[0].get_offsets()) == pytest.approx(sorted(row["gain_by_seed"].values()))
+    label = next(t for t in ax.texts if t.get_text() == "+16.5")
+    assert label.xy[1] >= row["gain_ci95"][1]  # above the interval's top
+    assert figures[0].legends and figures[0].legends[0].get_bbox_to_anchor().y0 <= 0  # under the axes

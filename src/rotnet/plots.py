@@ -88,11 +88,12 @@ def plot_bars(rows: list[dict], path: Path) -> None:
         # there is no result, reads as a measurement.
         spread = [r["ours_std"] if r["n"] > 1 else float("nan") for r in group]  # n > 1: finished seeds
         yerr = spread if any(s == s for s in spread) else None
-        ours = ax.bar([x + 0.2 for x in xs], [r["ours_mean"] or 0 for r in group], 0.4, label="rotnet", yerr=yerr,
+        ax.bar([x + 0.2 for x in xs], [r["ours_mean"] or 0 for r in group], 0.4, label="rotnet", yerr=yerr,
                       capsize=3)  # fmt: skip
         ax.bar_label(seed, labels=[f"{r['seed_report']:.1f}" if r["seed_report"] else "" for r in group], fontsize=7)
-        ax.bar_label(ours, labels=[f"{r['ours_mean']:.1f}" if r["ours_mean"] is not None else "" for r in group],
-                     fontsize=7)  # fmt: skip
+        tops = [top(r["ours_mean"], r["ours_std"] if r["n"] > 1 else None, r.get("by_seed")) for r in group]
+        above(ax, [x + 0.2 for x in xs], tops, [f"{r['ours_mean']:.1f}" if r["n"] else "" for r in group])
+        seeds(ax, [x + 0.2 for x in xs], [r.get("by_seed", {}) for r in group])
         for x, r in zip(xs, group, strict=True):
             if r["ours_mean"] is None:
                 ax.text(x + 0.2, 2, "no result", rotation=90, ha="center", va="bottom", fontsize=7, color="0.4")
@@ -101,9 +102,9 @@ def plot_bars(rows: list[dict], path: Path) -> None:
         ]
         ax.set_xticks(list(xs), names, fontsize=7, rotation=20, ha="right")
         kind = "Rotation (4-way)" if group and group[0]["experiment"] == "rotation" else "Classification"
-        ax.set(ylabel="test accuracy (%)", ylim=(0, 105), title=kind)
+        ax.set(ylabel="test accuracy (%)" if ax is axes[0][0] else "", ylim=(0, 105), title=kind)
         ax.grid(axis="y", alpha=0.3)
-    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="upper right", ncols=2, fontsize=8, frameon=False)
+    below(fig, *axes[0][0].get_legend_handles_labels())  # under the tick labels: it covers no bar and no title
     fig.suptitle("Seed report vs rotnet")
     savefig(fig, path)
 
@@ -117,17 +118,58 @@ def plot_gains(rows: list[dict], path: Path) -> bool:
     fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(rows)), 4))
     xs = range(len(rows))
     seed = ax.bar([x - 0.2 for x in xs], [r.get("seed_gain") or 0 for r in rows], 0.4, label="seed report")
-    ours = ax.bar([x + 0.2 for x in xs], [r["gain"] for r in rows], 0.4, label="rotnet")
+    ci = [r.get("gain_ci95") or [r["gain"], r["gain"]] for r in rows]  # no interval from one seed: no bar drawn
+    yerr = [
+        [r["gain"] - c[0] for r, c in zip(rows, ci, strict=True)],
+        [c[1] - r["gain"] for r, c in zip(rows, ci, strict=True)],
+    ]
+    has_ci = any(r.get("gain_ci95") for r in rows)
+    ax.bar([x + 0.2 for x in xs], [r["gain"] for r in rows], 0.4, label="rotnet (mean; 95% t-interval)" if has_ci
+                  else "rotnet", yerr=yerr if has_ci else None, capsize=3)  # fmt: skip
+    seeds(ax, [x + 0.2 for x in xs], [r.get("gain_by_seed", {}) for r in rows])
     ax.bar_label(seed, labels=[signed(r.get("seed_gain")) for r in rows], fontsize=8)
-    ax.bar_label(ours, labels=[signed(r["gain"]) for r in rows], fontsize=8)
+    tops = [max(c[1], *r.get("gain_by_seed", {}).values(), r["gain"], 0) for r, c in zip(rows, ci, strict=True)]
+    above(ax, [x + 0.2 for x in xs], tops, [signed(r["gain"]) for r in rows], fontsize=8)
     names = [f"{r['experiment'].removesuffix('-from-rotation')}\n{r['arch']}\n{r['data']}" for r in rows]
     ax.set_xticks(list(xs), names, fontsize=7)
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set(ylabel="accuracy points", title="Pretraining gain: from rotation minus from random init")
-    ax.legend(fontsize=8)
+    below(fig, *ax.get_legend_handles_labels())
     ax.grid(axis="y", alpha=0.3)
     savefig(fig, path)
     return True
+
+
+def top(mean: float | None, std: float | None, by_seed: dict | None) -> float:
+    """The highest point drawn over a bar: its mean, its error bar, its seeds."""
+    return max([mean or 0, (mean or 0) + (std or 0), *(by_seed or {}).values()])
+
+
+def above(ax, xs: list[float], tops: list[float], texts: list[str], fontsize: int = 7) -> None:
+    """Value labels just above the highest thing drawn at each x (bar, error bar, seed points), so none covers
+    another."""
+    for x, y, text in zip(xs, tops, texts, strict=True):
+        ax.annotate(
+            text, (x, y), xytext=(0, 4), textcoords="offset points", ha="center", va="bottom", fontsize=fontsize
+        )
+
+
+def below(fig, handles, labels) -> None:
+    """A figure's legend in one row under everything else (savefig's tight box grows to hold it)."""
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncols=len(labels), fontsize=8,
+               frameon=False)  # fmt: skip
+
+
+def seeds(ax, xs: list[float], values: list[dict]) -> None:
+    """Each seed's value as a point over its bar (spread a little sideways so equal values stay visible)."""
+    labeled = False
+    for x, by_seed in zip(xs, values, strict=True):
+        ys = list(by_seed.values())
+        if len(ys) < 2:
+            continue
+        offsets = [0.12 * (i / (len(ys) - 1) - 0.5) for i in range(len(ys))]
+        ax.scatter([x + o for o in offsets], ys, s=12, color="black", zorder=3, label=None if labeled else "each seed")
+        labeled = True
 
 
 def signed(x: float | None) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import statistics
 from pathlib import Path
 
@@ -124,7 +125,7 @@ def table_rows(root: Path, runs: list[dict]) -> list[dict]:
         done = list(by_seed.values())
         seed = seeds.get((experiment, arch, data))
         mean = statistics.fmean(done) if done else None
-        std = statistics.stdev(done) if len(done) > 1 else 0.0 if done else None
+        std = statistics.stdev(done) if len(done) > 1 else None  # no spread from one seed, not a spread of 0
         planned = [p for p in plan if (p[0], p[1], p[2]) == (data, arch, experiment)]
         notes = [
             f"seed {r['seed']} {r['status']}"
@@ -221,11 +222,59 @@ def with_gains(rows: list[dict]) -> list[dict]:
         other = by_key.get((r["experiment"].replace("-from-rotation", "-from-random"), r["arch"], target(r)))
         pair = other is not None and r["experiment"].endswith("-from-rotation")
         both = sorted(set(r["by_seed"]) & set(other["by_seed"])) if pair else []
-        r["gain"] = statistics.fmean(r["by_seed"][s] - other["by_seed"][s] for s in both) if both else None
+        diffs = [r["by_seed"][s] - other["by_seed"][s] for s in both]
+        r["gain"] = statistics.fmean(diffs) if diffs else None
         r["gain_seeds"] = both
+        r["gain_by_seed"] = dict(zip(both, diffs, strict=True))
+        r["gain_std"] = statistics.stdev(diffs) if len(diffs) > 1 else None
+        r["gain_ci95"] = t_interval(diffs)
         known = pair and None not in (r["seed_report"], other["seed_report"])
         r["seed_gain"] = r["seed_report"] - other["seed_report"] if known else None
     return rows
+
+
+# Student's t quantile t(0.975, df) for df = 1..30 (standard tables); past 30, its Cornish-Fisher expansion.
+T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+        2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045,
+        2.042)  # fmt: skip
+
+
+def t975(df: int) -> float:
+    if df <= len(T975):
+        return T975[df - 1]
+    z = 1.959964
+    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+
+
+def t_interval(values: list[float]) -> list[float] | None:
+    """The 95% t-interval of the mean of values (None under two values)."""
+    if len(values) < 2:
+        return None
+    half = t975(len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+    mean = statistics.fmean(values)
+    return [mean - half, mean + half]
+
+
+def gain_finding(r: dict) -> str:
+    """One sentence on a row's paired gain, worded by its numbers: is 0 inside the 95% interval, and the seed
+    report's single difference?"""
+    n, what = len(r["gain_seeds"]), f"{r['arch']} {r['experiment'].removesuffix('-from-rotation')}"
+    if not n:
+        return ""
+    if r["gain_ci95"] is None:
+        return f"{what}: gain {signed(r['gain'])} from one seed; no interval (more seeds would give one)."
+    lo, hi = r["gain_ci95"]
+    span = f"{signed(r['gain'])} ± {r['gain_std']:.2f} over {n} seeds, 95% interval [{lo:+.2f}, {hi:+.2f}]"
+    if lo <= 0 <= hi:
+        verdict = "the interval contains 0: these seeds cannot tell this gain from no gain"
+    else:
+        verdict = f"the interval excludes 0: rotation pretraining {'helps' if lo > 0 else 'hurts'} here"
+    seed = r.get("seed_gain")
+    if seed is not None:
+        where = "inside" if lo <= seed <= hi else "above" if seed > hi else "below"
+        verdict += f"; the seed report's {signed(seed)} lies {where} it"
+        verdict += "" if where == "inside" else " (its single run is not what these seeds find)"
+    return f"{what}: gain {span}; {verdict}."
 
 
 HYPERPARAMETERS = ("optimizer", "lr", "schedule", "lr_step_epochs", "lr_gamma", "weight_decay", "epochs")
@@ -288,8 +337,14 @@ def refuse_foreign_outputs(root: Path) -> list[str]:
     return names
 
 
-def csv_value(v):
-    return round(v, 4) if isinstance(v, float) else " ".join(map(str, v)) if isinstance(v, list) else v
+def flat_row(row: dict, seeds: list[int]) -> dict:
+    """A row of results.csv (for people: numbers rounded to 4 decimals; results.json keeps full precision): one
+    column per seed's accuracy and gain, the interval as two numeric columns, empty where there is no value."""
+    out = {k: v for k, v in row.items() if k not in ("by_seed", "gain_by_seed", "gain_seeds", "gain_ci95")}
+    out |= {f"seed{s}": row["by_seed"].get(s) for s in seeds}
+    out |= {f"gain_seed{s}": row.get("gain_by_seed", {}).get(s) for s in seeds}
+    out["gain_ci95_low"], out["gain_ci95_high"] = row.get("gain_ci95") or (None, None)
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}
 
 
 def claim_outputs(root: Path) -> None:
@@ -325,7 +380,8 @@ def write_report(root: Path, preset: str | None = None) -> Path:
     results = {"preset": preset, "rows": rows, "runs": [run_summary(r) for r in runs], "reproduce": repro}
     atomic_write_text(root / "results.json", json.dumps(results, indent=2, default=str) + "\n")
     buf = io.StringIO()
-    flat = [{k: csv_value(v) for k, v in row.items() if k != "by_seed"} for row in rows]  # per seed: results.json
+    seeds = sorted({s for row in rows for s in row["by_seed"]})
+    flat = [flat_row(row, seeds) for row in rows]
     writer = csv.DictWriter(buf, fieldnames=list(flat[0]) if flat else ["experiment"])
     writer.writeheader()
     writer.writerows(flat)
@@ -351,8 +407,12 @@ def write_report(root: Path, preset: str | None = None) -> Path:
         "![curves](plots/curves.png)",
         "",
     ]
-    if has_gains:
-        lines += ["## Pretraining gain", "", "![pretraining gain](plots/pretraining_gain.png)", ""]
+    findings = [f"- {text}" for r in rows if (text := gain_finding(r))]
+    if has_gains or findings:
+        paired = "Paired by seed: from-rotation minus from-random, same arch, data and seed."
+        lines += ["## Pretraining gain", "", paired, ""]
+        lines += [*findings, ""] if findings else []
+        lines += ["![pretraining gain](plots/pretraining_gain.png)", ""] if has_gains else []
     if has_confusion:
         lines += [
             "## Confusion matrices (first seed; rows normalized to 1)",
@@ -366,8 +426,8 @@ def write_report(root: Path, preset: str | None = None) -> Path:
     lines += probe_section(runs, folder / "probe.png")
     lines += label_efficiency_section([r for r in everything if r not in runs], folder / "label_efficiency.png")
     lines += provenance_lines(everything, repro)
-    lines += ["", "## The seed report's wording", ""]
-    lines += [f'- {r["arch"]} {r["experiment"]}: "{r["seed_wording"]}"' for r in rows if r["seed_wording"]]
+    worded = [f'- {r["arch"]} {r["experiment"]}: "{r["seed_wording"]}"' for r in rows if r["seed_wording"]]
+    lines += ["", "## The seed report's wording", "", *worded] if worded else []
     path = root / "report.md"
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path
