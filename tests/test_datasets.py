@@ -241,3 +241,95 @@ def test_reproduce_pretrains_on_a_folder_and_transfers_to_cifar100(tmp_path, fak
     assert (root / "cifar100/resnet18/full-from-random/seed0/result.json").is_file()
     report = (root / "report.md").read_text()
     assert "cifar100 (pretrained on unlabeled)" in report and "| unlabeled |" in report
+
+
+def every_image(data) -> torch.Tensor:
+    return torch.cat([data.train_images, data.test_images])
+
+
+def test_a_phone_photo_is_decoded_as_it_is_displayed(tmp_path):
+    """A JPEG whose EXIF Orientation says "rotate 90" was cached as stored, so its rotation labels were wrong."""
+    upright = np.zeros((8, 8, 3), dtype=np.uint8)
+    upright[:2] = 255  # a white band at the top, as a viewer shows it
+    stored = np.rot90(upright, k=-1)  # stored turned clockwise; tag 8 says: turn 90 degrees counter-clockwise to view
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(4):
+        Image.fromarray(np.ascontiguousarray(stored)).save(folder / f"{i}.png", exif=exif)
+    data = load(folder, 8)
+    pixels = every_image(data)[0].numpy().transpose(1, 2, 0)
+    assert (pixels[:2] > 200).all() and (pixels[2:] < 50).all()  # the band is on top: decoded as displayed
+    assert data.fingerprint["converted"] == {"exif_orientation": 4}
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I"])
+def test_a_16_bit_image_is_scaled_to_8_bits_not_clipped(tmp_path, mode):
+    """A 0..65535 ramp (microscopy) became [0 255 255 255]."""
+    ramp = np.array([[0, 21845, 43690, 65535]] * 4, dtype=np.uint16)
+    folder = tmp_path / "micro"
+    folder.mkdir()
+    for i in range(3):
+        if mode == "I;16":
+            Image.fromarray(ramp).save(folder / f"{i}.png")  # a 16-bit PNG
+        else:
+            Image.fromarray(ramp.astype(np.int32), "I").save(folder / f"{i}.tif")  # a 32-bit integer TIFF
+    assert Image.open(next(folder.iterdir())).mode == mode  # the test really writes high-bit-depth files
+    data = load(folder, 4)
+    assert every_image(data)[0, 0, 0].tolist() == [0, 85, 170, 255]
+    assert data.fingerprint["converted"] == {"scaled_to_8_bits": 3}
+
+
+@pytest.mark.parametrize("links", ["one loop", "two loops", "file links", "folder link"])
+def test_links_inside_an_image_folder_are_read_once_and_never_loop(tmp_path, links):
+    """A link back to a parent made the listing hang (two loops) or read 24 images as 984, and every held-out test
+    image was a copy of a training image."""
+    import os
+
+    images = np.random.default_rng(7).integers(0, 256, (24, 3, 8, 8), dtype=np.uint8)
+    folder = tmp_path / "imgs"
+    write_folder(folder, images[:12], split="a")
+    write_folder(folder, images[12:], split="b")
+    if links == "one loop":
+        os.symlink(folder, folder / "a" / "up")
+    elif links == "two loops":
+        os.symlink(folder, folder / "a" / "up")
+        os.symlink(folder / "a", folder / "b" / "over")
+    elif links == "file links":
+        for p in sorted((folder / "a").iterdir()):
+            os.symlink(p, folder / "b" / f"copy-{p.name}")
+    else:
+        os.symlink(folder / "a", folder / "again")
+    files = imagefolder.list_images(folder)
+    assert len(files) == 24 and len({p.resolve() for p in files}) == 24
+    data = load(folder, 8)
+    train = {bytes(x.numpy()) for x in data.train_images}
+    assert len(data.train_images) + len(data.test_images) == 24
+    assert not any(bytes(x.numpy()) in train for x in data.test_images)  # no held-out image is a training image
+
+
+def test_rotnets_own_outputs_inside_an_image_folder_are_never_read_as_images(tmp_path, tiny_runs):
+    """A runs root inside an unlabeled image folder: the report's PNGs became the next run's training images."""
+    import shutil
+
+    images = np.random.default_rng(8).integers(0, 256, (10, 3, 8, 8), dtype=np.uint8)
+    folder = tmp_path / "imgs"
+    write_folder(folder, images)
+    runs = folder / "runs"
+    shutil.copytree(tiny_runs, runs)
+    assert main(["report", str(runs)]) == 0 and list((runs / "plots").glob("*.png"))
+    assert main(["export", str(runs / "resnet18/rotation/seed0"), str(folder / "export")]) == 0
+    Image.fromarray(images[0].transpose(1, 2, 0)).save(folder / "export" / "card.png")  # a picture in an export
+    assert len(imagefolder.list_images(folder)) == 10
+
+
+def test_a_dangling_link_is_a_bad_image_that_skip_bad_images_skips(tmp_path):
+    import os
+
+    images = np.random.default_rng(9).integers(0, 256, (6, 3, 8, 8), dtype=np.uint8)
+    write_folder(tmp_path / "imgs", images)
+    os.symlink(tmp_path / "gone.png", tmp_path / "imgs" / "dangling.png")
+    with pytest.raises(RotnetError, match="1 unreadable images, e.g. .*dangling.png"):
+        load(tmp_path / "imgs", 8)
+    assert load(tmp_path / "imgs", 8, skip_bad_images=True).fingerprint["skipped"] == 1

@@ -25,20 +25,42 @@ from rotnet.checkpoint import atomic_write_text
 from rotnet.config import DataOptions, dataset_slug
 from rotnet.data import Dataset, channel_stats, holdout_split
 from rotnet.errors import RotnetError
+from rotnet.layout import is_rotnet_output
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # torchvision's list
 CACHE = ".rotnet-cache"
+HIGH_DEPTH = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")  # Pillow's modes of 16-bit (and 32-bit) grey images
 MAX_PIXELS = 89_478_485  # Pillow's decompression-bomb limit; a larger image is refused, not decoded
-FORMAT = 1  # of the cache files; a new format never reads an old one
+FORMAT = 2  # of the cache files; a new format never reads an old one (2: images decoded as seen, open_as_seen)
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Image files under folder, recursively (hidden folders such as the cache are skipped), canonical order."""
-    found = []
+    """Image files under folder, recursively, in canonical order, each file once. Folder links are followed (a
+    dataset assembled from links is common) but a folder is entered once (by device and inode), so a link back to a
+    parent neither loops nor duplicates; a file reached by two paths is listed once, at its first. Skipped: hidden
+    folders (the cache), and folders rotnet wrote (runs, runs roots, exports): its plots are never training data."""
+    found, entered = [], set()
     for parent, dirs, files in os.walk(folder, followlinks=True):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        st = os.stat(parent)
+        if (st.st_dev, st.st_ino) in entered or is_rotnet_output(files):
+            dirs[:] = []
+            continue
+        entered.add((st.st_dev, st.st_ino))
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # sorted: which path enters a folder first is fixed
         found += [Path(parent, f) for f in files if f.lower().endswith(EXTENSIONS) and not f.startswith(".")]
-    return sorted(found, key=lambda p: (p.name, p.relative_to(folder).as_posix()))
+    found.sort(key=lambda p: (p.name, p.relative_to(folder).as_posix()))
+    seen: set[tuple[int, int]] = set()
+    unique = []
+    for p in found:
+        try:
+            st = p.stat()  # the file a link leads to
+        except OSError:  # a dangling link: listed, so that decoding names it (or --skip-bad-images skips it)
+            unique.append(p)
+            continue
+        if (st.st_dev, st.st_ino) not in seen:
+            seen.add((st.st_dev, st.st_ino))
+            unique.append(p)
+    return unique
 
 
 def layout(folder: Path) -> tuple[dict[str, list[Path]], tuple[str, ...]]:
@@ -59,37 +81,51 @@ def listing_digest(files: list[Path], folder: Path) -> str:
     """What identifies a folder's contents without reading them: relative paths, sizes and modification times."""
     h = hashlib.sha256()
     for p in files:
-        st = p.stat()
+        st = p.stat() if p.exists() else p.lstat()  # a dangling link: decoding names it, or --skip-bad-images skips it
         h.update(f"{p.relative_to(folder).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
 
 
-def decode(path: Path, size: int, resize: bool = True) -> np.ndarray:
-    """One image as uint8 (3, size, size): RGB, shorter side resized to size (antialiased), center-cropped; without
-    resize, an image of another size is refused."""
-    from PIL import Image
+def open_as_seen(path: Path):
+    """The one way rotnet reads an image file: as a viewer displays it (its EXIF orientation applied: a phone
+    photo's "upright" is what its rotation labels are relative to), in 8-bit RGB (16-bit grey, e.g. microscopy, is
+    scaled to 8 bits, not clipped). Returns the image and what was done to it beyond decoding."""
+    from PIL import Image, ImageOps
 
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    done = []
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)  # over the limit: refused like a bomb
         with Image.open(path) as im:
+            if im.getexif().get(0x0112, 1) not in (0, 1):  # 0x0112: Orientation; 1 is "as stored"
+                im = ImageOps.exif_transpose(im)
+                done.append("exif_orientation")
+            if im.mode in HIGH_DEPTH:
+                wide = np.asarray(im, dtype=np.float64)
+                top = 65535.0 if im.mode != "F" or wide.max() > 1 else 1.0
+                im = Image.fromarray(np.clip(np.rint(wide * (255.0 / top)), 0, 255).astype(np.uint8), "L")
+                done.append("scaled_to_8_bits")
             im = im.convert("RGB")
+    return im, done
+
+
+def decode(path: Path, size: int, resize: bool = True) -> tuple[np.ndarray, list[str]]:
+    """One image as uint8 (3, size, size), as seen (`open_as_seen`): shorter side resized to size (antialiased),
+    center-cropped; without resize, an image of another size is refused. Also returns what was done to it."""
+    im, done = open_as_seen(path)
     if im.size != (size, size) and not resize:
         raise ValueError(f"it is {im.size[0]}x{im.size[1]}, not {size}x{size} as the first; pass --image-size N")
     if im.size != (size, size):
         from torchvision.transforms.v2 import functional as F
 
         im = F.center_crop(F.resize(im, size, antialias=True), size)
-    return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
+    return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1), done
 
 
 def first_size(files: list[Path]) -> int:
     """The side of the first image, when it is square: the folder's size when --image-size is not given."""
-    from PIL import Image
-
     try:
-        with Image.open(files[0]) as im:
-            w, h = im.size
+        w, h = open_as_seen(files[0])[0].size  # as displayed: an EXIF-rotated photo's sides swap
     except Exception as e:  # PIL raises many types; all mean the same here
         raise RotnetError(f"cannot read {files[0]} ({type(e).__name__}: {e})") from None
     if w != h:
@@ -97,9 +133,12 @@ def first_size(files: list[Path]) -> int:
     return w
 
 
-def prepare(files: list[Path], size: int, resize: bool, target: Path, skip_bad: bool) -> tuple[np.ndarray, list[int]]:
-    """Decode files into target (a .npy of (N, 3, size, size) uint8), atomically; return it memory-mapped and the
-    indices of the files that were kept."""
+def prepare(
+    files: list[Path], size: int, resize: bool, target: Path, skip_bad: bool
+) -> tuple[np.ndarray, list[int], dict]:
+    """Decode files into target (a .npy of (N, 3, size, size) uint8), atomically; return it memory-mapped, the
+    indices of the files that were kept, and how many images needed each conversion (`open_as_seen`)."""
+    notes: dict[str, int] = {}
     bad: list[tuple[Path, str]] = []
     kept: list[int] = []
     tmp = short = fresh_file(target)
@@ -107,8 +146,10 @@ def prepare(files: list[Path], size: int, resize: bool, target: Path, skip_bad: 
         array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(files), 3, size, size))
         for i, path in enumerate(tqdm(files, desc="decoding images (once)", unit="img", leave=False, disable=None)):
             try:
-                array[len(kept)] = decode(path, size, resize)
+                array[len(kept)], done = decode(path, size, resize)
                 kept.append(i)
+                for what in done:
+                    notes[what] = notes.get(what, 0) + 1
             except Exception as e:  # PIL raises many types for bad files; each means "unreadable image"
                 bad.append((path, f"{type(e).__name__}: {e}"))
         if bad and not skip_bad:
@@ -129,7 +170,7 @@ def prepare(files: list[Path], size: int, resize: bool, target: Path, skip_bad: 
     finally:
         tmp.unlink(missing_ok=True)
         short.unlink(missing_ok=True)
-    return np.load(target, mmap_mode="r"), kept
+    return np.load(target, mmap_mode="r"), kept, notes
 
 
 def fresh_file(target: Path) -> Path:
@@ -166,11 +207,12 @@ def prepared(folder: Path, files: list[Path], image_size: int, options: DataOpti
             record = None
     if record is None or record.get("listing_sha256") != digest:
         print(f"preparing {len(files)} images of {folder} once, into {images_file}", flush=True)
-        array, kept = prepare(files, size, bool(image_size), images_file, options.skip_bad_images)
+        array, kept, notes = prepare(files, size, bool(image_size), images_file, options.skip_bad_images)
         h = hashlib.sha256()
         for start in range(0, len(array), 4096):
             h.update(np.ascontiguousarray(array[start : start + 4096]).tobytes())
         record = {"listing_sha256": digest, "kept": kept, "images_sha256": h.hexdigest(), "count": len(files)}
+        record["converted"] = notes  # e.g. {"exif_orientation": 12, "scaled_to_8_bits": 3}
         atomic_write_text(record_file, json.dumps(record))
     try:
         array = np.load(images_file, mmap_mode="r", allow_pickle=False)
@@ -214,6 +256,7 @@ def load_folder(folder: Path, image_size: int, seed: int, options: DataOptions) 
         "path": str(folder),
         "images_sha256": record["images_sha256"],
         "skipped": record["count"] - len(kept),
+        "converted": record.get("converted", {}),
         "split": "train/test folders" if "test" in splits else f"held out {len(test_idx)} by seed {seed}",
         "train": len(train_idx),
         "test": len(test_idx),

@@ -25,6 +25,15 @@ CHECKPOINTS = "checkpoints"
 MANIFEST = "manifest.json"  # every file above and each checkpoint, with its sha256 (record.py)
 VERIFY = "verify.json"  # what the last `rotnet verify` compared, and its verdict
 LOCK = ".lock"  # flock'ed for the run's life; holds the owner's pid
+# What marks a folder rotnet wrote: a run (its manifest), a runs root (a plan's record, a report's marker), an export
+# (config and weights side by side). Such a folder is never read as images.
+OUTPUT_MARKERS = (MANIFEST, "reproduce.json", "label-efficiency.json", ".rotnet-report")
+
+
+def is_rotnet_output(names: set[str] | list[str]) -> bool:
+    """Whether a folder holding these file names is one rotnet wrote."""
+    names = set(names)
+    return bool(names & set(OUTPUT_MARKERS)) or {CONFIG, WEIGHTS} <= names
 
 
 def runs_root_for(preset: str, runs_root: str | Path | None = None) -> Path:
