@@ -432,3 +432,32 @@ def test_a_mistyped_run_folder_names_the_run_folders_near_it(capsys, tmp_path, c
     assert err[0].split("near it: ")[1].startswith(str(tmp_path / "resnet18/rotation@200pc/seed0"))
     assert str(tmp_path / "resnet18/full-from-random@200pc/seed0") in err[0]
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("experiment", "args", "toml", "words"),
+    [
+        ("rotation", ["--set", "task=classification"], "", "task=classification contradicts the experiment rotation"),
+        ("rotation", [], '[[rule]]\nwhen = { task = "rotation" }\nset = { experiment = "full-from-random" }\n',
+         "experiment=full-from-random contradicts the experiment rotation"),
+        ("full-from-random", [], 'init = "rotation"\n',
+         "init=rotation contradicts the experiment full-from-random (init=random); that is the experiment "
+         "full-from-rotation: name it instead"),
+        ("layer4-from-random", ["--set", "trainable=all"], "", "that is the experiment full-from-random"),
+        ("full-from-random", ["--init", "w.safetensors"], "",
+         "--init names weights to start from, but full-from-random starts from random init; use train "
+         "full-from-rotation --init PATH"),
+        ("rotation", ["--init", "w.safetensors"], "", "rotation starts from random init; use a -from-rotation"),
+    ],
+)  # fmt: skip
+def test_a_configuration_that_contradicts_its_experiment_is_refused(
+    capsys, tmp_path, fake_root, experiment, args, toml, words
+):
+    """--init on an experiment that starts from random init was ignored; --set task=classification on rotation, or
+    a rule that sets the experiment, wrote a run of one kind into another's folder."""
+    if toml:
+        (tmp_path / "c.toml").write_text(toml)
+        args = [*args, "--config", str(tmp_path / "c.toml")]
+    line = run(capsys, "train", experiment, *args, root=tmp_path / "runs", data=fake_root)
+    assert words in line
+    assert not (tmp_path / "runs").exists()

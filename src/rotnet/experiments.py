@@ -23,6 +23,29 @@ EXPERIMENTS = {
 }
 
 
+# The keys that make an experiment what it is (its run folder is named after it): no layer may change them.
+DEFINING = ("experiment", "task", "init", "trainable")
+
+
+def consistent(experiment: str, cfg: RunConfig) -> RunConfig:
+    """The one place where a configuration that contradicts its experiment is refused, whichever layer (preset,
+    file, rule, --set, flag) set it: a run of one kind would be written into another's folder, or a setting would be
+    silently ignored."""
+    declared = EXPERIMENTS[experiment]
+    changed = [k for k in DEFINING if getattr(cfg, k) != getattr(declared, k)]
+    if changed:
+        said = ", ".join(f"{k}={getattr(cfg, k)}" for k in changed)
+        wanted = ", ".join(f"{k}={getattr(declared, k)}" for k in changed)
+        fits = [n for n, e in EXPERIMENTS.items() if all(getattr(e, k) == getattr(cfg, k) for k in DEFINING[1:])]
+        hint = f"; that is the experiment {fits[0]}: name it instead" if fits and "experiment" not in changed else ""
+        raise RotnetError(f"{said} contradicts the experiment {experiment} ({wanted}){hint}")
+    if cfg.init_path and cfg.init != "rotation":
+        other = experiment.replace("-from-random", "-from-rotation")
+        use = f"train {other} --init PATH" if other != experiment else "a -from-rotation experiment"
+        raise RotnetError(f"--init names weights to start from, but {experiment} starts from random init; use {use}")
+    return cfg
+
+
 def preset_names() -> list[str]:
     return sorted(
         p.name.removesuffix(".toml") for p in resources.files("rotnet.presets").iterdir() if p.name.endswith(".toml")
@@ -55,9 +78,7 @@ class Protocol:
         documents = [(f"preset {self.preset}", load_preset(self.preset))]
         documents += [(str(f), read_toml(Path(f))) for f in self.config_files]
         command_line = dict(self.overrides) | {k: v for k, v in identity.items() if v is not None}
-        if "experiment" in command_line or any("experiment" in d for _, d in documents):
-            raise RotnetError("the experiment name cannot be overridden; name it on the command line")
-        return layered(validate(EXPERIMENTS[experiment]), documents, command_line)
+        return consistent(experiment, layered(validate(EXPERIMENTS[experiment]), documents, command_line))
 
     def flags(self) -> list[str]:
         """The command-line flags that give this protocol (for hints that repeat the user's own command)."""
