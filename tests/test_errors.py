@@ -18,7 +18,7 @@ from rotnet.cli import main
 from rotnet.data import FOLDER
 from rotnet.models import build_model
 from tests.conftest import write_fake_cifar
-from tests.helpers import TINY, reseal
+from tests.helpers import TINY, cli, reseal
 
 
 def run(capsys, *args: str, root: Path, data: Path, code: int = 2) -> str:
@@ -461,3 +461,34 @@ def test_a_configuration_that_contradicts_its_experiment_is_refused(
     line = run(capsys, "train", experiment, *args, root=tmp_path / "runs", data=fake_root)
     assert words in line
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("where", ["checkpoints", "run folder", "arch folder", "tensorboard", "plots"])
+def test_no_write_or_delete_passes_through_a_folder_link_rotnet_did_not_make(capsys, tmp_path, fake_root, where):
+    """With seed0/checkpoints a link to another folder, a 134 MB checkpoint was written there and the final prune
+    deleted a file that was already there."""
+    runs, elsewhere = tmp_path / "runs", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    theirs = elsewhere / "e0000-s000001.safetensors"
+    theirs.write_bytes(b"someone else's file")
+    link = {
+        "checkpoints": runs / "resnet18/rotation/seed0/checkpoints",
+        "run folder": runs / "resnet18/rotation/seed0",
+        "arch folder": runs / "resnet18",
+        "tensorboard": runs / "resnet18/rotation/seed0/tensorboard",
+        "plots": runs / "plots",
+    }[where]
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(elsewhere, target_is_directory=True)
+    args = ["--checkpoint-minutes", "0", *(["--logger", "tensorboard"] if where == "tensorboard" else [])]
+    if where == "plots":
+        assert cli("train", "rotation", root=runs, data=fake_root) == 0
+        capsys.readouterr()
+        assert main(["report", str(runs)]) == 2
+    else:
+        assert cli("train", "rotation", *args, root=runs, data=fake_root) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert f"{link} is a link rotnet did not make" in err[-1]
+    assert (
+        sorted(p.name for p in elsewhere.iterdir()) == [theirs.name] and theirs.read_bytes() == b"someone else's file"
+    )

@@ -23,6 +23,17 @@ os.umask(UMASK)  # read once: the process's umask, which os.umask can only repor
 KEEP = 2  # checkpoints kept while a run trains: the newest, and the one before it to fall back to if it is torn
 
 
+def refuse_links(path: Path, base: Path) -> None:
+    """Raise if path, or a folder between base and it, is a symbolic link: rotnet makes none, so one there was
+    planted, and a write, delete or copy through it would land outside the folders the user named."""
+    path, base = Path(path), Path(base)
+    current = base
+    for part in path.relative_to(base).parts:
+        current = current / part
+        if current.is_symlink():
+            raise RotnetError(f"{current} is a link rotnet did not make; it writes nothing through it: remove it")
+
+
 def atomic_write(path: Path, data: bytes | list) -> str:
     """Write via a temporary file, fsync, rename over the target, fsync the directory: a reader sees the old
     file or the new one, never half of one. A full disk leaves the old file untouched.
@@ -170,7 +181,8 @@ def checkpoint_meta(meta: dict) -> dict:
 def prune_checkpoints(folder: Path, keep: int, kept=()) -> list[Path]:
     """Drop all but the newest `keep` checkpoints (a finished run needs fewer than a running one) and those named in
     `kept`; return what was dropped."""
-    old = [p for p in sorted(Path(folder).glob("e*-s*.safetensors")) if p.name not in kept]
+    refuse_links(folder, Path(folder).parent)
+    old = [p for p in sorted(Path(folder).glob("e*-s*.safetensors")) if p.name not in kept and not p.is_symlink()]
     old = old[: -keep or None]
     for path in old:
         path.unlink(missing_ok=True)
@@ -203,6 +215,7 @@ def load_latest_checkpoint(
     corrupt one is skipped with a warning. None if there are no checkpoints; an error if there are some but none is
     readable (never start over silently). `vouch(path)`, when given, says what is wrong with a file the run's
     manifest does not vouch for ('' if nothing): such a file is skipped the same way."""
+    refuse_links(folder, folder.parent)  # nor is anything read through one
     paths = sorted(folder.glob("e*-s*.safetensors"), reverse=True)
     for path in paths:
         problem = vouch(path) if vouch else ""

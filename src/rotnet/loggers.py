@@ -10,7 +10,7 @@ import io
 import json
 from pathlib import Path
 
-from rotnet.checkpoint import atomic_write_text
+from rotnet.checkpoint import atomic_write_text, refuse_links
 from rotnet.config import RunConfig
 from rotnet.errors import RotnetError
 
@@ -24,6 +24,8 @@ class Loggers:
 
     def __init__(self, names: tuple[str, ...], folder: Path, cfg: RunConfig, resumed: bool):
         self.cfg, self.folder, self.tb, self.csv_path, self.wandb = cfg, Path(folder), None, None, None
+        for name in ("tensorboard", "metrics.csv"):
+            refuse_links(self.folder / name, self.folder.parent)
         for name in names:
             if name == "tensorboard":
                 try:

@@ -118,6 +118,7 @@ def probe(
     cfg = finished_run_config(folder)
     weights, _ = ckpt.load_tensors(folder / WEIGHTS)
     out_dir = folder / "probe"
+    ckpt.refuse_links(out_dir, Path(folder).parent)
     described = f"{data.name} {data.train_images.shape[-1]}px"
     tag = "" if own_data else "-" + described.replace(" ", "-")
     results = {

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rotnet.checkpoint import atomic_write
+from rotnet.checkpoint import atomic_write, refuse_links
 from rotnet.errors import RotnetError
 from rotnet.layout import (
     CHECKPOINTS,
@@ -101,6 +101,7 @@ class Seal:
 
     def write(self, name: str, data: bytes | list) -> None:
         """Write FOLDER/name atomically, sealed as above."""
+        refuse_links(self.folder / name, self.folder.parent)  # the run folder and everything under it
         self.previous[name] = self.files.get(name)
         self.files[name] = sha256_parts(data)
         self.commit()
@@ -119,6 +120,7 @@ class Seal:
     def commit(self) -> None:
         files = {k: self.files[k] for k in sorted(self.files)}
         doc = {"format": FORMAT, "files": files, "previous": self.previous, "sha256": seal_of(files, self.previous)}
+        refuse_links(self.folder / MANIFEST, self.folder.parent)
         atomic_write(self.folder / MANIFEST, (json.dumps(doc, indent=2) + "\n").encode())
 
 

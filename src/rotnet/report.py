@@ -14,7 +14,7 @@ import statistics
 from pathlib import Path
 
 from rotnet import plots
-from rotnet.checkpoint import atomic_write_text
+from rotnet.checkpoint import atomic_write_text, refuse_links
 from rotnet.config import dataset_slug, uses_seed_normalization, with_defaults
 from rotnet.errors import RotnetError
 from rotnet.experiments import EXPERIMENTS, seed_results
@@ -359,6 +359,8 @@ def write_report(root: Path, preset: str | None = None) -> Path:
     everything = collect(root)
     if not everything:
         raise RotnetError(f"{root} holds no rotnet runs (ARCH/EXPERIMENT/seedN folders with a {CONFIG})")
+    for name in [*OUTPUTS, "plots", REPORT_MARKER]:  # a planted link would carry the report's files elsewhere
+        refuse_links(root / name, root)
     claim_outputs(root)
     planned = set(planned_runs(root))  # subset runs that reproduce planned (a preset's train_per_class) are rows too
     runs = [

@@ -239,8 +239,10 @@ def keep_aside(folder: Path) -> Path:
     return target
 
 
-def make_dir(folder: Path) -> None:
-    """The run folder, for its lock; nothing inside it until the lock is held."""
+def make_dir(folder: Path, runs_root: Path) -> None:
+    """The run folder, for its lock; nothing inside it until the lock is held. No folder between the runs root and
+    it may be a link (rotnet makes none)."""
+    ckpt.refuse_links(folder, runs_root)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -497,7 +499,7 @@ def run(cfg: RunConfig, data: Dataset, rt: Runtime, source: Source | None = None
         if rt.saving.restart and folder.exists():
             log(f"{folder}: kept the previous run as {keep_aside(folder).name}")
         created = first_missing(folder)  # what a refusal below removes: the run folder and the parents it needs
-        make_dir(folder)
+        make_dir(folder, rt.runs_root)
         lock = RunLock(folder).acquire()
     try:
         barrier()
