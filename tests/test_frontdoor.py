@@ -137,6 +137,31 @@ def test_export_writes_a_model_card_and_files_that_load_in_torchvision(tiny_runs
     assert main(["export", str(tiny_runs / "resnet18/rotation/seed0"), str(out)]) == 2  # never over a folder
 
 
+def test_the_model_card_states_the_images_used_imports_only_what_it_uses_and_links_nowhere_false(
+    tiny_runs, tmp_path, fake_root
+):
+    """The card said "on cifar10, 2 epochs" for a run on 2,000 of 50,000 images, imported safe_open without using
+    it, and linked to a PyPI page rotnet does not have."""
+    import ast
+
+    assert cli("train", "rotation", "--train-per-class", "3", root=tmp_path / "runs", data=fake_root) == 0
+    out = tmp_path / "hub"
+    assert main(["export", str(tmp_path / "runs/resnet18/rotation@3pc/seed0"), str(out)]) == 0
+    card = (out / "README.md").read_text()
+    assert "on 30 of the 80 training images of `cifar10`" in card
+    snippet = card.split("```python\n")[1].split("```")[0]
+    tree = ast.parse(snippet)
+    imported = {
+        a.asname or a.name for n in ast.walk(tree) if isinstance(n, ast.Import | ast.ImportFrom) for a in n.names
+    }
+    used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    assert imported <= used, imported - used
+    assert "](http" not in card  # no link: nothing to point at that is known to exist
+    full = tmp_path / "hub2"
+    assert main(["export", str(tiny_runs / "resnet18/rotation/seed0"), str(full)]) == 0
+    assert "on the 80 training images of `cifar10`" in (full / "README.md").read_text()
+
+
 @pytest.mark.parametrize("garbage", ["[1, 2]", '{"test_acc": "high"}'])
 def test_export_of_a_run_with_a_garbage_result_is_one_line(tiny_runs, tmp_path, capsys, garbage):
     import shutil

@@ -69,8 +69,8 @@ model-index:
 
 # {name}
 
-A torchvision `{arch}` ({stem} stem) trained by [rotnet](https://pypi.org/project/rotnet/) {version}:
-experiment `{experiment}` ({what}) on `{dataset}`{pretrain}, {epochs} epochs.
+A torchvision `{arch}` ({stem} stem) trained by rotnet {version}:
+experiment `{experiment}` ({what}) on {images} of `{dataset}`{pretrain}, {epochs} epochs.
 Test accuracy: **{acc:.2f}%** on {test_images:,} test images{rotations}.
 
 Made with:
@@ -85,9 +85,8 @@ per epoch.
 ## Use it with plain torchvision
 
 ```python
-import torch, torchvision
+{imports}
 from safetensors.torch import load_file
-from safetensors import safe_open
 
 model = torchvision.models.{arch}(num_classes={classes}){stem_code}
 model.load_state_dict(load_file("model.safetensors"))
@@ -96,6 +95,16 @@ model.eval()
 # classes: {class_names}
 ```
 """
+
+
+def images_text(used, available) -> str:
+    """The training images a run used, as the card states them: "2,000 of the 50,000 training images"."""
+    if not isinstance(used, int):
+        return "the training images"
+    if isinstance(available, int) and available != used:
+        return f"{used:,} of the {available:,} training images"
+    return f"the {used:,} training images"
+
 
 WHAT = {
     "rotation": "predicting whether an image was rotated by 0, 90, 180 or 270 degrees",
@@ -158,11 +167,13 @@ def export_run(folder: Path, out: Path) -> Path:
         if cfg.get("pretrain_dataset")
         else "",
         epochs=result.get("epochs"),
+        images=images_text(result.get("train_images"), (record.get("dataset") or {}).get("train")),
         test_images=int(result.get("test_images", 0)),
         rotations=" (each in all four rotations)" if cfg.get("task") == "rotation" else "",
         command=record.get("command", "(not recorded)"),
         classes=len(classes),
         stem_code=stem_code,
+        imports="import torch\nimport torchvision" if stem_code else "import torchvision",
         size=meta.get("image_size") or 32,
         mean=json.dumps(norm["mean"]),
         std=json.dumps(norm["std"]),
