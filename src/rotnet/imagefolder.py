@@ -81,7 +81,10 @@ def listing_digest(files: list[Path], folder: Path) -> str:
     """What identifies a folder's contents without reading them: relative paths, sizes and modification times."""
     h = hashlib.sha256()
     for p in files:
-        st = p.stat() if p.exists() else p.lstat()  # a dangling link: decoding names it, or --skip-bad-images skips it
+        try:
+            st = p.stat()
+        except OSError:  # a dangling link: decoding names it, or --skip-bad-images skips it
+            st = p.lstat()
         h.update(f"{p.relative_to(folder).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
 

@@ -23,11 +23,12 @@ EXAMPLES = "examples.safetensors"  # a few test images and their predictions, fo
 FAILED = "failed.json"  # why the run failed (reproduce writes it)
 CHECKPOINTS = "checkpoints"
 MANIFEST = "manifest.json"  # every file above and each checkpoint, with its sha256 (record.py)
+REPORT_MARKER = ".rotnet-report"  # in a runs root: the files `rotnet report` wrote there
 VERIFY = "verify.json"  # what the last `rotnet verify` compared, and its verdict
 LOCK = ".lock"  # flock'ed for the run's life; holds the owner's pid
 # What marks a folder rotnet wrote: a run (its manifest), a runs root (a plan's record, a report's marker), an export
 # (config and weights side by side). Such a folder is never read as images.
-OUTPUT_MARKERS = (MANIFEST, "reproduce.json", "label-efficiency.json", ".rotnet-report")
+OUTPUT_MARKERS = (MANIFEST, "reproduce.json", "label-efficiency.json", REPORT_MARKER)
 
 
 def is_rotnet_output(names: set[str] | list[str]) -> bool:

@@ -18,11 +18,20 @@ from rotnet.checkpoint import atomic_write_text, refuse_links
 from rotnet.config import dataset_slug, uses_seed_normalization, with_defaults
 from rotnet.errors import RotnetError
 from rotnet.experiments import EXPERIMENTS, seed_results
-from rotnet.layout import CONFIG, FAILED, METRICS, RESULT, find_runs, is_locked, parse_run_dir, read_json
+from rotnet.layout import (
+    CONFIG,
+    FAILED,
+    METRICS,
+    REPORT_MARKER,
+    RESULT,
+    find_runs,
+    is_locked,
+    parse_run_dir,
+    read_json,
+)
 from rotnet.record import inspect, read_metrics
 
 ORDER = {e: i for i, e in enumerate(EXPERIMENTS)}  # the report's row order: rotation first
-REPORT_MARKER = ".rotnet-report"  # the files the report wrote, one per line
 OUTPUTS = ("report.md", "results.json", "results.csv")
 PLOTS = (
     "seed_vs_rotnet.png",
@@ -409,12 +418,11 @@ def write_report(root: Path, preset: str | None = None) -> Path:
         "![curves](plots/curves.png)",
         "",
     ]
-    findings = [f"- {text}" for r in rows if (text := gain_finding(r))]
-    if has_gains or findings:
+    if has_gains:  # a row with a gain has a finding, and the other way round
         paired = "Paired by seed: from-rotation minus from-random, same arch, data and seed."
-        lines += ["## Pretraining gain", "", paired, ""]
-        lines += [*findings, ""] if findings else []
-        lines += ["![pretraining gain](plots/pretraining_gain.png)", ""] if has_gains else []
+        findings = [f"- {text}" for r in rows if (text := gain_finding(r))]
+        lines += ["## Pretraining gain", "", paired, "", *findings, ""]
+        lines += ["![pretraining gain](plots/pretraining_gain.png)", ""]
     if has_confusion:
         lines += [
             "## Confusion matrices (first seed; rows normalized to 1)",
