@@ -110,7 +110,7 @@ def test_an_image_folder_reads_classes_in_imagefolder_order_and_names_in_canonic
     images = rng.integers(0, 256, (8, 3, 16, 16), dtype=np.uint8)
     labels = [1, 0, 1, 1, 0, 0, 1, 0]
     write_folder(tmp_path / "pets", images, labels, "train")
-    write_folder(tmp_path / "pets", images[:4], labels[:4], "test")
+    write_folder(tmp_path / "pets", images[:4] // 2, labels[:4], "test")  # not copies of training images
     data = load(tmp_path / "pets")
     assert data.class_names == ("cat", "dog")  # sorted, as torchvision's ImageFolder
     assert torch.equal(data.train_images, torch.from_numpy(images))  # by file name, whatever the class folder
@@ -257,6 +257,8 @@ def test_a_phone_photo_is_decoded_as_it_is_displayed(tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()
     for i in range(4):
+        upright[-1, -1] = i  # distinct images: a copy would be used once
+        stored = np.rot90(upright, k=-1)
         Image.fromarray(np.ascontiguousarray(stored)).save(folder / f"{i}.png", exif=exif)
     data = load(folder, 8)
     pixels = every_image(data)[0].numpy().transpose(1, 2, 0)
@@ -271,6 +273,7 @@ def test_a_16_bit_image_is_scaled_to_8_bits_not_clipped(tmp_path, mode):
     folder = tmp_path / "micro"
     folder.mkdir()
     for i in range(3):
+        ramp[-1, -1] = 65535 - 300 * i  # distinct images: a copy would be used once
         if mode == "I;16":
             Image.fromarray(ramp).save(folder / f"{i}.png")  # a 16-bit PNG
         else:

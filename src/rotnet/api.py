@@ -59,9 +59,9 @@ def reproduce(
     *,
     preset: str = "paper",
     runs_root: str | Path | None = None,
-    archs: tuple[str, ...] | None = None,
-    seeds: tuple[int, ...] | None = None,
-    experiments: tuple[str, ...] = (),
+    archs: tuple[str, ...] | str | None = None,
+    seeds: tuple[int, ...] | int | None = None,
+    experiments: tuple[str, ...] | str = (),
     device: str = "auto",
     data_root: str | Path | None = None,
     download: bool = True,
@@ -74,6 +74,7 @@ def reproduce(
     from rotnet.runner import Options, execute
 
     protocol = Protocol(preset, (), tuple(overrides.items()))
+    archs, seeds, experiments = _listed(archs), _listed(seeds), _listed(experiments) or ()
     arch_list, seed_list = identities(protocol, list(archs) if archs else None, None if seeds is None else list(seeds))
     configs = [protocol.resolve(e, arch=a, seed=s) for a, s, e in plan(arch_list, seed_list, list(experiments))]
     root = runs_root_for(preset, runs_root)
@@ -116,6 +117,13 @@ def load_backbone(run_or_weights: str | Path, *, eval_mode: bool = True) -> nn.M
 def _weights(run_or_weights: str | Path) -> Path:
     path = Path(run_or_weights)
     return path / WEIGHTS if path.is_dir() else path
+
+
+def _listed(value: Any) -> tuple | None:
+    """A tuple argument given as one value (`archs="resnet18"`, `seeds=0`) is that one value, not its letters."""
+    if value is None or isinstance(value, tuple):
+        return value
+    return (value,) if isinstance(value, (str, int)) else tuple(value)
 
 
 def _path(p: str | Path | None) -> Path | None:

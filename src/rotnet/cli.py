@@ -535,5 +535,6 @@ def dispatch(args: argparse.Namespace) -> int:
         print(f"rotnet: error: {e}", file=sys.stderr)
         return 2
     except Interrupted as e:
-        print(f"rotnet: {e}; checkpoint saved. Re-run the same command to resume.", file=sys.stderr)
+        resume = "; checkpoint saved. Re-run the same command to resume." if e.saved else ""
+        print(f"rotnet: {e}{resume}", file=sys.stderr)
         return 128 + e.signum

@@ -20,18 +20,19 @@ class NonFiniteLoss(RuntimeError):
 
 
 class Interrupted(RuntimeError):
-    """Training stopped on request (Ctrl-C, SIGTERM) after saving a checkpoint."""
+    """Work stopped on request (Ctrl-C, SIGTERM): training after saving a checkpoint (`saved`), or work with
+    nothing to save (preparing a cache) at once."""
 
-    def __init__(self, message: str, signum: int = signal.SIGINT):
+    def __init__(self, message: str, signum: int = signal.SIGINT, saved: bool = True):
         super().__init__(message)
-        self.signum = signum or signal.SIGINT
+        self.signum, self.saved = signum or signal.SIGINT, saved
 
 
 def unknown(what: str, name: object, choices) -> RotnetError:
-    """'unknown experiment 'rotaton'; did you mean rotation? (choose one of ...)'."""
+    """'unknown experiment 'rotaton'; did you mean rotation? choose one of ...'."""
     import difflib
 
     choices = list(choices)
     close = difflib.get_close_matches(str(name), choices, n=1)
     hint = f"did you mean {close[0]}? " if close else ""
-    return RotnetError(f"unknown {what} {name!r}; {hint}(choose one of {', '.join(choices)})")
+    return RotnetError(f"unknown {what} {name!r}; {hint}choose one of {', '.join(map(str, choices))}")

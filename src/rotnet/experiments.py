@@ -9,7 +9,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from rotnet.config import RunConfig, layered, read_toml, validate
+from rotnet.config import CHOICES, RunConfig, layered, read_toml, validate
 from rotnet.errors import RotnetError, unknown
 
 ROTATION = RunConfig(experiment="rotation", task="rotation", epochs=45)  # report: 45 epochs
@@ -104,6 +104,10 @@ def seed_results() -> list[dict]:
 def plan(archs: list[str], seeds: list[int | None], experiments: list[str]) -> list[tuple[str, int | None, str]]:
     """(arch, seed, experiment) in dependency order. Without explicit experiments, each arch gets the rows the seed
     report has for it; a from-rotation experiment always brings its rotation run."""
+    for kind, names, known in (("experiment", experiments, EXPERIMENTS), ("arch", archs, CHOICES["arch"])):
+        for name in names:
+            if name not in known:
+                raise unknown(kind, name, known)
     reported = {(r["arch"], r["experiment"]) for r in seed_results()}
     out = []
     for arch in archs:

@@ -10,9 +10,12 @@ folder an image sits in (an exported `train/CLASS/00042.png` keeps its index 42)
 
 from __future__ import annotations
 
+import errno
+import glob
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -24,14 +27,16 @@ from tqdm import tqdm
 from rotnet.checkpoint import atomic_write_text
 from rotnet.config import DataOptions, dataset_slug
 from rotnet.data import Dataset, channel_stats, holdout_split
-from rotnet.errors import RotnetError
+from rotnet.errors import Interrupted, RotnetError
 from rotnet.layout import is_rotnet_output
+from rotnet.signals import raise_on_stop
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # torchvision's list
 CACHE = ".rotnet-cache"
 HIGH_DEPTH = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")  # Pillow's modes of 16-bit (and 32-bit) grey images
 MAX_PIXELS = 89_478_485  # Pillow's decompression-bomb limit; a larger image is refused, not decoded
-FORMAT = 2  # of the cache files; a new format never reads an old one (2: images decoded as seen, open_as_seen)
+SKIP = "--skip-bad-images"
+FORMAT = 3  # of the cache files; a new format never reads an old one (2: decoded as seen; 3: pixel digests)
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -68,24 +73,59 @@ def layout(folder: Path) -> tuple[dict[str, list[Path]], tuple[str, ...]]:
     if not folder.is_dir():
         raise RotnetError(f"dataset folder not found: {folder} (or name one of the datasets: cifar10, cifar100, ...)")
     train, test = folder / "train", folder / "test"
-    if train.is_dir() and test.is_dir():
-        classes = sorted(e.name for e in os.scandir(train) if e.is_dir() and not e.name.startswith("."))
-        splits = {"train": list_images(train), "test": list_images(test)}
-        labeled = bool(classes) and all(p.parent.parent == train for p in splits["train"])
-        labeled = labeled and all(p.parent.parent == test and p.parent.name in classes for p in splits["test"])
-        return splits, tuple(classes) if labeled else ()
-    return {"train": list_images(folder)}, ()
+    if not (train.is_dir() and test.is_dir()):
+        return {"train": list_images(folder)}, ()
+    splits = {"train": list_images(train), "test": list_images(test)}
+    classes = class_folders(train)
+    if classes:
+        check_classes(splits, classes, {"train": train, "test": test})
+    return splits, classes
+
+
+def class_folders(split: Path) -> tuple[str, ...]:
+    """A split's class folders, sorted by name as torchvision's ImageFolder sorts them (hidden ones skipped)."""
+    return tuple(sorted(e.name for e in os.scandir(split) if e.is_dir() and not e.name.startswith(".")))
+
+
+def class_of(path: Path, split: Path) -> str:
+    """An image's class: the class folder it sits under, at any depth (as in ImageFolder)."""
+    return path.relative_to(split).parts[0]
+
+
+def check_classes(splits: dict[str, list[Path]], classes: tuple[str, ...], roots: dict[str, Path]) -> None:
+    """A labeled folder's classes say what its accuracy means: refused when an image sits outside every class folder,
+    a class has no training images, or the test split has a class training lacks; a warning when the test split
+    lacks some classes (its accuracy covers the others only)."""
+    seen = {}
+    for name, files in splits.items():
+        loose = [p for p in files if p.parent == roots[name]]
+        if loose:
+            raise RotnetError(f"{loose[0]} sits in {name}/ outside any class folder; move it into {name}/CLASS/")
+        seen[name] = {class_of(p, roots[name]) for p in files}
+    if empty := [c for c in classes if c not in seen["train"]]:
+        raise RotnetError(f"class folder(s) {', '.join(empty)} under {roots['train']} hold no images; fill or remove")
+    if extra := sorted(seen["test"] - set(classes)):
+        raise RotnetError(f"{roots['test']} has class(es) {', '.join(extra)} that train/ lacks; a test class must be "
+                          f"a training class")  # fmt: skip
+    if missing := [c for c in classes if c not in seen["test"]]:
+        warnings.warn(
+            f"{roots['test']} has no images of {', '.join(missing)}; its accuracy covers the other "
+            f"{len(classes) - len(missing)} classes only", stacklevel=2,
+        )  # fmt: skip
 
 
 def listing_digest(files: list[Path], folder: Path) -> str:
-    """What identifies a folder's contents without reading them: relative paths, sizes and modification times."""
+    """What identifies a folder's contents without reading them: relative paths and, as git's index keeps them,
+    each file's size, modification and change times and inode. A file replaced by another of the same size and
+    modification time still gets a new change time (which no user call can set back) or inode."""
     h = hashlib.sha256()
     for p in files:
         try:
             st = p.stat()
         except OSError:  # a dangling link: decoding names it, or --skip-bad-images skips it
             st = p.lstat()
-        h.update(f"{p.relative_to(folder).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        stat = f"{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}"
+        h.update(f"{p.relative_to(folder).as_posix()}\0{stat}\n".encode())
     return h.hexdigest()
 
 
@@ -138,42 +178,77 @@ def first_size(files: list[Path]) -> int:
 
 def prepare(
     files: list[Path], size: int, resize: bool, target: Path, skip_bad: bool
-) -> tuple[np.ndarray, list[int], dict]:
+) -> tuple[np.ndarray, list[int], dict, list[str]]:
     """Decode files into target (a .npy of (N, 3, size, size) uint8), atomically; return it memory-mapped, the
-    indices of the files that were kept, and how many images needed each conversion (`open_as_seen`)."""
+    indices of the files that were kept, how many images needed each conversion (`open_as_seen`) and each kept
+    image's pixel digest. The disk space is reserved first: a full disk is an error now, not a SIGBUS mid-write;
+    Ctrl-C or SIGTERM removes the partial file."""
     notes: dict[str, int] = {}
     bad: list[tuple[Path, str]] = []
     kept: list[int] = []
+    digests: list[str] = []
+    need, free = len(files) * 3 * size * size, shutil.disk_usage(target.parent).free
+    if need > free:
+        raise RotnetError(
+            f"{len(files)} images at {size}x{size} need {need / 1e9:.3g} GB in {target.parent}, which has "
+            f"{free / 1e9:.3g} GB free; pass a smaller --image-size, or --cache-dir on a larger disk"
+        )
     tmp = short = fresh_file(target)
     try:
-        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(files), 3, size, size))
-        for i, path in enumerate(tqdm(files, desc="decoding images (once)", unit="img", leave=False, disable=None)):
-            try:
-                array[len(kept)], done = decode(path, size, resize)
+        with raise_on_stop(f"stopped while preparing images into {target.parent}; nothing was kept"):
+            array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(files), 3, size, size))
+            reserve(tmp)
+            for i, path in enumerate(tqdm(files, desc="decoding images (once)", unit="img", leave=False, disable=None)):
+                try:
+                    pixels, done = decode(path, size, resize)
+                except Interrupted:
+                    raise
+                except Exception as e:  # PIL raises many types for bad files; each means "unreadable image"
+                    bad.append((path, f"{type(e).__name__}: {e}"))
+                    continue
+                array[len(kept)] = pixels
                 kept.append(i)
+                digests.append(hashlib.sha256(pixels.tobytes()).hexdigest()[:16])
                 for what in done:
                     notes[what] = notes.get(what, 0) + 1
-            except Exception as e:  # PIL raises many types for bad files; each means "unreadable image"
-                bad.append((path, f"{type(e).__name__}: {e}"))
-        if bad and not skip_bad:
-            first = "; ".join(f"{p} ({why})" for p, why in bad[:3])
-            raise RotnetError(f"{len(bad)} unreadable images, e.g. {first}; fix or remove them, or --skip-bad-images")
-        if bad:
-            warnings.warn(f"skipped {len(bad)} unreadable images, e.g. {bad[0][0]}", stacklevel=2)
-        array.flush()
-        del array
-        if len(kept) < len(files):  # rewrite without the unused tail
-            full = np.load(tmp, mmap_mode="r")
-            short = fresh_file(target)
-            with open(short, "wb") as f:
-                np.save(f, full[: len(kept)])
-            del full
-            os.replace(short, tmp)
-        os.replace(tmp, target)
+            if bad and not skip_bad:
+                first = "; ".join(f"{p} ({why})" for p, why in bad[:3])
+                raise RotnetError(
+                    f"{len(bad)} unreadable images, e.g. {first}; fix or remove them, or --skip-bad-images"
+                )
+            if bad:
+                warnings.warn(f"skipped {len(bad)} unreadable images, e.g. {bad[0][0]}", stacklevel=2)
+            array.flush()
+            del array
+            if len(kept) < len(files):  # rewrite without the unused tail
+                full = np.load(tmp, mmap_mode="r")
+                short = fresh_file(target)
+                with open(short, "wb") as f:
+                    np.save(f, full[: len(kept)])
+                del full
+                os.replace(short, tmp)
+            os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
         short.unlink(missing_ok=True)
-    return np.load(target, mmap_mode="r"), kept, notes
+    return np.load(target, mmap_mode="r"), kept, notes, digests
+
+
+def reserve(path: Path) -> None:
+    """Allocate a sparse file's blocks now (posix_fallocate), so that running out of disk is an error here rather
+    than a SIGBUS when a memory-mapped write finds no block."""
+    if not hasattr(os, "posix_fallocate"):  # macOS, Windows: writes find out as they go
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise RotnetError(f"no space left in {path.parent} for the prepared images; pass --cache-dir") from None
+        if e.errno not in (errno.EINVAL, errno.EOPNOTSUPP):  # a file system that cannot reserve: write as we go
+            raise
+    finally:
+        os.close(fd)
 
 
 def fresh_file(target: Path) -> Path:
@@ -193,43 +268,89 @@ def cache_dir_for(folder: Path, options: DataOptions) -> Path:
     return cache
 
 
+def pixels_sha256(array: np.ndarray) -> str:
+    h = hashlib.sha256()
+    for start in range(0, len(array), 4096):
+        h.update(np.ascontiguousarray(array[start : start + 4096]).tobytes())
+    return h.hexdigest()
+
+
+def cached(images_file: Path, record: dict | None, shape: tuple[int, ...]) -> tuple[np.ndarray | None, str]:
+    """The cache entry's images if they are exactly what its record says (shape and every pixel's sha256), else
+    None and why not: a cache is rotnet's own file, so a damaged or changed one is prepared again, never used."""
+    if record is None:
+        return None, ""
+    try:
+        array = np.load(images_file, mmap_mode="r", allow_pickle=False)
+    except Exception as e:  # noqa: BLE001 - numpy raises many types (EOFError on an empty file); all mean "damaged"
+        return None, f"it is not a readable array ({type(e).__name__})"
+    if array.shape != shape:
+        return None, f"it holds {array.shape}, its record {shape}"
+    if pixels_sha256(array) != record.get("images_sha256"):
+        return None, "its pixels changed since they were prepared"
+    return array, ""
+
+
 def prepared(folder: Path, files: list[Path], image_size: int, options: DataOptions) -> tuple[torch.Tensor, dict]:
     """The folder's images as a memory-mapped uint8 tensor and its cache record, prepared now if the cache lacks
-    them or the folder changed since (another listing digest is another cache entry)."""
+    them, the folder changed since (another listing digest is another cache entry), or the entry does not match
+    its record. A new entry replaces the folder's older ones."""
     digest = listing_digest(files, folder)
     size = image_size or first_size(files)
     bad = "skip" if options.skip_bad_images else "all"
-    key = f"{dataset_slug(str(folder))}-{image_size or 'native'}-{digest[:16]}-{bad}-v{FORMAT}"
+    prefix = f"{dataset_slug(str(folder))}-{image_size or 'native'}-"
+    key = f"{prefix}{digest[:16]}-{bad}-v{FORMAT}"
     cache = cache_dir_for(folder, options)
     images_file, record_file = cache / f"{key}.npy", cache / f"{key}.json"
     record = None
-    if record_file.is_file() and images_file.is_file():
-        try:
-            record = json.loads(record_file.read_text())
-        except (OSError, ValueError):
-            record = None
-    if record is None or record.get("listing_sha256") != digest:
-        print(f"preparing {len(files)} images of {folder} once, into {images_file}", flush=True)
-        array, kept, notes = prepare(files, size, bool(image_size), images_file, options.skip_bad_images)
-        h = hashlib.sha256()
-        for start in range(0, len(array), 4096):
-            h.update(np.ascontiguousarray(array[start : start + 4096]).tobytes())
-        record = {"listing_sha256": digest, "kept": kept, "images_sha256": h.hexdigest(), "count": len(files)}
-        record["converted"] = notes  # e.g. {"exif_orientation": 12, "scaled_to_8_bits": 3}
-        atomic_write_text(record_file, json.dumps(record))
     try:
-        array = np.load(images_file, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise RotnetError(f"the cache file {images_file} is unreadable ({e}); delete it to prepare again") from None
-    if array.shape != (len(record["kept"]), 3, size, size):
-        raise RotnetError(f"the cache file {images_file} does not match its record; delete it to prepare again")
+        record = json.loads(record_file.read_text())
+        shape = (len(record["kept"]), 3, size, size)
+    except (OSError, ValueError, TypeError, KeyError):
+        record, shape = None, ()
+    array, why = cached(images_file, record if record and record.get("listing_sha256") == digest else None, shape)
+    if array is None:
+        if why:
+            print(f"the cache entry {images_file} does not match its record ({why}); preparing it again", flush=True)
+        print(f"preparing {len(files)} images of {folder} once, into {images_file}", flush=True)
+        try:
+            array, kept, notes, digests = prepare(files, size, bool(image_size), images_file, options.skip_bad_images)
+            record = {"folder": str(folder), "listing_sha256": digest, "kept": kept, "count": len(files)}
+            record |= {"images_sha256": pixels_sha256(array), "pixels": digests}
+            record["converted"] = notes  # e.g. {"exif_orientation": 12, "scaled_to_8_bits": 3}
+            atomic_write_text(record_file, json.dumps(record))
+        except PermissionError as e:
+            raise RotnetError(
+                f"cannot write the prepared-images cache in {cache} ({e.strerror}); pass --cache-dir DIR to keep it "
+                f"elsewhere"
+            ) from None
+        remove_stale(cache, folder, prefix, bad, keep=key)
     with warnings.catch_warnings():  # a read-only memory map: torch warns it is not writable; nothing writes it
         warnings.simplefilter("ignore", UserWarning)
         return torch.from_numpy(array), record
 
 
+def remove_stale(cache: Path, folder: Path, prefix: str, bad: str, keep: str) -> None:
+    """Delete the cache entries of this folder, size and bad-image mode that the new one replaces (an older listing
+    or format): a cache keeps one entry per way of preparing a folder, not one per change."""
+    for record_file in cache.glob(f"{glob.escape(prefix)}*-{bad}-v*.json"):
+        stem = record_file.stem
+        if stem == keep:
+            continue
+        try:
+            owner = json.loads(record_file.read_text()).get("folder")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if owner == str(folder) or (owner is None and cache == folder / CACHE):  # v2 entries did not say
+            for path in (cache / f"{stem}.npy", record_file):
+                if not path.is_symlink():
+                    path.unlink(missing_ok=True)
+
+
 def load_folder(folder: Path, image_size: int, seed: int, options: DataOptions) -> tuple[Dataset, tuple]:
-    """An image folder as a Dataset (labels -1 when it has no class folders) and its normalization statistics."""
+    """An image folder as a Dataset (labels -1 when it has no class folders) and its normalization statistics. An
+    image whose pixels repeat an earlier one's is used once (warned), so that no test image is a copy of a training
+    image, whichever way the folder was assembled."""
     folder = Path(folder).resolve()
     splits, classes = layout(folder)
     every = splits["train"] + splits.get("test", [])
@@ -241,24 +362,28 @@ def load_folder(folder: Path, image_size: int, seed: int, options: DataOptions) 
     n_train = len(splits["train"])
     if classes:
         index = {c: i for i, c in enumerate(classes)}
-        labels = torch.tensor([index[p.parent.name] for p in every], dtype=torch.int64)[kept]
+        roots = [folder / "train"] * n_train + [folder / "test"] * (len(every) - n_train)
+        labels = torch.tensor([index[class_of(p, r)] for p, r in zip(every, roots, strict=True)])[kept]
     else:
         labels = torch.full((len(kept),), -1, dtype=torch.int64)
-    if "test" in splits:  # kept indices are sorted: the training images come first, a view of the memory map
+    unique = first_copies(record["pixels"], [every[i] for i in record["kept"]])
+    if "test" in splits:  # kept indices are sorted: the training images come first
         cut = int((kept < n_train).sum())
-        train_idx, test_idx = torch.arange(cut), torch.arange(cut, len(kept))
-        train_images, test_images = images[:cut], images[cut:]
+        train_idx, test_idx = unique[unique < cut], unique[unique >= cut]
     else:
-        train_idx, test_idx = holdout_split(len(kept), seed)
-        train_images, test_images = images[train_idx], images[test_idx]
+        train_idx, test_idx = (unique[i] for i in holdout_split(len(unique), seed))
     if not len(test_idx):
-        raise RotnetError(f"{folder} has no test images (its test/ folder is empty, or it holds a single image)")
+        raise RotnetError(f"{folder} has no test images (its test/ folder is empty, or it holds one distinct image)")
+    contiguous = len(unique) == len(kept) and "test" in splits  # views of the memory map, not copies
+    train_images = images[: len(train_idx)] if contiguous else images[train_idx]
+    test_images = images[len(train_idx) :] if contiguous else images[test_idx]
     stats = channel_stats(train_images)
     fingerprint = {
         "name": "folder",
         "path": str(folder),
         "images_sha256": record["images_sha256"],
         "skipped": record["count"] - len(kept),
+        "duplicates": len(kept) - len(unique),
         "converted": record.get("converted", {}),
         "split": "train/test folders" if "test" in splits else f"held out {len(test_idx)} by seed {seed}",
         "train": len(train_idx),
@@ -270,3 +395,18 @@ def load_folder(folder: Path, image_size: int, seed: int, options: DataOptions) 
         dataset_slug(str(folder)),
     )  # fmt: skip
     return data, stats
+
+
+def first_copies(digests: list[str], paths: list[Path]) -> torch.Tensor:
+    """Indices of the images whose pixels no earlier image has (in canonical order), warning about the others: a
+    copy under another name would otherwise sit on both sides of a train/test split."""
+    first: dict[str, int] = {}
+    for i, d in enumerate(digests):
+        first.setdefault(d, i)
+    if len(first) < len(digests):
+        copy = next(i for i, d in enumerate(digests) if first[d] != i)
+        warnings.warn(
+            f"{len(digests) - len(first)} images repeat another's pixels (e.g. {paths[copy]} = "
+            f"{paths[first[digests[copy]]]}); each is used once", stacklevel=3,
+        )  # fmt: skip
+    return torch.tensor(sorted(first.values()), dtype=torch.int64)

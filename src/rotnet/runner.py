@@ -20,7 +20,7 @@ from rotnet.config import DataOptions, RunConfig, from_dict
 from rotnet.datasets import load_for
 from rotnet.errors import Interrupted, InUse, NonFiniteLoss, RotnetError
 from rotnet.experiments import Protocol, rotation_source
-from rotnet.layout import FAILED, RESULT, RunId, is_locked, read_json, run_dir, run_id
+from rotnet.layout import CONFIG, FAILED, RESULT, RunId, is_locked, read_json, run_dir, run_id
 from rotnet.provenance import provenance
 from rotnet.run import Runtime, Saving, Source, check_run, preflight, resume_threads, run
 from rotnet.runtime import setup_device, threads_text
@@ -122,8 +122,11 @@ def run_plan(configs: list[RunConfig], sources: list, options: Options, rt: Runt
             missing = [k for k, v in outcome.items() if not v.startswith("done")]
             for k in missing:
                 say(f"   {k}: {outcome[k]}")
-            path = write_report(root, preset=options.protocol.preset)
-            print(f"\n{summary(root)}\n\nreport: {path}\nplots: {root / 'plots'}; runs: {root}/...")
+            if any(root.glob(f"**/seed*/{CONFIG}")):
+                path = write_report(root, preset=options.protocol.preset)
+                print(f"\n{summary(root)}\n\nreport: {path}\nplots: {root / 'plots'}; runs: {root}/...")
+            else:  # stopped (or failed) before any run began: nothing to report, and the stop's exit status stands
+                say("no run has started: no report")
     if rt.stop.requested:
         raise Interrupted(f"stopped; {len(missing)} of {len(configs)} runs not finished", rt.stop.signum)
     return len(missing)

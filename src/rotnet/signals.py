@@ -44,6 +44,24 @@ def stop_handlers(stop: StopFlag):
 
 
 @contextlib.contextmanager
+def raise_on_stop(message: str):
+    """While the block runs (in the main thread; elsewhere signals cannot be caught), Ctrl-C or SIGTERM raises
+    Interrupted(message): work with nothing worth saving stops at once and its `finally` blocks clean up."""
+    import threading
+
+    from rotnet.errors import Interrupted
+
+    def handler(signum, frame):
+        raise Interrupted(message, signum, saved=False)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    with _handled_by(handler):
+        yield
+
+
+@contextlib.contextmanager
 def signals_held():
     """Hold Ctrl-C and SIGTERM while the block runs, then deliver the first one that came; a second Ctrl-C ends
     the process at once (nothing is written yet). Raised inside torch's start-up, where its C++ code calls Python,

@@ -1,0 +1,297 @@
+"""Honest inputs (issue 23): a contradiction or an impossible value is refused in one line before anything is
+written; an image folder's files, classes and cache mean exactly what a user sees in them."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from rotnet.errors import RotnetError
+from tests.test_reproduce import TINY
+
+
+@pytest.mark.parametrize(
+    ("given", "named"),
+    [
+        ({"experiments": ("nope",)}, "unknown experiment 'nope'"),
+        ({"experiments": ("rotation", "full-from-ranodm")}, "did you mean full-from-random"),
+        ({"archs": ("resnet19",)}, "unknown arch 'resnet19'"),
+        ({"archs": "resnet"}, "unknown arch 'resnet'"),
+    ],
+)
+def test_the_python_reproduce_refuses_unknown_names_before_writing(tmp_path, fake_root, given, named):
+    """Was a raw KeyError, or "holds no rotnet runs" after writing reproduce.json (an unknown arch planned nothing)."""
+    import rotnet
+
+    with pytest.raises(RotnetError, match=named):
+        rotnet.reproduce(preset=TINY, runs_root=tmp_path, data_root=fake_root, download=False, **given)
+    assert not list(tmp_path.iterdir())
+
+
+def test_the_python_reproduce_takes_one_name_as_a_one_name_tuple(tmp_path, fake_root):
+    """`archs="resnet18"` was read letter by letter."""
+    import rotnet
+
+    rotnet.reproduce(
+        preset=TINY, runs_root=tmp_path, data_root=fake_root, download=False, archs="resnet18", seeds=3,
+        experiments="rotation",
+    )  # fmt: skip
+    assert (tmp_path / "resnet18/rotation/seed3/result.json").is_file()
+
+
+# --- image folders: classes ---------------------------------------------------------------------------------------
+
+
+def images(n: int, seed: int = 0, size: int = 8) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
+def save(folder: Path, pixels: np.ndarray, names=None) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, p in enumerate(pixels):
+        Image.fromarray(p).save(folder / (names[i] if names else f"{i:03d}.png"))
+
+
+def labeled(root: Path, train: dict, test: dict) -> Path:
+    """root/train/CLASS and root/test/CLASS with the given image counts, all distinct."""
+    seed = 0
+    for split, counts in (("train", train), ("test", test)):
+        for name, n in counts.items():
+            (root / split / name).mkdir(parents=True, exist_ok=True)
+            seed += 1
+            save(root / split / name, images(n, seed), [f"{split}-{name}-{i}.png" for i in range(n)])
+    return root
+
+
+def load(folder: Path, **options):
+    from rotnet.config import DataOptions
+    from rotnet.datasets import load_dataset
+
+    load_dataset.cache_clear()  # a process keeps its last datasets; these tests change the files between loads
+    return load_dataset(str(folder), 0, 0, DataOptions(**options))
+
+
+def test_an_empty_class_folder_is_refused_not_made_a_class(tmp_path):
+    """It became a class no image has: a 3-way head and accuracy for 2 classes."""
+    root = labeled(tmp_path / "pets", {"cat": 3, "dog": 3}, {"cat": 2, "dog": 2})
+    (root / "train" / "bird").mkdir()
+    with pytest.raises(RotnetError, match="bird .*hold no images"):
+        load(root)
+
+
+def test_a_test_class_that_training_lacks_is_named(tmp_path):
+    """Was "has no class labels" (the folder read as unlabeled), without saying which class."""
+    root = labeled(tmp_path / "pets", {"cat": 3, "dog": 3}, {"cat": 2, "dog": 2, "fox": 1})
+    with pytest.raises(RotnetError, match="class\\(es\\) fox that train/ lacks"):
+        load(root)
+
+
+def test_a_test_split_missing_a_class_warns_what_its_accuracy_covers(tmp_path):
+    root = labeled(tmp_path / "pets", {"cat": 3, "dog": 3, "fox": 3}, {"cat": 2, "dog": 2})
+    with pytest.warns(UserWarning, match="no images of fox; its accuracy covers the other 2 classes"):
+        data = load(root)
+    assert data.class_names == ("cat", "dog", "fox")
+
+
+def test_images_in_subfolders_of_a_class_belong_to_that_class(tmp_path):
+    """ImageFolder labels train/cat/indoor/x.png as cat; rotnet read the whole folder as unlabeled."""
+    root = labeled(tmp_path / "pets", {"cat": 2, "dog": 2}, {"cat": 1, "dog": 1})
+    save(root / "train" / "cat" / "indoor", images(2, 9), ["indoor-0.png", "indoor-1.png"])
+    data = load(root)
+    assert data.class_names == ("cat", "dog") and sorted(data.train_labels.tolist()) == [0, 0, 0, 0, 1, 1]
+
+
+def test_an_image_outside_every_class_folder_is_refused(tmp_path):
+    root = labeled(tmp_path / "pets", {"cat": 2, "dog": 2}, {"cat": 1, "dog": 1})
+    save(root / "train", images(1, 9), ["stray.png"])
+    with pytest.raises(RotnetError, match="stray.png sits in train/ outside any class folder"):
+        load(root)
+
+
+# --- image folders: copies --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["same bytes", "same pixels, another format"])
+def test_no_held_out_image_is_a_copy_of_a_training_image(tmp_path, how):
+    """Copies under other names (a folder assembled twice, a PNG beside its BMP) landed on both sides of the split,
+    so test accuracy measured memory."""
+    folder = tmp_path / "photos"
+    pixels = images(12)
+    save(folder, pixels)
+    names = [f"copy-{i}.{'png' if how == 'same bytes' else 'bmp'}" for i in range(12)]
+    save(folder / "again", pixels, names)
+    with pytest.warns(UserWarning, match="12 images repeat another's pixels"):
+        data = load(folder)
+    train = {bytes(x.numpy()) for x in data.train_images}
+    assert len(data.train_images) + len(data.test_images) == 12
+    assert not any(bytes(x.numpy()) in train for x in data.test_images)
+    assert data.fingerprint["duplicates"] == 12
+
+
+def test_a_labeled_test_image_that_copies_a_training_image_is_not_tested(tmp_path):
+    root = labeled(tmp_path / "pets", {"cat": 3, "dog": 3}, {"cat": 2, "dog": 2})
+    leak = np.asarray(Image.open(root / "train/cat/train-cat-0.png"))
+    save(root / "test" / "cat", leak[None], ["leak.png"])
+    with pytest.warns(UserWarning, match="1 images repeat"):
+        data = load(root)
+    assert len(data.test_images) == 4 and len(data.train_images) == 6
+
+
+# --- image folders: the cache -----------------------------------------------------------------------------------
+
+
+def cache_files(folder: Path, suffix: str) -> list[Path]:
+    return sorted((folder / ".rotnet-cache").glob(f"*{suffix}"))
+
+
+def test_an_image_replaced_with_the_same_size_and_time_is_noticed(tmp_path):
+    """The cache keyed on size and modification time only: a replaced image kept its old pixels."""
+    folder = tmp_path / "photos"
+    save(folder, images(6))
+    load(folder)
+    target = folder / "003.png"
+    before = target.stat()
+    save(folder, images(6, seed=5)[3:4], ["003.png"])  # same size: 8x8 random PNGs compress alike
+    if target.stat().st_size != before.st_size:
+        pytest.skip("the replacement's size differs; the size alone notices it")
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
+    data = load(folder)
+    assert any(np.array_equal(x.numpy().transpose(1, 2, 0), images(6, seed=5)[3]) for x in every(data))
+    assert len(cache_files(folder, ".npy")) == 1  # the stale entry is gone, not kept beside the new one
+
+
+def every(data):
+    import torch
+
+    return torch.cat([data.train_images, data.test_images])
+
+
+@pytest.mark.parametrize("damage", ["zeroed pixels", "empty file", "garbage", "another array"])
+def test_a_damaged_cache_entry_is_prepared_again_not_used_or_crashed_on(tmp_path, damage, capsys):
+    """Zeroed pixels inside the cache were used (never compared with images_sha256); an empty file raised EOFError;
+    garbage got numpy's advice to pass allow_pickle."""
+    folder = tmp_path / "photos"
+    save(folder, images(6))
+    good = every(load(folder)).clone()
+    (npy,) = cache_files(folder, ".npy")
+    if damage == "zeroed pixels":
+        array = np.load(npy, mmap_mode="r+")
+        array[2] = 0
+        array.flush()
+        del array
+    elif damage == "empty file":
+        npy.write_bytes(b"")
+    elif damage == "garbage":
+        npy.write_bytes(pickle.dumps({"not": "an array"}))
+    else:
+        np.save(npy, np.zeros((6, 3, 4, 4), dtype=np.uint8))
+    capsys.readouterr()
+    assert torch_equal(every(load(folder)), good)
+    out = capsys.readouterr().out
+    assert "does not match its record" in out and "allow_pickle" not in out
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return torch.equal(a, b)
+
+
+def test_an_unwritable_cache_says_to_pass_cache_dir(tmp_path, monkeypatch):
+    """A read-only dataset folder with a stale cache: the error gave no way out. (Tests may run as root, whom a
+    read-only mode does not stop, so the refusal is the file system's answer, made here.)"""
+    import tempfile
+
+    folder = tmp_path / "photos"
+    save(folder, images(6))
+
+    def refuse(*a, **kw):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    with pytest.raises(RotnetError, match="Permission denied.*pass --cache-dir DIR"):
+        load(folder)
+    monkeypatch.undo()
+    load(folder, cache_dir=tmp_path / "elsewhere")
+    assert list((tmp_path / "elsewhere").glob("*.npy"))
+
+
+def test_a_cache_larger_than_the_free_disk_is_refused_before_writing(tmp_path, monkeypatch):
+    """`--image-size 100000` made a 720 GB sparse file, then died of SIGBUS (or was killed) with no message."""
+    import shutil
+
+    folder = tmp_path / "photos"
+    save(folder, images(6))
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage._replace(free=10_000))
+    with pytest.raises(RotnetError, match="6 images at 64x64 need 7.37e-05 GB .*--image-size"):
+        load_dataset_sized(folder, 64)
+    assert not list((folder / ".rotnet-cache").iterdir())
+
+
+def load_dataset_sized(folder: Path, size: int):
+    from rotnet.config import DataOptions
+    from rotnet.datasets import load_dataset
+
+    load_dataset.cache_clear()
+    return load_dataset(str(folder), size, 0, DataOptions())
+
+
+def test_a_disk_that_fills_while_preparing_is_an_error_not_a_sigbus(tmp_path, monkeypatch):
+    import errno
+
+    folder = tmp_path / "photos"
+    save(folder, images(6))
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    with pytest.raises(RotnetError, match="no space left in .* for the prepared images; pass --cache-dir"):
+        load(folder)
+    assert not list((folder / ".rotnet-cache").iterdir())
+
+
+@pytest.mark.parametrize("command", ["train", "reproduce"])
+def test_sigterm_while_preparing_removes_the_partial_file_and_says_so(
+    tmp_path, fake_root, monkeypatch, capsys, command
+):
+    """The partial cache file (full size) was left behind and nothing was printed; `reproduce` exited 2 ("holds no
+    rotnet runs") instead of 143."""
+    import signal
+
+    from rotnet import imagefolder
+    from tests.helpers import cli
+
+    folder = tmp_path / "photos"
+    save(folder, images(6))
+    real, calls = imagefolder.decode, []
+
+    def decode_then_term(*a, **kw):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(imagefolder, "decode", decode_then_term)
+    args = [command, *(["rotation"] if command == "train" else ["--experiments", "rotation"])]
+    assert cli(*args, "--dataset", str(folder), root=tmp_path / "runs", data=fake_root) == 143
+    assert "stopped while preparing images" in capsys.readouterr().err
+    assert not list((folder / ".rotnet-cache").iterdir())
+
+
+def test_a_second_ctrl_c_before_any_run_began_exits_130_not_2(tmp_path, fake_root, monkeypatch, capsys):
+    from rotnet import runner
+    from tests.helpers import cli
+
+    def interrupted(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "run_in_turn", interrupted)
+    assert cli("reproduce", "--experiments", "rotation", "--jobs", "1", root=tmp_path, data=fake_root) == 130
+    assert "holds no rotnet runs" not in capsys.readouterr().err
