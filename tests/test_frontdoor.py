@@ -73,8 +73,31 @@ def test_loggers_asked_of_a_finished_run_are_written_from_its_record(tiny_runs, 
     assert len((folder / "metrics.csv").read_text().splitlines()) == 1 + len(history)
     assert cli("train", "rotation", "--logger", "csv", root=tmp_path, data=fake_root) == 0  # once, not again
     assert capsys.readouterr().out.rstrip().endswith("already finished; reusing it")
-    assert cli("train", "rotation", "--logger", "wandb", root=tmp_path, data=fake_root) == 2
-    assert "--logger wandb sends a run while it trains, not afterwards" in capsys.readouterr().err
+
+
+def test_wandb_asked_of_a_finished_run_reuses_it_and_says_nothing_was_sent(
+    tiny_runs, tmp_path, fake_root, monkeypatch, capsys
+):
+    """A plan that reuses a finished run failed it for `--logger wandb` (exit 2), though nothing needed sending."""
+    import rotnet.run
+
+    monkeypatch.setattr(rotnet.run, "require_logger", lambda name: None)  # as where wandb is installed
+    shutil.copytree(tiny_runs, tmp_path, dirs_exist_ok=True)
+    assert cli("train", "rotation", "--logger", "wandb", root=tmp_path, data=fake_root) == 0
+    assert "reusing it; not sent to W&B, which takes a run while it trains" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("logger", ["tensorboard", "wandb"])
+def test_a_missing_logger_package_is_named_before_the_data_loads(tmp_path, fake_root, monkeypatch, capsys, logger):
+    """A missing wandb or tensorboard was found only after the data loaded, leaving a started run folder."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == logger else real(name, *a))
+    assert cli("train", "rotation", "--logger", logger, root=tmp_path / "runs", data=fake_root) == 2
+    captured = capsys.readouterr()
+    assert f"pip install 'rotnet[{logger}]'" in captured.err and captured.err.count("\n") == 1
+    assert not (tmp_path / "runs").exists()
 
 
 def test_the_csv_holds_every_epoch_record_and_every_column(tmp_path, fake_root):
@@ -176,6 +199,24 @@ def test_export_of_a_run_with_a_garbage_result_is_one_line(tiny_runs, tmp_path, 
     assert main(["export", str(run), str(tmp_path / "hub")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "inconsistent: result.json" in err and not (tmp_path / "hub").exists()
+
+
+@pytest.mark.parametrize(
+    "field", [{"test_images": "many"}, {"test_images": [1]}, {"test_images": {"n": 1}}, {"class_names": 7}]
+)
+def test_export_of_a_resealed_non_numeric_field_is_one_line_and_writes_nothing(tiny_runs, tmp_path, capsys, field):
+    """`int(result["test_images"])` raised ValueError after the files were copied: a traceback and half an export."""
+    import json
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_runs / "resnet18/rotation/seed0", run)
+    result = json.loads((run / "result.json").read_text()) | field
+    (run / "result.json").write_text(json.dumps(result))
+    reseal(run)
+    assert main(["export", str(run), str(tmp_path / "out" / "hub")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("rotnet: error:") and not (tmp_path / "out").exists()
 
 
 def test_epoch_end_checkpoints_wait_for_the_interval(tmp_path, fake_root, monkeypatch):

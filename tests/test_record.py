@@ -59,6 +59,38 @@ def test_an_edited_result_is_tampered_in_the_report_and_refused_by_every_reader(
     assert "tampered" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "confusion",
+    [
+        [[1, 2], [3]],
+        "12",
+        [[1, "x"], [0, 1]],
+        [[-1, 0], [0, 5]],
+        [[True, 0], [0, 1]],
+        [[9, 0, 0], [0, 9, 0], [0, 0, 9]],
+    ],
+)
+def test_a_malformed_confusion_matrix_is_inconsistent_not_a_report_traceback(copy, capsys, confusion):
+    """A resealed result.json whose confusion was not a matrix of counts ended `rotnet report` in a traceback."""
+    folder = copy / RUN
+    edit_json(folder / "result.json", confusion=confusion)
+    reseal(folder)
+    assert inspect(folder).status == "inconsistent"
+    assert main(["report", str(copy)]) == 0
+    row = next(r for r in json.loads((copy / "results.json").read_text())["rows"] if r["experiment"] == "rotation")
+    assert "inconsistent" in row["status"]
+
+
+def test_a_confusion_matrix_must_give_the_accuracy_it_stands_beside(copy):
+    folder = copy / RUN
+    m = json.loads((folder / "result.json").read_text())["confusion"]
+    m[0][0], m[0][1] = m[0][0] + 1, m[0][1] - 1 if m[0][1] else m[0][1]  # one more right answer, or one more image
+    edit_json(folder / "result.json", confusion=m)
+    reseal(folder)
+    seen = inspect(folder)
+    assert seen.status == "inconsistent" and "confusion gives test_acc" in seen.problems[0]
+
+
 def test_an_edited_result_resealed_still_disagrees_with_its_metrics(copy):
     """A forger who recomputes the manifest: the record must still agree with itself."""
     folder = copy / RUN

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -78,6 +79,22 @@ def test_resuming_on_other_data_is_refused(tmp_path, fake_root, capsys):
     assert train("train", "rotation", "--epochs", "1", root=tmp_path / "runs", data=other, tiny=False) == 2
     err = capsys.readouterr().err
     assert "trained on other data" in err and "data_batch_1" in err
+
+
+@pytest.mark.parametrize("spelling", ["relative", "a moved copy"])
+def test_the_same_data_spelled_or_placed_otherwise_is_the_same_data(tmp_path, fake_root, monkeypatch, spelling):
+    """The same data root as a relative path (or the same files moved) was refused as "other data"."""
+    import shutil
+
+    assert train("train", "rotation", "--epochs", "1", root=tmp_path / "runs", data=fake_root, tiny=False) == 0
+    (tmp_path / "runs/resnet18/rotation/seed0/result.json").unlink()
+    reseal(tmp_path / "runs/resnet18/rotation/seed0")  # as if stopped after its last checkpoint
+    if spelling == "relative":
+        monkeypatch.chdir(fake_root.parent)
+        data = Path(fake_root.name)
+    else:
+        data = shutil.copytree(fake_root, tmp_path / "moved")
+    assert train("train", "rotation", "--epochs", "1", root=tmp_path / "runs", data=data, tiny=False) == 0
 
 
 def test_fingerprint_is_recorded(tiny_runs):

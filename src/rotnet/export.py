@@ -115,10 +115,8 @@ WHAT = {
 def export_run(folder: Path, out: Path) -> Path:
     """A finished run as an upload-ready folder: model.safetensors, config.json, result.json, metrics.jsonl and a
     model card (README.md with the usual front matter). Writes only under out, which must be new or empty."""
-    import json
     import shutil
 
-    from rotnet import __version__
     from rotnet.checkpoint import atomic_write_text, load_tensors
     from rotnet.layout import CONFIG, METRICS, RESULT, WEIGHTS, not_a_run, read_json
     from rotnet.record import open_run
@@ -139,10 +137,37 @@ def export_run(folder: Path, out: Path) -> Path:
     cfg = meta.get("config") or record.get("config", {})
     norm = meta.get("normalization") or {"mean": list(MEAN), "std": list(STD)}  # older files: the seed's
     classes = meta.get("class_names") or result.get("class_names", [])
-    out.mkdir(parents=True, exist_ok=True)
-    for name in (WEIGHTS, CONFIG, RESULT, METRICS):
-        if (folder / name).is_file() and not (folder / name).is_symlink():  # a link rotnet did not make: never
-            shutil.copyfile(folder / name, out / name)
+    try:
+        card = card_text(cfg, result, record, meta, norm, classes)
+    except (TypeError, ValueError, KeyError, AttributeError) as e:  # a forged but resealed record; nothing written
+        raise RotnetError(
+            f"{folder}'s record has a malformed field ({type(e).__name__}: {e}); nothing was exported"
+        ) from None
+    made = next((p for p in [*reversed(out.parents), out] if not p.exists()), None)  # the top folder this makes
+    written: list[Path] = []
+    try:  # the card is built: only copying is left, and a failure there leaves no half-written export behind
+        out.mkdir(parents=True, exist_ok=True)
+        for name in (WEIGHTS, CONFIG, RESULT, METRICS):
+            if (folder / name).is_file() and not (folder / name).is_symlink():  # a link rotnet did not make: never
+                written.append(out / name)
+                shutil.copyfile(folder / name, out / name)
+        written.append(out / "README.md")
+        atomic_write_text(out / "README.md", card)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        if made:
+            shutil.rmtree(made, ignore_errors=True)
+        raise
+    return out
+
+
+def card_text(cfg: dict, result: dict, record: dict, meta: dict, norm: dict, classes: list) -> str:
+    """The model card (README.md with the usual front matter) of a run's record."""
+    import json
+
+    from rotnet import __version__
+
     name = f"rotnet-{cfg.get('arch')}-{cfg.get('experiment')}-seed{cfg.get('seed')}"
     tags = ["rotnet", "self-supervised", "rotation-prediction", str(cfg.get("arch")), "image-classification"]
     dataset = Path(cfg.get("dataset", "cifar10")).name
@@ -152,7 +177,7 @@ def export_run(folder: Path, out: Path) -> Path:
             "\nmodel.conv1 = torch.nn.Conv2d(3, 64, 3, 1, 1, bias=False)  # rotnet's CIFAR stem"
             "\nmodel.maxpool = torch.nn.Identity()"
         )
-    card = CARD.format(
+    return CARD.format(
         tags="\n".join(f"- {t}" for t in tags),
         dataset=dataset,
         name=name,
@@ -179,5 +204,3 @@ def export_run(folder: Path, out: Path) -> Path:
         std=json.dumps(norm["std"]),
         class_names=", ".join(map(str, classes)),
     )
-    atomic_write_text(out / "README.md", card)
-    return out

@@ -16,6 +16,17 @@ from rotnet.errors import RotnetError
 
 LOGGERS = ("tensorboard", "csv", "wandb")
 EVERY = 20  # steps between progress points
+PACKAGES = {"tensorboard": ("tensorboard", "tensorboard"), "wandb": ("wandb", "the wandb package")}
+
+
+def require_logger(name: str) -> None:
+    """Refuse a logger that is unknown or whose package is not installed, without importing it (wandb is slow)."""
+    import importlib.util
+
+    if name not in LOGGERS:
+        raise RotnetError(f"unknown logger {name!r}; choose from {', '.join(LOGGERS)}")
+    if name in PACKAGES and importlib.util.find_spec(PACKAGES[name][0]) is None:
+        raise RotnetError(f"--logger {name} needs {PACKAGES[name][1]}: pip install 'rotnet[{name}]'")
 
 
 class Loggers:
@@ -92,9 +103,9 @@ class Loggers:
 
 def replay(names: tuple[str, ...], folder: Path, cfg: RunConfig, history: list[dict], result: dict) -> list[str]:
     """Write a finished run's TensorBoard and CSV logs from its epoch records (no step-level points: metrics.jsonl
-    has none), for the loggers whose output it lacks; returns what was written. W&B is not sent a run again."""
-    if "wandb" in names:
-        raise RotnetError(f"{folder} has finished: --logger wandb sends a run while it trains, not afterwards")
+    has none), for the loggers whose output it lacks; returns what was written. W&B is skipped: it takes a run
+    while it trains (a finished run in a plan is reused, not failed, for asking)."""
+    names = tuple(n for n in names if n != "wandb")
     have = {"tensorboard": (Path(folder) / "tensorboard").exists(), "csv": (Path(folder) / "metrics.csv").exists()}
     todo = tuple(n for n in names if not have.get(n, False))
     if todo and history:

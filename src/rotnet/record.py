@@ -246,7 +246,28 @@ def consistency(folder: Path) -> list[str]:
         )
     if result.get("epochs") != len(history):
         out.append(f"inconsistent: {RESULT} says {result.get('epochs')!r} epochs, {METRICS} has {len(history)}")
-    return out
+    return out + confusion_problems(result)
+
+
+def is_counts(row) -> bool:
+    return isinstance(row, list) and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in row)
+
+
+def confusion_problems(result: dict) -> list[str]:
+    """Where result.json's confusion matrix disagrees with itself: not a square matrix of counts, one row per class
+    name, whose diagonal gives its test accuracy."""
+    m, names = result.get("confusion"), result.get("class_names")
+    if m is None:
+        return []
+    if not isinstance(m, list) or not m or not all(is_counts(row) and len(row) == len(m) for row in m):
+        return [f"inconsistent: {RESULT}'s confusion is not a square matrix of counts"]
+    if not isinstance(names, list) or len(names) != len(m) or not all(isinstance(n, str) for n in names):
+        return [f"inconsistent: {RESULT} has {len(m)} confusion rows but class_names {names!r}"]
+    total = sum(map(sum, m))
+    acc = 100 * sum(m[i][i] for i in range(len(m))) / max(total, 1)
+    if not finite(result.get("test_acc")) or abs(acc - result["test_acc"]) > 1e-6:
+        return [f"inconsistent: {RESULT}'s confusion gives test_acc {acc!r}, it says {result.get('test_acc')!r}"]
+    return []
 
 
 def open_run(folder: Path, purpose: str, *, need: tuple[str, ...] = ()) -> Inspection:

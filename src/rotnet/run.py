@@ -36,7 +36,7 @@ from rotnet.layout import (
     refuse_changed_config,
     run_dir,
 )
-from rotnet.loggers import Loggers, replay
+from rotnet.loggers import Loggers, replay, require_logger
 from rotnet.loop import Engine, Hooks, LoopState, build_optimizer, fit
 from rotnet.models import check_keys, initial_model, set_trainable, transfer_state
 from rotnet.provenance import provenance
@@ -57,6 +57,10 @@ class Saving:
     keep_epochs: tuple[int, ...] = ()  # epoch-end checkpoints always written and never pruned (verify --from-epoch)
     loggers: tuple[str, ...] = ()  # tensorboard, csv, wandb (metrics.jsonl is always written)
     restart: bool = False  # keep an existing run under a new name and start over
+
+    def __post_init__(self):
+        for name in self.loggers:  # a missing package is named now, before the data loads or a folder is made
+            require_logger(name)
 
     @classmethod
     def from_dict(cls, d: dict) -> Saving:
@@ -255,7 +259,7 @@ def refuse_other_data(folder: Path, data: Dataset) -> None:
     old = (record or {}).get("dataset")
     if not isinstance(old, dict):
         return
-    diff = data_diff({"root": record.get("data_root"), **old}, {"root": data.root, **data.fingerprint})
+    diff = data_diff(old, data.fingerprint)  # what the data is, not where it sits: a moved copy is the same data
     if diff:
         raise RotnetError(
             f"{folder} was trained on other data ({'; '.join(diff[:4])}{' ...' if len(diff) > 4 else ''}); "
@@ -488,6 +492,7 @@ def run(cfg: RunConfig, data: Dataset, rt: Runtime, source: Source | None = None
             else []
         )
         also = f"; wrote its {' and '.join(written)} logs from metrics.jsonl" if written else ""
+        also += "; not sent to W&B, which takes a run while it trains" if "wandb" in rt.saving.loggers else ""
         log(f"{folder}: already finished; reusing it{also}")
         return result
     # Before any folder is made: classification needs labels.
