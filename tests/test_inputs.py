@@ -295,3 +295,27 @@ def test_a_second_ctrl_c_before_any_run_began_exits_130_not_2(tmp_path, fake_roo
     monkeypatch.setattr(runner, "run_in_turn", interrupted)
     assert cli("reproduce", "--experiments", "rotation", "--jobs", "1", root=tmp_path, data=fake_root) == 130
     assert "holds no rotnet runs" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("names", [b"\xff\xfeairplane\xa0bird", b"one two three"])
+def test_an_unreadable_stl10_class_names_file_is_a_warning_not_a_traceback(tmp_path, names):
+    """A class_names.txt that is not UTF-8 raised UnicodeDecodeError; one of the wrong length was used silently."""
+    from rotnet.data import load_stl10
+    from tests.test_datasets import write_fake_stl10
+
+    root, _ = write_fake_stl10(tmp_path)
+    (root / "stl10_binary" / "class_names.txt").write_bytes(names)
+    with pytest.warns(UserWarning, match="naming the classes 0-9"):
+        data = load_stl10(root, download=False)
+    assert data.class_names == tuple("0123456789")
+
+
+@pytest.mark.parametrize("size", ["100000", "4097", "7"])
+def test_an_impossible_image_size_is_one_line_before_anything_is_written(tmp_path, fake_root, capsys, size):
+    """`--image-size 100000` asked for a 3 TB array (a sparse file for a folder, memory for CIFAR-10)."""
+    from tests.helpers import cli
+
+    assert cli("train", "rotation", "--image-size", size, root=tmp_path / "runs", data=fake_root) == 2
+    err = capsys.readouterr().err
+    assert "image_size must be 0 (the dataset's own) or from 8 to 4096" in err and err.count("\n") == 1
+    assert not (tmp_path / "runs").exists()

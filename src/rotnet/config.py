@@ -110,6 +110,9 @@ HELP: dict[str, str] = {f.name: f.metadata.get("help", "") for f in fields(RunCo
 POSITIVE = ("epochs", "batch_size", "lr", "lr_step_epochs", "eval_batch_size", "eval_every")
 NON_NEGATIVE = ("weight_decay", "momentum", "lr_gamma", "train_per_class", "knn_every", "seed", "image_size")
 # Keys that don't change the trained weights: a source run may differ in these and still be the same protocol.
+# Larger images are refused, not tried: one 4096 px image is 50 MB as uint8 and a ResNet batch of them needs far
+# more memory than any machine rotnet targets (--image-size 100000 asked for a 3 TB array).
+MAX_IMAGE_SIZE = 4096
 NOT_PROTOCOL = ("init_path", "eval_batch_size", "eval_every", "knn_every")
 
 
@@ -131,8 +134,10 @@ def validate(cfg: RunConfig) -> RunConfig:
             raise RotnetError(f"{name} must be zero or positive; got {getattr(cfg, name)!r}")
     if not cfg.dataset.strip():
         raise RotnetError("dataset must name a dataset or an image folder")
-    if 0 < cfg.image_size < 8:
-        raise RotnetError(f"image_size must be 0 (the dataset's own) or at least 8; got {cfg.image_size}")
+    if 0 < cfg.image_size < 8 or cfg.image_size > MAX_IMAGE_SIZE:
+        raise RotnetError(
+            f"image_size must be 0 (the dataset's own) or from 8 to {MAX_IMAGE_SIZE}; got {cfg.image_size}"
+        )
     return cfg
 
 

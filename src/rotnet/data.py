@@ -292,9 +292,7 @@ def load_stl10(root: Path, download: bool = True, unlabeled: bool = False) -> Da
     else:
         train_images = _stl10_images(folder / "train_X.bin")
         train_labels = _stl10_labels(folder / "train_y.bin", len(train_images))
-    names = tuple(str(i) for i in range(10))
-    listed = (folder / "class_names.txt").read_text().split() if (folder / "class_names.txt").is_file() else []
-    names = tuple(listed) if len(listed) == 10 else names
+    names = stl10_class_names(folder / "class_names.txt")
     official = {n: md5 for n, md5 in STL10.train_list + STL10.test_list if n in needed}
     match, files = _checksums("STL-10", root, folder, official)
     name = "stl10-unlabeled" if unlabeled else "stl10"
@@ -326,6 +324,22 @@ def resize(images: torch.Tensor, size: int, chunk: int = 2048) -> torch.Tensor:
     parts = [F.center_crop(F.resize(images[i : i + chunk], size, antialias=True), size)
              for i in range(0, len(images), chunk)]  # fmt: skip
     return torch.cat(parts).contiguous()
+
+
+def stl10_class_names(path: Path) -> tuple[str, ...]:
+    """The ten names in STL-10's class_names.txt; the numbers 0-9 (with a warning) when it is missing or not ten
+    names of UTF-8 text: the images and labels do not depend on it."""
+    try:
+        listed = path.read_bytes().decode("utf-8").split()
+    except FileNotFoundError:
+        listed = []
+    except (OSError, UnicodeDecodeError) as e:
+        warnings.warn(f"{path} is unreadable ({type(e).__name__}); naming the classes 0-9", stacklevel=3)
+        listed = []
+    else:
+        if len(listed) != 10:
+            warnings.warn(f"{path} lists {len(listed)} names, not 10; naming the classes 0-9", stacklevel=3)
+    return tuple(listed) if len(listed) == 10 else tuple(str(i) for i in range(10))
 
 
 def holdout_split(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
