@@ -1,6 +1,7 @@
 """The report: only over rotnet runs, only its own files, and every run status rendered (unreadable ones too)."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -247,3 +248,49 @@ def test_the_gain_and_seed_plots_show_each_seed_and_label_above_everything(tmp_p
     label = next(t for t in ax.texts if t.get_text() == "+16.5")
     assert label.xy[1] >= row["gain_ci95"][1]  # above the interval's top
     assert figures[0].legends and figures[0].legends[0].get_bbox_to_anchor().y0 <= 0  # under the axes
+
+
+def captured_figure(monkeypatch):
+    """The figure a plot function saves, kept open for inspection."""
+    from rotnet import plots
+
+    kept = []
+    monkeypatch.setattr(plots, "savefig", lambda fig, path: kept.append(fig))
+    return kept
+
+
+def one_epoch_runs() -> list[dict]:
+    out = []
+    for data in ("cifar10", "photos@200pc"):
+        for i, experiment in enumerate(("rotation", "layer4-from-rotation", "layer4-from-random")):
+            history = [{"epoch": 1, "lr": 0.001, "train_loss": 2.0 + i / 10, "test_acc": 25.0 + i}]
+            out.append({"arch": "resnet18", "experiment": experiment, "seed": 0, "data": data, "history": history})
+    return out
+
+
+def test_curves_of_one_epoch_runs_read_correctly(monkeypatch):
+    """Seen on the smoke report: x axis 0.96-1.04, accuracy zoomed to a point's neighbourhood, two runs in one colour
+    (the rotation run and the first classification run), two legend entries "resnet18 rotation" for two datasets."""
+    from rotnet import plots
+
+    kept = captured_figure(monkeypatch)
+    plots.plot_curves(one_epoch_runs(), Path("unused.png"))
+    (fig,) = kept
+    rot, cls, loss = fig.axes[:3]
+    styles = [(line.get_color(), line.get_linestyle()) for line in loss.lines]
+    assert len(styles) == 6 and len(set(styles)) == 6
+    for ax in (rot, cls, loss):
+        assert ax.get_xlim() == (0.5, 1.5) and list(ax.get_xticks()) == [1]
+    assert rot.get_ylim() == (0, 100) and cls.get_ylim() == (0, 100)
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "resnet18 rotation (cifar10)" in labels and "resnet18 rotation (photos@200pc)" in labels
+
+
+def test_bars_without_seed_report_values_have_no_seed_report_legend(monkeypatch):
+    from rotnet import plots
+
+    kept = captured_figure(monkeypatch)
+    row = {"seed_report": None, "ours_mean": 30.0, "ours_std": None, "n": 1, "arch": "resnet18", "data": "photos"}
+    plots.plot_bars([row | {"experiment": "rotation"}, row | {"experiment": "full-from-random"}], Path("unused.png"))
+    labels = [t.get_text() for t in kept[0].legends[0].get_texts()]
+    assert labels == ["rotnet"]

@@ -37,38 +37,51 @@ def savefig(fig, path: Path) -> None:
     atomic_write(path, buf.getvalue())
 
 
-def label(r: dict, many_seeds: bool) -> str:
-    return f"{r['arch']} {r['experiment']}" + (f" s{r['seed']}" if many_seeds else "")
+def label(r: dict, many_seeds: bool, many_data: bool = False) -> str:
+    data = f" ({r['data']})" if many_data else ""
+    return f"{r['arch']} {r['experiment']}{data}" + (f" s{r['seed']}" if many_seeds else "")
+
+
+def run_styles(n: int) -> list[dict]:
+    """A colour per run, the same on every axis, and no two runs alike: past the palette's length, the line style
+    changes instead."""
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    dashes = ["-", "--", "-.", ":"]
+    return [{"color": colors[i % len(colors)], "linestyle": dashes[i // len(colors) % len(dashes)]} for i in range(n)]
 
 
 def plot_curves(runs: list[dict], path: Path) -> None:
     """Test accuracy of rotation (4-way) and classification runs on their own axes, and the training loss; dotted
-    lines where the learning rate stepped down."""
+    lines where the learning rate stepped down. One colour per run on all three, one legend under them; whole
+    epochs on the x axis, and accuracy on 0-100 when the values span too little for a zoomed axis to mean much
+    (runs of one or two epochs)."""
+    runs = [r for r in runs if r["history"]]
     many = len({r["seed"] for r in runs}) > 1
+    many_data = len({r.get("data") for r in runs}) > 1
     fig, (rot, cls, loss) = plt.subplots(1, 3, figsize=(16, 4.5))
-    for r in runs:
-        if not r["history"]:
-            continue
+    for r, style in zip(runs, run_styles(len(runs)), strict=True):
         ax = rot if r["experiment"] == "rotation" else cls
         tested = [h for h in r["history"] if "test_acc" in h]
-        (line,) = ax.plot(
-            [h["epoch"] for h in tested], [h["test_acc"] for h in tested], marker=".", label=label(r, many)
-        )
+        ax.plot([h["epoch"] for h in tested], [h["test_acc"] for h in tested], marker=".", **style)
         epochs = [h["epoch"] for h in r["history"]]
-        loss.plot(
-            epochs, [h["train_loss"] for h in r["history"]], marker=".", color=line.get_color(), label=label(r, many)
-        )
+        loss.plot(epochs, [h["train_loss"] for h in r["history"]], marker=".", label=label(r, many, many_data), **style)
         for x in lr_steps(r["history"]):
-            ax.axvline(x, color=line.get_color(), linestyle=":", alpha=0.6)
+            ax.axvline(x, color=style["color"], linestyle=":", alpha=0.6)
     rot.set(xlabel="epoch", ylabel="test accuracy (%)", title="Rotation (4-way; chance 25%)")
     cls.set(xlabel="epoch", ylabel="test accuracy (%)", title="Classification (chance 1/classes)")
     loss.set(xlabel="epoch", ylabel="train loss (log)", title="Training loss; dotted: lr steps", yscale="log")
     loss.yaxis.set_major_formatter(ScalarFormatter())
     loss.yaxis.set_minor_formatter(ScalarFormatter())
+    last = max((h["epoch"] for r in runs for h in r["history"]), default=1)
     for ax in (rot, cls, loss):
         ax.grid(alpha=0.3)
-        if ax.lines:
-            ax.legend(fontsize=7)
+        ax.set_xlim(0.5, last + 0.5)
+        ax.set_xticks(range(1, last + 1, max(1, -(-last // 10))))  # whole epochs, ten ticks at most
+        ys = [y for line in ax.lines for y in line.get_ydata()]
+        if ax is not loss and ys and max(ys) - min(ys) < 10:
+            ax.set_ylim(0, 100)
+    if loss.lines:
+        below(fig, *loss.get_legend_handles_labels())
     savefig(fig, path)
 
 
@@ -83,7 +96,9 @@ def plot_bars(rows: list[dict], path: Path) -> None:
                              gridspec_kw={"width_ratios": widths})  # fmt: skip
     for ax, group in zip(axes[0], groups, strict=True):
         xs = range(len(group))
-        seed = ax.bar([x - 0.2 for x in xs], [r["seed_report"] or 0 for r in group], 0.4, label="seed report")
+        reported = any(r["seed_report"] is not None for r in rows)  # no bars, no legend entry
+        seed = ax.bar([x - 0.2 for x in xs], [r["seed_report"] or 0 for r in group], 0.4,
+                      label="seed report" if reported else None)  # fmt: skip
         # An error bar only where several seeds give a spread: a zero-width cap on a single run, or one at 0 where
         # there is no result, reads as a measurement.
         spread = [r["ours_std"] if r["n"] > 1 else float("nan") for r in group]  # n > 1: finished seeds
@@ -117,7 +132,9 @@ def plot_gains(rows: list[dict], path: Path) -> bool:
         return False
     fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(rows)), 4))
     xs = range(len(rows))
-    seed = ax.bar([x - 0.2 for x in xs], [r.get("seed_gain") or 0 for r in rows], 0.4, label="seed report")
+    reported = any(r.get("seed_gain") is not None for r in rows)  # no bars, no legend entry
+    seed = ax.bar([x - 0.2 for x in xs], [r.get("seed_gain") or 0 for r in rows], 0.4,
+                  label="seed report" if reported else None)  # fmt: skip
     ci = [r.get("gain_ci95") or [r["gain"], r["gain"]] for r in rows]  # no interval from one seed: no bar drawn
     yerr = [
         [r["gain"] - c[0] for r, c in zip(rows, ci, strict=True)],
@@ -155,9 +172,12 @@ def above(ax, xs: list[float], tops: list[float], texts: list[str], fontsize: in
 
 
 def below(fig, handles, labels) -> None:
-    """A figure's legend in one row under everything else (savefig's tight box grows to hold it)."""
-    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncols=len(labels), fontsize=8,
-               frameon=False)  # fmt: skip
+    """A figure's legend under everything else, tick labels included (savefig's tight box grows to hold it), in
+    rows of at most four."""
+    renderer = fig.canvas.get_renderer()
+    bottom = min(ax.get_tightbbox(renderer).transformed(fig.transFigure.inverted()).y0 for ax in fig.axes)
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, min(bottom, 0.0) - 0.01),
+               ncols=min(len(labels), 4), fontsize=8, frameon=False)  # fmt: skip
 
 
 def seeds(ax, xs: list[float], values: list[dict]) -> None:

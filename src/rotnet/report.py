@@ -494,7 +494,7 @@ def label_efficiency_section(runs: list[dict], path: Path) -> list[str]:
             if accs:
                 m, s = statistics.fmean(accs), statistics.stdev(accs) if len(accs) > 1 else 0.0
                 xs.append(n), means.append(m), stds.append(s)
-                table[(arm, n)] = f"{m:.2f} ± {s:.2f} (n={len(accs)})"
+                table[(arm, n)] = f"{m:.2f} ± {s:.2f} (n={len(accs)})" if len(accs) > 1 else f"{m:.2f} (n=1)"
         curves[f"{arm[0]} {arm[1]}"] = (xs, means, stds)
     plots.plot_label_efficiency(curves, path)
     header = ["labels per class", *(f"{a} {e}" for a, e in arms)]
