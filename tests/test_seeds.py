@@ -110,7 +110,8 @@ PAPER_ROTATION = {
     "normalization": "auto", "epochs": 45, "batch_size": 128, "optimizer": "adam", "lr": 0.001, "momentum": 0.9,
     "nesterov": False, "weight_decay": 0.0, "schedule": "step", "lr_step_epochs": 10, "lr_gamma": 0.1,
     "sync_bn": False, "freeze_bn": False, "rotations_per_image": 1, "train_per_class": 0, "seed": 0,
-    "precision": "fp32", "channels_last": True, "compile": False, "eval_batch_size": 1024, "eval_every": 1,
+    "precision": "fp32", "channels_last": True, "compile": False, "kernels": "native", "eval_batch_size": 1024,
+    "eval_every": 1,
     "knn_every": 0,
 }  # fmt: skip
 PAPER_TRANSFER = {

@@ -95,6 +95,10 @@ class RunConfig:
     precision: Literal["fp32", "bf16", "fp16"] = opt("fp32", "autocast dtype of the forward pass")
     channels_last: bool = opt(True, "NHWC memory format: ~14%% faster on CPU (oneDNN) and on GPU; same math")
     compile: bool = opt(False, "torch.compile the model")
+    kernels: Literal["native", "portable"] = opt(
+        "native", "CPU kernels. native: the fastest for this CPU (the last bits depend on it); portable: the same "
+        "bits on any x86-64 CPU, several times slower (README: Verify a result)"
+    )  # fmt: skip
     eval_batch_size: int = opt(1024, "images per evaluation batch")
     eval_every: int = opt(1, "evaluate every N epochs and after the last (the seed: every epoch)")
     knn_every: int = opt(0, "kNN monitor every N epochs (0: off)")
@@ -281,6 +285,7 @@ def uses_seed_normalization(normalization: str, dataset: str) -> bool:
 # later change of a default must not change what an old record means). A key missing that is not here is a record
 # rotnet cannot read without guessing, and resume and verify refuse it.
 ADDED = {"dataset": "cifar10", "pretrain_dataset": "", "image_size": 0, "normalization": "auto"}  # in 0.3
+ADDED |= {"kernels": "native"}  # in 0.5: every run before it computed with the native kernels
 
 
 def with_defaults(recorded: dict) -> dict:

@@ -20,6 +20,7 @@ from rotnet.data import Dataset, balanced_subset, class_counts, normalization, o
 from rotnet.distributed import World, barrier, ranks_agree
 from rotnet.errors import InUse, RotnetError
 from rotnet.evaluate import accuracy, confusion, knn_monitor, predict, targets_for
+from rotnet.kernels import computing_with
 from rotnet.layout import (
     CHECKPOINTS,
     CONFIG,
@@ -530,7 +531,8 @@ def run(cfg: RunConfig, data: Dataset, rt: Runtime, source: Source | None = None
             on = f" on {threads_text(threads)}, as the run started" if threads else ""
             log(f"{folder}: resuming at epoch {state.epoch + 1}, step {state.step}{on}")
         seal = Seal.resume(folder)
-        with cpu_threads(threads):  # CPU sums depend on the thread count: keep the one the run started with
+        # CPU sums depend on the thread count (keep the one the run started with) and on the kernels
+        with cpu_threads(threads), computing_with(cfg.kernels, rt.device):
             if world.is_main:
                 write_record(seal, cfg, data, rt, init_info, resumed)
             loggers = rt.saving.loggers

@@ -15,6 +15,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from rotnet import kernels
 from rotnet.checkpoint import atomic_write_text
 from rotnet.config import DataOptions, RunConfig, from_dict
 from rotnet.datasets import load_for
@@ -59,6 +60,7 @@ def source_for(cfg: RunConfig, options: Options):
 def train_one(cfg: RunConfig, options: Options) -> dict:
     """One run, as `rotnet train` and `rotnet.train` do it: the config and the weights checked before the data
     loads, then the run, where the first Ctrl-C saves a checkpoint and stops. Returns its result.json."""
+    kernels.ensure([cfg.kernels])  # before anything is written: a portable run may restart the command
     source = source_for(cfg, options)
     rt = options.runtime(*setup_device(options.device), StopFlag())
     weights = preflight(cfg, rt, source)
@@ -75,6 +77,7 @@ def execute(configs: list[RunConfig], options: Options) -> int:
             f"--device {options.device} names one GPU, but --jobs {options.jobs} gives each job its own; "
             "choose the GPUs with CUDA_VISIBLE_DEVICES instead"
         )
+    kernels.ensure([c.kernels for c in configs])
     device, world = setup_device(options.device)
     rt = options.runtime(device, world, StopFlag())
     sources = [source_for(c, options) for c in configs]

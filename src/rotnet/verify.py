@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from rotnet import checkpoint as ckpt
+from rotnet import kernels
 from rotnet.config import ADDED, NO_OPTIONS, DataOptions, from_dict, with_defaults
 from rotnet.data import normalization, outputs
 from rotnet.datasets import load_for
@@ -137,6 +138,7 @@ def verify(
         raise not_a_run(folder, f"no readable {CONFIG}")
     refuse_missing_keys(folder, record)
     cfg = from_dict(with_defaults(record["config"]), str(folder / CONFIG))
+    kernels.ensure([cfg.kernels])  # a portable run is re-checked with the portable kernels, whoever asks
     predates = sorted(set(ADDED) - set(record["config"]))
     if predates:
         log(
@@ -206,7 +208,8 @@ def verify(
             raise _Enough
 
     final = None
-    with cpu_threads(threads):  # CPU sums depend on the thread count: re-train on as many as the run did
+    # CPU sums depend on the thread count and the kernels: re-train on the run's thread count, with its kernels
+    with cpu_threads(threads), kernels.computing_with(cfg.kernels, dev):
         classes = outputs(cfg, data)
         model, _ = init_model(cfg, classes, weights)
         engine = build_engine(cfg, model, Runtime(dev, folder), normalization(cfg, data))
@@ -260,10 +263,9 @@ def verify(
     if not differ:
         on = f"; re-trained on {threads_text(threads)}, as recorded" if threads else ""
         return finish(folder, report, VERIFIED, f"verified: {what} identical (re-run on {here}{on})", log)
-    if same:
-        return finish(
-            folder, report, FAILED, f"not verified: {differ} field(s) differ on the same machine ({here})", log
-        )
+    if same or cfg.kernels == "portable":  # portable kernels promise the same bits on any x86-64 CPU
+        where = f"on the same machine ({here})" if same else f"with portable kernels (made on {made}, re-run on {here})"
+        return finish(folder, report, FAILED, f"not verified: {differ} field(s) differ {where}", log)
     return finish(
         folder,
         report,

@@ -1,0 +1,71 @@
+"""Which CPU kernels a run computes with. `native` (the default) lets torch, oneDNN and MKL pick the fastest kernels
+for this CPU, so the last bits of a result depend on the CPU. `portable` computes with kernels whose bits do not:
+oneDNN off (its JIT kernels are tuned to the CPU; oneDNN promises identical results only on the same machine), ATen
+at its generic (non-AVX) capability, and MKL on its conditional-numerical-reproducibility COMPATIBLE branch, which
+Intel documents as giving the same results on every Intel and compatible CPU for a fixed thread count. ATen and MKL
+read their settings once, when torch starts, so a portable run needs them in the environment of its process: the
+command line restarts itself with them (`reexec`), and the Python API asks for them (`active`)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+
+from rotnet.errors import RotnetError
+
+PORTABLE_ENV = {
+    "ATEN_CPU_CAPABILITY": "default",
+    "MKL_CBWR": "COMPATIBLE",
+    "MKL_DYNAMIC": "FALSE",
+    "OMP_DYNAMIC": "FALSE",
+}
+KERNELS = ("native", "portable")
+_may_reexec = False  # set by the command line: only a process that owns its argv may restart itself
+
+
+def allow_reexec() -> None:
+    global _may_reexec
+    _may_reexec = True
+
+
+def active() -> bool:
+    """Whether this process started with the portable settings in its environment."""
+    return all(os.environ.get(k) == v for k, v in PORTABLE_ENV.items())
+
+
+def env_text() -> str:
+    return " ".join(f"{k}={v}" for k, v in PORTABLE_ENV.items())
+
+
+def ensure(kernels: set[str] | list[str]) -> None:
+    """Before anything is written: a portable run in a process that started without the portable settings restarts
+    the command with them (the command line), or is refused with the way to start one (the Python API)."""
+    if "portable" not in kernels or active():
+        return
+    if _may_reexec:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execve(sys.executable, [sys.executable, "-m", "rotnet", *sys.argv[1:]], os.environ | PORTABLE_ENV)
+    raise RotnetError(
+        f"kernels=portable needs settings that torch reads when it starts: run `{env_text()} python ...`, or use the "
+        "rotnet command, which sets them itself"
+    )
+
+
+@contextlib.contextmanager
+def computing_with(kernels: str, device):
+    """The block computes with these kernels: for portable, on a CPU in a process that started with the settings,
+    with oneDNN off (restored after)."""
+    import torch
+
+    if kernels != "portable":
+        yield
+        return
+    if device.type != "cpu":
+        raise RotnetError(f"kernels=portable is for CPU runs (this run is on {device}); CUDA has its own kernels")
+    if not active() or torch.backends.cpu.get_cpu_capability() != "DEFAULT":
+        ensure(["portable"])
+        raise RotnetError(f"torch started before the portable settings were set ({env_text()}); start it again")
+    with torch.backends.mkldnn.flags(enabled=False):
+        yield

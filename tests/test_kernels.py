@@ -1,0 +1,64 @@
+"""Portable kernels (issue 25): a run whose bits do not depend on the CPU. Another CPU is emulated by limiting the
+ISA that oneDNN, ATen and MKL may use, through the environment of a subprocess (they read it when torch starts)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from rotnet.errors import RotnetError
+from rotnet.kernels import PORTABLE_ENV
+
+LIMITS = {
+    "native": {},
+    "onednn-avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2"},
+    "aten-avx2+mkl-avx2": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+}
+TIMINGS = ("seconds", "images_per_s", "eval_images_per_s")
+
+
+def rotnet(*args: str, limit: dict, cwd) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in (*PORTABLE_ENV, "ONEDNN_MAX_CPU_ISA")}
+    env |= limit | {"OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "rotnet", *args], env=env, capture_output=True, text=True, cwd=cwd)
+
+
+def trained(kernels: str, limit: str, tmp_path, fake_root) -> list[dict]:
+    root = tmp_path / f"{kernels}-{limit}"
+    args = ["train", "rotation", "--kernels", kernels, "--epochs", "1", "--batch-size", "32", "--device", "cpu"]
+    args += ["--runs-root", str(root), "--data-root", str(fake_root), "--no-download", "--set", "eval_batch_size=64"]
+    done = rotnet(*args, limit=LIMITS[limit], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = (root / "resnet18/rotation/seed0/metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(x).items() if k not in TIMINGS} for x in lines]
+
+
+def test_portable_kernels_give_the_same_bits_under_every_isa_limit_where_native_ones_do_not(tmp_path, fake_root):
+    native = {limit: trained("native", limit, tmp_path, fake_root) for limit in LIMITS}
+    portable = {limit: trained("portable", limit, tmp_path, fake_root) for limit in LIMITS}
+    assert len({json.dumps(v) for v in native.values()}) > 1  # the limits really change the kernels (and the bits)
+    assert len({json.dumps(v) for v in portable.values()}) == 1, portable
+    record = json.loads((tmp_path / "portable-onednn-avx2/resnet18/rotation/seed0/config.json").read_text())
+    assert record["config"]["kernels"] == "portable"
+    assert record["cpu"]["capability"] == "DEFAULT" and record["cpu"]["env"]["MKL_CBWR"] == "COMPATIBLE"
+    # verified on an "other CPU": the run made without limits, re-run under the oneDNN and the ATen/MKL limits
+    for limit in ("onednn-avx2", "aten-avx2+mkl-avx2"):
+        done = rotnet("verify", str(tmp_path / "portable-native/resnet18/rotation/seed0"), "--device", "cpu",
+                      "--data-root", str(fake_root), "--no-download", limit=LIMITS[limit], cwd=tmp_path)  # fmt: skip
+        assert done.returncode == 0 and "verified: 1 epoch(s) and the final weights identical" in done.stdout, (
+            done.stdout + done.stderr
+        )
+
+
+def test_the_python_api_asks_for_the_portable_settings_before_writing(tmp_path, fake_root, monkeypatch):
+    import rotnet as api
+
+    for k in PORTABLE_ENV:
+        monkeypatch.delenv(k, raising=False)
+    with pytest.raises(RotnetError, match="ATEN_CPU_CAPABILITY=default MKL_CBWR=COMPATIBLE"):
+        api.train("rotation", kernels="portable", runs_root=tmp_path / "runs", data_root=fake_root, download=False)
+    assert not (tmp_path / "runs").exists()
