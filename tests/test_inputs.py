@@ -319,3 +319,19 @@ def test_an_impossible_image_size_is_one_line_before_anything_is_written(tmp_pat
     err = capsys.readouterr().err
     assert "image_size must be 0 (the dataset's own) or from 8 to 4096" in err and err.count("\n") == 1
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_modified_cifar_is_warned_about_once_per_process_and_data_root(tmp_path):
+    """A reproduce job's log repeated the warning before every run it loaded the data for."""
+    import warnings
+
+    from rotnet.data import load_cifar10
+    from tests.conftest import write_fake_cifar
+
+    root = write_fake_cifar(tmp_path / "data")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            load_cifar10(root, download=False)
+        load_cifar10(Path(os.path.relpath(root)), download=False)  # the same root, spelled otherwise
+    assert sum("differs from the official release" in str(w.message) for w in seen) == 1
