@@ -187,7 +187,7 @@ def test_jobs_give_a_partial_run_the_cores_it_started_on(tmp_path, fake_root, mo
     from rotnet.datasets import load_for
     from rotnet.errors import Interrupted
     from rotnet.experiments import Protocol
-    from rotnet.run import Runtime, run
+    from rotnet.run import RunContext, run
     from rotnet.runtime import cpu_threads
     from rotnet.signals import StopFlag
 
@@ -196,7 +196,7 @@ def test_jobs_give_a_partial_run_the_cores_it_started_on(tmp_path, fake_root, mo
         run(
             cfg,
             load_for(cfg, DataOptions(fake_root, False)),
-            Runtime(torch.device("cpu"), tmp_path, stop=StopFlag(True)),
+            RunContext(torch.device("cpu"), tmp_path, stop=StopFlag(True)),
         )
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     monkeypatch.setattr(runner, "PARALLEL_MIN_WORK", 0)
@@ -225,7 +225,7 @@ def test_a_job_file_carries_every_option_its_run_uses(tmp_path):
     write_job(tmp_path / "job.json", RunConfig(), None, options, "cpu")
     back = job_options(read_json(tmp_path / "job.json"))
     stop, cpu = StopFlag(), torch.device("cpu")
-    assert back.runtime(cpu, None, stop) == options.runtime(cpu, None, stop) and back.data == options.data
+    assert back.context(cpu, None, stop) == options.context(cpu, None, stop) and back.data == options.data
 
 
 def test_restart_reaches_the_jobs(tmp_path, fake_root, capsys):

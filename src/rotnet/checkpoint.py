@@ -85,7 +85,7 @@ def digest(tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def canonical(blob: bytes) -> list:
+def sorted_header(blob: bytes) -> list:
     """The same safetensors file with its header's keys sorted, as [length + header, tensor bytes] (a view, not a
     copy). safetensors writes `__metadata__` from a hash map, in an order that changes from process to process;
     sorted, identical runs write byte-identical files."""
@@ -106,7 +106,7 @@ def encode(tensors: dict[str, torch.Tensor], meta: dict | None = None) -> list:
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     meta_text = json.dumps(meta or {}, sort_keys=True)
     metadata = {"sha256": sealed_digest(digest(tensors), meta_text), "meta": meta_text, "checksum": SEALED}
-    return canonical(save_bytes(tensors, metadata=metadata))
+    return sorted_header(save_bytes(tensors, metadata=metadata))
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict | None = None) -> str:

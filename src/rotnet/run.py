@@ -70,7 +70,7 @@ class Saving:
 
 
 @dataclass(frozen=True)
-class Runtime:
+class RunContext:
     """How to run, as opposed to what to run: nothing here changes a result."""
 
     device: torch.device
@@ -153,7 +153,7 @@ def init_model(cfg: RunConfig, classes: int, weights: tuple[dict, dict] | None) 
 
 def check_run(
     cfg: RunConfig,
-    rt: Runtime,
+    rt: RunContext,
     source: Source | None = None,
     data: Dataset | None = None,
     weights=None,
@@ -194,7 +194,7 @@ def check_run(
     return weights
 
 
-def preflight(cfg: RunConfig, rt: Runtime, source: Source | None = None) -> tuple[dict, dict] | None:
+def preflight(cfg: RunConfig, rt: RunContext, source: Source | None = None) -> tuple[dict, dict] | None:
     """The checks that need no data, so that they fail before it loads; returns the source weights."""
     return check_run(cfg, rt, source)
 
@@ -268,7 +268,7 @@ def refuse_other_data(folder: Path, data: Dataset) -> None:
         )
 
 
-def kept_epochs(rt: Runtime) -> set[str]:
+def kept_epochs(rt: RunContext) -> set[str]:
     return {ckpt.checkpoint_name(e, 0) for e in rt.saving.keep_epochs}
 
 
@@ -381,7 +381,7 @@ def class_name(data: Dataset, c: int) -> str:
     return data.class_names[c] if 0 <= c < len(data.class_names) else "unlabeled"
 
 
-def build_engine(cfg: RunConfig, model: nn.Module, rt: Runtime, norm: tuple) -> Engine:
+def build_engine(cfg: RunConfig, model: nn.Module, rt: RunContext, norm: tuple) -> Engine:
     device, world = rt.device, rt.world
     if world.size > 1 and cfg.sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # same parameter names: checkpoints still load
@@ -457,7 +457,7 @@ class EpochEvaluator:
         return self.final if self.final is not None else predict(m, self.test_images, self.cfg.task, **self.kw)
 
 
-def write_record(seal: Seal, cfg: RunConfig, data: Dataset, rt: Runtime, init_info: dict, resumed: bool) -> None:
+def write_record(seal: Seal, cfg: RunConfig, data: Dataset, rt: RunContext, init_info: dict, resumed: bool) -> None:
     """config.json: the resolved configuration, the stream contract, the data's fingerprint, where the weights came
     from, provenance (each resume's appended)."""
     record = {
@@ -478,7 +478,7 @@ def write_record(seal: Seal, cfg: RunConfig, data: Dataset, rt: Runtime, init_in
     seal.write_text(CONFIG, json.dumps(record, indent=2) + "\n")
 
 
-def run(cfg: RunConfig, data: Dataset, rt: Runtime, source: Source | None = None, log=print, weights=None) -> dict:
+def run(cfg: RunConfig, data: Dataset, rt: RunContext, source: Source | None = None, log=print, weights=None) -> dict:
     """Train one experiment into its run folder (resuming if a checkpoint is there), or reuse it if it finished;
     return its result. `weights`: the source weights a `preflight` of this run returned (not read again)."""
     world = rt.world
@@ -559,7 +559,7 @@ def weights_meta(cfg: RunConfig, norm: tuple, classes: list[str], size: int) -> 
 def train_and_finish(
     cfg: RunConfig,
     data: Dataset,
-    rt: Runtime,
+    rt: RunContext,
     seal: Seal,
     engine: Engine,
     state: LoopState,

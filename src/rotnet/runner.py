@@ -23,7 +23,7 @@ from rotnet.errors import Interrupted, InUse, NonFiniteLoss, RotnetError
 from rotnet.experiments import Protocol, rotation_source
 from rotnet.layout import CONFIG, FAILED, RESULT, RunId, is_locked, read_json, run_dir, run_id
 from rotnet.provenance import provenance
-from rotnet.run import Runtime, Saving, Source, check_run, preflight, resume_threads, run
+from rotnet.run import RunContext, Saving, Source, check_run, preflight, resume_threads, run
 from rotnet.runtime import setup_device, threads_text
 from rotnet.signals import StopFlag, stop_handlers
 
@@ -42,9 +42,9 @@ class Options:
     log_name: str = "reproduce.json"  # the invocation's record under runs_root
     extra: dict = field(default_factory=dict)  # recorded beside it (archs, seeds, sizes)
 
-    def runtime(self, device, world, stop: StopFlag) -> Runtime:
+    def context(self, device, world, stop: StopFlag) -> RunContext:
         """How each run of the plan runs: these options on the device chosen."""
-        return Runtime(device, self.runs_root, self.saving, self.command, stop, world)
+        return RunContext(device, self.runs_root, self.saving, self.command, stop, world)
 
 
 def source_for(cfg: RunConfig, options: Options):
@@ -62,7 +62,7 @@ def train_one(cfg: RunConfig, options: Options) -> dict:
     loads, then the run, where the first Ctrl-C saves a checkpoint and stops. Returns its result.json."""
     kernels.ensure([cfg.kernels])  # before anything is written: a portable run may restart the command
     source = source_for(cfg, options)
-    rt = options.runtime(*setup_device(options.device), StopFlag())
+    rt = options.context(*setup_device(options.device), StopFlag())
     weights = preflight(cfg, rt, source)
     data = load_for(cfg, options.data)
     with stop_handlers(rt.stop):
@@ -79,14 +79,14 @@ def execute(configs: list[RunConfig], options: Options) -> int:
         )
     kernels.ensure([c.kernels for c in configs])
     device, world = setup_device(options.device)
-    rt = options.runtime(device, world, StopFlag())
+    rt = options.context(device, world, StopFlag())
     sources = [source_for(c, options) for c in configs]
     check_plan(configs, sources, options, rt)
     with stop_handlers(rt.stop):
         return run_plan(configs, sources, options, rt)
 
 
-def run_plan(configs: list[RunConfig], sources: list, options: Options, rt: Runtime) -> int:
+def run_plan(configs: list[RunConfig], sources: list, options: Options, rt: RunContext) -> int:
     """execute's part after the checks: the invocation's record, the runs, the report."""
     from rotnet.report import summary, write_report  # matplotlib: only where a report is written
 
@@ -135,7 +135,7 @@ def run_plan(configs: list[RunConfig], sources: list, options: Options, rt: Runt
     return len(missing)
 
 
-def check_plan(configs: list[RunConfig], sources: list, options: Options, rt: Runtime) -> None:
+def check_plan(configs: list[RunConfig], sources: list, options: Options, rt: RunContext) -> None:
     """Everything that can fail before the data loads and hours of training: changed configurations, rotation
     weights of another protocol, report files that are not rotnet's, missing data."""
     from rotnet.report import refuse_foreign_outputs  # matplotlib: only where a report is written
@@ -150,7 +150,7 @@ def check_plan(configs: list[RunConfig], sources: list, options: Options, rt: Ru
 
 
 def run_in_turn(
-    configs: list[RunConfig], sources: list, options: Options, rt: Runtime, costs: list[int], outcome: dict
+    configs: list[RunConfig], sources: list, options: Options, rt: RunContext, costs: list[int], outcome: dict
 ) -> None:
     """Run configs one after another in this process; a transfer run only if its rotation run could run. One failed
     run doesn't stop the others: the report shows it as failed."""
@@ -413,7 +413,7 @@ def run_job(path: Path) -> int:
     source = job.get("source")
     source = Source(from_dict(source["expected"], str(path)), source["command"]) if source else None
     options = job_options(job)
-    rt = options.runtime(*setup_device(job["device"]), StopFlag())
+    rt = options.context(*setup_device(job["device"]), StopFlag())
     with stop_handlers(rt.stop):  # the parent forwards its stop signals; they may come while the data loads
         data = load_for(cfg, options.data)
         run(cfg, data, rt, source)

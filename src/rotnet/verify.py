@@ -43,7 +43,7 @@ from rotnet.provenance import cpu_identity, git_commit, provenance
 from rotnet.record import inspect, read_metrics, voucher
 from rotnet.run import (
     EpochEvaluator,
-    Runtime,
+    RunContext,
     build_engine,
     device_data,
     init_model,
@@ -212,7 +212,7 @@ def verify(
     with cpu_threads(threads), kernels.computing_with(cfg.kernels, dev):
         classes = outputs(cfg, data)
         model, _ = init_model(cfg, classes, weights)
-        engine = build_engine(cfg, model, Runtime(dev, folder), normalization(cfg, data))
+        engine = build_engine(cfg, model, RunContext(dev, folder), normalization(cfg, data))
         state = restore(start, cfg, engine, now) if start else LoopState()
         images, labels, test_images, test_labels = device_data(cfg, data, dev)
         evaluate = EpochEvaluator(cfg, engine.norm, images, labels, test_images, test_labels)
