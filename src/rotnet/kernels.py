@@ -67,5 +67,9 @@ def computing_with(kernels: str, device):
     if not active() or torch.backends.cpu.get_cpu_capability() != "DEFAULT":
         ensure(["portable"])
         raise RotnetError(f"torch started before the portable settings were set ({env_text()}); start it again")
-    with torch.backends.mkldnn.flags(enabled=False):
+    before = torch.backends.mkldnn.enabled  # not mkldnn.flags(): it also sets TF32 and warns about Intel GPUs
+    torch.backends.mkldnn.enabled = False
+    try:
         yield
+    finally:
+        torch.backends.mkldnn.enabled = before
