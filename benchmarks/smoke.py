@@ -27,15 +27,20 @@ def disk_mb(folder: Path) -> float:
     return total / 1e6
 
 
-def run(commit: str, args) -> tuple[float, float]:
+def checkout(commit: str, work: Path) -> tuple[str, dict]:
+    """The commit (short hash) in its own worktree under work, and the environment that runs rotnet from it."""
     commit = subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", commit], capture_output=True, text=True,
                             check=True).stdout.strip()  # fmt: skip
-    tree = args.work / f"src-{commit}"
+    tree = work / f"src-{commit}"
     if not tree.exists():
         subprocess.run(["git", "-C", str(HERE), "worktree", "add", "--detach", str(tree), commit], check=True)
+    return commit, os.environ | {"PYTHONPATH": str(tree / "src")}
+
+
+def run(commit: str, args) -> tuple[float, float]:
+    commit, env = checkout(commit, args.work)
     root = args.work / f"runs-{commit}"
     shutil.rmtree(root, ignore_errors=True)
-    env = os.environ | {"PYTHONPATH": str(tree / "src")}
     command = [sys.executable, "-m", "rotnet", "reproduce", "--preset", "smoke", "--runs-root", str(root)]
     command += ["--data-root", str(args.data_root), "--no-download", "--device", "cpu", *args.extra]
     started = time.monotonic()
