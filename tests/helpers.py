@@ -49,6 +49,16 @@ def partial(*args: str, root: Path, data: Path, monkeypatch) -> int:
         monkeypatch.setattr(rotnet.run, "save_state", real)
 
 
+def confusion_for(test_acc: float, classes: int, total: int = 10_000) -> list[list[int]]:
+    """A confusion matrix of `total` test images whose diagonal gives test_acc (to 2 decimals), as a record's must."""
+    right = round(test_acc * total / 100)
+    m = [[0] * classes for _ in range(classes)]
+    for i in range(classes):
+        m[i][i] = right // classes + (i < right % classes)
+        m[i][(i + 1) % classes] += (total - right) // classes + (i < (total - right) % classes)
+    return m
+
+
 def fabricate(source: Path, folder: Path, *, test_acc: float | None = None, **config) -> Path:
     """A consistent, sealed run record made from another run's files: copied to folder, its configuration and
     result given the folder's arch/experiment/seed (and `config`), its accuracy set in result.json and the last
@@ -67,6 +77,7 @@ def fabricate(source: Path, folder: Path, *, test_acc: float | None = None, **co
     lines = metrics(folder)
     if test_acc is not None:
         result["test_acc"] = lines[-1]["test_acc"] = test_acc
+        result["confusion"] = confusion_for(test_acc, len(result["class_names"]))
     (folder / "result.json").write_text(json.dumps(result, indent=2))
     (folder / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     reseal(folder)
