@@ -55,3 +55,14 @@ def tiny_runs(tmp_path_factory, fake_root) -> Path:
     root = tmp_path_factory.mktemp("tiny-runs")
     assert cli("train", "rotation", "--keep-checkpoints", "1", root=root, data=fake_root) == 0
     return root
+
+
+@pytest.fixture(autouse=True)
+def _said_once_per_test():
+    """rotnet says some warnings once per process (a modified CIFAR, a short class); each test is its own process
+    as far as they go, so that no test depends on which ran before it."""
+    import rotnet.data
+    import rotnet.run
+
+    rotnet.data._WARNED.clear()
+    rotnet.run._SAID.clear()

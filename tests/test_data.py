@@ -115,9 +115,6 @@ def test_real_cifar10_counts():
         hashlib.md5((folder / name).read_bytes(), usedforsecurity=False).hexdigest() == md5
         for name, md5 in CIFAR10.train_list + CIFAR10.test_list
     )
-    import rotnet.data
-
-    rotnet.data._WARNED.clear()  # an earlier test of this process may have loaded it (and been warned) already
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         data = load_cifar10(REAL, download=False)

@@ -335,3 +335,12 @@ def test_a_modified_cifar_is_warned_about_once_per_process_and_data_root(tmp_pat
             load_cifar10(root, download=False)
         load_cifar10(Path(os.path.relpath(root)), download=False)  # the same root, spelled otherwise
     assert sum("differs from the official release" in str(w.message) for w in seen) == 1
+
+
+def test_a_short_class_is_named_once_per_plan_not_before_every_run(tmp_path, fake_root, capsys):
+    """Seen in the README walk-through on 500 images: the same warning before each of the five smoke runs."""
+    from tests.helpers import cli
+
+    args = ["reproduce", "--experiments", "layer4-from-random,full-from-random", "--set", "train_per_class=20"]
+    assert cli(*args, "--jobs", "1", root=tmp_path, data=fake_root) == 0
+    assert capsys.readouterr().err.count("fewer than 20 training images per class") == 1

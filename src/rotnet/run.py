@@ -365,11 +365,16 @@ def remove_made(folder: Path, created: Path) -> None:
             break
 
 
+_SAID: set[tuple] = set()
+
+
 def warn_short_classes(cfg: RunConfig, data: Dataset) -> None:
     """A subset of N per class takes all of a smaller class (a smoke test runs on whatever data it is given): say
     which, by name; result.json records each class's count."""
     short = short_classes(data.train_labels, cfg.train_per_class) if cfg.train_per_class else {}
-    if short:
+    said = (data.name, data.root, cfg.train_per_class, tuple(sorted(short.items())))
+    if short and said not in _SAID:  # once per process: each run of a plan would repeat it
+        _SAID.add(said)
         names = [f"{class_name(data, c)} ({n})" for c, n in sorted(short.items())]
         warnings.warn(
             f"fewer than {cfg.train_per_class} training images per class in {', '.join(names)}: all of them are used",
