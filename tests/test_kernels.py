@@ -71,3 +71,16 @@ def test_the_python_api_asks_for_the_portable_settings_before_writing(tmp_path, 
     with pytest.raises(RotnetError, match="ATEN_CPU_CAPABILITY=default MKL_CBWR=COMPATIBLE"):
         api.train("rotation", kernels="portable", runs_root=tmp_path / "runs", data_root=fake_root, download=False)
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_cli_call_inside_another_program_never_replaces_that_program(tmp_path, fake_root, monkeypatch, capsys):
+    """`cli.main([... --kernels portable])` called from pytest re-executed pytest's own argv as rotnet's (the suite
+    vanished with exit 2): only a process started as the rotnet command restarts itself."""
+    from rotnet.cli import main
+
+    for k in PORTABLE_ENV:
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setattr(os, "execve", lambda *a: pytest.fail("execve called"))
+    args = ["train", "rotation", "--kernels", "portable", "--runs-root", str(tmp_path / "runs")]
+    assert main([*args, "--data-root", str(fake_root), "--no-download"]) == 2
+    assert "kernels=portable needs settings that torch reads when it starts" in capsys.readouterr().err

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from pathlib import Path
 
 from rotnet.errors import RotnetError
 
@@ -29,6 +30,13 @@ def allow_reexec() -> None:
     _may_reexec = True
 
 
+def own_argv() -> bool:
+    """Whether this process's argv is a rotnet command line (the `rotnet` script or `python -m rotnet`), which it
+    can run again; `cli.main([...])` called from another program (a test, a notebook) must not replace it."""
+    first = Path(sys.argv[0] if sys.argv else "")
+    return first.name == "rotnet" or (first.name == "__main__.py" and first.parent.name == "rotnet")
+
+
 def active() -> bool:
     """Whether this process started with the portable settings in its environment."""
     return all(os.environ.get(k) == v for k, v in PORTABLE_ENV.items())
@@ -43,7 +51,7 @@ def ensure(kernels: set[str] | list[str]) -> None:
     the command with them (the command line), or is refused with the way to start one (the Python API)."""
     if "portable" not in kernels or active():
         return
-    if _may_reexec:
+    if _may_reexec and own_argv():
         sys.stdout.flush()
         sys.stderr.flush()
         os.execve(sys.executable, [sys.executable, "-m", "rotnet", *sys.argv[1:]], os.environ | PORTABLE_ENV)
