@@ -37,27 +37,10 @@ def data(tmp_path):
 
 
 @pytest.fixture
-def trained(tmp_path_factory, fake_root):
-    """A finished rotation run to point other runs at."""
-    root = tmp_path_factory.mktemp("trained")
-    assert (
-        main(
-            [
-                "train",
-                "rotation",
-                "--runs-root",
-                str(root),
-                "--data-root",
-                str(fake_root),
-                "--no-download",
-                *TINY,
-                "--keep-checkpoints",
-                "1",
-            ]
-        )
-        == 0
-    )
-    return root
+def trained(tiny_runs, tmp_path):
+    """A finished rotation run (with its last checkpoint) to point other runs at: the session's, copied, since tests
+    change it (it was trained again for each test)."""
+    return shutil.copytree(tiny_runs, tmp_path / "trained")
 
 
 def test_missing_data_root(capsys, tmp_path):
