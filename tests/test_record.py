@@ -214,15 +214,16 @@ def test_a_finished_record_missing_a_key_is_not_reused_as_if_it_had_todays_defau
 
 
 def test_a_record_that_predates_a_key_reads_as_the_runs_before_it(copy):
-    """0.1 records lack dataset, image_size, normalization and pretrain_dataset: they meant CIFAR-10 at 32 px with the
-    seed's normalization, which config.ADDED says explicitly (today's defaults are not consulted)."""
+    """0.1 records lack dataset, image_size, normalization and pretrain_dataset (and all before 0.5 lack kernels):
+    they meant CIFAR-10 at 32 px with the seed's normalization and native kernels, which config.ADDED says
+    explicitly (today's defaults are not consulted)."""
     import rotnet.config
     from rotnet.config import config_diff, from_dict, with_defaults
     from rotnet.experiments import resolve
 
     record = json.loads((copy / RUN / "config.json").read_text())["config"]
     old = {k: v for k, v in record.items() if k not in rotnet.config.ADDED}
-    with pytest.raises(RotnetError, match="does not record dataset, image_size, normalization, pretrain_dataset"):
+    with pytest.raises(RotnetError, match="does not record dataset, image_size, kernels, normalization, pretrain_d"):
         from_dict(old, "config.json")
     assert from_dict(with_defaults(old), "config.json") == from_dict(record, "config.json")
     assert config_diff(old, resolve("rotation", epochs=2, batch_size=32, eval_batch_size=64).to_dict()) == []
