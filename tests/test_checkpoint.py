@@ -175,3 +175,12 @@ def test_written_files_get_the_usual_permissions(tmp_path):
     os.umask(umask)
     atomic_write(tmp_path / "result.json", b"{}")
     assert (tmp_path / "result.json").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_a_cpu_checkpoint_records_the_cpu_it_was_computed_on(tiny_runs):
+    """Issue 25: config.json named the CPU, its checkpoints did not (a resumed run's state came from somewhere)."""
+    from rotnet.checkpoint import load_tensors
+    from rotnet.provenance import cpu_identity
+
+    (path,) = (tiny_runs / "resnet18/rotation/seed0/checkpoints").glob("*.safetensors")
+    assert load_tensors(path)[1]["cpu"] == cpu_identity()

@@ -40,7 +40,7 @@ from rotnet.layout import (
 from rotnet.loggers import Loggers, replay, require_logger
 from rotnet.loop import Engine, Hooks, LoopState, build_optimizer, fit
 from rotnet.models import check_keys, initial_model, set_trainable, transfer_state
-from rotnet.provenance import provenance
+from rotnet.provenance import cpu_identity, provenance
 from rotnet.record import Seal, open_run, read_metrics, voucher
 from rotnet.runtime import cpu_threads, recorded_threads, threads_text
 from rotnet.seeds import contract_diff, stream_contract
@@ -287,6 +287,7 @@ def save_state(seal: Seal, cfg: RunConfig, engine: Engine, state: LoopState, str
         "history": state.history,
         "optimizer": opt_meta,
         "scaler": engine.scaler.state_dict() if engine.scaler is not None else None,
+        **({"cpu": cpu_identity()} if stream.get("device") == "cpu" else {}),  # the kernels this state came from
     }
     folder = seal.folder / CHECKPOINTS
     name = f"{CHECKPOINTS}/{ckpt.checkpoint_name(state.epoch, state.step)}"
