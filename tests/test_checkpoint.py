@@ -8,17 +8,22 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from rotnet import checkpoint as ckpt
 from rotnet.checkpoint import (
     FORMAT,
     atomic_write,
     checkpoint_name,
     load_latest_checkpoint,
     load_tensors,
-    save_checkpoint,
     save_tensors,
 )
 from rotnet.errors import RotnetError
 from tests.helpers import cli
+
+
+def save_checkpoint(folder, epoch: int, step: int, tensors: dict, meta: dict) -> str:
+    """A checkpoint file as a run writes one (its name, format and sealed metadata), without a run around it."""
+    return save_tensors(folder / checkpoint_name(epoch, step), tensors, ckpt.checkpoint_meta(meta))
 
 
 def test_atomic_write_never_follows_a_planted_symlink(tmp_path):

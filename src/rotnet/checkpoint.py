@@ -169,11 +169,6 @@ def checkpoint_name(epoch: int, step: int) -> str:
     return f"e{epoch:04d}-s{step:06d}.safetensors"
 
 
-def save_checkpoint(folder: Path, epoch: int, step: int, tensors: dict[str, torch.Tensor], meta: dict) -> str:
-    """Write checkpoint (epoch, step) into folder (the caller prunes); return its sha256."""
-    return save_tensors(folder / checkpoint_name(epoch, step), tensors, checkpoint_meta(meta))
-
-
 def checkpoint_meta(meta: dict) -> dict:
     return {"format": FORMAT, **meta}
 
