@@ -135,6 +135,8 @@ def test_an_edited_manifest_is_tampered(copy):
 def test_an_unsealed_record_of_an_older_rotnet_is_read_but_still_checked_against_itself(copy):
     folder = copy / RUN
     (folder / "manifest.json").unlink()
+    record = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({k: v for k, v in record.items() if k != "stream"}))  # as 0.3's
     assert inspect(folder).status == "unsealed"
     edit_json(folder / "result.json", test_acc=99.9)
     assert inspect(folder).status == "inconsistent"

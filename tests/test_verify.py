@@ -179,3 +179,29 @@ def test_verify_from_a_kept_checkpoint_checks_the_end_of_a_run(runs, fake_root, 
     other = runs / "resnet18/layer4-from-rotation/seed0"  # kept no mid-run checkpoint
     assert verify(other, fake_root, "--from-epoch", "2") == 2
     assert "kept no checkpoint at the end of epoch 1" in capsys.readouterr().err
+
+
+def test_a_committed_record_without_weights_says_what_it_lacks(runs, fake_root, tmp_path, capsys):
+    """As docs/results keeps runs made before 0.4 (config, metrics, result; no weights, no manifest): verify said "no
+    result.json and model.safetensors" of a record that has its result.json."""
+    folder = tmp_path / "resnet18/rotation/seed0"
+    folder.mkdir(parents=True)
+    for name in ("metrics.jsonl", "result.json"):
+        shutil.copy(runs / "resnet18/rotation/seed0" / name, folder / name)
+    record = json.loads((runs / "resnet18/rotation/seed0/config.json").read_text())
+    old = {k: v for k, v in record.items() if k not in ("stream", "cpu")}  # as rotnet 0.3 wrote it
+    (folder / "config.json").write_text(json.dumps(old))
+    assert verify(folder, fake_root) == 0
+    out = capsys.readouterr().out
+    assert "no model.safetensors to re-evaluate: the final result was not checked" in out
+
+
+def test_a_sealed_record_whose_manifest_was_deleted_is_incomplete_not_unsealed(runs, tmp_path):
+    """Deleting manifest.json made a 0.4 record read as an old, unsealed one: every later edit went unnoticed."""
+    from rotnet.record import inspect
+
+    folder = tmp_path / "run"
+    shutil.copytree(runs / "resnet18/rotation/seed0", folder)
+    (folder / "manifest.json").unlink()
+    seen = inspect(folder)
+    assert seen.status == "incomplete" and "manifest.json is missing" in seen.problems

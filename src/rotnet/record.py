@@ -149,6 +149,9 @@ def inspect(folder: Path) -> Inspection:
     except RotnetError as e:
         return Inspection("tampered", (str(e),))
     problems, missing, status = [], [], "sealed" if listed is not None else "unsealed"
+    record = read_json(folder / CONFIG) if listed is None else None
+    if isinstance(record, dict) and "stream" in record:  # made by a rotnet that seals (0.4 on): its seal is gone
+        missing.append(MANIFEST)
     if listed is not None:
         files, previous = listed
         for name, sha in files.items():

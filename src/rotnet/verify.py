@@ -245,7 +245,8 @@ def verify(
         compare("final weights", "test_acc", result.get("test_acc"), final["test_acc"])
         compare("final weights", "confusion", result.get("confusion"), final["confusion"])
     else:
-        log(f"{folder}: no {RESULT} and {WEIGHTS} to re-evaluate: the final result was not checked")
+        lacks = " and ".join(n for n in (RESULT, WEIGHTS) if not (folder / n).is_file()) or f"a readable {RESULT}"
+        log(f"{folder}: no {lacks} to re-evaluate: the final result was not checked")
     same, made, here = same_machine(record, dev)
     report |= {
         "epochs": epochs,
