@@ -87,7 +87,8 @@ def test_a_mismatch_on_another_cpu_is_inconclusive_and_on_the_same_one_a_failure
     monkeypatch.setattr(rotnet.verify, "cpu_identity", lambda: other)
     assert verify(copy, fake_root) == 3
     out = capsys.readouterr().out
-    assert "inconclusive: 1 field(s) differ" in out and "re-run on Another CPU, AVX2" in out
+    assert "inconclusive: 1 field(s) differ (at most: train_loss by 1e-09)" in out and "re-run on Another CPU" in out
+    assert "train_loss: recorded" in out and "MISMATCH by -1e-09" in out  # the size of each difference, not the word
 
 
 def test_verify_refuses_another_stream_contract_and_a_record_missing_a_key(

@@ -226,15 +226,20 @@ def verify(
                 cfg, ckpt.load_tensors(folder / WEIGHTS)[0], engine.norm, test_images, test_labels, classes
             )
 
-    differ = 0
+    differ, largest = 0, {}  # field -> the largest |re-run - recorded| seen
 
     def compare(what: str, key: str, a, b) -> None:
         nonlocal differ
         ok = a == b
         differ += not ok
-        report["comparisons"].append({"what": what, "field": key, "recorded": a, "re_run": b, "match": ok})
+        gap = b - a if not ok and all(isinstance(v, int | float) for v in (a, b)) else None
+        entry = {"what": what, "field": key, "recorded": a, "re_run": b, "match": ok}
+        report["comparisons"].append(entry | ({"difference": gap} if gap is not None else {}))
+        if gap is not None:
+            largest[key] = max(largest.get(key, 0.0), abs(gap))
         shown = (a, b) if key != "confusion" else ("(matrix)", "(matrix)")
-        log(f"{what} {key}: recorded {shown[0]!r}, re-run {shown[1]!r}, {'match' if ok else 'MISMATCH'}")
+        size = f" by {gap:+.4g}" if gap is not None else ""
+        log(f"{what} {key}: recorded {shown[0]!r}, re-run {shown[1]!r}, {'match' if ok else 'MISMATCH' + size}")
 
     window = slice(from_epoch - 1, from_epoch - 1 + epochs)
     for old_row, new_row in zip(history[window], state.history[window], strict=False):
@@ -267,12 +272,13 @@ def verify(
     if same or cfg.kernels == "portable":  # portable kernels promise the same bits on any x86-64 CPU
         where = f"on the same machine ({here})" if same else f"with portable kernels (made on {made}, re-run on {here})"
         return finish(folder, report, FAILED, f"not verified: {differ} field(s) differ {where}", log)
+    sizes = ", ".join(f"{k} by {v:.4g}" for k, v in largest.items())
     return finish(
         folder,
         report,
         INCONCLUSIVE,
-        f"inconclusive: {differ} field(s) differ, but the run was made on {made} and re-run on {here}, whose kernels "
-        "may round differently",
+        f"inconclusive: {differ} field(s) differ{f' (at most: {sizes})' if sizes else ''}, but the run was made on "
+        f"{made} and re-run on {here}, whose kernels may round differently",
         log,
     )
 
