@@ -13,7 +13,7 @@ import warnings
 from dataclasses import fields, replace
 from pathlib import Path
 
-from rotnet import __version__, kernels
+from rotnet import __version__
 from rotnet.config import CHOICES, HELP, RunConfig, parse_assignments
 from rotnet.errors import Interrupted, NonFiniteLoss, RotnetError, unknown
 from rotnet.experiments import EXPERIMENTS, Protocol, identities, preset_names
@@ -519,7 +519,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def dispatch(args: argparse.Namespace) -> int:
-    kernels.allow_reexec()  # this process owns its argv: a portable run may restart it with the kernels' settings
     with signals_held():
         for module in PRELOAD.get(args.command, ("torch", "torchvision")):
             importlib.import_module(module)

@@ -4,7 +4,7 @@ oneDNN off (its JIT kernels are tuned to the CPU; oneDNN promises identical resu
 at its generic (non-AVX) capability, and MKL on its conditional-numerical-reproducibility COMPATIBLE branch, which
 Intel documents as giving the same results on every Intel and compatible CPU for a fixed thread count. ATen and MKL
 read their settings once, when torch starts, so a portable run needs them in the environment of its process: the
-command line restarts itself with them (`reexec`), and the Python API asks for them (`active`)."""
+command line restarts itself with them and the Python API asks for them (`ensure`)."""
 
 from __future__ import annotations
 
@@ -21,13 +21,6 @@ PORTABLE_ENV = {
     "MKL_DYNAMIC": "FALSE",
     "OMP_DYNAMIC": "FALSE",
 }
-KERNELS = ("native", "portable")
-_may_reexec = False  # set by the command line: only a process that owns its argv may restart itself
-
-
-def allow_reexec() -> None:
-    global _may_reexec
-    _may_reexec = True
 
 
 def own_argv() -> bool:
@@ -51,7 +44,7 @@ def ensure(kernels: set[str] | list[str]) -> None:
     the command with them (the command line), or is refused with the way to start one (the Python API)."""
     if "portable" not in kernels or active():
         return
-    if _may_reexec and own_argv():
+    if own_argv():
         sys.stdout.flush()
         sys.stderr.flush()
         os.execve(sys.executable, [sys.executable, "-m", "rotnet", *sys.argv[1:]], os.environ | PORTABLE_ENV)
