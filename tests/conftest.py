@@ -61,8 +61,6 @@ def tiny_runs(tmp_path_factory, fake_root) -> Path:
 def _said_once_per_test():
     """rotnet says some warnings once per process (a modified CIFAR, a short class); each test is its own process
     as far as they go, so that no test depends on which ran before it."""
-    import rotnet.data
-    import rotnet.run
+    import rotnet.errors
 
-    rotnet.data._WARNED.clear()
-    rotnet.run._SAID.clear()
+    rotnet.errors._SAID.clear()

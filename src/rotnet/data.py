@@ -17,7 +17,7 @@ import torch
 from rotnet.augment import MEAN as SEED_MEAN
 from rotnet.augment import STD as SEED_STD
 from rotnet.config import DATASETS, RunConfig, uses_seed_normalization
-from rotnet.errors import RotnetError
+from rotnet.errors import RotnetError, warn_once
 from rotnet.seeds import generator
 
 FOLDER = "cifar-10-batches-py"
@@ -191,17 +191,14 @@ def ensure_downloaded(root: Path, download: bool = True) -> Path:
     return _fetch("CIFAR-10", root, root / FOLDER, TRAIN_FILES + TEST_FILES, download, URL, ARCHIVE_MD5)
 
 
-_WARNED: set[tuple[str, str]] = set()  # (dataset, data root) already warned about in this process
-
-
 def _checksums(name: str, root: Path, folder: Path, official: dict[str, str]) -> tuple[bool, dict]:
     """Compare files with torchvision's list of official md5s; warn when any differs, once per process and data
     root (a plan loads its data again for each run; the runs record it anyway)."""
     md5s = {n: _md5(folder / n) for n in official}
     mismatched = [n for n in official if md5s[n] != official[n]]
-    if mismatched and (name, str(Path(root).resolve())) not in _WARNED:
-        _WARNED.add((name, str(Path(root).resolve())))
-        warnings.warn(
+    if mismatched:
+        warn_once(
+            ("modified", name, str(Path(root).resolve())),
             f"{name} under {root} differs from the official release ({', '.join(mismatched)}); "
             "using it anyway (a run records this in its config.json)",
             stacklevel=3,

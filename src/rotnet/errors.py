@@ -1,6 +1,7 @@
 """rotnet's exceptions (torch-free, so the command line can name them without importing torch)."""
 
 import signal
+import warnings
 
 
 class RotnetError(Exception):
@@ -36,3 +37,14 @@ def unknown(what: str, name: object, choices) -> RotnetError:
     close = difflib.get_close_matches(str(name), choices, n=1)
     hint = f"did you mean {close[0]}? " if close else ""
     return RotnetError(f"unknown {what} {name!r}; {hint}choose one of {', '.join(map(str, choices))}")
+
+
+_SAID: set = set()  # the keys of the warnings this process has given
+
+
+def warn_once(key, message: str, stacklevel: int = 2) -> None:
+    """warnings.warn, once per process for each key: what a plan would otherwise repeat before every run (the runs
+    record it anyway)."""
+    if key not in _SAID:
+        _SAID.add(key)
+        warnings.warn(message, stacklevel=stacklevel + 1)

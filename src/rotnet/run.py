@@ -7,7 +7,6 @@ import math
 import os
 import shutil
 import time
-import warnings
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from rotnet import checkpoint as ckpt
 from rotnet.config import ADDED, NOT_PROTOCOL, RunConfig, config_diff
 from rotnet.data import Dataset, balanced_subset, class_counts, normalization, outputs, short_classes
 from rotnet.distributed import World, barrier, ranks_agree
-from rotnet.errors import InUse, RotnetError
+from rotnet.errors import InUse, RotnetError, warn_once
 from rotnet.evaluate import accuracy, confusion, knn_monitor, predict, targets_for
 from rotnet.kernels import computing_with
 from rotnet.layout import (
@@ -366,20 +365,15 @@ def remove_made(folder: Path, created: Path) -> None:
             break
 
 
-_SAID: set[tuple] = set()
-
-
 def warn_short_classes(cfg: RunConfig, data: Dataset) -> None:
     """A subset of N per class takes all of a smaller class (a smoke test runs on whatever data it is given): say
     which, by name; result.json records each class's count."""
     short = short_classes(data.train_labels, cfg.train_per_class) if cfg.train_per_class else {}
-    said = (data.name, data.root, cfg.train_per_class, tuple(sorted(short.items())))
-    if short and said not in _SAID:  # once per process: each run of a plan would repeat it
-        _SAID.add(said)
+    if short:
         names = [f"{class_name(data, c)} ({n})" for c, n in sorted(short.items())]
-        warnings.warn(
+        warn_once(
+            ("short", data.name, data.root, cfg.train_per_class, tuple(sorted(short.items()))),
             f"fewer than {cfg.train_per_class} training images per class in {', '.join(names)}: all of them are used",
-            stacklevel=2,
         )
 
 
