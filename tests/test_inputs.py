@@ -344,3 +344,22 @@ def test_a_short_class_is_named_once_per_plan_not_before_every_run(tmp_path, fak
     args = ["reproduce", "--experiments", "layer4-from-random,full-from-random", "--set", "train_per_class=20"]
     assert cli(*args, "--jobs", "1", root=tmp_path, data=fake_root) == 0
     assert capsys.readouterr().err.count("fewer than 20 training images per class") == 1
+
+
+def test_a_prepared_cache_is_used_as_it_is_on_the_next_load(tmp_path, capsys):
+    """The record's images_sha256 (hashed as the images are decoded) is the sha256 of the array the next load reads,
+    also when a bad file was skipped and the array rewritten shorter: else every load would prepare again."""
+    import json
+
+    from rotnet.imagefolder import pixels_sha256
+
+    folder = tmp_path / "photos"
+    save(folder, images(6))
+    (folder / "broken.png").write_bytes(b"not an image")
+    load(folder, skip_bad_images=True)
+    (record_file,) = (folder / ".rotnet-cache").glob("*.json")
+    (npy,) = (folder / ".rotnet-cache").glob("*.npy")
+    assert json.loads(record_file.read_text())["images_sha256"] == pixels_sha256(np.load(npy, mmap_mode="r"))
+    capsys.readouterr()
+    load(folder, skip_bad_images=True)
+    assert "preparing" not in capsys.readouterr().out

@@ -35,7 +35,6 @@ EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", 
 CACHE = ".rotnet-cache"
 HIGH_DEPTH = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")  # Pillow's modes of 16-bit (and 32-bit) grey images
 MAX_PIXELS = 89_478_485  # Pillow's decompression-bomb limit; a larger image is refused, not decoded
-SKIP = "--skip-bad-images"
 FORMAT = 3  # of the cache files; a new format never reads an old one (2: decoded as seen; 3: pixel digests)
 
 
@@ -178,15 +177,17 @@ def first_size(files: list[Path]) -> int:
 
 def prepare(
     files: list[Path], size: int, resize: bool, target: Path, skip_bad: bool
-) -> tuple[np.ndarray, list[int], dict, list[str]]:
+) -> tuple[np.ndarray, list[int], dict, list[str], str]:
     """Decode files into target (a .npy of (N, 3, size, size) uint8), atomically; return it memory-mapped, the
-    indices of the files that were kept, how many images needed each conversion (`open_as_seen`) and each kept
-    image's pixel digest. The disk space is reserved first: a full disk is an error now, not a SIGBUS mid-write;
-    Ctrl-C or SIGTERM removes the partial file."""
+    indices of the files that were kept, how many images needed each conversion (`open_as_seen`), each kept
+    image's pixel digest and the sha256 of all their pixels (what `pixels_sha256` of the array gives). The disk
+    space is reserved first: a full disk is an error now, not a SIGBUS mid-write; Ctrl-C or SIGTERM removes the
+    partial file."""
     notes: dict[str, int] = {}
     bad: list[tuple[Path, str]] = []
     kept: list[int] = []
     digests: list[str] = []
+    whole = hashlib.sha256()  # of the kept images in order: the array's bytes, hashed as they are written
     need, free = len(files) * 3 * size * size, shutil.disk_usage(target.parent).free
     if need > free:
         raise RotnetError(
@@ -208,7 +209,9 @@ def prepare(
                     continue
                 array[len(kept)] = pixels
                 kept.append(i)
-                digests.append(hashlib.sha256(pixels.tobytes()).hexdigest()[:16])
+                raw = np.ascontiguousarray(pixels).tobytes()
+                whole.update(raw)
+                digests.append(hashlib.sha256(raw).hexdigest()[:16])
                 for what in done:
                     notes[what] = notes.get(what, 0) + 1
             if bad and not skip_bad:
@@ -231,7 +234,7 @@ def prepare(
     finally:
         tmp.unlink(missing_ok=True)
         short.unlink(missing_ok=True)
-    return np.load(target, mmap_mode="r"), kept, notes, digests
+    return np.load(target, mmap_mode="r"), kept, notes, digests, whole.hexdigest()
 
 
 def reserve(path: Path) -> None:
@@ -314,9 +317,11 @@ def prepared(folder: Path, files: list[Path], image_size: int, options: DataOpti
             print(f"the cache entry {images_file} does not match its record ({why}); preparing it again", flush=True)
         print(f"preparing {len(files)} images of {folder} once, into {images_file}", flush=True)
         try:
-            array, kept, notes, digests = prepare(files, size, bool(image_size), images_file, options.skip_bad_images)
+            array, kept, notes, digests, sha = prepare(
+                files, size, bool(image_size), images_file, options.skip_bad_images
+            )
             record = {"folder": str(folder), "listing_sha256": digest, "kept": kept, "count": len(files)}
-            record |= {"images_sha256": pixels_sha256(array), "pixels": digests}
+            record |= {"images_sha256": sha, "pixels": digests}
             record["converted"] = notes  # e.g. {"exif_orientation": 12, "scaled_to_8_bits": 3}
             atomic_write_text(record_file, json.dumps(record))
         except PermissionError as e:
