@@ -48,12 +48,41 @@ def fake_data(fake_root):
 
 @pytest.fixture(scope="session")
 def tiny_runs(tmp_path_factory, fake_root) -> Path:
-    """A finished TINY rotation run that kept its last checkpoint (`--keep-checkpoints 1`: the tests of checkpoints
-    start from it), made once per session; copy it before changing anything under it."""
+    """A finished TINY rotation run that kept its last checkpoint and epoch 1's (`--keep-checkpoints 1 --keep-epoch
+    1`: the tests of checkpoints and of `verify --from-epoch` start from them), made once per session; copy it before
+    changing anything under it."""
     from tests.helpers import cli
 
     root = tmp_path_factory.mktemp("tiny-runs")
-    assert cli("train", "rotation", "--keep-checkpoints", "1", root=root, data=fake_root) == 0
+    assert cli("train", "rotation", "--keep-checkpoints", "1", "--keep-epoch", "1", root=root, data=fake_root) == 0
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_partial(tmp_path_factory, fake_root) -> Path:
+    """A TINY rotation run stopped as a Ctrl-C stops it, right after its first epoch's checkpoint
+    (`helpers.partial`), made once per session; copy it before resuming or changing it."""
+    from tests.helpers import partial
+
+    root = tmp_path_factory.mktemp("tiny-partial")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        assert partial("train", "rotation", root=root, data=fake_root, monkeypatch=monkeypatch) == 130
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_five(tmp_path_factory, tiny_runs, fake_root) -> Path:
+    """Every experiment of the report, TINY, through the CLI: tiny_runs' rotation run and the four transfer runs
+    from it, made once per session (each test module trained its own). Copy it before changing anything under it."""
+    import shutil
+
+    from rotnet.experiments import EXPERIMENTS
+    from tests.helpers import cli
+
+    root = shutil.copytree(tiny_runs, tmp_path_factory.mktemp("tiny-five"), dirs_exist_ok=True)
+    for name in EXPERIMENTS:
+        if name != "rotation":
+            assert cli("train", name, root=root, data=fake_root) == 0
     return root
 
 

@@ -93,7 +93,7 @@ def test_probe_label_efficiency_and_knn_end_to_end(tmp_path, fake_root):
                 "--preset",
                 TINY,
                 "--min-steps",
-                "4",
+                "1",  # 2 and 1 epochs at 2 and 4 per class (4 steps were 7 and 4 epochs)
                 "--set",
                 "knn_every=1",
                 *common,

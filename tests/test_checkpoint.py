@@ -187,5 +187,5 @@ def test_a_cpu_checkpoint_records_the_cpu_it_was_computed_on(tiny_runs):
     from rotnet.checkpoint import load_tensors
     from rotnet.provenance import cpu_identity
 
-    (path,) = (tiny_runs / "resnet18/rotation/seed0/checkpoints").glob("*.safetensors")
+    path = tiny_runs / "resnet18/rotation/seed0/checkpoints/e0002-s000000.safetensors"
     assert load_tensors(path)[1]["cpu"] == cpu_identity()

@@ -320,7 +320,7 @@ def test_sigint_during_start_up_is_one_line(tmp_path, fake_root, delay):
     proc = start(tmp_path, fake_root, "--epochs", "500")  # never done before the signal
     time.sleep(delay)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=300)  # a Ctrl-C in torch's import is held until it ends: 40 s on a busy CPU
     assert proc.returncode == 130, err
     assert "Traceback" not in err, err
 
@@ -447,7 +447,9 @@ def test_a_configuration_that_contradicts_its_experiment_is_refused(
 
 
 @pytest.mark.parametrize("where", ["checkpoints", "run folder", "arch folder", "tensorboard", "plots"])
-def test_no_write_or_delete_passes_through_a_folder_link_rotnet_did_not_make(capsys, tmp_path, fake_root, where):
+def test_no_write_or_delete_passes_through_a_folder_link_rotnet_did_not_make(
+    capsys, tmp_path, fake_root, tiny_runs, where
+):
     """With seed0/checkpoints a link to another folder, a 134 MB checkpoint was written there and the final prune
     deleted a file that was already there."""
     runs, elsewhere = tmp_path / "runs", tmp_path / "elsewhere"
@@ -464,9 +466,8 @@ def test_no_write_or_delete_passes_through_a_folder_link_rotnet_did_not_make(cap
     link.parent.mkdir(parents=True, exist_ok=True)
     link.symlink_to(elsewhere, target_is_directory=True)
     args = ["--checkpoint-minutes", "0", *(["--logger", "tensorboard"] if where == "tensorboard" else [])]
-    if where == "plots":
-        assert cli("train", "rotation", root=runs, data=fake_root) == 0
-        capsys.readouterr()
+    if where == "plots":  # a report over the session's run
+        shutil.copytree(tiny_runs, runs, dirs_exist_ok=True)
         assert main(["report", str(runs)]) == 2
     else:
         assert cli("train", "rotation", *args, root=runs, data=fake_root) == 2

@@ -39,10 +39,13 @@ def test_load_backbone_is_plain_torchvision_with_the_runs_metadata(tiny_runs):
     assert meta["class_names"] == ["0", "90", "180", "270"] and meta["image_size"] == 32
 
 
-def test_tensorboard_and_csv_hold_the_logged_scalars(tmp_path, fake_root):
+def test_tensorboard_and_csv_hold_the_logged_scalars(tmp_path, fake_root, monkeypatch):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    args = ["--epochs", "2", "--batch-size", "4", "--set", "eval_batch_size=64"]  # 20 steps an epoch
+    import rotnet.loop
+
+    monkeypatch.setattr(rotnet.loop, "SYNC_EVERY", 4)  # the step loss is logged at each flag read: steps 4 and 8
+    args = ["--epochs", "2", "--batch-size", "20", "--set", "eval_batch_size=64"]  # 4 steps an epoch
     args += ["--logger", "tensorboard", "--logger", "csv", "--runs-root", str(tmp_path), "--data-root", str(fake_root)]
     assert main(["train", "rotation", *args]) == 0
     folder = tmp_path / "resnet18/rotation/seed0"
@@ -51,7 +54,7 @@ def test_tensorboard_and_csv_hold_the_logged_scalars(tmp_path, fake_root):
     for key in ("train_loss", "train_acc", "test_acc", "lr", "images_per_s"):
         logged = [(e.step, e.value) for e in events.Scalars(f"epoch/{key}")]
         assert logged == [(r["epoch"], pytest.approx(r[key], rel=1e-6)) for r in history], key
-    assert [e.step for e in events.Scalars("step/loss")] == [20, 40]
+    assert [e.step for e in events.Scalars("step/loss")] == [4, 8]
     rows = (folder / "metrics.csv").read_text().splitlines()
     assert rows[0].startswith("epoch,lr,train_loss") and len(rows) == 1 + len(history)
 

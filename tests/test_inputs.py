@@ -33,15 +33,20 @@ def test_the_python_reproduce_refuses_unknown_names_before_writing(tmp_path, fak
     assert not list(tmp_path.iterdir())
 
 
-def test_the_python_reproduce_takes_one_name_as_a_one_name_tuple(tmp_path, fake_root):
-    """`archs="resnet18"` was read letter by letter."""
+def test_the_python_reproduce_takes_one_name_as_a_one_name_tuple(tiny_runs, tmp_path, fake_root):
+    """`archs="resnet18"` was read letter by letter (the session's rotation run is reused: nothing trains)."""
+    import json
+    import shutil
+
     import rotnet
 
+    shutil.copytree(tiny_runs, tmp_path, dirs_exist_ok=True)
     rotnet.reproduce(
-        preset=TINY, runs_root=tmp_path, data_root=fake_root, download=False, archs="resnet18", seeds=3,
+        preset=TINY, runs_root=tmp_path, data_root=fake_root, download=False, archs="resnet18", seeds=0,
         experiments="rotation",
     )  # fmt: skip
-    assert (tmp_path / "resnet18/rotation/seed3/result.json").is_file()
+    record = json.loads((tmp_path / "reproduce.json").read_text())
+    assert record["archs"] == ["resnet18"] and record["seeds"] == [0] and record["runs"] == ["resnet18/rotation/seed0"]
 
 
 # --- image folders: classes ---------------------------------------------------------------------------------------
@@ -339,10 +344,11 @@ def test_a_modified_cifar_is_warned_about_once_per_process_and_data_root(tmp_pat
 
 def test_a_short_class_is_named_once_per_plan_not_before_every_run(tmp_path, fake_root, capsys):
     """Seen in the README walk-through on 500 images: the same warning before each of the five smoke runs."""
-    from tests.helpers import cli
+    from rotnet.cli import main
+    from tests.test_reproduce import reproduce
 
-    args = ["reproduce", "--experiments", "layer4-from-random,full-from-random", "--set", "train_per_class=20"]
-    assert cli(*args, "--jobs", "1", root=tmp_path, data=fake_root) == 0
+    args = ("--experiments", "layer4-from-random,full-from-random", "--set", "train_per_class=20")
+    assert main(reproduce(tmp_path, fake_root, *args)) == 0  # one epoch each
     assert capsys.readouterr().err.count("fewer than 20 training images per class") == 1
 
 

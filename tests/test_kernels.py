@@ -47,14 +47,14 @@ def avx512() -> bool:
 
 @pytest.mark.skipif(not avx512(), reason="the AVX2 limits emulate another CPU only on an AVX-512 one")
 def test_portable_kernels_give_the_same_bits_under_every_isa_limit_where_native_ones_do_not(tmp_path, fake_root):
-    native = {limit: trained("native", limit, tmp_path, fake_root) for limit in LIMITS}
-    portable = {limit: trained("portable", limit, tmp_path, fake_root) for limit in LIMITS}
-    assert len({json.dumps(v) for v in native.values()}) > 1  # the limits really change the kernels (and the bits)
-    assert len({json.dumps(v) for v in portable.values()}) == 1, portable
-    record = json.loads((tmp_path / "portable-onednn-avx2/resnet18/rotation/seed0/config.json").read_text())
+    native = [trained("native", limit, tmp_path, fake_root) for limit in ("native", "onednn-avx2")]
+    assert native[0] != native[1]  # the limit really changes the kernels (and the bits)
+    trained("portable", "native", tmp_path, fake_root)
+    record = json.loads((tmp_path / "portable-native/resnet18/rotation/seed0/config.json").read_text())
     assert record["config"]["kernels"] == "portable"
     assert record["cpu"]["capability"] == "DEFAULT" and record["cpu"]["env"]["MKL_CBWR"] == "COMPATIBLE"
-    # verified on an "other CPU": the run made without limits, re-run under the oneDNN and the ATen/MKL limits
+    # the portable run re-trained on two "other CPUs" (the oneDNN limit, the ATen and MKL limits): verify compares
+    # every recorded number of the epoch and re-evaluates the final weights, so "verified" is "the same bits"
     for limit in ("onednn-avx2", "aten-avx2+mkl-avx2"):
         done = rotnet("verify", str(tmp_path / "portable-native/resnet18/rotation/seed0"), "--device", "cpu",
                       "--data-root", str(fake_root), "--no-download", limit=LIMITS[limit], cwd=tmp_path)  # fmt: skip

@@ -21,6 +21,12 @@ def copy(tiny_runs, tmp_path):
     return tmp_path / "runs"
 
 
+@pytest.fixture
+def stopped(tiny_partial, tmp_path):
+    """The session's partial rotation run, copied into tmp_path."""
+    return shutil.copytree(tiny_partial, tmp_path, dirs_exist_ok=True)
+
+
 def edit_json(path, **changes):
     path.write_text(json.dumps(json.loads(path.read_text()) | changes))
 
@@ -142,8 +148,7 @@ def test_an_unsealed_record_of_an_older_rotnet_is_read_but_still_checked_against
     assert inspect(folder).status == "inconsistent"
 
 
-def test_resume_refuses_a_tampered_partial_run(tmp_path, fake_root, monkeypatch, capsys):
-    assert partial("train", "rotation", root=tmp_path, data=fake_root, monkeypatch=monkeypatch) == 130
+def test_resume_refuses_a_tampered_partial_run(stopped, tmp_path, fake_root, capsys):
     folder = tmp_path / RUN
     lines = metrics(folder)
     lines[0]["train_loss"] = 0.001
@@ -154,9 +159,9 @@ def test_resume_refuses_a_tampered_partial_run(tmp_path, fake_root, monkeypatch,
 
 
 def test_an_unfinished_transfer_run_resumes_only_from_its_own_rotation_weights(
-    tmp_path, fake_root, monkeypatch, capsys
+    tiny_runs, tmp_path, fake_root, monkeypatch, capsys
 ):
-    assert cli("train", "rotation", root=tmp_path, data=fake_root) == 0
+    shutil.copytree(tiny_runs, tmp_path, dirs_exist_ok=True)
     args = ("train", "layer4-from-rotation")
     assert partial(*args, root=tmp_path, data=fake_root, monkeypatch=monkeypatch) == 130
     # The rotation run's weights change under it (as if trained again); its record is resealed to match, so only
@@ -178,8 +183,7 @@ def test_an_unfinished_transfer_run_resumes_only_from_its_own_rotation_weights(
     assert "trained from other rotation weights" in capsys.readouterr().err
 
 
-def test_a_partial_run_of_an_older_record_is_not_given_todays_defaults(tmp_path, fake_root, monkeypatch, capsys):
-    assert partial("train", "rotation", root=tmp_path, data=fake_root, monkeypatch=monkeypatch) == 130
+def test_a_partial_run_of_an_older_record_is_not_given_todays_defaults(stopped, tmp_path, fake_root, capsys):
     folder = tmp_path / RUN
     record = json.loads((folder / "config.json").read_text())
     del record["config"]["rotations_per_image"]
@@ -190,11 +194,10 @@ def test_a_partial_run_of_an_older_record_is_not_given_todays_defaults(tmp_path,
     assert "does not record rotations_per_image" in capsys.readouterr().err
 
 
-def test_resume_refuses_another_stream_contract(tmp_path, fake_root, monkeypatch, capsys):
+def test_resume_refuses_another_stream_contract(stopped, tmp_path, fake_root, monkeypatch, capsys):
     """A change of stream version, torch version or device kind mid-run would switch the run's streams silently."""
     import rotnet.run
 
-    assert partial("train", "rotation", root=tmp_path, data=fake_root, monkeypatch=monkeypatch) == 130
     real = rotnet.run.stream_contract
     monkeypatch.setattr(rotnet.run, "stream_contract", lambda d: real(d) | {"torch": "9.9.9"})
     capsys.readouterr()
@@ -231,11 +234,8 @@ def test_a_record_that_predates_a_key_reads_as_the_runs_before_it(copy):
     assert config_diff(old, resolve("rotation", epochs=2, batch_size=32, eval_batch_size=64).to_dict()) == []
 
 
-def test_a_damaged_checkpoint_is_skipped_on_resume_not_held_against_the_record(
-    tmp_path, fake_root, monkeypatch, capsys
-):
+def test_a_damaged_checkpoint_is_skipped_on_resume_not_held_against_the_record(stopped, tmp_path, fake_root, capsys):
     """Checkpoints are no claim: a damaged newest one falls back to the one before it, as a torn one always did."""
-    assert partial("train", "rotation", root=tmp_path, data=fake_root, monkeypatch=monkeypatch) == 130
     folder = tmp_path / RUN
     newest = sorted((folder / "checkpoints").iterdir())[-1]
     newest.write_bytes(newest.read_bytes()[:-8] + b"\0" * 8)

@@ -7,14 +7,17 @@ import pytest
 
 from rotnet.cli import main
 from rotnet.report import collect, write_report
-from tests.helpers import cli, fabricate
+from tests.helpers import fabricate
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, fake_root):
+def runs(tmp_path_factory, tiny_five):
+    """A rotation run and a full-from-random one: the session's, copied."""
+    import shutil
+
     root = tmp_path_factory.mktemp("runs")
     for experiment in ("rotation", "full-from-random"):
-        assert cli("train", experiment, root=root, data=fake_root) == 0
+        shutil.copytree(tiny_five / "resnet18" / experiment, root / "resnet18" / experiment)
     return root
 
 

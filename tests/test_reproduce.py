@@ -44,9 +44,15 @@ def test_seed_numbers_are_the_reports():
     assert rows[("full-from-rotation", "resnet50")] == 83.01 and len(rows) == 9
 
 
+def with_rotation(tiny_runs: Path, root: Path) -> Path:
+    """root holding the session's finished rotation run, which a tiny reproduce reuses (the same configuration)."""
+    shutil.copytree(tiny_runs / "resnet18/rotation/seed0", root / "resnet18/rotation/seed0")
+    return root
+
+
 @pytest.fixture(scope="module")
-def reproduced(tmp_path_factory, fake_root):
-    root = tmp_path_factory.mktemp("repro")
+def reproduced(tmp_path_factory, tiny_runs, fake_root):
+    root = with_rotation(tiny_runs, tmp_path_factory.mktemp("repro"))
     assert main(reproduce(root, fake_root, "--seeds", "0,1")) == 0
     return root
 
@@ -127,18 +133,18 @@ def test_jobs_run_experiments_side_by_side_respecting_dependencies(tmp_path, fak
     # Without --jobs, a 2-core CPU runs two at once (when the runs are long; these tiny ones count as long here).
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     monkeypatch.setattr(runner, "PARALLEL_MIN_WORK", 0)
-    assert main(reproduce(tmp_path, fake_root, jobs=None)) == 0
-    for e in EXPERIMENTS:
+    three = ("rotation", "layer4-from-rotation", "full-from-random")  # one of each kind: a child process each
+    assert main(reproduce(tmp_path, fake_root, "--experiments", ",".join(three), jobs=None)) == 0
+    for e in three:
         assert (tmp_path / "resnet18" / e / "seed0" / "result.json").is_file()
     rotation_done = (tmp_path / "resnet18/rotation/seed0/result.json").stat().st_mtime
-    for e in ("layer4-from-rotation", "full-from-rotation"):
-        config = json.loads((tmp_path / "resnet18" / e / "seed0/config.json").read_text())
-        assert config["init_weights"].endswith("rotation/seed0/model.safetensors")
-        assert (tmp_path / "resnet18" / e / "seed0/config.json").stat().st_mtime >= rotation_done
-    assert len(list((tmp_path / "logs").glob("*.log"))) == 5
+    config = json.loads((tmp_path / "resnet18/layer4-from-rotation/seed0/config.json").read_text())
+    assert config["init_weights"].endswith("rotation/seed0/model.safetensors")
+    assert (tmp_path / "resnet18/layer4-from-rotation/seed0/config.json").stat().st_mtime >= rotation_done
+    assert len(list((tmp_path / "logs").glob("*.log"))) == 3
     assert "| full-from-random | resnet18 |" in (tmp_path / "report.md").read_text()
     out = capsys.readouterr().out  # each child's epoch lines, named by run, before its result
-    for e in EXPERIMENTS:
+    for e in three:
         assert out.index(f"   resnet18/{e}/seed0 epoch 1/") < out.index(f"== resnet18/{e}/seed0: done")
 
 
@@ -228,9 +234,9 @@ def test_a_job_file_carries_every_option_its_run_uses(tmp_path):
     assert back.context(cpu, None, stop) == options.context(cpu, None, stop) and back.data == options.data
 
 
-def test_restart_reaches_the_jobs(tmp_path, fake_root, capsys):
+def test_restart_reaches_the_jobs(tiny_runs, tmp_path, fake_root, capsys):
     two = ("--experiments", "rotation,full-from-random")
-    assert main(reproduce(tmp_path, fake_root, *two)) == 0
+    assert main(reproduce(with_rotation(tiny_runs, tmp_path), fake_root, *two)) == 0
     assert main(reproduce(tmp_path, fake_root, *two, "--restart", jobs="2")) == 0
     for e in ("rotation", "full-from-random"):  # each run kept aside and trained again, none reused
         assert (tmp_path / "resnet18" / e / "seed0.old1/result.json").is_file()
@@ -255,12 +261,12 @@ def test_a_rotation_run_another_process_holds_is_not_run_not_failed(tmp_path, fa
     assert sorted(p.name for p in folder.iterdir()) == [".lock"]  # no FAILED mark in another process's run
 
 
-def test_a_transfer_run_another_process_holds_is_not_run_once_its_rotation_run_finished(tmp_path, fake_root):
+def test_a_transfer_run_another_process_holds_is_not_run_once_its_rotation_run_finished(tiny_runs, tmp_path, fake_root):
     """The same as a locked run met later in the plan, not a refusal of the whole plan before it starts."""
     from rotnet.layout import RunLock
 
     two = ("--experiments", "rotation,full-from-rotation")
-    assert main(reproduce(tmp_path, fake_root, "--experiments", "rotation")) == 0
+    with_rotation(tiny_runs, tmp_path)
     folder = tmp_path / "resnet18/full-from-rotation/seed0"
     folder.mkdir(parents=True)
     with RunLock(folder):

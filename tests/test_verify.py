@@ -10,10 +10,12 @@ from tests.helpers import cli, reseal
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, fake_root):
+def runs(tmp_path_factory, tiny_five):
+    """A rotation run that kept epoch 1's checkpoint and a layer4-from-rotation run from it: the session's, copied
+    (verify writes verify.json beside them)."""
     root = tmp_path_factory.mktemp("runs")
-    assert cli("train", "rotation", "--keep-epoch", "1", root=root, data=fake_root) == 0
-    assert cli("train", "layer4-from-rotation", root=root, data=fake_root) == 0
+    for experiment in ("rotation", "layer4-from-rotation"):
+        shutil.copytree(tiny_five / "resnet18" / experiment, root / "resnet18" / experiment)
     return root
 
 
