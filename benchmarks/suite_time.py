@@ -5,7 +5,8 @@ README's test command and a temporary folder of their own; it prints one line pe
 
     python benchmarks/suite_time.py --work /tmp/suite-bench --commits c4e6f0b,HEAD
 
-(c4e6f0b: the last commit before the suite's shared fixtures.)
+(c4e6f0b: the last commit before the suite's shared fixtures.) Each commit's pytest settings apply, so a commit
+whose pyproject runs pytest-xdist workers needs it installed here (`pip install -e '.[dev]'`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ def run(commit: str, work: Path, extra: list[str]) -> float:
     started = time.monotonic()
     done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tree)
     wall = time.monotonic() - started
-    summary = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr[-500:]
+    counts = [line for line in done.stdout.splitlines() if re.search(r"\d+ (passed|failed)", line)]
+    summary = counts[-1].strip("= ") if counts else done.stderr[-500:]
     if done.returncode:  # still timed, but said: a failing suite is not a faster one
         failed = [line for line in done.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
         print(f"{commit}: the suite failed (exit {done.returncode}):", *failed, sep="\n  ", flush=True)

@@ -13,6 +13,17 @@ from rotnet.data import FOLDER, META_FILE, TEST_FILES, TRAIN_FILES
 PER_BATCH = 16  # 80 training images, 16 test images
 
 
+def pytest_configure(config):
+    """Under pytest-xdist each worker computes on one thread, so that the workers share the cores instead of
+    oversubscribing them (runs record the thread count they trained on; resume and verify use it)."""
+    import os
+
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
+
+
 def write_fake_cifar(root: Path, per_batch: int = PER_BATCH, seed: int = 0) -> Path:
     """Write six batch files and batches.meta with the real layout (protocol-2 pickles of dicts)."""
     rng = np.random.default_rng(seed)
