@@ -15,9 +15,15 @@ PER_BATCH = 16  # 80 training images, 16 test images
 
 def pytest_configure(config):
     """Under pytest-xdist each worker computes on one thread, so that the workers share the cores instead of
-    oversubscribing them (runs record the thread count they trained on; resume and verify use it)."""
-    import os
+    oversubscribing them (runs record the thread count they trained on; resume and verify use it).
 
+    A suite started in the background (`cmd &`, nohup) inherits SIGINT ignored, and so would every process the tests
+    start: the Ctrl-C tests would test the shell's choice, not rotnet. The tests' processes get Ctrl-C back."""
+    import os
+    import signal
+
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     if os.environ.get("PYTEST_XDIST_WORKER"):
         import torch
 
