@@ -8,15 +8,9 @@ from rotnet.experiments import EXPERIMENTS
 from tests.helpers import cli, metrics
 
 
-@pytest.fixture
-def runs(tiny_five):
-    """Every experiment of the report, in dependency order, through the CLI on synthetic data."""
-    return tiny_five
-
-
 @pytest.mark.parametrize("name", list(EXPERIMENTS))
-def test_each_experiment_writes_config_metrics_and_weights(runs, name):
-    folder = runs / "resnet18" / name / "seed0"
+def test_each_experiment_writes_config_metrics_and_weights(tiny_five, name):
+    folder = tiny_five / "resnet18" / name / "seed0"
     config = json.loads((folder / "config.json").read_text())
     assert config["config"]["experiment"] == name and config["config"]["epochs"] == 2
     assert config["dataset_checksums_match"] is False and config["torch"]
@@ -37,8 +31,8 @@ def test_each_experiment_writes_config_metrics_and_weights(runs, name):
         assert config["init_weights"].endswith("rotation/seed0/model.safetensors")
 
 
-def test_rotation_eval_scores_all_four_rotations(runs):
-    result = json.loads((runs / "resnet18" / "rotation" / "seed0" / "result.json").read_text())
+def test_rotation_eval_scores_all_four_rotations(tiny_five):
+    result = json.loads((tiny_five / "resnet18" / "rotation" / "seed0" / "result.json").read_text())
     assert sum(map(sum, result["confusion"])) == 16 * 4  # 16 test images x 4 rotations
     assert [sum(row) for row in result["confusion"]] == [16] * 4
 
