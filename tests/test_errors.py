@@ -476,3 +476,65 @@ def test_no_write_or_delete_passes_through_a_folder_link_rotnet_did_not_make(
     assert (
         sorted(p.name for p in elsewhere.iterdir()) == [theirs.name] and theirs.read_bytes() == b"someone else's file"
     )
+
+
+def test_stop_signals_the_process_was_started_ignoring_stay_ignored():
+    """A rotnet started with Ctrl-C ignored (a shell's background job `cmd &`) ignored it while preparing but stopped
+    on it while training, and one held while torch loaded was re-raised into SIG_IGN: now it stays ignored."""
+    from rotnet.signals import StopFlag, raise_on_stop, signals_held, stop_handlers
+
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        stop = StopFlag()
+        for block in (signals_held(), stop_handlers(stop), raise_on_stop("stopped")):
+            with block:
+                assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)
+            assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+        assert not stop.requested
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+def sigint_at_final_outputs(monkeypatch):
+    """Ctrl-C once the last step is done, as the first run's weights are written."""
+    import rotnet.run
+
+    real, sent = rotnet.run.weights_meta, []
+
+    def meta_then_ctrl_c(*a, **kw):
+        if not sent:
+            sent.append(os.kill(os.getpid(), signal.SIGINT))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(rotnet.run, "weights_meta", meta_then_ctrl_c)
+
+
+def test_ctrl_c_after_the_last_step_finishes_the_run_and_stops(capsys, monkeypatch, tmp_path, fake_root):
+    """A Ctrl-C after a run's last step was silently dropped: `rotnet train` exited 0 (so `a && b` went on), and
+    `reproduce` started its next run. Now the finished run is kept whole and the command stops with 130."""
+    sigint_at_final_outputs(monkeypatch)
+    line = run(capsys, "train", "rotation", root=tmp_path / "one", data=fake_root, code=130)
+    folder = tmp_path / "one/resnet18/rotation/seed0"
+    assert line == f"rotnet: stopped after the last step; {folder} finished"
+    assert (folder / "result.json").is_file()
+
+    sigint_at_final_outputs(monkeypatch)
+    root = tmp_path / "plan"
+    argv = ["--runs-root", str(root), "--data-root", str(fake_root), "--no-download", "--jobs", "1", *TINY]
+    assert main(["reproduce", *argv]) == 130
+    assert (root / "resnet18/rotation/seed0/result.json").is_file()
+    assert sorted(p.name for p in (root / "resnet18").iterdir()) == ["rotation"]  # no other run began
+    assert "stopped; 4 of 5 runs not finished" in capsys.readouterr().err
+
+
+def test_a_run_started_with_ctrl_c_ignored_trains_through_it(monkeypatch, tmp_path, fake_root):
+    from tests.helpers import partial
+
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        assert partial("train", "rotation", root=tmp_path, data=fake_root, monkeypatch=monkeypatch) == 0
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert (tmp_path / "resnet18/rotation/seed0/result.json").is_file()

@@ -150,10 +150,11 @@ def refuse_changed_config(folder: Path, cfg: RunConfig) -> None:
 
 
 def data_diff(old: dict, new: dict) -> list[str]:
-    """What differs between two dataset fingerprints (root, per-file size:md5, image counts). A key the old one
-    lacks was recorded only by a later rotnet, so it is not compared."""
+    """What differs between two dataset fingerprints (per-file size:md5, image counts, pixel digests): what the data
+    is, not where it sits (a root or path is not compared). A key the old one lacks was recorded only by a later
+    rotnet, so it is not compared."""
     out = []
-    for key in sorted(old):
+    for key in sorted(set(old) - {"root", "path"}):
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
             out += [f"{key}/{k}: {a.get(k)} -> {b.get(k)}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]

@@ -236,7 +236,7 @@ def with_gains(rows: list[dict]) -> list[dict]:
         r["gain_seeds"] = both
         r["gain_by_seed"] = dict(zip(both, diffs, strict=True))
         r["gain_std"] = statistics.stdev(diffs) if len(diffs) > 1 else None
-        r["gain_ci95"] = t_interval(diffs)
+        r["gain_ci95"] = t_interval(r["gain"], r["gain_std"], len(diffs))
         known = pair and None not in (r["seed_report"], other["seed_report"])
         r["seed_gain"] = r["seed_report"] - other["seed_report"] if known else None
     return rows
@@ -255,12 +255,11 @@ def t975(df: int) -> float:
     return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
 
 
-def t_interval(values: list[float]) -> list[float] | None:
-    """The 95% t-interval of the mean of values (None under two values)."""
-    if len(values) < 2:
+def t_interval(mean: float | None, std: float | None, n: int) -> list[float] | None:
+    """The 95% t-interval of a mean of n values with sample std `std` (None without a std: under two values)."""
+    if mean is None or std is None:
         return None
-    half = t975(len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
-    mean = statistics.fmean(values)
+    half = t975(n - 1) * std / math.sqrt(n)
     return [mean - half, mean + half]
 
 

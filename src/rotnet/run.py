@@ -259,7 +259,7 @@ def refuse_other_data(folder: Path, data: Dataset) -> None:
     old = (record or {}).get("dataset")
     if not isinstance(old, dict):
         return
-    diff = data_diff(old, data.fingerprint)  # what the data is, not where it sits: a moved copy is the same data
+    diff = data_diff(old, data.fingerprint)  # a moved copy is the same data
     if diff:
         raise RotnetError(
             f"{folder} was trained on other data ({'; '.join(diff[:4])}{' ...' if len(diff) > 4 else ''}); "

@@ -66,7 +66,12 @@ def train_one(cfg: RunConfig, options: Options) -> dict:
     weights = preflight(cfg, rt, source)
     data = load_for(cfg, options.data)
     with stop_handlers(rt.stop):
-        return run(cfg, data, rt, source, weights=weights)
+        result = run(cfg, data, rt, source, weights=weights)
+    if rt.stop.requested:  # it came after the last step: the run is whole, but the caller asked to stop
+        raise Interrupted(
+            f"stopped after the last step; {run_dir(options.runs_root, cfg)} finished", rt.stop.signum, saved=False
+        )
+    return result
 
 
 def execute(configs: list[RunConfig], options: Options) -> int:
@@ -131,7 +136,8 @@ def run_plan(configs: list[RunConfig], sources: list, options: Options, rt: RunC
             else:  # stopped (or failed) before any run began: nothing to report, and the stop's exit status stands
                 say("no run has started: no report")
     if rt.stop.requested:
-        raise Interrupted(f"stopped; {len(missing)} of {len(configs)} runs not finished", rt.stop.signum)
+        left = f"{len(missing)} of {len(configs)} runs not finished" if missing else "every run had finished"
+        raise Interrupted(f"stopped; {left}", rt.stop.signum, saved=bool(missing))
     return len(missing)
 
 
@@ -159,6 +165,8 @@ def run_in_turn(
     eta = Eta(costs)
     for i, (cfg, source) in enumerate(zip(configs, sources, strict=True)):
         name = str(run_id(cfg).relative)
+        if rt.stop.requested:  # it came after the last step of the run before: start no other
+            break
         if source and run_id(source.expected) in blocked:
             outcome[name] = f"not run: its rotation run {blocked[run_id(source.expected)]}"
             continue

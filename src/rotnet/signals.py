@@ -13,7 +13,9 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 @contextlib.contextmanager
 def _handled_by(handler):
-    before = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
+    """handler for the stop signals this process was not started ignoring: one started with a signal ignored (a
+    shell's background job ignores Ctrl-C, `nohup` SIGHUP) keeps it ignored throughout, as Python itself does."""
+    before = {s: signal.signal(s, handler) for s in STOP_SIGNALS if signal.getsignal(s) != signal.SIG_IGN}
     try:
         yield
     finally:

@@ -193,7 +193,7 @@ def verify(
     data = load_for(cfg, data)
     old = record.get("dataset")
     if isinstance(old, dict):  # the same images, wherever they are
-        diff = data_diff({k: v for k, v in old.items() if k not in ("root", "path")}, data.fingerprint)
+        diff = data_diff(old, data.fingerprint)
         if diff:
             raise RotnetError(f"the data differs from the run's ({'; '.join(diff[:4])}); point --data-root at it")
     threads = recorded_threads(record) if dev.type == "cpu" else None
