@@ -146,6 +146,8 @@ def test_the_pretraining_gain_pairs_seeds(tiny_runs, tmp_path):
     assert row["gain"] == 5.0 and row["gain_seeds"] == [0]
     assert row["seed_gain"] == pytest.approx(84.03 - 82.79)  # the seed report's own difference, to compare with
     assert "| +5.00 (seed 0 only; seed report +1.24) |" in report
+    assert "| full-from-rotation | resnet18 | cifar10 | 50.00 (+5.00) | 60.00 |" in report  # each seed's, in words
+    assert "| full-from-random | resnet18 | cifar10 | 45.00 | — |" in report
     import csv
 
     table = {r["experiment"]: r for r in csv.DictReader((tmp_path / "results.csv").open()) if r["arch"] == "resnet18"}
@@ -252,6 +254,34 @@ def test_the_gain_and_seed_plots_show_each_seed_and_label_above_everything(tmp_p
     label = next(t for t in ax.texts if t.get_text() == "+16.5")
     assert label.xy[1] >= row["gain_ci95"][1]  # above the interval's top
     assert figures[0].legends and figures[0].legends[0].get_bbox_to_anchor().y0 <= 0  # under the axes
+
+
+def texts_inside(fig) -> bool:
+    """Every text drawn in each axes lies inside its frame."""
+    renderer = fig.canvas.get_renderer()
+    return all(
+        t.get_window_extent(renderer).y1 <= ax.get_window_extent(renderer).y1 + 0.5
+        for ax in fig.axes
+        for t in ax.texts
+        if t.get_text()
+    )
+
+
+def test_a_label_over_a_tall_interval_or_bar_stays_inside_the_plot(tmp_path, monkeypatch):
+    """Two seeds (+16.42, +17.21) give a 95% interval up to +21.8: its value label crossed the plot's top edge, as
+    did a label over a bar near 100%."""
+    from rotnet import plots
+
+    figures = captured_figure(monkeypatch)
+    plots.plot_gains([gain_row([16.42, 17.21], 17.13), gain_row([0.61], 1.24)], tmp_path / "gain.png")
+    ours = next(c for c in figures[0].axes[0].containers if getattr(c, "errorbar", None))
+    caps = ours.errorbar.lines[1]  # one seed has no interval: no cap drawn at its mean
+    assert [len(c.get_xdata()[c.get_ydata() == c.get_ydata()]) for c in caps] == [1, 1]
+    row = {"arch": "resnet18", "data": "cifar10", "seed_report": 78.3, "experiment": "rotation"}
+    plots.plot_bars(
+        [{**row, "ours_mean": 99.5, "ours_std": 0.4, "n": 2, "by_seed": {0: 99.1, 1: 99.9}}], tmp_path / "b.png"
+    )
+    assert texts_inside(figures[0]) and texts_inside(figures[1])
 
 
 def captured_figure(monkeypatch):

@@ -119,6 +119,7 @@ def plot_bars(rows: list[dict], path: Path) -> None:
         kind = "Rotation (4-way)" if group and group[0]["experiment"] == "rotation" else "Classification"
         ax.set(ylabel="test accuracy (%)" if ax is axes[0][0] else "", ylim=(0, 105), title=kind)
         ax.grid(axis="y", alpha=0.3)
+        fit_texts(ax)
     below(fig, *axes[0][0].get_legend_handles_labels())  # under the tick labels: it covers no bar and no title
     fig.suptitle("Seed report vs rotnet")
     savefig(fig, path)
@@ -135,7 +136,8 @@ def plot_gains(rows: list[dict], path: Path) -> bool:
     reported = any(r.get("seed_gain") is not None for r in rows)  # no bars, no legend entry
     seed = ax.bar([x - 0.2 for x in xs], [r.get("seed_gain") or 0 for r in rows], 0.4,
                   label="seed report" if reported else None)  # fmt: skip
-    ci = [r.get("gain_ci95") or [r["gain"], r["gain"]] for r in rows]  # no interval from one seed: no bar drawn
+    nan = float("nan")  # no interval from one seed: no error bar (a zero-width cap would read as a measurement)
+    ci = [r.get("gain_ci95") or [nan, nan] for r in rows]
     yerr = [
         [r["gain"] - c[0] for r, c in zip(rows, ci, strict=True)],
         [c[1] - r["gain"] for r, c in zip(rows, ci, strict=True)],
@@ -145,12 +147,13 @@ def plot_gains(rows: list[dict], path: Path) -> bool:
                   else "rotnet", yerr=yerr if has_ci else None, capsize=3)  # fmt: skip
     seeds(ax, [x + 0.2 for x in xs], [r.get("gain_by_seed", {}) for r in rows])
     ax.bar_label(seed, labels=[signed(r.get("seed_gain")) for r in rows], fontsize=8)
-    tops = [max(c[1], *r.get("gain_by_seed", {}).values(), r["gain"], 0) for r, c in zip(rows, ci, strict=True)]
+    tops = [max((r.get("gain_ci95") or [0, 0])[1], *r.get("gain_by_seed", {}).values(), r["gain"], 0) for r in rows]
     above(ax, [x + 0.2 for x in xs], tops, [signed(r["gain"]) for r in rows], fontsize=8)
     names = [f"{r['experiment'].removesuffix('-from-rotation')}\n{r['arch']}\n{r['data']}" for r in rows]
     ax.set_xticks(list(xs), names, fontsize=7)
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set(ylabel="accuracy points", title="Pretraining gain: from rotation minus from random init")
+    fit_texts(ax)
     below(fig, *ax.get_legend_handles_labels())
     ax.grid(axis="y", alpha=0.3)
     savefig(fig, path)
@@ -169,6 +172,19 @@ def above(ax, xs: list[float], tops: list[float], texts: list[str], fontsize: in
         ax.annotate(
             text, (x, y), xytext=(0, 4), textcoords="offset points", ha="center", va="bottom", fontsize=fontsize
         )
+
+
+def fit_texts(ax) -> None:
+    """Raise the y axis's top until every text drawn in ax lies inside it: a value label over a tall error bar
+    crossed the frame. A few rounds, since a label offset in points moves as the data's scale changes."""
+    renderer = ax.figure.canvas.get_renderer()
+    for _ in range(4):
+        box = ax.get_window_extent(renderer)
+        over = max((t.get_window_extent(renderer).y1 for t in ax.texts if t.get_text()), default=0) - box.y1
+        if over <= 0:
+            return
+        low, high = ax.get_ylim()
+        ax.set_ylim(low, high + (over + 2) * (high - low) / box.height)
 
 
 def below(fig, handles, labels) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import math
 import statistics
@@ -202,6 +203,25 @@ def results_table(rows: list[dict]) -> list[str]:
         )
     header = ["experiment", "arch", "data", "seed report", "ours (mean ± std, n)", "epochs (seed / ours)"]
     return markdown_table(header + ["difference", "pretraining gain", "status"], out)
+
+
+def seeds_section(rows: list[dict], seeds: list[int]) -> list[str]:
+    """Each seed's accuracy per row, where there are several seeds: the numbers behind each mean and std."""
+    if len(seeds) < 2:
+        return []
+
+    def cell(r: dict, s: int) -> str:
+        gain = r.get("gain_by_seed", {}).get(s)
+        return (
+            "—" if s not in r["by_seed"] else f"{r['by_seed'][s]:.2f}" + (f" ({gain:+.2f})" if gain is not None else "")
+        )
+
+    shown = [[r["experiment"], r["arch"], r["data"], *(cell(r, s) for s in seeds)] for r in rows if r["by_seed"]]
+    intro = (
+        "Each seed's test accuracy (%); in brackets a from-rotation run's gain over the same seed's from-random run."
+    )
+    header = ["experiment", "arch", "data", *(f"seed {s}" for s in seeds)]
+    return ["", "### Each seed", "", intro, "", *markdown_table(header, shown)]
 
 
 def gain_text(r: dict) -> str:
@@ -407,6 +427,7 @@ def write_report(root: Path, preset: str | None = None) -> Path:
         "",
         *results_table(rows),
     ]
+    lines += seeds_section(rows, seeds)
     lines += hyperparameter_section(runs)
     lines += [
         "",
@@ -596,5 +617,9 @@ def provenance_lines(runs: list[dict], repro: dict) -> list[str]:
     ]
     for r in runs:
         s = run_summary(r)
-        lines += [f"- {s['run']}: " + "; ".join(f"`{cmd}` ({commit[:12]})" for commit, cmd in s["invocations"])]
+        said = []  # a run resumed by the same command again and again: once, with its count
+        for (commit, cmd), same in itertools.groupby(map(tuple, s["invocations"])):
+            times = len(list(same))
+            said.append(f"`{cmd}` ({commit[:12]})" + (f" ×{times}" if times > 1 else ""))
+        lines += [f"- {s['run']}: " + "; ".join(said)]
     return lines
