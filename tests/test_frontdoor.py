@@ -255,12 +255,12 @@ def test_reproduce_ends_with_the_table_and_where_things_went(tiny_runs, tmp_path
     assert "after 2 epochs" not in out  # reused, not retrained
 
 
-def readme_table(heading: str) -> dict[str, list[str]]:
-    """The first markdown table after a README heading, as first cell -> the other cells (header rows dropped)."""
+def readme_table(heading: str) -> tuple[list[str], dict[str, list[str]]]:
+    """The first markdown table after a README heading: its header, and first cell -> the other cells."""
     after = README.read_text().split(f"\n{heading}\n", 1)[1].splitlines()
     table = takewhile(lambda line: line.startswith("|"), dropwhile(lambda line: not line.startswith("|"), after))
-    cells = [[c.strip() for c in line.strip("|").split("|")] for line in list(table)[2:]]
-    return {row[0]: row[1:] for row in cells}
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in table]
+    return cells[0][1:], {row[0]: row[1:] for row in cells[2:]}
 
 
 @pytest.mark.parametrize(
@@ -272,7 +272,8 @@ def readme_table(heading: str) -> dict[str, list[str]]:
 )
 def test_the_readmes_results_tables_are_the_committed_reports_numbers(heading, folder, preset):
     """Numbers shown in the README come from the committed report of the protocol they claim (the paper table:
-    every row finished at the seed report's epochs)."""
+    every row finished at the seed report's epochs): the mean, ± the std where there are several seeds, each seed's
+    value and the paired gain where the table shows them. A run made before sealed records is still counted."""
     results = json.loads((README.parent / "docs/results" / folder / "results.json").read_text())
     assert results["preset"] == preset
     rows = {
@@ -280,13 +281,22 @@ def test_the_readmes_results_tables_are_the_committed_reports_numbers(heading, f
     }
     if preset == "paper":
         assert len(rows) == 5 and all(r["n"] and r["epochs"] == str(r["seed_epochs"]) for r in rows.values())
-    table = readme_table(heading)
+    header, table = readme_table(heading)
     assert set(table) == set(rows) - {e for e, r in rows.items() if r["ours_mean"] is None}
     for experiment, cells in table.items():
-        assert rows[experiment]["status"] == "ok"
-        assert (
-            cells[0] == f"{rows[experiment]['seed_report']:.2f}" and cells[1] == f"{rows[experiment]['ours_mean']:.2f}"
+        row = rows[experiment]
+        assert all(
+            note == "ok" or note.endswith("unsealed (made before rotnet 0.4)") for note in row["status"].split("; ")
         )
+        ours = f"{row['ours_mean']:.2f}" + (f" ± {row['ours_std']:.2f}" if row["n"] > 1 else "")
+        assert cells[0] == f"{row['seed_report']:.2f}" and cells[1] == ours, (cells, ours)
+        shown = dict(zip(header, cells, strict=True))
+        if "each seed" in shown:
+            values = [row["by_seed"][k] for k in sorted(row["by_seed"], key=int)]
+            assert shown["each seed"] == " / ".join(f"{v:.2f}" for v in values)
+        if row.get("gain") is not None and "pretraining gain, 95% interval" in shown:
+            lo, hi = row["gain_ci95"]
+            assert shown["pretraining gain, 95% interval"] == f"{row['gain']:+.2f} [{lo:+.2f}, {hi:+.2f}]"
 
 
 def test_a_run_says_its_plan_and_an_estimate_before_its_first_epoch(tmp_path, fake_root, capsys):
