@@ -219,7 +219,7 @@ def test_the_wall_time_of_resumed_invocations_counts_only_those_that_recorded_it
     text = earlier_text({"earlier": [killed], "git_commit": "bbbbbbb2"})
     assert "0.0 min" not in text and "none of the 2 recorded its end" in text
     text = earlier_text({"earlier": [killed, {"git_commit": "ccccccc3", "wall_seconds": 600}], "wall_seconds": 60})
-    assert "11.0 min for the 2 that recorded their end (1 did not" in text and "commits aaaaaaa, ccccccc" in text
+    assert "11.0 min for the 2 of 3 that recorded their end (1 did not" in text and "commits aaaaaaa, ccccccc" in text
 
 
 def test_the_seed_vs_rotnet_plot_shows_no_bar_for_a_missing_result_and_no_spread_for_one_seed(tmp_path, monkeypatch):

@@ -575,7 +575,7 @@ def earlier_text(repro: dict) -> str:
     if not unknown:
         wall = f"{sum(known) / 60:.1f} min for all {len(walls)}"
     elif known:
-        wall = f"{sum(known) / 60:.1f} min for the {len(known)} that recorded their end"
+        wall = f"{sum(known) / 60:.1f} min for the {len(known)} of {len(walls)} that recorded their end"
         wall += f" ({unknown} did not: killed, or still running)"
     else:
         wall = f"none of the {len(walls)} recorded its end (killed, or still running)"
