@@ -13,8 +13,8 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 @contextlib.contextmanager
 def _handled_by(handler):
-    """handler for the stop signals this process was not started ignoring: one started with a signal ignored (a
-    shell's background job ignores Ctrl-C, `nohup` SIGHUP) keeps it ignored throughout, as Python itself does."""
+    """handler on the stop signals this process was not started ignoring, for the block: a signal ignored at start
+    (a shell's background job ignores Ctrl-C) stays ignored throughout, as Python itself leaves it."""
     before = {s: signal.signal(s, handler) for s in STOP_SIGNALS if signal.getsignal(s) != signal.SIG_IGN}
     try:
         yield
