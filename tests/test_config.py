@@ -129,6 +129,38 @@ def test_coercion():
         validate(RunConfig(rotations_per_image=2))
 
 
+@pytest.mark.parametrize("text, toml", [("1.0", 1.0), ("1e3", 1e3), ("4", 4)])
+def test_a_value_means_the_same_from_a_flag_set_or_toml(text, toml):
+    """TOML's `epochs = 1.0` was taken as 1, `--set epochs=1.0` refused ("epochs must be a int") and `--epochs 1.0`
+    refused by argparse ("invalid int value")."""
+    from rotnet.cli import build_parser
+
+    args = build_parser().parse_args(["train", "rotation", "--epochs", text])
+    assert args.epochs == coerce("epochs", text) == coerce("epochs", toml) == int(toml)
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("epochs", "1.5", "epochs must be an integer; got '1.5'"),
+        ("epochs", 1.5, "epochs must be an integer; got 1.5"),
+        ("lr", "fast", "lr must be a number; got 'fast'"),
+        ("nesterov", "maybe", "nesterov must be true or false; got 'maybe'"),
+        ("arch", 18, "arch must be a string; got 18"),
+    ],
+)
+def test_a_value_of_the_wrong_type_is_named_in_words(key, value, message):
+    with pytest.raises(RotnetError) as e:
+        coerce(key, value)
+    assert str(e.value) == message
+
+
+def test_an_lr_factor_of_zero_is_refused():
+    """lr_gamma = 0 set the lr to 0 at the first step: every epoch after it trained nothing."""
+    with pytest.raises(RotnetError, match="lr_gamma must be a positive number; got 0.0"):
+        validate(RunConfig(lr_gamma=0.0))
+
+
 @pytest.mark.parametrize(
     "text, message",
     [

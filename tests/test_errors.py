@@ -117,7 +117,7 @@ def test_jobs_with_one_named_gpu(capsys, tmp_path, fake_root):
 
 def test_not_a_number(capsys, tmp_path, fake_root):
     line = run(capsys, "train", "rotation", "--set", "lr=fast", root=tmp_path, data=fake_root)
-    assert "lr must be a float" in line
+    assert "lr must be a number" in line
 
 
 def test_unknown_configuration_key(capsys, tmp_path, fake_root):

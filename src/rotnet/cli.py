@@ -14,7 +14,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 
 from rotnet import __version__
-from rotnet.config import CHOICES, HELP, RunConfig, parse_assignments
+from rotnet.config import CHOICES, HELP, RunConfig, coerce, parse_assignments
 from rotnet.errors import Interrupted, NonFiniteLoss, RotnetError, unknown
 from rotnet.experiments import EXPERIMENTS, Protocol, identities, preset_names
 from rotnet.signals import signals_held
@@ -60,10 +60,21 @@ def add_config_flags(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> 
         if isinstance(default, bool):
             g.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, dest=f.name, help=text)
         else:
-            kind = type(default)
             # Choices are shown, and checked by config.validate with the same one-line error as a --set value.
             shown = "{" + ",".join(map(str, CHOICES[f.name])) + "}" if f.name in CHOICES else None
-            g.add_argument(flag, type=kind, default=None, dest=f.name, metavar=shown, help=text)
+            g.add_argument(flag, type=flag_type(f.name), default=None, dest=f.name, metavar=shown, help=text)
+
+
+def flag_type(key: str):
+    """A config flag's value read as `--set` and TOML read it (`--epochs 1.0` is 1), checked while parsing."""
+
+    def parse(text: str):
+        try:
+            return coerce(key, text)
+        except RotnetError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    return parse
 
 
 def add_data_flags(p: argparse.ArgumentParser, device: bool = True) -> None:

@@ -111,8 +111,8 @@ HINTS = typing.get_type_hints(RunConfig)
 FIELD_TYPES: dict[str, type] = {f.name: type(f.default) for f in fields(RunConfig)}
 CHOICES: dict[str, tuple] = {k: typing.get_args(t) for k, t in HINTS.items() if typing.get_origin(t) is Literal}
 HELP: dict[str, str] = {f.name: f.metadata.get("help", "") for f in fields(RunConfig)}
-POSITIVE = ("epochs", "batch_size", "lr", "lr_step_epochs", "eval_batch_size", "eval_every")
-NON_NEGATIVE = ("weight_decay", "momentum", "lr_gamma", "train_per_class", "knn_every", "seed", "image_size")
+POSITIVE = ("epochs", "batch_size", "lr", "lr_step_epochs", "lr_gamma", "eval_batch_size", "eval_every")
+NON_NEGATIVE = ("weight_decay", "momentum", "train_per_class", "knn_every", "seed", "image_size")
 # Keys that don't change the trained weights: a source run may differ in these and still be the same protocol.
 # Larger images are refused, not tried: one 4096 px image is 50 MB as uint8 and a ResNet batch of them needs far
 # more memory than any machine rotnet targets (--image-size 100000 asked for a 3 TB array).
@@ -159,27 +159,32 @@ def canonical(cfg: RunConfig) -> RunConfig:
     return cfg
 
 
+TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
 def coerce(key: str, value: Any) -> Any:
-    """Convert a TOML or command-line value to the field's type, or raise RotnetError."""
+    """Convert a TOML or command-line value to the field's type, or raise RotnetError. Text means what the same
+    value written in TOML means: `--set epochs=1.0` is `epochs = 1.0`, an integer."""
     if key not in FIELD_TYPES:
         raise RotnetError(f"unknown configuration key {key!r}; valid keys: {', '.join(FIELD_TYPES)}")
     kind = FIELD_TYPES[key]
+    wrong = RotnetError(f"{key} must be {TYPE_WORDS[kind]}; got {value!r}")
     if isinstance(value, str) and kind is not str:
         text = value.strip().lower()
+        if kind is bool:
+            if text not in ("true", "false", "1", "0", "yes", "no"):
+                raise wrong
+            return text in ("true", "1", "yes")
         try:
-            if kind is bool:
-                if text not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError
-                return text in ("true", "1", "yes")
-            value = kind(text)
+            value = int(text) if kind is int and text.lstrip("+-").isdigit() else float(text)
         except ValueError:
-            raise RotnetError(f"{key} must be a {kind.__name__}; got {value!r}") from None
+            raise wrong from None
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if kind is int and isinstance(value, float) and value.is_integer():
         value = int(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise RotnetError(f"{key} must be a {kind.__name__}; got {value!r}")
+        raise wrong
     if isinstance(value, float) and not math.isfinite(value):
         raise RotnetError(f"{key} must be a finite number; got {value!r}")
     return value
