@@ -308,3 +308,15 @@ def test_a_run_says_its_plan_and_an_estimate_before_its_first_epoch(tmp_path, fa
     estimate = r"resnet18 rotation: about \d+ s of training left at \d+ img/s \(timed over 3 steps.*"
     assert re.fullmatch(estimate, lines[1])
     assert lines[2].startswith("resnet18 rotation epoch 1/2")
+
+
+def test_ci_runs_exactly_the_readmes_test_command():
+    """CI ran lint first, so a lint failure meant the README's test command never ran; and the README's prose named
+    "pytest options" before the command, which read as the command."""
+    text = README.read_text()
+    block = text.split("Run the tests", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0].strip()
+    assert "pytest" not in text.split("Run the tests", 1)[0].split("## Quick start", 1)[1]
+    ci = (README.parent / ".ci/run").read_text().splitlines()
+    install = next(i for i, line in enumerate(ci) if "pip install" in line)
+    steps = [line for line in ci[install + 1 :] if line and not line.startswith(("export ", "#"))]
+    assert steps[0] == block
