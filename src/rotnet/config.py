@@ -290,7 +290,7 @@ def uses_seed_normalization(normalization: str, dataset: str) -> bool:
 # later change of a default must not change what an old record means). A key missing that is not here is a record
 # rotnet cannot read without guessing, and resume and verify refuse it.
 ADDED = {"dataset": "cifar10", "pretrain_dataset": "", "image_size": 0, "normalization": "auto"}  # in 0.3
-ADDED |= {"kernels": "native"}  # in 0.5: every run before it computed with the native kernels
+ADDED |= {"kernels": "native"}  # later in 0.4: every run before it computed with the native kernels
 
 
 def with_defaults(recorded: dict) -> dict:
