@@ -299,6 +299,34 @@ def test_the_readmes_results_tables_are_the_committed_reports_numbers(heading, f
             assert shown["pretraining gain, 95% interval"] == f"{row['gain']:+.2f} [{lo:+.2f}, {hi:+.2f}]"
 
 
+RESULTS = README.parent / "docs/results"
+COMMITTED = sorted(p.parent for p in RESULTS.glob("*/results.json") if (p.parent / "runs").is_dir())
+ROW_FACTS = ("experiment", "arch", "data", "n", "ours_mean", "gain", "by_seed", "gain_ci95")
+
+
+@pytest.mark.parametrize("folder", COMMITTED, ids=lambda p: p.name)
+def test_each_committed_results_json_follows_from_its_committed_run_records(folder, tmp_path):
+    """The README test ties the README to results.json; this ties results.json to the records beside it: `rotnet
+    report` of a copy of runs/ gives the same rows (facts an older report did not write are not compared), so no
+    committed number can stand apart from what its runs recorded."""
+    assert {"paper-cpu", "cross-dataset-cpu"} <= {f.name for f in COMMITTED}
+    root = tmp_path / "root"
+    shutil.copytree(folder / "runs", root)
+    shutil.copy(folder / "reproduce.json", root)
+    committed = json.loads((folder / "results.json").read_text())
+    assert main(["report", str(root), "--preset", committed["preset"]]) == 0
+    again = json.loads((root / "results.json").read_text())
+
+    def key(r: dict) -> tuple:
+        return r["experiment"], r["arch"], r.get("data")
+
+    assert sorted(map(key, again["rows"])) == sorted(map(key, committed["rows"]))
+    rows = {key(r): r for r in again["rows"]}
+    for row in committed["rows"]:
+        facts = [k for k in ROW_FACTS if k in row]
+        assert {k: row[k] for k in facts} == {k: rows[key(row)][k] for k in facts}, key(row)
+
+
 def test_a_run_says_its_plan_and_an_estimate_before_its_first_epoch(tmp_path, fake_root, capsys):
     """`rotnet train rotation` with the paper preset started 45 epochs without a word about what it would do."""
     assert cli("train", "rotation", root=tmp_path, data=fake_root) == 0  # 2 epochs of 80 images, batch 32
