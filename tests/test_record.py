@@ -148,6 +148,21 @@ def test_an_unsealed_record_of_an_older_rotnet_is_read_but_still_checked_against
     assert inspect(folder).status == "inconsistent"
 
 
+def test_an_unsealed_records_schedule_must_be_the_one_it_finished(copy, capsys):
+    """Without a manifest, config.json's epochs could be edited (20 -> 19) and the finished run still read as made
+    with that schedule: result.json writes the epochs trained, and a run writes it only after its last planned one."""
+    folder = copy / RUN
+    (folder / "manifest.json").unlink()
+    record = json.loads((folder / "config.json").read_text())
+    record["config"]["epochs"] -= 1
+    (folder / "config.json").write_text(json.dumps(record))
+    seen = inspect(folder)
+    assert seen.status == "inconsistent" and "epochs, config.json" in seen.problems[0]
+    assert main(["report", str(copy)]) == 0
+    row = next(r for r in json.loads((copy / "results.json").read_text())["rows"] if r["experiment"] == "rotation")
+    assert row["ours_mean"] is None and "inconsistent" in row["status"]
+
+
 def test_resume_refuses_a_tampered_partial_run(stopped, tmp_path, fake_root, capsys):
     folder = tmp_path / RUN
     lines = metrics(folder)

@@ -219,7 +219,8 @@ def read_metrics(path: Path) -> list[dict] | None:
 
 def consistency(folder: Path) -> list[str]:
     """Where a record disagrees with itself or with where it sits: the folder's arch, experiment and seed against
-    config.json and result.json; result.json's accuracy and epochs against metrics.jsonl's last line."""
+    config.json and result.json; result.json's epochs against config.json's (a run writes its result only after its
+    last planned epoch); result.json's accuracy and epochs against metrics.jsonl."""
     out = []
     record, result = read_json(folder / CONFIG), read_json(folder / RESULT)
     cfg = record.get("config") if isinstance(record, dict) else None
@@ -238,6 +239,8 @@ def consistency(folder: Path) -> list[str]:
             for k in ("arch", "experiment", "seed")
             if k in result and result.get(k) != cfg.get(k)
         ]
+        if result.get("epochs") != cfg.get("epochs"):  # an unsealed record's config.json edited: no manifest to see it
+            out.append(f"inconsistent: {RESULT} says {result.get('epochs')!r} epochs, {CONFIG} {cfg.get('epochs')!r}")
     history = read_metrics(folder / METRICS)
     if not history:
         return [*out, f"inconsistent: {RESULT} exists but {METRICS} holds no epochs"]
