@@ -56,20 +56,24 @@ def test_verify_fails_an_edited_result_and_a_deleted_weights_file(runs, fake_roo
 
 
 def test_verify_re_evaluates_the_final_weights(runs, fake_root, tmp_path, capsys):
-    """Weights swapped for others (the record resealed to match): the accuracy they give is not result.json's."""
+    """The final weights are scored again and compared with result.json. Both sides are known by construction, not
+    by what a tiny training happens to reach on this CPU: the record claims 100%, the weights put every image at 0
+    degrees (25% of the four rotations exactly); the record is resealed, as a forger would."""
     import torch
 
     from rotnet.checkpoint import load_tensors, save_tensors
+    from tests.helpers import fabricate
 
-    copy = tmp_path / "copy/resnet18/rotation/seed0"
-    shutil.copytree(runs / "resnet18/rotation/seed0", copy)
+    copy = fabricate(runs / "resnet18/rotation/seed0", tmp_path / "copy/resnet18/rotation/seed0", test_acc=100.0)
     tensors, meta = load_tensors(copy / "model.safetensors")
-    tensors["fc.bias"] = torch.tensor([10.0, 0.0, 0.0, 0.0])  # predicts 0 degrees for everything: 25%
+    tensors["fc.weight"] = torch.zeros_like(tensors["fc.weight"])
+    tensors["fc.bias"] = torch.tensor([1.0, 0.0, 0.0, 0.0])
     save_tensors(copy / "model.safetensors", tensors, meta)
     reseal(copy)
     assert verify(copy, fake_root) == 1
     out = capsys.readouterr().out
-    assert "final weights test_acc" in out.split("MISMATCH")[0].splitlines()[-1]
+    assert "final weights test_acc: recorded 100.0, re-run 25.0, MISMATCH by -75" in out
+    assert "final weights confusion: recorded '(matrix)', re-run '(matrix)', MISMATCH" in out
 
 
 def test_a_mismatch_on_another_cpu_is_inconclusive_and_on_the_same_one_a_failure(
