@@ -199,7 +199,7 @@ def test_the_t_quantiles_are_the_student_t_distributions():
     """t(0.975, df) checked against the t density integrated numerically (no table copied into the test)."""
     import math
 
-    from rotnet.report import t975
+    from rotnet.stats import t975
 
     def cdf(t: float, df: int, steps: int = 200_000) -> float:
         c = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)

@@ -307,3 +307,36 @@ def plot_label_efficiency(curves: dict[str, tuple[list, list, list]], path: Path
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     savefig(fig, path)
+
+
+def plot_gain_by_epoch(rows: list[dict], path: Path) -> bool:
+    """The pretraining gain at every transfer epoch, one panel per from-rotation row: each seed a thin line, the
+    mean with its 95% t-interval as a band, 0 and the seed report's gain (at its last epoch) marked."""
+    rows = [r for r in rows if r.get("gain_by_epoch")]
+    if not rows:
+        return False
+    fig, axes = plt.subplots(1, len(rows), figsize=(4.5 * len(rows), 3.6), squeeze=False)
+    for ax, r in zip(axes[0], rows, strict=True):
+        curve = r["gain_by_epoch"]
+        epochs = [e["epoch"] for e in curve]
+        for i, seed in enumerate(sorted({s for e in curve for s in e["by_seed"]})):
+            points = [(e["epoch"], e["by_seed"][seed]) for e in curve if seed in e["by_seed"]]
+            ax.plot(
+                *zip(*points, strict=True), color="grey", linewidth=0.7, alpha=0.7, label="each seed" if not i else None
+            )
+        ax.plot(epochs, [e["mean"] for e in curve], color="C0", linewidth=2, label="mean")
+        band = [(e["epoch"], *e["ci95"]) for e in curve if e["ci95"]]
+        if band:
+            xs, lo, hi = zip(*band, strict=True)
+            ax.fill_between(xs, lo, hi, color="C0", alpha=0.25, label="95% t-interval")
+        ax.axhline(0, color="black", linewidth=0.8)
+        if r.get("seed_gain") is not None and r.get("seed_epochs"):
+            ax.scatter([r["seed_epochs"]], [r["seed_gain"]], marker="*", s=90, color="C1", zorder=4,
+                       label="reference report (one run)")  # fmt: skip
+        name = r["experiment"].removesuffix("-from-rotation")
+        ax.set(xlabel="transfer epoch", ylabel="gain (accuracy points)", title=f"{r['arch']} {name} ({r['data']})")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+    below(fig, *axes[0][0].get_legend_handles_labels())
+    savefig(fig, path)
+    return True

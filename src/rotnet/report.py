@@ -10,13 +10,13 @@ import csv
 import io
 import itertools
 import json
-import math
 import statistics
 from pathlib import Path
 
 from rotnet import plots
 from rotnet.checkpoint import atomic_write_text, refuse_links
 from rotnet.config import dataset_slug, uses_seed_normalization, with_defaults
+from rotnet.curves import accuracy_curve, deeper_section, gain_by_epoch, gain_by_epoch_section
 from rotnet.errors import RotnetError
 from rotnet.experiments import EXPERIMENTS, seed_results
 from rotnet.layout import (
@@ -30,13 +30,16 @@ from rotnet.layout import (
     parse_run_dir,
     read_json,
 )
+from rotnet.markdown import markdown_table
 from rotnet.record import inspect, read_metrics
+from rotnet.stats import t_interval
 
 ORDER = {e: i for i, e in enumerate(EXPERIMENTS)}  # the report's row order: rotation first
 OUTPUTS = ("report.md", "results.json", "results.csv")
 PLOTS = (
     "seed_vs_rotnet.png",
     "pretraining_gain.png",
+    "gain_by_epoch.png",
     "curves.png",
     "confusion.png",
     "rotation_examples.png",
@@ -113,12 +116,6 @@ def fmt(x: float | None, digits: int = 2) -> str:
     return "" if x is None else f"{x:.{digits}f}"
 
 
-def markdown_table(header: list[str], rows: list[list]) -> list[str]:
-    """A markdown table's lines."""
-    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return out + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-
-
 def table_rows(root: Path, runs: list[dict]) -> list[dict]:
     """One row per (data, experiment, arch): the seed report's number beside ours (mean, std, n over finished
     seeds); the seed report's rows are CIFAR-10's (data segment "")."""
@@ -128,10 +125,11 @@ def table_rows(root: Path, runs: list[dict]) -> list[dict]:
     keys += [(r["experiment"], r["arch"], r["data"]) for r in runs] + [(p[2], p[1], p[0]) for p in plan]
     keys = sorted(dict.fromkeys(keys), key=lambda k: (k[1], ORDER.get(k[0], 99), k[2]))
     labels = {r["data"]: r["data_label"] for r in runs}
-    rows = []
+    rows, curves = [], []
     for experiment, arch, data in keys:
         mine = [r for r in runs if (r["experiment"], r["arch"], r["data"]) == (experiment, arch, data)]
         by_seed = {r["seed"]: r["result"]["test_acc"] for r in mine if r["status"] == "finished"}
+        curves.append({r["seed"]: accuracy_curve(r["history"]) for r in mine if r["status"] == "finished"})
         done = list(by_seed.values())
         seed = seeds.get((experiment, arch, data))
         mean = statistics.fmean(done) if done else None
@@ -174,7 +172,7 @@ def table_rows(root: Path, runs: list[dict]) -> list[dict]:
                 "seed_wording": seed["wording"] if seed else "",
             }
         )
-    return with_gains(rows)
+    return with_gains(rows, curves)
 
 
 def planned_runs(root: Path) -> list[tuple[str, str, str, str]]:
@@ -237,19 +235,24 @@ def signed(x: float | None) -> str:
     return "—" if x is None else f"{x:+.2f}"
 
 
-def with_gains(rows: list[dict]) -> list[dict]:
+def with_gains(rows: list[dict], curves: list[dict] | None = None) -> list[dict]:
     """Each from-rotation row gets `gain`: the mean over the seeds both rows finished of its accuracy minus the
     matching from-random run's (same arch, data and seed), and `gain_seeds`, those seeds. Paired, so that a seed
     one side lacks (failed, still training) does not move the difference. `seed_gain`: the seed report's
-    difference between the same two rows, where it has both."""
+    difference between the same two rows, where it has both. `gain_by_epoch`: the same pairing at every epoch, from
+    `curves` (per row: seed -> epoch -> test accuracy of its finished runs)."""
 
     def target(r: dict) -> str:  # the data fine-tuned on, whatever the pretraining data
         return r["data"].split(" (pretrained on ")[0]
 
-    by_key = {(r["experiment"], r["arch"], target(r)): r for r in rows}
-    for r in rows:
-        other = by_key.get((r["experiment"].replace("-from-rotation", "-from-random"), r["arch"], target(r)))
+    curves = curves or [{} for _ in rows]
+    by_key = {(r["experiment"], r["arch"], target(r)): i for i, r in enumerate(rows)}
+    for r, curve in zip(rows, curves, strict=True):
+        j = by_key.get((r["experiment"].replace("-from-rotation", "-from-random"), r["arch"], target(r)))
+        other = rows[j] if j is not None else None
         pair = other is not None and r["experiment"].endswith("-from-rotation")
+        if pair:
+            r["gain_by_epoch"] = gain_by_epoch(curve, curves[j])
         both = sorted(set(r["by_seed"]) & set(other["by_seed"])) if pair else []
         diffs = [r["by_seed"][s] - other["by_seed"][s] for s in both]
         r["gain"] = statistics.fmean(diffs) if diffs else None
@@ -260,27 +263,6 @@ def with_gains(rows: list[dict]) -> list[dict]:
         known = pair and None not in (r["seed_report"], other["seed_report"])
         r["seed_gain"] = r["seed_report"] - other["seed_report"] if known else None
     return rows
-
-
-# Student's t quantile t(0.975, df) for df = 1..30 (standard tables); past 30, its Cornish-Fisher expansion.
-T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
-        2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045,
-        2.042)  # fmt: skip
-
-
-def t975(df: int) -> float:
-    if df <= len(T975):
-        return T975[df - 1]
-    z = 1.959964
-    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
-
-
-def t_interval(mean: float | None, std: float | None, n: int) -> list[float] | None:
-    """The 95% t-interval of a mean of n values with sample std `std` (None without a std: under two values)."""
-    if mean is None or std is None:
-        return None
-    half = t975(n - 1) * std / math.sqrt(n)
-    return [mean - half, mean + half]
 
 
 def gain_finding(r: dict) -> str:
@@ -368,7 +350,9 @@ def refuse_foreign_outputs(root: Path) -> list[str]:
 def flat_row(row: dict, seeds: list[int]) -> dict:
     """A row of results.csv (for people: numbers rounded to 4 decimals; results.json keeps full precision): one
     column per seed's accuracy and gain, the interval as two numeric columns, empty where there is no value."""
-    out = {k: v for k, v in row.items() if k not in ("by_seed", "gain_by_seed", "gain_seeds", "gain_ci95")}
+    out = {
+        k: v for k, v in row.items() if k not in ("by_seed", "gain_by_seed", "gain_seeds", "gain_ci95", "gain_by_epoch")
+    }
     out |= {f"seed{s}": row["by_seed"].get(s) for s in seeds}
     out |= {f"gain_seed{s}": row.get("gain_by_seed", {}).get(s) for s in seeds}
     out["gain_ci95_low"], out["gain_ci95_high"] = row.get("gain_ci95") or (None, None)
@@ -403,6 +387,7 @@ def write_report(root: Path, preset: str | None = None) -> Path:
     folder.mkdir(exist_ok=True)
     plots.plot_bars(rows, folder / "seed_vs_rotnet.png")
     has_gains = plots.plot_gains(rows, folder / "pretraining_gain.png")
+    plots.plot_gain_by_epoch(rows, folder / "gain_by_epoch.png")
     plots.plot_curves(runs, folder / "curves.png")
     has_confusion = plots.plot_confusions(runs, folder / "confusion.png")
     has_examples = plots.plot_rotation_examples(runs, folder / "rotation_examples.png")
@@ -443,6 +428,9 @@ def write_report(root: Path, preset: str | None = None) -> Path:
         findings = [f"- {text}" for r in rows if (text := gain_finding(r))]
         lines += ["## Pretraining gain", "", paired, "", *findings, ""]
         lines += ["![pretraining gain](plots/pretraining_gain.png)", ""]
+    lrs, steps = transfer_schedule(runs)
+    lines += gain_by_epoch_section(rows, lrs, steps, "gain_by_epoch.png")
+    lines += deeper_section(rows, runs)
     if has_confusion:
         lines += [
             "## Confusion matrices (first seed; rows normalized to 1)",
@@ -461,6 +449,16 @@ def write_report(root: Path, preset: str | None = None) -> Path:
     path = root / "report.md"
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path
+
+
+def transfer_schedule(runs: list[dict]) -> tuple[dict[int, float], int | None]:
+    """The learning rate at each epoch of the finished transfer runs (the first run's, as they share the protocol)
+    and their lr step in epochs, for the gain-by-epoch table."""
+    mine = [r for r in runs if r["status"] == "finished" and r["experiment"] != "rotation"]
+    if not mine:
+        return {}, None
+    lrs = {h["epoch"]: h["lr"] for h in mine[0]["history"] if isinstance(h.get("lr"), int | float)}
+    return lrs, mine[0]["cfg"].get("lr_step_epochs") if mine[0]["cfg"].get("schedule") == "step" else None
 
 
 def knn_section(runs: list[dict], path: Path) -> list[str]:

@@ -1,0 +1,33 @@
+"""Small-sample statistics the report states its numbers with: Student's t-interval of a mean over seeds."""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+# Student's t quantile t(0.975, df) for df = 1..30 (standard tables); past 30, its Cornish-Fisher expansion.
+T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+        2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045,
+        2.042)  # fmt: skip
+
+
+def t975(df: int) -> float:
+    if df <= len(T975):
+        return T975[df - 1]
+    z = 1.959964
+    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+
+
+def t_interval(mean: float | None, std: float | None, n: int) -> list[float] | None:
+    """The 95% t-interval of a mean of n values with sample std `std` (None without a std: under two values)."""
+    if mean is None or std is None:
+        return None
+    half = t975(n - 1) * std / math.sqrt(n)
+    return [mean - half, mean + half]
+
+
+def mean_interval(values: list[float]) -> tuple[float, float | None, list[float] | None]:
+    """Mean, sample std and 95% t-interval of values (std and interval None under two values)."""
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else None
+    return mean, std, t_interval(mean, std, len(values))
