@@ -82,3 +82,13 @@ def fabricate(source: Path, folder: Path, *, test_acc: float | None = None, **co
     (folder / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     reseal(folder)
     return folder
+
+
+def as_made_by_0_3(folder: Path) -> Path:
+    """A run record as rotnet 0.3 wrote it: no manifest, config.json without the keys 0.4 added (the stream
+    contract, the CPU) and naming version 0.3.0, the version that made docs/results' paper runs."""
+    (folder / "manifest.json").unlink(missing_ok=True)
+    record = json.loads((folder / "config.json").read_text())
+    old = {k: v for k, v in record.items() if k not in ("stream", "cpu")} | {"rotnet_version": "0.3.0"}
+    (folder / "config.json").write_text(json.dumps(old))
+    return folder

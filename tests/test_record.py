@@ -10,7 +10,7 @@ import pytest
 from rotnet.cli import main
 from rotnet.errors import RotnetError
 from rotnet.record import inspect, open_run
-from tests.helpers import cli, metrics, partial, reseal
+from tests.helpers import as_made_by_0_3, cli, metrics, partial, reseal
 
 RUN = "resnet18/rotation/seed0"
 
@@ -139,10 +139,7 @@ def test_an_edited_manifest_is_tampered(copy):
 
 
 def test_an_unsealed_record_of_an_older_rotnet_is_read_but_still_checked_against_itself(copy):
-    folder = copy / RUN
-    (folder / "manifest.json").unlink()
-    record = json.loads((folder / "config.json").read_text())
-    (folder / "config.json").write_text(json.dumps({k: v for k, v in record.items() if k != "stream"}))  # as 0.3's
+    folder = as_made_by_0_3(copy / RUN)
     assert inspect(folder).status == "unsealed"
     edit_json(folder / "result.json", test_acc=99.9)
     assert inspect(folder).status == "inconsistent"
@@ -151,8 +148,7 @@ def test_an_unsealed_record_of_an_older_rotnet_is_read_but_still_checked_against
 def test_an_unsealed_records_schedule_must_be_the_one_it_finished(copy, capsys):
     """Without a manifest, config.json's epochs could be edited (20 -> 19) and the finished run still read as made
     with that schedule: result.json writes the epochs trained, and a run writes it only after its last planned one."""
-    folder = copy / RUN
-    (folder / "manifest.json").unlink()
+    folder = as_made_by_0_3(copy / RUN)
     record = json.loads((folder / "config.json").read_text())
     record["config"]["epochs"] -= 1
     (folder / "config.json").write_text(json.dumps(record))
@@ -280,3 +276,58 @@ def test_a_process_killed_mid_write_leaves_a_sealed_record(copy, monkeypatch, na
     with pytest.raises(KeyboardInterrupt):
         seal.write(name, b"new bytes")
     assert inspect(folder).status == "sealed"
+
+
+def drop_keys(*keys: str, version: str | None = None):
+    """An edit of config.json: the keys removed (top level), the rotnet version set when given."""
+
+    def edit(folder):
+        record = {k: v for k, v in json.loads((folder / "config.json").read_text()).items() if k not in keys}
+        (folder / "config.json").write_text(json.dumps(record | ({"rotnet_version": version} if version else {})))
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("edit", "status"),
+    [
+        (drop_keys(), "incomplete"),  # the seal alone deleted
+        (drop_keys("stream"), "incomplete"),  # and the stream contract: config.json still says 0.4.0
+        (drop_keys("stream", "cpu"), "incomplete"),
+        (drop_keys("stream", "cpu", "rotnet_version"), "incomplete"),  # no version: no rotnet wrote it
+        (drop_keys("stream", "cpu", version="0.10.0"), "incomplete"),  # versions compare as numbers
+        (drop_keys("stream", version="0.3.0"), "incomplete"),  # the CPU is recorded from 0.4 only
+        (drop_keys("stream", "cpu", version="0.3.0"), "unsealed"),  # as rotnet 0.3 wrote it
+    ],
+)
+def test_a_record_that_says_a_sealing_rotnet_made_it_is_never_read_as_unsealed(copy, edit, status):
+    """Deleting the manifest (and what else 0.4 adds) must not downgrade a record to the unchecked kind: the record
+    then counted an edited 100% in the report."""
+    folder = copy / RUN
+    (folder / "manifest.json").unlink()
+    edit(folder)
+    assert inspect(folder).status == status
+    edit_json(folder / "result.json", test_acc=100.0)
+    assert inspect(folder).status != "unsealed"  # the edit is seen: missing seal or inconsistent
+    assert main(["report", str(copy)]) == 0
+    row = next(r for r in json.loads((copy / "results.json").read_text())["rows"] if r["experiment"] == "rotation")
+    assert row["ours_mean"] is None
+
+
+@pytest.mark.parametrize("old", [False, True])
+def test_a_partial_run_without_its_seal_is_never_resumed_from_its_checkpoints(
+    stopped, tmp_path, fake_root, old, capsys
+):
+    """A 0.4 partial run whose manifest and stream contract were deleted resumed from a doctored checkpoint and was
+    resealed; an unsealed (0.3) partial run has checkpoints nothing vouches for either."""
+    folder = tmp_path / RUN
+    before = (folder / "metrics.jsonl").read_text()
+    if old:
+        as_made_by_0_3(folder)
+    else:
+        (folder / "manifest.json").unlink()
+        drop_keys("stream")(folder)
+    assert cli("train", "rotation", root=tmp_path, data=fake_root) == 2
+    err = capsys.readouterr().err
+    assert ("no readable checkpoint" if old else "manifest.json missing") in err
+    assert (folder / "metrics.jsonl").read_text() == before and not (folder / "manifest.json").exists()

@@ -7,7 +7,7 @@ import pytest
 
 from rotnet.cli import main
 from rotnet.report import collect, write_report
-from tests.helpers import fabricate
+from tests.helpers import as_made_by_0_3, fabricate
 
 
 @pytest.fixture(scope="module")
@@ -100,9 +100,7 @@ def test_a_run_older_than_a_setting_shows_its_default_and_the_commits_that_resum
 
     folder = tmp_path / "resnet18/rotation/seed0"
     shutil.copytree(tiny_runs / "resnet18/rotation/seed0", folder)
-    (folder / "manifest.json").unlink()
-    record = json.loads((folder / "config.json").read_text())
-    del record["stream"]  # recorded with the seal, from 0.4
+    record = json.loads((as_made_by_0_3(folder) / "config.json").read_text())
     for key in ("dataset", "image_size", "normalization"):
         del record["config"][key]
     record["resumes"] = [{"git_commit": "abcdef1" + "0" * 33}, {"git_commit": "1234567" + "0" * 33}]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,9 @@ FORMAT = "rotnet-manifest-1"
 # The files of a run folder that make its record (failed.json, verify.json, logger output and the lock are notes
 # about a run or views of it, written by others or rewritten freely, and not part of it).
 OWNED = (CONFIG, METRICS, RESULT, WEIGHTS, EXAMPLES)
+# The first rotnet that seals every run it writes: a record that says it was made by this one or a later one is
+# sealed or broken, never "unsealed" (deleting the seal must not make a record read as an old one).
+SEALING_VERSION = (0, 4)
 # A run's fields for the report and its checks; each must be a finite number where present.
 NUMBERS = ("epoch", "lr", "train_loss", "train_acc", "test_acc", "knn_acc", "images_per_s", "seconds")
 
@@ -149,8 +153,7 @@ def inspect(folder: Path) -> Inspection:
     except RotnetError as e:
         return Inspection("tampered", (str(e),))
     problems, missing, status = [], [], "sealed" if listed is not None else "unsealed"
-    record = read_json(folder / CONFIG) if listed is None else None
-    if isinstance(record, dict) and "stream" in record:  # made by a rotnet that seals (0.4 on): its seal is gone
+    if listed is None and claims_seal(read_json(folder / CONFIG)):  # its seal is gone
         missing.append(MANIFEST)
     if listed is not None:
         files, previous = listed
@@ -173,14 +176,24 @@ def inspect(folder: Path) -> Inspection:
     return Inspection(status, tuple(problems), tuple(missing))
 
 
+def claims_seal(record) -> bool:
+    """Whether a config.json says it was made by a rotnet that seals its runs: its rotnet_version (a record without
+    one is none that any rotnet wrote), or a key only such a rotnet writes (the stream contract, the CPU)."""
+    if not isinstance(record, dict):
+        return False
+    version = record.get("rotnet_version")
+    found = re.match(r"(\d+)\.(\d+)", version) if isinstance(version, str) else None
+    return "stream" in record or "cpu" in record or found is None or (int(found[1]), int(found[2])) >= SEALING_VERSION
+
+
 def voucher(folder: Path):
-    """For checkpoint loading: what is wrong with a checkpoint file as the run's manifest sees it ('' if nothing;
-    always '' for a run without a manifest)."""
+    """For checkpoint loading: what is wrong with a checkpoint file as the run's manifest sees it ('' if nothing).
+    A run without a manifest vouches for none: an unsealed checkpoint could hold anything."""
     listed = read_manifest(folder)
 
     def vouch(path: Path) -> str:
         if listed is None:
-            return ""
+            return f"the run has no {MANIFEST} to vouch for it (made before rotnet 0.4)"
         name = f"{CHECKPOINTS}/{path.name}"
         if name not in listed[0]:
             return f"it is not in {MANIFEST}"
