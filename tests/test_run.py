@@ -8,7 +8,7 @@ import pytest
 
 from rotnet.checkpoint import load_tensors, save_tensors
 from tests.conftest import write_fake_cifar
-from tests.helpers import TINY, reseal
+from tests.helpers import TINY, cli, reseal
 
 ROOT_ARGS = ("--no-download",)
 
@@ -119,3 +119,73 @@ def test_a_subset_larger_than_a_class_runs_on_all_of_it_and_says_which(tmp_path,
     result = json.loads((tmp_path / "resnet18/full-from-random@7pc/seed0/result.json").read_text())
     assert result["train_images_per_class"] == {name: min(n, 7) for name, n in counts.items()}
     assert result["train_images"] == sum(min(n, 7) for n in counts.values())
+
+
+def spoil(kind: str):
+    """An edit of a state dict that leaves it finite and loadable but unusable."""
+    import torch
+
+    def edit(tensors: dict) -> dict:
+        if kind == "negative-variance":
+            tensors["bn1.running_var"] = -torch.ones_like(tensors["bn1.running_var"])
+        elif kind == "huge-conv":
+            tensors = {k: v * 1e30 if k.endswith("conv1.weight") else v for k, v in tensors.items()}
+        elif kind == "dead-features":  # layer4's output all zero after its last ReLU: every image looks alike
+            tensors["layer4.1.bn2.weight"] = torch.zeros_like(tensors["layer4.1.bn2.weight"])
+            tensors["layer4.1.bn2.bias"] = -torch.ones_like(tensors["layer4.1.bn2.bias"])
+            tensors["layer4.0.downsample.1.weight"] = torch.zeros_like(tensors["layer4.0.downsample.1.weight"])
+            tensors["layer4.0.downsample.1.bias"] = torch.zeros_like(tensors["layer4.0.downsample.1.bias"])
+            tensors["layer4.0.bn2.weight"] = torch.zeros_like(tensors["layer4.0.bn2.weight"])
+            tensors["layer4.0.bn2.bias"] = torch.zeros_like(tensors["layer4.0.bn2.bias"])
+        return tensors
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("kind", "words"),
+    [
+        ("negative-variance", "a negative BatchNorm running variance in bn1.running_var"),
+        ("huge-conv", "non-finite outputs (nan or inf) on a fixed batch of 16 test images"),
+        ("dead-features", "one and the same output for each of a fixed batch of 16 different test images"),
+    ],
+)
+def test_init_weights_that_load_but_cannot_work_are_refused_before_training(
+    tiny_runs, fake_root, tmp_path, capsys, kind, words
+):
+    """Finite --init weights with a negative BatchNorm variance or conv weights x1e30 trained "successfully" to 10%
+    (every image one class); they are refused, naming the problem, and no run folder is left."""
+    tensors, meta = load_tensors(tiny_runs / "resnet18/rotation/seed0/model.safetensors")
+    path = tmp_path / "spoiled.safetensors"
+    save_tensors(path, spoil(kind)(tensors), meta)
+    root = tmp_path / "runs"
+    assert cli("train", "full-from-rotation", "--init", str(path), root=root, data=fake_root) == 2
+    err = capsys.readouterr().err
+    assert f"rotation weights {path} cannot start a run: {words}" in err and "Traceback" not in err
+    assert not (root / "resnet18/full-from-rotation").exists()
+
+
+def test_a_run_whose_final_weights_are_broken_ends_diverged_never_finished(fake_root, tmp_path, capsys, monkeypatch):
+    """Training that leaves finite but unusable weights (here a negative BatchNorm variance, put there after the last
+    step) writes no weights or result: failed.json says it diverged, the command exits 3, the report says failed."""
+    import json
+
+    import rotnet.run
+    from rotnet.cli import main
+
+    real = rotnet.run.fit
+
+    def fit_then_spoil(cfg, engine, *args, **kwargs):
+        history = real(cfg, engine, *args, **kwargs)
+        engine.model.bn1.running_var.fill_(-1.0)
+        return history
+
+    monkeypatch.setattr(rotnet.run, "fit", fit_then_spoil)
+    assert cli("train", "rotation", "--epochs", "1", root=tmp_path, data=fake_root) == 3
+    assert "diverged: the final weights have a negative BatchNorm running variance" in capsys.readouterr().err
+    folder = tmp_path / "resnet18/rotation/seed0"
+    assert not (folder / "result.json").exists() and not (folder / "model.safetensors").exists()
+    assert "diverged" in json.loads((folder / "failed.json").read_text())["error"]
+    assert main(["report", str(tmp_path)]) == 0
+    row = next(r for r in json.loads((tmp_path / "results.json").read_text())["rows"] if r["experiment"] == "rotation")
+    assert row["ours_mean"] is None and "failed" in row["status"] and "ok" != row["status"]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from rotnet import __version__
 from rotnet.config import CHOICES, HELP, RunConfig, coerce, parse_assignments
-from rotnet.errors import Interrupted, NonFiniteLoss, RotnetError, unknown
+from rotnet.errors import Diverged, Interrupted, NonFiniteLoss, RotnetError, unknown
 from rotnet.experiments import EXPERIMENTS, Protocol, identities, preset_names
 from rotnet.signals import signals_held
 
@@ -535,11 +535,12 @@ def dispatch(args: argparse.Namespace) -> int:
             importlib.import_module(module)
     try:
         return COMMANDS[args.command](args)
-    except (RotnetError, OSError, NonFiniteLoss) as e:
+    except (RotnetError, OSError, Diverged) as e:
         if args.debug:
             raise
-        if isinstance(e, NonFiniteLoss):
-            print(f"rotnet: error: {e}; stopped, the last good checkpoint is kept", file=sys.stderr)
+        if isinstance(e, Diverged):
+            kept = "the last good checkpoint is kept" if isinstance(e, NonFiniteLoss) else "the run is marked failed"
+            print(f"rotnet: error: {e}; stopped, {kept}", file=sys.stderr)
             return 3
         if isinstance(e, OSError):  # an unwritable or vanished path that no check caught: still one line
             e = f"{e.strerror or e}" + (f": {e.filename}" if e.filename else "")

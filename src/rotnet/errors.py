@@ -12,7 +12,11 @@ class InUse(RotnetError):
     """The run folder is locked by another rotnet process: not a failure of the run, which that process owns."""
 
 
-class NonFiniteLoss(RuntimeError):
+class Diverged(RuntimeError):
+    """Training broke the model: its final weights are unusable (rotnet.health); the run is marked failed."""
+
+
+class NonFiniteLoss(Diverged):
     """The loss became nan or inf; the run stops with its last good checkpoint kept."""
 
     def __init__(self, epoch: int, step: int):

@@ -17,8 +17,9 @@ from rotnet import checkpoint as ckpt
 from rotnet.config import ADDED, NOT_PROTOCOL, RunConfig, config_diff
 from rotnet.data import Dataset, balanced_subset, class_counts, normalization, outputs, short_classes
 from rotnet.distributed import World, barrier, ranks_agree
-from rotnet.errors import InUse, RotnetError, warn_once
+from rotnet.errors import Diverged, InUse, RotnetError, warn_once
 from rotnet.evaluate import accuracy, confusion, knn_monitor, predict, targets_for
+from rotnet.health import weights_problem
 from rotnet.kernels import computing_with
 from rotnet.layout import (
     CHECKPOINTS,
@@ -337,6 +338,15 @@ def restore(found: tuple[dict, dict, Path], cfg: RunConfig, engine: Engine, stre
     return LoopState(meta["epoch"], meta["step"], tensors["loop.sums"], meta["seconds"], meta["history"])
 
 
+def refuse_broken_source(cfg: RunConfig, model: nn.Module, data: Dataset, init_info: dict) -> None:
+    """Rotation weights (a run's or --init's) that load but cannot work, refused before a step is trained."""
+    if cfg.init != "rotation":
+        return
+    problem = weights_problem(model, data.test_images, normalization(cfg, data), channels_last=False)
+    if problem:
+        raise RotnetError(f"the rotation weights {init_info['init_weights']} cannot start a run: {problem}")
+
+
 def train_subset(cfg: RunConfig, data: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
     if not cfg.train_per_class:
         return data.train_images, data.train_labels
@@ -515,6 +525,7 @@ def run(cfg: RunConfig, data: Dataset, rt: RunContext, source: Source | None = N
             fresh = replace(rt, saving=replace(rt.saving, restart=False))
             weights = check_run(cfg, fresh, source, data, weights, held=True)
             model, init_info = init_model(cfg, classes, weights)
+            refuse_broken_source(cfg, model, data, init_info)
             engine = build_engine(cfg, model, rt, normalization(cfg, data))
             state = restore_state(folder, cfg, engine, steps, stream_contract(rt.device))
         except (RotnetError, OSError, RuntimeError):
@@ -621,6 +632,11 @@ def train_and_finish(
     if not world.is_main:
         barrier()  # rank 0 writes the final outputs
         return json.loads((folder / RESULT).read_text())
+    problem = weights_problem(model, test_images, engine.norm, cfg.channels_last)
+    if problem:  # never called finished: no weights or result written, failed.json says why
+        why = f"diverged: the final weights have {problem}"
+        ckpt.atomic_write_text(folder / FAILED, json.dumps({"error": why}) + "\n")
+        raise Diverged(f"{folder}: {why}")
 
     # Final outputs: weights that load into plain torchvision, and what the report needs without the data.
     classes = list(data.class_names) if cfg.task == "classification" else ["0", "90", "180", "270"]

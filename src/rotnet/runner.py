@@ -19,7 +19,7 @@ from rotnet import kernels
 from rotnet.checkpoint import atomic_write_text
 from rotnet.config import DataOptions, RunConfig, from_dict
 from rotnet.datasets import load_for
-from rotnet.errors import Interrupted, InUse, NonFiniteLoss, RotnetError
+from rotnet.errors import Diverged, Interrupted, InUse, RotnetError
 from rotnet.experiments import Protocol, rotation_source
 from rotnet.layout import CONFIG, FAILED, RESULT, RunId, is_locked, read_json, run_dir, run_id
 from rotnet.provenance import provenance
@@ -183,7 +183,7 @@ def run_in_turn(
             say(f"rotnet: {name}: {e}")
             if cfg.experiment == "rotation":
                 blocked[run_id(cfg)] = IN_USE
-        except (RotnetError, NonFiniteLoss) as e:
+        except (RotnetError, Diverged) as e:
             outcome[name] = f"failed: {e}"
             say(f"rotnet: error: {name}: {e}")
             mark_failed(options.runs_root / name, str(e))
