@@ -31,11 +31,13 @@ def test_verify_matches_a_run_and_writes_only_what_it_compared(runs, fake_root, 
     assert out.startswith(f"{folder}: re-training epochs 1-2 of 2 on cpu")  # says what it does before minutes of it
     after = {p: p.stat().st_mtime_ns for p in runs.rglob("*") if p.name != "verify.json"}
     assert {k: v for k, v in after.items() if k != folder} == {k: v for k, v in before.items() if k != folder}
-    assert "verified: 2 epoch(s) and the final weights identical" in out and "MISMATCH" not in out
+    assert "verified: epochs 1-2 re-trained and the final weights they make identical" in out
+    assert "MISMATCH" not in out and "not re-trained" not in out
     assert "epoch 2 train_loss: recorded " in out and out.count("epoch 2 train_loss") == 1
     assert "final weights test_acc" in out and "final weights confusion" in out
     evidence = json.loads((folder / "verify.json").read_text())
     assert evidence["verdict"] == "verified" and evidence["exit_code"] == 0 and evidence["final_checked"]
+    assert evidence["re_trained"] == [1, 2] and evidence["not_re_trained"] is None and evidence["final_re_made"]
     assert {c["field"] for c in evidence["comparisons"]} >= {"train_loss", "test_acc", "confusion", "lr"}
     assert all(c["match"] for c in evidence["comparisons"]) and evidence["stream"]["version"] >= 1
     assert evidence["same_machine"] is True and evidence["rotnet_commit"]
@@ -211,3 +213,46 @@ def test_a_sealed_record_whose_manifest_was_deleted_is_incomplete_not_unsealed(r
     (folder / "manifest.json").unlink()
     seen = inspect(folder)
     assert seen.status == "incomplete" and "manifest.json is missing" in seen.problems
+
+
+def test_verify_says_which_epochs_it_did_not_re_train_and_ties_the_final_weights_to_the_last(
+    runs, fake_root, tmp_path, capsys
+):
+    """Weights replaced by others that score the same (a BatchNorm counter changed: the predictions are identical by
+    construction) and the record resealed: verify said "verified". The last epoch recorded the sha256 of the weights
+    it made, so the file is compared to it; and by default verify says it did not re-train epoch 2."""
+    from rotnet.checkpoint import load_tensors, save_tensors
+
+    folder = runs / "resnet18/rotation/seed0"
+    assert verify(folder, fake_root) == 0
+    out = capsys.readouterr().out
+    assert (
+        "verified: epoch 1 re-trained, the final weights' accuracy and sha256 identical; epoch 2 not re-trained" in out
+    )
+    assert "(--all re-trains every epoch), so the final weights were not re-made" in out
+    evidence = json.loads((folder / "verify.json").read_text())
+    assert evidence["not_re_trained"] == "epoch 2" and not evidence["final_re_made"]
+    copy = shutil.copytree(folder, tmp_path / "copy/resnet18/rotation/seed0")
+    tensors, meta = load_tensors(copy / "model.safetensors")
+    tensors["bn1.num_batches_tracked"] += 1
+    save_tensors(copy / "model.safetensors", tensors, meta)
+    reseal(copy)
+    assert verify(copy, fake_root) == 1
+    out = capsys.readouterr().out
+    assert "final weights test_acc" in out and "final weights test_acc" not in out.split("MISMATCH")[0].split("\n")[-1]
+    assert "final weights weights_sha256: recorded" in out.split("MISMATCH")[0].splitlines()[-1]
+
+
+def test_verify_all_re_trains_every_epoch_and_catches_a_forged_later_one(runs, fake_root, tmp_path, capsys):
+    """Epoch 2's line edited and the record resealed: the default check (epoch 1) cannot see it and says so; --all
+    re-trains epoch 2 and finds it."""
+    copy = shutil.copytree(runs / "resnet18/rotation/seed0", tmp_path / "copy/resnet18/rotation/seed0")
+    lines = [json.loads(x) for x in (copy / "metrics.jsonl").read_text().splitlines()]
+    lines[1]["train_loss"] *= 0.5
+    (copy / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    reseal(copy)
+    assert verify(copy, fake_root) == 0 and "epoch 2 not re-trained" in capsys.readouterr().out
+    assert verify(copy, fake_root, "--all") == 1
+    assert "epoch 2 train_loss" in capsys.readouterr().out.split("MISMATCH")[0].splitlines()[-1]
+    assert verify(copy, fake_root, "--all", "--epochs", "2") == 2
+    assert "give --epochs K or --all, not both" in capsys.readouterr().err

@@ -79,7 +79,7 @@ def digest(tensors: dict[str, torch.Tensor]) -> str:
     """sha256 over names, dtypes, shapes and bytes, in key order."""
     h = hashlib.sha256()
     for k in sorted(tensors):
-        t = tensors[k].contiguous()
+        t = tensors[k].detach().cpu().contiguous()  # the values, whatever the device and memory format
         h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy())  # the buffer itself: no copy
     return h.hexdigest()

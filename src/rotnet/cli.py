@@ -260,7 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
         "RUN/verify.json (exit 0 verified, 1 not verified, 3 inconclusive: differs, but made on another CPU)",
     )
     p.add_argument("run", type=Path, help="a run folder with config.json and metrics.jsonl")
-    p.add_argument("--epochs", type=int, default=1, help="epochs to re-train and compare")
+    p.add_argument("--epochs", type=int, default=1, help="epochs to re-train and compare (default: 1)")
+    p.add_argument(
+        "--all", action="store_true", help="re-train every recorded epoch: the final weights are then re-made too"
+    )
     p.add_argument(
         "--from-epoch",
         type=int,
@@ -404,11 +407,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     if args.epochs <= 0:
         raise RotnetError(f"--epochs must be a positive number; got {args.epochs}")
+    if args.all and args.epochs != 1:
+        raise RotnetError("give --epochs K or --all, not both")
     if args.from_epoch <= 0:
         raise RotnetError(f"--from-epoch must be 1 or more; got {args.from_epoch}")
     return verify(
         args.run,
-        epochs=args.epochs,
+        epochs=None if args.all else args.epochs,
         from_epoch=args.from_epoch,
         data=data_options(args),
         device=args.device,

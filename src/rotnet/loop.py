@@ -13,6 +13,7 @@ from torch import nn
 from tqdm import tqdm
 
 from rotnet.augment import SEED_NORM, rotate, to_input, train_augment
+from rotnet.checkpoint import digest
 from rotnet.config import RunConfig
 from rotnet.distributed import World, all_reduce, shard
 from rotnet.errors import Interrupted, NonFiniteLoss
@@ -224,7 +225,8 @@ def fit(
     world: World | None = None,
 ) -> list[dict]:
     """Train from `state` to cfg.epochs, one `train_one_epoch` at a time. At each epoch end: hooks.evaluate (every
-    eval_every epochs and after the last), append the epoch's record to state.history, hooks.save(state). Also save
+    eval_every epochs and after the last), append the epoch's record (with the sha256 of the weights it made) to
+    state.history, hooks.save(state). Also save
     every `checkpoint_every` steps, and before returning on a stop request. Shows a progress bar on a terminal."""
     world = world or World()
     steps = math.ceil(len(train_images) / cfg.batch_size)
@@ -267,6 +269,8 @@ def fit(
         record = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / count, "train_acc": 100.0 * correct / count}
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
             record |= hooks.evaluate(engine.model, epoch + 1)
+        # The weights this epoch made: verify compares a re-trained epoch by them, and the final weights to the last.
+        record["weights_sha256"] = digest(engine.model.state_dict())
         record["images_per_s"] = count / train_seconds
         record["seconds"] = time.perf_counter() - started
         state.history.append(record)

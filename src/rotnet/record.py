@@ -204,12 +204,17 @@ def voucher(folder: Path):
     return vouch
 
 
+def is_sha256(x) -> bool:
+    return isinstance(x, str) and re.fullmatch(r"[0-9a-f]{64}", x) is not None
+
+
 def finite(x) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def read_metrics(path: Path) -> list[dict] | None:
-    """Epoch records; None when a line is not an epoch record (epochs 1, 2, ... in order, finite numbers)."""
+    """Epoch records; None when a line is not an epoch record (epochs 1, 2, ... in order, finite numbers, a weights
+    digest that is a sha256 where present)."""
     if not path.is_file():
         return []
     out = []
@@ -225,6 +230,8 @@ def read_metrics(path: Path) -> list[dict] | None:
                 break
             return None
         if not isinstance(r, dict) or r.get("epoch") != i + 1 or not all(finite(r[k]) for k in NUMBERS if k in r):
+            return None
+        if "weights_sha256" in r and not is_sha256(r["weights_sha256"]):
             return None
         out.append(r)
     return out

@@ -55,7 +55,8 @@ from rotnet.runtime import cpu_threads, recorded_threads, resolve_device, thread
 from rotnet.seeds import contract_diff, stream_contract
 
 # What an epoch's record holds that is a pure function of the configuration, the data and the device kind.
-FIELDS = ("epoch", "lr", "train_loss", "train_acc", "test_acc", "knn_acc")
+# weights_sha256 (rotnet 0.5 on): the weights each epoch made.
+FIELDS = ("epoch", "lr", "train_loss", "train_acc", "test_acc", "knn_acc", "weights_sha256")
 VERIFIED, FAILED, INCONCLUSIVE = 0, 1, 3  # exit codes (2 is any error before a comparison)
 
 
@@ -78,6 +79,18 @@ def source_weights(folder: Path, record: dict) -> tuple[Path, dict]:
         f"{folder} started from rotation weights (sha256 {str(want)[:12]}...) that are not at "
         f"{' or '.join(str(c) for c in candidates)}; verify needs them"
     )
+
+
+def epoch_range(epochs: list[int]) -> str:
+    """[2, ..., 45] -> "epochs 2-45"; [1, 2, 9, 10] -> "epochs 1-2, 9-10"; [] -> ""."""
+    if not epochs:
+        return ""
+    parts, start = [], epochs[0]
+    for a, b in zip(epochs, [*epochs[1:], None], strict=True):
+        if b != a + 1:
+            parts.append(f"{start}" if start == a else f"{start}-{a}")
+            start = b
+    return f"epoch{'s' * (len(epochs) > 1)} {', '.join(parts)}"
 
 
 def recorded_contract(record: dict) -> dict:
@@ -124,14 +137,15 @@ def re_evaluate(cfg, model_state: dict, engine_norm, test_images, test_labels, c
 def verify(
     folder: Path,
     *,
-    epochs: int = 1,
+    epochs: int | None = 1,
     from_epoch: int = 1,
     data: DataOptions = NO_OPTIONS,
     device: str = "auto",
     log=print,
 ) -> int:
-    """Check a run's record, re-train its first `epochs`, re-evaluate its weights; print each comparison, write
-    verify.json and return VERIFIED (0), FAILED (1) or INCONCLUSIVE (3)."""
+    """Check a run's record, re-train `epochs` of it from `from_epoch` (None: every recorded epoch from there),
+    re-evaluate its final weights; print each comparison, write verify.json and return VERIFIED (0), FAILED (1) or
+    INCONCLUSIVE (3). The final weights count as re-made only when every epoch that made them was re-trained."""
     folder = Path(folder)
     record = read_json(folder / CONFIG)
     if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
@@ -169,7 +183,9 @@ def verify(
         raise RotnetError(
             f"{folder} recorded {len(history)} epoch(s); --from-epoch {from_epoch} has nothing to compare"
         )
-    epochs = min(epochs, len(history) - from_epoch + 1)
+    epochs = len(history) - from_epoch + 1 if epochs is None else min(epochs, len(history) - from_epoch + 1)
+    last = from_epoch + epochs - 1
+    untrained = epoch_range([e for e in range(1, len(history) + 1) if not from_epoch <= e <= last])
     start = None
     if from_epoch > 1:
         path = folder / CHECKPOINTS / ckpt.checkpoint_name(from_epoch - 1, 0)
@@ -207,7 +223,7 @@ def verify(
         if state.step == 0 and state.epoch >= from_epoch - 1 + epochs:
             raise _Enough
 
-    final = None
+    final = remade = None
     # CPU sums depend on the thread count and the kernels: re-train on the run's thread count, with its kernels
     with cpu_threads(threads), kernels.computing_with(cfg.kernels, dev):
         classes = outputs(cfg, data)
@@ -222,9 +238,10 @@ def verify(
             pass
         result = read_json(folder / RESULT) if (folder / RESULT).is_file() else None
         if isinstance(result, dict) and (folder / WEIGHTS).is_file():
-            final = re_evaluate(
-                cfg, ckpt.load_tensors(folder / WEIGHTS)[0], engine.norm, test_images, test_labels, classes
-            )
+            tensors = ckpt.load_tensors(folder / WEIGHTS)[0]
+            final = re_evaluate(cfg, tensors, engine.norm, test_images, test_labels, classes)
+            final["weights_sha256"] = ckpt.digest(tensors)
+            remade = ckpt.digest(engine.model.state_dict()) if not untrained and from_epoch == 1 else None
 
     differ, largest = 0, {}  # field -> the largest |re-run - recorded| seen
 
@@ -238,6 +255,7 @@ def verify(
         if gap is not None:
             largest[key] = max(largest.get(key, 0.0), abs(gap))
         shown = (a, b) if key != "confusion" else ("(matrix)", "(matrix)")
+        shown = tuple(v[:12] + "..." if isinstance(v, str) and len(v) == 64 else v for v in shown)  # a sha256
         size = f" by {gap:+.4g}" if gap is not None else ""
         log(f"{what} {key}: recorded {shown[0]!r}, re-run {shown[1]!r}, {'match' if ok else 'MISMATCH' + size}")
 
@@ -249,6 +267,10 @@ def verify(
     if final is not None:
         compare("final weights", "test_acc", result.get("test_acc"), final["test_acc"])
         compare("final weights", "confusion", result.get("confusion"), final["confusion"])
+        if "weights_sha256" in history[-1]:  # the file holds what the last epoch made
+            compare("final weights", "weights_sha256", history[-1]["weights_sha256"], final["weights_sha256"])
+        if remade is not None:  # every epoch re-trained: the weights they make again are the file's
+            compare("final weights", "re-made weights_sha256", final["weights_sha256"], remade)
     else:
         lacks = " and ".join(n for n in (RESULT, WEIGHTS) if not (folder / n).is_file()) or f"a readable {RESULT}"
         log(f"{folder}: no {lacks} to re-evaluate: the final result was not checked")
@@ -256,7 +278,10 @@ def verify(
     report |= {
         "epochs": epochs,
         "from_epoch": from_epoch,
+        "re_trained": [from_epoch, last],
+        "not_re_trained": untrained or None,
         "final_checked": final is not None,
+        "final_re_made": final is not None and remade is not None,
         "threads": threads,
         "made_on": made,
         "re_run_on": here,
@@ -265,10 +290,21 @@ def verify(
         "rotnet_commit": git_commit(),
         "device": str(dev),
     }
-    what = f"{epochs} epoch(s){' and the final weights' if final is not None else ''}"
+    which = f"epochs {from_epoch}-{last}" if last > from_epoch else f"epoch {from_epoch}"
+    what = f"{which} re-trained" + (" from a checkpoint" if start else "")
+    if final is not None:
+        what += (
+            " and the final weights they make"
+            if remade is not None
+            else f", the final weights' accuracy{' and sha256' if 'weights_sha256' in history[-1] else ''}"
+        )
+    what += " identical"
+    if untrained:
+        what += f"; {untrained} not re-trained (--all re-trains every epoch)"
+        what += ", so the final weights were not re-made" if final is not None else ""
     if not differ:
         on = f"; re-trained on {threads_text(threads)}, as recorded" if threads else ""
-        return finish(folder, report, VERIFIED, f"verified: {what} identical (re-run on {here}{on})", log)
+        return finish(folder, report, VERIFIED, f"verified: {what} (re-run on {here}{on})", log)
     if same or cfg.kernels == "portable":  # portable kernels promise the same bits on any x86-64 CPU
         where = f"on the same machine ({here})" if same else f"with portable kernels (made on {made}, re-run on {here})"
         return finish(folder, report, FAILED, f"not verified: {differ} field(s) differ {where}", log)
