@@ -50,8 +50,19 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     before, after = (metrics(c, args) for c in args.commits.split(","))
     for experiment in before:
-        same = before[experiment] == after[experiment]
-        print(f"{experiment}: {'bit-identical' if same else 'DIFFERENT'} metrics.jsonl (timings aside)")
+        # A field only one commit writes (weights_sha256 from 0.5) is named, and the others compared.
+        new = sorted({k for line in after[experiment] for k in line} - {k for line in before[experiment] for k in line})
+        gone = sorted(
+            {k for line in before[experiment] for k in line} - {k for line in after[experiment] for k in line}
+        )
+        drop = set(new) | set(gone)
+        same = [{k: v for k, v in x.items() if k not in drop} for x in before[experiment]] == [
+            {k: v for k, v in x.items() if k not in drop} for x in after[experiment]
+        ]
+        extra = "".join(
+            f"; only after: {', '.join(new)}" * bool(new) + f"; only before: {', '.join(gone)}" * bool(gone)
+        )
+        print(f"{experiment}: {'bit-identical' if same else 'DIFFERENT'} metrics.jsonl (timings aside{extra})")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,101 @@
+"""How many times does one command open each record file and the source weights? (issue 33) Counted with strace
+(every openat of the process and its children), for three commands on a small class-balanced subset:
+
+    train      `rotnet train full-from-rotation` beside a finished rotation run
+    reproduce  `rotnet reproduce --experiments full-from-rotation --jobs 1` with that rotation run finished
+    resume     `rotnet train rotation` again after a stop at the end of epoch 1 (of 2)
+
+    python benchmarks/opens.py --data-root DATA --work /tmp/opens-bench [--commit HEAD]
+
+It prints, per command, the opens of the rotation run's config.json, manifest.json and model.safetensors (the
+source weights), and of the trained run's config.json and manifest.json. With --commit, the rotnet of that commit
+(a worktree under --work, its src on PYTHONPATH) is measured instead of this checkout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from smoke import checkout
+
+COMMON = ["--preset", "smoke", "--set", "train_per_class=20", "--device", "cpu", "--no-download"]
+OPENAT = re.compile(r'openat\([^,]+, "([^"]+)"')
+
+
+def rotnet(env: dict, root: Path, args, *rest: str) -> list[str]:
+    return [sys.executable, "-m", "rotnet", *rest, "--runs-root", str(root), "--data-root", str(args.data_root)]
+
+
+def traced(command: list[str], env: dict, log: Path) -> Counter:
+    """Run command under strace; the number of opens of each path."""
+    done = subprocess.run(["strace", "-f", "-qq", "-e", "trace=openat", "-o", str(log), *command], env=env,
+                          capture_output=True, text=True)  # fmt: skip
+    if done.returncode:
+        raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
+    return Counter(m[1] for line in log.read_text().splitlines() if (m := OPENAT.search(line)) and "ENOENT" not in line)
+
+
+def stopped_rotation(command: list[str], env: dict, folder: Path) -> None:
+    """A rotation run stopped (SIGINT) once its first epoch's checkpoint is written."""
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while not list((folder / "checkpoints").glob("e1-s0.safetensors")):
+        if proc.poll() is not None:
+            raise SystemExit("the rotation run ended before its first checkpoint")
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    proc.wait()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-root", type=Path, required=True)
+    p.add_argument("--work", type=Path, required=True)
+    p.add_argument("--commit", default="", help="measure this commit's rotnet (default: this checkout)")
+    args = p.parse_args()
+    work = args.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    label = "this checkout"
+    if args.commit:
+        label, env = checkout(args.commit, work)
+        env = dict(env, OMP_NUM_THREADS="1")
+    root = work / f"runs-{label.replace(' ', '-')}"
+    shutil.rmtree(root, ignore_errors=True)
+    train = [*rotnet(env, root, args, "train"), *COMMON]
+    rotation = root / "resnet18/rotation/seed0"
+    subprocess.run([*train[:4], "rotation", *train[4:], "--epochs", "1"], env=env, check=True, capture_output=True)
+    rows = {}
+    counts = traced([*train[:4], "full-from-rotation", *train[4:], "--epochs", "1"], env, work / "train.strace")
+    rows["train"] = (counts, root / "resnet18/full-from-rotation/seed0")
+    shutil.rmtree(root / "resnet18/full-from-rotation")
+    repro = [*rotnet(env, root, args, "reproduce"), *COMMON, "--experiments", "full-from-rotation", "--jobs", "1"]
+    counts = traced([*repro, "--set", "epochs=1"], env, work / "reproduce.strace")
+    rows["reproduce"] = (counts, root / "resnet18/full-from-rotation/seed0")
+    other = work / f"resume-{label.replace(' ', '-')}"
+    shutil.rmtree(other, ignore_errors=True)
+    resume = [*rotnet(env, other, args, "train"), "rotation", *COMMON, "--epochs", "2", "--checkpoint-minutes", "0"]
+    folder = other / "resnet18/rotation/seed0"
+    stopped_rotation(resume, env, folder)
+    rows["resume"] = (traced(resume, env, work / "resume.strace"), folder)
+    print(f"opens per command ({label}):")
+    for name, (counts, run) in rows.items():
+        src = {f: counts[str(rotation / f)] for f in ("config.json", "manifest.json", "model.safetensors")}
+        own = {f: counts[str(run / f)] for f in ("config.json", "manifest.json")}
+        print(
+            f"  {name:10s} run config.json {own['config.json']:3d}  manifest.json {own['manifest.json']:3d}   "
+            f"rotation run config.json {src['config.json']:3d}  manifest.json {src['manifest.json']:3d}  "
+            f"weights {src['model.safetensors']:3d}"
+        )
+
+
+if __name__ == "__main__":
+    main()
