@@ -96,6 +96,7 @@ def test_a_mismatch_on_another_cpu_is_inconclusive_and_on_the_same_one_a_failure
     assert verify(copy, fake_root) == 3
     out = capsys.readouterr().out
     assert "inconclusive: 1 field(s) differ (at most: train_loss by 1e-09)" in out and "re-run on Another CPU" in out
+    assert "To settle it: run verify on the machine that made the run, or train it with --kernels portable" in out
     assert "train_loss: recorded" in out and "MISMATCH by -1e-09" in out  # the size of each difference, not the word
 
 
@@ -256,3 +257,30 @@ def test_verify_all_re_trains_every_epoch_and_catches_a_forged_later_one(runs, f
     assert "epoch 2 train_loss" in capsys.readouterr().out.split("MISMATCH")[0].splitlines()[-1]
     assert verify(copy, fake_root, "--all", "--epochs", "2") == 2
     assert "give --epochs K or --all, not both" in capsys.readouterr().err
+
+
+def test_every_verification_is_kept_none_replaces_an_earlier_one(runs, fake_root, tmp_path, capsys, monkeypatch):
+    """The README's verify command, run on another CPU, overwrote the committed verify.json ("verified", made on the
+    machine that trained the run) with its "inconclusive": each verification now goes to a new file, with who, where
+    and when."""
+    import rotnet.verify
+
+    copy = shutil.copytree(runs / "resnet18/rotation/seed0", tmp_path / "copy/resnet18/rotation/seed0")
+    (copy / "verify.json").unlink(missing_ok=True)
+    assert verify(copy, fake_root) == 0
+    first = (copy / "verify.json").read_text()
+    lines = [json.loads(x) for x in (copy / "metrics.jsonl").read_text().splitlines()]
+    lines[0]["train_loss"] += 1e-9
+    (copy / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    reseal(copy)
+    other = rotnet.verify.cpu_identity() | {"model": "Another CPU"}
+    monkeypatch.setattr(rotnet.verify, "cpu_identity", lambda: other)
+    assert verify(copy, fake_root) == 3
+    monkeypatch.undo()
+    assert verify(copy, fake_root) == 1
+    out = capsys.readouterr().out
+    assert "wrote verify-2.json, beside the 1 earlier" in out and "wrote verify-3.json, beside the 2 earlier" in out
+    assert (copy / "verify.json").read_text() == first
+    kept = [json.loads((copy / n).read_text()) for n in ("verify.json", "verify-2.json", "verify-3.json")]
+    assert [k["verdict"] for k in kept] == ["verified", "inconclusive", "not verified"]
+    assert all(k["when"] and k["who"] and k["host"] for k in kept)

@@ -34,13 +34,14 @@ def refuse_links(path: Path, base: Path) -> None:
             raise RotnetError(f"{current} is a link rotnet did not make; it writes nothing through it: remove it")
 
 
-def atomic_write(path: Path, data: bytes | list) -> str:
+def atomic_write(path: Path, data: bytes | list, *, replace: bool = True) -> str:
     """Write via a temporary file, fsync, rename over the target, fsync the directory: a reader sees the old
     file or the new one, never half of one. A full disk leaves the old file untouched.
 
     The temporary file gets a fresh name with O_CREAT | O_EXCL (tempfile.mkstemp), which never follows a symlink:
     a link planted in the run folder cannot redirect the write outside it. `data` may be a list of buffers,
     written one after another (no copy to join them). Returns the sha256 of what was written (for the manifest).
+    replace=False never replaces an existing file (the new one is linked into place): FileExistsError if there is one.
     """
     path = Path(path)
     try:
@@ -57,7 +58,15 @@ def atomic_write(path: Path, data: bytes | list) -> str:
                 h.update(part)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)  # fails if path exists, even if it appeared a moment ago
+            os.unlink(tmp)
+    except FileExistsError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     except OSError as e:
         with contextlib.suppress(OSError):  # a read-only or vanished folder: the first error is the one to show
             os.unlink(tmp)

@@ -10,9 +10,13 @@ turns them into points of accuracy, so a difference there is "inconclusive", not
 
 from __future__ import annotations
 
+import getpass
+import itertools
 import json
+import socket
 import sys
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -314,17 +318,40 @@ def verify(
         report,
         INCONCLUSIVE,
         f"inconclusive: {differ} field(s) differ{f' (at most: {sizes})' if sizes else ''}, but the run was made on "
-        f"{made} and re-run on {here}, whose kernels may round differently",
+        f"{made} and re-run on {here}, whose kernels may round differently. To settle it: run verify on the "
+        "machine that made the run, or train it with --kernels portable, whose runs verify on any x86-64 CPU",
         log,
     )
 
 
 def finish(folder: Path, report: dict, code: int, verdict: str, log) -> int:
-    """Print the verdict and keep what was compared in RUN/verify.json (a read-only folder only gets the line)."""
+    """Print the verdict and keep what was compared, with who verified where and when, in a new file: RUN/verify.json,
+    or verify-2.json, verify-3.json, ... beside the earlier ones, which are never replaced (a read-only folder only
+    gets the line)."""
     report |= {"verdict": verdict.split(":")[0], "summary": verdict, "exit_code": code}
+    report |= {"when": datetime.now(UTC).isoformat(timespec="seconds"), "who": user(), "host": host()}
     log(f"{folder}: {verdict}")
+    text = (json.dumps(report, indent=2, default=str) + "\n").encode()
     try:
-        ckpt.atomic_write_text(folder / VERIFY, json.dumps(report, indent=2, default=str) + "\n")
+        for n in itertools.count(1):
+            name = VERIFY if n == 1 else f"{Path(VERIFY).stem}-{n}.json"
+            try:
+                ckpt.atomic_write(folder / name, text, replace=False)
+            except FileExistsError:
+                continue
+            log(f"{folder}: wrote {name}" + (f", beside the {n - 1} earlier verification(s), kept" if n > 1 else ""))
+            break
     except RotnetError as e:
         log(f"rotnet: warning: {e}")
     return code
+
+
+def user() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no user name in a container's passwd
+        return "unknown"
+
+
+def host() -> str:
+    return socket.gethostname() or "unknown"
