@@ -26,7 +26,7 @@ WORKERS = {"default": [], "n0": ["-n", "0"]}
 def run(cpu: str, workers: str, tests: list[str], logs: Path) -> int:
     env = os.environ | EMULATED[cpu]
     with tempfile.TemporaryDirectory(prefix=f"suite-{cpu}-{workers}-") as temp:
-        command = [sys.executable, "-m", "pytest", *tests, "-q", "-rfE", "-p", "no:cacheprovider", f"--basetemp={temp}"]
+        command = [sys.executable, "-m", "pytest", *tests, "-rfE", "-p", "no:cacheprovider", f"--basetemp={temp}"]
         started = time.monotonic()
         done = subprocess.run([*command, *WORKERS[workers]], env=env, capture_output=True, text=True)
     wall = time.monotonic() - started

@@ -159,10 +159,15 @@ def test_init_from_another_task(capsys, tmp_path, fake_root, trained):
 
 
 def test_checkpoint_from_another_run(capsys, tmp_path, fake_root, trained):
+    """Another run's checkpoints copied in: without a manifest nothing vouches for them; sealed in by a forger, they
+    are refused as another run's, naming the difference."""
     target = tmp_path / "resnet18/full-from-random/seed0/checkpoints"
     target.mkdir(parents=True)
     for ckpt in (trained / "resnet18/rotation/seed0/checkpoints").glob("*.safetensors"):
         shutil.copy(ckpt, target)
+    line = run(capsys, "train", "full-from-random", root=tmp_path, data=fake_root)
+    assert "no readable checkpoint" in line and "--restart" in line
+    reseal(target.parent)
     line = run(capsys, "train", "full-from-random", root=tmp_path, data=fake_root)
     assert "belongs to another run" in line and "task: 'rotation' -> 'classification'" in line
 
