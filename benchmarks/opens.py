@@ -71,19 +71,19 @@ def main() -> None:
     root = work / f"runs-{label.replace(' ', '-')}"
     shutil.rmtree(root, ignore_errors=True)
     train = [*rotnet(env, root, args, "train"), *COMMON]
-    rotation = root / "resnet18/rotation/seed0"
+    rotation = root / "resnet18/rotation@20pc/seed0"  # a subset run's folder names its size
     subprocess.run([*train[:4], "rotation", *train[4:], "--epochs", "1"], env=env, check=True, capture_output=True)
     rows = {}
     counts = traced([*train[:4], "full-from-rotation", *train[4:], "--epochs", "1"], env, work / "train.strace")
-    rows["train"] = (counts, root / "resnet18/full-from-rotation/seed0")
-    shutil.rmtree(root / "resnet18/full-from-rotation")
+    rows["train"] = (counts, root / "resnet18/full-from-rotation@20pc/seed0")
+    shutil.rmtree(root / "resnet18/full-from-rotation@20pc")
     repro = [*rotnet(env, root, args, "reproduce"), *COMMON, "--experiments", "full-from-rotation", "--jobs", "1"]
     counts = traced([*repro, "--set", "epochs=1"], env, work / "reproduce.strace")
-    rows["reproduce"] = (counts, root / "resnet18/full-from-rotation/seed0")
+    rows["reproduce"] = (counts, root / "resnet18/full-from-rotation@20pc/seed0")
     other = work / f"resume-{label.replace(' ', '-')}"
     shutil.rmtree(other, ignore_errors=True)
     resume = [*rotnet(env, other, args, "train"), "rotation", *COMMON, "--epochs", "2", "--checkpoint-minutes", "0"]
-    folder = other / "resnet18/rotation/seed0"
+    folder = other / "resnet18/rotation@20pc/seed0"
     stopped_rotation(resume, env, folder)
     rows["resume"] = (traced(resume, env, work / "resume.strace"), folder)
     print(f"opens per command ({label}):")
