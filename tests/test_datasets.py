@@ -119,6 +119,23 @@ def test_an_image_folder_reads_classes_in_imagefolder_order_and_names_in_canonic
 
     ref = torchvision.datasets.ImageFolder(tmp_path / "pets" / "train")
     assert tuple(ref.classes) == data.class_names
+    assert data.checksums_match is None  # no official release to compare with: neither "official" nor "differs"
+
+
+@pytest.mark.parametrize(
+    ("dataset", "match", "shown"),
+    [
+        ("cifar10", True, "official cifar10 (md5)"),
+        ("stl10", False, "differ from the official (warned)"),
+        ("cifar100", None, "?"),
+        ("/data/pets", None, "image folder (no official release)"),
+        ("/data/pets", True, "image folder (no official release)"),  # what rotnet <= 0.4 recorded for a folder
+    ],
+)
+def test_the_report_says_official_files_only_of_a_named_dataset(dataset, match, shown):
+    from rotnet.report import data_files_text
+
+    assert data_files_text(dataset, match) == shown
 
 
 def test_export_then_folder_is_the_same_data_and_the_same_run(tmp_path, fake_root):

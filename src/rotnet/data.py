@@ -50,7 +50,8 @@ class Dataset:
     test_images: torch.Tensor
     test_labels: torch.Tensor
     class_names: tuple[str, ...]
-    checksums_match: bool  # False when any file differs from the official release (recorded, not refused)
+    checksums_match: bool | None  # False: a file differs from the official release (recorded, not refused); None:
+    # no official release to compare with (an image folder)
     root: str = ""
     fingerprint: dict = field(default_factory=dict)  # what identifies the data: file sizes + md5s, image counts
     name: str = "cifar10"

@@ -396,7 +396,7 @@ def load_folder(folder: Path, image_size: int, seed: int, options: DataOptions) 
     }
     names = classes or ("unlabeled",)
     data = Dataset(
-        train_images, labels[train_idx], test_images, labels[test_idx], names, True, str(folder), fingerprint,
+        train_images, labels[train_idx], test_images, labels[test_idx], names, None, str(folder), fingerprint,
         dataset_slug(str(folder)),
     )  # fmt: skip
     return data, stats

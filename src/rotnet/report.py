@@ -15,7 +15,7 @@ from pathlib import Path
 
 from rotnet import plots
 from rotnet.checkpoint import atomic_write_text, refuse_links
-from rotnet.config import dataset_slug, uses_seed_normalization, with_defaults
+from rotnet.config import DATASETS, dataset_slug, uses_seed_normalization, with_defaults
 from rotnet.curves import accuracy_curve, deeper_section, gain_by_epoch, gain_by_epoch_section
 from rotnet.errors import RotnetError
 from rotnet.experiments import EXPERIMENTS, seed_results
@@ -559,6 +559,14 @@ def run_summary(r: dict) -> dict:
     }
 
 
+def data_files_text(dataset: str, match) -> str:
+    """The provenance table's "data files": whether a named dataset's files are its official release's (by md5); an
+    image folder has none to compare with, whatever an older record says (rotnet <= 0.4 recorded True)."""
+    if dataset not in DATASETS:
+        return "image folder (no official release)"
+    return {True: f"official {dataset} (md5)", False: "differ from the official (warned)"}.get(match, "?")
+
+
 def earlier_text(repro: dict) -> str:
     """The invocations before the last one (a plan resumed across sessions): how many, their commits, and the wall
     time of them all."""
@@ -594,12 +602,12 @@ def provenance_lines(runs: list[dict], repro: dict) -> list[str]:
     lines += [
         "| run | status | epochs | epoch seconds (sum, pauses included) | epoch (s, median) | img/s (median) | device "
         "| torch | rotnet (commit) "
-        "| CIFAR-10 md5 |",
+        "| data files |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         s = run_summary(r)
-        md5 = {True: "official", False: "differs (warned)", None: "?"}[s["dataset_checksums_match"]]
+        md5 = data_files_text(r["cfg"].get("dataset", "cifar10"), s["dataset_checksums_match"])
         resumed = f"; resumed by {', '.join(c[:7] for c in s['resumed_by'])}" if s["resumed_by"] else ""
         lines.append(
             f"| {s['run']} | {s['status']} | {s['epochs_done']}/{s['epochs_planned']} | "
