@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import torchvision
@@ -158,3 +159,72 @@ def test_usage_errors_have_one_prefix_and_rotnet_alone_prints_the_help(capsys):
     )  # once "rotnet: error: rotnet: "
     assert main([]) == 0
     assert capsys.readouterr().out.startswith("usage: rotnet")
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--preset", "smok"], "unknown preset 'smok'; did you mean smoke?"),
+        (["--device", "gpu"], "unknown device 'gpu'; did you mean cpu? choose one of auto, cpu, cuda, cuda:N"),
+        (["--device", "cuda"], "torch sees no CUDA device; use --device cpu (or auto: cuda when present)"),
+    ],
+)
+def test_a_mistyped_preset_or_device_names_the_fix(args, words, tmp_path, capsys, monkeypatch):
+    import torch
+
+    from rotnet.cli import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a machine without a GPU
+    assert main(["train", "rotation", *args, "--runs-root", str(tmp_path / "runs"), "--no-download"]) == 2
+    assert words in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_failed_download_leaves_no_folder_it_made(tmp_path, capsys, monkeypatch):
+    """A mistyped --data-root was created for the download, and left behind empty when the download failed."""
+    import torchvision.datasets.utils
+
+    from rotnet.cli import main
+
+    def fail(url, download_root, **kw):
+        Path(download_root).mkdir(parents=True, exist_ok=True)  # as torchvision does before it fetches
+        (Path(download_root) / "partial.tar.gz").write_bytes(b"half")  # what a broken transfer leaves
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(torchvision.datasets.utils, "download_and_extract_archive", fail)
+    (tmp_path / "kept").mkdir()
+    for root in (tmp_path / "typo/deeper", tmp_path / "kept"):
+        assert main(["train", "rotation", "--data-root", str(root), "--runs-root", str(tmp_path / "runs")]) == 2
+        assert "the download failed (network unreachable)" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept"]  # the user's own folder stays (with what the
+    # download left in it: rotnet did not make that folder, so it removes nothing there)
+
+
+def test_a_one_epoch_run_says_epoch_once_and_when_it_is_tested(tmp_path, fake_root, capsys):
+    from rotnet.cli import main
+
+    args = ["--runs-root", str(tmp_path), "--data-root", str(fake_root), "--no-download", "--batch-size", "32"]
+    assert main(["train", "rotation", "--epochs", "1", "--eval-every", "100", *args]) == 0
+    out = capsys.readouterr().out
+    assert ": 1 epoch (1 to go) of 80 images" in out and "tested on 16 images after the last epoch" in out
+    assert "test accuracy" in out and "after 1 epoch\n" in out
+
+
+def test_the_plan_estimate_says_seconds_minutes_or_hours():
+    from rotnet.runner import Eta
+
+    eta = Eta([10, 10, 10])
+    eta.done(0, 12.0)
+    assert eta.text(1) == "; about 24 s left in the plan"  # it said "about 0 min"
+    eta = Eta([1, 1000])
+    eta.done(0, 30.0)
+    assert eta.text(1) == "; about 8.3 h left in the plan"
+
+
+def test_train_help_gives_no_single_epochs_default(capsys):
+    from rotnet.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "(default: the experiment's, as the preset sets it)" in out and "(default: 45)" not in out

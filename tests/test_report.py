@@ -326,3 +326,13 @@ def test_bars_without_seed_report_values_have_no_seed_report_legend(monkeypatch)
     plots.plot_bars([row | {"experiment": "rotation"}, row | {"experiment": "full-from-random"}], Path("unused.png"))
     labels = [t.get_text() for t in kept[0].legends[0].get_texts()]
     assert labels == ["rotnet"]
+
+
+def test_a_plan_of_resnet18_lists_no_deeper_rows_as_not_run(runs, tmp_path):
+    """The reference's ResNet34/50 rows are rows of the report only where those archs were run or planned."""
+    import shutil
+
+    shutil.copytree(runs, tmp_path, dirs_exist_ok=True)
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"] if write_report(tmp_path) else []
+    assert {r["arch"] for r in rows} == {"resnet18"}
+    assert {r["experiment"] for r in rows} >= {"rotation", "full-from-rotation"}  # the reference's, run or not

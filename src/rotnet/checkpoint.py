@@ -34,6 +34,14 @@ def refuse_links(path: Path, base: Path) -> None:
             raise RotnetError(f"{current} is a link rotnet did not make; it writes nothing through it: remove it")
 
 
+def first_missing(folder: Path) -> Path | None:
+    """The outermost of folder and its parents that does not exist yet (None: folder exists)."""
+    missing = None
+    while not folder.exists():
+        missing, folder = folder, folder.parent
+    return missing
+
+
 def atomic_write(path: Path, data: bytes | list, *, replace: bool = True) -> str:
     """Write via a temporary file, fsync, rename over the target, fsync the directory: a reader sees the old
     file or the new one, never half of one. A full disk leaves the old file untouched.

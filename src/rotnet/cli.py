@@ -56,7 +56,11 @@ def add_config_flags(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> 
             continue
         flag = "--" + f.name.replace("_", "-")
         default = getattr(DEFAULTS, f.name)
-        text = f"{HELP[f.name]} (default: {default})"
+        # The experiment decides the epochs (45 rotation, 20 per transfer) and a preset may change them: one default
+        # shown for all would be wrong for most.
+        text = f"{HELP[f.name]} (default: " + (
+            "the experiment's, as the preset sets it)" if f.name == "epochs" else f"{default})"
+        )
         if isinstance(default, bool):
             g.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, dest=f.name, help=text)
         else:

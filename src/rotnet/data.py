@@ -7,6 +7,7 @@ import hashlib
 import io
 import os
 import pickle
+import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ import torch
 
 from rotnet.augment import MEAN as SEED_MEAN
 from rotnet.augment import STD as SEED_STD
+from rotnet.checkpoint import first_missing
 from rotnet.config import DATASETS, RunConfig, uses_seed_normalization
 from rotnet.errors import RotnetError, warn_once
 from rotnet.seeds import generator
@@ -180,9 +182,12 @@ def _fetch(name: str, root: Path, folder: Path, files: tuple[str, ...], download
         raise RotnetError(f"{name} not found under {root}: {hint}")
     from torchvision.datasets.utils import download_and_extract_archive
 
+    made = first_missing(root)  # what a failed download removes: nothing the user had is touched
     try:
         download_and_extract_archive(url, download_root=str(root), md5=md5)
     except Exception as e:  # network errors come in many types; any of them means the same to the user
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
         raise RotnetError(f"{name} not found under {root} and the download failed ({e}); {hint}") from None
     return folder
 

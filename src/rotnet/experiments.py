@@ -57,7 +57,7 @@ def load_preset(name: str) -> dict:
     if name.endswith(".toml") or "/" in name:
         return read_toml(Path(name))
     if name not in preset_names():
-        raise RotnetError(f"unknown preset {name!r}; choose one of {', '.join(preset_names())} or a .toml path")
+        raise unknown("preset", name, [*preset_names(), "a .toml path"])
     with resources.as_file(resources.files("rotnet.presets") / f"{name}.toml") as path:
         return read_toml(path)
 

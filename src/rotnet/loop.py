@@ -282,6 +282,11 @@ def fit(
     return state.history
 
 
+def plural(n: int, noun: str) -> str:
+    """'1 epoch', '2 epochs'."""
+    return f"{n} {noun}{'s' * (n != 1)}"
+
+
 def duration(seconds: float) -> str:
     if seconds < 90:
         return f"{seconds:.0f} s"

@@ -121,7 +121,11 @@ def table_rows(root: Path, runs: list[dict]) -> list[dict]:
     seeds); the seed report's rows are CIFAR-10's (data segment "")."""
     seeds = {(r["experiment"], r["arch"], ""): r for r in seed_results()}
     plan = planned_runs(root)
-    keys = list(seeds) if not runs or any(not r["data"] for r in runs) else []
+    # The reference's rows for the archs run or planned here (a plan of ResNet18 alone does not list ResNet34/50 as
+    # "not run"); all of them for a folder with nothing run yet.
+    archs = {r["arch"] for r in runs} | {p[1] for p in plan}
+    cifar = not runs or any(not r["data"] for r in runs)
+    keys = [k for k in seeds if not archs or k[1] in archs] if cifar else []
     keys += [(r["experiment"], r["arch"], r["data"]) for r in runs] + [(p[2], p[1], p[0]) for p in plan]
     keys = sorted(dict.fromkeys(keys), key=lambda k: (k[1], ORDER.get(k[0], 99), k[2]))
     labels = {r["data"]: r["data_label"] for r in runs}

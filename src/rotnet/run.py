@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from rotnet import checkpoint as ckpt
+from rotnet.checkpoint import first_missing
 from rotnet.config import ADDED, NOT_PROTOCOL, RunConfig, config_diff
 from rotnet.data import Dataset, balanced_subset, class_counts, normalization, outputs, short_classes
 from rotnet.distributed import World, barrier, ranks_agree
@@ -38,7 +39,7 @@ from rotnet.layout import (
     run_dir,
 )
 from rotnet.loggers import Loggers, replay, require_logger
-from rotnet.loop import Engine, Hooks, LoopState, build_optimizer, fit
+from rotnet.loop import Engine, Hooks, LoopState, build_optimizer, fit, plural
 from rotnet.models import check_keys, initial_model, set_trainable, transfer_state
 from rotnet.provenance import cpu_identity, provenance
 from rotnet.record import Seal, open_run, read_metrics, voucher
@@ -354,14 +355,6 @@ def train_subset(cfg: RunConfig, data: Dataset) -> tuple[torch.Tensor, torch.Ten
     return data.train_images[idx], data.train_labels[idx]
 
 
-def first_missing(folder: Path) -> Path | None:
-    """The outermost of folder and its parents that does not exist yet (None: folder exists)."""
-    missing = None
-    while not folder.exists():
-        missing, folder = folder, folder.parent
-    return missing
-
-
 def remove_made(folder: Path, created: Path) -> None:
     """Remove a refused run's folder, and the parents it made up to `created` while they are empty: a job beside it
     (reproduce runs several) may be using them."""
@@ -608,9 +601,9 @@ def train_and_finish(
     if world.is_main:
         steps = math.ceil(len(images) / cfg.batch_size)
         evals = "every epoch" if cfg.eval_every == 1 else f"every {cfg.eval_every} epochs and after the last"
-        evals = "after the last epoch" if cfg.eval_every >= cfg.epochs > 1 else evals
+        evals = "after the last epoch" if cfg.eval_every >= cfg.epochs and cfg.eval_every > 1 else evals
         log(
-            f"{folder}: {cfg.epochs} epochs ({cfg.epochs - state.epoch} to go) of {len(images):,} images "
+            f"{folder}: {plural(cfg.epochs, 'epoch')} ({cfg.epochs - state.epoch} to go) of {len(images):,} images "
             f"({steps} steps of {cfg.batch_size}), tested on {len(test_images):,} images {evals}"
         )
     started = time.perf_counter()
@@ -672,6 +665,6 @@ def train_and_finish(
     if sinks:
         sinks.finish(result)
     n = len(history)
-    log(f"{folder}: test accuracy {result['test_acc']:.2f}% after {n} epoch{'s' * (n != 1)}")
+    log(f"{folder}: test accuracy {result['test_acc']:.2f}% after {plural(n, 'epoch')}")
     barrier()
     return result

@@ -22,6 +22,7 @@ from rotnet.datasets import load_for
 from rotnet.errors import Diverged, Interrupted, InUse, RotnetError
 from rotnet.experiments import Protocol, rotation_source
 from rotnet.layout import CONFIG, FAILED, RESULT, RunId, is_locked, read_json, run_dir, run_id
+from rotnet.loop import duration
 from rotnet.provenance import provenance
 from rotnet.run import RunContext, Saving, Source, check_run, preflight, resume_threads, run
 from rotnet.runtime import setup_device, threads_text
@@ -231,7 +232,7 @@ class Eta:
         if not self.work:
             return ""
         left = sum(c for j, c in enumerate(self.costs) if j >= i and j not in self.finished)
-        return f"; about {left * self.seconds / self.work / 60:.0f} min left in the plan"
+        return f"; about {duration(left * self.seconds / self.work)} left in the plan"
 
 
 def provenance_command() -> str:

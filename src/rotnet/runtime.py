@@ -8,16 +8,18 @@ import re
 import torch
 
 from rotnet.distributed import World, init_from_env
-from rotnet.errors import RotnetError
+from rotnet.errors import RotnetError, unknown
 
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
-        raise RotnetError(f"unknown device {name!r}; choose auto, cpu or cuda")
+        raise unknown("device", name, ("auto", "cpu", "cuda", "cuda:N"))
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RotnetError("--device cuda asked for, but torch sees no CUDA device")
+        raise RotnetError(
+            f"--device {name} asked for, but torch sees no CUDA device; use --device cpu (or auto: cuda when present)"
+        )
     return torch.device(name)
 
 
