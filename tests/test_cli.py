@@ -228,3 +228,31 @@ def test_train_help_gives_no_single_epochs_default(capsys):
         main(["train", "--help"])
     out = " ".join(capsys.readouterr().out.split())
     assert "(default: the experiment's, as the preset sets it)" in out and "(default: 45)" not in out
+
+
+def test_a_transfer_with_other_epochs_leads_with_init_and_every_suggested_command_works(tmp_path, fake_root, capsys):
+    """`train rotation --epochs 1`, then `train layer4-from-rotation --epochs 2`: the transfer's --epochs changes the
+    rotation run it resolves. The refusal gives --init with the weights that exist first, and a command that makes
+    the right ones; both are run here as a user would paste them (the second said --set epochs=2 and then failed:
+    the rotation folder held the 1-epoch run)."""
+    import shlex
+    import shutil
+
+    from rotnet.cli import main
+
+    data = ["--data-root", str(fake_root), "--no-download", "--batch-size", "32"]
+    root = ["--runs-root", str(tmp_path)]
+    assert main(["train", "rotation", "--epochs", "1", *root, *data]) == 0
+    transfer = ["train", "layer4-from-rotation", "--epochs", "2", *root, *data]
+    capsys.readouterr()
+    assert main(transfer) == 2
+    err = capsys.readouterr().err
+    weights = tmp_path / "resnet18/rotation/seed0/model.safetensors"
+    assert f"To start from its weights anyway, add --init {weights} to this command" in err
+    assert main([*transfer, "--init", str(weights)]) == 0
+    shutil.rmtree(tmp_path / "resnet18/layer4-from-rotation")
+    make = err.split("to train rotation weights of this protocol: ")[1].split(" (that run is kept")[0]
+    assert make.startswith("rotnet train rotation") and "--restart" in make
+    assert main([*shlex.split(make)[1:], *data]) == 0
+    assert main(transfer) == 0
+    assert (tmp_path / "resnet18/rotation/seed0.old1/model.safetensors").is_file()  # the 1-epoch run, kept

@@ -32,7 +32,9 @@ from rotnet.layout import (
     WEIGHTS,
     RunLock,
     data_diff,
+    find_runs,
     is_locked,
+    parse_run_dir,
     read_json,
     read_record,
     refuse_changed_config,
@@ -101,8 +103,12 @@ def init_weights(cfg: RunConfig, runs_root: Path, source: Source | None) -> tupl
     path = Path(cfg.init_path) if cfg.init_path else run_dir(runs_root, expected) / WEIGHTS
     make = (source.command if source else "") or f"rotnet train rotation --arch {cfg.arch} --seed {cfg.seed}"
     if not path.is_file():
-        how = "check the --init path" if cfg.init_path else f"make them with: {make} --runs-root {runs_root}"
-        raise RotnetError(f"no rotation weights at {path}; {how}")
+        if cfg.init_path:
+            raise RotnetError(f"no rotation weights at {path}; check the --init path")
+        raise RotnetError(
+            f"no rotation weights at {path}; {other_rotation_runs(cfg, runs_root, path)}make them with: {make} "
+            f"--runs-root {runs_root}"
+        )
     if not cfg.init_path:
         open_run(path.parent, "take rotation weights from", need=(RESULT, WEIGHTS))
     tensors, meta = ckpt.load_tensors(path)
@@ -116,8 +122,10 @@ def init_weights(cfg: RunConfig, runs_root: Path, source: Source | None) -> tupl
         diff = config_diff(src_cfg, expected.to_dict(), ignore)
         if diff:
             raise RotnetError(
-                f"{path} was made with another protocol than this run's ({'; '.join(diff)}); make the right "
-                f"weights with: {make} --runs-root {runs_root}  (or name weights explicitly with --init PATH)"
+                f"the rotation run {path.parent} was made with another protocol than this run resolves "
+                f"({'; '.join(diff)}). To start from its weights anyway, add --init {path} to this command; "
+                f"{other_rotation_runs(cfg, runs_root, path)}to train rotation weights of this protocol: {make} "
+                f"--runs-root {runs_root} --restart (that run is kept under a new name)"
             )
     record = {
         "init": "rotation",
@@ -127,6 +135,22 @@ def init_weights(cfg: RunConfig, runs_root: Path, source: Source | None) -> tupl
         "init_source_config": src_cfg if isinstance(src_cfg, dict) else None,
     }
     return tensors, record
+
+
+def other_rotation_runs(cfg: RunConfig, runs_root: Path, path: Path) -> str:
+    """'' or "other rotation weights of this arch and seed: --init A, --init B; ", from the finished rotation runs
+    under runs_root (another data segment, a subset, an older copy) that are not at `path`."""
+    found = [
+        f / WEIGHTS
+        for f in find_runs(runs_root)
+        if (rid := parse_run_dir(f, runs_root)) is not None
+        and (rid.arch, rid.experiment, rid.seed) == (cfg.arch, "rotation", cfg.seed)
+        and (f / WEIGHTS).is_file()
+        and f / WEIGHTS != path
+    ]
+    if not found:
+        return ""
+    return f"other rotation weights of {cfg.arch} seed {cfg.seed} here: {', '.join(f'--init {p}' for p in found[:3])}; "
 
 
 def rotation_of(cfg: RunConfig) -> RunConfig:
