@@ -353,3 +353,32 @@ def test_a_dangling_link_is_a_bad_image_that_skip_bad_images_skips(tmp_path):
     with pytest.raises(RotnetError, match="1 unreadable images, e.g. .*dangling.png"):
         load(tmp_path / "imgs", 8)
     assert load(tmp_path / "imgs", 8, skip_bad_images=True).fingerprint["skipped"] == 1
+
+
+@pytest.mark.parametrize(
+    ("flags", "train", "test"),
+    [
+        (["--train-range", "10:30"], 20, 16),  # 80 training and 16 test images in all
+        (["--train-range", "10:30", "--test-range", "2:10"], 20, 8),  # it wrote every test image whatever the range
+        (["--test-range", "5:9"], 80, 4),
+        (["--no-test"], 80, 0),
+    ],
+)
+def test_export_images_limits_each_split(tmp_path, fake_root, flags, train, test):
+    out = tmp_path / "png"
+    assert main(["export-images", "cifar10", str(out), "--data-root", str(fake_root), "--no-download", *flags]) == 0
+    assert len(list((out / "train").rglob("*.png"))) == train and len(list(out.glob("test/*/*.png"))) == test
+
+
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [
+        (["--test-range", "0:17"], "--test-range must lie within 0:16; got 0:17"),
+        (["--test-range", "3"], "--test-range expects A:B"),
+        (["--test-range", "0:4", "--no-test"], "give --no-test or --test-range, not both"),
+    ],
+)
+def test_export_images_refuses_a_range_outside_its_split(tmp_path, fake_root, capsys, flags, words):
+    out = tmp_path / "png"
+    assert main(["export-images", "cifar10", str(out), "--data-root", str(fake_root), "--no-download", *flags]) == 2
+    assert words in capsys.readouterr().err and not out.exists()

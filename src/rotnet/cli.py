@@ -282,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", type=Path, help="a new folder")
     p.add_argument("--unlabeled", action="store_true", help="no class folders: SPLIT/NNNNN.png")
     p.add_argument("--train-range", default=None, metavar="A:B", help="only training images A..B-1 (default: all)")
+    p.add_argument("--test-range", default=None, metavar="A:B", help="only test images A..B-1 (default: all)")
     p.add_argument("--no-test", action="store_true", help="leave out the test split")
     p.add_argument("--image-size", type=int, default=0, help="resize and center-crop to N (0: as they are)")
     add_data_flags(p, device=False)
@@ -449,20 +450,34 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def index_range(split: str, text: str | None) -> tuple[int, int] | None:
+    """--SPLIT-range A:B as (A, B); None when not given."""
+    if text is None:
+        return None
+    a, sep, b = text.partition(":")
+    if not (sep and a.isdigit() and b.isdigit()):
+        raise RotnetError(f"--{split}-range expects A:B, e.g. 0:40000; got {text!r}")
+    return int(a), int(b)
+
+
 def cmd_export_images(args: argparse.Namespace) -> int:
     from rotnet.datasets import load_dataset
     from rotnet.export import export_images
 
-    span = None
-    if args.train_range:
-        a, sep, b = args.train_range.partition(":")
-        if not (sep and a.isdigit() and b.isdigit()):
-            raise RotnetError(f"--train-range expects A:B, e.g. 0:40000; got {args.train_range!r}")
-        span = (int(a), int(b))
+    spans = {split: index_range(split, getattr(args, f"{split}_range")) for split in ("train", "test")}
+    if args.no_test and spans["test"]:
+        raise RotnetError("give --no-test or --test-range, not both")
     if args.image_size < 0:
         raise RotnetError(f"--image-size must be zero or positive; got {args.image_size}")
     data = load_dataset(args.dataset, args.image_size, 0, data_options(args))
-    n = export_images(data, args.out, labeled=not args.unlabeled, train_range=span, test=not args.no_test)
+    n = export_images(
+        data,
+        args.out,
+        labeled=not args.unlabeled,
+        train_range=spans["train"],
+        test=not args.no_test,
+        test_range=spans["test"],
+    )
     print(f"wrote {n} images to {args.out}")
     return 0
 

@@ -15,10 +15,17 @@ from rotnet.errors import RotnetError
 
 
 def export_images(
-    data: Dataset, out: Path, *, labeled: bool = True, train_range: tuple[int, int] | None = None, test: bool = True
+    data: Dataset,
+    out: Path,
+    *,
+    labeled: bool = True,
+    train_range: tuple[int, int] | None = None,
+    test: bool = True,
+    test_range: tuple[int, int] | None = None,
 ) -> int:
     """Write OUT/train[/CLASS]/NNNNN.png (the training images in train_range, default all) and, with test,
-    OUT/test[/CLASS]/NNNNN.png. Refuses an OUT that exists and is not empty. Returns the number of files."""
+    OUT/test[/CLASS]/NNNNN.png (those in test_range, default all). Refuses an OUT that exists and is not empty.
+    Returns the number of files."""
     from PIL import Image
 
     out = Path(out)
@@ -26,12 +33,9 @@ def export_images(
         raise RotnetError(f"{out} exists and is not an empty folder; name a new one")
     if labeled and not data.labeled:
         raise RotnetError(f"{data.name} has no labels; export it with --unlabeled")
-    start, stop = train_range or (0, len(data.train_images))
-    if not 0 <= start < stop <= len(data.train_images):
-        raise RotnetError(f"--train-range must lie within 0:{len(data.train_images)}; got {start}:{stop}")
-    jobs = [("train", data.train_images, data.train_labels, range(start, stop))]
+    jobs = [("train", data.train_images, data.train_labels, span("train", train_range, len(data.train_images)))]
     if test:
-        jobs.append(("test", data.test_images, data.test_labels, range(len(data.test_images))))
+        jobs.append(("test", data.test_images, data.test_labels, span("test", test_range, len(data.test_images))))
     width = len(str(max(len(data.train_images), len(data.test_images)) - 1))
     written = 0
     for split, images, labels, indices in jobs:
@@ -44,6 +48,14 @@ def export_images(
             Image.fromarray(pixels, "RGB").save(folder / f"{i:0{width}d}.png", compress_level=1)
             written += 1
     return written
+
+
+def span(split: str, given: tuple[int, int] | None, n: int) -> range:
+    """The indices of a split to export: all n, or A..B-1 of --SPLIT-range A:B, which must lie within 0:n."""
+    start, stop = given or (0, n)
+    if not 0 <= start < stop <= n:
+        raise RotnetError(f"--{split}-range must lie within 0:{n}; got {start}:{stop}")
+    return range(start, stop)
 
 
 CARD = """---
