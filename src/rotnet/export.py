@@ -83,7 +83,7 @@ model-index:
 
 A torchvision `{arch}` ({stem} stem) trained by rotnet {version}:
 experiment `{experiment}` ({what}) on {images} of `{dataset}`{pretrain}, {epochs} epochs.
-Test accuracy: **{acc:.2f}%** on {test_images:,} test images{rotations}.
+Test accuracy: **{acc:.2f}%** on {test_images:,} test images{rotations}.{direction}
 
 Made with:
 
@@ -99,12 +99,16 @@ per epoch.
 ```python
 {imports}
 from safetensors.torch import load_file
+from torchvision import transforms
 
 model = torchvision.models.{arch}(num_classes={classes}){stem_code}
 model.load_state_dict(load_file("model.safetensors"))
 model.eval()
-# inputs: RGB, {size}x{size}, ToTensor() then Normalize(mean={mean}, std={std})
-# classes: {class_names}
+# inputs: RGB PIL images{inputs}; classes: {class_names}
+preprocess = transforms.Compose([{resize}
+    transforms.ToTensor(),
+    transforms.Normalize(mean={mean}, std={std}),
+])
 ```
 """
 
@@ -211,7 +215,19 @@ def card_text(cfg: dict, result: dict, record: dict, meta: dict, norm: dict, cla
         classes=len(classes),
         stem_code=stem_code,
         imports="import torch\nimport torchvision" if stem_code else "import torchvision",
-        size=meta.get("image_size") or 32,
+        inputs="" if cfg.get("image_size") else f" of {meta.get('image_size') or 32}x{meta.get('image_size') or 32}",
+        resize=(
+            f"\n    transforms.Resize({cfg['image_size']}),  # the shorter side, antialiased, as rotnet prepared them"
+            f"\n    transforms.CenterCrop({cfg['image_size']}),"
+        )
+        if cfg.get("image_size")
+        else "",
+        direction=(
+            "\nLabel k means the image was rotated by k x 90 degrees counter-clockwise (`torch.rot90(x, k, dims=(2, "
+            "3))` on (N, C, H, W)): 0, 90, 180, 270."
+            if cfg.get("task") == "rotation"
+            else ""
+        ),
         mean=json.dumps(norm["mean"]),
         std=json.dumps(norm["std"]),
         class_names=", ".join(map(str, classes)),
