@@ -178,3 +178,16 @@ def test_probe_says_what_it_does_keeps_features_only_when_asked_and_flags_useles
     scores = iter([30.0, 10.0, 30.0, 30.0, 30.0] + [20.0] * len(STAGES))
     assert main(common) == 0
     assert "not better than random init at layer1:" in capsys.readouterr().err
+
+
+def test_a_probe_table_gives_each_accuracy_its_interval_and_names_the_stages_it_cannot_separate():
+    from rotnet.probe import table
+
+    stages = ["conv1", "layer4"]
+    results = {"head": "linear", "pool": 1, "arch": "resnet18", "experiment": "rotation", "data": "cifar10 32px"}
+    results |= {"stages": stages, "test_images": 200}
+    results["accuracy"] = {"pretrained": {"conv1": 30.0, "layer4": 60.0}, "random": {"conv1": 28.5, "layer4": 40.0}}
+    text = table(results)
+    assert "test accuracy (%) on 200 images, 95% Wilson interval in brackets" in text
+    assert "| conv1 | 30.00 [24.1, 36.7] | 28.50 [22.7, 35.1] |" in text
+    assert text.endswith("Within the test set's sampling error of each other (intervals overlap): conv1.")

@@ -7,7 +7,7 @@ import pytest
 
 from rotnet.cli import main
 from rotnet.report import collect, write_report
-from tests.helpers import as_made_by_0_3, fabricate
+from tests.helpers import as_made_by_0_3, fabricate, reseal
 
 
 @pytest.fixture(scope="module")
@@ -336,3 +336,28 @@ def test_a_plan_of_resnet18_lists_no_deeper_rows_as_not_run(runs, tmp_path):
     rows = json.loads((tmp_path / "results.json").read_text())["rows"] if write_report(tmp_path) else []
     assert {r["arch"] for r in rows} == {"resnet18"}
     assert {r["experiment"] for r in rows} >= {"rotation", "full-from-rotation"}  # the reference's, run or not
+
+
+def test_a_single_seed_on_few_test_images_carries_its_interval_and_a_smoke_table_its_caveat(tiny_runs, tmp_path):
+    """A smoke table printed "pretraining gain +4.07" with nothing saying smoke numbers mean little, and one seed's
+    accuracy on 16 test images came with no interval; a one-seed gain said nothing of why it has none."""
+    accuracies = {"full-from-rotation": 50.0, "full-from-random": 37.5}
+    for experiment, acc in accuracies.items():
+        folder = tmp_path / f"resnet18/{experiment}/seed0"
+        fabricate(tiny_runs / "resnet18/rotation/seed0", folder, test_acc=acc, task="classification")
+        result = json.loads((folder / "result.json").read_text())
+        k = round(acc * 16 / 100)  # 16 test images, as the tiny data has
+        result["confusion"] = [[k, 16 - k], [0, 0]]
+        result["class_names"] = ["a", "b"]
+        (folder / "result.json").write_text(json.dumps(result))
+        reseal(folder)
+    (tmp_path / "reproduce.json").write_text(json.dumps({"preset": "smoke"}))
+    report = write_report(tmp_path).read_text()
+    rows = {r["experiment"]: r for r in json.loads((tmp_path / "results.json").read_text())["rows"] if r["n"]}
+    lo, hi = rows["full-from-rotation"]["wilson95"]
+    assert (round(lo, 1), round(hi, 1)) == (28.0, 72.0)  # 8 of 16
+    assert "| 50.00 [28.0, 72.0] |" in report and "+12.50 (one seed: no interval; seed report +1.24)" in report
+    assert "**Smoke preset: a check that everything runs. Its numbers mean little" in report
+    from rotnet.report import summary
+
+    assert summary(tmp_path).endswith("not a measurement of pretraining.")

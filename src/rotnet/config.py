@@ -236,7 +236,7 @@ def split_toml(doc: dict[str, Any], source: str) -> tuple[dict[str, Any], list[t
     rules = doc.get("rule", [])
     if not isinstance(rules, list) or not all(isinstance(r, dict) for r in rules):
         raise RotnetError(f"{source}: 'rule' must be [[rule]] tables")
-    top = {k: v for k, v in doc.items() if k not in ("rule", "description")}
+    top = {k: v for k, v in doc.items() if k not in ("rule", "description", "caveat")}
     out = []
     for rule in rules:
         extra = set(rule) - {"when", "set"}

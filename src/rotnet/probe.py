@@ -26,6 +26,7 @@ from rotnet.layout import CONFIG, WEIGHTS, not_a_run, read_record
 from rotnet.models import build_model, check_keys, initial_model
 from rotnet.record import open_run
 from rotnet.seeds import derive_seed
+from rotnet.stats import wilson
 
 
 def finished_run_config(folder: Path) -> RunConfig:
@@ -130,6 +131,7 @@ def probe(
         "pool": pool,
         "epochs": epochs,
         "stages": list(STAGES),
+        "test_images": len(data.test_images),
         "accuracy": {},
     }
     if not data.labeled:
@@ -177,15 +179,38 @@ def not_better(accuracy: dict) -> list[str]:
     return [s for s in STAGES if accuracy["pretrained"][s] <= accuracy["random"][s]]
 
 
+def interval(acc: float, n: int | None) -> list[float] | None:
+    """The 95% Wilson interval of a probe's accuracy on n test images (None for a probe file without its count)."""
+    return wilson(round(acc * n / 100), n) if n else None
+
+
 def table(results: dict) -> str:
-    acc = results["accuracy"]
+    """The probe's table, each accuracy with its 95% Wilson interval on the test images, and the stages whose
+    pretrained and random-init intervals overlap: there the test set cannot tell them apart."""
+    acc, n = results["accuracy"], results.get("test_images")
+
+    def cell(a: float) -> str:
+        ci = interval(a, n)
+        return f"{a:.2f}" + (f" [{ci[0]:.1f}, {ci[1]:.1f}]" if ci else "")
+
     lines = [
         f"{results['head']} probe, pool {results['pool']}, {results['arch']} {results['experiment']}, "
-        f"on {results['data']}",
+        f"on {results['data']}"
+        + (f"; test accuracy (%) on {n:,} images, 95% Wilson interval in brackets" if n else ""),
         "",
         "| stage | " + " | ".join(acc) + " |",
         "|---|" + "---|" * len(acc),
     ]
     for stage in results["stages"]:
-        lines.append(f"| {stage} | " + " | ".join(f"{acc[w][stage]:.2f}" for w in acc) + " |")
+        lines.append(f"| {stage} | " + " | ".join(cell(acc[w][stage]) for w in acc) + " |")
+    if n and {"pretrained", "random"} <= set(acc):
+        ties = [
+            s for s in results["stages"] if overlap(interval(acc["pretrained"][s], n), interval(acc["random"][s], n))
+        ]
+        if ties:
+            lines += ["", f"Within the test set's sampling error of each other (intervals overlap): {', '.join(ties)}."]
     return "\n".join(lines)
+
+
+def overlap(a: list[float], b: list[float]) -> bool:
+    return a[0] <= b[1] and b[0] <= a[1]

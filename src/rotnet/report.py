@@ -18,7 +18,7 @@ from rotnet.checkpoint import atomic_write_text, refuse_links
 from rotnet.config import DATASETS, dataset_slug, uses_seed_normalization, with_defaults
 from rotnet.curves import accuracy_curve, deeper_section, gain_by_epoch, gain_by_epoch_section
 from rotnet.errors import RotnetError
-from rotnet.experiments import EXPERIMENTS, seed_results
+from rotnet.experiments import EXPERIMENTS, load_preset, preset_names, seed_results
 from rotnet.layout import (
     CONFIG,
     FAILED,
@@ -32,7 +32,7 @@ from rotnet.layout import (
 )
 from rotnet.markdown import markdown_table
 from rotnet.record import inspect, read_metrics
-from rotnet.stats import t_interval
+from rotnet.stats import counts_of, t_interval, wilson
 
 ORDER = {e: i for i, e in enumerate(EXPERIMENTS)}  # the report's row order: rotation first
 OUTPUTS = ("report.md", "results.json", "results.csv")
@@ -133,6 +133,7 @@ def table_rows(root: Path, runs: list[dict]) -> list[dict]:
     for experiment, arch, data in keys:
         mine = [r for r in runs if (r["experiment"], r["arch"], r["data"]) == (experiment, arch, data)]
         by_seed = {r["seed"]: r["result"]["test_acc"] for r in mine if r["status"] == "finished"}
+        counts = [c for r in mine if r["status"] == "finished" and (c := counts_of(r["result"].get("confusion")))]
         curves.append({r["seed"]: accuracy_curve(r["history"]) for r in mine if r["status"] == "finished"})
         done = list(by_seed.values())
         seed = seeds.get((experiment, arch, data))
@@ -174,6 +175,8 @@ def table_rows(root: Path, runs: list[dict]) -> list[dict]:
                 "difference": mean - seed["test_acc"] if seed and mean is not None else None,
                 "status": "; ".join(notes) or "ok",
                 "seed_wording": seed["wording"] if seed else "",
+                # one seed: the test set's own sampling error is all the uncertainty said about the number
+                "wilson95": wilson(*counts[0]) if len(by_seed) == 1 and len(counts) == 1 else None,
             }
         )
     return with_gains(rows, curves)
@@ -198,6 +201,9 @@ def results_table(rows: list[dict]) -> list[str]:
         ours = (
             f"{r['ours_mean']:.2f}" + (f" ± {r['ours_std']:.2f} (n={r['n']})" if r["n"] > 1 else "") if r["n"] else "—"
         )
+        ci = r.get("wilson95")
+        if ci and ci[1] - ci[0] >= 2:  # where the test set alone could move the number by a point or more
+            ours += f" [{ci[0]:.1f}, {ci[1]:.1f}]"
         out.append(
             [r["experiment"], r["arch"], r["data"], fmt(r["seed_report"]) or "—", ours]
             + [f"{r['seed_epochs'] or '—'} / {r['epochs'] or '—'}", signed(r["difference"]), gain_text(r)]
@@ -231,6 +237,7 @@ def gain_text(r: dict) -> str:
     report's own difference where it has both rows."""
     seeds = r["gain_seeds"]
     notes = [f"seed{'s' * (len(seeds) > 1)} {','.join(map(str, seeds))} only"] if 0 < len(seeds) < r["n"] else []
+    notes += ["one seed: no interval"] if len(seeds) == 1 else []
     notes += [f"seed report {signed(r['seed_gain'])}"] if r.get("seed_gain") is not None else []
     return signed(r["gain"]) + (f" ({'; '.join(notes)})" if notes else "")
 
@@ -318,10 +325,19 @@ def hyperparameter_section(runs: list[dict]) -> list[str]:
 
 
 def summary(root: Path) -> str:
-    """The main table for the terminal, from the results.json the report wrote."""
+    """The main table for the terminal, from the results.json the report wrote, with its preset's caveat."""
     results = read_json(Path(root) / "results.json")
     rows = results.get("rows", []) if isinstance(results, dict) else []
-    return "\n".join(results_table(rows))
+    caveat = results.get("caveat") if isinstance(results, dict) else None
+    return "\n".join(results_table(rows)) + (f"\n\n{caveat}" if isinstance(caveat, str) and caveat else "")
+
+
+def preset_caveat(preset: str | None) -> str:
+    """What a shipped preset's numbers cannot say (its `caveat`), for the report and the terminal."""
+    try:
+        return str(load_preset(preset).get("caveat", "")) if preset in preset_names() else ""
+    except RotnetError:
+        return ""
 
 
 def test_set_text(runs: list[dict]) -> str:
@@ -354,9 +370,8 @@ def refuse_foreign_outputs(root: Path) -> list[str]:
 def flat_row(row: dict, seeds: list[int]) -> dict:
     """A row of results.csv (for people: numbers rounded to 4 decimals; results.json keeps full precision): one
     column per seed's accuracy and gain, the interval as two numeric columns, empty where there is no value."""
-    out = {
-        k: v for k, v in row.items() if k not in ("by_seed", "gain_by_seed", "gain_seeds", "gain_ci95", "gain_by_epoch")
-    }
+    drop = ("by_seed", "gain_by_seed", "gain_seeds", "gain_ci95", "gain_by_epoch", "wilson95")
+    out = {k: v for k, v in row.items() if k not in drop}
     out |= {f"seed{s}": row["by_seed"].get(s) for s in seeds}
     out |= {f"gain_seed{s}": row.get("gain_by_seed", {}).get(s) for s in seeds}
     out["gain_ci95_low"], out["gain_ci95_high"] = row.get("gain_ci95") or (None, None)
@@ -396,7 +411,9 @@ def write_report(root: Path, preset: str | None = None) -> Path:
     has_confusion = plots.plot_confusions(runs, folder / "confusion.png")
     has_examples = plots.plot_rotation_examples(runs, folder / "rotation_examples.png")
 
-    results = {"preset": preset, "rows": rows, "runs": [run_summary(r) for r in runs], "reproduce": repro}
+    caveat = preset_caveat(preset)
+    results = {"preset": preset, "caveat": caveat, "rows": rows, "runs": [run_summary(r) for r in runs]}
+    results["reproduce"] = repro
     atomic_write_text(root / "results.json", json.dumps(results, indent=2, default=str) + "\n")
     buf = io.StringIO()
     seeds = sorted({s for row in rows for s in row["by_seed"]})
@@ -407,12 +424,15 @@ def write_report(root: Path, preset: str | None = None) -> Path:
     atomic_write_text(root / "results.csv", buf.getvalue())
 
     lines = [f"# rotnet results{f' (preset {preset})' if preset else ''}", ""]
+    lines += [f"**{caveat}**", ""] if caveat else []
     if repro.get("command"):
         lines += [f"Command: `{repro['command']}`", ""]
     lines += [
         f"Test accuracy (%). {test_set_text(runs)} Ours is the mean over finished seeds, with ± std (n) when "
-        "there are several. Pretraining gain: from-rotation minus from-random, same arch, data and seed, averaged "
-        "over the seeds both finished; in brackets the seed report's difference between the same rows.",
+        "there are several; a single seed's, where the test set alone could move it by a point or more, with its "
+        "95% Wilson interval on the test images in brackets. Pretraining gain: from-rotation minus from-random, "
+        "same arch, data and seed, averaged over the seeds both finished; in brackets the seed report's difference "
+        "between the same rows.",
         "",
         *results_table(rows),
     ]

@@ -31,3 +31,24 @@ def mean_interval(values: list[float]) -> tuple[float, float | None, list[float]
     mean = statistics.fmean(values)
     std = statistics.stdev(values) if len(values) > 1 else None
     return mean, std, t_interval(mean, std, len(values))
+
+
+def wilson(correct: int, n: int, z: float = 1.959964) -> list[float] | None:
+    """The 95% Wilson score interval (percent) of an accuracy of correct/n: how far the test set's own sampling could
+    move it (None without test images). Unlike mean +- 1.96 sd it stays inside 0-100 and is right at few images."""
+    if n <= 0:
+        return None
+    p = correct / n
+    center = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [100 * (center - half), 100 * (center + half)]
+
+
+def counts_of(confusion) -> tuple[int, int] | None:
+    """(correct, total) of a confusion matrix of counts (None when it is not one)."""
+    if not isinstance(confusion, list) or not all(isinstance(r, list) for r in confusion):
+        return None
+    try:
+        return sum(confusion[i][i] for i in range(len(confusion))), sum(map(sum, confusion))
+    except (TypeError, IndexError):
+        return None
