@@ -146,6 +146,13 @@ def test_jobs_run_experiments_side_by_side_respecting_dependencies(tmp_path, fak
     out = capsys.readouterr().out  # each child's epoch lines, named by run, before its result
     for e in three:
         assert out.index(f"   resnet18/{e}/seed0 epoch 1/") < out.index(f"== resnet18/{e}/seed0: done")
+    # each job's time left on its epoch lines, and the plan's as runs finish (the main job said neither)
+    assert "   resnet18/rotation/seed0 epoch 1/2: " in out and out.split("resnet18/rotation/seed0 epoch 1/2: ")[
+        1
+    ].split("\n")[0].endswith(" left")
+    done_lines = [line for line in out.splitlines() if line.startswith("== resnet18/") and ": done" in line]
+    assert "; 1 of 3 runs done, about " in done_lines[0] and done_lines[0].endswith(" left in the plan")
+    assert "runs done" not in done_lines[-1]  # the last one: nothing left to estimate
 
 
 def test_two_jobs_by_default_only_on_a_multicore_cpu_for_long_runs_that_can_go_together(monkeypatch):

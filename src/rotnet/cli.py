@@ -194,8 +194,11 @@ def parse_ints(text: str, what: str, minimum: int = 0) -> list[int]:
 
 DESCRIPTION = "Rotation-prediction pretraining of torchvision ResNets, and how much it helps downstream classification."
 EPILOG = """start here:
-  rotnet reproduce --preset smoke   a few minutes on a CPU: all five experiments on 2,000 images, then the table
-  rotnet reproduce                  the report's protocol (ResNet18, CIFAR-10), then runs/paper/report.md
+  rotnet reproduce --preset smoke   a few minutes on a 2-core CPU: all five experiments on 2,000 images, the table
+  rotnet reproduce --preset quick   ~20 minutes on a 2-core CPU: the full data, short schedules
+  rotnet reproduce                  the main job, the report's protocol (ResNet18, CIFAR-10): HOURS, 3.5-11 h on a
+                                    2-core CPU (a GPU: not measured); it prints each run's and the plan's time left
+                                    and resumes where it stopped; then runs/paper/report.md
   rotnet COMMAND --help             each command's flags and their defaults"""
 
 

@@ -231,6 +231,7 @@ def fit(
     world = world or World()
     steps = math.ceil(len(train_images) / cfg.batch_size)
     timed = False  # the first steps' speed gives an estimate of the time left, once
+    spent: list[float] = []  # this process's epochs, evaluation included: each epoch line says the run's time left
     while state.epoch < cfg.epochs:
         epoch = state.epoch
         bar = tqdm(
@@ -276,7 +277,9 @@ def fit(
         state.history.append(record)
         state.epoch, state.step, state.sums, state.seconds = epoch + 1, 0, torch.zeros(3, dtype=torch.float64), 0.0
         hooks.save(state)
-        hooks.log(format_record(cfg, record))
+        spent.append(record["seconds"])
+        left = (cfg.epochs - state.epoch) * sum(spent) / len(spent)
+        hooks.log(format_record(cfg, record) + (f" | about {duration(left)} left" if state.epoch < cfg.epochs else ""))
         if stopping and state.epoch < cfg.epochs:
             raise Interrupted(f"stopped after epoch {epoch + 1}", ctl.stop.signum)
     return state.history

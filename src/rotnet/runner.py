@@ -119,7 +119,7 @@ def run_plan(configs: list[RunConfig], sources: list, options: Options, rt: RunC
     jobs = options.jobs or auto_jobs(device, [(configs[i], sources[i]) for i in todo], [costs[i] for i in todo])
     try:
         if jobs > 1 and world.size == 1:
-            run_parallel(configs, sources, replace(options, jobs=jobs), rt.stop, outcome)
+            run_parallel(configs, sources, replace(options, jobs=jobs), rt.stop, outcome, costs)
         else:
             run_in_turn(configs, sources, options, rt, costs, outcome)
     finally:
@@ -228,6 +228,15 @@ class Eta:
         if seconds > 1.0:
             self.seconds, self.work = self.seconds + seconds, self.work + self.costs[i]
 
+    def plan_text(self, jobs: int) -> str:
+        """'; N of M runs done, about T left in the plan' for runs going `jobs` at a time (a run going now counts
+        whole: the estimate errs long by the part of it done)."""
+        done = f"; {len(self.finished)} of {len(self.costs)} runs done"
+        if not self.work:
+            return done
+        left = sum(c for j, c in enumerate(self.costs) if j not in self.finished)
+        return f"{done}, about {duration(left * self.seconds / self.work / jobs)} left in the plan"
+
     def text(self, i: int) -> str:
         if not self.work:
             return ""
@@ -286,7 +295,9 @@ def job_options(job: dict) -> Options:
     return Options(Path(job["runs_root"]), data=data, saving=saving, command=job.get("command", ""))
 
 
-def run_parallel(configs: list[RunConfig], sources: list, options: Options, stop: StopFlag, outcome: dict) -> None:
+def run_parallel(
+    configs: list[RunConfig], sources: list, options: Options, stop: StopFlag, outcome: dict, costs: list[int]
+) -> None:
     """Run up to options.jobs runs at once, each a `rotnet job` process, a transfer run only after its rotation run
     finished. GPUs: one job per device (CUDA_VISIBLE_DEVICES); CPU: the jobs share the cores (OMP_NUM_THREADS =
     cores / jobs), except that a partial run resumes on the thread count it started with and takes as many jobs'
@@ -306,6 +317,8 @@ def run_parallel(configs: list[RunConfig], sources: list, options: Options, stop
     procs: dict[Future, subprocess.Popen] = {}
     running: dict[Future, tuple[RunConfig, list[int], str, Path, Tail]] = {}
     forwarded = False
+    eta, index = Eta(costs), {run_id(c): i for i, c in enumerate(configs)}
+    began: dict[Future, float] = {}
 
     def relay(future: Future) -> None:
         cfg, _, name, _, tail = running[future]
@@ -358,6 +371,7 @@ def run_parallel(configs: list[RunConfig], sources: list, options: Options, stop
                     )
                 future = pool.submit(proc.wait)
                 procs[future], running[future] = proc, (cfg, taken, name, log, tail)
+                began[future] = time.monotonic()
                 where = f"cuda:{taken[0]}" if gpus else f"cpu ({threads_text(count)})"
                 print(f"== started {name} on {where}; log {log}", flush=True)
             if stop.requested and not forwarded:
@@ -373,6 +387,7 @@ def run_parallel(configs: list[RunConfig], sources: list, options: Options, stop
                 procs.pop(future)
                 slots.extend(taken)
                 code = future.result()
+                eta.done(index[run_id(cfg)], time.monotonic() - began.pop(future))
                 result = run_dir(root, cfg) / RESULT
                 if code == 0 and result.is_file():
                     acc = json.loads(result.read_text()).get("test_acc")
@@ -383,7 +398,8 @@ def run_parallel(configs: list[RunConfig], sources: list, options: Options, stop
                     outcome[name] = f"failed: exit code {code}; see {log}"
                     mark_failed(run_dir(root, cfg), outcome[name].removeprefix("failed: "))
                     drop_transfers_of(cfg, "failed")
-                print(f"== {name}: {outcome[name]}; log {log}", flush=True)
+                plan = eta.plan_text(options.jobs) if pending or running else ""
+                print(f"== {name}: {outcome[name]}; log {log}{plan}", flush=True)
 
 
 class Tail:
