@@ -6,6 +6,7 @@ import shutil
 import pytest
 
 from rotnet.cli import main
+from rotnet.verify import verifications
 from tests.helpers import as_made_by_0_3, cli, reseal
 
 
@@ -19,23 +20,28 @@ def runs(tmp_path_factory, tiny_five):
     return root
 
 
+def newest(folder) -> dict:
+    """The run's latest verification (each test's verify adds one beside those of the tests before it)."""
+    return json.loads(verifications(folder)[-1].read_text())
+
+
 def verify(folder, data, *extra):
     return main(["verify", str(folder), "--data-root", str(data), "--no-download", "--device", "cpu", *extra])
 
 
 def test_verify_matches_a_run_and_writes_only_what_it_compared(runs, fake_root, capsys):
     folder = runs / "resnet18/rotation/seed0"
-    before = {p: p.stat().st_mtime_ns for p in runs.rglob("*") if p.name != "verify.json"}
+    before = {p: p.stat().st_mtime_ns for p in runs.rglob("*") if not p.name.startswith("verify")}
     assert verify(folder, fake_root, "--epochs", "2") == 0
     out = capsys.readouterr().out
     assert out.startswith(f"{folder}: re-training epochs 1-2 of 2 on cpu")  # says what it does before minutes of it
-    after = {p: p.stat().st_mtime_ns for p in runs.rglob("*") if p.name != "verify.json"}
+    after = {p: p.stat().st_mtime_ns for p in runs.rglob("*") if not p.name.startswith("verify")}
     assert {k: v for k, v in after.items() if k != folder} == {k: v for k, v in before.items() if k != folder}
     assert "verified: epochs 1-2 re-trained and the final weights they make identical" in out
     assert "MISMATCH" not in out and "not re-trained" not in out
     assert "epoch 2 train_loss: recorded " in out and out.count("epoch 2 train_loss") == 1
     assert "final weights test_acc" in out and "final weights confusion" in out
-    evidence = json.loads((folder / "verify.json").read_text())
+    evidence = newest(folder)
     assert evidence["verdict"] == "verified" and evidence["exit_code"] == 0 and evidence["final_checked"]
     assert evidence["re_trained"] == [1, 2] and evidence["not_re_trained"] is None and evidence["final_re_made"]
     assert {c["field"] for c in evidence["comparisons"]} >= {"train_loss", "test_acc", "confusion", "lr"}
@@ -54,7 +60,7 @@ def test_verify_fails_an_edited_result_and_a_deleted_weights_file(runs, fake_roo
     (copy / "model.safetensors").unlink()
     assert verify(copy, fake_root) == 1
     assert "model.safetensors is missing" in capsys.readouterr().out
-    assert json.loads((copy / "verify.json").read_text())["verdict"] == "not verified"
+    assert newest(copy)["verdict"] == "not verified"
 
 
 def test_verify_re_evaluates_the_final_weights(runs, fake_root, tmp_path, capsys):
@@ -177,7 +183,7 @@ def test_verify_from_a_kept_checkpoint_checks_the_end_of_a_run(runs, fake_root, 
     assert verify(folder, fake_root, "--from-epoch", "2") == 0
     out = capsys.readouterr().out
     assert "re-training epoch 2 of 2 from the checkpoint of epoch 1" in out and "\nepoch 1 " not in out
-    assert "epoch 2 train_loss: recorded" in out and json.loads((folder / "verify.json").read_text())["from_epoch"] == 2
+    assert "epoch 2 train_loss: recorded" in out and newest(folder)["from_epoch"] == 2
     copy = tmp_path / "copy/resnet18/rotation/seed0"
     shutil.copytree(folder, copy)
     lines = [json.loads(x) for x in (copy / "metrics.jsonl").read_text().splitlines()]
@@ -231,7 +237,7 @@ def test_verify_says_which_epochs_it_did_not_re_train_and_ties_the_final_weights
         "verified: epoch 1 re-trained, the final weights' accuracy and sha256 identical; epoch 2 not re-trained" in out
     )
     assert "(--all re-trains every epoch), so the final weights were not re-made" in out
-    evidence = json.loads((folder / "verify.json").read_text())
+    evidence = newest(folder)
     assert evidence["not_re_trained"] == "epoch 2" and not evidence["final_re_made"]
     copy = shutil.copytree(folder, tmp_path / "copy/resnet18/rotation/seed0")
     tensors, meta = load_tensors(copy / "model.safetensors")
@@ -266,7 +272,8 @@ def test_every_verification_is_kept_none_replaces_an_earlier_one(runs, fake_root
     import rotnet.verify
 
     copy = shutil.copytree(runs / "resnet18/rotation/seed0", tmp_path / "copy/resnet18/rotation/seed0")
-    (copy / "verify.json").unlink(missing_ok=True)
+    for old in verifications(copy):  # the session's run, verified by the tests before this one
+        old.unlink()
     assert verify(copy, fake_root) == 0
     first = (copy / "verify.json").read_text()
     lines = [json.loads(x) for x in (copy / "metrics.jsonl").read_text().splitlines()]

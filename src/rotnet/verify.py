@@ -13,6 +13,7 @@ from __future__ import annotations
 import getpass
 import itertools
 import json
+import re
 import socket
 import sys
 from dataclasses import replace
@@ -344,6 +345,14 @@ def finish(folder: Path, report: dict, code: int, verdict: str, log) -> int:
     except RotnetError as e:
         log(f"rotnet: warning: {e}")
     return code
+
+
+def verifications(folder: Path) -> list[Path]:
+    """A run's verification files, oldest first: verify.json, verify-2.json, ..."""
+    found = [
+        p for p in Path(folder).glob("verify*.json") if p.name == VERIFY or re.fullmatch(r"verify-\d+\.json", p.name)
+    ]
+    return sorted(found, key=lambda p: int(p.stem.partition("-")[2] or 1))
 
 
 def user() -> str:
