@@ -47,7 +47,7 @@ def traced(command: list[str], env: dict, log: Path) -> Counter:
 def stopped_rotation(command: list[str], env: dict, folder: Path) -> None:
     """A rotation run stopped (SIGINT) once its first epoch's checkpoint is written."""
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    while not list((folder / "checkpoints").glob("e1-s0.safetensors")):
+    while not list((folder / "checkpoints").glob("e*-s*.safetensors")):
         if proc.poll() is not None:
             raise SystemExit("the rotation run ended before its first checkpoint")
         time.sleep(0.2)
