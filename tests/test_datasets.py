@@ -421,3 +421,26 @@ def test_the_model_card_feeds_the_model_what_rotnet_fed_it(tmp_path, capsys):
     card = (tmp_path / "hub2/README.md").read_text()
     assert "rotated by k x 90 degrees counter-clockwise (`torch.rot90(x, k, dims=(2, 3))`" in card
     assert torch.equal(torch.rot90(torch.tensor([[1, 2], [3, 4]]), 1, dims=(0, 1)), torch.tensor([[2, 4], [1, 3]]))
+
+
+def test_a_stopped_folder_run_does_not_resume_after_images_moved_between_classes(tmp_path, monkeypatch, capsys):
+    """Six images moved from train/cat to train/dog: the same pixels, other labels. The run resumed (exit 0) with
+    half its epochs on the old labels; the data's identity now holds each image's class, and resume refuses."""
+    from tests.helpers import cli, partial
+
+    rng = np.random.default_rng(7)
+    # 64 training images: two steps an epoch, so that the stop lands inside epoch 2 (a partial run)
+    write_folder(tmp_path / "pets", rng.integers(0, 256, (64, 3, 16, 16), dtype=np.uint8), [0, 1] * 32, "train")
+    write_folder(tmp_path / "pets", rng.integers(0, 256, (4, 3, 16, 16), dtype=np.uint8), [0, 1, 0, 1], "test")
+    root, data = tmp_path / "runs", tmp_path / "unused"
+    args = ("train", "full-from-random", "--dataset", str(tmp_path / "pets"))
+    assert partial(*args, root=root, data=data, monkeypatch=monkeypatch) == 130
+    assert not (root / "pets/resnet18/full-from-random/seed0/result.json").exists()
+    cats = sorted((tmp_path / "pets/train/cat").glob("*.png"))[:6]
+    for path in cats:
+        path.rename(tmp_path / "pets/train/dog" / path.name)
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert cli(*args, root=root, data=data) == 2
+    err = capsys.readouterr().err
+    assert "was trained on other data (labels_sha256: " in err and "Traceback" not in err

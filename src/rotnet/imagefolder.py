@@ -393,6 +393,11 @@ def load_folder(folder: Path, image_size: int, seed: int, options: DataOptions) 
         "split": "train/test folders" if "test" in splits else f"held out {len(test_idx)} by seed {seed}",
         "train": len(train_idx),
         "test": len(test_idx),
+        # what each image is labeled, as its path says now: the pixels alone would miss images moved between classes
+        "classes": list(classes),
+        "labels_sha256": hashlib.sha256(
+            labels[train_idx].numpy().astype("<i8").tobytes() + labels[test_idx].numpy().astype("<i8").tobytes()
+        ).hexdigest(),
     }
     names = classes or ("unlabeled",)
     data = Dataset(

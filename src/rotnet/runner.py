@@ -18,7 +18,7 @@ from pathlib import Path
 from rotnet import kernels
 from rotnet.checkpoint import atomic_write_text
 from rotnet.config import DataOptions, RunConfig, from_dict
-from rotnet.datasets import load_for
+from rotnet.datasets import load_dataset, load_for
 from rotnet.errors import Diverged, Interrupted, InUse, RotnetError
 from rotnet.experiments import Protocol, rotation_source
 from rotnet.layout import CONFIG, FAILED, RESULT, RunId, is_locked, read_json, run_dir, run_id
@@ -58,10 +58,17 @@ def source_for(cfg: RunConfig, options: Options):
     return Source(expected, command)
 
 
+def forget_data() -> None:
+    """Each command reads its data afresh: the datasets a plan loads are kept for that plan only, so that a second
+    call in one Python process sees files changed in between (images moved between class folders, say)."""
+    load_dataset.cache_clear()
+
+
 def train_one(cfg: RunConfig, options: Options) -> dict:
     """One run, as `rotnet train` and `rotnet.train` do it: the config and the weights checked before the data
     loads, then the run, where the first Ctrl-C saves a checkpoint and stops. Returns its result.json."""
     kernels.ensure([cfg.kernels])  # before anything is written: a portable run may restart the command
+    forget_data()
     source = source_for(cfg, options)
     rt = options.context(*setup_device(options.device), StopFlag())
     weights = preflight(cfg, rt, source)
@@ -84,6 +91,7 @@ def execute(configs: list[RunConfig], options: Options) -> int:
             "choose the GPUs with CUDA_VISIBLE_DEVICES instead"
         )
     kernels.ensure([c.kernels for c in configs])
+    forget_data()
     device, world = setup_device(options.device)
     rt = options.context(device, world, StopFlag())
     sources = [source_for(c, options) for c in configs]
