@@ -143,7 +143,7 @@ def test_the_pretraining_gain_pairs_seeds(tiny_runs, tmp_path):
     row = rows[("full-from-rotation", "resnet18")]
     assert row["gain"] == 5.0 and row["gain_seeds"] == [0]
     assert row["seed_gain"] == pytest.approx(84.03 - 82.79)  # the seed report's own difference, to compare with
-    assert "| +5.00 (seed 0 only; seed report +1.24) |" in report
+    assert "| +5.00 (seed 0 only; reference report +1.24) |" in report
     assert "| full-from-rotation | resnet18 | cifar10 | 50.00 (+5.00) | 60.00 |" in report  # each seed's, in words
     assert "| full-from-random | resnet18 | cifar10 | 45.00 | — |" in report
     import csv
@@ -356,7 +356,7 @@ def test_a_single_seed_on_few_test_images_carries_its_interval_and_a_smoke_table
     rows = {r["experiment"]: r for r in json.loads((tmp_path / "results.json").read_text())["rows"] if r["n"]}
     lo, hi = rows["full-from-rotation"]["wilson95"]
     assert (round(lo, 1), round(hi, 1)) == (28.0, 72.0)  # 8 of 16
-    assert "| 50.00 [28.0, 72.0] |" in report and "+12.50 (one seed: no interval; seed report +1.24)" in report
+    assert "| 50.00 [28.0, 72.0] |" in report and "+12.50 (one seed: no interval; reference report +1.24)" in report
     assert "**Smoke preset: a check that everything runs. Its numbers mean little" in report
     from rotnet.report import summary
 

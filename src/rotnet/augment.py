@@ -1,6 +1,6 @@
 """Whole-batch augmentation as pure functions of uint8 tensors and an explicit torch.Generator.
 
-These reproduce the seed's per-image PIL pipeline (RandomCrop(32, padding=4) -> RandomHorizontalFlip ->
+These reproduce the reference's per-image PIL pipeline (RandomCrop(32, padding=4) -> RandomHorizontalFlip ->
 ToTensor -> Normalize -> rotate) on a whole batch at once, on whatever device the batch lives.
 """
 
@@ -10,7 +10,7 @@ import functools
 
 import torch
 
-# The seed report's Normalize constants (the widely copied CIFAR-10 values from kuangliu/pytorch-cifar).
+# The reference report's Normalize constants (the widely copied CIFAR-10 values from kuangliu/pytorch-cifar).
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2023, 0.1994, 0.2010)
 SEED_NORM = (MEAN, STD)
@@ -65,7 +65,7 @@ def normalize(images: torch.Tensor, norm: tuple = SEED_NORM, dtype: torch.dtype 
 
 
 def train_augment(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """The seed's training transform before normalization, scaled to the image size: crop with size/8 padding
+    """The reference's training transform before normalization, scaled to the image size: crop with size/8 padding
     (4 pixels at 32), then flip."""
     return random_flip(random_crop(images, images.shape[-1] // 8, gen), gen)
 

@@ -1,4 +1,4 @@
-"""`rotnet bench`: training images/s of (a) the model step alone, (b) rotnet's whole pipeline, (c) the seed's plain
+"""`rotnet bench`: training images/s of (a) the model step alone, (b) rotnet's whole pipeline, (c) the reference's plain
 pipeline (torchvision-style CIFAR10 dataset + PIL transforms + DataLoader), measured in one run on this machine."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ TASKS = {"rotation": EXPERIMENTS["rotation"], "layer4": EXPERIMENTS["layer4-from
 
 
 class SeedCifar(Dataset):
-    """What the seed's pipeline does per image: torchvision.datasets.CIFAR10.__getitem__ (HWC uint8 -> PIL image
+    """What the reference's pipeline does per image: torchvision.datasets.CIFAR10.__getitem__ (HWC uint8 -> PIL image
     -> transform), then for the rotation task torch.rot90 by a random label."""
 
     def __init__(self, images_hwc, labels, rotation: bool):
@@ -105,7 +105,7 @@ def bench_rotnet(cfg, device, images, labels, steps, warmup) -> float:
 
 
 def bench_plain(cfg, device, images, labels, steps, warmup, workers) -> float:
-    """(c) the seed's pipeline: per-image PIL transforms in a DataLoader, batches copied to the device."""
+    """(c) the reference's pipeline: per-image PIL transforms in a DataLoader, batches copied to the device."""
     model, forward, opt = setup(cfg, device)
     dataset = SeedCifar(images.permute(0, 2, 3, 1).numpy(), labels.numpy(), cfg.task == "rotation")
     loader = iter(

@@ -47,7 +47,7 @@ def add_config_flags(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> 
     g.add_argument(
         "--preset",
         default="paper",
-        help=f"{', '.join(preset_names())} (shipped), or a .toml path; paper is the seed report's protocol",
+        help=f"{', '.join(preset_names())} (shipped), or a .toml path; paper is the reference report's protocol",
     )
     g.add_argument("--config", action="append", default=[], type=Path, metavar="TOML", help="overrides; may repeat")
     g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config key")
@@ -222,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("reproduce", "run the report's experiments in dependency order, then write the report")
     p.add_argument("--archs", default=None, help="comma-separated, e.g. resnet18,resnet34,resnet50 (default: resnet18)")
     p.add_argument("--seeds", default=None, help="comma-separated seeds, e.g. 0,1,2 (default: the config's seed, 0)")
-    p.add_argument("--experiments", default="", help="comma-separated (default: the seed report's rows per arch)")
+    p.add_argument("--experiments", default="", help="comma-separated (default: the reference report's rows per arch)")
     p.add_argument(
         "--jobs",
         type=int,

@@ -54,7 +54,7 @@ def opt(default: Any, help: str) -> Any:  # noqa: A002 - argparse's word
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything that decides a run's result. Defaults are the seed report's protocol."""
+    """Everything that decides a run's result. Defaults are the reference report's protocol."""
 
     experiment: str = opt("rotation", "the experiment (named on the command line)")
     task: Literal["rotation", "classification"] = opt(
@@ -67,16 +67,16 @@ class RunConfig:
     init_path: str = opt("", "explicit rotation weights for init=rotation ('' = find the rotation run)")
     trainable: Literal["all", "layer4"] = opt("all", "layer4: only layer4.* and fc.* train (the report's rows 2-3)")
     stem: Literal["imagenet", "cifar"] = opt(
-        "imagenet", "imagenet: the unmodified torchvision stem, as the seed; cifar: 3x3 stride-1 conv1, no maxpool"
+        "imagenet", "imagenet: the unmodified torchvision stem, as the reference; cifar: 3x3 stride-1 conv1, no maxpool"
     )
     dataset: str = opt("cifar10", f"{', '.join(DATASETS)}, or the path of an image folder (see README)")
     pretrain_dataset: str = opt("", "from-rotation runs: the dataset the rotation run trained on ('': the same)")
     image_size: int = opt(0, "resize (shorter side) and center-crop every image to N once (0: the dataset's size)")
     normalization: Literal["auto", "seed", "dataset"] = opt(
-        "auto", "auto: the seed's constants on CIFAR-10, else the dataset's own channel mean/std"
+        "auto", "auto: the reference's constants on CIFAR-10, else the dataset's own channel mean/std"
     )
     epochs: int = opt(45, "training epochs (report: 45 rotation, 20 per transfer, 70 for ResNet34/50)")
-    batch_size: int = opt(128, "images per step (the seed's DataLoader batch)")
+    batch_size: int = opt(128, "images per step (the reference's DataLoader batch)")
     optimizer: Literal["adam", "sgd"] = opt("adam", "report: Adam")
     lr: float = opt(1e-3, "learning rate (report: 0.001)")
     momentum: float = opt(0.9, "SGD momentum")
@@ -88,8 +88,8 @@ class RunConfig:
     lr_step_epochs: int = opt(10, "epochs between lr steps (report: 10)")
     lr_gamma: float = opt(0.1, "lr factor at each step (report: 0.1)")
     sync_bn: bool = opt(False, "under torchrun: BatchNorm statistics over the global batch (GPU only)")
-    freeze_bn: bool = opt(False, "frozen layers' BatchNorm keep fixed statistics (the seed updates them)")
-    rotations_per_image: Literal[1, 4] = opt(1, "1: one random rotation (the seed); 4: all four (RotNet)")
+    freeze_bn: bool = opt(False, "frozen layers' BatchNorm keep fixed statistics (the reference updates them)")
+    rotations_per_image: Literal[1, 4] = opt(1, "1: one random rotation (the reference); 4: all four (RotNet)")
     train_per_class: int = opt(0, "0: the whole training set; n: a class-balanced subset of n per class")
     seed: int = opt(0, "seed of every random stream (init, shuffle, augmentation, subsets)")
     precision: Literal["fp32", "bf16", "fp16"] = opt("fp32", "autocast dtype of the forward pass")
@@ -100,7 +100,7 @@ class RunConfig:
         "bits on any x86-64 CPU, several times slower (README: Verify a result)"
     )  # fmt: skip
     eval_batch_size: int = opt(1024, "images per evaluation batch")
-    eval_every: int = opt(1, "evaluate every N epochs and after the last (the seed: every epoch)")
+    eval_every: int = opt(1, "evaluate every N epochs and after the last (the reference: every epoch)")
     knn_every: int = opt(0, "kNN monitor every N epochs (0: off)")
 
     def to_dict(self) -> dict[str, Any]:
@@ -281,7 +281,8 @@ def layered(base: RunConfig, documents: list[tuple[str, dict]], command_line: di
 
 
 def uses_seed_normalization(normalization: str, dataset: str) -> bool:
-    """Whether a run normalizes with the seed report's CIFAR-10 constants (else with its data's own mean and std)."""
+    """Whether a run normalizes with the reference report's CIFAR-10 constants (else with its data's own mean and
+    std)."""
     return normalization == "seed" or (normalization == "auto" and dataset == "cifar10")
 
 

@@ -1,7 +1,7 @@
 """torchrun support: process group from the environment, and the few collectives the loop needs.
 
 Launch with `torchrun --nproc_per_node N -m rotnet train ...`: nccl on GPUs, gloo on CPU. One process per device;
---batch-size stays the global batch (split across ranks), so the seed's lr 1e-3 at batch 128 means the same thing
+--batch-size stays the global batch (split across ranks), so the reference's lr 1e-3 at batch 128 means the same thing
 whatever the number of ranks.
 """
 

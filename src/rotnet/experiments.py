@@ -1,5 +1,5 @@
-"""The seed report's experiments declared as data, presets (TOML files of overrides), the reproduce plan, and the
-seed report's own numbers."""
+"""The reference report's experiments declared as data, presets (TOML files of overrides), the reproduce plan, and the
+reference report's own numbers."""
 
 from __future__ import annotations
 
@@ -96,7 +96,7 @@ def resolve(experiment: str, *, preset: str = "paper", config_files=(), override
 
 
 def seed_results() -> list[dict]:
-    """The seed report's numbers, one row per (experiment, arch), with the report's wording."""
+    """The reference report's numbers, one row per (experiment, arch), with the report's wording."""
     with resources.files("rotnet").joinpath("seed_results.csv").open() as f:
         return [{**row, "epochs": int(row["epochs"]), "test_acc": float(row["test_acc"])} for row in csv.DictReader(f)]
 

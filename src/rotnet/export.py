@@ -151,7 +151,7 @@ def export_run(folder: Path, out: Path) -> Path:
     record = record if isinstance(record, dict) else {}
     _, meta = load_tensors(folder / WEIGHTS)  # verifies the checksum before anything is copied
     cfg = meta.get("config") or record.get("config", {})
-    norm = meta.get("normalization") or {"mean": list(MEAN), "std": list(STD)}  # older files: the seed's
+    norm = meta.get("normalization") or {"mean": list(MEAN), "std": list(STD)}  # older files: the reference's
     classes = meta.get("class_names") or result.get("class_names", [])
     try:
         card = card_text(cfg, result, record, meta, norm, classes)

@@ -58,7 +58,7 @@ class RunId:
 
 
 def data_segment(cfg: RunConfig) -> str:
-    """The folder a run's data adds to its path: none for the seed's CIFAR-10; else the dataset, its size if set,
+    """The folder a run's data adds to its path: none for the reference's CIFAR-10; else the dataset, its size if set,
     and the pretraining dataset of a transfer from another one."""
     if cfg.dataset == "cifar10" and not cfg.image_size and not cfg.pretrain_dataset:
         return ""

@@ -57,7 +57,7 @@ class Hooks:
 
 
 def lr_at(cfg: RunConfig, epoch: int, step: int, steps_per_epoch: int) -> float:
-    """The learning rate as a pure function of position. "step" is the seed's StepLR(step_size=10, gamma=0.1);
+    """The learning rate as a pure function of position. "step" is the reference's StepLR(step_size=10, gamma=0.1);
     "cosine" anneals per step to 0 over the run (CosineAnnealingLR with T_max = all steps)."""
     if cfg.schedule == "step":
         return cfg.lr * cfg.lr_gamma ** (epoch // cfg.lr_step_epochs)
@@ -85,7 +85,7 @@ def make_batch(
             b = images.shape[0]
             images = images.repeat_interleave(4, dim=0)
             targets = torch.arange(4, device=images.device).repeat(b)
-        else:  # the seed: one random rotation per image
+        else:  # the reference: one random rotation per image
             targets = torch.randint(0, 4, (images.shape[0],), generator=gen, device=gen.device)
         images = rotate(images, targets)
     else:
@@ -156,7 +156,7 @@ def train_one_epoch(cfg: RunConfig, engine: Engine, images, labels, state: LoopS
     forward = engine.forward or model
     device = next(model.parameters()).device
     n, epoch = len(images), state.epoch
-    steps = math.ceil(n / cfg.batch_size)  # the seed's DataLoader keeps the last, smaller batch
+    steps = math.ceil(n / cfg.batch_size)  # the reference's DataLoader keeps the last, smaller batch
     order = torch.randperm(n, generator=generator(device, "shuffle", cfg.seed, epoch), device=device)
     # This rank's running sums; a resumed epoch's global sums restart on rank 0 only, so the ranks' sum is right.
     sums = state.sums.to(device) if world.is_main else torch.zeros(3, dtype=torch.float64, device=device)

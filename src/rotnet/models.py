@@ -28,7 +28,7 @@ def autocast(device: torch.device, precision: str):
 
 
 def build_model(arch: str, num_classes: int, stem: str = "imagenet") -> nn.Module:
-    """The unmodified torchvision ResNet (ImageNet stem, as the seed used), or with a CIFAR stem:
+    """The unmodified torchvision ResNet (ImageNet stem, as the reference used), or with a CIFAR stem:
     3x3 stride-1 conv1 and no maxpool, which keeps 4x more spatial resolution at 32x32."""
     if arch not in BUILDERS:
         raise unknown("arch", arch, BUILDERS)

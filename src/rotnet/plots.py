@@ -86,7 +86,7 @@ def plot_curves(runs: list[dict], path: Path) -> None:
 
 
 def plot_bars(rows: list[dict], path: Path) -> None:
-    """The seed report's numbers beside ours, with value labels: rotation (4-way) and classification rows on
+    """The reference report's numbers beside ours, with value labels: rotation (4-way) and classification rows on
     separate axes, since their accuracies don't compare."""
     rows = [r for r in rows if r["seed_report"] is not None or r["ours_mean"] is not None]
     groups = [[r for r in rows if r["experiment"] == "rotation"], [r for r in rows if r["experiment"] != "rotation"]]
@@ -98,7 +98,7 @@ def plot_bars(rows: list[dict], path: Path) -> None:
         xs = range(len(group))
         reported = any(r["seed_report"] is not None for r in rows)  # no bars, no legend entry
         seed = ax.bar([x - 0.2 for x in xs], [r["seed_report"] or 0 for r in group], 0.4,
-                      label="seed report" if reported else None)  # fmt: skip
+                      label="reference report" if reported else None)  # fmt: skip
         # An error bar only where several seeds give a spread: a zero-width cap on a single run, or one at 0 where
         # there is no result, reads as a measurement.
         spread = [r["ours_std"] if r["n"] > 1 else float("nan") for r in group]  # n > 1: finished seeds
@@ -121,13 +121,13 @@ def plot_bars(rows: list[dict], path: Path) -> None:
         ax.grid(axis="y", alpha=0.3)
         fit_texts(ax)
     below(fig, *axes[0][0].get_legend_handles_labels())  # under the tick labels: it covers no bar and no title
-    fig.suptitle("Seed report vs rotnet")
+    fig.suptitle("Reference report vs rotnet")
     savefig(fig, path)
 
 
 def plot_gains(rows: list[dict], path: Path) -> bool:
     """Pretraining gain (from-rotation minus from-random, points) per transfer experiment, arch and data, beside
-    the seed report's where it has both rows."""
+    the reference report's where it has both rows."""
     rows = [r for r in rows if r.get("gain") is not None]
     if not rows:
         return False
@@ -135,7 +135,7 @@ def plot_gains(rows: list[dict], path: Path) -> bool:
     xs = range(len(rows))
     reported = any(r.get("seed_gain") is not None for r in rows)  # no bars, no legend entry
     seed = ax.bar([x - 0.2 for x in xs], [r.get("seed_gain") or 0 for r in rows], 0.4,
-                  label="seed report" if reported else None)  # fmt: skip
+                  label="reference report" if reported else None)  # fmt: skip
     nan = float("nan")  # no interval from one seed: no error bar (a zero-width cap would read as a measurement)
     ci = [r.get("gain_ci95") or [nan, nan] for r in rows]
     yerr = [
@@ -311,7 +311,7 @@ def plot_label_efficiency(curves: dict[str, tuple[list, list, list]], path: Path
 
 def plot_gain_by_epoch(rows: list[dict], path: Path) -> bool:
     """The pretraining gain at every transfer epoch, one panel per from-rotation row: each seed a thin line, the
-    mean with its 95% t-interval as a band, 0 and the seed report's gain (at its last epoch) marked."""
+    mean with its 95% t-interval as a band, 0 and the reference report's gain (at its last epoch) marked."""
     rows = [r for r in rows if r.get("gain_by_epoch")]
     if not rows:
         return False

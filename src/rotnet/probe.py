@@ -45,7 +45,7 @@ def finished_run_config(folder: Path) -> RunConfig:
 
 
 def recorded_norm(folder: Path) -> tuple:
-    """The normalization a run's weights were trained with (runs before rotnet 0.3 used the seed's constants)."""
+    """The normalization a run's weights were trained with (runs before rotnet 0.3 used the reference's constants)."""
     norm = (read_record(folder) or {}).get("normalization")
     return (tuple(norm["mean"]), tuple(norm["std"])) if isinstance(norm, dict) else SEED_NORM
 

@@ -117,8 +117,8 @@ def fmt(x: float | None, digits: int = 2) -> str:
 
 
 def table_rows(root: Path, runs: list[dict]) -> list[dict]:
-    """One row per (data, experiment, arch): the seed report's number beside ours (mean, std, n over finished
-    seeds); the seed report's rows are CIFAR-10's (data segment "")."""
+    """One row per (data, experiment, arch): the reference report's number beside ours (mean, std, n over finished
+    seeds); the reference report's rows are CIFAR-10's (data segment "")."""
     seeds = {(r["experiment"], r["arch"], ""): r for r in seed_results()}
     plan = planned_runs(root)
     # The reference's rows for the archs run or planned here (a plan of ResNet18 alone does not list ResNet34/50 as
@@ -209,7 +209,7 @@ def results_table(rows: list[dict]) -> list[str]:
             + [f"{r['seed_epochs'] or '—'} / {r['epochs'] or '—'}", signed(r["difference"]), gain_text(r)]
             + [r["status"]]
         )
-    header = ["experiment", "arch", "data", "seed report", "ours (mean ± std, n)", "epochs (seed / ours)"]
+    header = ["experiment", "arch", "data", "reference report", "ours (mean ± std, n)", "epochs (reference / ours)"]
     return markdown_table(header + ["difference", "pretraining gain", "status"], out)
 
 
@@ -238,7 +238,7 @@ def gain_text(r: dict) -> str:
     seeds = r["gain_seeds"]
     notes = [f"seed{'s' * (len(seeds) > 1)} {','.join(map(str, seeds))} only"] if 0 < len(seeds) < r["n"] else []
     notes += ["one seed: no interval"] if len(seeds) == 1 else []
-    notes += [f"seed report {signed(r['seed_gain'])}"] if r.get("seed_gain") is not None else []
+    notes += [f"reference report {signed(r['seed_gain'])}"] if r.get("seed_gain") is not None else []
     return signed(r["gain"]) + (f" ({'; '.join(notes)})" if notes else "")
 
 
@@ -249,7 +249,7 @@ def signed(x: float | None) -> str:
 def with_gains(rows: list[dict], curves: list[dict] | None = None) -> list[dict]:
     """Each from-rotation row gets `gain`: the mean over the seeds both rows finished of its accuracy minus the
     matching from-random run's (same arch, data and seed), and `gain_seeds`, those seeds. Paired, so that a seed
-    one side lacks (failed, still training) does not move the difference. `seed_gain`: the seed report's
+    one side lacks (failed, still training) does not move the difference. `seed_gain`: the reference report's
     difference between the same two rows, where it has both. `gain_by_epoch`: the same pairing at every epoch, from
     `curves` (per row: seed -> epoch -> test accuracy of its finished runs)."""
 
@@ -293,7 +293,7 @@ def gain_finding(r: dict) -> str:
     seed = r.get("seed_gain")
     if seed is not None:
         where = "inside" if lo <= seed <= hi else "above" if seed > hi else "below"
-        verdict += f"; the seed report's {signed(seed)} lies {where} it"
+        verdict += f"; the reference report's {signed(seed)} lies {where} it"
         verdict += "" if where == "inside" else " (its single run is not what these seeds find)"
     return f"{what}: gain {span}; {verdict}."
 
@@ -431,8 +431,8 @@ def write_report(root: Path, preset: str | None = None) -> Path:
         f"Test accuracy (%). {test_set_text(runs)} Ours is the mean over finished seeds, with ± std (n) when "
         "there are several; a single seed's, where the test set alone could move it by a point or more, with its "
         "95% Wilson interval on the test images in brackets. Pretraining gain: from-rotation minus from-random, "
-        "same arch, data and seed, averaged over the seeds both finished; in brackets the seed report's difference "
-        "between the same rows.",
+        "same arch, data and seed, averaged over the seeds both finished; in brackets the reference report's "
+        "difference between the same rows.",
         "",
         *results_table(rows),
     ]
@@ -469,7 +469,7 @@ def write_report(root: Path, preset: str | None = None) -> Path:
     lines += label_efficiency_section([r for r in everything if r not in runs], folder / "label_efficiency.png")
     lines += provenance_lines(everything, repro)
     worded = [f'- {r["arch"]} {r["experiment"]}: "{r["seed_wording"]}"' for r in rows if r["seed_wording"]]
-    lines += ["", "## The seed report's wording", "", *worded] if worded else []
+    lines += ["", "## The reference report's wording", "", *worded] if worded else []
     path = root / "report.md"
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path
