@@ -6,12 +6,14 @@ import contextlib
 import hashlib
 import json
 import os
+import stat
 import tempfile
 import warnings
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
+from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
 
 from rotnet.errors import RotnetError
@@ -131,6 +133,42 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict | None
     return atomic_write(path, encode(tensors, meta))
 
 
+# sha256 of a file's bytes, by what identifies its contents on disk (file_key): a command checks a run's record and
+# reads its weights without reading any file twice (a rewrite gives a new inode, size or mtime, so a new key).
+_SHA256: dict[tuple, str] = {}
+
+
+def file_key(st: os.stat_result, path: Path) -> tuple:
+    return (str(Path(path).absolute()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def sha256_file(path: Path) -> str:
+    """The sha256 of a file's bytes; read once per process while the file stays the same (known by a stat, without
+    opening it)."""
+    known = _SHA256.get(file_key(os.stat(path), path))
+    if known is not None:
+        return known
+    with open(path, "rb") as f:
+        key = file_key(os.fstat(f.fileno()), path)  # what is read: a file swapped since the stat is hashed as itself
+        h = hashlib.sha256()
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+        _SHA256[key] = h.hexdigest()
+    return _SHA256[key]
+
+
+def read_file(path: Path) -> bytes:
+    """A regular file's bytes, read once, its sha256 remembered for `sha256_file` (the record check that follows a
+    load then reads nothing again)."""
+    with open(path, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise RotnetError(f"{path} is not a regular file")
+        data = f.read()
+    _SHA256[file_key(st, path)] = hashlib.sha256(data).hexdigest()
+    return data
+
+
 def load_tensors(path: Path, verify: bool = True, sealed: bool = False) -> tuple[dict[str, torch.Tensor], dict]:
     """Load a safetensors file (never executes code); verify the checksum if it carries one. sealed=True (rotnet's
     own checkpoints): a file without a checksum is refused, since anything could have been written into it."""
@@ -138,10 +176,14 @@ def load_tensors(path: Path, verify: bool = True, sealed: bool = False) -> tuple
     if not path.is_file():
         raise RotnetError(f"weights file not found: {path}")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as e:
+        data = read_file(path)
+        n = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8 : 8 + n]) if 8 <= 8 + n <= len(data) else None
+        if not isinstance(header, dict):
+            raise ValueError("no safetensors header")
+        metadata = header.get("__metadata__") or {}
+        tensors = load_bytes(data)
+    except (SafetensorError, OSError, ValueError, UnicodeDecodeError) as e:
         raise RotnetError(f"{path} is not a readable safetensors file ({e})") from None
     meta_text = metadata.get("meta", "{}")
     if sealed and (metadata.get("checksum") != SEALED or "sha256" not in metadata):
@@ -159,6 +201,24 @@ def load_tensors(path: Path, verify: bool = True, sealed: bool = False) -> tuple
     if not isinstance(meta, dict):
         raise RotnetError(f"{path} has unreadable metadata (not a JSON object)")
     return tensors, meta
+
+
+_SOURCES: dict[tuple, tuple[dict[str, torch.Tensor], dict]] = {}  # file_key -> load_tensors' result
+
+
+def load_source(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """`load_tensors` for weights a run starts from, kept for the last two files while they stay the same: a plan's
+    four transfer runs of one seed start from one rotation run's weights, read once (the caller must not change
+    the tensors)."""
+    try:
+        key = file_key(os.stat(path), path)
+    except OSError:
+        return load_tensors(path)  # names the problem
+    if key not in _SOURCES:
+        _SOURCES[key] = load_tensors(path)
+        while len(_SOURCES) > 2:
+            del _SOURCES[next(iter(_SOURCES))]
+    return _SOURCES[key]
 
 
 def optimizer_to_tensors(state: dict) -> tuple[dict[str, torch.Tensor], dict]:

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rotnet.checkpoint import atomic_write, refuse_links
+from rotnet.checkpoint import atomic_write, refuse_links, sha256_file  # noqa: F401 (sha256_file: for readers of records)
 from rotnet.errors import RotnetError
 from rotnet.layout import (
     CHECKPOINTS,
@@ -38,14 +38,6 @@ OWNED = (CONFIG, METRICS, RESULT, WEIGHTS, EXAMPLES)
 SEALING_VERSION = (0, 4)
 # A run's fields for the report and its checks; each must be a finite number where present.
 NUMBERS = ("epoch", "lr", "train_loss", "train_acc", "test_acc", "knn_acc", "images_per_s", "seconds")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def seal_of(files: dict[str, str], previous: dict[str, str | None]) -> str:

@@ -109,9 +109,9 @@ def init_weights(cfg: RunConfig, runs_root: Path, source: Source | None) -> tupl
             f"no rotation weights at {path}; {other_rotation_runs(cfg, runs_root, path)}make them with: {make} "
             f"--runs-root {runs_root}"
         )
+    tensors, meta = ckpt.load_source(path)  # read once; the record check below finds its sha256 known
     if not cfg.init_path:
         open_run(path.parent, "take rotation weights from", need=(RESULT, WEIGHTS))
-    tensors, meta = ckpt.load_tensors(path)
     src_cfg = meta.get("config")
     if isinstance(src_cfg, dict) and src_cfg.get("task") not in (None, "rotation"):
         raise RotnetError(f"{path} holds weights of a {src_cfg.get('task')} run, not of a rotation run")
