@@ -143,7 +143,7 @@ def test_the_pretraining_gain_pairs_seeds(tiny_runs, tmp_path):
     row = rows[("full-from-rotation", "resnet18")]
     assert row["gain"] == 5.0 and row["gain_seeds"] == [0]
     assert row["seed_gain"] == pytest.approx(84.03 - 82.79)  # the seed report's own difference, to compare with
-    assert "| +5.00 (seed 0 only; reference report +1.24) |" in report
+    assert "| +5.00 (seed 0 only; one seed: no interval; reference report +1.24) |" in report
     assert "| full-from-rotation | resnet18 | cifar10 | 50.00 (+5.00) | 60.00 |" in report  # each seed's, in words
     assert "| full-from-random | resnet18 | cifar10 | 45.00 | — |" in report
     import csv
