@@ -292,7 +292,7 @@ def drop_keys(*keys: str, version: str | None = None):
     ("edit", "status"),
     [
         (drop_keys(), "incomplete"),  # the seal alone deleted
-        (drop_keys("stream"), "incomplete"),  # and the stream contract: config.json still says 0.4.0
+        (drop_keys("stream"), "incomplete"),  # and the stream contract: config.json still names its (sealing) version
         (drop_keys("stream", "cpu"), "incomplete"),
         (drop_keys("stream", "cpu", "rotnet_version"), "incomplete"),  # no version: no rotnet wrote it
         (drop_keys("stream", "cpu", version="0.10.0"), "incomplete"),  # versions compare as numbers
