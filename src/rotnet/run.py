@@ -646,14 +646,15 @@ def train_and_finish(
     agree = ranks_agree(model)
     if not agree:
         raise RotnetError("the ranks ended with different weights; this is a bug, please report it")
+    problem = weights_problem(model, test_images, engine.norm, cfg.channels_last)
+    if problem:  # every rank sees it (their weights agree), so none waits for outputs that never come
+        why = f"diverged: the final weights have {problem}"
+        if world.is_main:  # never called finished: no weights or result written, failed.json says why
+            ckpt.atomic_write_text(folder / FAILED, json.dumps({"error": why}) + "\n")
+        raise Diverged(f"{folder}: {why}")
     if not world.is_main:
         barrier()  # rank 0 writes the final outputs
         return json.loads((folder / RESULT).read_text())
-    problem = weights_problem(model, test_images, engine.norm, cfg.channels_last)
-    if problem:  # never called finished: no weights or result written, failed.json says why
-        why = f"diverged: the final weights have {problem}"
-        ckpt.atomic_write_text(folder / FAILED, json.dumps({"error": why}) + "\n")
-        raise Diverged(f"{folder}: {why}")
 
     # Final outputs: weights that load into plain torchvision, and what the report needs without the data.
     classes = list(data.class_names) if cfg.task == "classification" else ["0", "90", "180", "270"]
