@@ -5,7 +5,8 @@ import shutil
 
 import pytest
 
-from rotnet.curves import deeper_section, gain_by_epoch, gain_epoch_finding, spans
+from rotnet.curves import deeper_section, gain_by_epoch, gain_epoch_finding
+from rotnet.markdown import spans
 from rotnet.report import write_report
 from tests.helpers import reseal
 

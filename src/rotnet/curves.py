@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import statistics
 
-from rotnet.markdown import markdown_table
+from rotnet.markdown import markdown_table, spans
 from rotnet.stats import mean_interval
 
 # Adam's steps at lr <= 1e-7 are 1e-4 of the protocol's first ones: under the paper schedule (1e-3, x0.1 every 10
@@ -45,17 +45,6 @@ def side(entry: dict) -> str:
         return "none"
     lo, hi = entry["ci95"]
     return "above" if lo > 0 else "below" if hi < 0 else "contains"
-
-
-def spans(epochs: list[int]) -> str:
-    """[1, 2, 3, 7, 9, 10] -> "1-3, 7, 9-10"."""
-    out, start = [], None
-    for i, e in enumerate(epochs):
-        start = e if start is None else start
-        if i + 1 == len(epochs) or epochs[i + 1] != e + 1:
-            out.append(f"{start}" if start == e else f"{start}-{e}")
-            start = None
-    return ", ".join(out)
 
 
 def gain_epoch_finding(row: dict) -> str:

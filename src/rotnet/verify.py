@@ -43,6 +43,7 @@ from rotnet.layout import (
     read_json,
 )
 from rotnet.loop import Hooks, LoopState, fit
+from rotnet.markdown import spans
 from rotnet.models import build_model, check_keys
 from rotnet.provenance import cpu_identity, git_commit, provenance
 from rotnet.record import inspect, read_metrics, voucher
@@ -88,14 +89,7 @@ def source_weights(folder: Path, record: dict) -> tuple[Path, dict]:
 
 def epoch_range(epochs: list[int]) -> str:
     """[2, ..., 45] -> "epochs 2-45"; [1, 2, 9, 10] -> "epochs 1-2, 9-10"; [] -> ""."""
-    if not epochs:
-        return ""
-    parts, start = [], epochs[0]
-    for a, b in zip(epochs, [*epochs[1:], None], strict=True):
-        if b != a + 1:
-            parts.append(f"{start}" if start == a else f"{start}-{a}")
-            start = b
-    return f"epoch{'s' * (len(epochs) > 1)} {', '.join(parts)}"
+    return f"epoch{'s' * (len(epochs) > 1)} {spans(epochs)}" if epochs else ""
 
 
 def recorded_contract(record: dict) -> dict:
