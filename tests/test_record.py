@@ -261,10 +261,10 @@ def test_a_process_killed_mid_write_leaves_a_sealed_record(copy, monkeypatch, na
     """Killed after the manifest listed a file's new sha256 and before the file was replaced (or first written):
     the record is still what rotnet wrote, old or new, never "tampered" (a run must resume after any SIGKILL)."""
     import rotnet.record
-    from rotnet.record import Seal
+    from rotnet.record import Seal, read_run
 
     folder = copy / RUN
-    seal = Seal.resume(folder)
+    seal = Seal.resume(folder, read_run(folder))
 
     def killed(path, data):
         raise KeyboardInterrupt

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rotnet.config import RunConfig, config_diff, dataset_slug
+from rotnet.config import RunConfig, dataset_slug
 from rotnet.errors import InUse, RotnetError
 
 CONFIG = "config.json"  # the resolved configuration and its provenance
@@ -134,19 +134,6 @@ def read_record(folder: Path) -> dict | None:
     if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
         raise RotnetError(f"{path} is unreadable; move the run away or use --restart")
     return record
-
-
-def refuse_changed_config(folder: Path, cfg: RunConfig) -> None:
-    """Raise RotnetError naming the keys that differ if folder holds a run of another configuration."""
-    record = read_record(folder)
-    if record is None:
-        return
-    diff = config_diff(record["config"], cfg.to_dict())
-    if diff:
-        raise RotnetError(
-            f"{folder} holds a run with a different configuration ({'; '.join(diff)}); "
-            "use --restart to start over (the old run is kept), or another --runs-root"
-        )
 
 
 def data_diff(old: dict, new: dict) -> list[str]:

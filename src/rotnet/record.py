@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rotnet.checkpoint import atomic_write, refuse_links, sha256_file  # noqa: F401 (sha256_file: for readers of records)
+from rotnet.checkpoint import atomic_write, read_file, refuse_links, sha256_file
 from rotnet.errors import RotnetError
 from rotnet.layout import (
     CHECKPOINTS,
@@ -90,10 +90,10 @@ class Seal:
         self.folder, self.files, self.previous = Path(folder), dict(files or {}), {}
 
     @classmethod
-    def resume(cls, folder: Path) -> Seal:
-        """The seal of a run this process continues: what its manifest lists (checked by `open_run` before)."""
-        listed = read_manifest(folder)
-        return cls(folder, listed[0] if listed else {})
+    def resume(cls, folder: Path, record: RunRecord | None) -> Seal:
+        """The seal of a run this process continues: what its manifest listed when `open_run` checked it (None: a
+        new run)."""
+        return cls(folder, record.listed[0] if record is not None and record.listed else {})
 
     def write(self, name: str, data: bytes | list) -> None:
         """Write FOLDER/name atomically, sealed as above."""
@@ -136,16 +136,57 @@ class Inspection:
         return self.status in ("sealed", "unsealed")
 
 
-def inspect(folder: Path) -> Inspection:
-    """Check a run folder against its manifest (every file listed present and unchanged, every file present listed)
-    and against itself (see `consistency`)."""
+@dataclass(frozen=True)
+class RunRecord:
+    """A run folder's record, read once: config.json, result.json and metrics.jsonl parsed from the very bytes that
+    were checked against the manifest, the manifest itself, and what the check found. A command reads it once and
+    passes it down; nothing after the check reads those files again."""
+
+    folder: Path
+    inspection: Inspection
+    listed: tuple[dict[str, str], dict[str, str | None]] | None = None  # the manifest (read_manifest), if any
+    config: dict | None = None  # config.json: a dict with a "config" dict; None when absent or unreadable
+    result: dict | None = None  # result.json (finished runs); None when absent or unreadable
+    history: list[dict] | None = None  # metrics.jsonl's epochs; [] when absent, None when not epoch records
+    has: frozenset[str] = frozenset()  # which of CONFIG, RESULT, METRICS are present as regular files
+
+    @property
+    def status(self) -> str:
+        return self.inspection.status
+
+
+def read_regular(path: Path) -> bytes | None:
+    """A record file's bytes, or None when it is absent, a link or unreadable (rotnet writes no links)."""
+    if path.is_symlink() or not path.is_file():
+        return None
+    try:
+        return read_file(path)
+    except (OSError, RotnetError):
+        return None
+
+
+def parse_json(data: bytes | None):
+    try:
+        return json.loads(data) if data is not None else None
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+
+
+def read_run(folder: Path) -> RunRecord:
+    """Read a run folder's record once and check it against its manifest (every file listed present and unchanged,
+    every file present listed) and against itself (see `consistency`)."""
     folder = Path(folder)
     try:
         listed = read_manifest(folder)
     except RotnetError as e:
-        return Inspection("tampered", (str(e),))
+        return RunRecord(folder, Inspection("tampered", (str(e),)))
+    raw = {name: read_regular(folder / name) for name in (CONFIG, RESULT, METRICS)}
+    config, result = parse_json(raw[CONFIG]), parse_json(raw[RESULT])
+    config = config if isinstance(config, dict) and isinstance(config.get("config"), dict) else None
+    history = parse_metrics(raw[METRICS])
+    has = frozenset(n for n, data in raw.items() if data is not None)
     problems, missing, status = [], [], "sealed" if listed is not None else "unsealed"
-    if listed is None and claims_seal(read_json(folder / CONFIG)):  # its seal is gone
+    if listed is None and claims_seal(parse_json(raw[CONFIG])):  # its seal is gone
         missing.append(MANIFEST)
     if listed is not None:
         files, previous = listed
@@ -156,16 +197,24 @@ def inspect(folder: Path) -> Inspection:
             if path.is_symlink() or not path.is_file():
                 if not (name in previous and previous[name] is None):  # else: its first write never happened
                     missing.append(name)
-            elif sha256_file(path) not in (sha, previous.get(name)):  # old or new: a write under way when stopped
+                continue
+            got = sha256_parts(raw[name]) if raw.get(name) is not None else sha256_file(path)
+            if got not in (sha, previous.get(name)):  # old or new: a write under way when it stopped
                 problems.append(f"{name} differs from what rotnet wrote (sha256 in {MANIFEST})")
         problems += [f"{name} is not in {MANIFEST}" for name in owned_files(folder) if name not in files]
-    problems += consistency(folder)
+    problems += consistency(folder, parse_json(raw[CONFIG]), result if RESULT in has else None, history, RESULT in has)
     if problems:
         status = "tampered" if listed is not None and not problems[0].startswith("inconsistent") else "inconsistent"
     elif missing:
         status = "incomplete"
         problems = [f"{name} is missing" for name in missing]
-    return Inspection(status, tuple(problems), tuple(missing))
+    inspection = Inspection(status, tuple(problems), tuple(missing))
+    return RunRecord(folder, inspection, listed, config, result if isinstance(result, dict) else None, history, has)
+
+
+def inspect(folder: Path) -> Inspection:
+    """What `read_run` found in a run folder (for readers that need only the verdict)."""
+    return read_run(folder).inspection
 
 
 def claims_seal(record) -> bool:
@@ -178,10 +227,10 @@ def claims_seal(record) -> bool:
     return "stream" in record or "cpu" in record or found is None or (int(found[1]), int(found[2])) >= SEALING_VERSION
 
 
-def voucher(folder: Path):
-    """For checkpoint loading: what is wrong with a checkpoint file as the run's manifest sees it ('' if nothing).
-    A run without a manifest vouches for none: an unsealed checkpoint could hold anything."""
-    listed = read_manifest(folder)
+def voucher(record: RunRecord | None):
+    """For checkpoint loading: what is wrong with a checkpoint file as the run's manifest (as `read_run` read it)
+    sees it ('' if nothing). A run without a manifest vouches for none: an unsealed checkpoint could hold anything."""
+    listed = record.listed if record is not None else None
 
     def vouch(path: Path) -> str:
         if listed is None:
@@ -205,14 +254,25 @@ def finite(x) -> bool:
 
 
 def read_metrics(path: Path) -> list[dict] | None:
-    """Epoch records; None when a line is not an epoch record (epochs 1, 2, ... in order, finite numbers, a weights
-    digest that is a sha256 where present)."""
+    """metrics.jsonl's epochs (see `parse_metrics`); [] when there is no such file."""
+    path = Path(path)
     if not path.is_file():
+        return []
+    try:
+        return parse_metrics(path.read_bytes())
+    except OSError:
+        return None
+
+
+def parse_metrics(data: bytes | None) -> list[dict] | None:
+    """Epoch records; [] for no file, None when a line is not an epoch record (epochs 1, 2, ... in order, finite
+    numbers, a weights digest that is a sha256 where present)."""
+    if data is None:
         return []
     out = []
     try:
-        lines = path.read_text().splitlines()
-    except (OSError, UnicodeDecodeError):
+        lines = data.decode().splitlines()
+    except UnicodeDecodeError:
         return None
     for i, line in enumerate(lines):
         try:
@@ -229,19 +289,19 @@ def read_metrics(path: Path) -> list[dict] | None:
     return out
 
 
-def consistency(folder: Path) -> list[str]:
-    """Where a record disagrees with itself or with where it sits: the folder's arch, experiment and seed against
-    config.json and result.json; result.json's epochs against config.json's (a run writes its result only after its
-    last planned epoch); result.json's accuracy and epochs against metrics.jsonl."""
+def consistency(folder: Path, record, result, history: list[dict] | None, finished: bool) -> list[str]:
+    """Where a record (config.json, result.json and metrics.jsonl as read) disagrees with itself or with where it
+    sits: the folder's arch, experiment and seed against config.json and result.json; result.json's epochs against
+    config.json's (a run writes its result only after its last planned epoch); result.json's accuracy and epochs
+    against metrics.jsonl."""
     out = []
-    record, result = read_json(folder / CONFIG), read_json(folder / RESULT)
     cfg = record.get("config") if isinstance(record, dict) else None
     rid = parse_run_dir(folder)
     if isinstance(cfg, dict) and rid is not None:
         for key, want in (("arch", rid.arch), ("experiment", rid.experiment), ("seed", rid.seed)):
             if cfg.get(key) != want:
                 out.append(f"inconsistent: {CONFIG} says {key} {cfg.get(key)!r}, the folder {want!r}")
-    if not (folder / RESULT).is_file():
+    if not finished:
         return out
     if not isinstance(result, dict):
         return [*out, f"inconsistent: {RESULT} is unreadable"]
@@ -253,7 +313,6 @@ def consistency(folder: Path) -> list[str]:
         ]
         if result.get("epochs") != cfg.get("epochs"):  # an unsealed record's config.json edited: no manifest to see it
             out.append(f"inconsistent: {RESULT} says {result.get('epochs')!r} epochs, {CONFIG} {cfg.get('epochs')!r}")
-    history = read_metrics(folder / METRICS)
     if not history:
         return [*out, f"inconsistent: {RESULT} exists but {METRICS} holds no epochs"]
     last = history[-1]
@@ -288,12 +347,13 @@ def confusion_problems(result: dict) -> list[str]:
     return []
 
 
-def open_run(folder: Path, purpose: str, *, need: tuple[str, ...] = ()) -> Inspection:
+def open_run(folder: Path, purpose: str, *, need: tuple[str, ...] = ()) -> RunRecord:
     """The one door to a run's record for a command that acts on it (resume, reuse, verify, export, probe, load):
-    a tampered or inconsistent record is refused, naming what is wrong; so is an incomplete one, or one without
-    the files in `need`."""
+    the record read once (`read_run`); a tampered or inconsistent one is refused, naming what is wrong; so is an
+    incomplete one, or one without the files in `need`. Returns the record as checked, to pass down."""
     folder = Path(folder)
-    seen = inspect(folder)
+    rec = read_run(folder)
+    seen = rec.inspection
     if seen.status in ("tampered", "inconsistent"):
         more = f" (and {len(seen.problems) - 1} more)" if len(seen.problems) > 1 else ""
         raise RotnetError(
@@ -303,4 +363,4 @@ def open_run(folder: Path, purpose: str, *, need: tuple[str, ...] = ()) -> Inspe
     absent = [*seen.missing, *(n for n in need if not (folder / n).is_file() and n not in seen.missing)]
     if absent:
         raise RotnetError(f"cannot {purpose} {folder}: {', '.join(absent)} missing")
-    return seen
+    return rec

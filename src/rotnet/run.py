@@ -36,15 +36,13 @@ from rotnet.layout import (
     is_locked,
     parse_run_dir,
     read_json,
-    read_record,
-    refuse_changed_config,
     run_dir,
 )
 from rotnet.loggers import Loggers, replay, require_logger
 from rotnet.loop import Engine, Hooks, LoopState, build_optimizer, fit, plural
 from rotnet.models import check_keys, initial_model, set_trainable, transfer_state
 from rotnet.provenance import cpu_identity, provenance
-from rotnet.record import Seal, open_run, read_metrics, voucher
+from rotnet.record import RunRecord, Seal, open_run, voucher
 from rotnet.runtime import cpu_threads, recorded_threads, threads_text
 from rotnet.seeds import contract_diff, stream_contract
 from rotnet.signals import StopFlag
@@ -176,6 +174,15 @@ def init_model(cfg: RunConfig, classes: int, weights: tuple[dict, dict] | None) 
     return model, record
 
 
+@dataclass(frozen=True)
+class Checked:
+    """What `check_run` passed: the source weights of a from-rotation run (tensors, what to record; None for other
+    runs) and the run's record as read and checked (None: no run there yet, or one a --restart keeps aside)."""
+
+    weights: tuple[dict, dict] | None = None
+    record: RunRecord | None = None
+
+
 def check_run(
     cfg: RunConfig,
     rt: RunContext,
@@ -184,18 +191,17 @@ def check_run(
     weights=None,
     held: bool = False,
     with_source: bool = True,
-) -> tuple[dict, dict] | None:
+) -> Checked:
     """Every check of a run before it trains or is reused, once, in this order; the first that fails raises.
 
     1. the folder's lock: no other process works on it (skipped when this process holds it: `held`);
-    2. its record: sealed files unchanged and self-consistent (`record.open_run`);
-    3. its configuration: the same as this run's (a partial run's record must name every key: no default fills in);
-    4. its data (when given): the same files it was trained on;
-    5. the source weights of a from-rotation run: read and hashed once, of this run's protocol, and the ones the
-       record started from (finished or not).
-    Returns the source weights (tensors, what to record) for init, None for other runs; `weights`, when given, are
-    ones an earlier call returned (not read again); with_source=False skips 5 (a plan whose rotation run is yet to
-    train).
+    2. the source weights of a from-rotation run: read and hashed once, of this run's protocol;
+    3. its record, read once (`record.open_run`): sealed files unchanged and self-consistent;
+    4. its configuration: the same as this run's (a partial run's record must name every key: no default fills in);
+    5. its data (when given): the same files it was trained on;
+    6. the source weights are the ones the record started from (finished or not).
+    `weights`, when given, are ones an earlier call returned (not read again); with_source=False skips 2 and 6 (a
+    plan whose rotation run is yet to train).
     """
     folder = run_dir(rt.runs_root, cfg)
     holder = is_locked(folder) if rt.world.is_main and not held else None  # other ranks: rank 0 holds it for them
@@ -203,25 +209,35 @@ def check_run(
         raise InUse(f"{folder} is in use by another rotnet process (pid {holder}); wait for it to finish or stop it")
     if cfg.init == "rotation" and weights is None and with_source:
         weights = init_weights(cfg, rt.runs_root, source)
-    if rt.saving.restart:
-        return weights
-    record = read_record(folder)
-    if record is not None:
-        finished = (folder / RESULT).is_file()  # reused, so its weights are part of what it claims
-        open_run(folder, "reuse" if finished else "continue", need=(RESULT, WEIGHTS) if finished else ())
-        if not finished:
-            refuse_missing_keys(folder, record)
-        refuse_changed_config(folder, cfg)
+    if rt.saving.restart or not (folder / CONFIG).exists():
+        return Checked(weights)
+    finished = (folder / RESULT).is_file()  # reused, so its weights are part of what it claims
+    record = open_run(folder, "reuse" if finished else "continue", need=(RESULT, WEIGHTS) if finished else ())
+    if record.config is None:
+        raise RotnetError(f"{folder / CONFIG} is unreadable; move the run away or use --restart")
+    if not finished:
+        refuse_missing_keys(folder, record.config)
+    refuse_changed_config(folder, cfg, record.config)
     if data is not None:
-        refuse_other_data(folder, data)
+        refuse_other_data(folder, data, record.config)
     if weights is not None:
-        refuse_other_source(folder, cfg, rt.runs_root, record, weights[1]["init_sha256"])
-    return weights
+        refuse_other_source(folder, cfg, rt.runs_root, record.config, weights[1]["init_sha256"])
+    return Checked(weights, record)
 
 
 def preflight(cfg: RunConfig, rt: RunContext, source: Source | None = None) -> tuple[dict, dict] | None:
     """The checks that need no data, so that they fail before it loads; returns the source weights."""
-    return check_run(cfg, rt, source)
+    return check_run(cfg, rt, source).weights
+
+
+def refuse_changed_config(folder: Path, cfg: RunConfig, record: dict) -> None:
+    """A run continues, or is reused, only under the configuration it recorded: name the keys that differ."""
+    diff = config_diff(record["config"], cfg.to_dict())
+    if diff:
+        raise RotnetError(
+            f"{folder} holds a run with a different configuration ({'; '.join(diff)}); "
+            "use --restart to start over (the old run is kept), or another --runs-root"
+        )
 
 
 def refuse_missing_keys(folder: Path, record: dict) -> None:
@@ -237,10 +253,10 @@ def refuse_missing_keys(folder: Path, record: dict) -> None:
         )
 
 
-def refuse_other_source(folder: Path, cfg: RunConfig, runs_root: Path, record: dict | None, have: str) -> None:
+def refuse_other_source(folder: Path, cfg: RunConfig, runs_root: Path, record: dict, have: str) -> None:
     """A from-rotation run, finished or not, continues or is reused only beside the rotation weights it was trained
     from: once its rotation run was trained again into other weights, its number no longer belongs to that run."""
-    want = (record or {}).get("init_sha256")
+    want = record.get("init_sha256")
     if not isinstance(want, str) or want == have:
         return
     raise RotnetError(
@@ -250,12 +266,13 @@ def refuse_other_source(folder: Path, cfg: RunConfig, runs_root: Path, record: d
     )
 
 
-def resume_threads(folder: Path) -> int | None:
+def resume_threads(folder: Path, record: dict | None = None) -> int | None:
     """The CPU thread count a partial run resumes on: the one it started with (CPU sums depend on it), as its
-    config.json recorded it. None for a run with no checkpoint or a finished one: those start on any count."""
+    config.json recorded it (`record`, when it was read already). None for a run with no checkpoint or a finished
+    one: those start on any count."""
     if (folder / RESULT).is_file() or not any((folder / CHECKPOINTS).glob("e*-s*.safetensors")):
         return None
-    return recorded_threads(read_record(folder))
+    return recorded_threads(record if record is not None else read_json(folder / CONFIG))
 
 
 def keep_aside(folder: Path) -> Path:
@@ -279,10 +296,9 @@ def make_dir(folder: Path, runs_root: Path) -> None:
         raise RotnetError(f"output directory {folder} is not writable ({e.strerror or e})") from None
 
 
-def refuse_other_data(folder: Path, data: Dataset) -> None:
+def refuse_other_data(folder: Path, data: Dataset, record: dict) -> None:
     """A run resumes, or is reused, only on the data it was trained on."""
-    record = read_record(folder)
-    old = (record or {}).get("dataset")
+    old = record.get("dataset")
     if not isinstance(old, dict):
         return
     diff = data_diff(old, data.fingerprint)  # a moved copy is the same data
@@ -326,11 +342,15 @@ def write_metrics(seal: Seal, state: LoopState) -> None:
     seal.write_text(METRICS, text)
 
 
-def restore_state(folder: Path, cfg: RunConfig, engine: Engine, steps: int, stream: dict) -> LoopState | None:
-    """The newest good checkpoint's state loaded into engine; None when there is none. A checkpoint of another
-    configuration or stream contract (stream version, device type, torch version) is refused: the run would
-    silently switch random streams mid-way."""
-    found = ckpt.load_latest_checkpoint(folder / CHECKPOINTS, cfg.epochs, steps, voucher(folder))
+def restore_state(
+    folder: Path, cfg: RunConfig, engine: Engine, steps: int, stream: dict, record: RunRecord | None
+) -> LoopState | None:
+    """The newest checkpoint the run's manifest (`record`, as checked) vouches for, loaded into engine; None when
+    there is none. A checkpoint of another configuration or stream contract (stream version, device type, torch
+    version) is refused: the run would silently switch random streams mid-way."""
+    if record is None:
+        return None
+    found = ckpt.load_latest_checkpoint(folder / CHECKPOINTS, cfg.epochs, steps, voucher(record))
     return None if found is None else restore(found, cfg, engine, stream)
 
 
@@ -484,9 +504,11 @@ class EpochEvaluator:
         return self.final if self.final is not None else predict(m, self.test_images, self.cfg.task, **self.kw)
 
 
-def write_record(seal: Seal, cfg: RunConfig, data: Dataset, rt: RunContext, init_info: dict, resumed: bool) -> None:
+def write_record(
+    seal: Seal, cfg: RunConfig, data: Dataset, rt: RunContext, init_info: dict, first: dict | None
+) -> None:
     """config.json: the resolved configuration, the stream contract, the data's fingerprint, where the weights came
-    from, provenance (each resume's appended)."""
+    from, provenance; a resumed run keeps `first` (its config.json as read) and appends this start's provenance."""
     record = {
         "config": cfg.to_dict(),
         "stream": stream_contract(rt.device),
@@ -496,9 +518,8 @@ def write_record(seal: Seal, cfg: RunConfig, data: Dataset, rt: RunContext, init
         "dataset_checksums_match": data.checksums_match,
         "dataset": data.fingerprint,
         "normalization": dict(zip(("mean", "std"), map(list, normalization(cfg, data)), strict=True)),
-        "resumed": resumed,
+        "resumed": first is not None,
     }
-    first = read_json(seal.folder / CONFIG) if resumed else None
     if isinstance(first, dict):  # keep the first start's provenance, add this one's
         record = first | {"resumes": [*first.get("resumes", []), provenance(rt.device, rt.command)]}
     record["world_size"] = rt.world.size
@@ -512,13 +533,9 @@ def run(cfg: RunConfig, data: Dataset, rt: RunContext, source: Source | None = N
     log = log if world.is_main else (lambda *_: None)  # one voice, and only rank 0 writes files
     folder = run_dir(rt.runs_root, cfg)
     if (folder / RESULT).is_file() and not rt.saving.restart:
-        check_run(cfg, rt, source, data, weights)
-        result = read_json(folder / RESULT)
-        written = (
-            replay(rt.saving.loggers, folder, cfg, read_metrics(folder / METRICS) or [], result)
-            if world.is_main
-            else []
-        )
+        record = check_run(cfg, rt, source, data, weights).record
+        result = record.result
+        written = replay(rt.saving.loggers, folder, cfg, record.history or [], result) if world.is_main else []
         also = f"; wrote its {' and '.join(written)} logs from metrics.jsonl" if written else ""
         also += "; not sent to W&B, which takes a run while it trains" if "wandb" in rt.saving.loggers else ""
         log(f"{folder}: already finished; reusing it{also}")
@@ -540,11 +557,11 @@ def run(cfg: RunConfig, data: Dataset, rt: RunContext, source: Source | None = N
             # Again under the lock (another process may have started it), now with the data; after a restart's
             # keep_aside the folder is new, and is checked as such.
             fresh = replace(rt, saving=replace(rt.saving, restart=False))
-            weights = check_run(cfg, fresh, source, data, weights, held=True)
-            model, init_info = init_model(cfg, classes, weights)
+            checked = check_run(cfg, fresh, source, data, weights, held=True)
+            model, init_info = init_model(cfg, classes, checked.weights)
             refuse_broken_source(cfg, model, data, init_info)
             engine = build_engine(cfg, model, rt, normalization(cfg, data))
-            state = restore_state(folder, cfg, engine, steps, stream_contract(rt.device))
+            state = restore_state(folder, cfg, engine, steps, stream_contract(rt.device), checked.record)
         except (RotnetError, OSError, RuntimeError):
             if created:  # nothing of a run refused before it started is left behind (a report would list it)
                 lock.release()
@@ -554,15 +571,17 @@ def run(cfg: RunConfig, data: Dataset, rt: RunContext, source: Source | None = N
         if state is None:
             state = LoopState()
         else:
-            started = resume_threads(folder) if rt.device.type == "cpu" and world.size == 1 else None
+            started = (
+                resume_threads(folder, checked.record.config) if rt.device.type == "cpu" and world.size == 1 else None
+            )
             threads = started if started != torch.get_num_threads() else None
             on = f" on {threads_text(threads)}, as the run started" if threads else ""
             log(f"{folder}: resuming at epoch {state.epoch + 1}, step {state.step}{on}")
-        seal = Seal.resume(folder)
+        seal = Seal.resume(folder, checked.record)
         # CPU sums depend on the thread count (keep the one the run started with) and on the kernels
         with cpu_threads(threads), computing_with(cfg.kernels, rt.device):
             if world.is_main:
-                write_record(seal, cfg, data, rt, init_info, resumed)
+                write_record(seal, cfg, data, rt, init_info, checked.record.config if resumed else None)
             loggers = rt.saving.loggers
             sinks = Loggers(loggers, folder, cfg, resumed) if world.is_main and loggers else None
             return train_and_finish(cfg, data, rt, seal, engine, state, log, sinks)

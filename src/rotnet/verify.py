@@ -40,13 +40,12 @@ from rotnet.layout import (
     data_diff,
     not_a_run,
     parse_run_dir,
-    read_json,
 )
 from rotnet.loop import Hooks, LoopState, fit
 from rotnet.markdown import spans
 from rotnet.models import build_model, check_keys
 from rotnet.provenance import cpu_identity, git_commit, provenance
-from rotnet.record import inspect, read_metrics, voucher
+from rotnet.record import read_run, voucher
 from rotnet.run import (
     EpochEvaluator,
     RunContext,
@@ -146,8 +145,19 @@ def verify(
     re-evaluate its final weights; print each comparison, write verify.json and return VERIFIED (0), FAILED (1) or
     INCONCLUSIVE (3). The final weights count as re-made only when every epoch that made them was re-trained."""
     folder = Path(folder)
-    record = read_json(folder / CONFIG)
-    if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
+    if not (folder / CONFIG).is_file():
+        raise not_a_run(folder, f"no {CONFIG}")
+    rec = read_run(folder)  # read once: every check below reads this
+    seen = rec.inspection
+    report = {"run": str(folder), "record": seen.status, "problems": list(seen.problems), "comparisons": []}
+    if seen.status == "unsealed":
+        log(f"{folder}: an unsealed record (made before rotnet 0.4): its files cannot be checked against a manifest")
+    elif not seen.trusted:  # before any field of it is believed (a tampered stream contract is a failed check)
+        for p in seen.problems:
+            log(f"{folder}: record {seen.status}: {p}")
+        return finish(folder, report, FAILED, f"not verified: the record is {seen.status}", log)
+    record = rec.config
+    if record is None:
         raise not_a_run(folder, f"no readable {CONFIG}")
     refuse_missing_keys(folder, record)
     cfg = from_dict(with_defaults(record["config"]), str(folder / CONFIG))
@@ -167,15 +177,7 @@ def verify(
             f"rotnet ({record.get('rotnet_version', '?')}, commit {record.get('git_commit', '?')}), torch and device "
             "kind its config.json records"
         )
-    seen = inspect(folder)
-    report = {"run": str(folder), "record": seen.status, "problems": list(seen.problems), "comparisons": []}
-    if seen.status == "unsealed":
-        log(f"{folder}: an unsealed record (made before rotnet 0.4): its files cannot be checked against a manifest")
-    elif not seen.trusted:
-        for p in seen.problems:
-            log(f"{folder}: record {seen.status}: {p}")
-        return finish(folder, report, FAILED, f"not verified: the record is {seen.status}", log)
-    history = read_metrics(folder / METRICS)
+    history = rec.history
     if not history:
         raise RotnetError(f"{folder / METRICS} is {'unreadable' if history is None else 'empty'}")
     if from_epoch > len(history):
@@ -193,7 +195,7 @@ def verify(
                 f"{folder} kept no checkpoint at the end of epoch {from_epoch - 1} ({path.name}); a run keeps one "
                 f"with --keep-epoch {from_epoch - 1}"
             )
-        problem = voucher(folder)(path)
+        problem = voucher(rec)(path)
         if problem:
             raise RotnetError(f"{path}: {problem}")
         tensors, meta = ckpt.load_tensors(path, sealed=True)
@@ -235,8 +237,8 @@ def verify(
             fit(cfg, engine, images, labels, state, Hooks(evaluate, save, log=lambda _: None))
         except _Enough:
             pass
-        result = read_json(folder / RESULT) if (folder / RESULT).is_file() else None
-        if isinstance(result, dict) and (folder / WEIGHTS).is_file():
+        result = rec.result
+        if result is not None and (folder / WEIGHTS).is_file():
             tensors = ckpt.load_tensors(folder / WEIGHTS)[0]
             final = re_evaluate(cfg, tensors, engine.norm, test_images, test_labels, classes)
             final["weights_sha256"] = ckpt.digest(tensors)
