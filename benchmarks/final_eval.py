@@ -17,22 +17,22 @@ import sys
 import time
 from pathlib import Path
 
-import rotnet.run
+import rotnet.lifecycle
 from rotnet.cli import main
 
 TIMES = ("train_seconds", "last_invocation_seconds", "images_per_s")
 
 
 def one(args, root: Path, second_pass: bool) -> tuple[float, int, dict]:
-    real_final, real_predict, passes = rotnet.run.EpochEvaluator.final_predictions, rotnet.run.predict, []
+    real_final, real_predict, passes = rotnet.lifecycle.EpochEvaluator.final_predictions, rotnet.lifecycle.predict, []
 
     def predict(*a, **kw):
         passes.append(1)
         return real_predict(*a, **kw)
 
-    rotnet.run.predict = predict
+    rotnet.lifecycle.predict = predict
     if second_pass:  # 0.3's behaviour: predict the whole test set again after the last epoch
-        rotnet.run.EpochEvaluator.final_predictions = lambda self, m: predict(
+        rotnet.lifecycle.EpochEvaluator.final_predictions = lambda self, m: predict(
             m, self.test_images, self.cfg.task, **self.kw
         )
     try:
@@ -42,7 +42,7 @@ def one(args, root: Path, second_pass: bool) -> tuple[float, int, dict]:
         assert main(argv) == 0
         seconds = time.perf_counter() - t
     finally:
-        rotnet.run.EpochEvaluator.final_predictions, rotnet.run.predict = real_final, real_predict
+        rotnet.lifecycle.EpochEvaluator.final_predictions, rotnet.lifecycle.predict = real_final, real_predict
     (result,) = root.glob("*/*/seed0/result.json")
     return seconds, len(passes), {k: v for k, v in json.loads(result.read_text()).items() if k not in TIMES}
 

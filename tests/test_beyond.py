@@ -145,6 +145,32 @@ def test_probes_on_other_data_keep_their_own_files(tiny_runs, tmp_path, fake_roo
     assert "epochs, on cifar10 32px" in report and "epochs, on cifar100 32px" in report
 
 
+def test_probe_results_are_sealed_into_the_run_and_the_report_shows_only_those(tiny_runs, tmp_path, fake_root):
+    """Probe results lived outside the manifest, yet the report showed them: an edited accuracy, or a probe file put
+    into a sealed run by hand, was shown as the run's. A probe now seals its file into the run's record."""
+    import shutil
+
+    from rotnet.record import inspect
+
+    run = tmp_path / "resnet18/rotation/seed0"
+    shutil.copytree(tiny_runs / "resnet18/rotation/seed0", run)
+    assert main(["probe", str(run), "--epochs", "1", "--data-root", str(fake_root), "--no-download"]) == 0
+    listed = json.loads((run / "manifest.json").read_text())["files"]
+    assert "probe/probe-linear-pool1.json" in listed and inspect(run).status == "sealed"
+    planted = json.loads((run / "probe/probe-linear-pool1.json").read_text()) | {"head": "mlp"}
+    (run / "probe/probe-mlp-pool1.json").write_text(json.dumps(planted))  # by hand: no seal
+    assert main(["report", str(tmp_path)]) == 0
+    report = (tmp_path / "report.md").read_text()
+    assert "linear head, pool 1" in report and "mlp head" not in report
+    assert "1 probe file(s) that their run's manifest.json does not vouch for are not shown" in report
+    edited = json.loads((run / "probe/probe-linear-pool1.json").read_text())
+    edited["accuracy"]["pretrained"]["layer4"] = 99.0
+    (run / "probe/probe-linear-pool1.json").write_text(json.dumps(edited))
+    assert inspect(run).status == "tampered"  # a listed file that changed: the whole record says so
+    assert main(["report", str(tmp_path)]) == 0
+    assert "99.00" not in (tmp_path / "report.md").read_text()
+
+
 def test_probe_says_what_it_does_keeps_features_only_when_asked_and_flags_useless_pretraining(
     tiny_runs, tmp_path, fake_root, capsys, monkeypatch
 ):

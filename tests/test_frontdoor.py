@@ -40,6 +40,26 @@ def test_load_backbone_is_plain_torchvision_with_the_runs_metadata(tiny_runs):
     assert meta["class_names"] == ["0", "90", "180", "270"] and meta["image_size"] == 32
 
 
+@pytest.mark.parametrize("how", ["folder", "weights file"])
+@pytest.mark.parametrize("reader", ["load_backbone", "metadata"])
+def test_weights_inside_a_run_folder_are_read_only_through_its_record(tiny_runs, tmp_path, how, reader):
+    """`load_backbone("RUN/model.safetensors")` skipped the record check that `load_backbone("RUN")` made, and
+    `metadata` made none: a run whose result was edited loaded either way by its file's name."""
+    import rotnet
+    from rotnet.errors import RotnetError
+
+    run = tmp_path / "resnet18/rotation/seed0"
+    shutil.copytree(tiny_runs / "resnet18/rotation/seed0", run)
+    target = run if how == "folder" else run / "model.safetensors"
+    getattr(rotnet, reader)(target)  # a sealed run loads
+    result = json.loads((run / "result.json").read_text())
+    (run / "result.json").write_text(json.dumps(result | {"test_acc": 99.0}))
+    with pytest.raises(RotnetError, match="its record is tampered"):
+        getattr(rotnet, reader)(target)
+    loose = shutil.copy(run / "model.safetensors", tmp_path / "loose.safetensors")
+    getattr(rotnet, reader)(loose)  # a weights file outside any run folder: its own checksum is what there is
+
+
 def test_tensorboard_and_csv_hold_the_logged_scalars(tmp_path, fake_root, monkeypatch):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -83,9 +103,9 @@ def test_wandb_asked_of_a_finished_run_reuses_it_and_says_nothing_was_sent(
     tiny_runs, tmp_path, fake_root, monkeypatch, capsys
 ):
     """A plan that reuses a finished run failed it for `--logger wandb` (exit 2), though nothing needed sending."""
-    import rotnet.run
+    import rotnet.lifecycle
 
-    monkeypatch.setattr(rotnet.run, "require_logger", lambda name: None)  # as where wandb is installed
+    monkeypatch.setattr(rotnet.lifecycle, "require_logger", lambda name: None)  # as where wandb is installed
     shutil.copytree(tiny_runs, tmp_path, dirs_exist_ok=True)
     assert cli("train", "rotation", "--logger", "wandb", root=tmp_path, data=fake_root) == 0
     assert "reusing it; not sent to W&B, which takes a run while it trains" in capsys.readouterr().out

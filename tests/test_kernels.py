@@ -84,3 +84,33 @@ def test_a_cli_call_inside_another_program_never_replaces_that_program(tmp_path,
     args = ["train", "rotation", "--kernels", "portable", "--runs-root", str(tmp_path / "runs")]
     assert main([*args, "--data-root", str(fake_root), "--no-download"]) == 2
     assert "kernels=portable needs settings that torch reads when it starts" in capsys.readouterr().err
+
+
+def test_a_gpu_block_computes_deterministically_and_restores_what_was_set():
+    """CUDA turns on deterministic algorithms, no cuDNN autotuning and cuBLAS's fixed workspace for a run (unless
+    --nondeterministic), and gives back the process's settings after; the CPU's kernels are left as they are. (What
+    the GPU then does is tested only where one is lent; here, what rotnet asks of torch.)"""
+    import os
+
+    import torch
+
+    from rotnet.kernels import CUBLAS_WORKSPACE, deterministic
+
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)
+    for device, on, expect in [("cuda", True, True), ("cuda", False, False), ("cpu", True, False)]:
+        with deterministic(on, torch.device(device)):
+            assert torch.are_deterministic_algorithms_enabled() is expect
+            assert torch.backends.cudnn.benchmark is (before[1] if not expect else False)
+        assert (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark) == before
+    assert os.environ.get("CUBLAS_WORKSPACE_CONFIG") == CUBLAS_WORKSPACE
+
+
+def test_an_op_without_a_deterministic_kernel_is_named_in_one_line(monkeypatch):
+    import torch
+
+    from rotnet.errors import RotnetError
+    from rotnet.kernels import deterministic
+
+    with pytest.raises(RotnetError, match="no deterministic implementation.*--nondeterministic"):
+        with deterministic(True, torch.device("cuda")):
+            raise RuntimeError("foo_cuda has no deterministic implementation\nmore lines")

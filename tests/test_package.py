@@ -71,3 +71,45 @@ def test_cli_imports_no_heavy_module_at_module_level():
         "api",
     }
     assert not import_graph(True)["cli"] & heavy
+
+
+def lint_imports(src: Path):
+    """import-linter's contracts of pyproject.toml, checked on the package at `src`."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(src))
+    run = "import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())"
+    command = [sys.executable, "-c", run, "--config", str(root / "pyproject.toml"), "--no-cache"]
+    return subprocess.run(command, env=env, capture_output=True, text=True, cwd=src)
+
+
+def test_the_declared_layers_hold_and_an_upward_import_breaks_them(tmp_path):
+    """pyproject.toml declares the layers (import-linter); docs/architecture.md draws them. The contract is kept by
+    the code as it is, and broken by one import that runs upward (the foundations importing the command line)."""
+    import shutil
+
+    kept = lint_imports(SRC.parent)
+    assert kept.returncode == 0 and "1 kept, 0 broken" in kept.stdout, kept.stdout[-2000:] + kept.stderr[-2000:]
+    copy = shutil.copytree(SRC, tmp_path / "rotnet", ignore=shutil.ignore_patterns("__pycache__"))
+    (copy / "errors.py").write_text((copy / "errors.py").read_text() + "\n\ndef _up():\n    import rotnet.cli\n")
+    broken = lint_imports(tmp_path)
+    assert broken.returncode != 0 and "rotnet.errors is not allowed to import rotnet.cli" in broken.stdout
+
+
+def test_the_architecture_page_names_every_module_in_its_declared_layer():
+    """docs/architecture.md's table has one row per layer of the contract, each naming exactly that layer's modules."""
+    import re
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    (contract,) = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    declared = [set(re.split(r"\s*[|:]\s*", layer.strip())) - {"__main__", "presets"} for layer in contract["layers"]]
+    declared = [layer for layer in declared if layer]
+    page = (root / "docs/architecture.md").read_text()
+    rows = [line for line in page.splitlines() if line.startswith("| ") and "`" in line.split("|")[2]]
+    drawn = [set(re.findall(r"`(\w+)`", row.split("|")[2])) for row in rows]
+    assert drawn == declared
+    assert {m for layer in declared for m in layer} == {p.stem for p in SRC.glob("*.py")} - {"__init__", "__main__"}

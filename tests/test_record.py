@@ -130,6 +130,27 @@ def test_a_record_in_another_runs_folder_is_inconsistent(copy):
     assert seen.status == "inconsistent" and "seed" in seen.problems[0]
 
 
+@pytest.mark.parametrize(
+    ("where", "said"),
+    [
+        ("resnet18/rotation/seed1", "seed"),
+        ("resnet34/rotation/seed0", "arch"),
+        ("resnet18/layer4-from-rotation/seed0", "experiment"),
+        ("resnet18/rotation@20pc/seed0", "train_per_class"),  # a subset run's folder
+        ("stl10/resnet18/rotation/seed0", "data"),  # another data folder of the same runs root
+        ("cifar100-64px/resnet18/rotation/seed0", "data"),
+    ],
+)
+def test_a_record_moved_to_where_another_run_belongs_is_inconsistent_and_not_counted(copy, where, said):
+    """A CIFAR-10 run copied under `stl10/` or `rotation@20pc/` was counted as that run in the report: every part of
+    a run folder's place (data, arch, experiment and size, seed) is checked against its config.json."""
+    from rotnet.report import collect
+
+    shutil.move(copy / RUN, copy / where)
+    found = {str(r["folder"].relative_to(copy)): r for r in collect(copy)}
+    assert found[where]["status"] == "inconsistent" and f"says {said}" in found[where]["error"]
+
+
 def test_an_edited_manifest_is_tampered(copy):
     path = copy / RUN / "manifest.json"
     doc = json.loads(path.read_text())

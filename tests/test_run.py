@@ -170,17 +170,17 @@ def test_a_run_whose_final_weights_are_broken_ends_diverged_never_finished(fake_
     step) writes no weights or result: failed.json says it diverged, the command exits 3, the report says failed."""
     import json
 
-    import rotnet.run
+    import rotnet.lifecycle
     from rotnet.cli import main
 
-    real = rotnet.run.fit
+    real = rotnet.lifecycle.fit
 
     def fit_then_spoil(cfg, engine, *args, **kwargs):
         history = real(cfg, engine, *args, **kwargs)
         engine.model.bn1.running_var.fill_(-1.0)
         return history
 
-    monkeypatch.setattr(rotnet.run, "fit", fit_then_spoil)
+    monkeypatch.setattr(rotnet.lifecycle, "fit", fit_then_spoil)
     assert cli("train", "rotation", "--epochs", "1", root=tmp_path, data=fake_root) == 3
     assert "diverged: the final weights have a negative BatchNorm running variance" in capsys.readouterr().err
     folder = tmp_path / "resnet18/rotation/seed0"

@@ -126,6 +126,46 @@ def test_verify_refuses_another_stream_contract_and_a_record_missing_a_key(
     assert "does not record freeze_bn" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("field", ["stream", "config"])
+def test_a_record_edited_where_verify_reads_its_contract_fails_before_any_field_is_believed(
+    field, runs, fake_root, tmp_path, capsys
+):
+    """An edited stream contract (or configuration) without a new seal exited 2, "could not compare", because verify
+    read the contract before it checked the record: the record is checked first, so it is a failed verification."""
+    copy = tmp_path / "copy/resnet18/rotation/seed0"
+    shutil.copytree(runs / "resnet18/rotation/seed0", copy)
+    record = json.loads((copy / "config.json").read_text())
+    record[field] = record[field] | ({"version": 999} if field == "stream" else {"lr": 0.5})
+    (copy / "config.json").write_text(json.dumps(record))
+    assert verify(copy, fake_root) == 1
+    assert "not verified: the record is tampered" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("device", "same", "kernels", "starts", "strict"),
+    [
+        ("cpu", True, "native", [{}], True),
+        ("cpu", False, "native", [{}], False),
+        ("cpu", None, "native", [{}], False),
+        ("cpu", False, "portable", [{}], True),
+        ("cuda", True, "native", [{"deterministic": True}], True),
+        ("cuda", True, "native", [{"deterministic": False}], False),
+        ("cuda", True, "native", [{}], False),  # made before rotnet recorded it: nothing made CUDA deterministic
+        ("cuda", True, "native", [{"deterministic": True}, {"deterministic": False}], False),  # one resume was not
+        ("cuda", False, "native", [{"deterministic": True}], False),  # another GPU model
+    ],
+)
+def test_a_difference_fails_only_where_the_bits_were_promised_to_repeat(device, same, kernels, starts, strict):
+    """On a GPU a difference is a failure only on the same model and when every start of the run used deterministic
+    algorithms; before, any difference on CUDA was "not verified" though nothing made CUDA deterministic."""
+    import torch
+
+    from rotnet.verify import strict as is_strict
+
+    record = starts[0] | ({"resumes": starts[1:]} if len(starts) > 1 else {})
+    assert is_strict(record, torch.device(device), same, kernels) is strict
+
+
 def test_verify_a_transfer_run_from_a_copied_results_folder(runs, fake_root, tmp_path):
     """Copied elsewhere (as docs/results/ holds them): the source weights are found beside it by their sha256."""
     copy = tmp_path / "copy"
@@ -155,7 +195,7 @@ def test_verify_refuses_other_data(runs, tmp_path, capsys):
 
     other = write_fake_cifar(tmp_path / "other", seed=3)
     assert verify(runs / "resnet18/rotation/seed0", other) == 2
-    assert "the data differs" in capsys.readouterr().err
+    assert "was trained on other data" in capsys.readouterr().err
 
 
 def test_verify_re_trains_with_the_threads_the_run_recorded(fake_root, tmp_path, capsys):

@@ -89,7 +89,7 @@ def reproduce(
 def metadata(run_or_weights: str | Path) -> dict:
     """What a weights file records beside its tensors: arch, stem, task, class_names, normalization (mean and std
     on the 0-1 scale, applied after ToTensor), image_size and the full config."""
-    return ckpt.load_tensors(_weights(run_or_weights))[1]
+    return _read_weights(run_or_weights)[1]
 
 
 def load_backbone(run_or_weights: str | Path, *, eval_mode: bool = True) -> nn.Module:
@@ -99,11 +99,7 @@ def load_backbone(run_or_weights: str | Path, *, eval_mode: bool = True) -> nn.M
     from rotnet.models import build_model, check_keys
 
     path = _weights(run_or_weights)
-    if Path(run_or_weights).is_dir():
-        from rotnet.record import open_run
-
-        open_run(Path(run_or_weights), "load weights from", need=(WEIGHTS,))
-    tensors, meta = ckpt.load_tensors(path)
+    tensors, meta = _read_weights(run_or_weights)
     cfg = meta.get("config") if isinstance(meta.get("config"), dict) else {}
     arch, stem = meta.get("arch", cfg.get("arch", "resnet18")), meta.get("stem", cfg.get("stem", "imagenet"))
     if "fc.bias" not in tensors:
@@ -117,6 +113,21 @@ def load_backbone(run_or_weights: str | Path, *, eval_mode: bool = True) -> nn.M
 def _weights(run_or_weights: str | Path) -> Path:
     path = Path(run_or_weights)
     return path / WEIGHTS if path.is_dir() else path
+
+
+def _read_weights(run_or_weights: str | Path) -> tuple[dict, dict]:
+    """A weights file's tensors and metadata (checksum verified, no code executed). A file inside a run folder,
+    named by the folder or by itself, is read only through the run's record (`record.open_run`): an edited or
+    half-copied run is refused either way."""
+    from rotnet.layout import CONFIG, MANIFEST
+    from rotnet.record import open_run
+
+    path = _weights(run_or_weights)
+    tensors, meta = ckpt.load_tensors(path)  # first: the record check then finds its sha256 known (read once)
+    folder = path.parent
+    if (folder / CONFIG).exists() or (folder / MANIFEST).exists():  # a run folder, whatever the file's name
+        open_run(folder, "load weights from", need=(WEIGHTS,) if path.name == WEIGHTS else ())
+    return tensors, meta
 
 
 def _listed(value: Any) -> tuple | None:

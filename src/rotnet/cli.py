@@ -122,6 +122,12 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--restart", action="store_true", help="start over; the old run is kept under a new name")
     g.add_argument(
+        "--nondeterministic",
+        action="store_true",
+        help="on a GPU: allow nondeterministic kernels and cuDNN autotuning (faster; the bits then do not repeat, "
+        "so verify can only be inconclusive)",
+    )
+    g.add_argument(
         "--keep-checkpoints",
         type=int,
         default=0,
@@ -330,6 +336,7 @@ def options_of(args: argparse.Namespace, protocol: Protocol, log_name: str, extr
             keep_epochs=tuple(args.keep_epoch),
             loggers=tuple(args.logger),
             restart=args.restart,
+            deterministic=not args.nondeterministic,
         ),
         command=args.invocation,
         jobs=getattr(args, "jobs", 1),  # label-efficiency: one run at a time

@@ -74,3 +74,41 @@ def computing_with(kernels: str, device):
         yield
     finally:
         torch.backends.mkldnn.enabled = before
+
+
+# cuBLAS's fixed workspace: its sums then repeat run to run (NVIDIA's documented setting; read when cuBLAS starts).
+CUBLAS_WORKSPACE = ":4096:8"
+
+
+def prepare_gpu(device) -> None:
+    """Before anything runs on a GPU: cuBLAS's fixed workspace, unless the user set one (harmless if never asked
+    for deterministic kernels: it only sizes a buffer)."""
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+
+
+@contextlib.contextmanager
+def deterministic(on: bool, device):
+    """The block computes deterministically on a GPU when `on`: deterministic algorithms (an op that has none
+    raises, named, instead of varying), no cuDNN autotuning, cuBLAS's fixed workspace; restored after. Nothing
+    changes on the CPU, whose kernels already give the same bits for a thread count."""
+    import torch
+
+    if device.type != "cuda" or not on:
+        yield
+        return
+    prepare_gpu(device)
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)
+    before += (torch.backends.cudnn.deterministic,)
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
+    try:
+        yield
+    except RuntimeError as e:
+        if "deterministic" not in str(e):
+            raise
+        first = str(e).splitlines()[0]
+        raise RotnetError(f"{first}; to run it anyway, add --nondeterministic (its bits then do not repeat)") from None
+    finally:
+        torch.use_deterministic_algorithms(before[0])
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = before[1], before[2]

@@ -57,13 +57,16 @@ class RunId:
         return Path(self.data) / self.arch / name / f"seed{self.seed}"
 
 
-def data_segment(cfg: RunConfig) -> str:
+def data_segment(cfg: RunConfig | dict) -> str:
     """The folder a run's data adds to its path: none for the reference's CIFAR-10; else the dataset, its size if set,
-    and the pretraining dataset of a transfer from another one."""
-    if cfg.dataset == "cifar10" and not cfg.image_size and not cfg.pretrain_dataset:
+    and the pretraining dataset of a transfer from another one. Also of a recorded configuration (a dict: a key
+    it predates has its default)."""
+    d = cfg if isinstance(cfg, dict) else cfg.to_dict()
+    dataset, size, pretrain = d.get("dataset", "cifar10"), d.get("image_size", 0), d.get("pretrain_dataset", "")
+    if dataset == "cifar10" and not size and not pretrain:
         return ""
-    out = dataset_slug(cfg.dataset) + (f"-{cfg.image_size}px" if cfg.image_size else "")
-    return out + (f"_from_{dataset_slug(cfg.pretrain_dataset)}" if cfg.pretrain_dataset else "")
+    out = dataset_slug(str(dataset)) + (f"-{size}px" if size else "")
+    return out + (f"_from_{dataset_slug(str(pretrain))}" if pretrain else "")
 
 
 def run_id(cfg: RunConfig) -> RunId:

@@ -223,16 +223,18 @@ def fit(
     checkpoint_every: int = 0,
     stop: StopFlag | None = None,
     world: World | None = None,
+    until: int | None = None,
 ) -> list[dict]:
-    """Train from `state` to cfg.epochs, one `train_one_epoch` at a time. At each epoch end: hooks.evaluate (every
-    eval_every epochs and after the last), append the epoch's record (with the sha256 of the weights it made) to
-    state.history, hooks.save(state). Also save
-    every `checkpoint_every` steps, and before returning on a stop request. Shows a progress bar on a terminal."""
+    """Train from `state` to epoch `until` (cfg.epochs when None), one `train_one_epoch` at a time. At each epoch end:
+    hooks.evaluate (every eval_every epochs and after the last), append the epoch's record (with the sha256 of the
+    weights it made) to state.history, hooks.save(state). Also save every `checkpoint_every` steps, and before
+    returning on a stop request. Shows a progress bar on a terminal."""
     world = world or World()
     steps = math.ceil(len(train_images) / cfg.batch_size)
     timed = False  # the first steps' speed gives an estimate of the time left, once
     spent: list[float] = []  # this process's epochs, evaluation included: each epoch line says the run's time left
-    while state.epoch < cfg.epochs:
+    last = cfg.epochs if until is None else min(until, cfg.epochs)
+    while state.epoch < last:
         epoch = state.epoch
         bar = tqdm(
             total=steps,
@@ -247,7 +249,7 @@ def fit(
             nonlocal timed
             if not timed and world.is_main:
                 timed = True
-                left = ((cfg.epochs - epoch) * steps - done) * cfg.batch_size / max(running["images_per_s"], 1e-9)
+                left = ((last - epoch) * steps - done) * cfg.batch_size / max(running["images_per_s"], 1e-9)
                 hooks.log(
                     f"{cfg.arch} {cfg.experiment}: about {duration(left)} of training left at "
                     f"{running['images_per_s']:.0f} img/s (timed over {done - first} steps; evaluation not included)"
@@ -278,9 +280,9 @@ def fit(
         state.epoch, state.step, state.sums, state.seconds = epoch + 1, 0, torch.zeros(3, dtype=torch.float64), 0.0
         hooks.save(state)
         spent.append(record["seconds"])
-        left = (cfg.epochs - state.epoch) * sum(spent) / len(spent)
-        hooks.log(format_record(cfg, record) + (f" | about {duration(left)} left" if state.epoch < cfg.epochs else ""))
-        if stopping and state.epoch < cfg.epochs:
+        left = (last - state.epoch) * sum(spent) / len(spent)
+        hooks.log(format_record(cfg, record) + (f" | about {duration(left)} left" if state.epoch < last else ""))
+        if stopping and state.epoch < last:
             raise Interrupted(f"stopped after epoch {epoch + 1}", ctl.stop.signum)
     return state.history
 

@@ -22,9 +22,9 @@ from rotnet.config import RunConfig, from_dict, with_defaults
 from rotnet.data import Dataset
 from rotnet.errors import RotnetError
 from rotnet.evaluate import STAGES, extract
-from rotnet.layout import CONFIG, WEIGHTS, not_a_run, read_record
+from rotnet.layout import CONFIG, WEIGHTS, RunLock, not_a_run, read_record
 from rotnet.models import build_model, check_keys, initial_model
-from rotnet.record import open_run
+from rotnet.record import Seal, open_run
 from rotnet.seeds import derive_seed
 from rotnet.stats import wilson
 
@@ -161,7 +161,9 @@ def probe(
                 bar.write(f"{which} {stage}: {accs[stage]:.2f}% ({train_x.shape[1]} features)")
         results["accuracy"][which] = accs
     out = out_dir / f"probe-{head}-pool{pool}{tag}.json"
-    ckpt.atomic_write_text(out, json.dumps(results, indent=2) + "\n")
+    with RunLock(folder):  # sealed into the run's record, which another command may be sealing too
+        record = open_run(folder, "probe", need=(WEIGHTS,))
+        Seal.resume(folder, record).write_text(f"probe/{out.name}", json.dumps(results, indent=2) + "\n")
     log(table(results))
     worse = not_better(results["accuracy"])
     if worse:

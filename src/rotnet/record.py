@@ -25,6 +25,7 @@ from rotnet.layout import (
     METRICS,
     RESULT,
     WEIGHTS,
+    data_segment,
     parse_run_dir,
     read_json,
 )
@@ -172,9 +173,9 @@ def parse_json(data: bytes | None):
         return None
 
 
-def read_run(folder: Path) -> RunRecord:
+def read_run(folder: Path, root: Path | None = None) -> RunRecord:
     """Read a run folder's record once and check it against its manifest (every file listed present and unchanged,
-    every file present listed) and against itself (see `consistency`)."""
+    every file present listed) and against itself and where it sits under `root` when given (see `consistency`)."""
     folder = Path(folder)
     try:
         listed = read_manifest(folder)
@@ -202,7 +203,9 @@ def read_run(folder: Path) -> RunRecord:
             if got not in (sha, previous.get(name)):  # old or new: a write under way when it stopped
                 problems.append(f"{name} differs from what rotnet wrote (sha256 in {MANIFEST})")
         problems += [f"{name} is not in {MANIFEST}" for name in owned_files(folder) if name not in files]
-    problems += consistency(folder, parse_json(raw[CONFIG]), result if RESULT in has else None, history, RESULT in has)
+    problems += consistency(
+        folder, parse_json(raw[CONFIG]), result if RESULT in has else None, history, RESULT in has, root
+    )
     if problems:
         status = "tampered" if listed is not None and not problems[0].startswith("inconsistent") else "inconsistent"
     elif missing:
@@ -289,18 +292,26 @@ def parse_metrics(data: bytes | None) -> list[dict] | None:
     return out
 
 
-def consistency(folder: Path, record, result, history: list[dict] | None, finished: bool) -> list[str]:
+def consistency(
+    folder: Path, record, result, history: list[dict] | None, finished: bool, root: Path | None = None
+) -> list[str]:
     """Where a record (config.json, result.json and metrics.jsonl as read) disagrees with itself or with where it
     sits: the folder's arch, experiment and seed against config.json and result.json; result.json's epochs against
     config.json's (a run writes its result only after its last planned epoch); result.json's accuracy and epochs
-    against metrics.jsonl."""
+    against metrics.jsonl; with the runs root, the data folder it sits in against config.json's data."""
     out = []
     cfg = record.get("config") if isinstance(record, dict) else None
-    rid = parse_run_dir(folder)
+    rid = parse_run_dir(folder, root)
     if isinstance(cfg, dict) and rid is not None:
-        for key, want in (("arch", rid.arch), ("experiment", rid.experiment), ("seed", rid.seed)):
-            if cfg.get(key) != want:
-                out.append(f"inconsistent: {CONFIG} says {key} {cfg.get(key)!r}, the folder {want!r}")
+        said = {"arch": rid.arch, "experiment": rid.experiment, "seed": rid.seed}
+        got = {k: cfg.get(k) for k in said} | {"train_per_class": cfg.get("train_per_class", 0)}  # EXPERIMENT@Npc
+        said["train_per_class"] = rid.per_class
+        out += [
+            f"inconsistent: {CONFIG} says {k} {got[k]!r}, the folder {said[k]!r}" for k in said if got[k] != said[k]
+        ]
+        where, data = rid.data or "cifar10", data_segment(cfg) or "cifar10"
+        if root is not None and where != data:  # a run copied under another data folder
+            out.append(f"inconsistent: {CONFIG} says data {data!r}, the folder {where!r}")
     if not finished:
         return out
     if not isinstance(result, dict):

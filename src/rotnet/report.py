@@ -22,7 +22,6 @@ from rotnet.experiments import EXPERIMENTS, load_preset, preset_names, seed_resu
 from rotnet.layout import (
     CONFIG,
     FAILED,
-    METRICS,
     REPORT_MARKER,
     RESULT,
     find_runs,
@@ -31,7 +30,7 @@ from rotnet.layout import (
     read_json,
 )
 from rotnet.markdown import markdown_table
-from rotnet.record import inspect, read_metrics
+from rotnet.record import read_run, sha256_file
 from rotnet.stats import counts_of, t_interval, wilson
 
 ORDER = {e: i for i, e in enumerate(EXPERIMENTS)}  # the report's row order: rotation first
@@ -56,13 +55,13 @@ def collect(root: Path) -> list[dict]:
     runs = []
     for folder in find_runs(root):
         rid = parse_run_dir(folder, root)
-        config = read_json(folder / CONFIG)
-        result = read_json(folder / RESULT) if (folder / RESULT).exists() else {}
+        rec = read_run(folder, root)  # each record file read once, checked and parsed from the same bytes
+        config = rec.config
+        result = rec.result if RESULT in rec.has else {}
         failed = read_json(folder / FAILED) if (folder / FAILED).exists() else {}
-        history = read_metrics(folder / METRICS)
+        history = rec.history
         readable = (
-            isinstance(config, dict)
-            and isinstance(config.get("config"), dict)
+            config is not None
             and isinstance(result, dict)
             and (not result or isinstance(result.get("test_acc"), int | float))
             and isinstance(failed, dict)
@@ -75,7 +74,7 @@ def collect(root: Path) -> list[dict]:
             # A failed mark beside a result: a later reproduce refused to reuse it (its rotation weights changed).
             status = "failed" if failed else "finished" if result else "partial" if history else "started"
         # A run another process is writing is between two seals; it is checked once that process lets go.
-        seen = inspect(folder) if not is_locked(folder) else None
+        seen = rec.inspection if not is_locked(folder) else None
         if seen is not None and not seen.trusted and status != "unreadable":
             status, failed = seen.status, {"error": "; ".join(seen.problems)}
         cfg = with_defaults(config["config"]) if config else {}  # a run older than a key: its default
@@ -95,6 +94,7 @@ def collect(root: Path) -> list[dict]:
                 "cfg": cfg,  # the run's configuration, every key
                 "result": result,
                 "history": history,
+                "sealed_files": rec.listed[0] if rec.listed else None,  # what the manifest vouches for (probes)
                 "planned_epochs": cfg.get("epochs"),
                 "error": str(failed.get("error", "")),
             }
@@ -505,11 +505,21 @@ def knn_section(runs: list[dict], path: Path) -> list[str]:
 
 
 def probe_section(runs: list[dict], path: Path) -> list[str]:
-    probes = [(r, read_json(p)) for r in runs for p in sorted((r["folder"] / "probe").glob("probe-*.json"))]
+    shown = [(r, p) for r in runs for p in sealed_probes(r)]
+    unsealed = sum(len(list((r["folder"] / "probe").glob("probe-*.json"))) for r in runs) - len(shown)
+    probes = [(r, read_json(p)) for r, p in shown]
     probes = [(r, p) for r, p in probes if isinstance(p, dict) and "accuracy" in p and "stages" in p]
-    if not probes:
+    if not probes and not unsealed:
         return []
     lines = ["## Per-layer probes (frozen features, RotNet Table 1 protocol)", ""]
+    if unsealed:
+        lines += [
+            f"{unsealed} probe file(s) that their run's manifest.json does not vouch for are not shown (edited, put "
+            "there by hand, or written by a rotnet before 0.6: `rotnet probe` again seals its results).",
+            "",
+        ]
+    if not probes:
+        return lines
     for r, p in probes:
         stages, acc = p["stages"], p["accuracy"]
         on = f", on {p['data']}" if p.get("data") else ""  # probes before rotnet 0.3: the run's own data
@@ -517,6 +527,16 @@ def probe_section(runs: list[dict], path: Path) -> list[str]:
         lines += markdown_table(["stage", *acc], [[s, *(f"{acc[w][s]:.2f}" for w in acc)] for s in stages]) + [""]
     plots.plot_probes(probes, path)
     return [*lines, f"![probe](plots/{path.name})", ""]
+
+
+def sealed_probes(run: dict) -> list[Path]:
+    """A run's probe results that its manifest lists with the sha256 they still have (every one, for a record made
+    before rotnet sealed runs): a probe file put into a sealed run by hand, or edited, is not shown."""
+    found = sorted((run["folder"] / "probe").glob("probe-*.json"))
+    files = run.get("sealed_files")
+    if files is None:
+        return found if run.get("status") != "unreadable" and not run.get("sealed") else []
+    return [p for p in found if files.get(f"probe/{p.name}") == sha256_file(p)]
 
 
 def label_efficiency_section(runs: list[dict], path: Path) -> list[str]:

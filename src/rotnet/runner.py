@@ -17,14 +17,16 @@ from pathlib import Path
 
 from rotnet import kernels
 from rotnet.checkpoint import atomic_write_text
+from rotnet.checks import Source, check_run, preflight, resume_threads
 from rotnet.config import DataOptions, RunConfig, from_dict
 from rotnet.datasets import load_dataset, load_for
 from rotnet.errors import Diverged, Interrupted, InUse, RotnetError
 from rotnet.experiments import Protocol, rotation_source
 from rotnet.layout import CONFIG, FAILED, RESULT, RunId, is_locked, read_json, run_dir, run_id
+from rotnet.lifecycle import RunContext, Saving
 from rotnet.loop import duration
 from rotnet.provenance import provenance
-from rotnet.run import RunContext, Saving, Source, check_run, preflight, resume_threads, run
+from rotnet.run import run
 from rotnet.runtime import setup_device, threads_text
 from rotnet.signals import StopFlag, stop_handlers
 

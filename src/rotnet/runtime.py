@@ -9,18 +9,21 @@ import torch
 
 from rotnet.distributed import World, init_from_env
 from rotnet.errors import RotnetError, unknown
+from rotnet.kernels import prepare_gpu
 
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
         raise unknown("device", name, ("auto", "cpu", "cuda", "cuda:N"))
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise RotnetError(
             f"--device {name} asked for, but torch sees no CUDA device; use --device cpu (or auto: cuda when present)"
         )
-    return torch.device(name)
+    device = torch.device(name)
+    prepare_gpu(device)  # before cuBLAS starts
+    return device
 
 
 def threads_text(n: int) -> str:

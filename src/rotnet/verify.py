@@ -24,6 +24,7 @@ import torch
 
 from rotnet import checkpoint as ckpt
 from rotnet import kernels
+from rotnet.checks import refuse_missing_keys, refuse_other_data
 from rotnet.config import ADDED, NO_OPTIONS, DataOptions, from_dict, with_defaults
 from rotnet.data import normalization, outputs
 from rotnet.datasets import load_for
@@ -37,36 +38,23 @@ from rotnet.layout import (
     VERIFY,
     WEIGHTS,
     RunId,
-    data_diff,
     not_a_run,
     parse_run_dir,
 )
-from rotnet.loop import Hooks, LoopState, fit
+from rotnet.lifecycle import RunContext, build_engine, init_model, place, prediction_options, train_epochs
+from rotnet.loop import LoopState
 from rotnet.markdown import spans
 from rotnet.models import build_model, check_keys
 from rotnet.provenance import cpu_identity, git_commit, provenance
 from rotnet.record import read_run, voucher
-from rotnet.run import (
-    EpochEvaluator,
-    RunContext,
-    build_engine,
-    device_data,
-    init_model,
-    prediction_options,
-    refuse_missing_keys,
-    restore,
-)
 from rotnet.runtime import cpu_threads, recorded_threads, resolve_device, threads_text
 from rotnet.seeds import contract_diff, stream_contract
+from rotnet.state import restore
 
 # What an epoch's record holds that is a pure function of the configuration, the data and the device kind.
 # weights_sha256 (rotnet 0.5 on): the weights each epoch made.
 FIELDS = ("epoch", "lr", "train_loss", "train_acc", "test_acc", "knn_acc", "weights_sha256")
 VERIFIED, FAILED, INCONCLUSIVE = 0, 1, 3  # exit codes (2 is any error before a comparison)
-
-
-class _Enough(Exception):
-    """Raised from the save hook once the epochs to compare are done."""
 
 
 def source_weights(folder: Path, record: dict) -> tuple[Path, dict]:
@@ -208,11 +196,7 @@ def verify(
         path, tensors = source_weights(folder, record)  # read and hashed once, then used for init
         cfg, weights = replace(cfg, init_path=str(path)), (tensors, {})
     data = load_for(cfg, data)
-    old = record.get("dataset")
-    if isinstance(old, dict):  # the same images, wherever they are
-        diff = data_diff(old, data.fingerprint)
-        if diff:
-            raise RotnetError(f"the data differs from the run's ({'; '.join(diff[:4])}); point --data-root at it")
+    refuse_other_data(folder, data, record, "point --data-root at it")  # the same images, wherever they are
     threads = recorded_threads(record) if dev.type == "cpu" else None
     on = f" ({threads_text(threads)}, as recorded)" if threads else ""
     which = f"epochs {from_epoch}-{from_epoch + epochs - 1}" if epochs > 1 else f"epoch {from_epoch}"
@@ -220,23 +204,17 @@ def verify(
     log(f"{folder}: re-training {which} of {cfg.epochs}{kept} on {dev}{on}")
     sys.stdout.flush()  # said before minutes of training
 
-    def save(state: LoopState) -> None:
-        if state.step == 0 and state.epoch >= from_epoch - 1 + epochs:
-            raise _Enough
-
     final = remade = None
     # CPU sums depend on the thread count and the kernels: re-train on the run's thread count, with its kernels
-    with cpu_threads(threads), kernels.computing_with(cfg.kernels, dev):
+    gpu = kernels.deterministic(True, dev)  # a GPU's bits repeat only with deterministic algorithms
+    with cpu_threads(threads), kernels.computing_with(cfg.kernels, dev), gpu:
         classes = outputs(cfg, data)
         model, _ = init_model(cfg, classes, weights)
         engine = build_engine(cfg, model, RunContext(dev, folder), normalization(cfg, data))
         state = restore(start, cfg, engine, now) if start else LoopState()
-        images, labels, test_images, test_labels = device_data(cfg, data, dev)
-        evaluate = EpochEvaluator(cfg, engine.norm, images, labels, test_images, test_labels)
-        try:
-            fit(cfg, engine, images, labels, state, Hooks(evaluate, save, log=lambda _: None))
-        except _Enough:
-            pass
+        placed = place(cfg, data, engine, dev)
+        train_epochs(cfg, engine, placed, state, until=last, log=lambda _: None)
+        test_images, test_labels = placed.test_images, placed.test_labels
         result = rec.result
         if result is not None and (folder / WEIGHTS).is_file():
             tensors = ckpt.load_tensors(folder / WEIGHTS)[0]
@@ -306,19 +284,34 @@ def verify(
     if not differ:
         on = f"; re-trained on {threads_text(threads)}, as recorded" if threads else ""
         return finish(folder, report, VERIFIED, f"verified: {what} (re-run on {here}{on})", log)
-    if same or cfg.kernels == "portable":  # portable kernels promise the same bits on any x86-64 CPU
+    if strict(record, dev, same, cfg.kernels):
         where = f"on the same machine ({here})" if same else f"with portable kernels (made on {made}, re-run on {here})"
         return finish(folder, report, FAILED, f"not verified: {differ} field(s) differ {where}", log)
     sizes = ", ".join(f"{k} by {v:.4g}" for k, v in largest.items())
-    return finish(
-        folder,
-        report,
-        INCONCLUSIVE,
-        f"inconclusive: {differ} field(s) differ{f' (at most: {sizes})' if sizes else ''}, but the run was made on "
-        f"{made} and re-run on {here}, whose kernels may round differently. To settle it: run verify on the "
-        "machine that made the run, or train it with --kernels portable, whose runs verify on any x86-64 CPU",
-        log,
-    )
+    differ_text = f"inconclusive: {differ} field(s) differ{f' (at most: {sizes})' if sizes else ''}"
+    if same and dev.type == "cuda":
+        why = (
+            f", but the run was made on {made} without deterministic algorithms (--nondeterministic, or a rotnet "
+            "before 0.5), whose bits do not repeat. To settle it: train it again without --nondeterministic"
+        )
+    else:
+        why = (
+            f", but the run was made on {made} and re-run on {here}, whose kernels may round differently. To settle "
+            "it: run verify on the machine that made the run, or train it with --kernels portable, whose runs "
+            "verify on any x86-64 CPU"
+        )
+    return finish(folder, report, INCONCLUSIVE, differ_text + why, log)
+
+
+def strict(record: dict, device, same: bool | None, kernels: str) -> bool:
+    """Whether a difference fails a verification rather than leaving it inconclusive: on a CPU, when it is the CPU
+    that made the run (and its thread count) or the run used portable kernels; on a GPU, when it is the same GPU
+    model and every start of the run computed with deterministic algorithms (config.json's `deterministic`)."""
+    if device.type != "cuda":
+        return bool(same) or kernels == "portable"
+    resumes = record.get("resumes")
+    starts = [record, *(resumes if isinstance(resumes, list) else [])]
+    return bool(same) and all(isinstance(s, dict) and s.get("deterministic") is True for s in starts)
 
 
 def finish(folder: Path, report: dict, code: int, verdict: str, log) -> int:

@@ -1,0 +1,254 @@
+"""Every check of a run before it trains or is reused (`check_run`): its lock, its record read once, its configuration,
+its data and the rotation weights a transfer run starts from (read and hashed once)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+
+from rotnet import checkpoint as ckpt
+from rotnet.config import ADDED, NOT_PROTOCOL, RunConfig, config_diff
+from rotnet.data import Dataset, normalization, short_classes
+from rotnet.errors import InUse, RotnetError, warn_once
+from rotnet.health import weights_problem
+from rotnet.layout import (
+    CHECKPOINTS,
+    CONFIG,
+    RESULT,
+    WEIGHTS,
+    data_diff,
+    find_runs,
+    is_locked,
+    parse_run_dir,
+    read_json,
+    run_dir,
+)
+from rotnet.lifecycle import RunContext
+from rotnet.record import RunRecord, open_run
+from rotnet.runtime import recorded_threads
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a from-rotation run's weights must come from: the rotation run its own protocol resolves (same
+    preset, files and flags, arch and seed), and the command that makes it."""
+
+    expected: RunConfig
+    command: str = ""
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What `check_run` passed: the source weights of a from-rotation run (tensors, what to record; None for other
+    runs) and the run's record as read and checked (None: no run there yet, or one a --restart keeps aside)."""
+
+    weights: tuple[dict, dict] | None = None
+    record: RunRecord | None = None
+
+
+def init_weights(cfg: RunConfig, runs_root: Path, source: Source | None) -> tuple[dict, dict]:
+    """The rotation weights a from-rotation run starts from, read and hashed once, and what to record about them.
+
+    An explicit --init path is taken as given (and recorded so). Otherwise the rotation run of `source.expected`
+    is looked up and refused if it was made with another protocol than the one this run resolves.
+    """
+    expected = source.expected if source else rotation_of(cfg)
+    path = Path(cfg.init_path) if cfg.init_path else run_dir(runs_root, expected) / WEIGHTS
+    make = (source.command if source else "") or f"rotnet train rotation --arch {cfg.arch} --seed {cfg.seed}"
+    if not path.is_file():
+        if cfg.init_path:
+            raise RotnetError(f"no rotation weights at {path}; check the --init path")
+        raise RotnetError(
+            f"no rotation weights at {path}; {other_rotation_runs(cfg, runs_root, path)}make them with: {make} "
+            f"--runs-root {runs_root}"
+        )
+    tensors, meta = ckpt.load_source(path)  # read once; the record check below finds its sha256 known
+    if not cfg.init_path:
+        open_run(path.parent, "take rotation weights from", need=(RESULT, WEIGHTS))
+    src_cfg = meta.get("config")
+    if isinstance(src_cfg, dict) and src_cfg.get("task") not in (None, "rotation"):
+        raise RotnetError(f"{path} holds weights of a {src_cfg.get('task')} run, not of a rotation run")
+    if not cfg.init_path:
+        if not isinstance(src_cfg, dict):
+            raise RotnetError(f"{path} does not record the configuration that made it; pass it with --init PATH")
+        ignore = NOT_PROTOCOL + (("freeze_bn",) if expected.trainable == "all" else ())  # no effect on all-trainable
+        diff = config_diff(src_cfg, expected.to_dict(), ignore)
+        if diff:
+            raise RotnetError(
+                f"the rotation run {path.parent} was made with another protocol than this run resolves "
+                f"({'; '.join(diff)}). To start from its weights anyway, add --init {path} to this command; "
+                f"{other_rotation_runs(cfg, runs_root, path)}to train rotation weights of this protocol: {make} "
+                f"--runs-root {runs_root} --restart (that run is kept under a new name)"
+            )
+    record = {
+        "init": "rotation",
+        "init_from": "--init" if cfg.init_path else "rotation run",
+        "init_weights": str(path),
+        "init_sha256": ckpt.digest(tensors),
+        "init_source_config": src_cfg if isinstance(src_cfg, dict) else None,
+    }
+    return tensors, record
+
+
+def other_rotation_runs(cfg: RunConfig, runs_root: Path, path: Path) -> str:
+    """'' or "other rotation weights of this arch and seed: --init A, --init B; ", from the finished rotation runs
+    under runs_root (another data segment, a subset, an older copy) that are not at `path`."""
+    found = [
+        f / WEIGHTS
+        for f in find_runs(runs_root)
+        if (rid := parse_run_dir(f, runs_root)) is not None
+        and (rid.arch, rid.experiment, rid.seed) == (cfg.arch, "rotation", cfg.seed)
+        and (f / WEIGHTS).is_file()
+        and f / WEIGHTS != path
+    ]
+    if not found:
+        return ""
+    return f"other rotation weights of {cfg.arch} seed {cfg.seed} here: {', '.join(f'--init {p}' for p in found[:3])}; "
+
+
+def rotation_of(cfg: RunConfig) -> RunConfig:
+    """The rotation run a from-rotation run starts from when no protocol says more: same arch, seed, stem, data."""
+    return RunConfig(
+        experiment="rotation",
+        arch=cfg.arch,
+        seed=cfg.seed,
+        stem=cfg.stem,
+        dataset=cfg.pretrain_dataset or cfg.dataset,
+        image_size=cfg.image_size,
+    )
+
+
+def check_run(
+    cfg: RunConfig,
+    rt: RunContext,
+    source: Source | None = None,
+    data: Dataset | None = None,
+    weights=None,
+    held: bool = False,
+    with_source: bool = True,
+) -> Checked:
+    """Every check of a run before it trains or is reused, once, in this order; the first that fails raises.
+
+    1. the folder's lock: no other process works on it (skipped when this process holds it: `held`);
+    2. the source weights of a from-rotation run: read and hashed once, of this run's protocol;
+    3. its record, read once (`record.open_run`): sealed files unchanged and self-consistent;
+    4. its configuration: the same as this run's (a partial run's record must name every key: no default fills in);
+    5. its data (when given): the same files it was trained on;
+    6. the source weights are the ones the record started from (finished or not).
+    `weights`, when given, are ones an earlier call returned (not read again); with_source=False skips 2 and 6 (a
+    plan whose rotation run is yet to train).
+    """
+    folder = run_dir(rt.runs_root, cfg)
+    holder = is_locked(folder) if rt.world.is_main and not held else None  # other ranks: rank 0 holds it for them
+    if holder:
+        raise InUse(f"{folder} is in use by another rotnet process (pid {holder}); wait for it to finish or stop it")
+    if cfg.init == "rotation" and weights is None and with_source:
+        weights = init_weights(cfg, rt.runs_root, source)
+    if rt.saving.restart or not (folder / CONFIG).exists():
+        return Checked(weights)
+    finished = (folder / RESULT).is_file()  # reused, so its weights are part of what it claims
+    record = open_run(folder, "reuse" if finished else "continue", need=(RESULT, WEIGHTS) if finished else ())
+    if record.config is None:
+        raise RotnetError(f"{folder / CONFIG} is unreadable; move the run away or use --restart")
+    if not finished:
+        refuse_missing_keys(folder, record.config)
+    refuse_changed_config(folder, cfg, record.config)
+    if data is not None:
+        refuse_other_data(folder, data, record.config)
+    if weights is not None:
+        refuse_other_source(folder, cfg, rt.runs_root, record.config, weights[1]["init_sha256"])
+    return Checked(weights, record)
+
+
+def preflight(cfg: RunConfig, rt: RunContext, source: Source | None = None) -> tuple[dict, dict] | None:
+    """The checks that need no data, so that they fail before it loads; returns the source weights."""
+    return check_run(cfg, rt, source).weights
+
+
+def refuse_changed_config(folder: Path, cfg: RunConfig, record: dict) -> None:
+    """A run continues, or is reused, only under the configuration it recorded: name the keys that differ."""
+    diff = config_diff(record["config"], cfg.to_dict())
+    if diff:
+        raise RotnetError(
+            f"{folder} holds a run with a different configuration ({'; '.join(diff)}); "
+            "use --restart to start over (the old run is kept), or another --runs-root"
+        )
+
+
+def refuse_missing_keys(folder: Path, record: dict) -> None:
+    """A run continues, or is verified, only under the configuration it recorded: a key it predates counts as the
+    value runs had before that key existed (config.ADDED); any other missing key would take today's default, a
+    setting the run never had, and is refused."""
+    missing = sorted(set(RunConfig().to_dict()) - set(record["config"]) - set(ADDED))
+    if missing:
+        raise RotnetError(
+            f"{folder / CONFIG} was written by rotnet {record.get('rotnet_version', '?')} and does not record "
+            f"{', '.join(missing)}; continue it with that version (commit {record.get('git_commit', '?')}) "
+            "or --restart"
+        )
+
+
+def refuse_other_source(folder: Path, cfg: RunConfig, runs_root: Path, record: dict, have: str) -> None:
+    """A from-rotation run, finished or not, continues or is reused only beside the rotation weights it was trained
+    from: once its rotation run was trained again into other weights, its number no longer belongs to that run."""
+    want = record.get("init_sha256")
+    if not isinstance(want, str) or want == have:
+        return
+    raise RotnetError(
+        f"{folder} was trained from other rotation weights (sha256 {want[:12]}...) than it would start from now "
+        f"({have[:12]}...); train it again from them with: rotnet train {cfg.experiment} --restart"
+        f" --runs-root {runs_root} (and your other flags)"
+    )
+
+
+def resume_threads(folder: Path, record: dict | None = None) -> int | None:
+    """The CPU thread count a partial run resumes on: the one it started with (CPU sums depend on it), as its
+    config.json recorded it (`record`, when it was read already). None for a run with no checkpoint or a finished
+    one: those start on any count."""
+    if (folder / RESULT).is_file() or not any((folder / CHECKPOINTS).glob("e*-s*.safetensors")):
+        return None
+    return recorded_threads(record if record is not None else read_json(folder / CONFIG))
+
+
+def refuse_other_data(
+    folder: Path,
+    data: Dataset,
+    record: dict,
+    fix: str = "use its --data-root, or --restart to start over (the old run is kept)",
+) -> None:
+    """A run resumes, is reused or is verified only on the data it was trained on; `fix` says what to do instead."""
+    old = record.get("dataset")
+    if not isinstance(old, dict):
+        return
+    diff = data_diff(old, data.fingerprint)  # a moved copy is the same data
+    if diff:
+        raise RotnetError(
+            f"{folder} was trained on other data ({'; '.join(diff[:4])}{' ...' if len(diff) > 4 else ''}); {fix}"
+        )
+
+
+def refuse_broken_source(cfg: RunConfig, model: nn.Module, data: Dataset, init_info: dict) -> None:
+    """Rotation weights (a run's or --init's) that load but cannot work, refused before a step is trained."""
+    if cfg.init != "rotation":
+        return
+    problem = weights_problem(model, data.test_images, normalization(cfg, data), channels_last=False)
+    if problem:
+        raise RotnetError(f"the rotation weights {init_info['init_weights']} cannot start a run: {problem}")
+
+
+def warn_short_classes(cfg: RunConfig, data: Dataset) -> None:
+    """A subset of N per class takes all of a smaller class (a smoke test runs on whatever data it is given): say
+    which, by name; result.json records each class's count."""
+    short = short_classes(data.train_labels, cfg.train_per_class) if cfg.train_per_class else {}
+    if short:
+        names = [f"{class_name(data, c)} ({n})" for c, n in sorted(short.items())]
+        warn_once(
+            ("short", data.name, data.root, cfg.train_per_class, tuple(sorted(short.items()))),
+            f"fewer than {cfg.train_per_class} training images per class in {', '.join(names)}: all of them are used",
+        )
+
+
+def class_name(data: Dataset, c: int) -> str:
+    return data.class_names[c] if 0 <= c < len(data.class_names) else "unlabeled"
