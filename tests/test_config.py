@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import pytest
 
@@ -201,3 +202,32 @@ def test_config_or_preset_naming_a_non_file(tmp_path, fake_root, capsys, kind, f
     value = str(path) if kind != "device" else "/dev/null"
     assert cli("train", "rotation", flag, value, root=tmp_path / "runs", data=fake_root) == 2
     assert "is not a regular file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("when", "said"),
+    [
+        ('{ experiment = "rotaton" }', "did you mean rotation?"),
+        ('{ experiment = ["rotation", "ful-from-rotation"] }', "did you mean full-from-rotation?"),
+        ('{ arch = "resnet43" }', "did you mean resnet34?"),
+        ('{ task = "clasification" }', "did you mean classification?"),
+        ('{ stem = "cifarr" }', "did you mean cifar?"),
+        ('{ seed = "zero" }', "seed must be"),
+        ("{ epochs = 1.5 }", "epochs must be"),
+        ("{ arch = [] }", "matches no run"),
+    ],
+)
+def test_a_rules_when_is_checked_like_a_flag_so_a_misspelled_rule_never_matches_nothing(tmp_path, when, said):
+    """`when = { experiment = "rotaton" }` matched no run without a word, and the run trained the preset's settings."""
+    toml = tmp_path / "rules.toml"
+    toml.write_text(f"[[rule]]\nwhen = {when}\nset = {{ epochs = 3 }}\n")
+    with pytest.raises(RotnetError, match=re.escape(said)):
+        Protocol("quick", (toml,)).resolve("rotation")
+
+
+def test_a_rule_that_names_valid_values_applies(tmp_path):
+    toml = tmp_path / "rules.toml"
+    rule = 'when = { experiment = ["rotation"], arch = "resnet18", seed = 0 }'
+    toml.write_text(f"[[rule]]\n{rule}\nset = {{ epochs = 3 }}\n")
+    assert Protocol("quick", (toml,)).resolve("rotation").epochs == 3
+    assert Protocol("quick", (toml,)).resolve("full-from-random").epochs != 3

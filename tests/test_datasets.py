@@ -3,6 +3,7 @@ datasets. Every file here is written by the test in the format the real release 
 
 import json
 import pickle
+import re
 import warnings
 from pathlib import Path
 
@@ -444,3 +445,52 @@ def test_a_stopped_folder_run_does_not_resume_after_images_moved_between_classes
     assert cli(*args, root=root, data=data) == 2
     err = capsys.readouterr().err
     assert "was trained on other data (labels_sha256: " in err and "Traceback" not in err
+
+
+def with_class_names(source: str, root: Path, names: list[str]) -> Path:
+    """A dataset of `source` in its official layout whose metadata names the classes `names`."""
+    from tests.conftest import write_fake_cifar
+
+    if source == "cifar10":
+        write_fake_cifar(root)
+        with open(root / "cifar-10-batches-py/batches.meta", "wb") as f:
+            pickle.dump({"label_names": names, "num_cases_per_batch": 10, "num_vis": 3072}, f, protocol=2)
+    elif source == "cifar100":
+        write_fake_cifar100(root)
+        meta = {
+            "fine_label_names": names + [f"fine{i}" for i in range(10, 100)],
+            "coarse_label_names": [f"c{i}" for i in range(20)],
+        }
+        with open(root / "cifar-100-python/meta", "wb") as f:
+            pickle.dump(meta, f, protocol=2)
+    else:
+        write_fake_stl10(root)
+        (root / "stl10_binary/class_names.txt").write_text("\n".join(names) + "\n")
+    return root
+
+
+UNSAFE = ["../../../outside", "/tmp/rotnet-absolute", "a/b", "..", "a\\b"]
+
+
+@pytest.mark.parametrize("bad", [*UNSAFE, "duplicate"])
+@pytest.mark.parametrize("source", ["cifar10", "cifar100", "stl10"])
+def test_a_class_name_from_a_datasets_metadata_is_one_folder_name_or_refused(tmp_path, source, bad):
+    """`export-images stl10 OUT` with `../../../x` in class_names.txt (or a CIFAR batches.meta label like it) wrote
+    PNGs outside OUT. Names are checked where every reader hands them over (the Dataset), for every source."""
+    names = [f"class{i}" for i in range(10)]
+    names[3] = "class2" if bad == "duplicate" else bad
+    root = with_class_names(source, tmp_path / "data", names)
+    out = tmp_path / "deep/er/out"
+    args = ["export-images", source, str(out), "--data-root", str(root), "--no-download"]
+    assert main(args) == 2
+    assert not (tmp_path / "outside").exists() and not Path("/tmp/rotnet-absolute").exists()
+    with pytest.raises(RotnetError, match=f"the class name {re.escape(repr(names[3]))}|two classes are named"):
+        load_dataset(source, options=DataOptions(root, False))
+
+
+def test_every_kind_of_unsafe_name_is_named(tmp_path):
+    """The rule itself, beyond the metadata files: what a name must be to stand for one folder."""
+    from rotnet.data import name_problem
+
+    assert [name_problem(n) != "" for n in [*UNSAFE, ".", "", " ", "a\0b", "tab\there"]] == [True] * 10
+    assert [name_problem(n) for n in ["cat", "sea lion", "vélo", "9", "a.b", "..."]] == [""] * 6

@@ -151,6 +151,52 @@ def test_a_record_moved_to_where_another_run_belongs_is_inconsistent_and_not_cou
     assert found[where]["status"] == "inconsistent" and f"says {said}" in found[where]["error"]
 
 
+BAD = ["x", [1], None, -1]
+RESULT_KEYS = ["test_acc", "epochs", "seed", "task", "train_seconds", "images_per_s", "test_images", "train_images",
+               "world_size", "class_names", "dataset", "arch"]  # fmt: skip
+CONFIG_KEYS = ["epochs", "lr", "batch_size", "stem", "dataset", "pretrain_dataset", "image_size", "train_per_class",
+               "task", "normalization", "arch", "seed"]  # fmt: skip
+
+
+def resealed_with(folder, name, key, value):
+    record = json.loads((folder / name).read_text())
+    (record["config"] if name == "config.json" else record)[key] = value
+    (folder / name).write_text(json.dumps(record))
+    reseal(folder)
+
+
+@pytest.mark.parametrize("value", BAD, ids=repr)
+@pytest.mark.parametrize(
+    ("name", "key"), [("result.json", k) for k in RESULT_KEYS] + [("config.json", k) for k in CONFIG_KEYS]
+)
+def test_a_resealed_field_of_the_wrong_kind_is_inconsistent_never_a_readers_traceback(copy, name, key, value):
+    """A forger can always reseal (the manifest is not a signature): a field the report formats, of the wrong kind,
+    passed the checks and ended in a traceback (9 of 74 such edits before). The record's schema (record.RESULT_FIELDS,
+    a configuration rotnet could have run) says what each field must be; a record that passes it is one every
+    reader can use."""
+    folder = copy / RUN
+    before = json.loads((folder / name).read_text())
+    if (before["config"] if name == "config.json" else before).get(key) == value:
+        pytest.skip("the record holds this value")
+    resealed_with(folder, name, key, value)
+    seen = inspect(folder)
+    assert seen.status == "inconsistent" and key in seen.problems[0], seen
+
+
+def test_a_report_of_resealed_wrong_fields_counts_none_of_them_and_ends_well(tiny_five, tmp_path, capsys):
+    """The whole report (tables, sections, figures) over runs whose resealed fields are of the wrong kind."""
+    from rotnet.cli import main
+
+    root = shutil.copytree(tiny_five, tmp_path / "runs")
+    resealed_with(root / "resnet18/rotation/seed0", "result.json", "test_images", "x")
+    resealed_with(root / "resnet18/layer4-from-rotation/seed0", "config.json", "stem", [1])
+    resealed_with(root / "resnet18/full-from-random/seed0", "result.json", "task", "rotation")
+    assert main(["report", str(root)]) == 0
+    rows = {r["experiment"]: r for r in json.loads((root / "results.json").read_text())["rows"]}
+    assert rows["rotation"]["n"] == 0 and rows["layer4-from-random"]["n"] == 1
+    assert "Traceback" not in capsys.readouterr().err
+
+
 def test_an_edited_manifest_is_tampered(copy):
     path = copy / RUN / "manifest.json"
     doc = json.loads(path.read_text())

@@ -16,6 +16,7 @@ from rotnet.health import weights_problem
 from rotnet.layout import (
     CHECKPOINTS,
     CONFIG,
+    MANIFEST,
     RESULT,
     WEIGHTS,
     data_diff,
@@ -146,12 +147,14 @@ def check_run(
         raise InUse(f"{folder} is in use by another rotnet process (pid {holder}); wait for it to finish or stop it")
     if cfg.init == "rotation" and weights is None and with_source:
         weights = init_weights(cfg, rt.runs_root, source)
-    if rt.saving.restart or not (folder / CONFIG).exists():
+    if rt.saving.restart or not ((folder / CONFIG).exists() or (folder / MANIFEST).exists()):
         return Checked(weights)
     finished = (folder / RESULT).is_file()  # reused, so its weights are part of what it claims
     record = open_run(folder, "reuse" if finished else "continue", need=(RESULT, WEIGHTS) if finished else ())
-    if record.config is None:
+    if record.config is None and (folder / CONFIG).exists():
         raise RotnetError(f"{folder / CONFIG} is unreadable; move the run away or use --restart")
+    if record.config is None:  # a manifest alone (a run killed before its config.json): its checkpoints' seal
+        return Checked(weights, record)
     if not finished:
         refuse_missing_keys(folder, record.config)
     refuse_changed_config(folder, cfg, record.config)

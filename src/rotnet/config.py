@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from rotnet.errors import RotnetError
+from rotnet.errors import RotnetError, unknown
 
 Arch = Literal["resnet18", "resnet34", "resnet50"]
 ARCHS: tuple[str, ...] = typing.get_args(Arch)
@@ -228,10 +228,14 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise RotnetError(f"{path} is not valid TOML: {e}") from None
 
 
-def split_toml(doc: dict[str, Any], source: str) -> tuple[dict[str, Any], list[tuple[dict, dict]]]:
+def split_toml(
+    doc: dict[str, Any], source: str, choices: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], list[tuple[dict, dict]]]:
     """A TOML document's top-level keys (for every run) and its `[[rule]]` tables as (when, set) pairs.
 
-    A rule's `when` maps fields to a value or a list of values; its `set` applies when every `when` field matches.
+    A rule's `when` maps fields to a value or a non-empty list of values; its `set` applies when every `when` field
+    matches. Each `when` value is checked as a flag's value is (its kind; one of the field's choices, or of
+    `choices`, e.g. the experiments' names), so a misspelled rule is refused instead of matching nothing.
     """
     rules = doc.get("rule", [])
     if not isinstance(rules, list) or not all(isinstance(r, dict) for r in rules):
@@ -249,6 +253,8 @@ def split_toml(doc: dict[str, Any], source: str) -> tuple[dict[str, Any], list[t
         for key in [*when, *sets, *top]:
             if key not in FIELD_TYPES:
                 raise RotnetError(f"{source}: unknown configuration key {key!r}; valid keys: {', '.join(FIELD_TYPES)}")
+        for key, value in when.items():
+            refuse_bad_when(source, key, value, (choices or {}).get(key, CHOICES.get(key)))
         out.append((when, sets))
     for key in top:
         if key not in FIELD_TYPES:
@@ -256,17 +262,32 @@ def split_toml(doc: dict[str, Any], source: str) -> tuple[dict[str, Any], list[t
     return top, out
 
 
+def refuse_bad_when(source: str, key: str, value: Any, allowed) -> None:
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        raise RotnetError(f"{source}: a rule's when {key} = [] matches no run; name at least one value")
+    for v in values:
+        try:
+            coerced = coerce(key, v)
+        except RotnetError as e:
+            raise RotnetError(f"{source}: a rule's when: {e}") from None
+        if allowed is not None and coerced not in allowed:
+            raise unknown(f"{key} in a rule's when ({source}):", v, allowed)
+
+
 def matches(cfg: RunConfig, when: dict[str, Any]) -> bool:
     return all(getattr(cfg, k) in (v if isinstance(v, list) else [v]) for k, v in when.items())
 
 
-def layered(base: RunConfig, documents: list[tuple[str, dict]], command_line: dict[str, Any]) -> RunConfig:
+def layered(
+    base: RunConfig, documents: list[tuple[str, dict]], command_line: dict[str, Any], choices: dict | None = None
+) -> RunConfig:
     """base <- each document (top-level keys, then its matching rules) in order <- the command line.
 
     Rules match the run as the top-level keys and the command line describe it (its experiment, task, arch, seed
     ...), so `--arch resnet34` picks the preset's ResNet34 rule; a later layer always wins over an earlier one.
     """
-    split = [(source, *split_toml(doc, source)) for source, doc in documents]
+    split = [(source, *split_toml(doc, source, choices)) for source, doc in documents]
     identity = base
     for _, top, _ in split:
         identity = apply(identity, top)

@@ -60,6 +60,9 @@ class Dataset:
     mean: tuple[float, ...] = SEED_MEAN  # its training split's channel statistics (0-1 scale)
     std: tuple[float, ...] = SEED_STD
 
+    def __post_init__(self):
+        refuse_unsafe_names(self.class_names, f"{self.name} under {self.root or '?'}")
+
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
@@ -70,6 +73,32 @@ class Dataset:
 
 
 Cifar10 = Dataset  # the name of the first release
+
+
+def name_problem(name) -> str:
+    """What keeps a name from outside (a class name, from a dataset's metadata or a folder) from being one folder
+    name: '' if nothing. Export writes a folder per class, so a name is used as a path component."""
+    if not isinstance(name, str) or not name.strip():
+        return "is empty"
+    if name in (".", "..") or any(c in name for c in "/\\\0"):
+        return "is not a single folder name"
+    if any(ord(c) < 32 for c in name):
+        return "holds a control character"
+    return ""
+
+
+def refuse_unsafe_names(names: tuple[str, ...], source: str) -> None:
+    """Class names are checked once, where every reader hands them over (`Dataset`): each a single folder name, no
+    two alike (two classes under one name would merge where the name is used as a key or a folder)."""
+    for name in names:
+        problem = name_problem(name)
+        if problem:
+            raise RotnetError(f"{source}: the class name {name!r} {problem}; fix the dataset's metadata")
+    seen = set()
+    for name in names:
+        if name in seen:
+            raise RotnetError(f"{source}: two classes are named {name!r}; fix the dataset's metadata")
+        seen.add(name)
 
 
 def is_named(dataset: str) -> bool:

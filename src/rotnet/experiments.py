@@ -78,7 +78,8 @@ class Protocol:
         documents = [(f"preset {self.preset}", load_preset(self.preset))]
         documents += [(str(f), read_toml(Path(f))) for f in self.config_files]
         command_line = dict(self.overrides) | {k: v for k, v in identity.items() if v is not None}
-        return consistent(experiment, layered(validate(EXPERIMENTS[experiment]), documents, command_line))
+        names = {"experiment": tuple(EXPERIMENTS)}
+        return consistent(experiment, layered(validate(EXPERIMENTS[experiment]), documents, command_line, names))
 
     def flags(self) -> list[str]:
         """The command-line flags that give this protocol (for hints that repeat the user's own command)."""

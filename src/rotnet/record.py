@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rotnet.checkpoint import atomic_write, read_file, refuse_links, sha256_file
+from rotnet.config import RunConfig, from_dict, with_defaults
 from rotnet.errors import RotnetError
 from rotnet.layout import (
     CHECKPOINTS,
@@ -312,15 +313,18 @@ def consistency(
         where, data = rid.data or "cifar10", data_segment(cfg) or "cifar10"
         if root is not None and where != data:  # a run copied under another data folder
             out.append(f"inconsistent: {CONFIG} says data {data!r}, the folder {where!r}")
+    if isinstance(cfg, dict):
+        out += config_problems(cfg)
     if not finished:
         return out
     if not isinstance(result, dict):
         return [*out, f"inconsistent: {RESULT} is unreadable"]
+    out += result_problems(result, cfg)
     if isinstance(cfg, dict):
         out += [
             f"inconsistent: {RESULT} says {k} {result.get(k)!r}, {CONFIG} {cfg.get(k)!r}"
-            for k in ("arch", "experiment", "seed")
-            if k in result and result.get(k) != cfg.get(k)
+            for k in ("arch", "experiment", "seed", "dataset", "pretrain_dataset")
+            if k in result and result.get(k) != cfg.get(k, RunConfig().to_dict()[k])
         ]
         if result.get("epochs") != cfg.get("epochs"):  # an unsealed record's config.json edited: no manifest to see it
             out.append(f"inconsistent: {RESULT} says {result.get('epochs')!r} epochs, {CONFIG} {cfg.get('epochs')!r}")
@@ -335,6 +339,61 @@ def consistency(
     if result.get("epochs") != len(history):
         out.append(f"inconsistent: {RESULT} says {result.get('epochs')!r} epochs, {METRICS} has {len(history)}")
     return out + confusion_problems(result)
+
+
+def is_count(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
+def is_text(x) -> bool:
+    return isinstance(x, str)
+
+
+# result.json's fields that readers use (report, plots, export, API), each with what it must be where present: a
+# record that passes these is one every reader can use without a traceback.
+RESULT_FIELDS = {
+    "test_acc": (finite, "a number"),
+    "epochs": (lambda x: is_count(x) and x > 0, "a positive whole number"),
+    "seed": (is_count, "a whole number"),
+    "arch": (is_text, "text"),
+    "experiment": (is_text, "text"),
+    "task": (lambda x: x in ("rotation", "classification"), "rotation or classification"),
+    "dataset": (is_text, "text"),
+    "pretrain_dataset": (is_text, "text"),
+    "train_seconds": (lambda x: finite(x) and x >= 0, "a number of seconds"),
+    "last_invocation_seconds": (lambda x: finite(x) and x >= 0, "a number of seconds"),
+    "images_per_s": (lambda x: finite(x) and x >= 0, "a number"),
+    "test_images": (is_count, "a count"),
+    "train_images": (is_count, "a count"),
+    "world_size": (lambda x: is_count(x) and x > 0, "a positive whole number"),
+    "ranks_agree": (lambda x: isinstance(x, bool), "true or false"),
+    "class_names": (lambda x: isinstance(x, list) and all(map(is_text, x)), "a list of names"),
+    "train_images_per_class": (lambda x: isinstance(x, dict) and all(map(is_count, x.values())), "counts by class"),
+}
+
+
+def result_problems(result: dict, cfg) -> list[str]:
+    """Where result.json is not what rotnet writes (RESULT_FIELDS), or names another task than its configuration."""
+    out = [
+        f"inconsistent: {RESULT}'s {key} is {result[key]!r}, not {what}"
+        for key, (ok, what) in RESULT_FIELDS.items()
+        if key in result and not ok(result[key])
+    ]
+    if "test_acc" not in result:
+        out.append(f"inconsistent: {RESULT} has no test_acc")
+    if isinstance(cfg, dict) and "task" in result and result["task"] != cfg.get("task", result["task"]):
+        out.append(f"inconsistent: {RESULT} says task {result['task']!r}, {CONFIG} {cfg.get('task')!r}")
+    return out
+
+
+def config_problems(cfg: dict) -> list[str]:
+    """Where config.json's configuration is not one rotnet could have run (a value of the wrong kind or out of range;
+    a key a record predates is read as before it, and a missing key is a resume's concern, not a reader's)."""
+    try:
+        from_dict(RunConfig().to_dict() | with_defaults(cfg), CONFIG)
+    except RotnetError as e:
+        return [f"inconsistent: {e}"]
+    return []
 
 
 def is_counts(row) -> bool:

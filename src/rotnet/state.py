@@ -62,11 +62,10 @@ def write_metrics(seal: Seal, state: LoopState) -> None:
 def restore_state(
     folder: Path, cfg: RunConfig, engine: Engine, steps: int, stream: dict, record: RunRecord | None
 ) -> LoopState | None:
-    """The newest checkpoint the run's manifest (`record`, as checked) vouches for, loaded into engine; None when
-    there is none. A checkpoint of another configuration or stream contract (stream version, device type, torch
-    version) is refused: the run would silently switch random streams mid-way."""
-    if record is None:
-        return None
+    """The newest checkpoint the run's manifest (`record`, as checked; None: no record, which vouches for none)
+    vouches for, loaded into engine; None when the folder holds no checkpoint. A checkpoint of another configuration
+    or stream contract (stream version, device type, torch version) is refused: the run would silently switch random
+    streams mid-way."""
     found = ckpt.load_latest_checkpoint(folder / CHECKPOINTS, cfg.epochs, steps, voucher(record))
     return None if found is None else restore(found, cfg, engine, stream)
 
