@@ -494,3 +494,51 @@ def test_every_kind_of_unsafe_name_is_named(tmp_path):
 
     assert [name_problem(n) != "" for n in [*UNSAFE, ".", "", " ", "a\0b", "tab\there"]] == [True] * 10
     assert [name_problem(n) for n in ["cat", "sea lion", "vélo", "9", "a.b", "..."]] == [""] * 6
+
+
+ROTNETS_OWN = {
+    "manifest.json": {"format": "rotnet-manifest-1", "files": {}, "previous": {}, "sha256": "0" * 64},
+    "reproduce.json": {"rotnet_version": "0.6.0", "runs": []},
+    "label-efficiency.json": {"rotnet_version": "0.6.0", "runs": []},
+    ".rotnet-report": ["report.md", "results.json"],
+    "config.json": {"rotnet_version": "0.6.0", "config": {"experiment": "rotation"}},
+}
+
+
+@pytest.mark.parametrize("kind", ["a dataset's own file", "rotnet's", "a FIFO", "a link to rotnet's"])
+@pytest.mark.parametrize("name", list(ROTNETS_OWN))
+def test_a_folder_is_rotnets_output_by_what_its_marker_holds_never_by_its_name(tmp_path, name, kind):
+    """An image folder holding any file named manifest.json (common in datasets) was skipped without a word: half
+    its images lost. A folder is skipped as rotnet's output only when a marker file holds what rotnet writes; a FIFO
+    under a marker's name is never opened for reading (it would block)."""
+    import os
+
+    from rotnet.imagefolder import list_images
+
+    folder = tmp_path / "images/cat"
+    folder.mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(np.full((8, 8, 3), i, np.uint8)).save(folder / f"{i}.png")
+    own = tmp_path / "own.json"
+    own.write_text(json.dumps(ROTNETS_OWN[name]))
+    if kind == "a dataset's own file":
+        (folder / name).write_text(json.dumps({"images": ["0.png", "1.png", "2.png"], "license": "CC-BY"}))
+    elif kind == "rotnet's":
+        (folder / name).write_text(own.read_text())
+    elif kind == "a FIFO":
+        os.mkfifo(folder / name)
+    else:
+        (folder / name).symlink_to(own)  # rotnet writes no links: a link proves nothing
+    listed = list_images(tmp_path / "images")
+    assert len(listed) == (0 if kind == "rotnet's" else 3)
+
+
+def test_a_run_folder_inside_an_image_folder_is_never_read_as_images(tiny_runs, tmp_path):
+    import shutil
+
+    from rotnet.imagefolder import list_images
+
+    run = shutil.copytree(tiny_runs / "resnet18/rotation/seed0", tmp_path / "images/cat/run")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(run / "figure.png")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "images/cat/0.png")
+    assert list_images(tmp_path / "images") == [tmp_path / "images/cat/0.png"]

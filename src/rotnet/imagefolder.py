@@ -46,7 +46,7 @@ def list_images(folder: Path) -> list[Path]:
     found, entered = [], set()
     for parent, dirs, files in os.walk(folder, followlinks=True):
         st = os.stat(parent)
-        if (st.st_dev, st.st_ino) in entered or is_rotnet_output(files):
+        if (st.st_dev, st.st_ino) in entered or is_rotnet_output(Path(parent), files):
             dirs[:] = []
             continue
         entered.add((st.st_dev, st.st_ino))

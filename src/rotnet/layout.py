@@ -8,6 +8,7 @@ import errno
 import fcntl
 import json
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,15 +27,53 @@ MANIFEST = "manifest.json"  # every file above and each checkpoint, with its sha
 REPORT_MARKER = ".rotnet-report"  # in a runs root: the files `rotnet report` wrote there
 VERIFY = "verify.json"  # what the last `rotnet verify` compared, and its verdict
 LOCK = ".lock"  # flock'ed for the run's life; holds the owner's pid
-# What marks a folder rotnet wrote: a run (its manifest), a runs root (a plan's record, a report's marker), an export
-# (config and weights side by side). Such a folder is never read as images.
-OUTPUT_MARKERS = (MANIFEST, "reproduce.json", "label-efficiency.json", REPORT_MARKER)
+MANIFEST_FORMAT = "rotnet-manifest-1"  # manifest.json's "format" (record.py writes it)
 
 
-def is_rotnet_output(names: set[str] | list[str]) -> bool:
-    """Whether a folder holding these file names is one rotnet wrote."""
+def has_rotnet_version(d: Any) -> bool:
+    return isinstance(d, dict) and isinstance(d.get("rotnet_version"), str)
+
+
+# What marks a folder rotnet wrote, by what only rotnet writes into a file, never by a name alone (datasets hold
+# files called manifest.json or config.json): a run (its manifest, or config.json of a run or an export), a runs
+# root (a plan's record, a report's marker). Such a folder is never read as images.
+OUTPUT_SIGNS = {
+    MANIFEST: lambda d: isinstance(d, dict) and d.get("format") == MANIFEST_FORMAT,
+    "reproduce.json": has_rotnet_version,
+    "label-efficiency.json": has_rotnet_version,
+    REPORT_MARKER: lambda d: isinstance(d, list) and all(isinstance(n, str) for n in d),
+    CONFIG: lambda d: has_rotnet_version(d) and isinstance(d.get("config"), dict),
+}
+
+
+def is_rotnet_output(folder: Path, names: set[str] | list[str]) -> bool:
+    """Whether a folder holding these file names is one rotnet wrote: one of its marker files holds what rotnet
+    writes there."""
     names = set(names)
-    return bool(names & set(OUTPUT_MARKERS)) or {CONFIG, WEIGHTS} <= names
+    return any(name in names and sign(read_marker(Path(folder) / name)) for name, sign in OUTPUT_SIGNS.items())
+
+
+def read_marker(path: Path) -> Any:
+    """A small JSON file's value, or None: read only when it is a regular file (a FIFO or a device would block or
+    never end) of at most 1 MiB, never through a link."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > 1 << 20:
+            return None
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    try:
+        return json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
 
 
 def runs_root_for(preset: str, runs_root: str | Path | None = None) -> Path:

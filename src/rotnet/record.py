@@ -23,6 +23,7 @@ from rotnet.layout import (
     CONFIG,
     EXAMPLES,
     MANIFEST,
+    MANIFEST_FORMAT,
     METRICS,
     RESULT,
     WEIGHTS,
@@ -31,7 +32,7 @@ from rotnet.layout import (
     read_json,
 )
 
-FORMAT = "rotnet-manifest-1"
+FORMAT = MANIFEST_FORMAT
 # The files of a run folder that make its record (failed.json, verify.json, logger output and the lock are notes
 # about a run or views of it, written by others or rewritten freely, and not part of it).
 OWNED = (CONFIG, METRICS, RESULT, WEIGHTS, EXAMPLES)
