@@ -67,7 +67,7 @@ def lengthen(folder, epochs: int, arch: str, shift: float) -> None:
     record["config"] |= {"arch": arch, "epochs": epochs}
     (folder / "config.json").write_text(json.dumps(record))
     result = json.loads((folder / "result.json").read_text())
-    result |= {k: record["config"][k] for k in ("arch", "experiment", "seed")}
+    result |= {k: record["config"][k] for k in ("arch", "experiment", "seed", "task")}
     result |= {"epochs": epochs, "test_acc": lines[-1]["test_acc"]}
     result.pop("confusion")
     (folder / "result.json").write_text(json.dumps(result))

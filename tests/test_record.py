@@ -191,9 +191,10 @@ def test_a_report_of_resealed_wrong_fields_counts_none_of_them_and_ends_well(tin
     resealed_with(root / "resnet18/rotation/seed0", "result.json", "test_images", "x")
     resealed_with(root / "resnet18/layer4-from-rotation/seed0", "config.json", "stem", [1])
     resealed_with(root / "resnet18/full-from-random/seed0", "result.json", "task", "rotation")
+    edit_json(root / "resnet18/layer4-from-random/seed0/config.json", config={"stem": [1], "epochs": "x"})  # unsealed
     assert main(["report", str(root)]) == 0
     rows = {r["experiment"]: r for r in json.loads((root / "results.json").read_text())["rows"]}
-    assert rows["rotation"]["n"] == 0 and rows["layer4-from-random"]["n"] == 1
+    assert rows["rotation"]["n"] == 0 and rows["layer4-from-random"]["n"] == 0 and rows["full-from-rotation"]["n"] == 1
     assert "Traceback" not in capsys.readouterr().err
 
 

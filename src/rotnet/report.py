@@ -77,6 +77,8 @@ def collect(root: Path) -> list[dict]:
         seen = rec.inspection if not is_locked(folder) else None
         if seen is not None and not seen.trusted and status != "unreadable":
             status, failed = seen.status, {"error": "; ".join(seen.problems)}
+            if status in ("tampered", "inconsistent"):  # its fields may hold anything: none is read, the row says why
+                config, result, history = {}, {}, []
         cfg = with_defaults(config["config"]) if config else {}  # a run older than a key: its default
         runs.append(
             {
