@@ -507,8 +507,9 @@ def knn_section(runs: list[dict], path: Path) -> list[str]:
 
 
 def probe_section(runs: list[dict], path: Path) -> list[str]:
-    shown = [(r, p) for r in runs for p in sealed_probes(r)]
-    unsealed = sum(len(list((r["folder"] / "probe").glob("probe-*.json"))) for r in runs) - len(shown)
+    found = [(r, sorted((r["folder"] / "probe").glob("probe-*.json"))) for r in runs]
+    shown = [(r, p) for r, files in found for p in sealed_probes(r, files)]
+    unsealed = sum(len(files) for _, files in found) - len(shown)
     probes = [(r, read_json(p)) for r, p in shown]
     probes = [(r, p) for r, p in probes if isinstance(p, dict) and "accuracy" in p and "stages" in p]
     if not probes and not unsealed:
@@ -531,10 +532,10 @@ def probe_section(runs: list[dict], path: Path) -> list[str]:
     return [*lines, f"![probe](plots/{path.name})", ""]
 
 
-def sealed_probes(run: dict) -> list[Path]:
-    """A run's probe results that its manifest lists with the sha256 they still have (every one, for a record made
-    before rotnet sealed runs): a probe file put into a sealed run by hand, or edited, is not shown."""
-    found = sorted((run["folder"] / "probe").glob("probe-*.json"))
+def sealed_probes(run: dict, found: list[Path]) -> list[Path]:
+    """Those of a run's probe results (`found`) that its manifest lists with the sha256 they still have (every one,
+    for a record made before rotnet sealed runs): a probe file put into a sealed run by hand, or edited, is not
+    shown."""
     files = run.get("sealed_files")
     if files is None:
         return found if run.get("status") != "unreadable" and not run.get("sealed") else []
