@@ -106,7 +106,7 @@ def test_non_positive_numbers(capsys, tmp_path, fake_root, flag, value):
 
 def test_negative_jobs(capsys, tmp_path, fake_root):
     line = run(capsys, "reproduce", "--jobs=-1", root=tmp_path, data=fake_root)
-    assert "--jobs must be zero (auto) or a positive number; got -1" in line
+    assert "--jobs (jobs) must be zero (auto) or a positive number; got -1" in line
 
 
 def test_jobs_with_one_named_gpu(capsys, tmp_path, fake_root):
@@ -300,7 +300,15 @@ def test_read_only_runs_root_is_one_line(capsys, tmp_path, fake_root, monkeypatc
 
     root = tmp_path / "ro"
     shutil.copytree(trained, root)
+    real_open = os.open
+
+    def read_only_open(path, flags, *args, **kwargs):  # what a read-only file system answers to a new file
+        if flags & os.O_CREAT:
+            erofs()
+        return real_open(path, flags, *args, **kwargs)
+
     monkeypatch.setattr(tempfile, "mkstemp", erofs)
+    monkeypatch.setattr(os, "open", read_only_open)
     monkeypatch.setattr(os, "rename", erofs)
     if command == "report":
         code = main(["report", str(root)])

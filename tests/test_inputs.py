@@ -3,6 +3,7 @@ written; an image folder's files, classes and cache mean exactly what a user see
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 from pathlib import Path
@@ -13,6 +14,8 @@ from PIL import Image
 
 from rotnet.errors import RotnetError
 from tests.test_reproduce import TINY
+
+TINY_ARGS = ["--preset", TINY, "--epochs", "1", "--no-download"]
 
 
 @pytest.mark.parametrize(
@@ -270,12 +273,12 @@ def test_sigterm_while_preparing_removes_the_partial_file_and_says_so(
     rotnet runs") instead of 143."""
     import signal
 
-    from rotnet import imagefolder
+    from rotnet import imagecache
     from tests.helpers import cli
 
     folder = tmp_path / "photos"
     save(folder, images(6))
-    real, calls = imagefolder.decode, []
+    real, calls = imagecache.decode, []
 
     def decode_then_term(*a, **kw):
         calls.append(1)
@@ -283,10 +286,12 @@ def test_sigterm_while_preparing_removes_the_partial_file_and_says_so(
             os.kill(os.getpid(), signal.SIGTERM)
         return real(*a, **kw)
 
-    monkeypatch.setattr(imagefolder, "decode", decode_then_term)
+    monkeypatch.setattr(imagecache, "decode", decode_then_term)
     args = [command, *(["rotation"] if command == "train" else ["--experiments", "rotation"])]
     assert cli(*args, "--dataset", str(folder), root=tmp_path / "runs", data=fake_root) == 143
-    assert "stopped while preparing images" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "stopped while preparing images" in err
+    assert "checkpoint saved" not in err  # none was: a stop before a run's first checkpoint says so
     assert not list((folder / ".rotnet-cache").iterdir())
 
 
@@ -357,7 +362,7 @@ def test_a_prepared_cache_is_used_as_it_is_on_the_next_load(tmp_path, capsys):
     also when a bad file was skipped and the array rewritten shorter: else every load would prepare again."""
     import json
 
-    from rotnet.imagefolder import pixels_sha256
+    from rotnet.imagecache import pixels_sha256
 
     folder = tmp_path / "photos"
     save(folder, images(6))
@@ -369,3 +374,181 @@ def test_a_prepared_cache_is_used_as_it_is_on_the_next_load(tmp_path, capsys):
     capsys.readouterr()
     load(folder, skip_bad_images=True)
     assert "preparing" not in capsys.readouterr().out
+
+
+# Issue 34: what a run learns from is what the user's folder says, and a degenerate input is named before training.
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_a_fifo_among_the_images_is_named_not_waited_on(tmp_path, skip):
+    """A FIFO named x.png among the images hung the command forever."""
+    from tests.test_files import no_hang
+
+    folder = tmp_path / "photos"
+    save(folder, images(8))
+    os.mkfifo(folder / "x.png")
+    with no_hang():
+        if skip:
+            assert len(every(load(folder, skip_bad_images=True))) == 8
+        else:
+            with pytest.raises(RotnetError, match=r"x\.png is a FIFO, not a regular file"):
+                load(folder)
+
+
+@pytest.mark.parametrize("where", ["first", "middle"])
+def test_skip_bad_images_skips_the_first_image_too(tmp_path, where):
+    """`--skip-bad-images` never skipped the first image: the folder's size was read from it, unguarded."""
+    folder = tmp_path / "photos"
+    save(folder, images(8))
+    (folder / ("0.png" if where == "first" else "003a.png")).write_bytes(b"not an image")
+    with pytest.raises(RotnetError, match="unreadable|cannot read"):
+        load(folder)
+    with pytest.warns(UserWarning, match="skipped 1 unreadable"):
+        assert len(every(load(folder, skip_bad_images=True))) == 8
+
+
+@pytest.mark.parametrize("link", ["a class folder inside another", "a file of one class in another"])
+def test_an_image_reached_under_two_classes_is_refused(tmp_path, link):
+    """A link `test/cat/dogs -> ../dog` scored the dog test images as cat, with a false warning that test had no dog
+    images. Class membership is the path as the user wrote it; one image under two classes is ambiguous."""
+    root = labeled(tmp_path / "pets", {"cat": 4, "dog": 4}, {"cat": 3, "dog": 3})
+    if link == "a class folder inside another":
+        os.symlink("../dog", root / "test/cat/dogs")
+    else:
+        os.symlink(root / "train/dog/train-dog-0.png", root / "train/cat/also-a-dog.png")
+    with pytest.raises(RotnetError, match="an image has one class: remove the link"):
+        load(root)
+
+
+def test_a_link_to_a_folder_of_the_same_class_is_fine(tmp_path):
+    root = labeled(tmp_path / "pets", {"cat": 4, "dog": 4}, {"cat": 3, "dog": 3})
+    os.symlink(root / "train/cat", root / "train/cat/again")  # a loop inside one class: listed once
+    assert len(every(load(root))) == 14
+
+
+@pytest.mark.parametrize("channel", [0, 1, 2])
+def test_a_constant_channel_is_named_before_training(tmp_path, fake_root, channel, capsys):
+    """A constant blue channel ended in "non-finite loss at epoch 1, step 1" without naming the zero spread."""
+    from rotnet.cli import main
+
+    pixels = images(40)
+    pixels[..., channel] = 200
+    save(tmp_path / "photos", pixels)
+    args = ["train", "rotation", "--dataset", str(tmp_path / "photos"), "--runs-root", str(tmp_path / "r"), *TINY_ARGS]
+    assert main(args) == 2
+    name = ("red", "green", "blue")[channel]
+    err = capsys.readouterr().err
+    assert f"the {name} channel of" in err and "--normalization seed" in err
+    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").rglob("*"))  # refused before any folder
+    assert main([*args, "--normalization", "seed"]) == 0  # the fix the message names
+
+
+@pytest.mark.parametrize("side", [1, 2, 3])
+def test_images_too_small_to_tell_their_rotation_are_refused(tmp_path, side):
+    """1-pixel images trained at chance without a word: their four rotations are one image."""
+    folder = tmp_path / "dots"
+    save(folder, images(8, size=side))
+    with pytest.raises(RotnetError, match=f"{side}x{side}, too small to tell its rotation"):
+        load(folder)
+
+
+@pytest.mark.parametrize(("top", "expected"), [(1.0, 255), (255.0, 255), (65535.0, 255), (0.5, 128)])
+def test_a_float_image_is_scaled_by_its_range(tmp_path, top, expected):
+    """Float TIFFs holding 0-255 became 0/1 images (they were read as 16-bit)."""
+    folder = tmp_path / "floats"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(20):
+        values = rng.uniform(0, top, (8, 8)).astype(np.float32)
+        values[0, 0] = top  # the brightest value of the folder; 0.5 in a 0-1 image is half of white
+        Image.fromarray(values, "F").save(folder / f"{i}.tif")
+    assert int(every(load(folder)).max()) == expected
+
+
+def test_an_edited_cache_record_is_prepared_again_not_trusted(tmp_path, capsys):
+    """Editing the cache record's `kept` list swapped labels silently: the record now carries its own digest."""
+    root = labeled(tmp_path / "pets", {"cat": 4, "dog": 4}, {"cat": 3, "dog": 3})
+    first = load(root)
+    record_file = cache_files(root, ".json")[0]
+    record = json.loads(record_file.read_text())
+    record["kept"][0], record["kept"][-1] = record["kept"][-1], record["kept"][0]
+    record_file.write_text(json.dumps(record))
+    again = load(root)
+    assert "does not match its record (the record was edited); preparing it again" in capsys.readouterr().out
+    assert torch_equal(first.train_labels, again.train_labels) and torch_equal(every(first), every(again))
+
+
+def test_a_cache_record_that_could_not_be_written_leaves_nothing_that_blocks_a_retry(tmp_path, monkeypatch):
+    """A full disk while writing the record left a .npy that blocked every retry."""
+    from rotnet import imagecache
+
+    folder = tmp_path / "photos"
+    save(folder, images(6))
+    real = imagecache.atomic_write_text
+
+    def full(path, text):
+        raise RotnetError(f"cannot write {path}: No space left on device")
+
+    monkeypatch.setattr(imagecache, "atomic_write_text", full)
+    with pytest.raises(RotnetError, match="No space left"):
+        load(folder)
+    assert not list((folder / ".rotnet-cache").iterdir())
+    monkeypatch.setattr(imagecache, "atomic_write_text", real)
+    assert len(every(load(folder))) == 6
+
+
+def test_a_folder_with_a_very_long_name_is_cached_and_run(tmp_path, fake_root):
+    """A folder name over ~220 characters could never be cached (the cache file's name passed 255 bytes)."""
+    folder = tmp_path / ("p" * 240)
+    save(folder, images(40))
+    assert len(every(load(folder))) == 40
+    assert all(len(p.name) < 200 for p in (folder / ".rotnet-cache").iterdir())
+    from rotnet.cli import main
+
+    assert main(["train", "rotation", "--dataset", str(folder), "--runs-root", str(tmp_path / "r"), *TINY_ARGS]) == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["reproduce", "--archs", ""], "the list of archs is empty"),
+        (["reproduce", "--archs", " , "], "the list of archs is empty"),
+        (["reproduce", "--experiments", ""], "the list of experiments is empty"),
+        (["reproduce", "--seeds", ""], "--seeds expects comma-separated integers"),
+        (["reproduce", "--jobs", "-3"], "--jobs (jobs) must be zero (auto) or a positive number"),
+        (["train", "rotation", "--keep-epoch", "0"], "--keep-epoch (keep_epochs) must name epochs, 1 or more"),
+        (["train", "rotation", "--keep-epoch", "99"], "--keep-epoch 99: .* trains 2 epoch"),
+        (["train", "rotation", "--keep-checkpoints", "-1"], "--keep-checkpoints (keep_checkpoints) must be"),
+        (["train", "rotation", "--checkpoint-minutes", "nan"], "--checkpoint-minutes (checkpoint_minutes) must be"),
+    ],
+)
+def test_a_flag_out_of_range_is_refused_in_one_line_leaving_nothing(tmp_path, fake_root, capsys, args, named):
+    """`--archs ""` meant "not given" and trained the default; `--keep-epoch 99` on a 2-epoch run was accepted."""
+    import re
+
+    from rotnet.cli import main
+
+    root = tmp_path / "runs"
+    common = ["--preset", TINY, "--runs-root", str(root), "--data-root", str(fake_root), "--no-download"]
+    assert main([*args, *common]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(named if ".*" in named else re.escape(named), err[0]), err
+    assert not root.exists() or not any(root.rglob("*"))  # nothing started, nothing left
+
+
+@pytest.mark.parametrize(
+    ("call", "named"),
+    [
+        ({"archs": ()}, r"archs=\(\) names none"),
+        ({"seeds": []}, r"seeds=\(\) names none"),
+        ({"jobs": -3}, r"--jobs \(jobs\) must be zero"),
+        ({"jobs": 1.5}, r"--jobs \(jobs\) must be zero"),
+    ],
+)
+def test_the_python_api_validates_exactly_like_the_command_line(tmp_path, fake_root, call, named):
+    """The API accepted jobs=-3 (and an empty archs meant the default): the checks live in the options both build."""
+    import rotnet
+
+    with pytest.raises(RotnetError, match=named):
+        rotnet.reproduce(preset=TINY, runs_root=tmp_path / "r", data_root=fake_root, download=False, **call)
+    assert not (tmp_path / "r").exists()

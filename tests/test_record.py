@@ -338,9 +338,11 @@ def test_a_process_killed_mid_write_leaves_a_sealed_record(copy, monkeypatch, na
         raise KeyboardInterrupt
 
     monkeypatch.setattr(
-        rotnet.record, "atomic_write", lambda p, d: killed(p, d) if p.name != "manifest.json" else real(p, d)
+        rotnet.record,
+        "atomic_write",
+        lambda p, d, **kw: killed(p, d) if p.name != "manifest.json" else real(p, d, **kw),
     )
-    real = rotnet.checkpoint.atomic_write
+    real = rotnet.files.atomic_write
     with pytest.raises(KeyboardInterrupt):
         seal.write(name, b"new bytes")
     assert inspect(folder).status == "sealed"

@@ -75,6 +75,9 @@ def reproduce(
 
     protocol = Protocol(preset, (), tuple(overrides.items()))
     archs, seeds, experiments = _listed(archs), _listed(seeds), _listed(experiments) or ()
+    for name, given in (("archs", archs), ("seeds", seeds)):
+        if given is not None and not given:  # as `--archs ""`: an empty list is a mistake, never "the default"
+            raise RotnetError(f"{name}=() names none; name at least one, or leave it out for the default")
     arch_list, seed_list = identities(protocol, list(archs) if archs else None, None if seeds is None else list(seeds))
     configs = [protocol.resolve(e, arch=a, seed=s) for a, s, e in plan(arch_list, seed_list, list(experiments))]
     root = runs_root_for(preset, runs_root)

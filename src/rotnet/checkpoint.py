@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import stat
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -17,77 +14,11 @@ from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
 
 from rotnet.errors import RotnetError
+from rotnet.files import atomic_write, open_regular, refuse_links
 
 FORMAT = "rotnet-checkpoint-1"
 SEALED = "sha256(tensors|meta)"  # the checksum covers the metadata as well as the tensors
-UMASK = os.umask(0o022)
-os.umask(UMASK)  # read once: the process's umask, which os.umask can only report by setting it
 KEEP = 2  # checkpoints kept while a run trains: the newest, and the one before it to fall back to if it is torn
-
-
-def refuse_links(path: Path, base: Path) -> None:
-    """Raise if path, or a folder between base and it, is a symbolic link: rotnet makes none, so one there was
-    planted, and a write, delete or copy through it would land outside the folders the user named."""
-    path, base = Path(path), Path(base)
-    current = base
-    for part in path.relative_to(base).parts:
-        current = current / part
-        if current.is_symlink():
-            raise RotnetError(f"{current} is a link rotnet did not make; it writes nothing through it: remove it")
-
-
-def first_missing(folder: Path) -> Path | None:
-    """The outermost of folder and its parents that does not exist yet (None: folder exists)."""
-    missing = None
-    while not folder.exists():
-        missing, folder = folder, folder.parent
-    return missing
-
-
-def atomic_write(path: Path, data: bytes | list, *, replace: bool = True) -> str:
-    """Write via a temporary file, fsync, rename over the target, fsync the directory: a reader sees the old
-    file or the new one, never half of one. A full disk leaves the old file untouched.
-
-    The temporary file gets a fresh name with O_CREAT | O_EXCL (tempfile.mkstemp), which never follows a symlink:
-    a link planted in the run folder cannot redirect the write outside it. `data` may be a list of buffers,
-    written one after another (no copy to join them). Returns the sha256 of what was written (for the manifest).
-    replace=False never replaces an existing file (the new one is linked into place): FileExistsError if there is one.
-    """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.fchmod(fd, 0o666 & ~UMASK)  # mkstemp makes 0600; results are shared like any file the user writes
-    except OSError as e:
-        raise RotnetError(f"cannot write {path}: {e.strerror or e}") from None
-    h = hashlib.sha256()
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for part in data if isinstance(data, list) else [data]:
-                f.write(part)
-                h.update(part)
-            f.flush()
-            os.fsync(f.fileno())
-        if replace:
-            os.replace(tmp, path)
-        else:
-            os.link(tmp, path)  # fails if path exists, even if it appeared a moment ago
-            os.unlink(tmp)
-    except FileExistsError:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    except OSError as e:
-        with contextlib.suppress(OSError):  # a read-only or vanished folder: the first error is the one to show
-            os.unlink(tmp)
-        raise RotnetError(f"cannot write {path}: {e.strerror or e}") from None
-    with contextlib.suppress(OSError):  # durability of the rename; some filesystems refuse a directory fsync
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    return h.hexdigest()
 
 
 def atomic_write_text(path: Path, text: str) -> str:
@@ -157,13 +88,11 @@ def sha256_file(path: Path) -> str:
     return _SHA256[key]
 
 
-def read_file(path: Path) -> bytes:
+def read_file(path: Path, *, follow: bool = True) -> bytes:
     """A regular file's bytes, read once, its sha256 remembered for `sha256_file` (the record check that follows a
     load then reads nothing again)."""
-    with open(path, "rb") as f:
+    with open_regular(path, follow=follow) as f:  # a FIFO or a device is refused, not read
         st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise RotnetError(f"{path} is not a regular file")
         data = f.read()
     _SHA256[file_key(st, path)] = hashlib.sha256(data).hexdigest()
     return data

@@ -132,6 +132,7 @@ def check_run(
 ) -> Checked:
     """Every check of a run before it trains or is reused, once, in this order; the first that fails raises.
 
+    0. the epochs it is asked to keep (--keep-epoch) are epochs it trains;
     1. the folder's lock: no other process works on it (skipped when this process holds it: `held`);
     2. the source weights of a from-rotation run: read and hashed once, of this run's protocol;
     3. its record, read once (`record.open_run`): sealed files unchanged and self-consistent;
@@ -142,6 +143,10 @@ def check_run(
     plan whose rotation run is yet to train).
     """
     folder = run_dir(rt.runs_root, cfg)
+    if beyond := [e for e in rt.saving.keep_epochs if e > cfg.epochs]:
+        raise RotnetError(
+            f"--keep-epoch {beyond[0]}: {folder} trains {cfg.epochs} epoch(s); name one of 1-{cfg.epochs}"
+        )
     holder = is_locked(folder) if rt.world.is_main and not held else None  # other ranks: rank 0 holds it for them
     if holder:
         raise InUse(f"{folder} is in use by another rotnet process (pid {holder}); wait for it to finish or stop it")

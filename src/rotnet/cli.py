@@ -183,7 +183,9 @@ def runs_root_of(args: argparse.Namespace) -> Path:
 def parse_list(text: str, valid: tuple | None, what: str) -> list[str]:
     items = [s.strip() for s in text.split(",") if s.strip()]
     bad = [s for s in items if valid is not None and s not in valid]
-    if bad or not items:
+    if not items:
+        raise RotnetError(f"the list of {what}s is empty; name at least one, or leave the flag out for the default")
+    if bad:
         raise RotnetError(f"unknown {what} {(bad or [text])[0]!r}; choose from {', '.join(valid or ())}")
     return items
 
@@ -228,7 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("reproduce", "run the report's experiments in dependency order, then write the report")
     p.add_argument("--archs", default=None, help="comma-separated, e.g. resnet18,resnet34,resnet50 (default: resnet18)")
     p.add_argument("--seeds", default=None, help="comma-separated seeds, e.g. 0,1,2 (default: the config's seed, 0)")
-    p.add_argument("--experiments", default="", help="comma-separated (default: the reference report's rows per arch)")
+    p.add_argument(
+        "--experiments", default=None, help="comma-separated (default: the reference report's rows per arch)"
+    )
     p.add_argument(
         "--jobs",
         type=int,
@@ -345,17 +349,9 @@ def options_of(args: argparse.Namespace, protocol: Protocol, log_name: str, extr
     )
 
 
-def check_runtime_flags(args: argparse.Namespace) -> None:
-    if args.keep_checkpoints < 0 or args.checkpoint_every < 0 or not args.checkpoint_minutes >= 0:
-        raise RotnetError("--keep-checkpoints, --checkpoint-every and --checkpoint-minutes must be zero or more")
-    if any(e <= 0 for e in args.keep_epoch):
-        raise RotnetError("--keep-epoch must name an epoch, 1 or more")
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     from rotnet.runner import train_one
 
-    check_runtime_flags(args)
     protocol = protocol_of(args, command_line(args))
     train_one(protocol.resolve(args.experiment), options_of(args, protocol, "", {}))
     return 0
@@ -366,14 +362,11 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     from rotnet.experiments import plan
     from rotnet.runner import execute
 
-    if args.jobs < 0:
-        raise RotnetError(f"--jobs must be zero (auto) or a positive number; got {args.jobs}")
-    check_runtime_flags(args)
     protocol = protocol_of(args, command_line(args, skip=("arch", "seed")))
-    archs = parse_list(args.archs, ARCHS, "arch") if args.archs else None
+    archs = parse_list(args.archs, ARCHS, "arch") if args.archs is not None else None
     seeds = parse_ints(args.seeds, "--seeds") if args.seeds is not None else None
     archs, seeds = identities(protocol, archs, seeds)
-    experiments = parse_list(args.experiments, tuple(EXPERIMENTS), "experiment") if args.experiments else []
+    experiments = parse_list(args.experiments, tuple(EXPERIMENTS), "experiment") if args.experiments is not None else []
     # Resolve every configuration first: a typo fails before hours of training, not after.
     configs = [protocol.resolve(e, arch=a, seed=s) for a, s, e in plan(archs, seeds, experiments)]
     options = options_of(args, protocol, "reproduce.json", {"archs": archs, "seeds": seeds})
@@ -385,7 +378,6 @@ def cmd_label_efficiency(args: argparse.Namespace) -> int:
     from rotnet.runner import execute
 
     sizes = parse_ints(args.per_class, "--per-class", minimum=1)
-    check_runtime_flags(args)
     if args.min_steps <= 0:
         raise RotnetError(f"--min-steps must be a positive number; got {args.min_steps}")
     protocol = protocol_of(args, command_line(args, skip=("seed",)))

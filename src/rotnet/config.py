@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
+import os
 import re
-import stat
 import tomllib
 import typing
 from dataclasses import dataclass, fields, replace
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from rotnet.errors import RotnetError, unknown
+from rotnet.files import open_regular
 
 Arch = Literal["resnet18", "resnet34", "resnet50"]
 ARCHS: tuple[str, ...] = typing.get_args(Arch)
@@ -23,7 +25,13 @@ def dataset_slug(dataset: str) -> str:
     """A dataset's name in run-folder paths: the name, or an image folder's own folder name."""
     if dataset in DATASETS:
         return dataset
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", Path(dataset).name) or "folder"
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(dataset).name) or "folder"
+    if len(slug) > MAX_SLUG:  # a file name holds 255 bytes: the slug, a size, a digest and a suffix must fit
+        slug = f"{slug[: MAX_SLUG - 9]}-{hashlib.sha256(slug.encode()).hexdigest()[:8]}"
+    return slug
+
+
+MAX_SLUG = 100  # characters of a folder's name kept in run and cache paths (longer: cut, with a digest of the whole)
 
 
 @dataclass(frozen=True)
@@ -209,16 +217,10 @@ def parse_assignments(items: list[str]) -> dict[str, Any]:
 def read_toml(path: Path) -> dict[str, Any]:
     """A TOML document from a regular file; anything else (a folder, a FIFO, a device) is refused unread."""
     path = Path(path)
+    if not os.path.lexists(path):
+        raise RotnetError(f"configuration file not found: {path}")
     try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        raise RotnetError(f"configuration file not found: {path}") from None
-    except OSError as e:
-        raise RotnetError(f"cannot read {path}: {e.strerror}") from None
-    if not stat.S_ISREG(mode):
-        raise RotnetError(f"{path} is not a regular file")
-    try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             return tomllib.load(f)
     except OSError as e:
         raise RotnetError(f"cannot read {path}: {e.strerror}") from None

@@ -17,9 +17,9 @@ import torch
 
 from rotnet.augment import MEAN as SEED_MEAN
 from rotnet.augment import STD as SEED_STD
-from rotnet.checkpoint import first_missing
 from rotnet.config import DATASETS, RunConfig, uses_seed_normalization
 from rotnet.errors import RotnetError, warn_once
+from rotnet.files import first_missing, open_regular, read_regular
 from rotnet.seeds import generator
 
 FOLDER = "cifar-10-batches-py"
@@ -121,7 +121,17 @@ def normalization(cfg: RunConfig, data: Dataset) -> tuple[tuple[float, ...], tup
     """The (mean, std) a run normalizes its inputs with (0-1 scale)."""
     if uses_seed_normalization(cfg.normalization, cfg.dataset):
         return SEED_MEAN, SEED_STD
+    for channel, spread, mean in zip(("red", "green", "blue"), data.std, data.mean, strict=True):
+        if spread < MIN_SPREAD:  # dividing by it would blow the inputs up to inf or noise
+            raise RotnetError(
+                f"the {channel} channel of {cfg.dataset}'s training images has no spread (every value "
+                f"{round(mean * 255)} of 255; std {spread:.2g}): normalizing by it divides by zero; pass "
+                f"--normalization seed (the reference's statistics)"
+            )
     return data.mean, data.std
+
+
+MIN_SPREAD = 1e-3  # of a channel's std on the 0-1 scale: below a quarter of one 8-bit level, the channel is constant
 
 
 class _Refused(pickle.UnpicklingError):
@@ -151,10 +161,7 @@ class _SafeUnpickler(pickle.Unpickler):
 
 def safe_unpickle(path: Path) -> object:
     """Unpickle a CIFAR batch file, refusing any code payload; errors become one-line RotnetErrors."""
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise RotnetError(f"cannot read {path}: {e.strerror}") from None
+    data = read_regular(path)
     try:
         return _SafeUnpickler(io.BytesIO(data), encoding="latin1").load()
     except _Refused as e:
@@ -194,7 +201,7 @@ def _read_batch(path: Path, label_key: str = "labels", classes: int = NUM_CLASSE
 
 def _md5(path: Path) -> str:
     h = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         while chunk := f.read(1 << 24):
             h.update(chunk)
     return h.hexdigest()
@@ -295,17 +302,20 @@ def load_cifar100(root: Path, download: bool = True, coarse: bool = False) -> Da
 
 def _stl10_images(path: Path) -> torch.Tensor:
     """An STL-10 `*_X.bin`: uint8 images stored column-major, read as a memory map (N, 3, 96, 96) view."""
-    size = path.stat().st_size
-    if size == 0 or size % (3 * 96 * 96):
-        raise RotnetError(f"{path} is not an STL-10 image file: {size} bytes is not a whole number of 3x96x96 images")
-    raw = np.memmap(path, dtype=np.uint8, mode="r").reshape(-1, 3, 96, 96)
+    with open_regular(path) as f:
+        size = os.fstat(f.fileno()).st_size
+        if size == 0 or size % (3 * 96 * 96):
+            raise RotnetError(
+                f"{path} is not an STL-10 image file: {size} bytes is not a whole number of 3x96x96 images"
+            )
+        raw = np.memmap(f, dtype=np.uint8, mode="r").reshape(-1, 3, 96, 96)  # of the descriptor checked above
     with warnings.catch_warnings():  # read-only memory map: torch warns that it is not writable; we never write
         warnings.simplefilter("ignore", UserWarning)
         return torch.from_numpy(raw).transpose(2, 3)  # the files are column-major, as torchvision reads them
 
 
 def _stl10_labels(path: Path, n: int) -> torch.Tensor:
-    labels = np.fromfile(path, dtype=np.uint8).astype(np.int64) - 1  # stored as 1..10
+    labels = np.frombuffer(read_regular(path), dtype=np.uint8).astype(np.int64) - 1  # stored as 1..10
     if len(labels) != n:
         raise RotnetError(f"{path}: {n} images but {len(labels)} labels")
     if n and (labels.min() < 0 or labels.max() > 9):
@@ -367,11 +377,10 @@ def stl10_class_names(path: Path) -> tuple[str, ...]:
     """The ten names in STL-10's class_names.txt; the numbers 0-9 (with a warning) when it is missing or not ten
     names of UTF-8 text: the images and labels do not depend on it."""
     try:
-        listed = path.read_bytes().decode("utf-8").split()
-    except FileNotFoundError:
-        listed = []
-    except (OSError, UnicodeDecodeError) as e:
-        warnings.warn(f"{path} is unreadable ({type(e).__name__}); naming the classes 0-9", stacklevel=3)
+        listed = read_regular(path).decode("utf-8").split() if os.path.lexists(path) else []
+    except (RotnetError, UnicodeDecodeError) as e:
+        why = e if isinstance(e, RotnetError) else type(e).__name__
+        warnings.warn(f"{path} is unreadable ({why}); naming the classes 0-9", stacklevel=3)
         listed = []
     else:
         if len(listed) != 10:

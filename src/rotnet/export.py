@@ -4,6 +4,7 @@ name) is the dataset's own order: the exported folder trains exactly as the orig
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from tqdm import tqdm
 from rotnet.augment import MEAN, STD
 from rotnet.data import Dataset
 from rotnet.errors import RotnetError
+from rotnet.files import atomic_write, read_regular
 
 
 def export_images(
@@ -40,12 +42,12 @@ def export_images(
     written = 0
     for split, images, labels, indices in jobs:
         folders = [out / split / c for c in data.class_names] if labeled else [out / split]
-        for f in folders:
-            f.mkdir(parents=True, exist_ok=True)
         for i in tqdm(indices, desc=f"writing {split}", unit="img", leave=False, disable=None):
             folder = folders[int(labels[i])] if labeled else folders[0]
             pixels = np.ascontiguousarray(images[i].numpy().transpose(1, 2, 0))  # CHW -> HWC
-            Image.fromarray(pixels, "RGB").save(folder / f"{i:0{width}d}.png", compress_level=1)
+            png = io.BytesIO()
+            Image.fromarray(pixels, "RGB").save(png, "PNG", compress_level=1)
+            atomic_write(folder / f"{i:0{width}d}.png", png.getvalue(), base=out, sync=False)  # through no link
             written += 1
     return written
 
@@ -166,7 +168,7 @@ def export_run(folder: Path, out: Path) -> Path:
         for name in (WEIGHTS, CONFIG, RESULT, METRICS):
             if (folder / name).is_file() and not (folder / name).is_symlink():  # a link rotnet did not make: never
                 written.append(out / name)
-                shutil.copyfile(folder / name, out / name)
+                atomic_write(out / name, read_regular(folder / name, follow=False), base=out)
         written.append(out / "README.md")
         atomic_write_text(out / "README.md", card)
     except BaseException:

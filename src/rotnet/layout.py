@@ -8,13 +8,13 @@ import errno
 import fcntl
 import json
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rotnet.config import RunConfig, dataset_slug
 from rotnet.errors import InUse, RotnetError
+from rotnet.files import open_regular
 
 CONFIG = "config.json"  # the resolved configuration and its provenance
 METRICS = "metrics.jsonl"  # one line per epoch
@@ -57,23 +57,21 @@ def read_marker(path: Path) -> Any:
     """A small JSON file's value, or None: read only when it is a regular file (a FIFO or a device would block or
     never end) of at most 1 MiB, never through a link."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
-    except OSError:
-        return None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size > 1 << 20:
-            return None
-        with os.fdopen(os.dup(fd), "rb") as f:
+        with open_regular(path, follow=False) as f:
+            if os.fstat(f.fileno()).st_size > 1 << 20:
+                return None
             data = f.read()
-    except OSError:
+    except (RotnetError, OSError):
         return None
-    finally:
-        os.close(fd)
     try:
         return json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError):
         return None
+
+
+def has_checkpoint(folder: Path) -> bool:
+    """Whether a run folder holds a checkpoint to resume from (what a stop may say was saved)."""
+    return any((Path(folder) / CHECKPOINTS).glob("e*-s*.safetensors"))
 
 
 def runs_root_for(preset: str, runs_root: str | Path | None = None) -> Path:

@@ -14,6 +14,7 @@ from torch import nn
 from rotnet.config import RunConfig
 from rotnet.data import Dataset, balanced_subset
 from rotnet.distributed import World
+from rotnet.errors import RotnetError
 from rotnet.evaluate import accuracy, knn_monitor, predict
 from rotnet.loggers import require_logger
 from rotnet.loop import Engine, Hooks, LoopState, build_optimizer, fit
@@ -34,7 +35,17 @@ class Saving:
     restart: bool = False  # keep an existing run under a new name and start over
     deterministic: bool = True  # on a GPU, kernels that give the same bits again (slower); the CPU's always do
 
-    def __post_init__(self):
+    def __post_init__(self):  # checked here, so the command line, the API and a job file are checked alike
+        counts = {"keep_checkpoints": "--keep-checkpoints", "checkpoint_every": "--checkpoint-every"}
+        for name, flag in counts.items():
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise RotnetError(f"{flag} ({name}) must be a whole number, 0 or more; got {value!r}")
+        minutes = self.checkpoint_minutes
+        if isinstance(minutes, bool) or not isinstance(minutes, int | float) or not 0 <= minutes < float("inf"):
+            raise RotnetError(f"--checkpoint-minutes (checkpoint_minutes) must be 0 or more; got {minutes!r}")
+        if any(not isinstance(e, int) or isinstance(e, bool) or e < 1 for e in self.keep_epochs):
+            raise RotnetError(f"--keep-epoch (keep_epochs) must name epochs, 1 or more; got {list(self.keep_epochs)}")
         for name in self.loggers:  # a missing package is named now, before the data loads or a folder is made
             require_logger(name)
 

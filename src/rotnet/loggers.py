@@ -10,9 +10,10 @@ import io
 import json
 from pathlib import Path
 
-from rotnet.checkpoint import atomic_write_text, refuse_links
+from rotnet.checkpoint import atomic_write_text
 from rotnet.config import RunConfig
 from rotnet.errors import RotnetError
+from rotnet.files import refuse_links
 
 LOGGERS = ("tensorboard", "csv", "wandb")
 EVERY = 20  # steps between progress points

@@ -11,8 +11,9 @@ matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter  # noqa: E402
 
-from rotnet.checkpoint import atomic_write, load_tensors  # noqa: E402
+from rotnet.checkpoint import load_tensors  # noqa: E402
 from rotnet.errors import RotnetError  # noqa: E402
+from rotnet.files import atomic_write  # noqa: E402
 from rotnet.layout import EXAMPLES  # noqa: E402
 
 plt.style.use("tableau-colorblind10")  # a palette that colour-blind readers can tell apart

@@ -17,6 +17,7 @@ from torch import nn
 from tqdm import tqdm
 
 from rotnet import checkpoint as ckpt
+from rotnet import files
 from rotnet.augment import SEED_NORM
 from rotnet.config import RunConfig, from_dict, with_defaults
 from rotnet.data import Dataset
@@ -119,7 +120,7 @@ def probe(
     cfg = finished_run_config(folder)
     weights, _ = ckpt.load_tensors(folder / WEIGHTS)
     out_dir = folder / "probe"
-    ckpt.refuse_links(out_dir, Path(folder).parent)
+    files.refuse_links(out_dir, Path(folder).parent)
     described = f"{data.name} {data.train_images.shape[-1]}px"
     tag = "" if own_data else "-" + described.replace(" ", "-")
     results = {

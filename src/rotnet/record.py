@@ -15,9 +15,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rotnet.checkpoint import atomic_write, read_file, refuse_links, sha256_file
+from rotnet.checkpoint import read_file, sha256_file
 from rotnet.config import RunConfig, from_dict, with_defaults
 from rotnet.errors import RotnetError
+from rotnet.files import atomic_write
 from rotnet.layout import (
     CHECKPOINTS,
     CONFIG,
@@ -100,11 +101,10 @@ class Seal:
 
     def write(self, name: str, data: bytes | list) -> None:
         """Write FOLDER/name atomically, sealed as above."""
-        refuse_links(self.folder / name, self.folder.parent)  # the run folder and everything under it
         self.previous[name] = self.files.get(name)
         self.files[name] = sha256_parts(data)
         self.commit()
-        atomic_write(self.folder / name, data)
+        atomic_write(self.folder / name, data, base=self.folder.parent)  # through no link
         del self.previous[name]
         self.commit()
 
@@ -119,8 +119,7 @@ class Seal:
     def commit(self) -> None:
         files = {k: self.files[k] for k in sorted(self.files)}
         doc = {"format": FORMAT, "files": files, "previous": self.previous, "sha256": seal_of(files, self.previous)}
-        refuse_links(self.folder / MANIFEST, self.folder.parent)
-        atomic_write(self.folder / MANIFEST, (json.dumps(doc, indent=2) + "\n").encode())
+        atomic_write(self.folder / MANIFEST, (json.dumps(doc, indent=2) + "\n").encode(), base=self.folder.parent)
 
 
 @dataclass(frozen=True)
@@ -160,10 +159,10 @@ class RunRecord:
 
 def read_regular(path: Path) -> bytes | None:
     """A record file's bytes, or None when it is absent, a link or unreadable (rotnet writes no links)."""
-    if path.is_symlink() or not path.is_file():
+    if not path.is_file():
         return None
     try:
-        return read_file(path)
+        return read_file(path, follow=False)
     except (OSError, RotnetError):
         return None
 

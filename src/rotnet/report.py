@@ -14,11 +14,12 @@ import statistics
 from pathlib import Path
 
 from rotnet import plots
-from rotnet.checkpoint import atomic_write_text, refuse_links
+from rotnet.checkpoint import atomic_write_text
 from rotnet.config import DATASETS, dataset_slug, uses_seed_normalization, with_defaults
 from rotnet.curves import accuracy_curve, deeper_section, gain_by_epoch, gain_by_epoch_section
 from rotnet.errors import RotnetError
 from rotnet.experiments import EXPERIMENTS, load_preset, preset_names, seed_results
+from rotnet.files import refuse_links
 from rotnet.layout import (
     CONFIG,
     FAILED,

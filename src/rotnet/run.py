@@ -10,13 +10,13 @@ from dataclasses import replace
 import torch
 
 from rotnet import checkpoint as ckpt
-from rotnet.checkpoint import first_missing
 from rotnet.checks import Source, check_run, class_name, refuse_broken_source, resume_threads, warn_short_classes
 from rotnet.config import RunConfig
 from rotnet.data import Dataset, class_counts, normalization, outputs
 from rotnet.distributed import barrier, ranks_agree
 from rotnet.errors import Diverged, RotnetError
 from rotnet.evaluate import confusion, targets_for
+from rotnet.files import first_missing
 from rotnet.health import weights_problem
 from rotnet.kernels import computing_with, deterministic
 from rotnet.layout import (

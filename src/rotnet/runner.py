@@ -22,7 +22,7 @@ from rotnet.config import DataOptions, RunConfig, from_dict
 from rotnet.datasets import load_dataset, load_for
 from rotnet.errors import Diverged, Interrupted, InUse, RotnetError
 from rotnet.experiments import Protocol, rotation_source
-from rotnet.layout import CONFIG, FAILED, RESULT, RunId, is_locked, read_json, run_dir, run_id
+from rotnet.layout import CONFIG, FAILED, RESULT, RunId, has_checkpoint, is_locked, read_json, run_dir, run_id
 from rotnet.lifecycle import RunContext, Saving
 from rotnet.loop import duration
 from rotnet.provenance import provenance
@@ -44,6 +44,10 @@ class Options:
     jobs: int = 0  # runs at once; 0: auto_jobs
     log_name: str = "reproduce.json"  # the invocation's record under runs_root
     extra: dict = field(default_factory=dict)  # recorded beside it (archs, seeds, sizes)
+
+    def __post_init__(self):  # the API and the command line alike
+        if not isinstance(self.jobs, int) or isinstance(self.jobs, bool) or self.jobs < 0:
+            raise RotnetError(f"--jobs (jobs) must be zero (auto) or a positive number; got {self.jobs!r}")
 
     def context(self, device, world, stop: StopFlag) -> RunContext:
         """How each run of the plan runs: these options on the device chosen."""
@@ -148,7 +152,8 @@ def run_plan(configs: list[RunConfig], sources: list, options: Options, rt: RunC
                 say("no run has started: no report")
     if rt.stop.requested:
         left = f"{len(missing)} of {len(configs)} runs not finished" if missing else "every run had finished"
-        raise Interrupted(f"stopped; {left}", rt.stop.signum, saved=bool(missing))
+        saved = any(has_checkpoint(run_dir(root, cfg)) for cfg in configs if str(run_id(cfg).relative) in missing)
+        raise Interrupted(f"stopped; {left}", rt.stop.signum, saved=saved)
     return len(missing)
 
 
@@ -403,7 +408,8 @@ def run_parallel(
                     acc = json.loads(result.read_text()).get("test_acc")
                     outcome[name] = f"done: {acc:.2f}%"
                 elif code in (130, 143) or stop.requested:
-                    outcome[name] = "not run: stopped (checkpoint saved)"
+                    saved = "checkpoint saved" if has_checkpoint(run_dir(root, cfg)) else "before its first checkpoint"
+                    outcome[name] = f"not run: stopped ({saved})"
                 else:
                     outcome[name] = f"failed: exit code {code}; see {log}"
                     mark_failed(run_dir(root, cfg), outcome[name].removeprefix("failed: "))

@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 from rotnet import checkpoint as ckpt
+from rotnet import files
 from rotnet.config import RunConfig, config_diff
 from rotnet.data import Dataset, normalization
 from rotnet.errors import RotnetError
@@ -139,7 +140,7 @@ def weights_meta(cfg: RunConfig, norm: tuple, classes: list[str], size: int) -> 
 def keep_aside(folder: Path) -> Path:
     """Rename folder to the first free FOLDER.oldN (--restart keeps what a user ran before)."""
     n = 1
-    while folder.with_name(f"{folder.name}.old{n}").exists():
+    while os.path.lexists(folder.with_name(f"{folder.name}.old{n}")):  # a dangling link is taken too
         n += 1
     target = folder.with_name(f"{folder.name}.old{n}")
     with RunLock(folder):  # never from under a running process
@@ -150,7 +151,7 @@ def keep_aside(folder: Path) -> Path:
 def make_dir(folder: Path, runs_root: Path) -> None:
     """The run folder, for its lock; nothing inside it until the lock is held. No folder between the runs root and
     it may be a link (rotnet makes none)."""
-    ckpt.refuse_links(folder, runs_root)
+    files.refuse_links(folder, runs_root)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from rotnet import checkpoint as ckpt
-from rotnet import kernels
+from rotnet import files, kernels
 from rotnet.checks import refuse_missing_keys, refuse_other_data
 from rotnet.config import ADDED, NO_OPTIONS, DataOptions, from_dict, with_defaults
 from rotnet.data import normalization, outputs
@@ -326,7 +326,7 @@ def finish(folder: Path, report: dict, code: int, verdict: str, log) -> int:
         for n in itertools.count(1):
             name = VERIFY if n == 1 else f"{Path(VERIFY).stem}-{n}.json"
             try:
-                ckpt.atomic_write(folder / name, text, replace=False)
+                files.atomic_write(folder / name, text, replace=False)
             except FileExistsError:
                 continue
             log(f"{folder}: wrote {name}" + (f", beside the {n - 1} earlier verification(s), kept" if n > 1 else ""))

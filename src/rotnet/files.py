@@ -1,0 +1,178 @@
+"""The one file layer: how rotnet opens what it reads from a user's folders and what it writes under a root.
+
+- Reading a user's file (an image, a dataset file, a TOML, weights): `open_regular` opens it without blocking and
+  checks, on the descriptor that is then read, that it is a regular file; a FIFO, a socket, a device or a folder is
+  refused by name, never read (a FIFO named x.png would block forever, /dev/zero never end).
+- Writing under a root (a runs root, a run folder, an export or cache folder): `open_dir` walks from the root one
+  component at a time with O_NOFOLLOW | O_DIRECTORY on directory descriptors, so a link that rotnet did not make
+  (it makes none) is refused rather than followed, and nothing checked can be swapped before it is used;
+  `atomic_write` creates its temporary file and renames it relative to that descriptor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import stat
+from pathlib import Path
+from typing import BinaryIO
+
+from rotnet.errors import RotnetError
+
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def kind(mode: int) -> str:
+    """A file's kind in words, for messages."""
+    kinds = [(stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+             (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"), (stat.S_ISLNK, "a link")]  # fmt: skip
+    return next((word for test, word in kinds if test(mode)), "not a regular file")
+
+
+def open_regular(path: Path | str, *, follow: bool = True) -> BinaryIO:
+    """A file opened for reading, only if it is a regular file, checked on the descriptor that is then read.
+    follow=False also refuses a link (rotnet's own records: it writes none)."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise RotnetError(f"{path} not found") from None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise RotnetError(f"{path} is a link rotnet did not make; it reads nothing through it") from None
+        with contextlib.suppress(OSError):  # e.g. a socket (ENXIO): say what it is
+            if not stat.S_ISREG(mode := os.stat(path).st_mode):
+                raise RotnetError(f"{path} is {kind(mode)}, not a regular file") from None
+        raise RotnetError(f"cannot read {path}: {e.strerror or e}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise RotnetError(f"{path} is {kind(mode)}, not a regular file")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def read_regular(path: Path | str, *, follow: bool = True) -> bytes:
+    """A regular file's bytes (see `open_regular`)."""
+    with open_regular(path, follow=follow) as f:
+        try:
+            return f.read()
+        except OSError as e:
+            raise RotnetError(f"cannot read {path}: {e.strerror or e}") from None
+
+
+def open_dir(path: Path, base: Path | None = None, *, create: bool = False) -> int:
+    """A descriptor of the folder `path`, reached from `base` (the folder the user named; default: path itself) one
+    component at a time, never through a link; missing folders are made when create. The caller closes it."""
+    path = Path(path)
+    base = Path(base) if base is not None else path
+    parts, verb = path.relative_to(base).parts, "write" if create else "open"
+    try:
+        if create:
+            base.mkdir(parents=True, exist_ok=True)
+        fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # the named folder itself may be a link
+    except OSError as e:
+        raise RotnetError(f"cannot {verb} {base}: {e.strerror or e}") from None
+    current = base
+    try:
+        for part in parts:
+            current = current / part
+            if create:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, 0o777, dir_fd=fd)
+            step = os.open(part, DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = step
+    except OSError as e:
+        os.close(fd)
+        if e.errno in (errno.ELOOP, errno.ENOTDIR) and is_link(current):
+            raise RotnetError(
+                f"{current} is a link rotnet did not make; it writes nothing through it: remove it"
+            ) from None
+        raise RotnetError(f"cannot {verb} {current}: {e.strerror or e}") from None
+    return fd
+
+
+def is_link(path: Path) -> bool:
+    with contextlib.suppress(OSError):
+        return stat.S_ISLNK(os.lstat(path).st_mode)
+    return False
+
+
+def refuse_links(path: Path, base: Path) -> None:
+    """Raise if path, or a folder between base and it, is a link (rotnet makes none, so one there was planted)."""
+    path, base = Path(path), Path(base)
+    parts = path.relative_to(base).parts
+    if not parts or not os.path.lexists(base):  # nothing made yet: no link on the way
+        return
+    existing = base
+    for part in parts[:-1]:  # the deepest folder on the way that exists (a missing one holds no link)
+        if not os.path.lexists(existing / part):
+            break
+        existing = existing / part
+    fd = open_dir(existing, base)  # refuses a link on the way to it
+    try:
+        if len(parts) == len(existing.relative_to(base).parts) + 1:
+            with contextlib.suppress(FileNotFoundError):
+                if stat.S_ISLNK(os.stat(parts[-1], dir_fd=fd, follow_symlinks=False).st_mode):
+                    raise RotnetError(f"{path} is a link rotnet did not make; it writes nothing through it: remove it")
+    finally:
+        os.close(fd)
+
+
+def first_missing(folder: Path) -> Path | None:
+    """The outermost of folder and its parents that does not exist yet (None: folder exists)."""
+    missing = None
+    while not folder.exists():
+        missing, folder = folder, folder.parent
+    return missing
+
+
+def atomic_write(
+    path: Path, data: bytes | list, *, base: Path | None = None, replace: bool = True, sync: bool = True
+) -> str:
+    """Write path via a temporary file, fsync, rename over the target, fsync the folder: a reader sees the old file
+    or the new one, never half of one, and a full disk leaves the old file untouched. The folder is reached from
+    `base` through no link (`open_dir`; default: the folder itself); the temporary file is made in it with O_EXCL |
+    O_NOFOLLOW and renamed relative to its descriptor, so a link planted anywhere on the way is refused and one in
+    the folder is replaced, never written through. `data` may be a list of buffers. Returns the sha256 written.
+    replace=False never replaces an existing file: FileExistsError if there is one. sync=False skips the fsyncs
+    (thousands of exported images: a crash leaves a folder to delete, not a record to trust)."""
+    path = Path(path)
+    dfd = open_dir(path.parent, base if base is not None else path.parent, create=True)
+    h = hashlib.sha256()
+    tmp = f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+    try:
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666, dir_fd=dfd)
+        except OSError as e:
+            raise RotnetError(f"cannot write {path}: {e.strerror or e}") from None
+        try:
+            with os.fdopen(fd, "wb") as f:
+                for part in data if isinstance(data, list) else [data]:
+                    f.write(part)
+                    h.update(part)
+                f.flush()
+                if sync:
+                    os.fsync(f.fileno())
+            if replace:
+                os.replace(tmp, path.name, src_dir_fd=dfd, dst_dir_fd=dfd)
+            else:
+                os.link(tmp, path.name, src_dir_fd=dfd, dst_dir_fd=dfd, follow_symlinks=False)  # fails if it exists
+                os.unlink(tmp, dir_fd=dfd)
+        except FileExistsError:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=dfd)
+            raise
+        except OSError as e:
+            with contextlib.suppress(OSError):  # a read-only or full folder: the first error is the one to show
+                os.unlink(tmp, dir_fd=dfd)
+            raise RotnetError(f"cannot write {path}: {e.strerror or e}") from None
+        with contextlib.suppress(OSError):  # durability of the rename; some filesystems refuse a directory fsync
+            if sync:
+                os.fsync(dfd)
+    finally:
+        os.close(dfd)
+    return h.hexdigest()

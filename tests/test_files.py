@@ -1,0 +1,176 @@
+"""The file layer (rotnet.files), table-driven: every kind of file at every reader of a user's file, and a planted
+link at every place on the way to a write under a root."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import pickle
+import re
+import signal
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from rotnet import files
+from rotnet.checkpoint import load_tensors, save_tensors
+from rotnet.config import read_toml
+from rotnet.data import safe_unpickle
+from rotnet.errors import RotnetError
+from rotnet.images import open_as_seen
+from rotnet.layout import read_marker
+
+
+@contextlib.contextmanager
+def no_hang(seconds: int = 10):
+    """A read that blocks (a FIFO opened for reading waits for a writer) fails the test instead of hanging it."""
+
+    def stop(*_):
+        raise TimeoutError(f"blocked for {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, stop)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def png() -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.full((8, 8, 3), 7, np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def weights(tmp: Path) -> bytes:
+    save_tensors(tmp / "w.safetensors", {"x": torch.ones(2)}, {})
+    return (tmp / "w.safetensors").read_bytes()
+
+
+# Every reader of a file a user names or a folder holds, with what a regular file of its kind holds.
+READERS = {
+    "an image": (lambda tmp: png(), open_as_seen),
+    "a TOML configuration": (lambda tmp: b"epochs = 3\n", read_toml),
+    "weights": (weights, load_tensors),
+    "a CIFAR batch": (lambda tmp: pickle.dumps({"data": 1}), safe_unpickle),
+    "a small JSON marker": (lambda tmp: b"[]", read_marker),
+}
+READABLE = ["a regular file", "a link to a file", "a hard link"]
+KINDS = [*READABLE, "a link to a folder", "a dangling link", "a FIFO", "a socket", "a link to a device", "a folder"]
+
+
+def make(kind: str, path: Path, content: bytes, monkeypatch) -> None:
+    real = path.parent / "real"
+    real.write_bytes(content)
+    if kind == "a regular file":
+        path.write_bytes(content)
+    elif kind == "a link to a file":
+        path.symlink_to(real)
+    elif kind == "a hard link":
+        os.link(real, path)
+    elif kind == "a link to a folder":
+        path.symlink_to(path.parent)
+    elif kind == "a dangling link":
+        path.symlink_to(path.parent / "nowhere")
+    elif kind == "a FIFO":
+        os.mkfifo(path)
+    elif kind == "a socket":
+        monkeypatch.chdir(path.parent)  # a socket's path must be short: bind the name, relative to its folder
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(path.name)
+        monkeypatch.setattr(make, "sock", sock, raising=False)  # kept open for the test
+    elif kind == "a link to a device":
+        path.symlink_to("/dev/zero")
+    else:
+        path.mkdir()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("reader", list(READERS))
+def test_every_reader_reads_only_regular_files(tmp_path, monkeypatch, reader, kind):
+    """A FIFO named x.png among the images hung the command forever; a link to /dev/zero would never end. Each
+    reader opens through files.open_regular, which checks the kind on the descriptor that it then reads."""
+    content, read = READERS[reader]
+    path = tmp_path / "file"
+    make(kind, path, content(tmp_path), monkeypatch)
+    with no_hang():
+        if reader == "a small JSON marker":  # rotnet's own marker: anything but a regular file is no marker
+            assert (read(path) is not None) == (kind in ("a regular file", "a hard link"))  # no link followed
+        elif kind in READABLE:
+            read(path)
+        else:
+            with pytest.raises(RotnetError, match=r"FIFO|socket|device|folder|not found|not a regular file|link"):
+                read(path)
+
+
+@pytest.mark.parametrize("kind", KINDS[1:])
+def test_the_message_names_the_kind(tmp_path, monkeypatch, kind):
+    make(kind, tmp_path / "x.png", png(), monkeypatch)
+    expected = {"a link to a folder": "a folder", "a dangling link": "not found", "a link to a device": "a device"}
+    with no_hang():
+        if kind in READABLE:
+            files.read_regular(tmp_path / "x.png")
+        else:
+            with pytest.raises(RotnetError, match=re.escape(expected.get(kind, kind))):
+                files.read_regular(tmp_path / "x.png")
+
+
+# Every place on the way to a file written under a root: a link planted there.
+PLACES = ["the run folder", "a folder inside it", "the file itself"]
+
+
+@pytest.mark.parametrize("place", PLACES)
+def test_a_write_under_a_root_goes_through_no_link(tmp_path, place):
+    """A `logs/` link in a runs root received the jobs' logs. A write walks from the root one folder descriptor at
+    a time with O_NOFOLLOW: a link on the way is refused; one at the file's own name is replaced, not written
+    through."""
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "run/checkpoints").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "x.json").write_text("theirs")
+    target = root / "run/checkpoints/x.json"
+    planted = {
+        "the run folder": root / "run",
+        "a folder inside it": root / "run/checkpoints",
+        "the file itself": target,
+    }
+    link = planted[place]
+    if link.is_dir():
+        os.rename(link, tmp_path / "moved")
+    link.symlink_to(outside if link.name != "x.json" else outside / "x.json")
+    if place == "the file itself":
+        files.atomic_write(target, b"ours", base=root)
+        assert not target.is_symlink() and target.read_bytes() == b"ours"
+    else:
+        with pytest.raises(RotnetError, match="is a link rotnet did not make"):
+            files.atomic_write(target, b"ours", base=root)
+    assert (outside / "x.json").read_text() == "theirs" and sorted(p.name for p in outside.iterdir()) == ["x.json"]
+
+
+def test_a_write_makes_the_folders_it_needs_and_replaces_atomically(tmp_path):
+    target = tmp_path / "a/b/c.json"
+    sha = files.atomic_write(target, [b"{", b"}"], base=tmp_path)
+    assert json.loads(target.read_text()) == {} and len(sha) == 64
+    with pytest.raises(FileExistsError):
+        files.atomic_write(target, b"[]", base=tmp_path, replace=False)
+    assert target.read_text() == "{}" and [p.name for p in target.parent.iterdir()] == ["c.json"]  # no temp left
+
+
+def test_no_module_but_the_file_layer_renames_or_makes_temporary_files():
+    """The file layer is the only door for writes: a grep keeps it so (the image cache's memory-mapped array, which
+    numpy writes by path, is the one exception, made with O_EXCL and renamed in its own folder)."""
+    src = Path(__file__).parents[1] / "src/rotnet"
+    pattern = re.compile(r"os\.replace\(|os\.rename\(|mkstemp\(|\.write_bytes\(|\.write_text\(|shutil\.copy")
+    found = {  # a Seal's write_text is the file layer's atomic_write, sealed
+        p.name: sum(len(pattern.findall(line)) for line in p.read_text().splitlines() if "seal" not in line.lower())
+        for p in src.glob("*.py")
+        if p.name != "files.py"
+    }
+    assert {k: v for k, v in found.items() if v} == {"imagecache.py": 3, "state.py": 1}
