@@ -57,3 +57,29 @@ def test_the_lock_dies_with_its_process(holder):
     with RunLock(folder):  # flock is per open file: a second open, even in this process, sees it held
         assert is_locked(folder) == str(os.getpid())
     assert is_locked(folder) is None
+
+
+@pytest.mark.parametrize("level", ["data segment", "arch", "experiment", "seed", "config.json"])
+def test_runs_are_found_through_no_link(tmp_path, level):
+    """`rotnet report` counted runs reached through a link (`runs/X/resnet18` -> another runs root): every reader
+    finds run folders the same way, through no link."""
+    from rotnet.layout import find_runs
+
+    theirs, ours = tmp_path / "theirs", tmp_path / "ours"
+    run = Path("pets/resnet18/rotation/seed0")
+    (theirs / run).mkdir(parents=True)
+    (theirs / run / "config.json").write_text("{}")
+    (ours / run).mkdir(parents=True)
+    (ours / run / "config.json").write_text("{}")
+    assert find_runs(ours) == [ours / run]
+    depth = ["data segment", "arch", "experiment", "seed", "config.json"].index(level) + 1
+    linked = Path(*run.parts[:depth]) if level != "config.json" else run / "config.json"
+    target = ours / linked
+    if target.is_dir():
+        import shutil
+
+        shutil.rmtree(target)
+    else:
+        target.unlink()
+    target.symlink_to(theirs / linked)
+    assert find_runs(ours) == []

@@ -176,3 +176,22 @@ def test_restart_past_a_dangling_old_name_takes_the_next_free_one(tmp_path, fake
     assert cli("train", "rotation", "--restart", root=root, data=fake_root) == 0
     assert (seed0.parent / "seed0.old1").is_symlink() and (seed0.parent / "seed0.old2" / "result.json").is_file()
     assert "seed0.old2" in capsys.readouterr().out
+
+
+def test_a_stopped_folder_run_resumes_from_the_folders_new_place(tmp_path, fake_root, monkeypatch):
+    """The same images at another place (the same folder name) are the same data: the run resumes there."""
+    import shutil
+
+    from tests.helpers import metrics, partial
+    from tests.test_inputs import images, save
+
+    save(tmp_path / "a/photos", images(40))
+    runs = tmp_path / "runs"
+    dataset = ["--dataset", str(tmp_path / "a/photos")]
+    assert partial("train", "rotation", *dataset, root=runs, data=fake_root, monkeypatch=monkeypatch) == 130
+    shutil.move(tmp_path / "a", tmp_path / "b")
+    from tests.helpers import cli
+
+    assert cli("train", "rotation", "--dataset", str(tmp_path / "b/photos"), root=runs, data=fake_root) == 0
+    run = runs / "photos/resnet18/rotation/seed0"
+    assert len(metrics(run)) == 2 and (run / "result.json").is_file()

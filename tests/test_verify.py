@@ -331,3 +331,32 @@ def test_every_verification_is_kept_none_replaces_an_earlier_one(runs, fake_root
     kept = [json.loads((copy / n).read_text()) for n in ("verify.json", "verify-2.json", "verify-3.json")]
     assert [k["verdict"] for k in kept] == ["verified", "inconclusive", "not verified"]
     assert all(k["when"] and k["who"] and k["host"] for k in kept)
+
+
+def test_a_folder_run_verifies_after_its_folder_moved_and_only_on_the_same_images(tmp_path, fake_root, capsys):
+    """A folder run could not be verified after the folder moved or on another machine: verify takes the folder's
+    new place with --dataset PATH and compares the images by what they are, refusing other images by name."""
+    import shutil
+
+    import numpy as np
+
+    from rotnet.cli import main
+    from tests.test_inputs import TINY_ARGS, images, save
+
+    save(tmp_path / "a/photos", images(40))
+    runs = tmp_path / "runs"
+    assert (
+        main(["train", "rotation", "--dataset", str(tmp_path / "a/photos"), "--runs-root", str(runs), *TINY_ARGS]) == 0
+    )
+    run = runs / "photos/resnet18/rotation/seed0"
+    shutil.move(tmp_path / "a", tmp_path / "b")
+    capsys.readouterr()
+    assert main(["verify", str(run)]) == 2
+    assert "dataset folder not found" in capsys.readouterr().err
+    assert main(["verify", str(run), "--dataset", str(tmp_path / "b/photos")]) == 0
+    other = images(40, seed=1)
+    other[:20] = np.asarray(images(40))[:20]
+    save(tmp_path / "c/photos", other)
+    capsys.readouterr()
+    assert main(["verify", str(run), "--dataset", str(tmp_path / "c/photos")]) == 2
+    assert "was trained on other data" in capsys.readouterr().err

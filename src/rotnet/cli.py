@@ -288,6 +288,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="K",
         help="re-train from epoch K, starting from the checkpoint the run kept at the end of epoch K-1 (--keep-epoch)",
     )
+    p.add_argument(
+        "--dataset",
+        default=None,
+        metavar="PATH",
+        help="where a folder run's images are now (moved, or another machine): the same images, checked",
+    )
     add_data_flags(p)
 
     p = command("export-images", "write a dataset as an image folder of PNGs (SPLIT/CLASS/NNNNN.png)")
@@ -424,6 +430,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         from_epoch=args.from_epoch,
         data=data_options(args),
         device=args.device,
+        dataset=args.dataset,
     )
 
 

@@ -323,10 +323,21 @@ def with_defaults(recorded: dict) -> dict:
 
 
 def config_diff(old: dict, new: dict, ignore: tuple[str, ...] = ()) -> list[str]:
-    """'key: old -> new' for the keys whose values differ (keys the old run lacks count as their defaults)."""
+    """'key: old -> new' for the keys whose values differ (keys the old run lacks count as their defaults). An image
+    folder at another place under the same name is no difference (`moved_folder`): its images are compared by what
+    they are, wherever a run's data is checked."""
     old = with_defaults(old)
     keys = sorted((set(old) | set(new)) - set(ignore))
-    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
+    differ = [k for k in keys if old.get(k) != new.get(k) and not moved_folder(k, old.get(k), new.get(k))]
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in differ]
+
+
+def moved_folder(key: str, old: Any, new: Any) -> bool:
+    """Whether a dataset key names the same image folder at another place (the same folder name: the same run
+    folder), as a run resumed, reused or verified after its folder moved, or on another machine."""
+    if key not in ("dataset", "pretrain_dataset") or not (isinstance(old, str) and isinstance(new, str)):
+        return False
+    return old not in DATASETS and new not in DATASETS and bool(old) and dataset_slug(old) == dataset_slug(new)
 
 
 def from_dict(d: Any, source: str) -> RunConfig:

@@ -130,9 +130,19 @@ def parse_run_dir(folder: Path, root: Path | None = None) -> RunId | None:
 
 
 def find_runs(root: Path) -> list[Path]:
-    """Run folders under a runs root (those holding a config.json), with or without a data segment."""
-    found = [*Path(root).glob("*/*/seed*"), *Path(root).glob("*/*/*/seed*")]
-    return sorted(p for p in found if parse_run_dir(p) and (p / CONFIG).is_file())
+    """Run folders under a runs root (those holding a config.json), with or without a data segment; reached through
+    no link (rotnet makes none: a folder linked in from elsewhere holds someone else's runs)."""
+    found, level = [], [Path(root)]
+    for depth in range(1, 5):  # ROOT/[DATA/]ARCH/EXPERIMENT/seedN
+        below = []
+        for folder in level:
+            try:
+                below += [Path(e.path) for e in os.scandir(folder) if e.is_dir(follow_symlinks=False)]
+            except OSError:
+                continue
+        found += [p for p in below if depth >= 3 and p.name.startswith("seed")]
+        level = below
+    return sorted(p for p in found if parse_run_dir(p) and (p / CONFIG).is_file() and not (p / CONFIG).is_symlink())
 
 
 def not_a_run(folder: Path, why: str) -> RotnetError:

@@ -26,7 +26,7 @@ from rotnet import checkpoint as ckpt
 from rotnet import files, kernels
 from rotnet.checks import refuse_missing_keys, refuse_other_data
 from rotnet.config import ADDED, NO_OPTIONS, DataOptions, from_dict, with_defaults
-from rotnet.data import normalization, outputs
+from rotnet.data import is_named, normalization, outputs
 from rotnet.datasets import load_for
 from rotnet.errors import RotnetError
 from rotnet.evaluate import accuracy, confusion, predict, targets_for
@@ -127,11 +127,13 @@ def verify(
     from_epoch: int = 1,
     data: DataOptions = NO_OPTIONS,
     device: str = "auto",
+    dataset: str | None = None,
     log=print,
 ) -> int:
     """Check a run's record, re-train `epochs` of it from `from_epoch` (None: every recorded epoch from there),
     re-evaluate its final weights; print each comparison, write verify.json and return VERIFIED (0), FAILED (1) or
-    INCONCLUSIVE (3). The final weights count as re-made only when every epoch that made them was re-trained."""
+    INCONCLUSIVE (3). The final weights count as re-made only when every epoch that made them was re-trained.
+    `dataset`: where a folder run's images are now (moved, or on another machine); they must be the same images."""
     folder = Path(folder)
     if not (folder / CONFIG).is_file():
         raise not_a_run(folder, f"no {CONFIG}")
@@ -195,8 +197,11 @@ def verify(
     if cfg.init == "rotation":
         path, tensors = source_weights(folder, record)  # read and hashed once, then used for init
         cfg, weights = replace(cfg, init_path=str(path)), (tensors, {})
-    data = load_for(cfg, data)
-    refuse_other_data(folder, data, record, "point --data-root at it")  # the same images, wherever they are
+    if dataset and is_named(cfg.dataset):
+        raise RotnetError(f"{folder} was trained on {cfg.dataset}, not an image folder; point --data-root at its files")
+    data = load_for(replace(cfg, dataset=str(Path(dataset).resolve())) if dataset else cfg, data)
+    fix = "point --data-root at it" if is_named(cfg.dataset) else "name the folder that holds them with --dataset PATH"
+    refuse_other_data(folder, data, record, fix)  # the same images, wherever they are
     threads = recorded_threads(record) if dev.type == "cpu" else None
     on = f" ({threads_text(threads)}, as recorded)" if threads else ""
     which = f"epochs {from_epoch}-{from_epoch + epochs - 1}" if epochs > 1 else f"epoch {from_epoch}"
