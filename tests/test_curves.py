@@ -27,8 +27,8 @@ def curve_row(gains_by_epoch: list[list[float]], reference: float | None = 1.24)
     """A from-rotation row whose seeds' gains at epochs 1, 2, ... are the given lists (one list per epoch)."""
     rotation = {s: {e + 1: 80 + g[s] for e, g in enumerate(gains_by_epoch)} for s in range(len(gains_by_epoch[0]))}
     random = {s: {e + 1: 80.0 for e in range(len(gains_by_epoch))} for s in rotation}
-    row = {"arch": "resnet18", "experiment": "full-from-rotation", "seed_gain": reference}
-    return row | {"seed_epochs": len(gains_by_epoch), "gain_by_epoch": gain_by_epoch(rotation, random)}
+    row = {"arch": "resnet18", "experiment": "full-from-rotation", "reference_gain": reference}
+    return row | {"reference_epochs": len(gains_by_epoch), "gain_by_epoch": gain_by_epoch(rotation, random)}
 
 
 @pytest.mark.parametrize(

@@ -134,7 +134,7 @@ def test_an_image_folder_reads_classes_in_imagefolder_order_and_names_in_canonic
     ],
 )
 def test_the_report_says_official_files_only_of_a_named_dataset(dataset, match, shown):
-    from rotnet.report import data_files_text
+    from rotnet.sections import data_files_text
 
     assert data_files_text(dataset, match) == shown
 

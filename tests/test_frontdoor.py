@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from rotnet.cli import main
+from rotnet.report import read_results
 from tests.helpers import cli, metrics, reseal
 from tests.test_reproduce import TINY as TINY_PRESET
 
@@ -293,15 +294,15 @@ def readme_table(heading: str) -> tuple[list[str], dict[str, list[str]]]:
 )
 def test_the_readmes_results_tables_are_the_committed_reports_numbers(heading, folder, preset):
     """Numbers shown in the README come from the committed report of the protocol they claim (the paper table:
-    every row finished at the seed report's epochs): the mean, ± the std where there are several seeds, each seed's
+    every row finished at the reference report's epochs): the mean, ± the std where there are several seeds, each seed's
     value and the paired gain where the table shows them. A run made before sealed records is still counted."""
-    results = json.loads((RESULTS / folder / "results.json").read_text())
+    results = read_results(RESULTS / folder / "results.json")  # committed by an older report: old row keys
     assert results["preset"] == preset
     rows = {
         r["experiment"]: r for r in results["rows"] if r["arch"] == "resnet18" and r.get("data", "cifar10") == "cifar10"
     }
     if preset == "paper":
-        assert len(rows) == 5 and all(r["n"] and r["epochs"] == str(r["seed_epochs"]) for r in rows.values())
+        assert len(rows) == 5 and all(r["n"] and r["epochs"] == str(r["reference_epochs"]) for r in rows.values())
     header, table = readme_table(heading)
     assert set(table) == set(rows) - {e for e, r in rows.items() if r["ours_mean"] is None}
     for experiment, cells in table.items():
@@ -310,7 +311,7 @@ def test_the_readmes_results_tables_are_the_committed_reports_numbers(heading, f
             note == "ok" or note.endswith("unsealed (made before rotnet 0.4)") for note in row["status"].split("; ")
         )
         ours = f"{row['ours_mean']:.2f}" + (f" ± {row['ours_std']:.2f}" if row["n"] > 1 else "")
-        assert cells[0] == f"{row['seed_report']:.2f}" and cells[1] == ours, (cells, ours)
+        assert cells[0] == f"{row['reference']:.2f}" and cells[1] == ours, (cells, ours)
         shown = dict(zip(header, cells, strict=True))
         if "each seed" in shown:
             values = [row["by_seed"][k] for k in sorted(row["by_seed"], key=int)]
@@ -321,7 +322,7 @@ def test_the_readmes_results_tables_are_the_committed_reports_numbers(heading, f
 
 
 WITH_RECORDS = ("cross-dataset-cpu", "paper-cpu")  # the committed results whose run records are committed beside them
-ROW_FACTS = ("experiment", "arch", "data", "n", "epochs", "seed_report", "ours_mean", "difference", "gain")
+ROW_FACTS = ("experiment", "arch", "data", "n", "epochs", "reference", "ours_mean", "difference", "gain")
 ROW_FACTS += ("by_seed", "gain_ci95")  # not written by reports before 0.4
 
 
@@ -336,7 +337,7 @@ def test_each_committed_results_json_follows_from_its_committed_run_records(name
     root = tmp_path / "root"
     shutil.copytree(folder / "runs", root)
     shutil.copy(folder / "reproduce.json", root)
-    committed = json.loads((folder / "results.json").read_text())
+    committed = read_results(folder / "results.json")
     assert main(["report", str(root), "--preset", committed["preset"]]) == 0
     again = json.loads((root / "results.json").read_text())
 

@@ -84,7 +84,7 @@ def test_garbage_example_file_does_not_stop_the_report(runs, tmp_path):
 
 def test_a_presets_subset_runs_are_rows_naming_their_data(tiny_runs, tmp_path):
     """A reproduce whose preset sets train_per_class (the smoke preset) makes EXPERIMENT@Npc folders: they are the
-    table's rows, named "cifar10, N per class", not the seed report's rows and not label-efficiency points."""
+    table's rows, named "cifar10, N per class", not the reference report's rows and not label-efficiency points."""
 
     fabricate(tiny_runs / "resnet18/rotation/seed0", tmp_path / "resnet18/rotation@2pc/seed0", train_per_class=2)
     (tmp_path / "reproduce.json").write_text(json.dumps({"runs": ["resnet18/rotation@2pc/seed0"]}))
@@ -106,7 +106,7 @@ def test_a_run_older_than_a_setting_shows_its_default_and_the_commits_that_resum
     record["resumes"] = [{"git_commit": "abcdef1" + "0" * 33}, {"git_commit": "1234567" + "0" * 33}]
     (folder / "config.json").write_text(json.dumps(record))
     report = write_report(tmp_path).read_text()
-    assert "| imagenet | dataset's | seed's constants | fp32 |" in report
+    assert "| imagenet | dataset's | reference constants | fp32 |" in report
     assert "; resumed by abcdef1, 1234567) |" in report
     assert "seed 0 unsealed (made before rotnet 0.4)" in report
 
@@ -142,7 +142,9 @@ def test_the_pretraining_gain_pairs_seeds(tiny_runs, tmp_path):
     rows = {(r["experiment"], r["arch"]): r for r in json.loads((tmp_path / "results.json").read_text())["rows"]}
     row = rows[("full-from-rotation", "resnet18")]
     assert row["gain"] == 5.0 and row["gain_seeds"] == [0]
-    assert row["seed_gain"] == pytest.approx(84.03 - 82.79)  # the seed report's own difference, to compare with
+    assert row["reference_gain"] == pytest.approx(
+        84.03 - 82.79
+    )  # the reference report's own difference, to compare with
     assert "| +5.00 (seed 0 only; one seed: no interval; reference report +1.24) |" in report
     assert "| full-from-rotation | resnet18 | cifar10 | 50.00 (+5.00) | 60.00 |" in report  # each seed's, in words
     assert "| full-from-random | resnet18 | cifar10 | 45.00 | — |" in report
@@ -156,20 +158,20 @@ def test_the_pretraining_gain_pairs_seeds(tiny_runs, tmp_path):
     assert table["full-from-random"]["ours_std"] == "" and table["full-from-random"]["ours_mean"] == "45.0"
 
 
-def gain_row(diffs: list[float], seed_gain: float | None) -> dict:
+def gain_row(diffs: list[float], reference_gain: float | None) -> dict:
     """A from-rotation row and its from-random partner, made up so that the paired differences are `diffs`."""
     from rotnet.report import with_gains
 
-    base = {"arch": "resnet18", "data": "cifar10", "seed_report": None}
+    base = {"arch": "resnet18", "data": "cifar10", "reference": None}
     rotation = {**base, "experiment": "full-from-rotation", "by_seed": {s: 80 + d for s, d in enumerate(diffs)}}
     random = {**base, "experiment": "full-from-random", "by_seed": dict.fromkeys(range(len(diffs)), 80.0)}
-    if seed_gain is not None:
-        rotation["seed_report"], random["seed_report"] = 80 + seed_gain, 80.0
+    if reference_gain is not None:
+        rotation["reference"], random["reference"] = 80 + reference_gain, 80.0
     return with_gains([rotation, random])[0]
 
 
 @pytest.mark.parametrize(
-    ("diffs", "seed_gain", "words"),
+    ("diffs", "reference_gain", "words"),
     [
         ([0.1, 0.5, -0.3], 1.24, ["contains 0: these seeds cannot tell this gain from no gain", "+1.24 lies above"]),
         ([16.4, 16.6, 16.5], 17.13, ["excludes 0: rotation pretraining helps here", "+17.13 lies above"]),
@@ -180,10 +182,10 @@ def gain_row(diffs: list[float], seed_gain: float | None) -> dict:
         ([0.17], 1.24, ["gain +0.17 from one seed; no interval"]),
     ],
 )
-def test_the_gain_is_worded_by_its_numbers(diffs, seed_gain, words):
+def test_the_gain_is_worded_by_its_numbers(diffs, reference_gain, words):
     from rotnet.report import gain_finding
 
-    row = gain_row(diffs, seed_gain)
+    row = gain_row(diffs, reference_gain)
     text = gain_finding(row)
     assert text.startswith("resnet18 full: gain ")
     for w in words:
@@ -211,7 +213,7 @@ def test_the_t_quantiles_are_the_student_t_distributions():
 
 def test_the_wall_time_of_resumed_invocations_counts_only_those_that_recorded_it():
     """A plan killed once and running again showed "0.0 min for all 2" though neither had recorded its end."""
-    from rotnet.report import earlier_text
+    from rotnet.sections import earlier_text
 
     killed = {"git_commit": "aaaaaaa1", "wall_seconds": None}
     text = earlier_text({"earlier": [killed], "git_commit": "bbbbbbb2"})
@@ -225,7 +227,7 @@ def test_the_seed_vs_rotnet_plot_shows_no_bar_for_a_missing_result_and_no_spread
 
     figures = []
     monkeypatch.setattr(plots, "savefig", lambda fig, path: figures.append(fig))
-    row = {"arch": "resnet18", "data": "cifar10", "seed_report": 61.88}
+    row = {"arch": "resnet18", "data": "cifar10", "reference": 61.88}
     rows = [
         {**row, "experiment": "layer4-from-rotation", "ours_mean": 63.3, "ours_std": 0.0, "n": 1},
         {**row, "experiment": "full-from-rotation", "ours_mean": None, "ours_std": None, "n": 0},
@@ -238,7 +240,7 @@ def test_the_seed_vs_rotnet_plot_shows_no_bar_for_a_missing_result_and_no_spread
 
 
 def test_the_gain_and_seed_plots_show_each_seed_and_label_above_everything(tmp_path, monkeypatch):
-    """Issue 21: each seed a point, the mean a bar, the seed report's bar beside it; a value label sat on the
+    """Issue 21: each seed a point, the mean a bar, the reference report's bar beside it; a value label sat on the
     error bar, and the legend covered the title."""
     from rotnet import plots
 
@@ -275,7 +277,7 @@ def test_a_label_over_a_tall_interval_or_bar_stays_inside_the_plot(tmp_path, mon
     ours = next(c for c in figures[0].axes[0].containers if getattr(c, "errorbar", None))
     caps = ours.errorbar.lines[1]  # one seed has no interval: no cap drawn at its mean
     assert [len(c.get_xdata()[c.get_ydata() == c.get_ydata()]) for c in caps] == [1, 1]
-    row = {"arch": "resnet18", "data": "cifar10", "seed_report": 78.3, "experiment": "rotation"}
+    row = {"arch": "resnet18", "data": "cifar10", "reference": 78.3, "experiment": "rotation"}
     plots.plot_bars(
         [{**row, "ours_mean": 99.5, "ours_std": 0.4, "n": 2, "by_seed": {0: 99.1, 1: 99.9}}], tmp_path / "b.png"
     )
@@ -322,7 +324,7 @@ def test_bars_without_seed_report_values_have_no_seed_report_legend(monkeypatch)
     from rotnet import plots
 
     kept = captured_figure(monkeypatch)
-    row = {"seed_report": None, "ours_mean": 30.0, "ours_std": None, "n": 1, "arch": "resnet18", "data": "photos"}
+    row = {"reference": None, "ours_mean": 30.0, "ours_std": None, "n": 1, "arch": "resnet18", "data": "photos"}
     plots.plot_bars([row | {"experiment": "rotation"}, row | {"experiment": "full-from-random"}], Path("unused.png"))
     labels = [t.get_text() for t in kept[0].legends[0].get_texts()]
     assert labels == ["rotnet"]

@@ -12,7 +12,7 @@ import matplotlib.image
 import pytest
 
 from rotnet.cli import main
-from rotnet.experiments import EXPERIMENTS, plan, seed_results
+from rotnet.experiments import EXPERIMENTS, plan, reference_results
 from tests.helpers import reseal
 from tests.test_resume import wait_for
 
@@ -39,7 +39,7 @@ def test_plan_is_in_dependency_order():
 
 
 def test_seed_numbers_are_the_reports():
-    rows = {(r["experiment"], r["arch"]): r["test_acc"] for r in seed_results()}
+    rows = {(r["experiment"], r["arch"]): r["test_acc"] for r in reference_results()}
     assert rows[("rotation", "resnet18")] == 78.3 and rows[("full-from-random", "resnet18")] == 82.79
     assert rows[("full-from-rotation", "resnet50")] == 83.01 and len(rows) == 9
 
@@ -70,7 +70,7 @@ def test_reproduce_writes_a_report_with_every_row(reproduced):
         image = matplotlib.image.imread(reproduced / "plots" / f"{png}.png")
         assert image.shape[0] > 200 and image.shape[1] > 200 and image.std() > 0.05  # a figure, not a blank
         assert f"plots/{png}.png" in report
-    assert (reproduced / "results.csv").read_text().startswith("experiment,arch,data,seed_report")
+    assert (reproduced / "results.csv").read_text().startswith("experiment,arch,data,reference")
     assert "## Provenance" in report and "differ from the official (warned)" in report
 
 

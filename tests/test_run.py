@@ -189,3 +189,27 @@ def test_a_run_whose_final_weights_are_broken_ends_diverged_never_finished(fake_
     assert main(["report", str(tmp_path)]) == 0
     row = next(r for r in json.loads((tmp_path / "results.json").read_text())["rows"] if r["experiment"] == "rotation")
     assert row["ours_mean"] is None and "failed" in row["status"] and "ok" != row["status"]
+
+
+@pytest.mark.parametrize(
+    ("record", "threads"),
+    [
+        ({"cpu_threads": 3, "device_name": "x86_64 (2 threads)"}, 3),  # the number, not the display text
+        ({"device_name": "x86_64 (2 threads)"}, 2),  # a record before 0.7
+        ({"cpu_threads": True, "device_name": "x86_64"}, None),
+        ({"cpu_threads": "4"}, None),
+        ({}, None),
+        (None, None),
+    ],
+)
+def test_a_runs_thread_count_is_a_recorded_number(record, threads):
+    from rotnet.runtime import recorded_threads
+
+    assert recorded_threads(record) == threads
+
+
+def test_a_cpu_run_records_its_thread_count(tiny_runs):
+    import json
+
+    record = json.loads((tiny_runs / "resnet18/rotation/seed0/config.json").read_text())
+    assert isinstance(record["cpu_threads"], int) and f"({record['cpu_threads']} thread" in record["device_name"]

@@ -124,6 +124,6 @@ PAPER_TRANSFER = {
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_the_paper_presets_resolved_configuration_is_pinned(experiment):
-    """The seed report's protocol, key by key: a changed default changes every committed paper number's meaning."""
+    """The reference report's protocol, key by key: a changed default changes every committed paper number's meaning."""
     want = PAPER_ROTATION | PAPER_TRANSFER.get(experiment, {}) | {"experiment": experiment}
     assert resolve(experiment).to_dict() == want

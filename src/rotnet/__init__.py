@@ -9,7 +9,7 @@
 `import rotnet` stays light: torch loads when one of these is first used.
 """
 
-__version__ = "0.6.0"
+__version__ = "0.7.0"
 __all__ = ["Result", "load_backbone", "metadata", "reproduce", "train"]
 
 

@@ -12,7 +12,7 @@ from torch import nn
 from rotnet import checkpoint as ckpt
 from rotnet.config import DataOptions, RunConfig
 from rotnet.errors import RotnetError
-from rotnet.experiments import Protocol, identities, plan
+from rotnet.experiments import Protocol, plan, plan_archs_and_seeds
 from rotnet.layout import WEIGHTS, run_dir, runs_root_for
 
 
@@ -78,7 +78,9 @@ def reproduce(
     for name, given in (("archs", archs), ("seeds", seeds)):
         if given is not None and not given:  # as `--archs ""`: an empty list is a mistake, never "the default"
             raise RotnetError(f"{name}=() names none; name at least one, or leave it out for the default")
-    arch_list, seed_list = identities(protocol, list(archs) if archs else None, None if seeds is None else list(seeds))
+    arch_list, seed_list = plan_archs_and_seeds(
+        protocol, list(archs) if archs else None, None if seeds is None else list(seeds)
+    )
     configs = [protocol.resolve(e, arch=a, seed=s) for a, s, e in plan(arch_list, seed_list, list(experiments))]
     root = runs_root_for(preset, runs_root)
     data = DataOptions(_path(data_root), download)

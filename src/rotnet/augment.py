@@ -13,7 +13,7 @@ import torch
 # The reference report's Normalize constants (the widely copied CIFAR-10 values from kuangliu/pytorch-cifar).
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2023, 0.1994, 0.2010)
-SEED_NORM = (MEAN, STD)
+REFERENCE_NORM = (MEAN, STD)
 
 
 def random_crop(images: torch.Tensor, padding: int, gen: torch.Generator) -> torch.Tensor:
@@ -58,7 +58,7 @@ def _scaled_stats(device: torch.device, dtype: torch.dtype, norm: tuple) -> tupl
     return mean.to(device), std.to(device)
 
 
-def normalize(images: torch.Tensor, norm: tuple = SEED_NORM, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def normalize(images: torch.Tensor, norm: tuple = REFERENCE_NORM, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """ToTensor + Normalize(mean, std) with norm = (mean, std) on the 0-1 scale: uint8 (B, 3, H, W) -> float."""
     mean, std = _scaled_stats(images.device, dtype, (tuple(norm[0]), tuple(norm[1])))
     return (images.to(dtype) - mean) / std
@@ -70,7 +70,7 @@ def train_augment(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return random_flip(random_crop(images, images.shape[-1] // 8, gen), gen)
 
 
-def to_input(images: torch.Tensor, channels_last: bool, norm: tuple = SEED_NORM) -> torch.Tensor:
+def to_input(images: torch.Tensor, channels_last: bool, norm: tuple = REFERENCE_NORM) -> torch.Tensor:
     """uint8 (B, 3, H, W) -> the model's normalized float input, NHWC in memory when channels_last."""
     x = normalize(images, norm)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x

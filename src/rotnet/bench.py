@@ -24,7 +24,7 @@ from rotnet.seeds import generator
 TASKS = {"rotation": EXPERIMENTS["rotation"], "layer4": EXPERIMENTS["layer4-from-random"]}
 
 
-class SeedCifar(Dataset):
+class ReferenceCifar(Dataset):
     """What the reference's pipeline does per image: torchvision.datasets.CIFAR10.__getitem__ (HWC uint8 -> PIL image
     -> transform), then for the rotation task torch.rot90 by a random label."""
 
@@ -107,7 +107,7 @@ def bench_rotnet(cfg, device, images, labels, steps, warmup) -> float:
 def bench_plain(cfg, device, images, labels, steps, warmup, workers) -> float:
     """(c) the reference's pipeline: per-image PIL transforms in a DataLoader, batches copied to the device."""
     model, forward, opt = setup(cfg, device)
-    dataset = SeedCifar(images.permute(0, 2, 3, 1).numpy(), labels.numpy(), cfg.task == "rotation")
+    dataset = ReferenceCifar(images.permute(0, 2, 3, 1).numpy(), labels.numpy(), cfg.task == "rotation")
     loader = iter(
         DataLoader(
             dataset,

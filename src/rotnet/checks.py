@@ -170,11 +170,6 @@ def check_run(
     return Checked(weights, record)
 
 
-def preflight(cfg: RunConfig, rt: RunContext, source: Source | None = None) -> tuple[dict, dict] | None:
-    """The checks that need no data, so that they fail before it loads; returns the source weights."""
-    return check_run(cfg, rt, source).weights
-
-
 def refuse_changed_config(folder: Path, cfg: RunConfig, record: dict) -> None:
     """A run continues, or is reused, only under the configuration it recorded: name the keys that differ."""
     diff = config_diff(record["config"], cfg.to_dict())

@@ -16,7 +16,7 @@ from pathlib import Path
 from rotnet import __version__
 from rotnet.config import CHOICES, HELP, RunConfig, coerce, parse_assignments
 from rotnet.errors import Diverged, Interrupted, NonFiniteLoss, RotnetError, unknown
-from rotnet.experiments import EXPERIMENTS, Protocol, identities, preset_names
+from rotnet.experiments import EXPERIMENTS, Protocol, plan_archs_and_seeds, preset_names
 from rotnet.signals import signals_held
 
 # Keys the experiment itself decides (settable with --set, but no flag of their own); `--init PATH` sets init_path.
@@ -371,7 +371,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     protocol = protocol_of(args, command_line(args, skip=("arch", "seed")))
     archs = parse_list(args.archs, ARCHS, "arch") if args.archs is not None else None
     seeds = parse_ints(args.seeds, "--seeds") if args.seeds is not None else None
-    archs, seeds = identities(protocol, archs, seeds)
+    archs, seeds = plan_archs_and_seeds(protocol, archs, seeds)
     experiments = parse_list(args.experiments, tuple(EXPERIMENTS), "experiment") if args.experiments is not None else []
     # Resolve every configuration first: a typo fails before hours of training, not after.
     configs = [protocol.resolve(e, arch=a, seed=s) for a, s, e in plan(archs, seeds, experiments)]
@@ -387,7 +387,9 @@ def cmd_label_efficiency(args: argparse.Namespace) -> int:
     if args.min_steps <= 0:
         raise RotnetError(f"--min-steps must be a positive number; got {args.min_steps}")
     protocol = protocol_of(args, command_line(args, skip=("seed",)))
-    _, seeds = identities(protocol, None, parse_ints(args.seeds, "--seeds") if args.seeds is not None else None)
+    _, seeds = plan_archs_and_seeds(
+        protocol, None, parse_ints(args.seeds, "--seeds") if args.seeds is not None else None
+    )
     configs = []
     for seed in seeds:
         configs.append(protocol.resolve("rotation", seed=seed))

@@ -303,7 +303,7 @@ def layered(
     return validate(canonical(apply(cfg, command_line)))
 
 
-def uses_seed_normalization(normalization: str, dataset: str) -> bool:
+def uses_reference_normalization(normalization: str, dataset: str) -> bool:
     """Whether a run normalizes with the reference report's CIFAR-10 constants (else with its data's own mean and
     std)."""
     return normalization == "seed" or (normalization == "auto" and dataset == "cifar10")

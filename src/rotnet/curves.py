@@ -66,7 +66,7 @@ def gain_epoch_finding(row: dict) -> str:
     text = f"{what}: the gain's 95% interval (n={last['n']}) {'; '.join(parts)}"
     text += f"; largest mean {peak['mean']:+.2f} at epoch {peak['epoch']}"
     text += f", {last['mean']:+.2f} at the last ({last['epoch']})"
-    ref, ref_epoch = row.get("seed_gain"), row.get("seed_epochs")
+    ref, ref_epoch = row.get("reference_gain"), row.get("reference_epochs")
     if ref is not None and ref_epoch:
         at = next((e for e in curve if e["epoch"] == ref_epoch), None)
         if at is not None and at["ci95"] is not None:
@@ -187,7 +187,7 @@ def deeper_section(rows: list[dict], runs: list[dict]) -> list[str]:
             mine = theirs[r["arch"]]
             tiny = tiny_lr_change(mine)
             table.append(
-                [r["arch"], f"{r['seed_report']:.2f} ({r['seed_epochs']})" if r["seed_report"] is not None else "—"]
+                [r["arch"], f"{r['reference']:.2f} ({r['reference_epochs']})" if r["reference"] is not None else "—"]
                 + [f"{v:.2f}" if (v := at_epoch(mine, e)) is not None else "—" for e in lengths]
                 + [f"{r['ours_mean']:.2f} ({r['epochs']}, n={r['n']})"]
                 + [f"{tiny[1]:+.2f} (epochs {tiny[0]}-{r['epochs']})" if tiny else "—"]
@@ -215,9 +215,9 @@ def deeper_findings(experiment: str, group: list[dict], theirs: dict[str, list[d
             text += f"; at {base['epochs']} epochs, {same:.2f} ({same - base['ours_mean']:+.2f})"
         if base["ours_std"]:
             text += f"; the difference is {abs(diff) / base['ours_std']:.1f} times {base['arch']}'s seed std"
-        if r["seed_report"] is not None and base["seed_report"] is not None:
-            said = "worse" if r["seed_report"] < base["seed_report"] else "better"
-            text += f". The reference report: {r['seed_report']:.2f} vs {base['seed_report']:.2f}, {said}"
+        if r["reference"] is not None and base["reference"] is not None:
+            said = "worse" if r["reference"] < base["reference"] else "better"
+            text += f". The reference report: {r['reference']:.2f} vs {base['reference']:.2f}, {said}"
             agree = (diff < 0) == (said == "worse")
             text += f"; these runs {'agree' if agree else 'disagree'}"
         if r["n"] < 2:

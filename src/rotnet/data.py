@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rotnet.augment import MEAN as SEED_MEAN
-from rotnet.augment import STD as SEED_STD
-from rotnet.config import DATASETS, RunConfig, uses_seed_normalization
+from rotnet.augment import MEAN as REFERENCE_MEAN
+from rotnet.augment import STD as REFERENCE_STD
+from rotnet.config import DATASETS, RunConfig, uses_reference_normalization
 from rotnet.errors import RotnetError, warn_once
 from rotnet.files import first_missing, open_regular, read_regular
 from rotnet.seeds import generator
@@ -57,8 +57,8 @@ class Dataset:
     root: str = ""
     fingerprint: dict = field(default_factory=dict)  # what identifies the data: file sizes + md5s, image counts
     name: str = "cifar10"
-    mean: tuple[float, ...] = SEED_MEAN  # its training split's channel statistics (0-1 scale)
-    std: tuple[float, ...] = SEED_STD
+    mean: tuple[float, ...] = REFERENCE_MEAN  # its training split's channel statistics (0-1 scale)
+    std: tuple[float, ...] = REFERENCE_STD
 
     def __post_init__(self):
         refuse_unsafe_names(self.class_names, f"{self.name} under {self.root or '?'}")
@@ -105,7 +105,7 @@ def is_named(dataset: str) -> bool:
     return dataset in NAMES
 
 
-def outputs(cfg: RunConfig, data: Dataset) -> int:
+def output_count(cfg: RunConfig, data: Dataset) -> int:
     """The model's output count: 4 rotations, or the dataset's classes (a classification run needs labels)."""
     if cfg.task == "rotation":
         return 4
@@ -119,8 +119,8 @@ def outputs(cfg: RunConfig, data: Dataset) -> int:
 
 def normalization(cfg: RunConfig, data: Dataset) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """The (mean, std) a run normalizes its inputs with (0-1 scale)."""
-    if uses_seed_normalization(cfg.normalization, cfg.dataset):
-        return SEED_MEAN, SEED_STD
+    if uses_reference_normalization(cfg.normalization, cfg.dataset):
+        return REFERENCE_MEAN, REFERENCE_STD
     for channel, spread, mean in zip(("red", "green", "blue"), data.std, data.mean, strict=True):
         if spread < MIN_SPREAD:  # dividing by it would blow the inputs up to inf or noise
             raise RotnetError(

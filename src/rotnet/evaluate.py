@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from rotnet.augment import SEED_NORM, to_input
+from rotnet.augment import REFERENCE_NORM, to_input
 from rotnet.models import autocast
 
 STAGES = ("conv1", "layer1", "layer2", "layer3", "layer4")
@@ -22,7 +22,7 @@ def predict(
     batch_size: int,
     precision: str,
     channels_last: bool,
-    norm: tuple = SEED_NORM,
+    norm: tuple = REFERENCE_NORM,
 ) -> torch.Tensor:
     """Predicted labels for uint8 images (N, 3, H, W). For the rotation task every image is scored in all four
     rotations: the result is (N, 4), column k holding the prediction for the image rotated by k * 90 degrees."""
@@ -76,7 +76,7 @@ def extract(
     batch_size: int = 1024,
     precision: str = "fp32",
     channels_last: bool = True,
-    norm: tuple = SEED_NORM,
+    norm: tuple = REFERENCE_NORM,
     desc: str = "",
 ) -> dict[str, torch.Tensor]:
     """Pooled features (N, C * pool * pool) of each stage for uint8 images (N, 3, H, W); no augmentation.
@@ -129,7 +129,7 @@ def knn_monitor(
     batch_size: int,
     precision: str,
     channels_last: bool,
-    norm: tuple = SEED_NORM,
+    norm: tuple = REFERENCE_NORM,
 ) -> float:
     """Weighted kNN (k=200, cosine, T=0.1) accuracy of penultimate (global-pooled layer4) features against the
     class labels, whatever the task: how linearly usable the features are, as pretraining goes."""

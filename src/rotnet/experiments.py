@@ -27,7 +27,7 @@ EXPERIMENTS = {
 DEFINING = ("experiment", "task", "init", "trainable")
 
 
-def consistent(experiment: str, cfg: RunConfig) -> RunConfig:
+def refuse_contradictions(experiment: str, cfg: RunConfig) -> RunConfig:
     """The one place where a configuration that contradicts its experiment is refused, whichever layer (preset,
     file, rule, --set, flag) set it: a run of one kind would be written into another's folder, or a setting would be
     silently ignored."""
@@ -79,7 +79,9 @@ class Protocol:
         documents += [(str(f), read_toml(Path(f))) for f in self.config_files]
         command_line = dict(self.overrides) | {k: v for k, v in identity.items() if v is not None}
         names = {"experiment": tuple(EXPERIMENTS)}
-        return consistent(experiment, layered(validate(EXPERIMENTS[experiment]), documents, command_line, names))
+        return refuse_contradictions(
+            experiment, layered(validate(EXPERIMENTS[experiment]), documents, command_line, names)
+        )
 
     def flags(self) -> list[str]:
         """The command-line flags that give this protocol (for hints that repeat the user's own command)."""
@@ -96,20 +98,20 @@ def resolve(experiment: str, *, preset: str = "paper", config_files=(), override
     return Protocol(preset, tuple(config_files), tuple((overrides or {}).items())).resolve(experiment, **identity)
 
 
-def seed_results() -> list[dict]:
+def reference_results() -> list[dict]:
     """The reference report's numbers, one row per (experiment, arch), with the report's wording."""
-    with resources.files("rotnet").joinpath("seed_results.csv").open() as f:
+    with resources.files("rotnet").joinpath("reference_results.csv").open() as f:
         return [{**row, "epochs": int(row["epochs"]), "test_acc": float(row["test_acc"])} for row in csv.DictReader(f)]
 
 
 def plan(archs: list[str], seeds: list[int | None], experiments: list[str]) -> list[tuple[str, int | None, str]]:
-    """(arch, seed, experiment) in dependency order. Without explicit experiments, each arch gets the rows the seed
-    report has for it; a from-rotation experiment always brings its rotation run."""
+    """(arch, seed, experiment) in dependency order. Without explicit experiments, each arch gets the rows the
+    reference report has for it; a from-rotation experiment always brings its rotation run."""
     for kind, names, known in (("experiment", experiments, EXPERIMENTS), ("arch", archs, CHOICES["arch"])):
         for name in names:
             if name not in known:
                 raise unknown(kind, name, known)
-    reported = {(r["arch"], r["experiment"]) for r in seed_results()}
+    reported = {(r["arch"], r["experiment"]) for r in reference_results()}
     out = []
     for arch in archs:
         wanted = experiments or [e for e in EXPERIMENTS if (arch, e) in reported]
@@ -120,7 +122,9 @@ def plan(archs: list[str], seeds: list[int | None], experiments: list[str]) -> l
     return out
 
 
-def identities(protocol: Protocol, archs: list[str] | None, seeds: list[int] | None) -> tuple[list[str], list[int]]:
+def plan_archs_and_seeds(
+    protocol: Protocol, archs: list[str] | None, seeds: list[int] | None
+) -> tuple[list[str], list[int]]:
     """The archs and seeds of a plan: those given, else the protocol's own arch and seed (a preset, a file or an
     override may set them); a key given both ways is refused rather than one of them silently ignored."""
     given = dict(protocol.overrides)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from rotnet.augment import SEED_NORM, rotate, to_input, train_augment
+from rotnet.augment import REFERENCE_NORM, rotate, to_input, train_augment
 from rotnet.checkpoint import digest
 from rotnet.config import RunConfig
 from rotnet.distributed import World, all_reduce, shard
@@ -43,7 +43,7 @@ class Engine:
     optimizer: torch.optim.Optimizer
     forward: nn.Module | None = None
     scaler: torch.amp.GradScaler | None = None
-    norm: tuple = SEED_NORM
+    norm: tuple = REFERENCE_NORM
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ def build_optimizer(cfg: RunConfig, params: list[nn.Parameter], device: torch.de
 
 
 def make_batch(
-    cfg: RunConfig, images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator, norm: tuple = SEED_NORM
+    cfg: RunConfig, images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator, norm: tuple = REFERENCE_NORM
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 images (B, 3, H, W) and class labels -> normalized inputs and targets for cfg.task."""
     images = train_augment(images, gen)

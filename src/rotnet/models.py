@@ -61,7 +61,7 @@ def set_trainable(model: nn.Module, trainable: str) -> list[nn.Parameter]:
 def train_mode(model: nn.Module, freeze_bn: bool) -> None:
     """model.train(); with freeze_bn, BatchNorm layers whose parameters are frozen stay in eval mode.
 
-    Without freeze_bn the frozen layers' BatchNorm keep updating running statistics, as in the seed, which
+    Without freeze_bn the frozen layers' BatchNorm keep updating running statistics, as in the reference, which
     calls net.train() on the whole network.
     """
     model.train()

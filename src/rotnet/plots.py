@@ -89,7 +89,7 @@ def plot_curves(runs: list[dict], path: Path) -> None:
 def plot_bars(rows: list[dict], path: Path) -> None:
     """The reference report's numbers beside ours, with value labels: rotation (4-way) and classification rows on
     separate axes, since their accuracies don't compare."""
-    rows = [r for r in rows if r["seed_report"] is not None or r["ours_mean"] is not None]
+    rows = [r for r in rows if r["reference"] is not None or r["ours_mean"] is not None]
     groups = [[r for r in rows if r["experiment"] == "rotation"], [r for r in rows if r["experiment"] != "rotation"]]
     groups = [g for g in groups if g] or [[]]
     widths = [max(2.5, 1.5 * len(g)) for g in groups]
@@ -97,8 +97,8 @@ def plot_bars(rows: list[dict], path: Path) -> None:
                              gridspec_kw={"width_ratios": widths})  # fmt: skip
     for ax, group in zip(axes[0], groups, strict=True):
         xs = range(len(group))
-        reported = any(r["seed_report"] is not None for r in rows)  # no bars, no legend entry
-        seed = ax.bar([x - 0.2 for x in xs], [r["seed_report"] or 0 for r in group], 0.4,
+        reported = any(r["reference"] is not None for r in rows)  # no bars, no legend entry
+        seed = ax.bar([x - 0.2 for x in xs], [r["reference"] or 0 for r in group], 0.4,
                       label="reference report" if reported else None)  # fmt: skip
         # An error bar only where several seeds give a spread: a zero-width cap on a single run, or one at 0 where
         # there is no result, reads as a measurement.
@@ -106,7 +106,7 @@ def plot_bars(rows: list[dict], path: Path) -> None:
         yerr = spread if any(s == s for s in spread) else None
         ax.bar([x + 0.2 for x in xs], [r["ours_mean"] or 0 for r in group], 0.4, label="rotnet", yerr=yerr,
                       capsize=3)  # fmt: skip
-        ax.bar_label(seed, labels=[f"{r['seed_report']:.1f}" if r["seed_report"] else "" for r in group], fontsize=7)
+        ax.bar_label(seed, labels=[f"{r['reference']:.1f}" if r["reference"] else "" for r in group], fontsize=7)
         tops = [top(r["ours_mean"], r["ours_std"] if r["n"] > 1 else None, r.get("by_seed")) for r in group]
         above(ax, [x + 0.2 for x in xs], tops, [f"{r['ours_mean']:.1f}" if r["n"] else "" for r in group])
         seeds(ax, [x + 0.2 for x in xs], [r.get("by_seed", {}) for r in group])
@@ -134,8 +134,8 @@ def plot_gains(rows: list[dict], path: Path) -> bool:
         return False
     fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(rows)), 4))
     xs = range(len(rows))
-    reported = any(r.get("seed_gain") is not None for r in rows)  # no bars, no legend entry
-    seed = ax.bar([x - 0.2 for x in xs], [r.get("seed_gain") or 0 for r in rows], 0.4,
+    reported = any(r.get("reference_gain") is not None for r in rows)  # no bars, no legend entry
+    seed = ax.bar([x - 0.2 for x in xs], [r.get("reference_gain") or 0 for r in rows], 0.4,
                   label="reference report" if reported else None)  # fmt: skip
     nan = float("nan")  # no interval from one seed: no error bar (a zero-width cap would read as a measurement)
     ci = [r.get("gain_ci95") or [nan, nan] for r in rows]
@@ -147,7 +147,7 @@ def plot_gains(rows: list[dict], path: Path) -> bool:
     ax.bar([x + 0.2 for x in xs], [r["gain"] for r in rows], 0.4, label="rotnet (mean; 95% t-interval)" if has_ci
                   else "rotnet", yerr=yerr if has_ci else None, capsize=3)  # fmt: skip
     seeds(ax, [x + 0.2 for x in xs], [r.get("gain_by_seed", {}) for r in rows])
-    ax.bar_label(seed, labels=[signed(r.get("seed_gain")) for r in rows], fontsize=8)
+    ax.bar_label(seed, labels=[signed(r.get("reference_gain")) for r in rows], fontsize=8)
     tops = [max((r.get("gain_ci95") or [0, 0])[1], *r.get("gain_by_seed", {}).values(), r["gain"], 0) for r in rows]
     above(ax, [x + 0.2 for x in xs], tops, [signed(r["gain"]) for r in rows], fontsize=8)
     names = [f"{r['experiment'].removesuffix('-from-rotation')}\n{r['arch']}\n{r['data']}" for r in rows]
@@ -331,8 +331,8 @@ def plot_gain_by_epoch(rows: list[dict], path: Path) -> bool:
             xs, lo, hi = zip(*band, strict=True)
             ax.fill_between(xs, lo, hi, color="C0", alpha=0.25, label="95% t-interval")
         ax.axhline(0, color="black", linewidth=0.8)
-        if r.get("seed_gain") is not None and r.get("seed_epochs"):
-            ax.scatter([r["seed_epochs"]], [r["seed_gain"]], marker="*", s=90, color="C1", zorder=4,
+        if r.get("reference_gain") is not None and r.get("reference_epochs"):
+            ax.scatter([r["reference_epochs"]], [r["reference_gain"]], marker="*", s=90, color="C1", zorder=4,
                        label="reference report (one run)")  # fmt: skip
         name = r["experiment"].removesuffix("-from-rotation")
         ax.set(xlabel="transfer epoch", ylabel="gain (accuracy points)", title=f"{r['arch']} {name} ({r['data']})")

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from rotnet import checkpoint as ckpt
 from rotnet import files
-from rotnet.augment import SEED_NORM
+from rotnet.augment import REFERENCE_NORM
 from rotnet.config import RunConfig, from_dict, with_defaults
 from rotnet.data import Dataset
 from rotnet.errors import RotnetError
@@ -48,7 +48,7 @@ def finished_run_config(folder: Path) -> RunConfig:
 def recorded_norm(folder: Path) -> tuple:
     """The normalization a run's weights were trained with (runs before rotnet 0.3 used the reference's constants)."""
     norm = (read_record(folder) or {}).get("normalization")
-    return (tuple(norm["mean"]), tuple(norm["std"])) if isinstance(norm, dict) else SEED_NORM
+    return (tuple(norm["mean"]), tuple(norm["std"])) if isinstance(norm, dict) else REFERENCE_NORM
 
 
 def features(model: nn.Module, data: Dataset, pool: int, norm: tuple, cache: Path | None, digest: str) -> dict:

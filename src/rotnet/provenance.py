@@ -92,5 +92,5 @@ def provenance(device: torch.device, command: str = "") -> dict:
         "torchvision": torchvision.__version__,
         "device": str(device),
         "device_name": device_name(device),
-        **({"cpu": cpu_identity()} if device.type == "cpu" else {}),
+        **({"cpu": cpu_identity(), "cpu_threads": torch.get_num_threads()} if device.type == "cpu" else {}),
     }

@@ -231,7 +231,7 @@ def claims_seal(record) -> bool:
     return "stream" in record or "cpu" in record or found is None or (int(found[1]), int(found[2])) >= SEALING_VERSION
 
 
-def voucher(record: RunRecord | None):
+def manifest_vouch(record: RunRecord | None):
     """For checkpoint loading: what is wrong with a checkpoint file as the run's manifest (as `read_run` read it)
     sees it ('' if nothing). A run without a manifest vouches for none: an unsealed checkpoint could hold anything."""
     listed = record.listed if record is not None else None

@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import csv
 import io
-import itertools
 import json
 import statistics
 from pathlib import Path
+from typing import Any
 
 from rotnet import plots
 from rotnet.checkpoint import atomic_write_text
-from rotnet.config import DATASETS, dataset_slug, uses_seed_normalization, with_defaults
+from rotnet.config import dataset_slug, with_defaults
 from rotnet.curves import accuracy_curve, deeper_section, gain_by_epoch, gain_by_epoch_section
 from rotnet.errors import RotnetError
-from rotnet.experiments import EXPERIMENTS, load_preset, preset_names, seed_results
+from rotnet.experiments import EXPERIMENTS, load_preset, preset_names, reference_results
 from rotnet.files import refuse_links
 from rotnet.layout import (
     CONFIG,
@@ -31,7 +31,18 @@ from rotnet.layout import (
     read_json,
 )
 from rotnet.markdown import markdown_table
-from rotnet.record import read_run, sha256_file
+from rotnet.record import read_run
+from rotnet.sections import (
+    fmt,
+    hyperparameter_section,
+    knn_section,
+    label_efficiency_section,
+    probe_section,
+    provenance_lines,
+    run_summary,
+    test_set_text,
+    transfer_schedule,
+)
 from rotnet.stats import counts_of, t_interval, wilson
 
 ORDER = {e: i for i, e in enumerate(EXPERIMENTS)}  # the report's row order: rotation first
@@ -115,14 +126,10 @@ def data_label(cfg: dict, segment: str) -> str:
     return out + (f" (pretrained on {dataset_slug(cfg['pretrain_dataset'])})" if cfg.get("pretrain_dataset") else "")
 
 
-def fmt(x: float | None, digits: int = 2) -> str:
-    return "" if x is None else f"{x:.{digits}f}"
-
-
 def table_rows(root: Path, runs: list[dict]) -> list[dict]:
     """One row per (data, experiment, arch): the reference report's number beside ours (mean, std, n over finished
     seeds); the reference report's rows are CIFAR-10's (data segment "")."""
-    seeds = {(r["experiment"], r["arch"], ""): r for r in seed_results()}
+    seeds = {(r["experiment"], r["arch"], ""): r for r in reference_results()}
     plan = planned_runs(root)
     # The reference's rows for the archs run or planned here (a plan of ResNet18 alone does not list ResNet34/50 as
     # "not run"); all of them for a folder with nothing run yet.
@@ -168,8 +175,8 @@ def table_rows(root: Path, runs: list[dict]) -> list[dict]:
                 "experiment": experiment,
                 "arch": arch,
                 "data": labels.get(data, data or "cifar10"),
-                "seed_report": seed["test_acc"] if seed else None,
-                "seed_epochs": seed["epochs"] if seed else None,
+                "reference": seed["test_acc"] if seed else None,
+                "reference_epochs": seed["epochs"] if seed else None,
                 "ours_mean": mean,
                 "ours_std": std,
                 "n": len(done),
@@ -177,7 +184,7 @@ def table_rows(root: Path, runs: list[dict]) -> list[dict]:
                 "epochs": ",".join(map(str, epochs)),
                 "difference": mean - seed["test_acc"] if seed and mean is not None else None,
                 "status": "; ".join(notes) or "ok",
-                "seed_wording": seed["wording"] if seed else "",
+                "reference_wording": seed["wording"] if seed else "",
                 # one seed: the test set's own sampling error is all the uncertainty said about the number
                 "wilson95": wilson(*counts[0]) if len(by_seed) == 1 and len(counts) == 1 else None,
             }
@@ -208,8 +215,8 @@ def results_table(rows: list[dict]) -> list[str]:
         if ci and ci[1] - ci[0] >= 2:  # where the test set alone could move the number by a point or more
             ours += f" [{ci[0]:.1f}, {ci[1]:.1f}]"
         out.append(
-            [r["experiment"], r["arch"], r["data"], fmt(r["seed_report"]) or "—", ours]
-            + [f"{r['seed_epochs'] or '—'} / {r['epochs'] or '—'}", signed(r["difference"]), gain_text(r)]
+            [r["experiment"], r["arch"], r["data"], fmt(r["reference"]) or "—", ours]
+            + [f"{r['reference_epochs'] or '—'} / {r['epochs'] or '—'}", signed(r["difference"]), gain_text(r)]
             + [r["status"]]
         )
     header = ["experiment", "arch", "data", "reference report", "ours (mean ± std, n)", "epochs (reference / ours)"]
@@ -236,12 +243,12 @@ def seeds_section(rows: list[dict], seeds: list[int]) -> list[str]:
 
 
 def gain_text(r: dict) -> str:
-    """The gain, naming its seeds when they are fewer than the row's (the other side lacks some), and the seed
-    report's own difference where it has both rows."""
+    """The gain, naming its seeds when they are fewer than the row's (the other side lacks some), and the
+    reference report's own difference where it has both rows."""
     seeds = r["gain_seeds"]
     notes = [f"seed{'s' * (len(seeds) > 1)} {','.join(map(str, seeds))} only"] if 0 < len(seeds) < r["n"] else []
     notes += ["one seed: no interval"] if len(seeds) == 1 else []
-    notes += [f"reference report {signed(r['seed_gain'])}"] if r.get("seed_gain") is not None else []
+    notes += [f"reference report {signed(r['reference_gain'])}"] if r.get("reference_gain") is not None else []
     return signed(r["gain"]) + (f" ({'; '.join(notes)})" if notes else "")
 
 
@@ -252,7 +259,7 @@ def signed(x: float | None) -> str:
 def with_gains(rows: list[dict], curves: list[dict] | None = None) -> list[dict]:
     """Each from-rotation row gets `gain`: the mean over the seeds both rows finished of its accuracy minus the
     matching from-random run's (same arch, data and seed), and `gain_seeds`, those seeds. Paired, so that a seed
-    one side lacks (failed, still training) does not move the difference. `seed_gain`: the reference report's
+    one side lacks (failed, still training) does not move the difference. `reference_gain`: the reference report's
     difference between the same two rows, where it has both. `gain_by_epoch`: the same pairing at every epoch, from
     `curves` (per row: seed -> epoch -> test accuracy of its finished runs)."""
 
@@ -274,14 +281,14 @@ def with_gains(rows: list[dict], curves: list[dict] | None = None) -> list[dict]
         r["gain_by_seed"] = dict(zip(both, diffs, strict=True))
         r["gain_std"] = statistics.stdev(diffs) if len(diffs) > 1 else None
         r["gain_ci95"] = t_interval(r["gain"], r["gain_std"], len(diffs))
-        known = pair and None not in (r["seed_report"], other["seed_report"])
-        r["seed_gain"] = r["seed_report"] - other["seed_report"] if known else None
+        known = pair and None not in (r["reference"], other["reference"])
+        r["reference_gain"] = r["reference"] - other["reference"] if known else None
     return rows
 
 
 def gain_finding(r: dict) -> str:
-    """One sentence on a row's paired gain, worded by its numbers: is 0 inside the 95% interval, and the seed
-    report's single difference?"""
+    """One sentence on a row's paired gain, worded by its numbers: is 0 inside the 95% interval, and the
+    reference report's single difference?"""
     n, what = len(r["gain_seeds"]), f"{r['arch']} {r['experiment'].removesuffix('-from-rotation')}"
     if not n:
         return ""
@@ -293,7 +300,7 @@ def gain_finding(r: dict) -> str:
         verdict = "the interval contains 0: these seeds cannot tell this gain from no gain"
     else:
         verdict = f"the interval excludes 0: rotation pretraining {'helps' if lo > 0 else 'hurts'} here"
-    seed = r.get("seed_gain")
+    seed = r.get("reference_gain")
     if seed is not None:
         where = "inside" if lo <= seed <= hi else "above" if seed > hi else "below"
         verdict += f"; the reference report's {signed(seed)} lies {where} it"
@@ -301,35 +308,29 @@ def gain_finding(r: dict) -> str:
     return f"{what}: gain {span}; {verdict}."
 
 
-HYPERPARAMETERS = ("optimizer", "lr", "schedule", "lr_step_epochs", "lr_gamma", "weight_decay", "epochs")
-HYPERPARAMETERS += ("batch_size", "rotations_per_image", "stem", "image_size", "normalization", "precision")
+# results.json's row keys before 0.7 named the reference report "seed"; read under today's names
+OLD_ROW_KEYS = {
+    "seed_report": "reference",
+    "seed_gain": "reference_gain",
+    "seed_epochs": "reference_epochs",
+    "seed_wording": "reference_wording",
+}
 
 
-def hyperparameter_text(cfg: dict, key: str):
-    """A setting as the table shows it: the value, or what it means where the value is a rule."""
-    if key == "image_size" and not cfg[key]:
-        return "dataset's"
-    if key == "normalization":
-        return "seed's constants" if uses_seed_normalization(cfg[key], cfg["dataset"]) else "dataset's mean/std"
-    return cfg[key]
-
-
-def hyperparameter_section(runs: list[dict]) -> list[str]:
-    """The settings each row's runs actually used, read from their config.json (one line per distinct setting)."""
-    seen: dict[tuple, list[str]] = {}
-    for r in runs:
-        if cfg := r["cfg"]:
-            key = tuple(hyperparameter_text(cfg, k) for k in HYPERPARAMETERS)
-            seen.setdefault(key, []).append(f"{r['arch']} {r['experiment']}" + (f" ({r['data']})" if r["data"] else ""))
-    if not seen:
-        return []
-    rows = [[", ".join(dict.fromkeys(names)), *key] for key, names in seen.items()]
-    return ["", "### Hyperparameters each run used", "", *markdown_table(["runs", *HYPERPARAMETERS], rows)]
+def read_results(path: Path) -> Any:
+    """A results.json (None if unreadable), its rows' keys as today's report writes them, whichever version wrote it."""
+    results = read_json(Path(path))
+    if isinstance(results, dict) and isinstance(results.get("rows"), list):
+        rows = results["rows"]
+        results["rows"] = [
+            {OLD_ROW_KEYS.get(k, k): v for k, v in r.items()} if isinstance(r, dict) else r for r in rows
+        ]
+    return results
 
 
 def summary(root: Path) -> str:
     """The main table for the terminal, from the results.json the report wrote, with its preset's caveat."""
-    results = read_json(Path(root) / "results.json")
+    results = read_results(Path(root) / "results.json")
     rows = results.get("rows", []) if isinstance(results, dict) else []
     caveat = results.get("caveat") if isinstance(results, dict) else None
     return "\n".join(results_table(rows)) + (f"\n\n{caveat}" if isinstance(caveat, str) and caveat else "")
@@ -341,13 +342,6 @@ def preset_caveat(preset: str | None) -> str:
         return str(load_preset(preset).get("caveat", "")) if preset in preset_names() else ""
     except RotnetError:
         return ""
-
-
-def test_set_text(runs: list[dict]) -> str:
-    """What the accuracies were measured on, from the runs' own counts."""
-    counts = sorted({r["result"].get("test_images") for r in runs if r["result"].get("test_images")})
-    n = "/".join(f"{c:,}" for c in counts) or "the"
-    return f"Rotation: all four rotations of {n} test images; classification: {n} test images."
 
 
 def reproduce_record(root: Path) -> dict:
@@ -471,209 +465,8 @@ def write_report(root: Path, preset: str | None = None) -> Path:
     lines += probe_section(runs, folder / "probe.png")
     lines += label_efficiency_section([r for r in everything if r not in runs], folder / "label_efficiency.png")
     lines += provenance_lines(everything, repro)
-    worded = [f'- {r["arch"]} {r["experiment"]}: "{r["seed_wording"]}"' for r in rows if r["seed_wording"]]
+    worded = [f'- {r["arch"]} {r["experiment"]}: "{r["reference_wording"]}"' for r in rows if r["reference_wording"]]
     lines += ["", "## The reference report's wording", "", *worded] if worded else []
     path = root / "report.md"
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path
-
-
-def transfer_schedule(runs: list[dict]) -> tuple[dict[int, float], int | None]:
-    """The learning rate at each epoch of the finished transfer runs (the first run's, as they share the protocol)
-    and their lr step in epochs, for the gain-by-epoch table."""
-    mine = [r for r in runs if r["status"] == "finished" and r["experiment"] != "rotation"]
-    if not mine:
-        return {}, None
-    lrs = {h["epoch"]: h["lr"] for h in mine[0]["history"] if isinstance(h.get("lr"), int | float)}
-    return lrs, mine[0]["cfg"].get("lr_step_epochs") if mine[0]["cfg"].get("schedule") == "step" else None
-
-
-def knn_section(runs: list[dict], path: Path) -> list[str]:
-    runs = [r for r in runs if any("knn_acc" in h for h in r["history"])]
-    if not runs:
-        return []
-    plots.plot_knn(runs, path)
-    rows = [
-        [plots.label(r, True), ", ".join(f"{h['epoch']}: {h['knn_acc']:.2f}" for h in r["history"] if "knn_acc" in h)]
-        for r in runs
-    ]
-    return [
-        "## kNN monitor",
-        "",
-        *markdown_table(["run", "epoch: kNN accuracy (%)"], rows),
-        "",
-        f"![knn](plots/{path.name})",
-        "",
-    ]
-
-
-def probe_section(runs: list[dict], path: Path) -> list[str]:
-    found = [(r, sorted((r["folder"] / "probe").glob("probe-*.json"))) for r in runs]
-    shown = [(r, p) for r, files in found for p in sealed_probes(r, files)]
-    unsealed = sum(len(files) for _, files in found) - len(shown)
-    probes = [(r, read_json(p)) for r, p in shown]
-    probes = [(r, p) for r, p in probes if isinstance(p, dict) and "accuracy" in p and "stages" in p]
-    if not probes and not unsealed:
-        return []
-    lines = ["## Per-layer probes (frozen features, RotNet Table 1 protocol)", ""]
-    if unsealed:
-        lines += [
-            f"{unsealed} probe file(s) that their run's manifest.json does not vouch for are not shown (edited, put "
-            "there by hand, or written by a rotnet before 0.6: `rotnet probe` again seals its results).",
-            "",
-        ]
-    if not probes:
-        return lines
-    for r, p in probes:
-        stages, acc = p["stages"], p["accuracy"]
-        on = f", on {p['data']}" if p.get("data") else ""  # probes before rotnet 0.3: the run's own data
-        lines += [f"{plots.label(r, True)}: {p['head']} head, pool {p['pool']}, {p['epochs']} epochs{on}", ""]
-        lines += markdown_table(["stage", *acc], [[s, *(f"{acc[w][s]:.2f}" for w in acc)] for s in stages]) + [""]
-    plots.plot_probes(probes, path)
-    return [*lines, f"![probe](plots/{path.name})", ""]
-
-
-def sealed_probes(run: dict, found: list[Path]) -> list[Path]:
-    """Those of a run's probe results (`found`) that its manifest lists with the sha256 they still have (every one,
-    for a record made before rotnet sealed runs): a probe file put into a sealed run by hand, or edited, is not
-    shown."""
-    files = run.get("sealed_files")
-    if files is None:
-        return found if run.get("status") != "unreadable" and not run.get("sealed") else []
-    return [p for p in found if files.get(f"probe/{p.name}") == sha256_file(p)]
-
-
-def label_efficiency_section(runs: list[dict], path: Path) -> list[str]:
-    runs = [r for r in runs if r["per_class"] and r["status"] == "finished"]
-    if not runs:
-        return []
-    arms = sorted({(r["arch"], r["experiment"]) for r in runs})
-    sizes = sorted({r["per_class"] for r in runs})
-    table: dict = {}
-    curves = {}
-    for arm in arms:
-        xs, means, stds = [], [], []
-        for n in sizes:
-            accs = [
-                r["result"]["test_acc"] for r in runs if (r["arch"], r["experiment"]) == arm and r["per_class"] == n
-            ]
-            if accs:
-                m, s = statistics.fmean(accs), statistics.stdev(accs) if len(accs) > 1 else 0.0
-                xs.append(n), means.append(m), stds.append(s)
-                table[(arm, n)] = f"{m:.2f} ± {s:.2f} (n={len(accs)})" if len(accs) > 1 else f"{m:.2f} (n=1)"
-        curves[f"{arm[0]} {arm[1]}"] = (xs, means, stds)
-    plots.plot_label_efficiency(curves, path)
-    header = ["labels per class", *(f"{a} {e}" for a, e in arms)]
-    rows = [[n, *(table.get((arm, n), "—") for arm in arms)] for n in sizes]
-    return [
-        "## Label efficiency (class-balanced, nested subsets)",
-        "",
-        *markdown_table(header, rows),
-        "",
-        f"![label efficiency](plots/{path.name})",
-        "",
-    ]
-
-
-def run_summary(r: dict) -> dict:
-    c = r["config"]
-    resumes = c.get("resumes") if isinstance(c.get("resumes"), list) else []
-    # Medians: an epoch that spans a pause (a stopped process, a suspended machine) counts it in its seconds.
-    speeds = [s for h in r["history"] if isinstance(s := h.get("images_per_s"), int | float)]
-    seconds = [s for h in r["history"] if isinstance(s := h.get("seconds"), int | float)]
-    return {
-        "run": "/".join(r["folder"].parts[-4 if r["segment"] else -3 :]),
-        "status": r["status"],
-        "epochs_done": len(r["history"]),
-        "epochs_planned": r["planned_epochs"],
-        "test_acc": r["result"].get("test_acc"),
-        "epoch_seconds_sum": sum(seconds),
-        "epoch_seconds": statistics.median(seconds) if seconds else None,
-        "images_per_s": statistics.median(speeds) if speeds else None,
-        "device": c.get("device_name"),
-        "torch": c.get("torch"),
-        "torchvision": c.get("torchvision"),
-        "rotnet": c.get("rotnet_version"),
-        "commit": c.get("git_commit"),
-        "resumed_by": list(dict.fromkeys(str(x.get("git_commit")) for x in resumes if isinstance(x, dict))),
-        "dataset_checksums_match": c.get("dataset_checksums_match"),
-        "command": c.get("command"),
-        "invocations": [
-            (str(x.get("git_commit")), str(x.get("command")))
-            for x in [c, *resumes]
-            if isinstance(x, dict) and (x.get("command") or x.get("git_commit"))
-        ],
-        "error": r["error"],
-    }
-
-
-def data_files_text(dataset: str, match) -> str:
-    """The provenance table's "data files": whether a named dataset's files are its official release's (by md5); an
-    image folder has none to compare with, whatever an older record says (rotnet <= 0.4 recorded True)."""
-    if dataset not in DATASETS:
-        return "image folder (no official release)"
-    return {True: f"official {dataset} (md5)", False: "differ from the official (warned)"}.get(match, "?")
-
-
-def earlier_text(repro: dict) -> str:
-    """The invocations before the last one (a plan resumed across sessions): how many, their commits, and the wall
-    time of them all."""
-    earlier = repro.get("earlier")
-    earlier = [e for e in earlier if isinstance(e, dict)] if isinstance(earlier, list) else []
-    if not earlier:
-        return ""
-    walls = [e.get("wall_seconds") for e in [*earlier, repro]]
-    known = [w for w in walls if isinstance(w, int | float)]
-    commits = ", ".join(dict.fromkeys(str(e.get("git_commit"))[:7] for e in earlier))
-    unknown = len(walls) - len(known)  # killed, or (the last) still running: their time is not the sum's
-    if not unknown:
-        wall = f"{sum(known) / 60:.1f} min for all {len(walls)}"
-    elif known:
-        wall = f"{sum(known) / 60:.1f} min for the {len(known)} of {len(walls)} that recorded their end"
-        wall += f" ({unknown} did not: killed, or still running)"
-    else:
-        wall = f"none of the {len(walls)} recorded its end (killed, or still running)"
-    return f"; resumed from {len(earlier)} earlier invocation{'s' * (len(earlier) != 1)} (commits {commits}), {wall}"
-
-
-def provenance_lines(runs: list[dict], repro: dict) -> list[str]:
-    lines = ["## Provenance", ""]
-    if repro:
-        wall = repro.get("wall_seconds")
-        lines += [
-            f"- reproduce: rotnet {repro.get('rotnet_version')} at commit {repro.get('git_commit')}, "
-            f"torch {repro.get('torch')}, torchvision {repro.get('torchvision')}, {repro.get('device_name')}"
-            + (f"; wall time {wall / 60:.1f} min" if wall else "")
-            + earlier_text(repro),
-            "",
-        ]
-    lines += [
-        "| run | status | epochs | epoch seconds (sum, pauses included) | epoch (s, median) | img/s (median) | device "
-        "| torch | rotnet (commit) "
-        "| data files |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in runs:
-        s = run_summary(r)
-        md5 = data_files_text(r["cfg"].get("dataset", "cifar10"), s["dataset_checksums_match"])
-        resumed = f"; resumed by {', '.join(c[:7] for c in s['resumed_by'])}" if s["resumed_by"] else ""
-        lines.append(
-            f"| {s['run']} | {s['status']} | {s['epochs_done']}/{s['epochs_planned']} | "
-            f"{s['epoch_seconds_sum']:.0f} | {fmt(s['epoch_seconds'], 0)} | {fmt(s['images_per_s'], 0)} | "
-            f"{s['device']} | {s['torch']} | "
-            f"{s['rotnet']} ({(s['commit'] or '?')[:12]}{resumed}) | {md5} |"
-        )
-    lines += [
-        "",
-        "Every command that started or resumed a run, as its config.json records them (a run's record begins at its "
-        "first start; rotnet before 0.3 recorded no resumes):",
-        "",
-    ]
-    for r in runs:
-        s = run_summary(r)
-        said = []  # a run resumed by the same command again and again: once, with its count
-        for (commit, cmd), same in itertools.groupby(map(tuple, s["invocations"])):
-            times = len(list(same))
-            said.append(f"`{cmd}` ({commit[:12]})" + (f" ×{times}" if times > 1 else ""))
-        lines += [f"- {s['run']}: " + "; ".join(said)]
-    return lines

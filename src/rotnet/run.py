@@ -12,7 +12,7 @@ import torch
 from rotnet import checkpoint as ckpt
 from rotnet.checks import Source, check_run, class_name, refuse_broken_source, resume_threads, warn_short_classes
 from rotnet.config import RunConfig
-from rotnet.data import Dataset, class_counts, normalization, outputs
+from rotnet.data import Dataset, class_counts, normalization, output_count
 from rotnet.distributed import barrier, ranks_agree
 from rotnet.errors import Diverged, RotnetError
 from rotnet.evaluate import confusion, targets_for
@@ -36,7 +36,7 @@ from rotnet.runtime import cpu_threads, threads_text
 from rotnet.seeds import stream_contract
 from rotnet.state import (
     keep_aside,
-    kept_epochs,
+    kept_checkpoint_names,
     make_dir,
     remove_made,
     restore_state,
@@ -49,7 +49,7 @@ from rotnet.state import (
 
 def run(cfg: RunConfig, data: Dataset, rt: RunContext, source: Source | None = None, log=print, weights=None) -> dict:
     """Train one experiment into its run folder (resuming if a checkpoint is there), or reuse it if it finished;
-    return its result. `weights`: the source weights a `preflight` of this run returned (not read again)."""
+    return its result. `weights`: the source weights an earlier `check_run` of this run returned (not read again)."""
     world = rt.world
     log = log if world.is_main else (lambda *_: None)  # one voice, and only rank 0 writes files
     folder = run_dir(rt.runs_root, cfg)
@@ -62,7 +62,7 @@ def run(cfg: RunConfig, data: Dataset, rt: RunContext, source: Source | None = N
         log(f"{folder}: already finished; reusing it{also}")
         return result
     # Before any folder is made: classification needs labels.
-    classes = outputs(cfg, data)
+    classes = output_count(cfg, data)
     warn_short_classes(cfg, data)
     steps = math.ceil(len(train_subset(cfg, data)[1]) / cfg.batch_size)
     lock, created = None, None
@@ -146,7 +146,7 @@ def train_and_finish(
         else:
             due = s.step or stopping or kept or time.monotonic() - last >= rt.saving.checkpoint_minutes * 60
         if due:
-            save_state(seal, cfg, engine, s, stream, kept_epochs(rt))
+            save_state(seal, cfg, engine, s, stream, kept_checkpoint_names(rt))
             last = time.monotonic()
         else:
             write_metrics(seal, s)
@@ -207,7 +207,7 @@ def train_and_finish(
         result["train_images_per_class"] = {class_name(data, c): n for c, n in class_counts(placed.labels).items()}
     seal.write_text(RESULT, json.dumps(result, indent=2) + "\n")
     (folder / FAILED).unlink(missing_ok=True)  # an earlier attempt's mark; it finished now
-    seal.removed(ckpt.prune_checkpoints(folder / CHECKPOINTS, rt.saving.keep_checkpoints, kept_epochs(rt)))
+    seal.removed(ckpt.prune_checkpoints(folder / CHECKPOINTS, rt.saving.keep_checkpoints, kept_checkpoint_names(rt)))
     if sinks:
         sinks.finish(result)
     n = len(history)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from rotnet import kernels
 from rotnet.checkpoint import atomic_write_text
-from rotnet.checks import Source, check_run, preflight, resume_threads
+from rotnet.checks import Source, check_run, resume_threads
 from rotnet.config import DataOptions, RunConfig, from_dict
 from rotnet.datasets import load_dataset, load_for
 from rotnet.errors import Diverged, Interrupted, InUse, RotnetError
@@ -77,7 +77,7 @@ def train_one(cfg: RunConfig, options: Options) -> dict:
     forget_data()
     source = source_for(cfg, options)
     rt = options.context(*setup_device(options.device), StopFlag())
-    weights = preflight(cfg, rt, source)
+    weights = check_run(cfg, rt, source).weights  # before the data loads: these checks need none
     data = load_for(cfg, options.data)
     with stop_handlers(rt.stop):
         result = run(cfg, data, rt, source, weights=weights)
@@ -391,7 +391,7 @@ def run_parallel(
                 print(f"== started {name} on {where}; log {log}", flush=True)
             if stop.requested and not forwarded:
                 for proc in procs.values():
-                    with_group(proc, stop.signum or signal.SIGINT)
+                    signal_group(proc, stop.signum or signal.SIGINT)
                 forwarded = True
                 pending.clear()
             done, _ = wait(list(running), timeout=0.2, return_when=FIRST_COMPLETED)
@@ -436,7 +436,7 @@ class Tail:
         return [line.decode(errors="replace") for line in complete]
 
 
-def with_group(proc: subprocess.Popen, signum: int) -> None:
+def signal_group(proc: subprocess.Popen, signum: int) -> None:
     """Send signum to a child's whole process group (it leads its own session)."""
     try:
         os.killpg(proc.pid, signum)

@@ -32,9 +32,13 @@ def threads_text(n: int) -> str:
 
 
 def recorded_threads(record: dict | None) -> int | None:
-    """The CPU thread count a run started on, read back from its provenance's `threads_text` ("x86_64 (2 threads)");
-    None if not recorded."""
-    found = re.search(r"\((\d+) threads?\)$", str((record or {}).get("device_name", "")))
+    """The CPU thread count a run started on (its config.json's `cpu_threads`; a record before 0.7 has it only in
+    its `device_name` text, "x86_64 (2 threads)"); None if not recorded."""
+    record = record if isinstance(record, dict) else {}
+    count = record.get("cpu_threads")
+    if isinstance(count, int) and not isinstance(count, bool) and count > 0:
+        return count
+    found = re.search(r"\((\d+) threads?\)$", str(record.get("device_name", "")))
     return int(found.group(1)) if found else None
 
 

@@ -23,11 +23,11 @@ from rotnet.lifecycle import RunContext
 from rotnet.loop import Engine, LoopState
 from rotnet.models import check_keys
 from rotnet.provenance import cpu_identity, provenance
-from rotnet.record import RunRecord, Seal, voucher
+from rotnet.record import RunRecord, Seal, manifest_vouch
 from rotnet.seeds import contract_diff, stream_contract
 
 
-def kept_epochs(rt: RunContext) -> set[str]:
+def kept_checkpoint_names(rt: RunContext) -> set[str]:
     return {ckpt.checkpoint_name(e, 0) for e in rt.saving.keep_epochs}
 
 
@@ -67,7 +67,7 @@ def restore_state(
     vouches for, loaded into engine; None when the folder holds no checkpoint. A checkpoint of another configuration
     or stream contract (stream version, device type, torch version) is refused: the run would silently switch random
     streams mid-way."""
-    found = ckpt.load_latest_checkpoint(folder / CHECKPOINTS, cfg.epochs, steps, voucher(record))
+    found = ckpt.load_latest_checkpoint(folder / CHECKPOINTS, cfg.epochs, steps, manifest_vouch(record))
     return None if found is None else restore(found, cfg, engine, stream)
 
 

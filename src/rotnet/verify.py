@@ -26,7 +26,7 @@ from rotnet import checkpoint as ckpt
 from rotnet import files, kernels
 from rotnet.checks import refuse_missing_keys, refuse_other_data
 from rotnet.config import ADDED, NO_OPTIONS, DataOptions, from_dict, with_defaults
-from rotnet.data import is_named, normalization, outputs
+from rotnet.data import is_named, normalization, output_count
 from rotnet.datasets import load_for
 from rotnet.errors import RotnetError
 from rotnet.evaluate import accuracy, confusion, predict, targets_for
@@ -46,7 +46,7 @@ from rotnet.loop import LoopState
 from rotnet.markdown import spans
 from rotnet.models import build_model, check_keys
 from rotnet.provenance import cpu_identity, git_commit, provenance
-from rotnet.record import read_run, voucher
+from rotnet.record import manifest_vouch, read_run
 from rotnet.runtime import cpu_threads, recorded_threads, resolve_device, threads_text
 from rotnet.seeds import contract_diff, stream_contract
 from rotnet.state import restore
@@ -185,7 +185,7 @@ def verify(
                 f"{folder} kept no checkpoint at the end of epoch {from_epoch - 1} ({path.name}); a run keeps one "
                 f"with --keep-epoch {from_epoch - 1}"
             )
-        problem = voucher(rec)(path)
+        problem = manifest_vouch(rec)(path)
         if problem:
             raise RotnetError(f"{path}: {problem}")
         tensors, meta = ckpt.load_tensors(path, sealed=True)
@@ -213,7 +213,7 @@ def verify(
     # CPU sums depend on the thread count and the kernels: re-train on the run's thread count, with its kernels
     gpu = kernels.deterministic(True, dev)  # a GPU's bits repeat only with deterministic algorithms
     with cpu_threads(threads), kernels.computing_with(cfg.kernels, dev), gpu:
-        classes = outputs(cfg, data)
+        classes = output_count(cfg, data)
         model, _ = init_model(cfg, classes, weights)
         engine = build_engine(cfg, model, RunContext(dev, folder), normalization(cfg, data))
         state = restore(start, cfg, engine, now) if start else LoopState()

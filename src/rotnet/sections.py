@@ -1,0 +1,253 @@
+"""The report's sections beyond its main table: hyperparameters, the kNN monitor, linear probes, label
+efficiency, and where every number came from (provenance); each from the runs `report.collect` read."""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+from pathlib import Path
+
+from rotnet import plots
+from rotnet.config import DATASETS, uses_reference_normalization
+from rotnet.layout import (
+    read_json,
+)
+from rotnet.markdown import markdown_table
+from rotnet.record import sha256_file
+
+HYPERPARAMETERS = ("optimizer", "lr", "schedule", "lr_step_epochs", "lr_gamma", "weight_decay", "epochs")
+HYPERPARAMETERS += ("batch_size", "rotations_per_image", "stem", "image_size", "normalization", "precision")
+
+
+def hyperparameter_text(cfg: dict, key: str):
+    """A setting as the table shows it: the value, or what it means where the value is a rule."""
+    if key == "image_size" and not cfg[key]:
+        return "dataset's"
+    if key == "normalization":
+        return "reference constants" if uses_reference_normalization(cfg[key], cfg["dataset"]) else "dataset's mean/std"
+    return cfg[key]
+
+
+def hyperparameter_section(runs: list[dict]) -> list[str]:
+    """The settings each row's runs actually used, read from their config.json (one line per distinct setting)."""
+    seen: dict[tuple, list[str]] = {}
+    for r in runs:
+        if cfg := r["cfg"]:
+            key = tuple(hyperparameter_text(cfg, k) for k in HYPERPARAMETERS)
+            seen.setdefault(key, []).append(f"{r['arch']} {r['experiment']}" + (f" ({r['data']})" if r["data"] else ""))
+    if not seen:
+        return []
+    rows = [[", ".join(dict.fromkeys(names)), *key] for key, names in seen.items()]
+    return ["", "### Hyperparameters each run used", "", *markdown_table(["runs", *HYPERPARAMETERS], rows)]
+
+
+def test_set_text(runs: list[dict]) -> str:
+    """What the accuracies were measured on, from the runs' own counts."""
+    counts = sorted({r["result"].get("test_images") for r in runs if r["result"].get("test_images")})
+    n = "/".join(f"{c:,}" for c in counts) or "the"
+    return f"Rotation: all four rotations of {n} test images; classification: {n} test images."
+
+
+def transfer_schedule(runs: list[dict]) -> tuple[dict[int, float], int | None]:
+    """The learning rate at each epoch of the finished transfer runs (the first run's, as they share the protocol)
+    and their lr step in epochs, for the gain-by-epoch table."""
+    mine = [r for r in runs if r["status"] == "finished" and r["experiment"] != "rotation"]
+    if not mine:
+        return {}, None
+    lrs = {h["epoch"]: h["lr"] for h in mine[0]["history"] if isinstance(h.get("lr"), int | float)}
+    return lrs, mine[0]["cfg"].get("lr_step_epochs") if mine[0]["cfg"].get("schedule") == "step" else None
+
+
+def knn_section(runs: list[dict], path: Path) -> list[str]:
+    runs = [r for r in runs if any("knn_acc" in h for h in r["history"])]
+    if not runs:
+        return []
+    plots.plot_knn(runs, path)
+    rows = [
+        [plots.label(r, True), ", ".join(f"{h['epoch']}: {h['knn_acc']:.2f}" for h in r["history"] if "knn_acc" in h)]
+        for r in runs
+    ]
+    return [
+        "## kNN monitor",
+        "",
+        *markdown_table(["run", "epoch: kNN accuracy (%)"], rows),
+        "",
+        f"![knn](plots/{path.name})",
+        "",
+    ]
+
+
+def probe_section(runs: list[dict], path: Path) -> list[str]:
+    found = [(r, sorted((r["folder"] / "probe").glob("probe-*.json"))) for r in runs]
+    shown = [(r, p) for r, files in found for p in sealed_probes(r, files)]
+    unsealed = sum(len(files) for _, files in found) - len(shown)
+    probes = [(r, read_json(p)) for r, p in shown]
+    probes = [(r, p) for r, p in probes if isinstance(p, dict) and "accuracy" in p and "stages" in p]
+    if not probes and not unsealed:
+        return []
+    lines = ["## Per-layer probes (frozen features, RotNet Table 1 protocol)", ""]
+    if unsealed:
+        lines += [
+            f"{unsealed} probe file(s) that their run's manifest.json does not vouch for are not shown (edited, put "
+            "there by hand, or written by a rotnet before 0.6: `rotnet probe` again seals its results).",
+            "",
+        ]
+    if not probes:
+        return lines
+    for r, p in probes:
+        stages, acc = p["stages"], p["accuracy"]
+        on = f", on {p['data']}" if p.get("data") else ""  # probes before rotnet 0.3: the run's own data
+        lines += [f"{plots.label(r, True)}: {p['head']} head, pool {p['pool']}, {p['epochs']} epochs{on}", ""]
+        lines += markdown_table(["stage", *acc], [[s, *(f"{acc[w][s]:.2f}" for w in acc)] for s in stages]) + [""]
+    plots.plot_probes(probes, path)
+    return [*lines, f"![probe](plots/{path.name})", ""]
+
+
+def sealed_probes(run: dict, found: list[Path]) -> list[Path]:
+    """Those of a run's probe results (`found`) that its manifest lists with the sha256 they still have (every one,
+    for a record made before rotnet sealed runs): a probe file put into a sealed run by hand, or edited, is not
+    shown."""
+    files = run.get("sealed_files")
+    if files is None:
+        return found if run.get("status") != "unreadable" and not run.get("sealed") else []
+    return [p for p in found if files.get(f"probe/{p.name}") == sha256_file(p)]
+
+
+def label_efficiency_section(runs: list[dict], path: Path) -> list[str]:
+    runs = [r for r in runs if r["per_class"] and r["status"] == "finished"]
+    if not runs:
+        return []
+    arms = sorted({(r["arch"], r["experiment"]) for r in runs})
+    sizes = sorted({r["per_class"] for r in runs})
+    table: dict = {}
+    curves = {}
+    for arm in arms:
+        xs, means, stds = [], [], []
+        for n in sizes:
+            accs = [
+                r["result"]["test_acc"] for r in runs if (r["arch"], r["experiment"]) == arm and r["per_class"] == n
+            ]
+            if accs:
+                m, s = statistics.fmean(accs), statistics.stdev(accs) if len(accs) > 1 else 0.0
+                xs.append(n), means.append(m), stds.append(s)
+                table[(arm, n)] = f"{m:.2f} ± {s:.2f} (n={len(accs)})" if len(accs) > 1 else f"{m:.2f} (n=1)"
+        curves[f"{arm[0]} {arm[1]}"] = (xs, means, stds)
+    plots.plot_label_efficiency(curves, path)
+    header = ["labels per class", *(f"{a} {e}" for a, e in arms)]
+    rows = [[n, *(table.get((arm, n), "—") for arm in arms)] for n in sizes]
+    return [
+        "## Label efficiency (class-balanced, nested subsets)",
+        "",
+        *markdown_table(header, rows),
+        "",
+        f"![label efficiency](plots/{path.name})",
+        "",
+    ]
+
+
+def run_summary(r: dict) -> dict:
+    c = r["config"]
+    resumes = c.get("resumes") if isinstance(c.get("resumes"), list) else []
+    # Medians: an epoch that spans a pause (a stopped process, a suspended machine) counts it in its seconds.
+    speeds = [s for h in r["history"] if isinstance(s := h.get("images_per_s"), int | float)]
+    seconds = [s for h in r["history"] if isinstance(s := h.get("seconds"), int | float)]
+    return {
+        "run": "/".join(r["folder"].parts[-4 if r["segment"] else -3 :]),
+        "status": r["status"],
+        "epochs_done": len(r["history"]),
+        "epochs_planned": r["planned_epochs"],
+        "test_acc": r["result"].get("test_acc"),
+        "epoch_seconds_sum": sum(seconds),
+        "epoch_seconds": statistics.median(seconds) if seconds else None,
+        "images_per_s": statistics.median(speeds) if speeds else None,
+        "device": c.get("device_name"),
+        "torch": c.get("torch"),
+        "torchvision": c.get("torchvision"),
+        "rotnet": c.get("rotnet_version"),
+        "commit": c.get("git_commit"),
+        "resumed_by": list(dict.fromkeys(str(x.get("git_commit")) for x in resumes if isinstance(x, dict))),
+        "dataset_checksums_match": c.get("dataset_checksums_match"),
+        "command": c.get("command"),
+        "invocations": [
+            (str(x.get("git_commit")), str(x.get("command")))
+            for x in [c, *resumes]
+            if isinstance(x, dict) and (x.get("command") or x.get("git_commit"))
+        ],
+        "error": r["error"],
+    }
+
+
+def data_files_text(dataset: str, match) -> str:
+    """The provenance table's "data files": whether a named dataset's files are its official release's (by md5); an
+    image folder has none to compare with, whatever an older record says (rotnet <= 0.4 recorded True)."""
+    if dataset not in DATASETS:
+        return "image folder (no official release)"
+    return {True: f"official {dataset} (md5)", False: "differ from the official (warned)"}.get(match, "?")
+
+
+def earlier_text(repro: dict) -> str:
+    """The invocations before the last one (a plan resumed across sessions): how many, their commits, and the wall
+    time of them all."""
+    earlier = repro.get("earlier")
+    earlier = [e for e in earlier if isinstance(e, dict)] if isinstance(earlier, list) else []
+    if not earlier:
+        return ""
+    walls = [e.get("wall_seconds") for e in [*earlier, repro]]
+    known = [w for w in walls if isinstance(w, int | float)]
+    commits = ", ".join(dict.fromkeys(str(e.get("git_commit"))[:7] for e in earlier))
+    unknown = len(walls) - len(known)  # killed, or (the last) still running: their time is not the sum's
+    if not unknown:
+        wall = f"{sum(known) / 60:.1f} min for all {len(walls)}"
+    elif known:
+        wall = f"{sum(known) / 60:.1f} min for the {len(known)} of {len(walls)} that recorded their end"
+        wall += f" ({unknown} did not: killed, or still running)"
+    else:
+        wall = f"none of the {len(walls)} recorded its end (killed, or still running)"
+    return f"; resumed from {len(earlier)} earlier invocation{'s' * (len(earlier) != 1)} (commits {commits}), {wall}"
+
+
+def provenance_lines(runs: list[dict], repro: dict) -> list[str]:
+    lines = ["## Provenance", ""]
+    if repro:
+        wall = repro.get("wall_seconds")
+        lines += [
+            f"- reproduce: rotnet {repro.get('rotnet_version')} at commit {repro.get('git_commit')}, "
+            f"torch {repro.get('torch')}, torchvision {repro.get('torchvision')}, {repro.get('device_name')}"
+            + (f"; wall time {wall / 60:.1f} min" if wall else "")
+            + earlier_text(repro),
+            "",
+        ]
+    lines += [
+        "| run | status | epochs | epoch seconds (sum, pauses included) | epoch (s, median) | img/s (median) | device "
+        "| torch | rotnet (commit) "
+        "| data files |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        s = run_summary(r)
+        md5 = data_files_text(r["cfg"].get("dataset", "cifar10"), s["dataset_checksums_match"])
+        resumed = f"; resumed by {', '.join(c[:7] for c in s['resumed_by'])}" if s["resumed_by"] else ""
+        lines.append(
+            f"| {s['run']} | {s['status']} | {s['epochs_done']}/{s['epochs_planned']} | "
+            f"{s['epoch_seconds_sum']:.0f} | {fmt(s['epoch_seconds'], 0)} | {fmt(s['images_per_s'], 0)} | "
+            f"{s['device']} | {s['torch']} | "
+            f"{s['rotnet']} ({(s['commit'] or '?')[:12]}{resumed}) | {md5} |"
+        )
+    lines += [
+        "",
+        "Every command that started or resumed a run, as its config.json records them (a run's record begins at its "
+        "first start; rotnet before 0.3 recorded no resumes):",
+        "",
+    ]
+    for r in runs:
+        s = run_summary(r)
+        said = []  # a run resumed by the same command again and again: once, with its count
+        for (commit, cmd), same in itertools.groupby(map(tuple, s["invocations"])):
+            times = len(list(same))
+            said.append(f"`{cmd}` ({commit[:12]})" + (f" ×{times}" if times > 1 else ""))
+        lines += [f"- {s['run']}: " + "; ".join(said)]
+    return lines
+
+
+def fmt(x: float | None, digits: int = 2) -> str:
+    return "" if x is None else f"{x:.{digits}f}"
