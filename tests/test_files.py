@@ -174,3 +174,16 @@ def test_no_module_but_the_file_layer_renames_or_makes_temporary_files():
         if p.name != "files.py"
     }
     assert {k: v for k, v in found.items() if v} == {"imagecache.py": 3, "state.py": 1}
+
+
+def test_an_image_folders_cache_is_reached_through_no_link(tmp_path):
+    """A planted FOLDER/.rotnet-cache link carried the prepared images (and the removal of stale ones) elsewhere."""
+    from tests.test_inputs import images, load, save
+
+    folder, elsewhere = tmp_path / "photos", tmp_path / "elsewhere"
+    save(folder, images(8))
+    elsewhere.mkdir()
+    (folder / ".rotnet-cache").symlink_to(elsewhere)
+    with pytest.raises(RotnetError, match=r"\.rotnet-cache is a link rotnet did not make"):
+        load(folder)
+    assert not any(elsewhere.iterdir())

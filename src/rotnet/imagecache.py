@@ -20,7 +20,7 @@ from tqdm import tqdm
 from rotnet.checkpoint import atomic_write_text
 from rotnet.config import DataOptions, dataset_slug
 from rotnet.errors import Interrupted, RotnetError
-from rotnet.files import open_regular, read_regular
+from rotnet.files import open_dir, open_regular, read_regular
 from rotnet.images import decode, first_size
 from rotnet.signals import raise_on_stop
 
@@ -134,11 +134,16 @@ def fresh_file(target: Path) -> Path:
 
 
 def cache_dir_for(folder: Path, options: DataOptions) -> Path:
+    """The cache folder: --cache-dir as named, or FOLDER/.rotnet-cache reached through no link (rotnet makes none:
+    a link there would carry the prepared images, and their removal, elsewhere)."""
     cache = Path(options.cache_dir) if options.cache_dir else folder / CACHE
     try:
-        cache.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise RotnetError(f"cannot write the prepared-images cache {cache} ({e.strerror}); pass --cache-dir") from None
+        os.close(open_dir(cache, cache if options.cache_dir else folder, create=True))
+    except RotnetError as e:
+        if "is a link" in str(e):
+            raise
+        why = str(e).rsplit(": ", 1)[-1]  # the system's word for it (permission denied, read-only, ...)
+        raise RotnetError(f"cannot write the prepared-images cache {cache} ({why}); pass --cache-dir") from None
     return cache
 
 
