@@ -86,7 +86,8 @@ def test_the_top_level_help_tells_a_newcomer_where_to_start(capsys):
 
 
 def test_every_config_field_has_a_flag_with_its_default_and_choices(capsys):
-    from rotnet.cli import NO_FLAG, main
+    from rotnet.cli import main
+    from rotnet.flags import NO_FLAG
     from rotnet.config import CHOICES, RunConfig
 
     with pytest.raises(SystemExit):

@@ -134,7 +134,7 @@ def test_coercion():
 def test_a_value_means_the_same_from_a_flag_set_or_toml(text, toml):
     """TOML's `epochs = 1.0` was taken as 1, `--set epochs=1.0` refused ("epochs must be a int") and `--epochs 1.0`
     refused by argparse ("invalid int value")."""
-    from rotnet.cli import build_parser
+    from rotnet.flags import build_parser
 
     args = build_parser().parse_args(["train", "rotation", "--epochs", text])
     assert args.epochs == coerce("epochs", text) == coerce("epochs", toml) == int(toml)
