@@ -87,8 +87,8 @@ def test_the_top_level_help_tells_a_newcomer_where_to_start(capsys):
 
 def test_every_config_field_has_a_flag_with_its_default_and_choices(capsys):
     from rotnet.cli import main
-    from rotnet.flags import NO_FLAG
     from rotnet.config import CHOICES, RunConfig
+    from rotnet.flags import NO_FLAG
 
     with pytest.raises(SystemExit):
         main(["train", "--help"])
@@ -214,7 +214,7 @@ def test_a_one_epoch_run_says_epoch_once_and_when_it_is_tested(tmp_path, fake_ro
 
 
 def test_the_plan_estimate_says_seconds_minutes_or_hours():
-    from rotnet.runner import Eta
+    from rotnet.plan import Eta
 
     eta = Eta([10, 10, 10])
     eta.done(0, 12.0)

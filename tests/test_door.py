@@ -99,9 +99,9 @@ def test_epochs_are_trained_in_one_place_that_run_and_verify_both_call():
 
 
 @pytest.mark.parametrize("module", sorted(p.stem for p in SRC.glob("*.py")))
-def test_no_module_but_the_one_that_runs_plans_imports_run(module):
+def test_no_module_but_the_ones_that_run_plans_imports_run(module):
     """verify once imported eight private helpers of run.py; what two commands share lives in the lifecycle,
-    state and checks modules, and only the runner (plans) reaches `run.run`."""
+    state and checks modules, and only a plan's runs reach `run.run` (in turn: runner; in parallel: jobs)."""
     tree = ast.parse((SRC / f"{module}.py").read_text())
     names = [
         alias.name
@@ -109,4 +109,4 @@ def test_no_module_but_the_one_that_runs_plans_imports_run(module):
         if isinstance(node, ast.ImportFrom) and node.module == "rotnet.run"
         for alias in node.names
     ]
-    assert names == (["run"] if module == "runner" else []), names
+    assert names == (["run"] if module in ("runner", "jobs") else []), names

@@ -128,11 +128,11 @@ def test_interrupted_reproduce_continues_without_redoing(tmp_path, fake_root):
 
 
 def test_jobs_run_experiments_side_by_side_respecting_dependencies(tmp_path, fake_root, monkeypatch, capsys):
-    from rotnet import runner
+    from rotnet import plan
 
     # Without --jobs, a 2-core CPU runs two at once (when the runs are long; these tiny ones count as long here).
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
-    monkeypatch.setattr(runner, "PARALLEL_MIN_WORK", 0)
+    monkeypatch.setattr(plan, "PARALLEL_MIN_WORK", 0)
     three = ("rotation", "layer4-from-rotation", "full-from-random")  # one of each kind: a child process each
     assert main(reproduce(tmp_path, fake_root, "--experiments", ",".join(three), jobs=None)) == 0
     for e in three:
@@ -159,7 +159,8 @@ def test_two_jobs_by_default_only_on_a_multicore_cpu_for_long_runs_that_can_go_t
     import torch
 
     from rotnet.experiments import Protocol
-    from rotnet.runner import PARALLEL_MIN_WORK, Options, auto_jobs, source_for
+    from rotnet.plan import PARALLEL_MIN_WORK, Options, auto_jobs
+    from rotnet.runner import source_for
 
     def jobs(experiments, device="cpu", cores=2, work=PARALLEL_MIN_WORK):
         monkeypatch.setattr(os, "cpu_count", lambda: cores)
@@ -195,7 +196,7 @@ def test_jobs_give_a_partial_run_the_cores_it_started_on(tmp_path, fake_root, mo
     alone on both cores, and the one-thread jobs start after it, rather than 3 threads on 2 cores."""
     import torch
 
-    from rotnet import runner
+    from rotnet import plan
     from rotnet.config import DataOptions
     from rotnet.datasets import load_for
     from rotnet.errors import Interrupted
@@ -213,7 +214,7 @@ def test_jobs_give_a_partial_run_the_cores_it_started_on(tmp_path, fake_root, mo
             RunContext(torch.device("cpu"), tmp_path, stop=StopFlag(True)),
         )
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
-    monkeypatch.setattr(runner, "PARALLEL_MIN_WORK", 0)
+    monkeypatch.setattr(plan, "PARALLEL_MIN_WORK", 0)
     assert main(reproduce(tmp_path, fake_root, "--experiments", "rotation,full-from-random", jobs=None)) == 0
     out = capsys.readouterr().out
     assert "== started resnet18/rotation/seed0 on cpu (2 threads)" in out
@@ -228,8 +229,10 @@ def test_a_job_file_carries_every_option_its_run_uses(tmp_path):
     import torch
 
     from rotnet.config import DataOptions, RunConfig
+    from rotnet.jobs import job_options, write_job
     from rotnet.layout import read_json
-    from rotnet.runner import Options, Saving, job_options, write_job
+    from rotnet.lifecycle import Saving
+    from rotnet.plan import Options
     from rotnet.signals import StopFlag
 
     data = DataOptions(tmp_path / "data", False, tmp_path / "cache", True)
@@ -356,7 +359,7 @@ def test_children_die_with_a_killed_parent(tmp_path, fake_root):
 
 
 def test_the_plan_eta_counts_the_work_left_at_the_pace_of_runs_that_trained():
-    from rotnet.runner import Eta
+    from rotnet.plan import Eta
 
     eta = Eta([100, 100, 200])
     assert eta.text(0) == ""  # nothing trained yet: no guess

@@ -45,7 +45,8 @@ def train(
     runs_root/ARCH/EXPERIMENT/seedN (default runs_root: runs/PRESET), resuming or reusing a run that is there.
     Keyword overrides are config keys, e.g. `epochs=2, train_per_class=100, dataset="cifar100"`. Ctrl-C finishes
     the step, saves a checkpoint and raises rotnet.errors.Interrupted; the same call resumes."""
-    from rotnet.runner import Options, train_one
+    from rotnet.plan import Options
+    from rotnet.runner import train_one
 
     protocol = Protocol(preset, (), tuple(overrides.items()))
     cfg = protocol.resolve(experiment)
@@ -71,7 +72,8 @@ def reproduce(
     """The report's experiments in dependency order (as `rotnet reproduce`, `jobs` as its --jobs), then the report;
     returns report.md's path. archs and seeds default to the preset's (and overrides') arch and seed. Runs that
     failed are shown as failed in the report; a RotnetError only when nothing could start."""
-    from rotnet.runner import Options, execute
+    from rotnet.plan import Options
+    from rotnet.runner import execute
 
     protocol = Protocol(preset, (), tuple(overrides.items()))
     archs, seeds, experiments = _listed(archs), _listed(seeds), _listed(experiments) or ()

@@ -27,7 +27,8 @@ from rotnet.signals import signals_held
 
 
 def options_of(args: argparse.Namespace, protocol: Protocol, log_name: str, extra: dict):
-    from rotnet.runner import Options, Saving
+    from rotnet.lifecycle import Saving
+    from rotnet.plan import Options
 
     return Options(
         runs_root=runs_root_of(args),
@@ -205,7 +206,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_job(args: argparse.Namespace) -> int:
-    from rotnet.runner import run_job
+    from rotnet.jobs import run_job
 
     return run_job(args.file)
 

@@ -1,0 +1,105 @@
+"""How a plan of runs is executed (`Options`, checked alike from the command line, the API and a job file), how many
+runs go at once, and how long the rest will take."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rotnet.checkpoint import atomic_write_text
+from rotnet.config import DataOptions, RunConfig
+from rotnet.errors import RotnetError
+from rotnet.experiments import Protocol
+from rotnet.layout import FAILED, run_id
+from rotnet.lifecycle import RunContext, Saving
+from rotnet.loop import duration
+from rotnet.signals import StopFlag
+
+
+@dataclass(frozen=True)
+class Options:
+    """How to execute a plan (what to run is the list of configurations)."""
+
+    runs_root: Path
+    protocol: Protocol = Protocol()
+    device: str = "auto"
+    data: DataOptions = DataOptions()
+    saving: Saving = Saving()
+    command: str = ""  # the user's command line, recorded in every run ("" = this process's argv)
+    jobs: int = 0  # runs at once; 0: auto_jobs
+    log_name: str = "reproduce.json"  # the invocation's record under runs_root
+    extra: dict = field(default_factory=dict)  # recorded beside it (archs, seeds, sizes)
+
+    def __post_init__(self):  # the API and the command line alike
+        if not isinstance(self.jobs, int) or isinstance(self.jobs, bool) or self.jobs < 0:
+            raise RotnetError(f"--jobs (jobs) must be zero (auto) or a positive number; got {self.jobs!r}")
+
+    def context(self, device, world, stop: StopFlag) -> RunContext:
+        """How each run of the plan runs: these options on the device chosen."""
+        return RunContext(device, self.runs_root, self.saving, self.command, stop, world)
+
+
+IN_USE = "is in use by another rotnet process"
+
+# Below this mean training work per run (epochs x images), two processes' start-up and one-thread evaluations cost
+# more than they save. Measured with benchmarks/jobs.py: smoke (~2,400 per run) 0.92x, quick on 500 images per class
+# (~22,000 per run) 1.19x; the threshold is a round number between them.
+PARALLEL_MIN_WORK = 10_000
+
+
+def auto_jobs(device, runs: list[tuple[RunConfig, object]], work: list[int]) -> int:
+    """Runs at once when --jobs is not given, for these (config, source) runs still to train, each `work` epochs x
+    images: on a CPU with 2+ cores, two processes on half the cores each if two runs are ever ready together and the
+    runs are long enough to repay the start-up; otherwise one, in this process."""
+    if device.type != "cpu" or (os.cpu_count() or 1) < 2 or not runs or sum(work) < PARALLEL_MIN_WORK * len(runs):
+        return 1
+    planned = {run_id(c) for c, _ in runs}
+    waiting = sum(1 for _, s in runs if s is not None and run_id(s.expected) in planned)
+    return 2 if max(len(runs) - waiting, waiting) >= 2 else 1
+
+
+def train_size(cfg: RunConfig, data) -> int:
+    """The training images of a run (a class-balanced subset's size, or the whole training split)."""
+    return cfg.train_per_class * data.num_classes if cfg.train_per_class else len(data.train_images)
+
+
+class Eta:
+    """Time left in a plan, from the seconds per (epoch x training image) of the runs trained so far; runs that were
+    reused (finished in under a second) teach it nothing."""
+
+    def __init__(self, costs: list[int]):
+        self.costs, self.seconds, self.work, self.finished = costs, 0.0, 0, set()
+
+    def done(self, i: int, seconds: float) -> None:
+        self.finished.add(i)
+        if seconds > 1.0:
+            self.seconds, self.work = self.seconds + seconds, self.work + self.costs[i]
+
+    def plan_text(self, jobs: int) -> str:
+        """'; N of M runs done, about T left in the plan' for runs going `jobs` at a time (a run going now counts
+        whole: the estimate errs long by the part of it done)."""
+        done = f"; {len(self.finished)} of {len(self.costs)} runs done"
+        if not self.work:
+            return done
+        left = sum(c for j, c in enumerate(self.costs) if j not in self.finished)
+        return f"{done}, about {duration(left * self.seconds / self.work / jobs)} left in the plan"
+
+    def text(self, i: int) -> str:
+        if not self.work:
+            return ""
+        left = sum(c for j, c in enumerate(self.costs) if j >= i and j not in self.finished)
+        return f"; about {duration(left * self.seconds / self.work)} left in the plan"
+
+
+def provenance_command() -> str:
+    import shlex
+
+    return shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
+
+
+def mark_failed(folder: Path, why: str) -> None:
+    if folder.is_dir():
+        atomic_write_text(folder / FAILED, json.dumps({"error": why}) + "\n")
