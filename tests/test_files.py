@@ -187,3 +187,25 @@ def test_an_image_folders_cache_is_reached_through_no_link(tmp_path):
     with pytest.raises(RotnetError, match=r"\.rotnet-cache is a link rotnet did not make"):
         load(folder)
     assert not any(elsewhere.iterdir())
+
+
+@pytest.mark.parametrize("place", ["a folder on the way", "the file itself"])
+def test_a_read_under_a_root_goes_through_no_link(tmp_path, place):
+    """What rotnet reads back under a run folder (its records, its checkpoints) is reached the same way as a write:
+    one folder descriptor at a time, through no link."""
+    root, outside = tmp_path / "run", tmp_path / "outside"
+    (root / "checkpoints").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "e.safetensors").write_bytes(b"theirs")
+    (root / "checkpoints/e.safetensors").write_bytes(b"ours")
+    assert files.read_regular(root / "checkpoints/e.safetensors", base=root) == b"ours"
+    if place == "a folder on the way":
+        import shutil
+
+        shutil.rmtree(root / "checkpoints")
+        (root / "checkpoints").symlink_to(outside)
+    else:
+        (root / "checkpoints/e.safetensors").unlink()
+        (root / "checkpoints/e.safetensors").symlink_to(outside / "e.safetensors")
+    with pytest.raises(RotnetError, match="is a link rotnet did not make"):
+        files.read_regular(root / "checkpoints/e.safetensors", base=root)

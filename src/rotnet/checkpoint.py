@@ -88,24 +88,26 @@ def sha256_file(path: Path) -> str:
     return _SHA256[key]
 
 
-def read_file(path: Path, *, follow: bool = True) -> bytes:
+def read_file(path: Path, *, follow: bool = True, base: Path | None = None) -> bytes:
     """A regular file's bytes, read once, its sha256 remembered for `sha256_file` (the record check that follows a
     load then reads nothing again)."""
-    with open_regular(path, follow=follow) as f:  # a FIFO or a device is refused, not read
+    with open_regular(path, follow=follow, base=base) as f:  # a FIFO or a device is refused, not read
         st = os.fstat(f.fileno())
         data = f.read()
     _SHA256[file_key(st, path)] = hashlib.sha256(data).hexdigest()
     return data
 
 
-def load_tensors(path: Path, verify: bool = True, sealed: bool = False) -> tuple[dict[str, torch.Tensor], dict]:
+def load_tensors(
+    path: Path, verify: bool = True, sealed: bool = False, base: Path | None = None
+) -> tuple[dict[str, torch.Tensor], dict]:
     """Load a safetensors file (never executes code); verify the checksum if it carries one. sealed=True (rotnet's
     own checkpoints): a file without a checksum is refused, since anything could have been written into it."""
     path = Path(path)
     if not path.is_file():
         raise RotnetError(f"weights file not found: {path}")
     try:
-        data = read_file(path)
+        data = read_file(path, base=base)  # base: reached from it through no link
         n = int.from_bytes(data[:8], "little")
         header = json.loads(data[8 : 8 + n]) if 8 <= 8 + n <= len(data) else None
         if not isinstance(header, dict):
@@ -224,7 +226,7 @@ def load_latest_checkpoint(
             warnings.warn(f"skipping checkpoint {path.name}: {problem}; falling back to the previous one", stacklevel=2)
             continue
         try:
-            tensors, meta = load_tensors(path, sealed=True)
+            tensors, meta = load_tensors(path, sealed=True, base=folder.parent)
         except RotnetError as e:
             warnings.warn(f"skipping checkpoint {path.name}: {e}; falling back to the previous one", stacklevel=2)
             continue

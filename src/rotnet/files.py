@@ -31,12 +31,20 @@ def kind(mode: int) -> str:
     return next((word for test, word in kinds if test(mode)), "not a regular file")
 
 
-def open_regular(path: Path | str, *, follow: bool = True) -> BinaryIO:
+def open_regular(path: Path | str, *, follow: bool = True, base: Path | None = None) -> BinaryIO:
     """A file opened for reading, only if it is a regular file, checked on the descriptor that is then read.
-    follow=False also refuses a link (rotnet's own records: it writes none)."""
-    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
+    follow=False also refuses a link (rotnet's own records: it writes none); `base` (a folder above it, e.g. the
+    runs root) reaches it as `open_dir` does, one folder descriptor at a time through no link (implies follow=False)."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow and base is None else os.O_NOFOLLOW)
     try:
-        fd = os.open(path, flags)
+        if base is not None:
+            dfd = open_dir(Path(path).parent, base)
+            try:
+                fd = os.open(Path(path).name, flags, dir_fd=dfd)
+            finally:
+                os.close(dfd)
+        else:
+            fd = os.open(path, flags)
     except FileNotFoundError:
         raise RotnetError(f"{path} not found") from None
     except OSError as e:
@@ -54,9 +62,9 @@ def open_regular(path: Path | str, *, follow: bool = True) -> BinaryIO:
     return os.fdopen(fd, "rb")
 
 
-def read_regular(path: Path | str, *, follow: bool = True) -> bytes:
+def read_regular(path: Path | str, *, follow: bool = True, base: Path | None = None) -> bytes:
     """A regular file's bytes (see `open_regular`)."""
-    with open_regular(path, follow=follow) as f:
+    with open_regular(path, follow=follow, base=base) as f:
         try:
             return f.read()
         except OSError as e:

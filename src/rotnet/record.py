@@ -162,7 +162,7 @@ def read_regular(path: Path) -> bytes | None:
     if not path.is_file():
         return None
     try:
-        return read_file(path, follow=False)
+        return read_file(path, base=path.parent)  # opened in its folder, never through a link
     except (OSError, RotnetError):
         return None
 
