@@ -64,7 +64,7 @@ def small_cifar(args, work: Path) -> Path:
 
     from PIL import Image
 
-    from rotnet.data import load_cifar10
+    from rotnet.readers import load_cifar10
 
     folder = work / f"cifar10-{args.train_per_class}pc"
     if folder.is_dir():

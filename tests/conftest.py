@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rotnet.data import FOLDER, META_FILE, TEST_FILES, TRAIN_FILES
+from rotnet.readers import FOLDER, META_FILE, TEST_FILES, TRAIN_FILES
 
 PER_BATCH = 16  # 80 training images, 16 test images
 
@@ -56,7 +56,7 @@ def fake_root(tmp_path_factory) -> Path:
 def fake_data(fake_root):
     import warnings
 
-    from rotnet.data import load_cifar10
+    from rotnet.readers import load_cifar10
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

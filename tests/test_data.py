@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from rotnet.data import FOLDER, balanced_subset, load_cifar10, safe_unpickle, short_classes
+from rotnet.data import balanced_subset, short_classes
 from rotnet.errors import RotnetError
+from rotnet.readers import FOLDER, load_cifar10, safe_unpickle
 from tests.conftest import write_fake_cifar
 
 

@@ -15,11 +15,11 @@ from PIL import Image
 from rotnet import imagecache, imagefolder
 from rotnet.cli import main
 from rotnet.config import DataOptions
-from rotnet.data import load_cifar10
 from rotnet.datasets import load_dataset
 from rotnet.errors import RotnetError
 from rotnet.experiments import resolve
 from rotnet.layout import run_dir
+from rotnet.readers import load_cifar10
 from tests.helpers import metrics
 from tests.test_reproduce import TINY as TINY_PRESET
 

@@ -15,8 +15,8 @@ import torch
 
 from rotnet.checkpoint import load_tensors, save_tensors
 from rotnet.cli import main
-from rotnet.data import FOLDER
 from rotnet.models import build_model
+from rotnet.readers import FOLDER
 from tests.conftest import write_fake_cifar
 from tests.helpers import TINY, cli, reseal
 

@@ -21,10 +21,10 @@ from PIL import Image
 from rotnet import files
 from rotnet.checkpoint import load_tensors, save_tensors
 from rotnet.config import read_toml
-from rotnet.data import safe_unpickle
 from rotnet.errors import RotnetError
 from rotnet.images import open_as_seen
 from rotnet.layout import read_marker
+from rotnet.readers import safe_unpickle
 
 
 @contextlib.contextmanager

@@ -310,7 +310,7 @@ def test_a_second_ctrl_c_before_any_run_began_exits_130_not_2(tmp_path, fake_roo
 @pytest.mark.parametrize("names", [b"\xff\xfeairplane\xa0bird", b"one two three"])
 def test_an_unreadable_stl10_class_names_file_is_a_warning_not_a_traceback(tmp_path, names):
     """A class_names.txt that is not UTF-8 raised UnicodeDecodeError; one of the wrong length was used silently."""
-    from rotnet.data import load_stl10
+    from rotnet.readers import load_stl10
     from tests.test_datasets import write_fake_stl10
 
     root, _ = write_fake_stl10(tmp_path)
@@ -335,7 +335,7 @@ def test_a_modified_cifar_is_warned_about_once_per_process_and_data_root(tmp_pat
     """A reproduce job's log repeated the warning before every run it loaded the data for."""
     import warnings
 
-    from rotnet.data import load_cifar10
+    from rotnet.readers import load_cifar10
     from tests.conftest import write_fake_cifar
 
     root = write_fake_cifar(tmp_path / "data")

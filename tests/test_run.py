@@ -107,7 +107,8 @@ def test_a_subset_larger_than_a_class_runs_on_all_of_it_and_says_which(tmp_path,
     classes by index. Now a class with fewer images gives all of them, named in a warning and in result.json."""
     args = ("train", "full-from-random", "--train-per-class", "7", "--epochs", "1")
     assert train(*args, root=tmp_path, data=fake_root) == 0
-    from rotnet.data import class_counts, load_cifar10
+    from rotnet.data import class_counts
+    from rotnet.readers import load_cifar10
 
     data = load_cifar10(fake_root, download=False)
     counts = {data.class_names[c]: n for c, n in class_counts(data.train_labels).items()}

@@ -143,8 +143,8 @@ def load_images(data_root: Path | None) -> tuple[torch.Tensor, torch.Tensor, str
     """The real training set if present, else random images of the same shape (throughput doesn't care)."""
     import warnings
 
-    from rotnet.data import load_cifar10
     from rotnet.errors import RotnetError
+    from rotnet.readers import load_cifar10
 
     try:
         with warnings.catch_warnings():

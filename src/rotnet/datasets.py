@@ -1,4 +1,4 @@
-"""The one entry point for a run's data, whatever it is: a named dataset (rotnet.data) or an image folder
+"""The one entry point for a run's data, whatever it is: a named dataset (rotnet.readers) or an image folder
 (rotnet.imagefolder), at the run's image size, with its channel statistics."""
 
 from __future__ import annotations
@@ -8,18 +8,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from rotnet.config import NO_OPTIONS, DataOptions, RunConfig
-from rotnet.data import (
-    NATIVE_SIZE,
-    Dataset,
-    channel_stats,
-    default_data_root,
-    is_named,
-    load_cifar10,
-    load_cifar100,
-    load_stl10,
-    resize,
-)
+from rotnet.data import NATIVE_SIZE, Dataset, channel_stats, default_data_root, is_named, resize
 from rotnet.imagefolder import load_folder
+from rotnet.readers import load_cifar10, load_cifar100, load_stl10
 
 
 @functools.lru_cache(maxsize=2)  # a reproduce plan alternates between at most a pretraining and a target dataset
