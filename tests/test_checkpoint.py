@@ -140,7 +140,7 @@ def test_a_resealed_checkpoint_at_an_impossible_position_is_skipped(tmp_path, ep
 
 
 def test_a_resealed_checkpoint_at_an_impossible_step_is_one_line_not_a_traceback(tmp_path, fake_root, capsys):
-    from rotnet.record import sha256_file
+    from rotnet.checkpoint import sha256_file
 
     assert cli("train", "rotation", "--keep-checkpoints", "1", root=tmp_path, data=fake_root) == 0
     folder = tmp_path / "resnet18/rotation/seed0"
@@ -154,7 +154,7 @@ def test_a_resealed_checkpoint_at_an_impossible_step_is_one_line_not_a_traceback
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["files"] = {k: v for k, v in manifest["files"].items() if not k.startswith(("checkpoints/", "result"))}
     manifest["files"]["checkpoints/" + path.name] = sha256_file(path)
-    from rotnet.record import Seal
+    from rotnet.manifest import Seal
 
     Seal(folder, manifest["files"]).commit()
     capsys.readouterr()

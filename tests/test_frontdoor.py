@@ -245,7 +245,7 @@ def test_export_of_a_resealed_non_numeric_field_is_one_line_and_writes_nothing(t
 
 
 def test_epoch_end_checkpoints_wait_for_the_interval(tmp_path, fake_root, monkeypatch):
-    from rotnet.record import Seal
+    from rotnet.manifest import Seal
 
     saved = []
     real = Seal.write

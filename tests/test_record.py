@@ -171,7 +171,7 @@ def resealed_with(folder, name, key, value):
 )
 def test_a_resealed_field_of_the_wrong_kind_is_inconsistent_never_a_readers_traceback(copy, name, key, value):
     """A forger can always reseal (the manifest is not a signature): a field the report formats, of the wrong kind,
-    passed the checks and ended in a traceback (9 of 74 such edits before). The record's schema (record.RESULT_FIELDS,
+    passed the checks and ended in a traceback (9 of 74 such edits before). The record's schema (schema.RESULT_FIELDS,
     a configuration rotnet could have run) says what each field must be; a record that passes it is one every
     reader can use."""
     folder = copy / RUN
@@ -247,8 +247,7 @@ def test_an_unfinished_transfer_run_resumes_only_from_its_own_rotation_weights(
     # the transfer run's own record (init_sha256) can tell.
     import torch
 
-    from rotnet.checkpoint import load_tensors, save_tensors
-    from rotnet.record import sha256_file
+    from rotnet.checkpoint import load_tensors, save_tensors, sha256_file
 
     weights = tmp_path / RUN / "model.safetensors"
     tensors, meta = load_tensors(weights)
@@ -328,8 +327,9 @@ def test_a_damaged_checkpoint_is_skipped_on_resume_not_held_against_the_record(s
 def test_a_process_killed_mid_write_leaves_a_sealed_record(copy, monkeypatch, name):
     """Killed after the manifest listed a file's new sha256 and before the file was replaced (or first written):
     the record is still what rotnet wrote, old or new, never "tampered" (a run must resume after any SIGKILL)."""
-    import rotnet.record
-    from rotnet.record import Seal, read_run
+    import rotnet.manifest
+    from rotnet.manifest import Seal
+    from rotnet.record import read_run
 
     folder = copy / RUN
     seal = Seal.resume(folder, read_run(folder))
@@ -338,7 +338,7 @@ def test_a_process_killed_mid_write_leaves_a_sealed_record(copy, monkeypatch, na
         raise KeyboardInterrupt
 
     monkeypatch.setattr(
-        rotnet.record,
+        rotnet.manifest,
         "atomic_write",
         lambda p, d, **kw: killed(p, d) if p.name != "manifest.json" else real(p, d, **kw),
     )

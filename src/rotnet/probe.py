@@ -24,8 +24,9 @@ from rotnet.data import Dataset
 from rotnet.errors import RotnetError
 from rotnet.evaluate import STAGES, extract
 from rotnet.layout import CONFIG, WEIGHTS, RunLock, not_a_run, read_record
+from rotnet.manifest import Seal
 from rotnet.models import build_model, check_keys, initial_model
-from rotnet.record import Seal, open_run
+from rotnet.record import open_run
 from rotnet.seeds import derive_seed
 from rotnet.stats import wilson
 

@@ -31,7 +31,7 @@ from rotnet.layout import (
 from rotnet.lifecycle import RunContext, build_engine, init_model, place, train_epochs, train_subset
 from rotnet.loggers import Loggers, replay
 from rotnet.loop import Engine, LoopState, plural
-from rotnet.record import Seal
+from rotnet.manifest import Seal
 from rotnet.runtime import cpu_threads, threads_text
 from rotnet.seeds import stream_contract
 from rotnet.state import (

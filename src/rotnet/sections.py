@@ -8,12 +8,12 @@ import statistics
 from pathlib import Path
 
 from rotnet import plots
+from rotnet.checkpoint import sha256_file
 from rotnet.config import DATASETS, uses_reference_normalization
 from rotnet.layout import (
     read_json,
 )
 from rotnet.markdown import markdown_table
-from rotnet.record import sha256_file
 
 HYPERPARAMETERS = ("optimizer", "lr", "schedule", "lr_step_epochs", "lr_gamma", "weight_decay", "epochs")
 HYPERPARAMETERS += ("batch_size", "rotations_per_image", "stem", "image_size", "normalization", "precision")

@@ -21,9 +21,10 @@ from rotnet.layout import (
 )
 from rotnet.lifecycle import RunContext
 from rotnet.loop import Engine, LoopState
+from rotnet.manifest import Seal
 from rotnet.models import check_keys
 from rotnet.provenance import cpu_identity, provenance
-from rotnet.record import RunRecord, Seal, manifest_vouch
+from rotnet.record import RunRecord, manifest_vouch
 from rotnet.seeds import contract_diff, stream_contract
 
 
