@@ -17,9 +17,23 @@ OPENED: list[str] = []
 COUNTING = [False]
 
 
+WALKED: list[str] = [""]  # the folder the file layer's descriptor walk stands in (rotnet.files.open_dir)
+
+
 def _count_opens(event: str, args: tuple) -> None:
-    if COUNTING[0] and event == "open" and isinstance(args[0], str | bytes | os.PathLike):
-        OPENED.append(os.fsdecode(args[0]))
+    """Record each opened path; a name opened relative to a folder descriptor (the file layer opens one folder at a
+    time with dir_fd, which the audit event does not carry) is joined to the folder the walk reached."""
+    if not (COUNTING[0] and event == "open" and isinstance(args[0], str | bytes | os.PathLike)):
+        return
+    path, flags = os.fsdecode(args[0]), args[2] if len(args) > 2 and isinstance(args[2], int) else 0
+    if os.path.isabs(path):
+        if flags & os.O_DIRECTORY:
+            WALKED[0] = path
+        OPENED.append(path)
+    elif flags & os.O_DIRECTORY and WALKED[0]:
+        WALKED[0] = os.path.join(WALKED[0], path)
+    else:
+        OPENED.append(os.path.join(WALKED[0], path) if WALKED[0] else path)
 
 
 sys.addaudithook(_count_opens)  # for this process's life (a hook cannot be removed); it counts only when asked
