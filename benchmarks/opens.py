@@ -28,7 +28,8 @@ from pathlib import Path
 from smoke import checkout
 
 COMMON = ["--preset", "smoke", "--set", "train_per_class=20", "--device", "cpu", "--no-download"]
-OPENAT = re.compile(r'openat\([^,]+, "([^"]+)"')
+# with -y, strace names the folder of a descriptor-relative open (rotnet.files opens one folder at a time, dir_fd)
+OPENAT = re.compile(r'openat\((?:AT_FDCWD(?:<[^>]*>)?|\d+<([^>]*)>), "([^"]+)"')
 
 
 def rotnet(env: dict, root: Path, args, *rest: str) -> list[str]:
@@ -37,11 +38,12 @@ def rotnet(env: dict, root: Path, args, *rest: str) -> list[str]:
 
 def traced(command: list[str], env: dict, log: Path) -> Counter:
     """Run command under strace; the number of opens of each path."""
-    done = subprocess.run(["strace", "-f", "-qq", "-e", "trace=openat", "-o", str(log), *command], env=env,
+    done = subprocess.run(["strace", "-f", "-qq", "-y", "-e", "trace=openat", "-o", str(log), *command], env=env,
                           capture_output=True, text=True)  # fmt: skip
     if done.returncode:
         raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
-    return Counter(m[1] for line in log.read_text().splitlines() if (m := OPENAT.search(line)) and "ENOENT" not in line)
+    lines = [m for line in log.read_text().splitlines() if (m := OPENAT.search(line)) and "ENOENT" not in line]
+    return Counter(os.path.join(m[1], m[2]) if m[1] else m[2] for m in lines)
 
 
 def stopped_rotation(command: list[str], env: dict, folder: Path) -> None:
