@@ -6,7 +6,8 @@
 - Writing under a root (a runs root, a run folder, an export or cache folder): `open_dir` walks from the root one
   component at a time with O_NOFOLLOW | O_DIRECTORY on directory descriptors, so a link that rotnet did not make
   (it makes none) is refused rather than followed, and nothing checked can be swapped before it is used;
-  `atomic_write` creates its temporary file and renames it relative to that descriptor.
+  `atomic_write` creates its temporary file and renames it relative to that descriptor, and `open_regular(base=)`
+  reads rotnet's own files back the same way.
 """
 
 from __future__ import annotations
