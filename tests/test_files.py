@@ -23,7 +23,7 @@ from rotnet.checkpoint import load_tensors, save_tensors
 from rotnet.config import read_toml
 from rotnet.errors import RotnetError
 from rotnet.images import open_as_seen
-from rotnet.layout import read_marker
+from rotnet.layout import read_json, read_marker
 from rotnet.readers import safe_unpickle
 
 
@@ -61,6 +61,7 @@ READERS = {
     "weights": (weights, load_tensors),
     "a CIFAR batch": (lambda tmp: pickle.dumps({"data": 1}), safe_unpickle),
     "a small JSON marker": (lambda tmp: b"[]", read_marker),
+    "a JSON record (read_json)": (lambda tmp: b"{}", read_json),
 }
 READABLE = ["a regular file", "a link to a file", "a hard link"]
 KINDS = [*READABLE, "a link to a folder", "a dangling link", "a FIFO", "a socket", "a link to a device", "a folder"]
@@ -103,6 +104,8 @@ def test_every_reader_reads_only_regular_files(tmp_path, monkeypatch, reader, ki
     with no_hang():
         if reader == "a small JSON marker":  # rotnet's own marker: anything but a regular file is no marker
             assert (read(path) is not None) == (kind in ("a regular file", "a hard link"))  # no link followed
+        elif reader == "a JSON record (read_json)":  # None for anything it cannot read as JSON
+            assert (read(path) is not None) == (kind in READABLE)
         elif kind in READABLE:
             read(path)
         else:

@@ -22,6 +22,7 @@ from rotnet.config import DataOptions, dataset_slug
 from rotnet.errors import Interrupted, RotnetError
 from rotnet.files import open_dir, open_regular, read_regular
 from rotnet.images import decode, first_size
+from rotnet.layout import read_json
 from rotnet.signals import raise_on_stop
 
 CACHE = ".rotnet-cache"
@@ -242,10 +243,10 @@ def remove_stale(cache: Path, folder: Path, prefix: str, bad: str, keep: str) ->
         stem = record_file.stem
         if stem == keep:
             continue
-        try:
-            owner = json.loads(record_file.read_text()).get("folder")
-        except (OSError, ValueError, AttributeError):
+        record = read_json(record_file)
+        if not isinstance(record, dict):
             continue
+        owner = record.get("folder")
         if owner == str(folder) or (owner is None and cache == folder / CACHE):  # v2 entries did not say
             for path in (cache / f"{stem}.npy", record_file):
                 if not path.is_symlink():

@@ -152,7 +152,7 @@ def run_parallel(
                 eta.done(index[run_id(cfg)], time.monotonic() - began.pop(future))
                 result = run_dir(root, cfg) / RESULT
                 if code == 0 and result.is_file():
-                    acc = json.loads(result.read_text()).get("test_acc")
+                    acc = read_json(result).get("test_acc")
                     outcome[name] = f"done: {acc:.2f}%"
                 elif code in (130, 143) or stop.requested:
                     saved = "checkpoint saved" if has_checkpoint(run_dir(root, cfg)) else "before its first checkpoint"

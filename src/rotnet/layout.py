@@ -14,7 +14,7 @@ from typing import Any
 
 from rotnet.config import RunConfig, dataset_slug
 from rotnet.errors import InUse, RotnetError
-from rotnet.files import open_regular
+from rotnet.files import open_regular, read_regular
 
 CONFIG = "config.json"  # the resolved configuration and its provenance
 METRICS = "metrics.jsonl"  # one line per epoch
@@ -168,10 +168,10 @@ def not_a_run(folder: Path, why: str) -> RotnetError:
 
 
 def read_json(path: Path) -> Any:
-    """A JSON file's value, or None when it is missing or unreadable."""
+    """A JSON file's value, or None when it is missing, not a regular file (`files.read_regular`) or unreadable."""
     try:
-        return json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return json.loads(read_regular(path))
+    except (RotnetError, UnicodeDecodeError, json.JSONDecodeError):
         return None
 
 
