@@ -201,7 +201,7 @@ def test_a_damaged_cache_entry_is_prepared_again_not_used_or_crashed_on(tmp_path
     capsys.readouterr()
     assert torch_equal(every(load(folder)), good)
     out = capsys.readouterr().out
-    assert "does not match its record" in out and "allow_pickle" not in out
+    assert "does not match its index" in out and "allow_pickle" not in out
 
 
 def torch_equal(a, b) -> bool:
@@ -474,7 +474,7 @@ def test_an_edited_cache_record_is_prepared_again_not_trusted(tmp_path, capsys):
     record["kept"][0], record["kept"][-1] = record["kept"][-1], record["kept"][0]
     record_file.write_text(json.dumps(record))
     again = load(root)
-    assert "does not match its record (the record was edited); preparing it again" in capsys.readouterr().out
+    assert "does not match its index (the index was edited); preparing it again" in capsys.readouterr().out
     assert torch_equal(first.train_labels, again.train_labels) and torch_equal(every(first), every(again))
 
 

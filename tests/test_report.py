@@ -222,7 +222,9 @@ def test_the_wall_time_of_resumed_invocations_counts_only_those_that_recorded_it
     assert "11.0 min for the 2 of 3 that recorded their end (1 did not" in text and "commits aaaaaaa, ccccccc" in text
 
 
-def test_the_seed_vs_rotnet_plot_shows_no_bar_for_a_missing_result_and_no_spread_for_one_seed(tmp_path, monkeypatch):
+def test_the_reference_vs_rotnet_plot_shows_no_bar_for_a_missing_result_and_no_spread_for_one_seed(
+    tmp_path, monkeypatch
+):
     from rotnet import plots
 
     figures = []

@@ -159,14 +159,14 @@ def test_two_jobs_by_default_only_on_a_multicore_cpu_for_long_runs_that_can_go_t
     import torch
 
     from rotnet.experiments import Protocol
-    from rotnet.plan import PARALLEL_MIN_WORK, Options, auto_jobs
+    from rotnet.plan import PARALLEL_MIN_WORK, PlanOptions, auto_jobs
     from rotnet.runner import source_for
 
     def jobs(experiments, device="cpu", cores=2, work=PARALLEL_MIN_WORK):
         monkeypatch.setattr(os, "cpu_count", lambda: cores)
         protocol = Protocol(TINY)
         configs = [protocol.resolve(e, arch=a, seed=s) for a, s, e in plan(["resnet18"], [0], experiments)]
-        options = Options(Path("runs"), protocol)
+        options = PlanOptions(Path("runs"), protocol)
         return auto_jobs(torch.device(device), [(c, source_for(c, options)) for c in configs], [work] * len(configs))
 
     assert jobs([]) == 2  # rotation beside the from-random runs, then the two from-rotation runs together
@@ -231,14 +231,16 @@ def test_a_job_file_carries_every_option_its_run_uses(tmp_path):
     from rotnet.config import DataOptions, RunConfig
     from rotnet.jobs import job_options, write_job
     from rotnet.layout import read_json
-    from rotnet.lifecycle import Saving
-    from rotnet.plan import Options
+    from rotnet.lifecycle import RunOptions
+    from rotnet.plan import PlanOptions
     from rotnet.signals import StopFlag
 
     data = DataOptions(tmp_path / "data", False, tmp_path / "cache", True)
-    saving = Saving(7, 2.5, 3, (2, 5), ("csv", "tensorboard"), True, deterministic=False)
-    assert all(getattr(saving, f.name) != getattr(Saving(), f.name) for f in fields(Saving))  # every field travels
-    options = Options(tmp_path, data=data, saving=saving, command="rotnet reproduce --x")
+    run_options = RunOptions(7, 2.5, 3, (2, 5), ("csv", "tensorboard"), True, deterministic=False)
+    assert all(
+        getattr(run_options, f.name) != getattr(RunOptions(), f.name) for f in fields(RunOptions)
+    )  # every field travels
+    options = PlanOptions(tmp_path, data=data, run_options=run_options, command="rotnet reproduce --x")
     write_job(tmp_path / "job.json", RunConfig(), None, options, "cpu")
     back = job_options(read_json(tmp_path / "job.json"))
     stop, cpu = StopFlag(), torch.device("cpu")

@@ -45,14 +45,14 @@ def train(
     runs_root/ARCH/EXPERIMENT/seedN (default runs_root: runs/PRESET), resuming or reusing a run that is there.
     Keyword overrides are config keys, e.g. `epochs=2, train_per_class=100, dataset="cifar100"`. Ctrl-C finishes
     the step, saves a checkpoint and raises rotnet.errors.Interrupted; the same call resumes."""
-    from rotnet.plan import Options
+    from rotnet.plan import PlanOptions
     from rotnet.runner import train_one
 
     protocol = Protocol(preset, (), tuple(overrides.items()))
     cfg = protocol.resolve(experiment)
     root = runs_root_for(preset, runs_root)
     call = _call("train", experiment, preset=preset, **overrides)
-    result = train_one(cfg, Options(root, protocol, device, DataOptions(_path(data_root), download), command=call))
+    result = train_one(cfg, PlanOptions(root, protocol, device, DataOptions(_path(data_root), download), command=call))
     return Result(run_dir(root, cfg), result["test_acc"], cfg, result)
 
 
@@ -72,7 +72,7 @@ def reproduce(
     """The report's experiments in dependency order (as `rotnet reproduce`, `jobs` as its --jobs), then the report;
     returns report.md's path. archs and seeds default to the preset's (and overrides') arch and seed. Runs that
     failed are shown as failed in the report; a RotnetError only when nothing could start."""
-    from rotnet.plan import Options
+    from rotnet.plan import PlanOptions
     from rotnet.runner import execute
 
     protocol = Protocol(preset, (), tuple(overrides.items()))
@@ -88,7 +88,7 @@ def reproduce(
     data = DataOptions(_path(data_root), download)
     call = _call("reproduce", preset=preset, archs=archs, seeds=seeds, experiments=experiments, **overrides)
     record = {"archs": arch_list, "seeds": seed_list}
-    options = Options(root, protocol, device, data, extra=record, command=call, jobs=jobs)
+    options = PlanOptions(root, protocol, device, data, extra=record, command=call, jobs=jobs)
     execute(configs, options)
     return root / "report.md"
 

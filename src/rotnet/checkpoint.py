@@ -17,7 +17,7 @@ from rotnet.errors import RotnetError
 from rotnet.files import atomic_write, open_regular, refuse_links
 
 FORMAT = "rotnet-checkpoint-1"
-SEALED = "sha256(tensors|meta)"  # the checksum covers the metadata as well as the tensors
+COVERS_META = "sha256(tensors|meta)"  # the checksum covers the metadata as well as the tensors
 KEEP = 2  # checkpoints kept while a run trains: the newest, and the one before it to fall back to if it is torn
 
 
@@ -46,7 +46,7 @@ def sorted_header(blob: bytes) -> list:
     return [len(text).to_bytes(8, "little") + text, memoryview(blob)[8 + n :]]
 
 
-def sealed_digest(tensors_digest: str, meta_text: str) -> str:
+def checksum_of(tensors_digest: str, meta_text: str) -> str:
     """The checksum of a file: its tensors' digest and its metadata text together."""
     return hashlib.sha256(f"{tensors_digest}|{meta_text}".encode()).hexdigest()
 
@@ -55,7 +55,7 @@ def encode(tensors: dict[str, torch.Tensor], meta: dict | None = None) -> list:
     """A safetensors file's bytes (as buffers): tensors moved to CPU, JSON metadata, a checksum over both."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     meta_text = json.dumps(meta or {}, sort_keys=True)
-    metadata = {"sha256": sealed_digest(digest(tensors), meta_text), "meta": meta_text, "checksum": SEALED}
+    metadata = {"sha256": checksum_of(digest(tensors), meta_text), "meta": meta_text, "checksum": COVERS_META}
     return sorted_header(save_bytes(tensors, metadata=metadata))
 
 
@@ -99,9 +99,9 @@ def read_file(path: Path, *, follow: bool = True, base: Path | None = None) -> b
 
 
 def load_tensors(
-    path: Path, verify: bool = True, sealed: bool = False, base: Path | None = None
+    path: Path, verify: bool = True, checksummed: bool = False, base: Path | None = None
 ) -> tuple[dict[str, torch.Tensor], dict]:
-    """Load a safetensors file (never executes code); verify the checksum if it carries one. sealed=True (rotnet's
+    """Load a safetensors file (never executes code); verify the checksum if it carries one. checksummed=True (rotnet's
     own checkpoints): a file without a checksum is refused, since anything could have been written into it."""
     path = Path(path)
     if not path.is_file():
@@ -117,12 +117,12 @@ def load_tensors(
     except (SafetensorError, OSError, ValueError, UnicodeDecodeError) as e:
         raise RotnetError(f"{path} is not a readable safetensors file ({e})") from None
     meta_text = metadata.get("meta", "{}")
-    if sealed and (metadata.get("checksum") != SEALED or "sha256" not in metadata):
-        raise RotnetError(f"{path} is not sealed (no checksum over its tensors and metadata)")
+    if checksummed and (metadata.get("checksum") != COVERS_META or "sha256" not in metadata):
+        raise RotnetError(f"{path} carries no checksum over its tensors and metadata")
     if verify and "sha256" in metadata:
-        # Files of rotnet <= 0.1 (no "checksum" key) sealed only the tensors.
-        is_sealed = metadata.get("checksum") == SEALED
-        expected = sealed_digest(digest(tensors), meta_text) if is_sealed else digest(tensors)
+        # Files of rotnet <= 0.1 (no "checksum" key) checksummed only the tensors.
+        covers_meta = metadata.get("checksum") == COVERS_META
+        expected = checksum_of(digest(tensors), meta_text) if covers_meta else digest(tensors)
         if expected != metadata["sha256"]:
             raise RotnetError(f"{path} is corrupt: its checksum does not match its contents")
     try:
@@ -214,7 +214,7 @@ def checkpoint_problem(meta: dict, epochs: int | None = None, steps: int | None 
 def load_latest_checkpoint(
     folder: Path, epochs: int | None = None, steps: int | None = None, vouch=None
 ) -> tuple[dict[str, torch.Tensor], dict, Path] | None:
-    """The newest checkpoint that loads, is sealed and verifies, at a position the run can reach; a torn, unsealed or
+    """The newest checkpoint that loads, carries a checksum and verifies, at a position the run can reach; a torn one, one without a checksum, or a
     corrupt one is skipped with a warning. None if there are no checkpoints; an error if there are some but none is
     readable (never start over silently). `vouch(path)`, when given, says what is wrong with a file the run's
     manifest does not vouch for ('' if nothing): such a file is skipped the same way."""
@@ -226,7 +226,7 @@ def load_latest_checkpoint(
             warnings.warn(f"skipping checkpoint {path.name}: {problem}; falling back to the previous one", stacklevel=2)
             continue
         try:
-            tensors, meta = load_tensors(path, sealed=True, base=folder.parent)
+            tensors, meta = load_tensors(path, checksummed=True, base=folder.parent)
         except RotnetError as e:
             warnings.warn(f"skipping checkpoint {path.name}: {e}; falling back to the previous one", stacklevel=2)
             continue

@@ -123,7 +123,7 @@ def rotation_of(cfg: RunConfig) -> RunConfig:
 
 def check_run(
     cfg: RunConfig,
-    rt: RunContext,
+    context: RunContext,
     source: Source | None = None,
     data: Dataset | None = None,
     weights=None,
@@ -142,17 +142,17 @@ def check_run(
     `weights`, when given, are ones an earlier call returned (not read again); with_source=False skips 2 and 6 (a
     plan whose rotation run is yet to train).
     """
-    folder = run_dir(rt.runs_root, cfg)
-    if beyond := [e for e in rt.saving.keep_epochs if e > cfg.epochs]:
+    folder = run_dir(context.runs_root, cfg)
+    if beyond := [e for e in context.run_options.keep_epochs if e > cfg.epochs]:
         raise RotnetError(
             f"--keep-epoch {beyond[0]}: {folder} trains {cfg.epochs} epoch(s); name one of 1-{cfg.epochs}"
         )
-    holder = is_locked(folder) if rt.world.is_main and not held else None  # other ranks: rank 0 holds it for them
+    holder = is_locked(folder) if context.world.is_main and not held else None  # other ranks: rank 0 holds it for them
     if holder:
         raise InUse(f"{folder} is in use by another rotnet process (pid {holder}); wait for it to finish or stop it")
     if cfg.init == "rotation" and weights is None and with_source:
-        weights = init_weights(cfg, rt.runs_root, source)
-    if rt.saving.restart or not ((folder / CONFIG).exists() or (folder / MANIFEST).exists()):
+        weights = init_weights(cfg, context.runs_root, source)
+    if context.run_options.restart or not ((folder / CONFIG).exists() or (folder / MANIFEST).exists()):
         return Checked(weights)
     finished = (folder / RESULT).is_file()  # reused, so its weights are part of what it claims
     record = open_run(folder, "reuse" if finished else "continue", need=(RESULT, WEIGHTS) if finished else ())
@@ -166,7 +166,7 @@ def check_run(
     if data is not None:
         refuse_other_data(folder, data, record.config)
     if weights is not None:
-        refuse_other_source(folder, cfg, rt.runs_root, record.config, weights[1]["init_sha256"])
+        refuse_other_source(folder, cfg, context.runs_root, record.config, weights[1]["init_sha256"])
     return Checked(weights, record)
 
 

@@ -27,15 +27,15 @@ from rotnet.signals import signals_held
 
 
 def options_of(args: argparse.Namespace, protocol: Protocol, log_name: str, extra: dict):
-    from rotnet.lifecycle import Saving
-    from rotnet.plan import Options
+    from rotnet.lifecycle import RunOptions
+    from rotnet.plan import PlanOptions
 
-    return Options(
+    return PlanOptions(
         runs_root=runs_root_of(args),
         protocol=protocol,
         device=args.device,
         data=data_options(args),
-        saving=Saving(
+        run_options=RunOptions(
             checkpoint_every=args.checkpoint_every,
             checkpoint_minutes=args.checkpoint_minutes,
             keep_checkpoints=args.keep_checkpoints,

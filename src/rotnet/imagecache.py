@@ -1,5 +1,5 @@
-"""An image folder's cache: its images decoded once (rotnet.images) into a uint8 array file beside a record of what
-it holds, memory-mapped on every later load, checked against that record, and prepared again when either changed."""
+"""An image folder's cache: its images decoded once (rotnet.images) into a uint8 array file beside an index of what
+it holds, memory-mapped on every later load, checked against that index, and prepared again when either changed."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from rotnet.signals import raise_on_stop
 
 CACHE = ".rotnet-cache"
 FORMAT = 4  # of the cache files; a new format never reads an old one (2: decoded as seen; 3: pixel digests; 4: float
-# images scaled by their range, images under MIN_SIDE refused, a record checked against its own digest)
+# images scaled by their range, images under MIN_SIDE refused, an index checked against its own digest)
 
 
 def listing_digest(files: list[Path], folder: Path) -> str:
@@ -59,7 +59,7 @@ def prepare(
     digests: list[str] = []
     whole = hashlib.sha256()  # of the kept images in order: the array's bytes, hashed as they are written
     need, free = len(files) * 3 * size * size, shutil.disk_usage(target.parent).free
-    if target.is_file() and not target.is_symlink():  # an entry without its record: replaced, so its space counts
+    if target.is_file() and not target.is_symlink():  # an entry without its index: replaced, so its space counts
         free += target.stat().st_size
     if need > free:
         raise RotnetError(
@@ -155,8 +155,8 @@ def pixels_sha256(array: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def cached(images_file: Path, record: dict, shape: tuple[int, ...]) -> tuple[np.ndarray | None, str]:
-    """The cache entry's images if they are exactly what its record says (shape and every pixel's sha256), else
+def cached(images_file: Path, index: dict, shape: tuple[int, ...]) -> tuple[np.ndarray | None, str]:
+    """The cache entry's images if they are exactly what its index says (shape and every pixel's sha256), else
     None and why not: a cache is rotnet's own file, so a damaged or changed one is prepared again, never used."""
     try:
         with open_regular(images_file, follow=False):  # not a FIFO, a device or a link: np.load would follow it
@@ -165,64 +165,64 @@ def cached(images_file: Path, record: dict, shape: tuple[int, ...]) -> tuple[np.
     except Exception as e:  # noqa: BLE001 - numpy raises many types (EOFError on an empty file); all mean "damaged"
         return None, f"it is not a readable array ({type(e).__name__})"
     if array.shape != shape:
-        return None, f"it holds {array.shape}, its record {shape}"
-    if pixels_sha256(array) != record.get("images_sha256"):
+        return None, f"it holds {array.shape}, its index {shape}"
+    if pixels_sha256(array) != index.get("images_sha256"):
         return None, "its pixels changed since they were prepared"
     return array, ""
 
 
-def record_digest(record: dict) -> str:
-    """The sha256 of a cache record's fields: an edit to its `kept` list would give images other files' labels."""
+def index_digest(index: dict) -> str:
+    """The sha256 of a cache index's fields: an edit to its `kept` list would give images other files' labels."""
     return hashlib.sha256(
-        json.dumps({k: v for k, v in record.items() if k != "sha256"}, sort_keys=True).encode()
+        json.dumps({k: v for k, v in index.items() if k != "sha256"}, sort_keys=True).encode()
     ).hexdigest()
 
 
-def record_problem(record, listing: str, count: int) -> str:
-    """What is wrong with a cache record for a folder of `count` files with this listing digest ('' if nothing)."""
-    if not isinstance(record, dict) or record.get("listing_sha256") != listing:
-        return "absent"  # another listing: another entry (this one is stale, or not a record)
-    kept = record.get("kept")
-    if record.get("sha256") != record_digest(record) or record.get("count") != count or not isinstance(kept, list):
-        return "the record was edited"
+def index_problem(index, listing: str, count: int) -> str:
+    """What is wrong with a cache index for a folder of `count` files with this listing digest ('' if nothing)."""
+    if not isinstance(index, dict) or index.get("listing_sha256") != listing:
+        return "absent"  # another listing: another entry (this one is stale, or not an index)
+    kept = index.get("kept")
+    if index.get("sha256") != index_digest(index) or index.get("count") != count or not isinstance(kept, list):
+        return "the index was edited"
     if not all(isinstance(i, int) and 0 <= i < count for i in kept) or kept != sorted(set(kept)):
-        return "the record was edited"
+        return "the index was edited"
     return ""
 
 
 def prepared(folder: Path, files: list[Path], image_size: int, options: DataOptions) -> tuple[torch.Tensor, dict]:
-    """The folder's images as a memory-mapped uint8 tensor and its cache record, prepared now if the cache lacks
+    """The folder's images as a memory-mapped uint8 tensor and its cache index, prepared now if the cache lacks
     them, the folder changed since (another listing digest is another cache entry), or the entry does not match
-    its record. A new entry replaces the folder's older ones."""
+    its index. A new entry replaces the folder's older ones."""
     digest = listing_digest(files, folder)
     size = image_size or first_size(files, options.skip_bad_images)
     bad = "skip" if options.skip_bad_images else "all"
     prefix = f"{dataset_slug(str(folder))}-{image_size or 'native'}-"
     key = f"{prefix}{digest[:16]}-{bad}-v{FORMAT}"
     cache = cache_dir_for(folder, options)
-    images_file, record_file = cache / f"{key}.npy", cache / f"{key}.json"
+    images_file, index_file = cache / f"{key}.npy", cache / f"{key}.json"
     try:
-        record = json.loads(read_regular(record_file, follow=False))
+        index = json.loads(read_regular(index_file, follow=False))
     except (RotnetError, ValueError):
-        record = None
-    why, array = record_problem(record, digest, len(files)), None
+        index = None
+    why, array = index_problem(index, digest, len(files)), None
     if not why:
-        array, why = cached(images_file, record, (len(record["kept"]), 3, size, size))
+        array, why = cached(images_file, index, (len(index["kept"]), 3, size, size))
     if array is None:
         if why != "absent":
-            print(f"the cache entry {images_file} does not match its record ({why}); preparing it again", flush=True)
+            print(f"the cache entry {images_file} does not match its index ({why}); preparing it again", flush=True)
         print(f"preparing {len(files)} images of {folder} once, into {images_file}", flush=True)
         try:
             array, kept, notes, digests, sha = prepare(
                 files, size, bool(image_size), images_file, options.skip_bad_images
             )
-            record = {"folder": str(folder), "listing_sha256": digest, "kept": kept, "count": len(files)}
-            record |= {"images_sha256": sha, "pixels": digests}
-            record["converted"] = notes  # e.g. {"exif_orientation": 12, "scaled_to_8_bits": 3}
-            record["sha256"] = record_digest(record)
+            index = {"folder": str(folder), "listing_sha256": digest, "kept": kept, "count": len(files)}
+            index |= {"images_sha256": sha, "pixels": digests}
+            index["converted"] = notes  # e.g. {"exif_orientation": 12, "scaled_to_8_bits": 3}
+            index["sha256"] = index_digest(index)
             try:
-                atomic_write_text(record_file, json.dumps(record))
-            except RotnetError:  # e.g. a full disk: images without their record would only block the next try
+                atomic_write_text(index_file, json.dumps(index))
+            except RotnetError:  # e.g. a full disk: images without their index would only block the next try
                 images_file.unlink(missing_ok=True)
                 raise
         except PermissionError as e:
@@ -233,21 +233,21 @@ def prepared(folder: Path, files: list[Path], image_size: int, options: DataOpti
         remove_stale(cache, folder, prefix, bad, keep=key)
     with warnings.catch_warnings():  # a read-only memory map: torch warns it is not writable; nothing writes it
         warnings.simplefilter("ignore", UserWarning)
-        return torch.from_numpy(array), record
+        return torch.from_numpy(array), index
 
 
 def remove_stale(cache: Path, folder: Path, prefix: str, bad: str, keep: str) -> None:
     """Delete the cache entries of this folder, size and bad-image mode that the new one replaces (an older listing
     or format): a cache keeps one entry per way of preparing a folder, not one per change."""
-    for record_file in cache.glob(f"{glob.escape(prefix)}*-{bad}-v*.json"):
-        stem = record_file.stem
+    for index_file in cache.glob(f"{glob.escape(prefix)}*-{bad}-v*.json"):
+        stem = index_file.stem
         if stem == keep:
             continue
-        record = read_json(record_file)
-        if not isinstance(record, dict):
+        index = read_json(index_file)
+        if not isinstance(index, dict):
             continue
-        owner = record.get("folder")
+        owner = index.get("folder")
         if owner == str(folder) or (owner is None and cache == folder / CACHE):  # v2 entries did not say
-            for path in (cache / f"{stem}.npy", record_file):
+            for path in (cache / f"{stem}.npy", index_file):
                 if not path.is_symlink():
                     path.unlink(missing_ok=True)

@@ -20,8 +20,8 @@ from rotnet.config import DataOptions, RunConfig, from_dict
 from rotnet.datasets import load_for
 from rotnet.errors import RotnetError
 from rotnet.layout import RESULT, has_checkpoint, is_locked, read_json, run_dir, run_id
-from rotnet.lifecycle import Saving
-from rotnet.plan import IN_USE, Eta, Options, mark_failed, provenance_command
+from rotnet.lifecycle import RunOptions
+from rotnet.plan import IN_USE, Eta, PlanOptions, mark_failed, provenance_command
 from rotnet.run import run
 from rotnet.runtime import setup_device, threads_text
 from rotnet.signals import StopFlag, stop_handlers
@@ -36,7 +36,7 @@ def die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def write_job(path: Path, cfg: RunConfig, source, options: Options, device: str) -> None:
+def write_job(path: Path, cfg: RunConfig, source, options: PlanOptions, device: str) -> None:
     """The job file a child `rotnet job` runs: the exact configuration and source, not a re-resolution."""
     job = {
         "config": cfg.to_dict(),
@@ -45,20 +45,20 @@ def write_job(path: Path, cfg: RunConfig, source, options: Options, device: str)
         "device": device,
         "data": options.data.to_dict(),
         "command": options.command or provenance_command(),
-        "saving": asdict(options.saving),
+        "run_options": asdict(options.run_options),
     }
     atomic_write_text(path, json.dumps(job, indent=2) + "\n")
 
 
-def job_options(job: dict) -> Options:
+def job_options(job: dict) -> PlanOptions:
     """The options a job file carries: write_job's inverse."""
     data = DataOptions.from_dict(job.get("data", {}))
-    saving = Saving.from_dict(job.get("saving", {}))
-    return Options(Path(job["runs_root"]), data=data, saving=saving, command=job.get("command", ""))
+    run_options = RunOptions.from_dict(job.get("run_options", {}))
+    return PlanOptions(Path(job["runs_root"]), data=data, run_options=run_options, command=job.get("command", ""))
 
 
 def run_parallel(
-    configs: list[RunConfig], sources: list, options: Options, stop: StopFlag, outcome: dict, costs: list[int]
+    configs: list[RunConfig], sources: list, options: PlanOptions, stop: StopFlag, outcome: dict, costs: list[int]
 ) -> None:
     """Run up to options.jobs runs at once, each a `rotnet job` process, a transfer run only after its rotation run
     finished. GPUs: one job per device (CUDA_VISIBLE_DEVICES); CPU: the jobs share the cores (OMP_NUM_THREADS =
@@ -75,7 +75,9 @@ def run_parallel(
     capacity = len(slots)
     threads = max(1, (os.cpu_count() or 1) // options.jobs)
     pending = list(zip(configs, sources, strict=True))
-    pinned = {} if gpus or options.saving.restart else {run_id(c): resume_threads(run_dir(root, c)) for c in configs}
+    pinned = (
+        {} if gpus or options.run_options.restart else {run_id(c): resume_threads(run_dir(root, c)) for c in configs}
+    )
     procs: dict[Future, subprocess.Popen] = {}
     running: dict[Future, tuple[RunConfig, list[int], str, Path, Tail]] = {}
     forwarded = False
@@ -201,8 +203,8 @@ def run_job(path: Path) -> int:
     source = job.get("source")
     source = Source(from_dict(source["expected"], str(path)), source["command"]) if source else None
     options = job_options(job)
-    rt = options.context(*setup_device(job["device"]), StopFlag())
-    with stop_handlers(rt.stop):  # the parent forwards its stop signals; they may come while the data loads
+    context = options.context(*setup_device(job["device"]), StopFlag())
+    with stop_handlers(context.stop):  # the parent forwards its stop signals; they may come while the data loads
         data = load_for(cfg, options.data)
-        run(cfg, data, rt, source)
+        run(cfg, data, context, source)
     return 0

@@ -23,7 +23,7 @@ from rotnet.signals import StopFlag
 
 
 @dataclass(frozen=True)
-class Saving:
+class RunOptions:
     """How a run keeps its state and logs and how a GPU computes, declared once (the command line, the API, a parent
     `reproduce` and its job files all carry this): nothing here changes what a result is expected to be."""
 
@@ -50,7 +50,7 @@ class Saving:
             require_logger(name)
 
     @classmethod
-    def from_dict(cls, d: dict) -> Saving:
+    def from_dict(cls, d: dict) -> RunOptions:
         known = {f.name for f in fields(cls)}
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in known})
 
@@ -61,7 +61,7 @@ class RunContext:
 
     device: torch.device
     runs_root: Path
-    saving: Saving = Saving()
+    run_options: RunOptions = RunOptions()
     command: str = ""  # the user's command, for provenance ("" = this process's argv)
     stop: StopFlag | None = None
     world: World = World()  # torchrun ranks (one process per device)
@@ -78,8 +78,8 @@ def init_model(cfg: RunConfig, classes: int, weights: tuple[dict, dict] | None) 
     return model, record
 
 
-def build_engine(cfg: RunConfig, model: nn.Module, rt: RunContext, norm: tuple) -> Engine:
-    device, world = rt.device, rt.world
+def build_engine(cfg: RunConfig, model: nn.Module, context: RunContext, norm: tuple) -> Engine:
+    device, world = context.device, context.world
     if world.size > 1 and cfg.sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # same parameter names: checkpoints still load
     model.to(device)
@@ -193,7 +193,7 @@ def train_epochs(
     save=None,
     log=print,
     progress=None,
-    rt: RunContext | None = None,
+    context: RunContext | None = None,
 ) -> list[dict]:
     """Train epochs state.epoch+1 .. `until` (the run's last when None) from `state`: the one way epochs are trained,
     by a run (which saves, logs and may be stopped) and by verify (which compares what they made)."""
@@ -206,7 +206,7 @@ def train_epochs(
         state,
         hooks,
         until=until,
-        checkpoint_every=rt.saving.checkpoint_every if rt else 0,
-        stop=rt.stop if rt else None,
-        world=rt.world if rt else None,
+        checkpoint_every=context.run_options.checkpoint_every if context else 0,
+        stop=context.stop if context else None,
+        world=context.world if context else None,
     )

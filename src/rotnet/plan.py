@@ -1,4 +1,4 @@
-"""How a plan of runs is executed (`Options`, checked alike from the command line, the API and a job file), how many
+"""How a plan of runs is executed (`PlanOptions`, checked alike from the command line, the API and a job file), how many
 runs go at once, and how long the rest will take."""
 
 from __future__ import annotations
@@ -14,23 +14,23 @@ from rotnet.config import DataOptions, RunConfig
 from rotnet.errors import RotnetError
 from rotnet.experiments import Protocol
 from rotnet.layout import FAILED, run_id
-from rotnet.lifecycle import RunContext, Saving
+from rotnet.lifecycle import RunContext, RunOptions
 from rotnet.loop import duration
 from rotnet.signals import StopFlag
 
 
 @dataclass(frozen=True)
-class Options:
+class PlanOptions:
     """How to execute a plan (what to run is the list of configurations)."""
 
     runs_root: Path
     protocol: Protocol = Protocol()
     device: str = "auto"
     data: DataOptions = DataOptions()
-    saving: Saving = Saving()
+    run_options: RunOptions = RunOptions()
     command: str = ""  # the user's command line, recorded in every run ("" = this process's argv)
     jobs: int = 0  # runs at once; 0: auto_jobs
-    log_name: str = "reproduce.json"  # the invocation's record under runs_root
+    log_name: str = "reproduce.json"  # the invocation's log under runs_root (what was asked, when)
     extra: dict = field(default_factory=dict)  # recorded beside it (archs, seeds, sizes)
 
     def __post_init__(self):  # the API and the command line alike
@@ -39,7 +39,7 @@ class Options:
 
     def context(self, device, world, stop: StopFlag) -> RunContext:
         """How each run of the plan runs: these options on the device chosen."""
-        return RunContext(device, self.runs_root, self.saving, self.command, stop, world)
+        return RunContext(device, self.runs_root, self.run_options, self.command, stop, world)
 
 
 IN_USE = "is in use by another rotnet process"

@@ -48,7 +48,7 @@ from rotnet.stats import counts_of, t_interval, wilson
 ORDER = {e: i for i, e in enumerate(EXPERIMENTS)}  # the report's row order: rotation first
 OUTPUTS = ("report.md", "results.json", "results.csv")
 PLOTS = (
-    "seed_vs_rotnet.png",
+    "seed_vs_rotnet.png",  # the reference vs rotnet bars; the file keeps its 0.1 name so links to it hold
     "pretraining_gain.png",
     "gain_by_epoch.png",
     "curves.png",
@@ -195,7 +195,7 @@ def table_rows(root: Path, runs: list[dict]) -> list[dict]:
 def planned_runs(root: Path) -> list[tuple[str, str, str, str]]:
     """(data key, arch, experiment, seedN) of each run reproduce.json planned; a subset run's key is DATA@Npc."""
     out = []
-    for p in reproduce_record(root).get("runs", []):
+    for p in reproduce_log(root).get("runs", []):
         parts = p.split("/") if isinstance(p, str) else []
         if len(parts) in (3, 4):
             data, arch, name, seed = ([""] + parts)[-4:]
@@ -344,7 +344,7 @@ def preset_caveat(preset: str | None) -> str:
         return ""
 
 
-def reproduce_record(root: Path) -> dict:
+def reproduce_log(root: Path) -> dict:
     record = read_json(root / "reproduce.json")
     return record if isinstance(record, dict) else {}
 
@@ -397,7 +397,7 @@ def write_report(root: Path, preset: str | None = None) -> Path:
         if not r["per_class"] or (r["data"], r["arch"], r["experiment"], f"seed{r['seed']}") in planned
     ]
     rows = table_rows(root, runs)
-    repro = reproduce_record(root)
+    repro = reproduce_log(root)
     preset = preset or repro.get("preset")
     folder = root / "plots"
     folder.mkdir(exist_ok=True)
@@ -437,7 +437,7 @@ def write_report(root: Path, preset: str | None = None) -> Path:
     lines += hyperparameter_section(runs)
     lines += [
         "",
-        "![seed vs rotnet](plots/seed_vs_rotnet.png)",
+        "![reference vs rotnet](plots/seed_vs_rotnet.png)",
         "",
         "## Learning curves",
         "",

@@ -47,18 +47,22 @@ from rotnet.state import (
 )
 
 
-def run(cfg: RunConfig, data: Dataset, rt: RunContext, source: Source | None = None, log=print, weights=None) -> dict:
+def run(
+    cfg: RunConfig, data: Dataset, context: RunContext, source: Source | None = None, log=print, weights=None
+) -> dict:
     """Train one experiment into its run folder (resuming if a checkpoint is there), or reuse it if it finished;
     return its result. `weights`: the source weights an earlier `check_run` of this run returned (not read again)."""
-    world = rt.world
+    world = context.world
     log = log if world.is_main else (lambda *_: None)  # one voice, and only rank 0 writes files
-    folder = run_dir(rt.runs_root, cfg)
-    if (folder / RESULT).is_file() and not rt.saving.restart:
-        record = check_run(cfg, rt, source, data, weights).record
+    folder = run_dir(context.runs_root, cfg)
+    if (folder / RESULT).is_file() and not context.run_options.restart:
+        record = check_run(cfg, context, source, data, weights).record
         result = record.result
-        written = replay(rt.saving.loggers, folder, cfg, record.history or [], result) if world.is_main else []
+        written = (
+            replay(context.run_options.loggers, folder, cfg, record.history or [], result) if world.is_main else []
+        )
         also = f"; wrote its {' and '.join(written)} logs from metrics.jsonl" if written else ""
-        also += "; not sent to W&B, which takes a run while it trains" if "wandb" in rt.saving.loggers else ""
+        also += "; not sent to W&B, which takes a run while it trains" if "wandb" in context.run_options.loggers else ""
         log(f"{folder}: already finished; reusing it{also}")
         return result
     # Before any folder is made: classification needs labels.
@@ -67,22 +71,22 @@ def run(cfg: RunConfig, data: Dataset, rt: RunContext, source: Source | None = N
     steps = math.ceil(len(train_subset(cfg, data)[1]) / cfg.batch_size)
     lock, created = None, None
     if world.is_main:
-        if rt.saving.restart and folder.exists():
+        if context.run_options.restart and folder.exists():
             log(f"{folder}: kept the previous run as {keep_aside(folder).name}")
         created = first_missing(folder)  # what a refusal below removes: the run folder and the parents it needs
-        make_dir(folder, rt.runs_root)
+        make_dir(folder, context.runs_root)
         lock = RunLock(folder).acquire()
     try:
         barrier()
         try:
             # Again under the lock (another process may have started it), now with the data; after a restart's
             # keep_aside the folder is new, and is checked as such.
-            fresh = replace(rt, saving=replace(rt.saving, restart=False))
+            fresh = replace(context, run_options=replace(context.run_options, restart=False))
             checked = check_run(cfg, fresh, source, data, weights, held=True)
             model, init_info = init_model(cfg, classes, checked.weights)
             refuse_broken_source(cfg, model, data, init_info)
-            engine = build_engine(cfg, model, rt, normalization(cfg, data))
-            state = restore_state(folder, cfg, engine, steps, stream_contract(rt.device), checked.record)
+            engine = build_engine(cfg, model, context, normalization(cfg, data))
+            state = restore_state(folder, cfg, engine, steps, stream_contract(context.device), checked.record)
         except (RotnetError, OSError, RuntimeError):
             if created:  # nothing of a run refused before it started is left behind (a report would list it)
                 lock.release()
@@ -93,7 +97,9 @@ def run(cfg: RunConfig, data: Dataset, rt: RunContext, source: Source | None = N
             state = LoopState()
         else:
             started = (
-                resume_threads(folder, checked.record.config) if rt.device.type == "cpu" and world.size == 1 else None
+                resume_threads(folder, checked.record.config)
+                if context.device.type == "cpu" and world.size == 1
+                else None
             )
             threads = started if started != torch.get_num_threads() else None
             on = f" on {threads_text(threads)}, as the run started" if threads else ""
@@ -101,13 +107,13 @@ def run(cfg: RunConfig, data: Dataset, rt: RunContext, source: Source | None = N
         seal = Seal.resume(folder, checked.record)
         # CPU sums depend on the thread count (keep the one the run started with) and on the kernels; a GPU's on
         # its algorithms (deterministic unless asked not to)
-        gpu = deterministic(rt.saving.deterministic, rt.device)
-        with cpu_threads(threads), computing_with(cfg.kernels, rt.device), gpu:
+        gpu = deterministic(context.run_options.deterministic, context.device)
+        with cpu_threads(threads), computing_with(cfg.kernels, context.device), gpu:
             if world.is_main:
-                write_record(seal, cfg, data, rt, init_info, checked.record.config if resumed else None)
-            loggers = rt.saving.loggers
+                write_record(seal, cfg, data, context, init_info, checked.record.config if resumed else None)
+            loggers = context.run_options.loggers
             sinks = Loggers(loggers, folder, cfg, resumed) if world.is_main and loggers else None
-            return train_and_finish(cfg, data, rt, seal, engine, state, log, sinks)
+            return train_and_finish(cfg, data, context, seal, engine, state, log, sinks)
     finally:
         if lock is not None:
             lock.release()
@@ -116,15 +122,15 @@ def run(cfg: RunConfig, data: Dataset, rt: RunContext, source: Source | None = N
 def train_and_finish(
     cfg: RunConfig,
     data: Dataset,
-    rt: RunContext,
+    context: RunContext,
     seal: Seal,
     engine: Engine,
     state: LoopState,
     log,
     sinks: Loggers | None = None,
 ) -> dict:
-    world, folder, stream = rt.world, seal.folder, stream_contract(rt.device)
-    placed = place(cfg, data, engine, rt.device)
+    world, folder, stream = context.world, seal.folder, stream_contract(context.device)
+    placed = place(cfg, data, engine, context.device)
     images, test_images, test_labels = placed.images, placed.test_images, placed.test_labels
 
     last = time.monotonic()
@@ -139,14 +145,14 @@ def train_and_finish(
             return
         if sinks and not s.step:
             sinks.epoch(s.history)
-        stopping = rt.stop is not None and rt.stop.requested
-        kept = not s.step and s.epoch in rt.saving.keep_epochs
+        stopping = context.stop is not None and context.stop.requested
+        kept = not s.step and s.epoch in context.run_options.keep_epochs
         if s.epoch >= cfg.epochs:
-            due = stopping or kept or rt.saving.keep_checkpoints > 0
+            due = stopping or kept or context.run_options.keep_checkpoints > 0
         else:
-            due = s.step or stopping or kept or time.monotonic() - last >= rt.saving.checkpoint_minutes * 60
+            due = s.step or stopping or kept or time.monotonic() - last >= context.run_options.checkpoint_minutes * 60
         if due:
-            save_state(seal, cfg, engine, s, stream, kept_checkpoint_names(rt))
+            save_state(seal, cfg, engine, s, stream, kept_checkpoint_names(context))
             last = time.monotonic()
         else:
             write_metrics(seal, s)
@@ -161,7 +167,7 @@ def train_and_finish(
         )
     started = time.perf_counter()
     history = train_epochs(
-        cfg, engine, placed, state, save=save, log=log, progress=sinks.progress if sinks else None, rt=rt
+        cfg, engine, placed, state, save=save, log=log, progress=sinks.progress if sinks else None, context=context
     )
     model = engine.model
     agree = ranks_agree(model)
@@ -207,7 +213,11 @@ def train_and_finish(
         result["train_images_per_class"] = {class_name(data, c): n for c, n in class_counts(placed.labels).items()}
     seal.write_text(RESULT, json.dumps(result, indent=2) + "\n")
     (folder / FAILED).unlink(missing_ok=True)  # an earlier attempt's mark; it finished now
-    seal.removed(ckpt.prune_checkpoints(folder / CHECKPOINTS, rt.saving.keep_checkpoints, kept_checkpoint_names(rt)))
+    seal.removed(
+        ckpt.prune_checkpoints(
+            folder / CHECKPOINTS, context.run_options.keep_checkpoints, kept_checkpoint_names(context)
+        )
+    )
     if sinks:
         sinks.finish(result)
     n = len(history)

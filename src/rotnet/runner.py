@@ -19,14 +19,14 @@ from rotnet.experiments import rotation_source
 from rotnet.jobs import run_parallel
 from rotnet.layout import CONFIG, RESULT, RunId, has_checkpoint, read_json, run_dir, run_id
 from rotnet.lifecycle import RunContext
-from rotnet.plan import IN_USE, Eta, Options, auto_jobs, mark_failed, train_size
+from rotnet.plan import IN_USE, Eta, PlanOptions, auto_jobs, mark_failed, train_size
 from rotnet.provenance import provenance
 from rotnet.run import run
 from rotnet.runtime import setup_device
 from rotnet.signals import StopFlag, stop_handlers
 
 
-def source_for(cfg: RunConfig, options: Options):
+def source_for(cfg: RunConfig, options: PlanOptions):
     """The checked origin of a from-rotation run's weights (None for other runs)."""
     if cfg.init != "rotation" or cfg.init_path:
         return None
@@ -42,25 +42,25 @@ def forget_data() -> None:
     load_dataset.cache_clear()
 
 
-def train_one(cfg: RunConfig, options: Options) -> dict:
+def train_one(cfg: RunConfig, options: PlanOptions) -> dict:
     """One run, as `rotnet train` and `rotnet.train` do it: the config and the weights checked before the data
     loads, then the run, where the first Ctrl-C saves a checkpoint and stops. Returns its result.json."""
     kernels.ensure([cfg.kernels])  # before anything is written: a portable run may restart the command
     forget_data()
     source = source_for(cfg, options)
-    rt = options.context(*setup_device(options.device), StopFlag())
-    weights = check_run(cfg, rt, source).weights  # before the data loads: these checks need none
+    context = options.context(*setup_device(options.device), StopFlag())
+    weights = check_run(cfg, context, source).weights  # before the data loads: these checks need none
     data = load_for(cfg, options.data)
-    with stop_handlers(rt.stop):
-        result = run(cfg, data, rt, source, weights=weights)
-    if rt.stop.requested:  # it came after the last step: the run is whole, but the caller asked to stop
+    with stop_handlers(context.stop):
+        result = run(cfg, data, context, source, weights=weights)
+    if context.stop.requested:  # it came after the last step: the run is whole, but the caller asked to stop
         raise Interrupted(
-            f"stopped after the last step; {run_dir(options.runs_root, cfg)} finished", rt.stop.signum, saved=False
+            f"stopped after the last step; {run_dir(options.runs_root, cfg)} finished", context.stop.signum, saved=False
         )
     return result
 
 
-def execute(configs: list[RunConfig], options: Options) -> int:
+def execute(configs: list[RunConfig], options: PlanOptions) -> int:
     """Run configs in order under options.runs_root, log the invocation, and write the report, also when
     interrupted. Returns the number of runs that failed or did not run; raises Interrupted on SIGINT/SIGTERM."""
     if options.jobs > 1 and ":" in options.device:
@@ -71,18 +71,18 @@ def execute(configs: list[RunConfig], options: Options) -> int:
     kernels.ensure([c.kernels for c in configs])
     forget_data()
     device, world = setup_device(options.device)
-    rt = options.context(device, world, StopFlag())
+    context = options.context(device, world, StopFlag())
     sources = [source_for(c, options) for c in configs]
-    check_plan(configs, sources, options, rt)
-    with stop_handlers(rt.stop):
-        return run_plan(configs, sources, options, rt)
+    check_plan(configs, sources, options, context)
+    with stop_handlers(context.stop):
+        return run_plan(configs, sources, options, context)
 
 
-def run_plan(configs: list[RunConfig], sources: list, options: Options, rt: RunContext) -> int:
+def run_plan(configs: list[RunConfig], sources: list, options: PlanOptions, context: RunContext) -> int:
     """execute's part after the checks: the invocation's record, the runs, the report."""
     from rotnet.report import summary, write_report  # matplotlib: only where a report is written
 
-    root, device, world = options.runs_root, rt.device, rt.world
+    root, device, world = options.runs_root, context.device, context.world
     say = print if world.is_main else (lambda *_, **__: None)
     started = time.time()
     record = {
@@ -105,9 +105,9 @@ def run_plan(configs: list[RunConfig], sources: list, options: Options, rt: RunC
     jobs = options.jobs or auto_jobs(device, [(configs[i], sources[i]) for i in todo], [costs[i] for i in todo])
     try:
         if jobs > 1 and world.size == 1:
-            run_parallel(configs, sources, replace(options, jobs=jobs), rt.stop, outcome, costs)
+            run_parallel(configs, sources, replace(options, jobs=jobs), context.stop, outcome, costs)
         else:
-            run_in_turn(configs, sources, options, rt, costs, outcome)
+            run_in_turn(configs, sources, options, context, costs, outcome)
     finally:
         if world.is_main:
             for cfg in configs:
@@ -122,14 +122,14 @@ def run_plan(configs: list[RunConfig], sources: list, options: Options, rt: RunC
                 print(f"\n{summary(root)}\n\nreport: {path}\nplots: {root / 'plots'}; runs: {root}/...")
             else:  # stopped (or failed) before any run began: nothing to report, and the stop's exit status stands
                 say("no run has started: no report")
-    if rt.stop.requested:
+    if context.stop.requested:
         left = f"{len(missing)} of {len(configs)} runs not finished" if missing else "every run had finished"
         saved = any(has_checkpoint(run_dir(root, cfg)) for cfg in configs if str(run_id(cfg).relative) in missing)
-        raise Interrupted(f"stopped; {left}", rt.stop.signum, saved=saved)
+        raise Interrupted(f"stopped; {left}", context.stop.signum, saved=saved)
     return len(missing)
 
 
-def check_plan(configs: list[RunConfig], sources: list, options: Options, rt: RunContext) -> None:
+def check_plan(configs: list[RunConfig], sources: list, options: PlanOptions, context: RunContext) -> None:
     """Everything that can fail before the data loads and hours of training: changed configurations, rotation
     weights of another protocol, report files that are not rotnet's, missing data."""
     from rotnet.report import refuse_foreign_outputs  # matplotlib: only where a report is written
@@ -137,23 +137,23 @@ def check_plan(configs: list[RunConfig], sources: list, options: Options, rt: Ru
     for cfg, source in zip(configs, sources, strict=True):
         ready = source is None or (run_dir(options.runs_root, source.expected) / RESULT).is_file()
         with contextlib.suppress(InUse):  # another process's run: "not run" when its turn comes, like any other
-            check_run(cfg, rt, source, with_source=ready)
+            check_run(cfg, context, source, with_source=ready)
     refuse_foreign_outputs(options.runs_root)  # the report at the end would
     for cfg in {run_id(c).data: c for c in configs}.values():
         load_for(cfg, options.data)
 
 
 def run_in_turn(
-    configs: list[RunConfig], sources: list, options: Options, rt: RunContext, costs: list[int], outcome: dict
+    configs: list[RunConfig], sources: list, options: PlanOptions, context: RunContext, costs: list[int], outcome: dict
 ) -> None:
     """Run configs one after another in this process; a transfer run only if its rotation run could run. One failed
     run doesn't stop the others: the report shows it as failed."""
-    say = print if rt.world.is_main else (lambda *_, **__: None)
+    say = print if context.world.is_main else (lambda *_, **__: None)
     blocked: dict[RunId, str] = {}  # rotation runs that failed or are another process's: why
     eta = Eta(costs)
     for i, (cfg, source) in enumerate(zip(configs, sources, strict=True)):
         name = str(run_id(cfg).relative)
-        if rt.stop.requested:  # it came after the last step of the run before: start no other
+        if context.stop.requested:  # it came after the last step of the run before: start no other
             break
         if source and run_id(source.expected) in blocked:
             outcome[name] = f"not run: its rotation run {blocked[run_id(source.expected)]}"
@@ -163,7 +163,7 @@ def run_in_turn(
         try:
             data = load_for(cfg, options.data)
             started = time.monotonic()
-            result = run(cfg, data, rt, source)
+            result = run(cfg, data, context, source)
             eta.done(i, time.monotonic() - started)
             outcome[name] = f"done: {result['test_acc']:.2f}%"
         except InUse as e:  # another process trains it: not a failure, and not this process's to mark

@@ -28,8 +28,8 @@ from rotnet.record import RunRecord, manifest_vouch
 from rotnet.seeds import contract_diff, stream_contract
 
 
-def kept_checkpoint_names(rt: RunContext) -> set[str]:
-    return {ckpt.checkpoint_name(e, 0) for e in rt.saving.keep_epochs}
+def kept_checkpoint_names(context: RunContext) -> set[str]:
+    return {ckpt.checkpoint_name(e, 0) for e in context.run_options.keep_epochs}
 
 
 def save_state(seal: Seal, cfg: RunConfig, engine: Engine, state: LoopState, stream: dict, kept=()) -> None:
@@ -102,14 +102,14 @@ def restore(found: tuple[dict, dict, Path], cfg: RunConfig, engine: Engine, stre
 
 
 def write_record(
-    seal: Seal, cfg: RunConfig, data: Dataset, rt: RunContext, init_info: dict, first: dict | None
+    seal: Seal, cfg: RunConfig, data: Dataset, context: RunContext, init_info: dict, first: dict | None
 ) -> None:
     """config.json: the resolved configuration, the stream contract, the data's fingerprint, where the weights came
     from, provenance; a resumed run keeps `first` (its config.json as read) and appends this start's provenance."""
     record = {
         "config": cfg.to_dict(),
-        "stream": stream_contract(rt.device),
-        **provenance(rt.device, rt.command),
+        "stream": stream_contract(context.device),
+        **provenance(context.device, context.command),
         **init_info,
         "data_root": data.root,
         "dataset_checksums_match": data.checksums_match,
@@ -117,11 +117,13 @@ def write_record(
         "normalization": dict(zip(("mean", "std"), map(list, normalization(cfg, data)), strict=True)),
         "resumed": first is not None,
     }
-    gpu = {"deterministic": rt.saving.deterministic} if rt.device.type == "cuda" else {}  # verify reads it
+    gpu = (
+        {"deterministic": context.run_options.deterministic} if context.device.type == "cuda" else {}
+    )  # verify reads it
     record |= gpu
     if isinstance(first, dict):  # keep the first start's provenance, add this one's
-        record = first | {"resumes": [*first.get("resumes", []), provenance(rt.device, rt.command) | gpu]}
-    record["world_size"] = rt.world.size
+        record = first | {"resumes": [*first.get("resumes", []), provenance(context.device, context.command) | gpu]}
+    record["world_size"] = context.world.size
     seal.write_text(CONFIG, json.dumps(record, indent=2) + "\n")
 
 

@@ -188,7 +188,7 @@ def verify(
         problem = manifest_vouch(rec)(path)
         if problem:
             raise RotnetError(f"{path}: {problem}")
-        tensors, meta = ckpt.load_tensors(path, sealed=True)
+        tensors, meta = ckpt.load_tensors(path, checksummed=True)
         bad = ckpt.checkpoint_problem(meta, cfg.epochs)
         if bad:
             raise RotnetError(f"{path}: {bad}")
