@@ -214,10 +214,10 @@ def checkpoint_problem(meta: dict, epochs: int | None = None, steps: int | None 
 def load_latest_checkpoint(
     folder: Path, epochs: int | None = None, steps: int | None = None, vouch=None
 ) -> tuple[dict[str, torch.Tensor], dict, Path] | None:
-    """The newest checkpoint that loads, carries a checksum and verifies, at a position the run can reach; a torn one, one without a checksum, or a
-    corrupt one is skipped with a warning. None if there are no checkpoints; an error if there are some but none is
-    readable (never start over silently). `vouch(path)`, when given, says what is wrong with a file the run's
-    manifest does not vouch for ('' if nothing): such a file is skipped the same way."""
+    """The newest checkpoint that loads, carries a checksum and verifies, at a position the run can reach; a torn
+    one, one without a checksum or a corrupt one is skipped with a warning. None if there are no checkpoints; an error
+    if there are some but none is readable (never start over silently). `vouch(path)`, when given, says what is wrong
+    with a file the run's manifest does not vouch for ('' if nothing): such a file is skipped the same way."""
     refuse_links(folder, folder.parent)  # nor is anything read through one
     paths = sorted(folder.glob("e*-s*.safetensors"), reverse=True)
     for path in paths:
