@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import pickle
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from rotnet.readers import FOLDER, META_FILE, TEST_FILES, TRAIN_FILES
+from tests.helpers import reproduce, with_rotation
 
 PER_BATCH = 16  # 80 training images, 16 test images
 
@@ -110,3 +112,36 @@ def _said_once_per_test():
     import rotnet.errors
 
     rotnet.errors._SAID.clear()
+
+
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory, tiny_runs, fake_root):
+    from rotnet.cli import main
+
+    root = with_rotation(tiny_runs, tmp_path_factory.mktemp("repro"))
+    assert main(reproduce(root, fake_root, "--seeds", "0,1")) == 0
+    return root
+
+
+@pytest.fixture
+def copy(tiny_runs, tmp_path):
+    shutil.copytree(tiny_runs, tmp_path / "runs")
+    return tmp_path / "runs"
+
+
+@pytest.fixture
+def stopped(tiny_partial, tmp_path):
+    """The session's partial rotation run, copied into tmp_path."""
+    return shutil.copytree(tiny_partial, tmp_path, dirs_exist_ok=True)
+
+
+@pytest.fixture
+def data(tmp_path):
+    return write_fake_cifar(tmp_path / "data")
+
+
+@pytest.fixture
+def trained(tiny_runs, tmp_path):
+    """A finished rotation run (with its last checkpoint) to point other runs at: the session's, copied, since tests
+    change it (it was trained again for each test)."""
+    return shutil.copytree(tiny_runs, tmp_path / "trained")

@@ -13,7 +13,7 @@ from rotnet.label_efficiency import subset_schedule
 from rotnet.loop import make_batch
 from rotnet.models import build_model
 from rotnet.seeds import generator
-from tests.test_reproduce import TINY
+from tests.helpers import TINY_PRESET, write_fake_cifar100
 
 
 def reference_knn(train, train_y, test, test_y, k, t):
@@ -91,7 +91,7 @@ def test_probe_label_efficiency_and_knn_end_to_end(tmp_path, fake_root):
                 "--per-class",
                 "2,4",
                 "--preset",
-                TINY,
+                TINY_PRESET,
                 "--min-steps",
                 "1",  # 2 and 1 epochs at 2 and 4 per class (4 steps were 7 and 4 epochs)
                 "--set",
@@ -128,8 +128,6 @@ def test_probe_on_a_folder_that_is_not_a_run(tmp_path, capsys):
 def test_probes_on_other_data_keep_their_own_files(tiny_runs, tmp_path, fake_root):
     """A probe on CIFAR-100 once replaced the run's CIFAR-10 probe (same file name, no record of the data)."""
     import shutil
-
-    from tests.test_datasets import write_fake_cifar100
 
     run = tmp_path / "resnet18/rotation/seed0"
     shutil.copytree(tiny_runs / "resnet18/rotation/seed0", run)

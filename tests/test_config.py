@@ -9,7 +9,7 @@ import pytest
 from rotnet.config import CHOICES, RunConfig, coerce, validate
 from rotnet.errors import RotnetError
 from rotnet.experiments import Protocol, resolve
-from tests.helpers import cli
+from tests.helpers import TINY_PRESET, cli
 
 
 def write(path, text: str):
@@ -50,9 +50,10 @@ def test_reproduce_refuses_set_seed_with_seeds(tmp_path, fake_root, capsys):
 def test_the_python_reproduce_takes_its_seed_from_the_overrides_too(tmp_path, fake_root):
     """`rotnet.reproduce(seed=1)` once trained seed0: its seeds default (0,) beat the override."""
     import rotnet
-    from tests.test_reproduce import TINY
 
-    common = dict(preset=TINY, runs_root=tmp_path, data_root=fake_root, download=False, experiments=("rotation",))
+    common = dict(
+        preset=TINY_PRESET, runs_root=tmp_path, data_root=fake_root, download=False, experiments=("rotation",)
+    )
     rotnet.reproduce(**common, seed=1)
     assert (tmp_path / "resnet18/rotation/seed1/result.json").is_file()
     assert not (tmp_path / "resnet18/rotation/seed0").exists()
@@ -68,10 +69,11 @@ def test_after_the_python_reproduce_ctrl_c_interrupts_as_usual(tmp_path, fake_ro
     import time
 
     import rotnet
-    from tests.test_reproduce import TINY
 
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    rotnet.reproduce(preset=TINY, runs_root=tmp_path, data_root=fake_root, download=False, experiments=("rotation",))
+    rotnet.reproduce(
+        preset=TINY_PRESET, runs_root=tmp_path, data_root=fake_root, download=False, experiments=("rotation",)
+    )
     with pytest.raises(KeyboardInterrupt):
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(1)
@@ -88,7 +90,6 @@ def test_ctrl_c_in_the_python_train_saves_a_checkpoint_and_the_next_call_resumes
     import rotnet
     from rotnet import loop
     from rotnet.errors import Interrupted
-    from tests.test_reproduce import TINY
 
     step, pressed = loop.train_step, []
 
@@ -99,7 +100,7 @@ def test_ctrl_c_in_the_python_train_saves_a_checkpoint_and_the_next_call_resumes
 
     monkeypatch.setattr(loop, "train_step", ctrl_c_in_the_first_step)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    common = dict(preset=TINY, runs_root=tmp_path, data_root=fake_root, download=False, device="cpu", epochs=1)
+    common = dict(preset=TINY_PRESET, runs_root=tmp_path, data_root=fake_root, download=False, device="cpu", epochs=1)
     with pytest.raises(Interrupted, match="stopped at epoch 1, step 1"):
         rotnet.train("rotation", **common)
     folder = tmp_path / "resnet18/rotation/seed0"

@@ -4,7 +4,6 @@ datasets. Every file here is written by the test in the format the real release 
 import json
 import pickle
 import re
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -20,82 +19,37 @@ from rotnet.errors import RotnetError
 from rotnet.experiments import resolve
 from rotnet.layout import run_dir
 from rotnet.readers import load_cifar10
-from tests.helpers import metrics
-from tests.test_reproduce import TINY as TINY_PRESET
-
-TINY = ["--epochs", "2", "--batch-size", "32", "--set", "eval_batch_size=64"]
-
-
-def load(dataset, size=0, seed=0, **options):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # fake files differ from the official md5s
-        return load_dataset(str(dataset), size, seed, DataOptions(**options))
-
-
-def write_fake_cifar100(root: Path, n_train: int = 60, n_test: int = 20) -> Path:
-    """cifar-100-python/{train,test,meta}: protocol-2 pickles with fine_labels, coarse_labels and data."""
-    rng = np.random.default_rng(1)
-    folder = root / "cifar-100-python"
-    folder.mkdir(parents=True)
-    for name, n in (("train", n_train), ("test", n_test)):
-        fine = [i % 100 for i in range(n)]
-        batch = {
-            "filenames": [f"{i}.png" for i in range(n)],
-            "batch_label": name,
-            "fine_labels": fine,
-            "coarse_labels": [f % 20 for f in fine],
-            "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-        }
-        with open(folder / name, "wb") as f:
-            pickle.dump(batch, f, protocol=2)
-    meta = {"fine_label_names": [f"fine{i}" for i in range(100)], "coarse_label_names": [f"c{i}" for i in range(20)]}
-    with open(folder / "meta", "wb") as f:
-        pickle.dump(meta, f, protocol=2)
-    return root
-
-
-def write_fake_stl10(root: Path, n_train: int = 40, n_test: int = 20, n_unlabeled: int = 60) -> tuple[Path, dict]:
-    """stl10_binary/*_X.bin (uint8, each image column-major as the release stores it), *_y.bin (labels 1-10)."""
-    rng = np.random.default_rng(2)
-    folder = root / "stl10_binary"
-    folder.mkdir(parents=True)
-    arrays = {}
-    for split, n in (("train", n_train), ("test", n_test), ("unlabeled", n_unlabeled)):
-        images = rng.integers(0, 256, (n, 3, 96, 96), dtype=np.uint8)  # (N, C, H, W) as a viewer sees them
-        images.transpose(0, 1, 3, 2).tofile(folder / f"{split}_X.bin")  # column-major within each channel
-        arrays[split] = images
-        if split != "unlabeled":
-            np.array([1 + i % 10 for i in range(n)], dtype=np.uint8).tofile(folder / f"{split}_y.bin")
-    (folder / "class_names.txt").write_text("\n".join(f"class{i}" for i in range(10)) + "\n")
-    return root, arrays
-
-
-def write_folder(root: Path, images: np.ndarray, labels=None, split: str = "", classes=("cat", "dog")) -> None:
-    for i, pixels in enumerate(images):
-        sub = root / split / (classes[labels[i]] if labels is not None else "")
-        sub.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(pixels.transpose(1, 2, 0)).save(sub / f"{i:04d}.png")
+from tests.helpers import (
+    TINY,
+    TINY_PRESET,
+    UNSAFE,
+    load_data,
+    metrics,
+    write_fake_cifar100,
+    write_fake_stl10,
+    write_folder,
+)
 
 
 def test_cifar100_fine_and_coarse(tmp_path):
     root = write_fake_cifar100(tmp_path)
-    fine = load("cifar100", root=root)
+    fine = load_data("cifar100", root=root)
     assert fine.train_images.shape == (60, 3, 32, 32) and fine.num_classes == 100
     assert fine.class_names[3] == "fine3" and fine.train_labels[:3].tolist() == [0, 1, 2]
-    coarse = load("cifar100-coarse", root=root)
+    coarse = load_data("cifar100-coarse", root=root)
     assert coarse.num_classes == 20 and coarse.class_names[1] == "c1" and int(coarse.train_labels.max()) == 19
     assert fine.fingerprint["name"] == "cifar100" and fine.mean != (0.4914, 0.4822, 0.4465)  # its own statistics
 
 
 def test_stl10_reads_column_major_images_and_one_based_labels(tmp_path):
     root, arrays = write_fake_stl10(tmp_path)
-    data = load("stl10", root=root)
+    data = load_data("stl10", root=root)
     assert torch.equal(data.train_images, torch.from_numpy(arrays["train"]))
     assert torch.equal(data.test_images, torch.from_numpy(arrays["test"]))
     assert data.train_labels[:3].tolist() == [0, 1, 2] and data.class_names[0] == "class0"
-    unlabeled = load("stl10-unlabeled", root=root)
+    unlabeled = load_data("stl10-unlabeled", root=root)
     assert torch.equal(unlabeled.train_images, torch.from_numpy(arrays["unlabeled"])) and not unlabeled.labeled
-    small = load("stl10", 32, root=root)
+    small = load_data("stl10", 32, root=root)
     assert small.train_images.shape == (40, 3, 32, 32) and small.fingerprint["image_size"] == 32
 
 
@@ -103,7 +57,7 @@ def test_a_truncated_stl10_file_is_one_line(tmp_path):
     root, _ = write_fake_stl10(tmp_path)
     (root / "stl10_binary/train_X.bin").write_bytes(b"\0" * 1000)
     with pytest.raises(RotnetError, match="not a whole number of 3x96x96 images"):
-        load("stl10", root=root)
+        load_data("stl10", root=root)
 
 
 def test_an_image_folder_reads_classes_in_imagefolder_order_and_names_in_canonical_order(tmp_path):
@@ -112,7 +66,7 @@ def test_an_image_folder_reads_classes_in_imagefolder_order_and_names_in_canonic
     labels = [1, 0, 1, 1, 0, 0, 1, 0]
     write_folder(tmp_path / "pets", images, labels, "train")
     write_folder(tmp_path / "pets", images[:4] // 2, labels[:4], "test")  # not copies of training images
-    data = load(tmp_path / "pets")
+    data = load_data(tmp_path / "pets")
     assert data.class_names == ("cat", "dog")  # sorted, as torchvision's ImageFolder
     assert torch.equal(data.train_images, torch.from_numpy(images))  # by file name, whatever the class folder
     assert data.train_labels.tolist() == labels and data.test_labels.tolist() == labels[:4]
@@ -144,8 +98,8 @@ def test_export_then_folder_is_the_same_data_and_the_same_run(tmp_path, fake_roo
     tensor, and a rotation run on it writes the same metrics.jsonl."""
     out = tmp_path / "cifar10-png"
     assert main(["export-images", "cifar10", str(out), "--data-root", str(fake_root), "--no-download"]) == 0
-    pickled = load("cifar10", root=fake_root)
-    folder = load(out, 32)
+    pickled = load_data("cifar10", root=fake_root)
+    folder = load_data(out, 32)
     for a in ("train_images", "train_labels", "test_images", "test_labels"):
         assert torch.equal(getattr(pickled, a), getattr(folder, a)), a
     assert folder.class_names == tuple(sorted(pickled.class_names))  # classes sorted; labels map by name
@@ -162,7 +116,7 @@ def test_export_then_folder_is_the_same_data_and_the_same_run(tmp_path, fake_roo
 def test_the_cache_is_reused_and_a_changed_folder_is_prepared_again(tmp_path, monkeypatch):
     images = np.random.default_rng(4).integers(0, 256, (6, 3, 8, 8), dtype=np.uint8)
     write_folder(tmp_path / "imgs", images)
-    first = load(tmp_path / "imgs", 8, cache_dir=tmp_path / "cache")
+    first = load_data(tmp_path / "imgs", 8, cache_dir=tmp_path / "cache")
     assert len(list((tmp_path / "cache").glob("*.npy"))) == 1 and not (tmp_path / "imgs" / ".rotnet-cache").exists()
 
     def no_decode(*_):
@@ -170,12 +124,12 @@ def test_the_cache_is_reused_and_a_changed_folder_is_prepared_again(tmp_path, mo
 
     monkeypatch.setattr(imagecache, "decode", no_decode)
     load_dataset.cache_clear()
-    again = load(tmp_path / "imgs", 8, cache_dir=tmp_path / "cache")
+    again = load_data(tmp_path / "imgs", 8, cache_dir=tmp_path / "cache")
     assert torch.equal(first.train_images, again.train_images)
     monkeypatch.undo()
     write_folder(tmp_path / "imgs", images[:1] // 2, split="extra")  # a new file: another listing
     load_dataset.cache_clear()
-    changed = load(tmp_path / "imgs", 8, cache_dir=tmp_path / "cache")
+    changed = load_data(tmp_path / "imgs", 8, cache_dir=tmp_path / "cache")
     assert len(changed.train_images) + len(changed.test_images) == 7
 
 
@@ -187,7 +141,7 @@ def test_links_planted_in_the_cache_do_not_redirect_its_writes(tmp_path):
     images = np.random.default_rng(5).integers(0, 256, (6, 3, 8, 8), dtype=np.uint8)
     write_folder(tmp_path / "imgs", images)
     cache = tmp_path / "cache"
-    first = load(tmp_path / "imgs", 8, cache_dir=cache)
+    first = load_data(tmp_path / "imgs", 8, cache_dir=cache)
     (npy,), (record,) = cache.glob("*.npy"), cache.glob("*.json")
     npy.unlink(), record.unlink()
     victim = tmp_path / "victim.txt"
@@ -195,7 +149,7 @@ def test_links_planted_in_the_cache_do_not_redirect_its_writes(tmp_path):
     for name in (f".{npy.name}.{os.getpid()}.tmp", f".{npy.name}.{os.getpid()}.short", f".{record.name}.tmp"):
         (cache / name).symlink_to(victim)
     load_dataset.cache_clear()
-    again = load(tmp_path / "imgs", 8, cache_dir=cache)
+    again = load_data(tmp_path / "imgs", 8, cache_dir=cache)
     assert victim.read_text() == "mine" and torch.equal(first.train_images, again.train_images)
 
 
@@ -204,8 +158,8 @@ def test_bad_images_are_named_and_skipped_only_when_asked(tmp_path):
     write_folder(tmp_path / "imgs", images)
     (tmp_path / "imgs" / "broken.png").write_bytes(b"\x89PNG not really")
     with pytest.raises(RotnetError, match=r"1 unreadable images, e\.g\. .*broken\.png.*--skip-bad-images"):
-        load(tmp_path / "imgs", 8)
-    data = load(tmp_path / "imgs", 8, skip_bad_images=True)
+        load_data(tmp_path / "imgs", 8)
+    data = load_data(tmp_path / "imgs", 8, skip_bad_images=True)
     assert len(data.train_images) + len(data.test_images) == 5 and data.fingerprint["skipped"] == 1
 
 
@@ -213,15 +167,15 @@ def test_mixed_sizes_need_image_size_and_are_then_resized(tmp_path):
     Image.new("RGB", (12, 12), (255, 0, 0)).save(tmp_path / "a.png")
     Image.new("RGB", (20, 10), (0, 255, 0)).save(tmp_path / "b.png")
     with pytest.raises(RotnetError, match="--image-size"):
-        load(tmp_path)
-    data = load(tmp_path, 8)
+        load_data(tmp_path)
+    data = load_data(tmp_path, 8)
     assert data.train_images.shape[1:] == (3, 8, 8) and data.test_images.shape[1:] == (3, 8, 8)
 
 
 def test_an_unsplit_folder_holds_out_a_seeded_tenth_and_cannot_be_classified(tmp_path, fake_root):
     images = np.random.default_rng(6).integers(0, 256, (40, 3, 32, 32), dtype=np.uint8)
     write_folder(tmp_path / "raw", images)
-    a, b, c = load(tmp_path / "raw", 0, 0), load(tmp_path / "raw", 0, 0), load(tmp_path / "raw", 0, 1)
+    a, b, c = load_data(tmp_path / "raw", 0, 0), load_data(tmp_path / "raw", 0, 0), load_data(tmp_path / "raw", 0, 1)
     assert len(a.test_images) == 4 and len(a.train_images) == 36 and torch.equal(a.test_images, b.test_images)
     assert not torch.equal(a.test_images, c.test_images)
     code = main(["train", "full-from-random", "--dataset", str(tmp_path / "raw"), "--runs-root", str(tmp_path / "r"),
@@ -278,7 +232,7 @@ def test_a_phone_photo_is_decoded_as_it_is_displayed(tmp_path):
         upright[-1, -1] = i  # distinct images: a copy would be used once
         stored = np.rot90(upright, k=-1)
         Image.fromarray(np.ascontiguousarray(stored)).save(folder / f"{i}.png", exif=exif)
-    data = load(folder, 8)
+    data = load_data(folder, 8)
     pixels = every_image(data)[0].numpy().transpose(1, 2, 0)
     assert (pixels[:2] > 200).all() and (pixels[2:] < 50).all()  # the band is on top: decoded as displayed
     assert data.fingerprint["converted"] == {"exif_orientation": 4}
@@ -297,7 +251,7 @@ def test_a_16_bit_image_is_scaled_to_8_bits_not_clipped(tmp_path, mode):
         else:
             Image.fromarray(ramp.astype(np.int32), "I").save(folder / f"{i}.tif")  # a 32-bit integer TIFF
     assert Image.open(next(folder.iterdir())).mode == mode  # the test really writes high-bit-depth files
-    data = load(folder, 4)
+    data = load_data(folder, 4)
     assert every_image(data)[0, 0, 0].tolist() == [0, 85, 170, 255]
     assert data.fingerprint["converted"] == {"scaled_to_8_bits": 3}
 
@@ -324,7 +278,7 @@ def test_links_inside_an_image_folder_are_read_once_and_never_loop(tmp_path, lin
         os.symlink(folder / "a", folder / "again")
     files = imagefolder.list_images(folder)
     assert len(files) == 24 and len({p.resolve() for p in files}) == 24
-    data = load(folder, 8)
+    data = load_data(folder, 8)
     train = {bytes(x.numpy()) for x in data.train_images}
     assert len(data.train_images) + len(data.test_images) == 24
     assert not any(bytes(x.numpy()) in train for x in data.test_images)  # no held-out image is a training image
@@ -352,8 +306,8 @@ def test_a_dangling_link_is_a_bad_image_that_skip_bad_images_skips(tmp_path):
     write_folder(tmp_path / "imgs", images)
     os.symlink(tmp_path / "gone.png", tmp_path / "imgs" / "dangling.png")
     with pytest.raises(RotnetError, match="1 unreadable images, e.g. .*dangling.png"):
-        load(tmp_path / "imgs", 8)
-    assert load(tmp_path / "imgs", 8, skip_bad_images=True).fingerprint["skipped"] == 1
+        load_data(tmp_path / "imgs", 8)
+    assert load_data(tmp_path / "imgs", 8, skip_bad_images=True).fingerprint["skipped"] == 1
 
 
 @pytest.mark.parametrize(
@@ -410,7 +364,7 @@ def test_the_model_card_feeds_the_model_what_rotnet_fed_it(tmp_path, capsys):
         exec(card.split("```python\n")[1].split("```")[0], env)  # the card's code, as a user would run it
     finally:
         os.chdir(cwd)
-    data = load(tmp_path / "photos", 16)
+    data = load_data(tmp_path / "photos", 16)
     fed = normalize(data.test_images, (data.mean, data.std))  # (4, 3, 16, 16), what the run was tested on
     for path in sorted((tmp_path / "photos/test").rglob("*.png")):
         x = env["preprocess"](Image.open(path).convert("RGB"))
@@ -467,9 +421,6 @@ def with_class_names(source: str, root: Path, names: list[str]) -> Path:
         write_fake_stl10(root)
         (root / "stl10_binary/class_names.txt").write_text("\n".join(names) + "\n")
     return root
-
-
-UNSAFE = ["../../../outside", "/tmp/rotnet-absolute", "a/b", "..", "a\\b"]
 
 
 @pytest.mark.parametrize("bad", [*UNSAFE, "duplicate"])

@@ -13,8 +13,7 @@ import torch
 from rotnet.checkpoint import load_tensors
 from rotnet.distributed import World, shard
 from rotnet.models import initial_model
-from tests.helpers import metrics
-from tests.test_resume import wait_for
+from tests.helpers import metrics, wait_for
 
 ARGS = ["--epochs", "2", "--batch-size", "16", "--set", "eval_batch_size=64", "--no-download"]
 

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,34 +16,11 @@ from rotnet.checkpoint import load_tensors, save_tensors
 from rotnet.cli import main
 from rotnet.models import build_model
 from rotnet.readers import FOLDER
-from tests.conftest import write_fake_cifar
-from tests.helpers import TINY, cli, reseal
-
-
-def run(capsys, *args: str, root: Path, data: Path, code: int = 2) -> str:
-    """Run the CLI; check the exit code and that stderr's only error output is one line; return that line."""
-    command, experiment, *flags = args
-    argv = [command, experiment, *TINY, *flags]  # the test's flags come last, so they win
-    assert main([*argv, "--runs-root", str(root), "--data-root", str(data), "--no-download"]) == code
-    err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("rotnet: warning")]
-    assert len(err) == 1 and "Traceback" not in err[0], err
-    return err[0]
-
-
-@pytest.fixture
-def data(tmp_path):
-    return write_fake_cifar(tmp_path / "data")
-
-
-@pytest.fixture
-def trained(tiny_runs, tmp_path):
-    """A finished rotation run (with its last checkpoint) to point other runs at: the session's, copied, since tests
-    change it (it was trained again for each test)."""
-    return shutil.copytree(tiny_runs, tmp_path / "trained")
+from tests.helpers import TINY, cli, error_line, reseal, wait_for
 
 
 def test_missing_data_root(capsys, tmp_path):
-    line = run(capsys, "train", "rotation", root=tmp_path, data=tmp_path / "none")
+    line = error_line(capsys, "train", "rotation", root=tmp_path, data=tmp_path / "none")
     assert "CIFAR-10 not found" in line and "put the cifar-10-batches-py folder" in line
 
 
@@ -64,7 +40,7 @@ def test_data_root_naming_the_batches_folder_itself(capsys, tmp_path, data, down
 def test_truncated_batch_file(capsys, tmp_path, data):
     path = data / FOLDER / "data_batch_3"
     path.write_bytes(path.read_bytes()[:1000])
-    assert "truncated or corrupt" in run(capsys, "train", "rotation", root=tmp_path, data=data)
+    assert "truncated or corrupt" in error_line(capsys, "train", "rotation", root=tmp_path, data=data)
 
 
 def test_wrong_array_shape(capsys, tmp_path, data):
@@ -72,7 +48,7 @@ def test_wrong_array_shape(capsys, tmp_path, data):
     batch = pickle.loads(path.read_bytes())
     batch["data"] = batch["data"].reshape(-1, 3, 32, 32)
     path.write_bytes(pickle.dumps(batch, protocol=2))
-    assert "(N, 3072) uint8" in run(capsys, "train", "rotation", root=tmp_path, data=data)
+    assert "(N, 3072) uint8" in error_line(capsys, "train", "rotation", root=tmp_path, data=data)
 
 
 def test_labels_out_of_range(capsys, tmp_path, data):
@@ -80,59 +56,59 @@ def test_labels_out_of_range(capsys, tmp_path, data):
     batch = pickle.loads(path.read_bytes())
     batch["labels"][3] = 10
     path.write_bytes(pickle.dumps(batch, protocol=2))
-    assert "labels must lie in 0-9" in run(capsys, "train", "rotation", root=tmp_path, data=data)
+    assert "labels must lie in 0-9" in error_line(capsys, "train", "rotation", root=tmp_path, data=data)
 
 
 def test_unknown_experiment(capsys, tmp_path, fake_root):
-    line = run(capsys, "train", "rotaton", root=tmp_path, data=fake_root)
+    line = error_line(capsys, "train", "rotaton", root=tmp_path, data=fake_root)
     assert "unknown experiment 'rotaton'" in line and "layer4-from-rotation" in line
 
 
 def test_unknown_arch(capsys, tmp_path, fake_root):
-    line = run(capsys, "train", "rotation", "--arch", "resnet19", root=tmp_path, data=fake_root)
+    line = error_line(capsys, "train", "rotation", "--arch", "resnet19", root=tmp_path, data=fake_root)
     assert "arch must be one of resnet18, resnet34, resnet50" in line
 
 
 def test_unknown_preset(capsys, tmp_path, fake_root):
-    line = run(capsys, "train", "rotation", "--preset", "fast", root=tmp_path, data=fake_root)
+    line = error_line(capsys, "train", "rotation", "--preset", "fast", root=tmp_path, data=fake_root)
     assert "unknown preset 'fast'" in line and "paper" in line and "quick" in line
 
 
 @pytest.mark.parametrize("flag, value", [("--epochs", "0"), ("--lr", "-0.1"), ("--batch-size", "0")])
 def test_non_positive_numbers(capsys, tmp_path, fake_root, flag, value):
-    line = run(capsys, "train", "rotation", flag, value, root=tmp_path, data=fake_root)
+    line = error_line(capsys, "train", "rotation", flag, value, root=tmp_path, data=fake_root)
     assert "must be a positive number" in line
 
 
 def test_negative_jobs(capsys, tmp_path, fake_root):
-    line = run(capsys, "reproduce", "--jobs=-1", root=tmp_path, data=fake_root)
+    line = error_line(capsys, "reproduce", "--jobs=-1", root=tmp_path, data=fake_root)
     assert "--jobs (jobs) must be zero (auto) or a positive number; got -1" in line
 
 
 def test_jobs_with_one_named_gpu(capsys, tmp_path, fake_root):
     """--jobs 2 gives each job a GPU of those visible, so it would silently ignore the GPU --device names."""
-    line = run(capsys, "reproduce", "--jobs=2", "--device", "cuda:1", root=tmp_path, data=fake_root)
+    line = error_line(capsys, "reproduce", "--jobs=2", "--device", "cuda:1", root=tmp_path, data=fake_root)
     assert "--device cuda:1 names one GPU" in line and "CUDA_VISIBLE_DEVICES" in line
 
 
 def test_not_a_number(capsys, tmp_path, fake_root):
-    line = run(capsys, "train", "rotation", "--set", "lr=fast", root=tmp_path, data=fake_root)
+    line = error_line(capsys, "train", "rotation", "--set", "lr=fast", root=tmp_path, data=fake_root)
     assert "lr must be a number" in line
 
 
 def test_unknown_configuration_key(capsys, tmp_path, fake_root):
-    line = run(capsys, "train", "rotation", "--set", "learning_rate=0.1", root=tmp_path, data=fake_root)
+    line = error_line(capsys, "train", "rotation", "--set", "learning_rate=0.1", root=tmp_path, data=fake_root)
     assert "unknown configuration key 'learning_rate'" in line and "valid keys" in line
     toml = tmp_path / "c.toml"
     toml.write_text("epochz = 3\n")
-    line = run(capsys, "train", "rotation", "--config", str(toml), root=tmp_path, data=fake_root)
+    line = error_line(capsys, "train", "rotation", "--config", str(toml), root=tmp_path, data=fake_root)
     assert "unknown configuration key 'epochz'" in line
 
 
 def test_init_from_another_arch(capsys, tmp_path, fake_root):
     path = tmp_path / "r50.safetensors"
     save_tensors(path, build_model("resnet50", 4).state_dict(), {"config": {"task": "rotation", "arch": "resnet50"}})
-    line = run(capsys, "train", "full-from-rotation", "--init", str(path), root=tmp_path, data=fake_root)
+    line = error_line(capsys, "train", "full-from-rotation", "--init", str(path), root=tmp_path, data=fake_root)
     assert "do not match the model: missing" in line and "wrong shape" in line
 
 
@@ -154,7 +130,7 @@ def test_init_from_another_task(capsys, tmp_path, fake_root, trained):
     )
     capsys.readouterr()
     path = trained / "resnet18/full-from-random/seed0/model.safetensors"
-    line = run(capsys, "train", "full-from-rotation", "--init", str(path), root=tmp_path, data=fake_root)
+    line = error_line(capsys, "train", "full-from-rotation", "--init", str(path), root=tmp_path, data=fake_root)
     assert "weights of a classification run, not of a rotation run" in line
 
 
@@ -165,10 +141,10 @@ def test_checkpoint_from_another_run(capsys, tmp_path, fake_root, trained):
     target.mkdir(parents=True)
     for ckpt in (trained / "resnet18/rotation/seed0/checkpoints").glob("*.safetensors"):
         shutil.copy(ckpt, target)
-    line = run(capsys, "train", "full-from-random", root=tmp_path, data=fake_root)
+    line = error_line(capsys, "train", "full-from-random", root=tmp_path, data=fake_root)
     assert "no readable checkpoint" in line and "--restart" in line
     reseal(target.parent)
-    line = run(capsys, "train", "full-from-random", root=tmp_path, data=fake_root)
+    line = error_line(capsys, "train", "full-from-random", root=tmp_path, data=fake_root)
     assert "belongs to another run" in line and "task: 'rotation' -> 'classification'" in line
 
 
@@ -178,14 +154,14 @@ def test_truncated_checkpoints(capsys, tmp_path, fake_root, trained):
     reseal(folder)  # a run that stopped before its end: no result.json in its record
     for ckpt in (folder / "checkpoints").glob("*.safetensors"):
         ckpt.write_bytes(ckpt.read_bytes()[:200])
-    line = run(capsys, "train", "rotation", root=trained, data=fake_root)
+    line = error_line(capsys, "train", "rotation", root=trained, data=fake_root)
     assert "no readable checkpoint" in line and "--restart" in line
 
 
 def test_weights_file_not_safetensors(capsys, tmp_path, fake_root):
     path = tmp_path / "weights.pt"
     path.write_text("not weights")
-    line = run(capsys, "train", "full-from-rotation", "--init", str(path), root=tmp_path, data=fake_root)
+    line = error_line(capsys, "train", "full-from-rotation", "--init", str(path), root=tmp_path, data=fake_root)
     assert "is not a readable safetensors file" in line
 
 
@@ -201,12 +177,12 @@ def test_pickled_weights_with_a_code_payload_are_refused_unrun(capsys, tmp_path,
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pth"
     torch.save({"conv1.weight": torch.zeros(1), "x": Payload(marker)}, path)
-    line = run(capsys, "train", "full-from-rotation", "--init", str(path), root=tmp_path, data=fake_root)
+    line = error_line(capsys, "train", "full-from-rotation", "--init", str(path), root=tmp_path, data=fake_root)
     assert "not a readable safetensors file" in line and not marker.exists()
     ckpts = tmp_path / "resnet18/rotation/seed0/checkpoints"
     ckpts.mkdir(parents=True)
     shutil.copy(path, ckpts / "e0001-s000000.safetensors")
-    line = run(capsys, "train", "rotation", root=tmp_path, data=fake_root)
+    line = error_line(capsys, "train", "rotation", root=tmp_path, data=fake_root)
     assert "no readable checkpoint" in line and not marker.exists()
     with pytest.raises(pickle.UnpicklingError):  # and torch's own safe loader refuses it too
         torch.load(path, weights_only=True)
@@ -216,7 +192,7 @@ def test_pickled_weights_with_a_code_payload_are_refused_unrun(capsys, tmp_path,
 def test_output_directory_not_writable(capsys, tmp_path, fake_root):
     blocker = tmp_path / "file"
     blocker.write_text("a file where the runs folder should be")
-    line = run(capsys, "train", "rotation", root=blocker / "runs", data=fake_root)
+    line = error_line(capsys, "train", "rotation", root=blocker / "runs", data=fake_root)
     assert "is not writable" in line
 
 
@@ -235,7 +211,7 @@ def test_disk_full_while_saving(capsys, tmp_path, fake_root, monkeypatch):
 
     monkeypatch.setattr(os, "fsync", fsync)
     args = ("--checkpoint-minutes", "0", "--keep-checkpoints", "1")
-    line = run(capsys, "train", "rotation", *args, root=tmp_path, data=fake_root)
+    line = error_line(capsys, "train", "rotation", *args, root=tmp_path, data=fake_root)
     assert "No space left on device" in line
     folder = tmp_path / "resnet18/rotation/seed0"
     files = sorted(p.name for p in (folder / "checkpoints").iterdir())
@@ -249,7 +225,7 @@ def test_disk_full_while_saving(capsys, tmp_path, fake_root, monkeypatch):
 
 
 def test_init_path_missing(capsys, tmp_path, fake_root):
-    line = run(
+    line = error_line(
         capsys,
         "train",
         "layer4-from-rotation",
@@ -262,7 +238,7 @@ def test_init_path_missing(capsys, tmp_path, fake_root):
 
 
 def test_non_finite_loss_stops_naming_epoch_and_step(capsys, tmp_path, fake_root):
-    line = run(
+    line = error_line(
         capsys, "train", "rotation", "--lr", "1e30", "--checkpoint-every", "1", root=tmp_path, data=fake_root, code=3
     )
     assert "non-finite loss at epoch 1, step" in line and "last good checkpoint is kept" in line
@@ -390,7 +366,6 @@ def test_signals_held_while_torch_loads_arrive_after():
 
 def test_double_sigint_within_50ms_is_one_line(tmp_path, fake_root):
     proc = start(tmp_path, fake_root, "--epochs", "500")
-    from tests.test_resume import wait_for
 
     wait_for("resnet18/rotation/seed0/metrics.jsonl", tmp_path, proc)
     proc.send_signal(signal.SIGINT)
@@ -408,7 +383,7 @@ def test_a_run_refused_before_it_starts_leaves_no_folder(capsys, tmp_path, fake_
     path = tmp_path / "r50.safetensors"
     save_tensors(path, build_model("resnet50", 4).state_dict(), {"config": {"task": "rotation", "arch": "resnet50"}})
     runs = tmp_path / "runs"
-    line = run(capsys, "train", "full-from-rotation", "--init", str(path), root=runs, data=fake_root)
+    line = error_line(capsys, "train", "full-from-rotation", "--init", str(path), root=runs, data=fake_root)
     assert "do not match the model" in line
     assert not (runs / "resnet18").exists()
 
@@ -454,7 +429,7 @@ def test_a_configuration_that_contradicts_its_experiment_is_refused(
     if toml:
         (tmp_path / "c.toml").write_text(toml)
         args = [*args, "--config", str(tmp_path / "c.toml")]
-    line = run(capsys, "train", experiment, *args, root=tmp_path / "runs", data=fake_root)
+    line = error_line(capsys, "train", experiment, *args, root=tmp_path / "runs", data=fake_root)
     assert words in line
     assert not (tmp_path / "runs").exists()
 
@@ -528,7 +503,7 @@ def test_ctrl_c_after_the_last_step_finishes_the_run_and_stops(capsys, monkeypat
     """A Ctrl-C after a run's last step was silently dropped: `rotnet train` exited 0 (so `a && b` went on), and
     `reproduce` started its next run. Now the finished run is kept whole and the command stops with 130."""
     sigint_at_final_outputs(monkeypatch)
-    line = run(capsys, "train", "rotation", root=tmp_path / "one", data=fake_root, code=130)
+    line = error_line(capsys, "train", "rotation", root=tmp_path / "one", data=fake_root, code=130)
     folder = tmp_path / "one/resnet18/rotation/seed0"
     assert line == f"rotnet: stopped after the last step; {folder} finished"
     assert (folder / "result.json").is_file()

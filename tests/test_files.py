@@ -3,13 +3,11 @@ link at every place on the way to a write under a root."""
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
 import pickle
 import re
-import signal
 import socket
 from pathlib import Path
 
@@ -25,22 +23,7 @@ from rotnet.errors import RotnetError
 from rotnet.images import open_as_seen
 from rotnet.layout import read_json, read_marker
 from rotnet.readers import safe_unpickle
-
-
-@contextlib.contextmanager
-def no_hang(seconds: int = 10):
-    """A read that blocks (a FIFO opened for reading waits for a writer) fails the test instead of hanging it."""
-
-    def stop(*_):
-        raise TimeoutError(f"blocked for {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, stop)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
+from tests.helpers import images, load_folder, no_hang, save
 
 
 def png() -> bytes:
@@ -181,14 +164,13 @@ def test_no_module_but_the_file_layer_renames_or_makes_temporary_files():
 
 def test_an_image_folders_cache_is_reached_through_no_link(tmp_path):
     """A planted FOLDER/.rotnet-cache link carried the prepared images (and the removal of stale ones) elsewhere."""
-    from tests.test_inputs import images, load, save
 
     folder, elsewhere = tmp_path / "photos", tmp_path / "elsewhere"
     save(folder, images(8))
     elsewhere.mkdir()
     (folder / ".rotnet-cache").symlink_to(elsewhere)
     with pytest.raises(RotnetError, match=r"\.rotnet-cache is a link rotnet did not make"):
-        load(folder)
+        load_folder(folder)
     assert not any(elsewhere.iterdir())
 
 

@@ -11,8 +11,7 @@ import pytest
 
 from rotnet.cli import main
 from rotnet.report import read_results
-from tests.helpers import cli, metrics, reseal
-from tests.test_reproduce import TINY as TINY_PRESET
+from tests.helpers import TINY_PRESET, cli, metrics, reseal
 
 README = Path(__file__).parent.parent / "README.md"
 RESULTS = README.parent / "docs/results"

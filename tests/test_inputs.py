@@ -13,9 +13,18 @@ import pytest
 from PIL import Image
 
 from rotnet.errors import RotnetError
-from tests.test_reproduce import TINY
-
-TINY_ARGS = ["--preset", TINY, "--epochs", "1", "--no-download"]
+from tests.helpers import (
+    TINY_ARGS,
+    TINY_PRESET,
+    every,
+    images,
+    labeled,
+    load_folder,
+    no_hang,
+    reproduce,
+    save,
+    write_fake_stl10,
+)
 
 
 @pytest.mark.parametrize(
@@ -32,7 +41,7 @@ def test_the_python_reproduce_refuses_unknown_names_before_writing(tmp_path, fak
     import rotnet
 
     with pytest.raises(RotnetError, match=named):
-        rotnet.reproduce(preset=TINY, runs_root=tmp_path, data_root=fake_root, download=False, **given)
+        rotnet.reproduce(preset=TINY_PRESET, runs_root=tmp_path, data_root=fake_root, download=False, **given)
     assert not list(tmp_path.iterdir())
 
 
@@ -45,7 +54,7 @@ def test_the_python_reproduce_takes_one_name_as_a_one_name_tuple(tiny_runs, tmp_
 
     shutil.copytree(tiny_runs, tmp_path, dirs_exist_ok=True)
     rotnet.reproduce(
-        preset=TINY, runs_root=tmp_path, data_root=fake_root, download=False, archs="resnet18", seeds=0,
+        preset=TINY_PRESET, runs_root=tmp_path, data_root=fake_root, download=False, archs="resnet18", seeds=0,
         experiments="rotation",
     )  # fmt: skip
     record = json.loads((tmp_path / "reproduce.json").read_text())
@@ -55,54 +64,25 @@ def test_the_python_reproduce_takes_one_name_as_a_one_name_tuple(tiny_runs, tmp_
 # --- image folders: classes ---------------------------------------------------------------------------------------
 
 
-def images(n: int, seed: int = 0, size: int = 8) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
-
-
-def save(folder: Path, pixels: np.ndarray, names=None) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for i, p in enumerate(pixels):
-        Image.fromarray(p).save(folder / (names[i] if names else f"{i:03d}.png"))
-
-
-def labeled(root: Path, train: dict, test: dict) -> Path:
-    """root/train/CLASS and root/test/CLASS with the given image counts, all distinct."""
-    seed = 0
-    for split, counts in (("train", train), ("test", test)):
-        for name, n in counts.items():
-            (root / split / name).mkdir(parents=True, exist_ok=True)
-            seed += 1
-            save(root / split / name, images(n, seed), [f"{split}-{name}-{i}.png" for i in range(n)])
-    return root
-
-
-def load(folder: Path, **options):
-    from rotnet.config import DataOptions
-    from rotnet.datasets import load_dataset
-
-    load_dataset.cache_clear()  # a process keeps its last datasets; these tests change the files between loads
-    return load_dataset(str(folder), 0, 0, DataOptions(**options))
-
-
 def test_an_empty_class_folder_is_refused_not_made_a_class(tmp_path):
     """It became a class no image has: a 3-way head and accuracy for 2 classes."""
     root = labeled(tmp_path / "pets", {"cat": 3, "dog": 3}, {"cat": 2, "dog": 2})
     (root / "train" / "bird").mkdir()
     with pytest.raises(RotnetError, match="bird .*hold no images"):
-        load(root)
+        load_folder(root)
 
 
 def test_a_test_class_that_training_lacks_is_named(tmp_path):
     """Was "has no class labels" (the folder read as unlabeled), without saying which class."""
     root = labeled(tmp_path / "pets", {"cat": 3, "dog": 3}, {"cat": 2, "dog": 2, "fox": 1})
     with pytest.raises(RotnetError, match="class\\(es\\) fox that train/ lacks"):
-        load(root)
+        load_folder(root)
 
 
 def test_a_test_split_missing_a_class_warns_what_its_accuracy_covers(tmp_path):
     root = labeled(tmp_path / "pets", {"cat": 3, "dog": 3, "fox": 3}, {"cat": 2, "dog": 2})
     with pytest.warns(UserWarning, match="no images of fox; its accuracy covers the other 2 classes"):
-        data = load(root)
+        data = load_folder(root)
     assert data.class_names == ("cat", "dog", "fox")
 
 
@@ -110,7 +90,7 @@ def test_images_in_subfolders_of_a_class_belong_to_that_class(tmp_path):
     """ImageFolder labels train/cat/indoor/x.png as cat; rotnet read the whole folder as unlabeled."""
     root = labeled(tmp_path / "pets", {"cat": 2, "dog": 2}, {"cat": 1, "dog": 1})
     save(root / "train" / "cat" / "indoor", images(2, 9), ["indoor-0.png", "indoor-1.png"])
-    data = load(root)
+    data = load_folder(root)
     assert data.class_names == ("cat", "dog") and sorted(data.train_labels.tolist()) == [0, 0, 0, 0, 1, 1]
 
 
@@ -118,7 +98,7 @@ def test_an_image_outside_every_class_folder_is_refused(tmp_path):
     root = labeled(tmp_path / "pets", {"cat": 2, "dog": 2}, {"cat": 1, "dog": 1})
     save(root / "train", images(1, 9), ["stray.png"])
     with pytest.raises(RotnetError, match="stray.png sits in train/ outside any class folder"):
-        load(root)
+        load_folder(root)
 
 
 # --- image folders: copies --------------------------------------------------------------------------------------
@@ -134,7 +114,7 @@ def test_no_held_out_image_is_a_copy_of_a_training_image(tmp_path, how):
     names = [f"copy-{i}.{'png' if how == 'same bytes' else 'bmp'}" for i in range(12)]
     save(folder / "again", pixels, names)
     with pytest.warns(UserWarning, match="12 images repeat another's pixels"):
-        data = load(folder)
+        data = load_folder(folder)
     train = {bytes(x.numpy()) for x in data.train_images}
     assert len(data.train_images) + len(data.test_images) == 12
     assert not any(bytes(x.numpy()) in train for x in data.test_images)
@@ -146,7 +126,7 @@ def test_a_labeled_test_image_that_copies_a_training_image_is_not_tested(tmp_pat
     leak = np.asarray(Image.open(root / "train/cat/train-cat-0.png"))
     save(root / "test" / "cat", leak[None], ["leak.png"])
     with pytest.warns(UserWarning, match="1 images repeat"):
-        data = load(root)
+        data = load_folder(root)
     assert len(data.test_images) == 4 and len(data.train_images) == 6
 
 
@@ -161,22 +141,16 @@ def test_an_image_replaced_with_the_same_size_and_time_is_noticed(tmp_path):
     """The cache keyed on size and modification time only: a replaced image kept its old pixels."""
     folder = tmp_path / "photos"
     save(folder, images(6))
-    load(folder)
+    load_folder(folder)
     target = folder / "003.png"
     before = target.stat()
     save(folder, images(6, seed=5)[3:4], ["003.png"])  # same size: 8x8 random PNGs compress alike
     if target.stat().st_size != before.st_size:
         pytest.skip("the replacement's size differs; the size alone notices it")
     os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
-    data = load(folder)
+    data = load_folder(folder)
     assert any(np.array_equal(x.numpy().transpose(1, 2, 0), images(6, seed=5)[3]) for x in every(data))
     assert len(cache_files(folder, ".npy")) == 1  # the stale entry is gone, not kept beside the new one
-
-
-def every(data):
-    import torch
-
-    return torch.cat([data.train_images, data.test_images])
 
 
 @pytest.mark.parametrize("damage", ["zeroed pixels", "empty file", "garbage", "another array"])
@@ -185,7 +159,7 @@ def test_a_damaged_cache_entry_is_prepared_again_not_used_or_crashed_on(tmp_path
     garbage got numpy's advice to pass allow_pickle."""
     folder = tmp_path / "photos"
     save(folder, images(6))
-    good = every(load(folder)).clone()
+    good = every(load_folder(folder)).clone()
     (npy,) = cache_files(folder, ".npy")
     if damage == "zeroed pixels":
         array = np.load(npy, mmap_mode="r+")
@@ -199,7 +173,7 @@ def test_a_damaged_cache_entry_is_prepared_again_not_used_or_crashed_on(tmp_path
     else:
         np.save(npy, np.zeros((6, 3, 4, 4), dtype=np.uint8))
     capsys.readouterr()
-    assert torch_equal(every(load(folder)), good)
+    assert torch_equal(every(load_folder(folder)), good)
     out = capsys.readouterr().out
     assert "does not match its index" in out and "allow_pickle" not in out
 
@@ -223,9 +197,9 @@ def test_an_unwritable_cache_says_to_pass_cache_dir(tmp_path, monkeypatch):
 
     monkeypatch.setattr(tempfile, "mkstemp", refuse)
     with pytest.raises(RotnetError, match="Permission denied.*pass --cache-dir DIR"):
-        load(folder)
+        load_folder(folder)
     monkeypatch.undo()
-    load(folder, cache_dir=tmp_path / "elsewhere")
+    load_folder(folder, cache_dir=tmp_path / "elsewhere")
     assert list((tmp_path / "elsewhere").glob("*.npy"))
 
 
@@ -261,7 +235,7 @@ def test_a_disk_that_fills_while_preparing_is_an_error_not_a_sigbus(tmp_path, mo
 
     monkeypatch.setattr(os, "posix_fallocate", full)
     with pytest.raises(RotnetError, match="no space left in .* for the prepared images; pass --cache-dir"):
-        load(folder)
+        load_folder(folder)
     assert not list((folder / ".rotnet-cache").iterdir())
 
 
@@ -311,7 +285,6 @@ def test_a_second_ctrl_c_before_any_run_began_exits_130_not_2(tmp_path, fake_roo
 def test_an_unreadable_stl10_class_names_file_is_a_warning_not_a_traceback(tmp_path, names):
     """A class_names.txt that is not UTF-8 raised UnicodeDecodeError; one of the wrong length was used silently."""
     from rotnet.readers import load_stl10
-    from tests.test_datasets import write_fake_stl10
 
     root, _ = write_fake_stl10(tmp_path)
     (root / "stl10_binary" / "class_names.txt").write_bytes(names)
@@ -350,7 +323,6 @@ def test_a_modified_cifar_is_warned_about_once_per_process_and_data_root(tmp_pat
 def test_a_short_class_is_named_once_per_plan_not_before_every_run(tmp_path, fake_root, capsys):
     """Seen in the README walk-through on 500 images: the same warning before each of the five smoke runs."""
     from rotnet.cli import main
-    from tests.test_reproduce import reproduce
 
     args = ("--experiments", "layer4-from-random,full-from-random", "--set", "train_per_class=20")
     assert main(reproduce(tmp_path, fake_root, *args)) == 0  # one epoch each
@@ -367,12 +339,12 @@ def test_a_prepared_cache_is_used_as_it_is_on_the_next_load(tmp_path, capsys):
     folder = tmp_path / "photos"
     save(folder, images(6))
     (folder / "broken.png").write_bytes(b"not an image")
-    load(folder, skip_bad_images=True)
+    load_folder(folder, skip_bad_images=True)
     (record_file,) = (folder / ".rotnet-cache").glob("*.json")
     (npy,) = (folder / ".rotnet-cache").glob("*.npy")
     assert json.loads(record_file.read_text())["images_sha256"] == pixels_sha256(np.load(npy, mmap_mode="r"))
     capsys.readouterr()
-    load(folder, skip_bad_images=True)
+    load_folder(folder, skip_bad_images=True)
     assert "preparing" not in capsys.readouterr().out
 
 
@@ -382,17 +354,16 @@ def test_a_prepared_cache_is_used_as_it_is_on_the_next_load(tmp_path, capsys):
 @pytest.mark.parametrize("skip", [False, True])
 def test_a_fifo_among_the_images_is_named_not_waited_on(tmp_path, skip):
     """A FIFO named x.png among the images hung the command forever."""
-    from tests.test_files import no_hang
 
     folder = tmp_path / "photos"
     save(folder, images(8))
     os.mkfifo(folder / "x.png")
     with no_hang():
         if skip:
-            assert len(every(load(folder, skip_bad_images=True))) == 8
+            assert len(every(load_folder(folder, skip_bad_images=True))) == 8
         else:
             with pytest.raises(RotnetError, match=r"x\.png is a FIFO, not a regular file"):
-                load(folder)
+                load_folder(folder)
 
 
 @pytest.mark.parametrize("where", ["first", "middle"])
@@ -402,9 +373,9 @@ def test_skip_bad_images_skips_the_first_image_too(tmp_path, where):
     save(folder, images(8))
     (folder / ("0.png" if where == "first" else "003a.png")).write_bytes(b"not an image")
     with pytest.raises(RotnetError, match="unreadable|cannot read"):
-        load(folder)
+        load_folder(folder)
     with pytest.warns(UserWarning, match="skipped 1 unreadable"):
-        assert len(every(load(folder, skip_bad_images=True))) == 8
+        assert len(every(load_folder(folder, skip_bad_images=True))) == 8
 
 
 @pytest.mark.parametrize("link", ["a class folder inside another", "a file of one class in another"])
@@ -417,13 +388,13 @@ def test_an_image_reached_under_two_classes_is_refused(tmp_path, link):
     else:
         os.symlink(root / "train/dog/train-dog-0.png", root / "train/cat/also-a-dog.png")
     with pytest.raises(RotnetError, match="an image has one class: remove the link"):
-        load(root)
+        load_folder(root)
 
 
 def test_a_link_to_a_folder_of_the_same_class_is_fine(tmp_path):
     root = labeled(tmp_path / "pets", {"cat": 4, "dog": 4}, {"cat": 3, "dog": 3})
     os.symlink(root / "train/cat", root / "train/cat/again")  # a loop inside one class: listed once
-    assert len(every(load(root))) == 14
+    assert len(every(load_folder(root))) == 14
 
 
 @pytest.mark.parametrize("channel", [0, 1, 2])
@@ -449,7 +420,7 @@ def test_images_too_small_to_tell_their_rotation_are_refused(tmp_path, side):
     folder = tmp_path / "dots"
     save(folder, images(8, size=side))
     with pytest.raises(RotnetError, match=f"{side}x{side}, too small to tell its rotation"):
-        load(folder)
+        load_folder(folder)
 
 
 @pytest.mark.parametrize(("top", "expected"), [(1.0, 255), (255.0, 255), (65535.0, 255), (0.5, 128)])
@@ -462,18 +433,18 @@ def test_a_float_image_is_scaled_by_its_range(tmp_path, top, expected):
         values = rng.uniform(0, top, (8, 8)).astype(np.float32)
         values[0, 0] = top  # the brightest value of the folder; 0.5 in a 0-1 image is half of white
         Image.fromarray(values, "F").save(folder / f"{i}.tif")
-    assert int(every(load(folder)).max()) == expected
+    assert int(every(load_folder(folder)).max()) == expected
 
 
 def test_an_edited_cache_record_is_prepared_again_not_trusted(tmp_path, capsys):
     """Editing the cache record's `kept` list swapped labels silently: the record now carries its own digest."""
     root = labeled(tmp_path / "pets", {"cat": 4, "dog": 4}, {"cat": 3, "dog": 3})
-    first = load(root)
+    first = load_folder(root)
     record_file = cache_files(root, ".json")[0]
     record = json.loads(record_file.read_text())
     record["kept"][0], record["kept"][-1] = record["kept"][-1], record["kept"][0]
     record_file.write_text(json.dumps(record))
-    again = load(root)
+    again = load_folder(root)
     assert "does not match its index (the index was edited); preparing it again" in capsys.readouterr().out
     assert torch_equal(first.train_labels, again.train_labels) and torch_equal(every(first), every(again))
 
@@ -491,17 +462,17 @@ def test_a_cache_record_that_could_not_be_written_leaves_nothing_that_blocks_a_r
 
     monkeypatch.setattr(imagecache, "atomic_write_text", full)
     with pytest.raises(RotnetError, match="No space left"):
-        load(folder)
+        load_folder(folder)
     assert not list((folder / ".rotnet-cache").iterdir())
     monkeypatch.setattr(imagecache, "atomic_write_text", real)
-    assert len(every(load(folder))) == 6
+    assert len(every(load_folder(folder))) == 6
 
 
 def test_a_folder_with_a_very_long_name_is_cached_and_run(tmp_path, fake_root):
     """A folder name over ~220 characters could never be cached (the cache file's name passed 255 bytes)."""
     folder = tmp_path / ("p" * 240)
     save(folder, images(40))
-    assert len(every(load(folder))) == 40
+    assert len(every(load_folder(folder))) == 40
     assert all(len(p.name) < 200 for p in (folder / ".rotnet-cache").iterdir())
     from rotnet.cli import main
 
@@ -529,7 +500,7 @@ def test_a_flag_out_of_range_is_refused_in_one_line_leaving_nothing(tmp_path, fa
     from rotnet.cli import main
 
     root = tmp_path / "runs"
-    common = ["--preset", TINY, "--runs-root", str(root), "--data-root", str(fake_root), "--no-download"]
+    common = ["--preset", TINY_PRESET, "--runs-root", str(root), "--data-root", str(fake_root), "--no-download"]
     assert main([*args, *common]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and re.search(named if ".*" in named else re.escape(named), err[0]), err
@@ -550,5 +521,5 @@ def test_the_python_api_validates_exactly_like_the_command_line(tmp_path, fake_r
     import rotnet
 
     with pytest.raises(RotnetError, match=named):
-        rotnet.reproduce(preset=TINY, runs_root=tmp_path / "r", data_root=fake_root, download=False, **call)
+        rotnet.reproduce(preset=TINY_PRESET, runs_root=tmp_path / "r", data_root=fake_root, download=False, **call)
     assert not (tmp_path / "r").exists()

@@ -10,25 +10,7 @@ import pytest
 from rotnet.cli import main
 from rotnet.errors import RotnetError
 from rotnet.record import inspect, open_run
-from tests.helpers import as_made_by_0_3, cli, metrics, partial, reseal
-
-RUN = "resnet18/rotation/seed0"
-
-
-@pytest.fixture
-def copy(tiny_runs, tmp_path):
-    shutil.copytree(tiny_runs, tmp_path / "runs")
-    return tmp_path / "runs"
-
-
-@pytest.fixture
-def stopped(tiny_partial, tmp_path):
-    """The session's partial rotation run, copied into tmp_path."""
-    return shutil.copytree(tiny_partial, tmp_path, dirs_exist_ok=True)
-
-
-def edit_json(path, **changes):
-    path.write_text(json.dumps(json.loads(path.read_text()) | changes))
+from tests.helpers import RUN, as_made_by_0_3, cli, drop_keys, edit_json, metrics, partial, reseal
 
 
 def test_a_finished_run_is_sealed_and_lists_every_file_it_wrote(tiny_runs):
@@ -346,16 +328,6 @@ def test_a_process_killed_mid_write_leaves_a_sealed_record(copy, monkeypatch, na
     with pytest.raises(KeyboardInterrupt):
         seal.write(name, b"new bytes")
     assert inspect(folder).status == "sealed"
-
-
-def drop_keys(*keys: str, version: str | None = None):
-    """An edit of config.json: the keys removed (top level), the rotnet version set when given."""
-
-    def edit(folder):
-        record = {k: v for k, v in json.loads((folder / "config.json").read_text()).items() if k not in keys}
-        (folder / "config.json").write_text(json.dumps(record | ({"rotnet_version": version} if version else {})))
-
-    return edit
 
 
 @pytest.mark.parametrize(

@@ -13,16 +13,7 @@ import pytest
 
 from rotnet.cli import main
 from rotnet.experiments import EXPERIMENTS, plan, reference_results
-from tests.helpers import reseal
-from tests.test_resume import wait_for
-
-TINY = str(Path(__file__).with_name("tiny.toml"))
-
-
-def reproduce(root: Path, data: Path, *extra: str, jobs: str | None = "1") -> list[str]:
-    """A tiny reproduce, one run at a time unless jobs says otherwise (None: rotnet's own choice)."""
-    args = ["reproduce", "--preset", TINY, "--runs-root", str(root), "--data-root", str(data), "--no-download"]
-    return [*args, *(["--jobs", jobs] if jobs else []), *extra]
+from tests.helpers import TINY_PRESET, reproduce, reseal, wait_for, with_rotation
 
 
 def test_plan_is_in_dependency_order():
@@ -42,19 +33,6 @@ def test_seed_numbers_are_the_reports():
     rows = {(r["experiment"], r["arch"]): r["test_acc"] for r in reference_results()}
     assert rows[("rotation", "resnet18")] == 78.3 and rows[("full-from-random", "resnet18")] == 82.79
     assert rows[("full-from-rotation", "resnet50")] == 83.01 and len(rows) == 9
-
-
-def with_rotation(tiny_runs: Path, root: Path) -> Path:
-    """root holding the session's finished rotation run, which a tiny reproduce reuses (the same configuration)."""
-    shutil.copytree(tiny_runs / "resnet18/rotation/seed0", root / "resnet18/rotation/seed0")
-    return root
-
-
-@pytest.fixture(scope="module")
-def reproduced(tmp_path_factory, tiny_runs, fake_root):
-    root = with_rotation(tiny_runs, tmp_path_factory.mktemp("repro"))
-    assert main(reproduce(root, fake_root, "--seeds", "0,1")) == 0
-    return root
 
 
 def test_reproduce_writes_a_report_with_every_row(reproduced):
@@ -164,7 +142,7 @@ def test_two_jobs_by_default_only_on_a_multicore_cpu_for_long_runs_that_can_go_t
 
     def jobs(experiments, device="cpu", cores=2, work=PARALLEL_MIN_WORK):
         monkeypatch.setattr(os, "cpu_count", lambda: cores)
-        protocol = Protocol(TINY)
+        protocol = Protocol(TINY_PRESET)
         configs = [protocol.resolve(e, arch=a, seed=s) for a, s, e in plan(["resnet18"], [0], experiments)]
         options = PlanOptions(Path("runs"), protocol)
         return auto_jobs(torch.device(device), [(c, source_for(c, options)) for c in configs], [work] * len(configs))
@@ -206,7 +184,7 @@ def test_jobs_give_a_partial_run_the_cores_it_started_on(tmp_path, fake_root, mo
     from rotnet.runtime import cpu_threads
     from rotnet.signals import StopFlag
 
-    cfg = Protocol(TINY).resolve("rotation")
+    cfg = Protocol(TINY_PRESET).resolve("rotation")
     with cpu_threads(2), pytest.raises(Interrupted):  # a stop requested from the start: one step, a checkpoint
         run(
             cfg,

@@ -5,13 +5,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from rotnet.checkpoint import load_tensors
-from tests.helpers import cli, metrics, reseal
+from tests.helpers import cli, images, metrics, reseal, save, wait_for
 
 TIMING = {"images_per_s", "seconds", "eval_images_per_s"}
 # 80 images, batch 16: 5 steps an epoch, 2 epochs (the lr steps down between them), a checkpoint every 2 steps and
@@ -60,14 +59,6 @@ def outcome(root: Path) -> tuple[dict, list[dict]]:
     folder = root / "resnet18" / "rotation" / "seed0"
     weights, _ = load_tensors(folder / "model.safetensors")
     return weights, [{k: v for k, v in r.items() if k not in TIMING} for r in metrics(folder)]
-
-
-def wait_for(path_glob: str, root: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not list(root.glob(path_glob)):
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +174,6 @@ def test_a_stopped_folder_run_resumes_from_the_folders_new_place(tmp_path, fake_
     import shutil
 
     from tests.helpers import metrics, partial
-    from tests.test_inputs import images, save
 
     save(tmp_path / "a/photos", images(40))
     runs = tmp_path / "runs"

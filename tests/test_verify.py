@@ -7,7 +7,7 @@ import pytest
 
 from rotnet.cli import main
 from rotnet.verify import verifications
-from tests.helpers import as_made_by_0_3, cli, reseal
+from tests.helpers import TINY_ARGS, as_made_by_0_3, cli, images, reseal, save
 
 
 @pytest.fixture(scope="module")
@@ -341,7 +341,6 @@ def test_a_folder_run_verifies_after_its_folder_moved_and_only_on_the_same_image
     import numpy as np
 
     from rotnet.cli import main
-    from tests.test_inputs import TINY_ARGS, images, save
 
     save(tmp_path / "a/photos", images(40))
     runs = tmp_path / "runs"
