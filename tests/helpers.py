@@ -266,3 +266,20 @@ def error_line(capsys, *args: str, root: Path, data: Path, code: int = 2) -> str
     err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("rotnet: warning")]
     assert len(err) == 1 and "Traceback" not in err[0], err
     return err[0]
+
+
+def gain_row(diffs: list[float], reference_gain: float | None) -> dict:
+    """A from-rotation row and its from-random partner, made up so that the paired differences are `diffs`."""
+    from rotnet.report import with_gains
+
+    base = {"arch": "resnet18", "data": "cifar10", "reference": None}
+    rotation = {**base, "experiment": "full-from-rotation", "by_seed": {s: 80 + d for s, d in enumerate(diffs)}}
+    random = {**base, "experiment": "full-from-random", "by_seed": dict.fromkeys(range(len(diffs)), 80.0)}
+    if reference_gain is not None:
+        rotation["reference"], random["reference"] = 80 + reference_gain, 80.0
+    return with_gains([rotation, random])[0]
+
+
+def write(path, text: str):
+    path.write_text(text)
+    return path

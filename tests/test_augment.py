@@ -1,3 +1,5 @@
+"""Pure batch augmentation (rotnet.augment): crops, flips and rotations as functions of a batch and a generator."""
+
 import torch
 
 from rotnet import augment

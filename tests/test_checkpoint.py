@@ -1,8 +1,10 @@
-"""Safetensors I/O: atomic, never through a planted link, byte-identical for identical content, sealed metadata."""
+"""Safetensors I/O (rotnet.checkpoint): atomic, never through a planted link, byte-identical for identical content, a
+checksum over tensors and metadata, the newest usable checkpoint chosen."""
 
 import hashlib
 import json
 import os
+import shutil
 
 import pytest
 import torch
@@ -18,7 +20,7 @@ from rotnet.checkpoint import (
     save_tensors,
 )
 from rotnet.errors import RotnetError
-from tests.helpers import cli
+from tests.helpers import cli, reseal
 
 
 def save_checkpoint(folder, epoch: int, step: int, tensors: dict, meta: dict) -> str:
@@ -189,3 +191,22 @@ def test_a_cpu_checkpoint_records_the_cpu_it_was_computed_on(tiny_runs):
 
     path = tiny_runs / "resnet18/rotation/seed0/checkpoints/e0002-s000000.safetensors"
     assert load_tensors(path)[1]["cpu"] == cpu_identity()
+
+
+def test_flipped_byte_is_caught_by_the_checksum(tmp_path, fake_root, tiny_runs, capsys):
+    shutil.copytree(tiny_runs, tmp_path, dirs_exist_ok=True)
+    folder = tmp_path / "resnet18/rotation/seed0"
+    (folder / "result.json").unlink()  # pretend the run was interrupted after its last checkpoint
+    reseal(folder)
+    newest = sorted((folder / "checkpoints").glob("e*.safetensors"))[-1]
+    data = bytearray(newest.read_bytes())
+    data[-100] ^= 0xFF
+    newest.write_bytes(bytes(data))
+    cli("train", "rotation", root=tmp_path, data=fake_root)
+    assert f"skipping checkpoint {newest.name}: it differs from what rotnet wrote" in capsys.readouterr().err
+    reseal(folder)  # past the manifest (a forger's copy): the file's own checksum still catches it
+    newest.write_bytes(bytes(data))
+    (folder / "result.json").unlink(missing_ok=True)
+    reseal(folder)
+    cli("train", "rotation", root=tmp_path, data=fake_root)
+    assert "checksum does not match" in capsys.readouterr().err

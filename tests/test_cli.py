@@ -1,12 +1,34 @@
+"""The command line (rotnet.cli): each command's output, its one-line errors and exit codes, and help that says what
+each command takes."""
+
+from __future__ import annotations
+
+import errno
 import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import torch
 import torchvision
 
-from rotnet.checkpoint import load_tensors
+from rotnet.checkpoint import load_tensors, save_tensors
+from rotnet.cli import main
+from rotnet.errors import RotnetError
 from rotnet.experiments import EXPERIMENTS
-from tests.helpers import cli, metrics
+from rotnet.models import build_model
+from rotnet.readers import FOLDER
+from tests.helpers import (
+    TINY,
+    cli,
+    error_line,
+    metrics,
+    reseal,
+)
 
 
 @pytest.mark.parametrize("name", list(EXPERIMENTS))
@@ -60,8 +82,6 @@ def test_transfer_without_rotation_weights_says_how_to_make_them(tmp_path, fake_
 
 
 def test_help_runs_without_importing_torch():
-    import subprocess
-    import sys
 
     code = (
         "import sys, contextlib, io\n"
@@ -122,30 +142,7 @@ def test_help_explains_what_each_command_takes(capsys):
     assert "--device" not in capsys.readouterr().out
 
 
-def test_bench_smoke(tmp_path, fake_root, capsys):
-    from rotnet.cli import main
-
-    out = tmp_path / "bench.json"
-    args = ["bench", "--device", "cpu", "--steps", "1", "--warmup", "0", "--batch-size", "8", "--out", str(out)]
-    assert main([*args, "--data-root", str(fake_root)]) == 0
-    result = json.loads(out.read_text())
-    assert set(result["tasks"]) == {"rotation", "layer4"} and result["batch_size"] == 8
-    for r in result["tasks"].values():  # every figure measured, every ratio the ratio of the figures it names
-        assert all(r[k] > 0 for k in ("a_model_only", "b_rotnet", "c_plain_workers0", "c_plain_workers2", "eval"))
-        assert r["b/a"] == r["b_rotnet"] / r["a_model_only"] and r["b/c0"] == r["b_rotnet"] / r["c_plain_workers0"]
-    printed = capsys.readouterr().out
-    assert f"| rotation | {result['tasks']['rotation']['a_model_only']:.0f} |" in printed
-    # A second bench never replaces the first's figures, and says so before it measures anything.
-    capsys.readouterr()
-    assert main([*args, "--data-root", str(fake_root)]) == 2
-    assert "bench.json exists" in capsys.readouterr().err and json.loads(out.read_text()) == result
-    assert main([*args[:-1], str(tmp_path / "missing" / "b.json"), "--data-root", str(fake_root)]) == 2
-    assert "folder not found" in capsys.readouterr().err
-
-
 def test_a_mistyped_experiment_is_refused_before_torch_loads_with_a_suggestion():
-    import subprocess
-    import sys
 
     code = "import sys; from rotnet.cli import main; rc = main(['train', 'rotaton']); print('torch' in sys.modules, rc)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -213,17 +210,6 @@ def test_a_one_epoch_run_says_epoch_once_and_when_it_is_tested(tmp_path, fake_ro
     assert "test accuracy" in out and "after 1 epoch\n" in out
 
 
-def test_the_plan_estimate_says_seconds_minutes_or_hours():
-    from rotnet.plan import Eta
-
-    eta = Eta([10, 10, 10])
-    eta.done(0, 12.0)
-    assert eta.text(1) == "; about 24 s left in the plan"  # it said "about 0 min"
-    eta = Eta([1, 1000])
-    eta.done(0, 30.0)
-    assert eta.text(1) == "; about 8.3 h left in the plan"
-
-
 def test_train_help_gives_no_single_epochs_default(capsys):
     from rotnet.cli import main
 
@@ -259,3 +245,381 @@ def test_a_transfer_with_other_epochs_leads_with_init_and_every_suggested_comman
     assert main([*shlex.split(make)[1:], *data]) == 0
     assert main(transfer) == 0
     assert (tmp_path / "resnet18/rotation/seed0.old1/model.safetensors").is_file()  # the 1-epoch run, kept
+
+
+@pytest.mark.parametrize("size", ["100000", "4097", "7"])
+def test_an_impossible_image_size_is_one_line_before_anything_is_written(tmp_path, fake_root, capsys, size):
+    """`--image-size 100000` asked for a 3 TB array (a sparse file for a folder, memory for CIFAR-10)."""
+    from tests.helpers import cli
+
+    assert cli("train", "rotation", "--image-size", size, root=tmp_path / "runs", data=fake_root) == 2
+    err = capsys.readouterr().err
+    assert "image_size must be 0 (the dataset's own) or from 8 to 4096" in err and err.count("\n") == 1
+    assert not (tmp_path / "runs").exists()
+
+
+def test_missing_data_root(capsys, tmp_path):
+    line = error_line(capsys, "train", "rotation", root=tmp_path, data=tmp_path / "none")
+    assert "CIFAR-10 not found" in line and "put the cifar-10-batches-py folder" in line
+
+
+@pytest.mark.parametrize("download", [False, True])
+def test_data_root_naming_the_batches_folder_itself(capsys, tmp_path, data, download):
+    """--data-root .../cifar-10-batches-py asked to put that folder "under .../cifar-10-batches-py" and, downloading,
+    created one inside it."""
+    inner = data / FOLDER
+    before = sorted(inner.rglob("*"))
+    argv = ["train", "rotation", *TINY, "--runs-root", str(tmp_path / "runs"), "--data-root", str(inner)]
+    assert main(argv if download else [*argv, "--no-download"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"rotnet: error: {inner} is the {FOLDER} folder itself; pass the folder that holds it: {data}"]
+    assert sorted(inner.rglob("*")) == before
+
+
+def test_truncated_batch_file(capsys, tmp_path, data):
+    path = data / FOLDER / "data_batch_3"
+    path.write_bytes(path.read_bytes()[:1000])
+    assert "truncated or corrupt" in error_line(capsys, "train", "rotation", root=tmp_path, data=data)
+
+
+def test_wrong_array_shape(capsys, tmp_path, data):
+    path = data / FOLDER / "data_batch_1"
+    batch = pickle.loads(path.read_bytes())
+    batch["data"] = batch["data"].reshape(-1, 3, 32, 32)
+    path.write_bytes(pickle.dumps(batch, protocol=2))
+    assert "(N, 3072) uint8" in error_line(capsys, "train", "rotation", root=tmp_path, data=data)
+
+
+def test_labels_out_of_range(capsys, tmp_path, data):
+    path = data / FOLDER / "test_batch"
+    batch = pickle.loads(path.read_bytes())
+    batch["labels"][3] = 10
+    path.write_bytes(pickle.dumps(batch, protocol=2))
+    assert "labels must lie in 0-9" in error_line(capsys, "train", "rotation", root=tmp_path, data=data)
+
+
+def test_unknown_experiment(capsys, tmp_path, fake_root):
+    line = error_line(capsys, "train", "rotaton", root=tmp_path, data=fake_root)
+    assert "unknown experiment 'rotaton'" in line and "layer4-from-rotation" in line
+
+
+def test_unknown_arch(capsys, tmp_path, fake_root):
+    line = error_line(capsys, "train", "rotation", "--arch", "resnet19", root=tmp_path, data=fake_root)
+    assert "arch must be one of resnet18, resnet34, resnet50" in line
+
+
+def test_unknown_preset(capsys, tmp_path, fake_root):
+    line = error_line(capsys, "train", "rotation", "--preset", "fast", root=tmp_path, data=fake_root)
+    assert "unknown preset 'fast'" in line and "paper" in line and "quick" in line
+
+
+@pytest.mark.parametrize("flag, value", [("--epochs", "0"), ("--lr", "-0.1"), ("--batch-size", "0")])
+def test_non_positive_numbers(capsys, tmp_path, fake_root, flag, value):
+    line = error_line(capsys, "train", "rotation", flag, value, root=tmp_path, data=fake_root)
+    assert "must be a positive number" in line
+
+
+def test_negative_jobs(capsys, tmp_path, fake_root):
+    line = error_line(capsys, "reproduce", "--jobs=-1", root=tmp_path, data=fake_root)
+    assert "--jobs (jobs) must be zero (auto) or a positive number; got -1" in line
+
+
+def test_jobs_with_one_named_gpu(capsys, tmp_path, fake_root):
+    """--jobs 2 gives each job a GPU of those visible, so it would silently ignore the GPU --device names."""
+    line = error_line(capsys, "reproduce", "--jobs=2", "--device", "cuda:1", root=tmp_path, data=fake_root)
+    assert "--device cuda:1 names one GPU" in line and "CUDA_VISIBLE_DEVICES" in line
+
+
+def test_not_a_number(capsys, tmp_path, fake_root):
+    line = error_line(capsys, "train", "rotation", "--set", "lr=fast", root=tmp_path, data=fake_root)
+    assert "lr must be a number" in line
+
+
+def test_unknown_configuration_key(capsys, tmp_path, fake_root):
+    line = error_line(capsys, "train", "rotation", "--set", "learning_rate=0.1", root=tmp_path, data=fake_root)
+    assert "unknown configuration key 'learning_rate'" in line and "valid keys" in line
+    toml = tmp_path / "c.toml"
+    toml.write_text("epochz = 3\n")
+    line = error_line(capsys, "train", "rotation", "--config", str(toml), root=tmp_path, data=fake_root)
+    assert "unknown configuration key 'epochz'" in line
+
+
+def test_init_from_another_arch(capsys, tmp_path, fake_root):
+    path = tmp_path / "r50.safetensors"
+    save_tensors(path, build_model("resnet50", 4).state_dict(), {"config": {"task": "rotation", "arch": "resnet50"}})
+    line = error_line(capsys, "train", "full-from-rotation", "--init", str(path), root=tmp_path, data=fake_root)
+    assert "do not match the model: missing" in line and "wrong shape" in line
+
+
+def test_init_from_another_task(capsys, tmp_path, fake_root, trained):
+    assert (
+        main(
+            [
+                "train",
+                "full-from-random",
+                "--runs-root",
+                str(trained),
+                "--data-root",
+                str(fake_root),
+                "--no-download",
+                *TINY,
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    path = trained / "resnet18/full-from-random/seed0/model.safetensors"
+    line = error_line(capsys, "train", "full-from-rotation", "--init", str(path), root=tmp_path, data=fake_root)
+    assert "weights of a classification run, not of a rotation run" in line
+
+
+def test_checkpoint_from_another_run(capsys, tmp_path, fake_root, trained):
+    """Another run's checkpoints copied in: without a manifest nothing vouches for them; sealed in by a forger, they
+    are refused as another run's, naming the difference."""
+    target = tmp_path / "resnet18/full-from-random/seed0/checkpoints"
+    target.mkdir(parents=True)
+    for ckpt in (trained / "resnet18/rotation/seed0/checkpoints").glob("*.safetensors"):
+        shutil.copy(ckpt, target)
+    line = error_line(capsys, "train", "full-from-random", root=tmp_path, data=fake_root)
+    assert "no readable checkpoint" in line and "--restart" in line
+    reseal(target.parent)
+    line = error_line(capsys, "train", "full-from-random", root=tmp_path, data=fake_root)
+    assert "belongs to another run" in line and "task: 'rotation' -> 'classification'" in line
+
+
+def test_truncated_checkpoints(capsys, tmp_path, fake_root, trained):
+    folder = trained / "resnet18/rotation/seed0"
+    (folder / "result.json").unlink()
+    reseal(folder)  # a run that stopped before its end: no result.json in its record
+    for ckpt in (folder / "checkpoints").glob("*.safetensors"):
+        ckpt.write_bytes(ckpt.read_bytes()[:200])
+    line = error_line(capsys, "train", "rotation", root=trained, data=fake_root)
+    assert "no readable checkpoint" in line and "--restart" in line
+
+
+def test_weights_file_not_safetensors(capsys, tmp_path, fake_root):
+    path = tmp_path / "weights.pt"
+    path.write_text("not weights")
+    line = error_line(capsys, "train", "full-from-rotation", "--init", str(path), root=tmp_path, data=fake_root)
+    assert "is not a readable safetensors file" in line
+
+
+class Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_pickled_weights_with_a_code_payload_are_refused_unrun(capsys, tmp_path, fake_root):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pth"
+    torch.save({"conv1.weight": torch.zeros(1), "x": Payload(marker)}, path)
+    line = error_line(capsys, "train", "full-from-rotation", "--init", str(path), root=tmp_path, data=fake_root)
+    assert "not a readable safetensors file" in line and not marker.exists()
+    ckpts = tmp_path / "resnet18/rotation/seed0/checkpoints"
+    ckpts.mkdir(parents=True)
+    shutil.copy(path, ckpts / "e0001-s000000.safetensors")
+    line = error_line(capsys, "train", "rotation", root=tmp_path, data=fake_root)
+    assert "no readable checkpoint" in line and not marker.exists()
+    with pytest.raises(pickle.UnpicklingError):  # and torch's own safe loader refuses it too
+        torch.load(path, weights_only=True)
+    assert not marker.exists()
+
+
+def test_output_directory_not_writable(capsys, tmp_path, fake_root):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the runs folder should be")
+    line = error_line(capsys, "train", "rotation", root=blocker / "runs", data=fake_root)
+    assert "is not writable" in line
+
+
+def test_disk_full_while_saving(capsys, tmp_path, fake_root, monkeypatch):
+    real_fsync, calls = os.fsync, []
+
+    def fsync(fd):
+        calls.append(fd)
+        try:
+            name = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            name = ""
+        if ".e0002-s" in name:  # the first epoch's files are written, then the disk fills at the second checkpoint
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    args = ("--checkpoint-minutes", "0", "--keep-checkpoints", "1")
+    line = error_line(capsys, "train", "rotation", *args, root=tmp_path, data=fake_root)
+    assert "No space left on device" in line
+    folder = tmp_path / "resnet18/rotation/seed0"
+    files = sorted(p.name for p in (folder / "checkpoints").iterdir())
+    assert files == ["e0001-s000000.safetensors"]  # the good checkpoint survives; no temp file is left
+    load_tensors(folder / "checkpoints" / files[0])
+    assert (folder / "metrics.jsonl").read_text().count("\n") == 1
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    args = ["--runs-root", str(tmp_path), "--data-root", str(fake_root), "--no-download", *TINY]
+    assert main(["train", "rotation", *args, "--checkpoint-minutes", "0", "--keep-checkpoints", "1"]) == 0  # resumes
+    assert "resuming at epoch 2" in capsys.readouterr().out
+
+
+def test_init_path_missing(capsys, tmp_path, fake_root):
+    line = error_line(
+        capsys,
+        "train",
+        "layer4-from-rotation",
+        "--init",
+        str(tmp_path / "no.safetensors"),
+        root=tmp_path,
+        data=fake_root,
+    )
+    assert "no rotation weights at" in line and "check the --init path" in line
+
+
+def test_non_finite_loss_stops_naming_epoch_and_step(capsys, tmp_path, fake_root):
+    line = error_line(
+        capsys, "train", "rotation", "--lr", "1e30", "--checkpoint-every", "1", root=tmp_path, data=fake_root, code=3
+    )
+    assert "non-finite loss at epoch 1, step" in line and "last good checkpoint is kept" in line
+    step = int(line.split("step ")[1].split(";")[0])
+    ckpts = sorted(p.name for p in (tmp_path / "resnet18/rotation/seed0/checkpoints").iterdir())
+    assert all(int(name[7:13]) < step for name in ckpts)  # nothing saved at or after the bad step
+
+
+def test_debug_shows_the_traceback(tmp_path, fake_root):
+
+    with pytest.raises(RotnetError):
+        main(
+            [
+                "--debug",
+                "train",
+                "rotation",
+                "--runs-root",
+                str(tmp_path),
+                "--data-root",
+                str(tmp_path / "x"),
+                "--no-download",
+            ]
+        )
+
+
+def erofs(*args, **kwargs):
+    raise OSError(errno.EROFS, "Read-only file system")
+
+
+@pytest.mark.parametrize("command", ["report", "reproduce", "restart"])
+def test_read_only_runs_root_is_one_line(capsys, tmp_path, fake_root, monkeypatch, trained, command):
+    import shutil
+    import tempfile
+
+    root = tmp_path / "ro"
+    shutil.copytree(trained, root)
+    real_open = os.open
+
+    def read_only_open(path, flags, *args, **kwargs):  # what a read-only file system answers to a new file
+        if flags & os.O_CREAT:
+            erofs()
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", erofs)
+    monkeypatch.setattr(os, "open", read_only_open)
+    monkeypatch.setattr(os, "rename", erofs)
+    if command == "report":
+        code = main(["report", str(root)])
+    elif command == "reproduce":
+        args = ["--runs-root", str(root), "--data-root", str(fake_root), "--no-download", "--jobs", "1", *TINY]
+        code = main(["reproduce", *args])
+    else:
+        args = ["--runs-root", str(root), "--data-root", str(fake_root), "--no-download", "--restart", *TINY]
+        code = main(["train", "rotation", *args])
+    err = capsys.readouterr().err
+    assert code == 2 and "Read-only file system" in err and "Traceback" not in err, err
+
+
+def test_a_run_refused_before_it_starts_leaves_no_folder(capsys, tmp_path, fake_root):
+    """A run refused after config.json and .lock were written (here: init weights of another arch) left them: `report`
+    then listed a run "started 0/2" that never was."""
+    path = tmp_path / "r50.safetensors"
+    save_tensors(path, build_model("resnet50", 4).state_dict(), {"config": {"task": "rotation", "arch": "resnet50"}})
+    runs = tmp_path / "runs"
+    line = error_line(capsys, "train", "full-from-rotation", "--init", str(path), root=runs, data=fake_root)
+    assert "do not match the model" in line
+    assert not (runs / "resnet18").exists()
+
+
+@pytest.mark.parametrize("command", ["probe", "verify", "export"])
+def test_a_mistyped_run_folder_names_the_run_folders_near_it(capsys, tmp_path, command):
+    """The smoke preset writes rotation@200pc/seed0; a command given rotation/seed0 said only "not a rotnet run
+    folder (no readable config.json)", as if there were no runs at all."""
+    for name in ("rotation@200pc/seed0", "rotation@200pc/seed1", "full-from-random@200pc/seed0"):
+        (tmp_path / "resnet18" / name).mkdir(parents=True)
+        (tmp_path / "resnet18" / name / "config.json").write_text("{}")
+    asked = tmp_path / "resnet18/rotation/seed0"
+    args = [command, str(asked), *([str(tmp_path / "out")] if command == "export" else [])]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{asked} does not exist; run folders near it: " in err[0], err
+    assert err[0].split("near it: ")[1].startswith(str(tmp_path / "resnet18/rotation@200pc/seed0"))
+    assert str(tmp_path / "resnet18/full-from-random@200pc/seed0") in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("experiment", "args", "toml", "words"),
+    [
+        ("rotation", ["--set", "task=classification"], "", "task=classification contradicts the experiment rotation"),
+        ("rotation", [], '[[rule]]\nwhen = { task = "rotation" }\nset = { experiment = "full-from-random" }\n',
+         "experiment=full-from-random contradicts the experiment rotation"),
+        ("full-from-random", [], 'init = "rotation"\n',
+         "init=rotation contradicts the experiment full-from-random (init=random); that is the experiment "
+         "full-from-rotation: name it instead"),
+        ("layer4-from-random", ["--set", "trainable=all"], "", "that is the experiment full-from-random"),
+        ("full-from-random", ["--init", "w.safetensors"], "",
+         "--init names weights to start from, but full-from-random starts from random init; use train "
+         "full-from-rotation --init PATH"),
+        ("rotation", ["--init", "w.safetensors"], "", "rotation starts from random init; use a -from-rotation"),
+    ],
+)  # fmt: skip
+def test_a_configuration_that_contradicts_its_experiment_is_refused(
+    capsys, tmp_path, fake_root, experiment, args, toml, words
+):
+    """--init on an experiment that starts from random init was ignored; --set task=classification on rotation, or
+    a rule that sets the experiment, wrote a run of one kind into another's folder."""
+    if toml:
+        (tmp_path / "c.toml").write_text(toml)
+        args = [*args, "--config", str(tmp_path / "c.toml")]
+    line = error_line(capsys, "train", experiment, *args, root=tmp_path / "runs", data=fake_root)
+    assert words in line
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("where", ["checkpoints", "run folder", "arch folder", "tensorboard", "plots"])
+def test_no_write_or_delete_passes_through_a_folder_link_rotnet_did_not_make(
+    capsys, tmp_path, fake_root, tiny_runs, where
+):
+    """With seed0/checkpoints a link to another folder, a 134 MB checkpoint was written there and the final prune
+    deleted a file that was already there."""
+    runs, elsewhere = tmp_path / "runs", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    theirs = elsewhere / "e0000-s000001.safetensors"
+    theirs.write_bytes(b"someone else's file")
+    link = {
+        "checkpoints": runs / "resnet18/rotation/seed0/checkpoints",
+        "run folder": runs / "resnet18/rotation/seed0",
+        "arch folder": runs / "resnet18",
+        "tensorboard": runs / "resnet18/rotation/seed0/tensorboard",
+        "plots": runs / "plots",
+    }[where]
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(elsewhere, target_is_directory=True)
+    args = ["--checkpoint-minutes", "0", *(["--logger", "tensorboard"] if where == "tensorboard" else [])]
+    if where == "plots":  # a report over the session's run
+        shutil.copytree(tiny_runs, runs, dirs_exist_ok=True)
+        assert main(["report", str(runs)]) == 2
+    else:
+        assert cli("train", "rotation", *args, root=runs, data=fake_root) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert f"{link} is a link rotnet did not make" in err[-1]
+    assert (
+        sorted(p.name for p in elsewhere.iterdir()) == [theirs.name] and theirs.read_bytes() == b"someone else's file"
+    )

@@ -1,6 +1,6 @@
-"""Configuration: one precedence rule for every key, typed values, and TOML that is refused in one line."""
+"""Configuration (rotnet.config): one precedence rule for every key, typed values, and TOML that is refused in one
+line."""
 
-import json
 import os
 import re
 
@@ -8,28 +8,7 @@ import pytest
 
 from rotnet.config import CHOICES, RunConfig, coerce, validate
 from rotnet.errors import RotnetError
-from rotnet.experiments import Protocol, resolve
-from tests.helpers import TINY_PRESET, cli
-
-
-def write(path, text: str):
-    path.write_text(text)
-    return path
-
-
-def test_precedence_defaults_preset_config_set_flags(tmp_path):
-    toml = write(tmp_path / "a.toml", "batch_size = 64\nlr = 0.01\nseed = 3\n")
-    p = Protocol("quick", (toml,), ())
-    cfg = p.resolve("rotation")
-    assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.seed) == (6, 64, 0.01, 3)  # preset, file, file, file
-    cfg = Protocol("quick", (toml,), (("lr", "0.5"), ("lr", 0.25))).resolve("rotation")
-    assert cfg.lr == 0.25  # --set then a flag: the flag (later) wins
-    assert Protocol("quick", (toml,), ()).resolve("rotation", seed=7).seed == 7  # an explicit --seed beats all
-
-
-def test_a_rule_matches_the_arch_given_on_the_command_line():
-    assert resolve("rotation", arch="resnet34").epochs == 70
-    assert Protocol("paper", (), (("arch", "resnet50"),)).resolve("rotation").epochs == 70
+from tests.helpers import cli, write
 
 
 def test_set_seed_and_config_seed_are_not_overridden_by_a_default(tmp_path, fake_root):
@@ -45,70 +24,6 @@ def test_set_seed_and_config_seed_are_not_overridden_by_a_default(tmp_path, fake
 def test_reproduce_refuses_set_seed_with_seeds(tmp_path, fake_root, capsys):
     assert cli("reproduce", "--set", "seed=1", "--seeds", "0,1", root=tmp_path, data=fake_root) == 2
     assert "--seeds" in capsys.readouterr().err
-
-
-def test_the_python_reproduce_takes_its_seed_from_the_overrides_too(tmp_path, fake_root):
-    """`rotnet.reproduce(seed=1)` once trained seed0: its seeds default (0,) beat the override."""
-    import rotnet
-
-    common = dict(
-        preset=TINY_PRESET, runs_root=tmp_path, data_root=fake_root, download=False, experiments=("rotation",)
-    )
-    rotnet.reproduce(**common, seed=1)
-    assert (tmp_path / "resnet18/rotation/seed1/result.json").is_file()
-    assert not (tmp_path / "resnet18/rotation/seed0").exists()
-    assert json.loads((tmp_path / "reproduce.json").read_text())["seeds"] == [1]
-    with pytest.raises(RotnetError, match="given twice"):
-        rotnet.reproduce(**common, seed=1, seeds=(0,))
-
-
-def test_after_the_python_reproduce_ctrl_c_interrupts_as_usual(tmp_path, fake_root):
-    """rotnet.reproduce left its stop handler installed: in a notebook, the next Ctrl-C only set a flag no one read."""
-    import os
-    import signal
-    import time
-
-    import rotnet
-
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    rotnet.reproduce(
-        preset=TINY_PRESET, runs_root=tmp_path, data_root=fake_root, download=False, experiments=("rotation",)
-    )
-    with pytest.raises(KeyboardInterrupt):
-        os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(1)
-
-
-def test_ctrl_c_in_the_python_train_saves_a_checkpoint_and_the_next_call_resumes(
-    tmp_path, fake_root, monkeypatch, capsys
-):
-    """rotnet.train installed no stop handler: Ctrl-C raised KeyboardInterrupt mid-step and nothing was saved,
-    where `rotnet train` and rotnet.reproduce finish the step, save and stop."""
-    import os
-    import signal
-
-    import rotnet
-    from rotnet import loop
-    from rotnet.errors import Interrupted
-
-    step, pressed = loop.train_step, []
-
-    def ctrl_c_in_the_first_step(*args, **kwargs):
-        if not pressed:
-            pressed.append(os.kill(os.getpid(), signal.SIGINT))
-        return step(*args, **kwargs)
-
-    monkeypatch.setattr(loop, "train_step", ctrl_c_in_the_first_step)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    common = dict(preset=TINY_PRESET, runs_root=tmp_path, data_root=fake_root, download=False, device="cpu", epochs=1)
-    with pytest.raises(Interrupted, match="stopped at epoch 1, step 1"):
-        rotnet.train("rotation", **common)
-    folder = tmp_path / "resnet18/rotation/seed0"
-    assert list((folder / "checkpoints").iterdir()) and not (folder / "result.json").exists()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    assert rotnet.train("rotation", **common).folder == folder and len(pressed) == 1
-    assert [json.loads(line)["epoch"] for line in (folder / "metrics.jsonl").read_text().splitlines()] == [1]
-    assert "resuming at epoch 1, step 1" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("key", [k for k, v in RunConfig().to_dict().items() if isinstance(v, float)])
@@ -178,7 +93,6 @@ def test_bad_toml_is_one_line(tmp_path, fake_root, capsys, text, message):
     assert cli("train", "rotation", "--config", str(toml), root=tmp_path / "runs", data=fake_root) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
-    import re
 
     assert re.search(message, err), err
 
@@ -203,32 +117,3 @@ def test_config_or_preset_naming_a_non_file(tmp_path, fake_root, capsys, kind, f
     value = str(path) if kind != "device" else "/dev/null"
     assert cli("train", "rotation", flag, value, root=tmp_path / "runs", data=fake_root) == 2
     assert ", not a regular file" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize(
-    ("when", "said"),
-    [
-        ('{ experiment = "rotaton" }', "did you mean rotation?"),
-        ('{ experiment = ["rotation", "ful-from-rotation"] }', "did you mean full-from-rotation?"),
-        ('{ arch = "resnet43" }', "did you mean resnet34?"),
-        ('{ task = "clasification" }', "did you mean classification?"),
-        ('{ stem = "cifarr" }', "did you mean cifar?"),
-        ('{ seed = "zero" }', "seed must be"),
-        ("{ epochs = 1.5 }", "epochs must be"),
-        ("{ arch = [] }", "matches no run"),
-    ],
-)
-def test_a_rules_when_is_checked_like_a_flag_so_a_misspelled_rule_never_matches_nothing(tmp_path, when, said):
-    """`when = { experiment = "rotaton" }` matched no run without a word, and the run trained the preset's settings."""
-    toml = tmp_path / "rules.toml"
-    toml.write_text(f"[[rule]]\nwhen = {when}\nset = {{ epochs = 3 }}\n")
-    with pytest.raises(RotnetError, match=re.escape(said)):
-        Protocol("quick", (toml,)).resolve("rotation")
-
-
-def test_a_rule_that_names_valid_values_applies(tmp_path):
-    toml = tmp_path / "rules.toml"
-    rule = 'when = { experiment = ["rotation"], arch = "resnet18", seed = 0 }'
-    toml.write_text(f"[[rule]]\n{rule}\nset = {{ epochs = 3 }}\n")
-    assert Protocol("quick", (toml,)).resolve("rotation").epochs == 3
-    assert Protocol("quick", (toml,)).resolve("full-from-random").epochs != 3

@@ -1,3 +1,8 @@
+"""The Dataset and its policy (rotnet.data): safe class names, normalization (a channel without spread refused),
+balanced subsets, CIFAR-10 read into it."""
+
+from __future__ import annotations
+
 import hashlib
 import os
 import pickle
@@ -8,10 +13,17 @@ import numpy as np
 import pytest
 import torch
 
+from rotnet.cli import main
 from rotnet.data import balanced_subset, short_classes
 from rotnet.errors import RotnetError
 from rotnet.readers import FOLDER, load_cifar10, safe_unpickle
 from tests.conftest import write_fake_cifar
+from tests.helpers import (
+    TINY_ARGS,
+    UNSAFE,
+    images,
+    save,
+)
 
 
 def test_reads_fake_cifar(fake_data):
@@ -137,3 +149,27 @@ def test_real_cifar10_counts():
         "ship",
         "truck",
     )
+
+
+@pytest.mark.parametrize("channel", [0, 1, 2])
+def test_a_constant_channel_is_named_before_training(tmp_path, fake_root, channel, capsys):
+    """A constant blue channel ended in "non-finite loss at epoch 1, step 1" without naming the zero spread."""
+
+    pixels = images(40)
+    pixels[..., channel] = 200
+    save(tmp_path / "photos", pixels)
+    args = ["train", "rotation", "--dataset", str(tmp_path / "photos"), "--runs-root", str(tmp_path / "r"), *TINY_ARGS]
+    assert main(args) == 2
+    name = ("red", "green", "blue")[channel]
+    err = capsys.readouterr().err
+    assert f"the {name} channel of" in err and "--normalization seed" in err
+    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").rglob("*"))  # refused before any folder
+    assert main([*args, "--normalization", "seed"]) == 0  # the fix the message names
+
+
+def test_every_kind_of_unsafe_name_is_named(tmp_path):
+    """The rule itself, beyond the metadata files: what a name must be to stand for one folder."""
+    from rotnet.data import name_problem
+
+    assert [name_problem(n) != "" for n in [*UNSAFE, ".", "", " ", "a\0b", "tab\there"]] == [True] * 10
+    assert [name_problem(n) for n in ["cat", "sea lion", "vélo", "9", "a.b", "..."]] == [""] * 6

@@ -76,3 +76,14 @@ def test_saved_weights_load_into_plain_torchvision(tmp_path):
     x = torch.randn(2, 3, 32, 32)
     model.eval(), plain.eval()
     assert torch.equal(model(x), plain(x))
+
+
+def test_cifar_stem_shapes():
+    model = build_model("resnet18", 4, stem="cifar")
+    assert model.conv1.kernel_size == (3, 3) and model.conv1.stride == (1, 1)
+    x = torch.randn(2, 3, 32, 32)
+    feats = torch.nn.Sequential(
+        model.conv1, model.bn1, model.relu, model.maxpool, model.layer1, model.layer2, model.layer3, model.layer4
+    )(x)
+    assert feats.shape == (2, 512, 4, 4)  # the ImageNet stem leaves 1x1
+    assert model(x).shape == (2, 4)

@@ -1,7 +1,12 @@
 """The package's shape: imports only run downward (no cycle), and the command line's front door imports no torch."""
 
 import ast
+import os
+import shutil
+import sys
 from pathlib import Path
+
+import pytest
 
 import rotnet
 
@@ -75,9 +80,7 @@ def test_cli_imports_no_heavy_module_at_module_level():
 
 def lint_imports(src: Path):
     """import-linter's contracts of pyproject.toml, checked on the package at `src`."""
-    import os
     import subprocess
-    import sys
 
     root = Path(__file__).resolve().parents[1]
     env = dict(os.environ, PYTHONPATH=str(src))
@@ -89,7 +92,6 @@ def lint_imports(src: Path):
 def test_the_declared_layers_hold_and_an_upward_import_breaks_them(tmp_path):
     """pyproject.toml declares the layers (import-linter); docs/architecture.md draws them. The contract is kept by
     the code as it is, and broken by one import that runs upward (the foundations importing the command line)."""
-    import shutil
 
     kept = lint_imports(SRC.parent)
     assert kept.returncode == 0 and "1 kept, 0 broken" in kept.stdout, kept.stdout[-2000:] + kept.stderr[-2000:]
@@ -113,3 +115,42 @@ def test_the_architecture_page_names_every_module_in_its_declared_layer():
     drawn = [set(re.findall(r"`(\w+)`", row.split("|")[2])) for row in rows]
     assert drawn == declared
     assert {m for layer in declared for m in layer} == {p.stem for p in SRC.glob("*.py")} - {"__init__", "__main__"}
+
+
+SRC = Path(rotnet.__file__).parent
+
+
+def calls_of(name: str) -> dict[str, int]:
+    """module -> how many calls of a function called `name` it makes."""
+    out = {}
+    for path in sorted(SRC.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        n = sum(
+            isinstance(node, ast.Call)
+            and (getattr(node.func, "id", None) == name or getattr(node.func, "attr", None) == name)
+            for node in ast.walk(tree)
+        )
+        if n:
+            out[path.stem] = n
+    return out
+
+
+def test_epochs_are_trained_in_one_place_that_run_and_verify_both_call():
+    """`loop.fit` is called by `lifecycle.train_epochs` alone; `run` and `verify` call that, and verify stops it at
+    the epoch it wants (`until`) instead of raising through the save hook."""
+    assert calls_of("fit") == {"lifecycle": 1}
+    assert set(calls_of("train_epochs")) == {"run", "verify"}
+
+
+@pytest.mark.parametrize("module", sorted(p.stem for p in SRC.glob("*.py")))
+def test_no_module_but_the_ones_that_run_plans_imports_run(module):
+    """verify once imported eight private helpers of run.py; what two commands share lives in the lifecycle,
+    state and checks modules, and only a plan's runs reach `run.run` (in turn: runner; in parallel: jobs)."""
+    tree = ast.parse((SRC / f"{module}.py").read_text())
+    names = [
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module == "rotnet.run"
+        for alias in node.names
+    ]
+    assert names == (["run"] if module in ("runner", "jobs") else []), names

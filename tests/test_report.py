@@ -1,13 +1,15 @@
 """The report: only over rotnet runs, only its own files, and every run status rendered (unreadable ones too)."""
 
 import json
-from pathlib import Path
+import shutil
 
+import matplotlib.image
 import pytest
 
 from rotnet.cli import main
+from rotnet.experiments import EXPERIMENTS
 from rotnet.report import collect, write_report
-from tests.helpers import as_made_by_0_3, fabricate, reseal
+from tests.helpers import as_made_by_0_3, fabricate, gain_row, reseal
 
 
 @pytest.fixture(scope="module")
@@ -158,18 +160,6 @@ def test_the_pretraining_gain_pairs_seeds(tiny_runs, tmp_path):
     assert table["full-from-random"]["ours_std"] == "" and table["full-from-random"]["ours_mean"] == "45.0"
 
 
-def gain_row(diffs: list[float], reference_gain: float | None) -> dict:
-    """A from-rotation row and its from-random partner, made up so that the paired differences are `diffs`."""
-    from rotnet.report import with_gains
-
-    base = {"arch": "resnet18", "data": "cifar10", "reference": None}
-    rotation = {**base, "experiment": "full-from-rotation", "by_seed": {s: 80 + d for s, d in enumerate(diffs)}}
-    random = {**base, "experiment": "full-from-random", "by_seed": dict.fromkeys(range(len(diffs)), 80.0)}
-    if reference_gain is not None:
-        rotation["reference"], random["reference"] = 80 + reference_gain, 80.0
-    return with_gains([rotation, random])[0]
-
-
 @pytest.mark.parametrize(
     ("diffs", "reference_gain", "words"),
     [
@@ -193,143 +183,6 @@ def test_the_gain_is_worded_by_its_numbers(diffs, reference_gain, words):
     if len(diffs) > 1:
         lo, hi = row["gain_ci95"]
         assert lo < row["gain"] < hi and f"[{lo:+.2f}, {hi:+.2f}]" in text
-
-
-def test_the_t_quantiles_are_the_student_t_distributions():
-    """t(0.975, df) checked against the t density integrated numerically (no table copied into the test)."""
-    import math
-
-    from rotnet.stats import t975
-
-    def cdf(t: float, df: int, steps: int = 200_000) -> float:
-        c = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
-        h = t / steps  # the symmetric density: 0.5 + the integral from 0 to t (Simpson's rule)
-        f = [c * (1 + (i * h) ** 2 / df) ** (-(df + 1) / 2) for i in range(steps + 1)]
-        return 0.5 + h / 3 * (f[0] + f[-1] + 4 * sum(f[1:-1:2]) + 2 * sum(f[2:-1:2]))
-
-    for df in (1, 2, 3, 5, 10, 30, 31, 60, 200):
-        assert cdf(t975(df), df) == pytest.approx(0.975, abs=2e-4), df
-
-
-def test_the_wall_time_of_resumed_invocations_counts_only_those_that_recorded_it():
-    """A plan killed once and running again showed "0.0 min for all 2" though neither had recorded its end."""
-    from rotnet.sections import earlier_text
-
-    killed = {"git_commit": "aaaaaaa1", "wall_seconds": None}
-    text = earlier_text({"earlier": [killed], "git_commit": "bbbbbbb2"})
-    assert "0.0 min" not in text and "none of the 2 recorded its end" in text
-    text = earlier_text({"earlier": [killed, {"git_commit": "ccccccc3", "wall_seconds": 600}], "wall_seconds": 60})
-    assert "11.0 min for the 2 of 3 that recorded their end (1 did not" in text and "commits aaaaaaa, ccccccc" in text
-
-
-def test_the_reference_vs_rotnet_plot_shows_no_bar_for_a_missing_result_and_no_spread_for_one_seed(
-    tmp_path, monkeypatch
-):
-    from rotnet import plots
-
-    figures = []
-    monkeypatch.setattr(plots, "savefig", lambda fig, path: figures.append(fig))
-    row = {"arch": "resnet18", "data": "cifar10", "reference": 61.88}
-    rows = [
-        {**row, "experiment": "layer4-from-rotation", "ours_mean": 63.3, "ours_std": 0.0, "n": 1},
-        {**row, "experiment": "full-from-rotation", "ours_mean": None, "ours_std": None, "n": 0},
-    ]
-    plots.plot_bars(rows, tmp_path / "bars.png")
-    ax = figures[0].axes[0]
-    ours = ax.containers[1]
-    assert ours.errorbar is None  # one seed: no spread to draw
-    assert [t.get_text() for t in ax.texts if t.get_text()] == ["61.9", "61.9", "63.3", "no result"]
-
-
-def test_the_gain_and_seed_plots_show_each_seed_and_label_above_everything(tmp_path, monkeypatch):
-    """Issue 21: each seed a point, the mean a bar, the reference report's bar beside it; a value label sat on the
-    error bar, and the legend covered the title."""
-    from rotnet import plots
-
-    figures = []
-    monkeypatch.setattr(plots, "savefig", lambda fig, path: figures.append(fig))
-    row = gain_row([16.4, 16.6, 16.5], 17.13)
-    plots.plot_gains([row], tmp_path / "gain.png")
-    ax = figures[0].axes[0]
-    points = [c for c in ax.collections if len(c.get_offsets()) == 3]
-    assert sorted(y for _, y in points[0].get_offsets()) == pytest.approx(sorted(row["gain_by_seed"].values()))
-    label = next(t for t in ax.texts if t.get_text() == "+16.5")
-    assert label.xy[1] >= row["gain_ci95"][1]  # above the interval's top
-    assert figures[0].legends and figures[0].legends[0].get_bbox_to_anchor().y0 <= 0  # under the axes
-
-
-def texts_inside(fig) -> bool:
-    """Every text drawn in each axes lies inside its frame."""
-    renderer = fig.canvas.get_renderer()
-    return all(
-        t.get_window_extent(renderer).y1 <= ax.get_window_extent(renderer).y1 + 0.5
-        for ax in fig.axes
-        for t in ax.texts
-        if t.get_text()
-    )
-
-
-def test_a_label_over_a_tall_interval_or_bar_stays_inside_the_plot(tmp_path, monkeypatch):
-    """Two seeds (+16.42, +17.21) give a 95% interval up to +21.8: its value label crossed the plot's top edge, as
-    did a label over a bar near 100%."""
-    from rotnet import plots
-
-    figures = captured_figure(monkeypatch)
-    plots.plot_gains([gain_row([16.42, 17.21], 17.13), gain_row([0.61], 1.24)], tmp_path / "gain.png")
-    ours = next(c for c in figures[0].axes[0].containers if getattr(c, "errorbar", None))
-    caps = ours.errorbar.lines[1]  # one seed has no interval: no cap drawn at its mean
-    assert [len(c.get_xdata()[c.get_ydata() == c.get_ydata()]) for c in caps] == [1, 1]
-    row = {"arch": "resnet18", "data": "cifar10", "reference": 78.3, "experiment": "rotation"}
-    plots.plot_bars(
-        [{**row, "ours_mean": 99.5, "ours_std": 0.4, "n": 2, "by_seed": {0: 99.1, 1: 99.9}}], tmp_path / "b.png"
-    )
-    assert texts_inside(figures[0]) and texts_inside(figures[1])
-
-
-def captured_figure(monkeypatch):
-    """The figure a plot function saves, kept open for inspection."""
-    from rotnet import plots
-
-    kept = []
-    monkeypatch.setattr(plots, "savefig", lambda fig, path: kept.append(fig))
-    return kept
-
-
-def one_epoch_runs() -> list[dict]:
-    out = []
-    for data in ("cifar10", "photos@200pc"):
-        for i, experiment in enumerate(("rotation", "layer4-from-rotation", "layer4-from-random")):
-            history = [{"epoch": 1, "lr": 0.001, "train_loss": 2.0 + i / 10, "test_acc": 25.0 + i}]
-            out.append({"arch": "resnet18", "experiment": experiment, "seed": 0, "data": data, "history": history})
-    return out
-
-
-def test_curves_of_one_epoch_runs_read_correctly(monkeypatch):
-    """Seen on the smoke report: x axis 0.96-1.04, accuracy zoomed to a point's neighbourhood, two runs in one colour
-    (the rotation run and the first classification run), two legend entries "resnet18 rotation" for two datasets."""
-    from rotnet import plots
-
-    kept = captured_figure(monkeypatch)
-    plots.plot_curves(one_epoch_runs(), Path("unused.png"))
-    (fig,) = kept
-    rot, cls, loss = fig.axes[:3]
-    styles = [(line.get_color(), line.get_linestyle()) for line in loss.lines]
-    assert len(styles) == 6 and len(set(styles)) == 6
-    for ax in (rot, cls, loss):
-        assert ax.get_xlim() == (0.5, 1.5) and list(ax.get_xticks()) == [1]
-    assert rot.get_ylim() == (0, 100) and cls.get_ylim() == (0, 100)
-    labels = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert "resnet18 rotation (cifar10)" in labels and "resnet18 rotation (photos@200pc)" in labels
-
-
-def test_bars_without_seed_report_values_have_no_seed_report_legend(monkeypatch):
-    from rotnet import plots
-
-    kept = captured_figure(monkeypatch)
-    row = {"reference": None, "ours_mean": 30.0, "ours_std": None, "n": 1, "arch": "resnet18", "data": "photos"}
-    plots.plot_bars([row | {"experiment": "rotation"}, row | {"experiment": "full-from-random"}], Path("unused.png"))
-    labels = [t.get_text() for t in kept[0].legends[0].get_texts()]
-    assert labels == ["rotnet"]
 
 
 def test_a_plan_of_resnet18_lists_no_deeper_rows_as_not_run(runs, tmp_path):
@@ -365,3 +218,45 @@ def test_a_single_seed_on_few_test_images_carries_its_interval_and_a_smoke_table
     from rotnet.report import summary
 
     assert summary(tmp_path).endswith("not a measurement of pretraining.")
+
+
+def test_reproduce_writes_a_report_with_every_row(reproduced):
+    report = (reproduced / "report.md").read_text()
+    for e in EXPERIMENTS:
+        assert f"| {e} | resnet18 |" in report
+    results = json.loads((reproduced / "results.json").read_text())
+    rows = {(r["experiment"], r["arch"]): r for r in results["rows"]}
+    for e in EXPERIMENTS:
+        assert rows[(e, "resnet18")]["n"] == 2 and rows[(e, "resnet18")]["status"] == "ok"
+    assert ("rotation", "resnet34") not in rows  # a ResNet18 plan: the reference's deeper rows are not its rows
+    for png in ("curves", "seed_vs_rotnet", "confusion", "rotation_examples"):
+        image = matplotlib.image.imread(reproduced / "plots" / f"{png}.png")
+        assert image.shape[0] > 200 and image.shape[1] > 200 and image.std() > 0.05  # a figure, not a blank
+        assert f"plots/{png}.png" in report
+    assert (reproduced / "results.csv").read_text().startswith("experiment,arch,data,reference")
+    assert "## Provenance" in report and "differ from the official (warned)" in report
+
+
+def test_report_marks_missing_and_partial_runs(reproduced, tmp_path):
+    root = tmp_path / "copy"
+    shutil.copytree(reproduced, root)
+    shutil.rmtree(root / "resnet18/full-from-random/seed1")  # missing
+    (root / "resnet18/layer4-from-random/seed1/result.json").unlink()  # partial: metrics but no result
+    lines = (root / "resnet18/layer4-from-random/seed1/metrics.jsonl").read_text().splitlines()
+    (root / "resnet18/layer4-from-random/seed1/metrics.jsonl").write_text(lines[0][:20])  # torn too
+    (root / "resnet18/full-from-rotation/seed0/result.json").unlink()
+    (root / "resnet18/full-from-rotation/seed0/failed.json").write_text('{"error": "non-finite loss"}')
+    for folder in ("layer4-from-random/seed1", "full-from-rotation/seed0"):  # records as such runs leave them
+        reseal(root / "resnet18" / folder)
+    assert main(["report", str(root)]) == 0
+    rows = {(r["experiment"], r["arch"]): r for r in json.loads((root / "results.json").read_text())["rows"]}
+    assert rows[("full-from-random", "resnet18")]["status"] == "seed 1 not run"
+    assert rows[("full-from-random", "resnet18")]["n"] == 1
+    assert rows[("layer4-from-random", "resnet18")]["status"].startswith("seed 1 started")
+    assert "seed 0 failed: non-finite loss" in rows[("full-from-rotation", "resnet18")]["status"]
+    assert "| seed 1 not run |" in (root / "report.md").read_text()
+
+
+def test_report_on_a_missing_folder_is_an_error(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "nope")]) == 2
+    assert "runs folder not found" in capsys.readouterr().err

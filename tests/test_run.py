@@ -1,20 +1,25 @@
 """One run's life: the weights it starts from are the ones its protocol names, on the data it was made with."""
 
 import json
+import os
+import re
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from rotnet.checkpoint import load_tensors, save_tensors
+from rotnet.cli import main
 from tests.conftest import write_fake_cifar
-from tests.helpers import TINY, cli, reseal
+from tests.helpers import TINY, cli, images, metrics, reseal, save, wait_for
 
 ROOT_ARGS = ("--no-download",)
 
 
 def train(*args, root, data, tiny=True):
-    from rotnet.cli import main
 
     extra = TINY if tiny else []
     return main([*args, "--runs-root", str(root), "--data-root", str(data), *ROOT_ARGS, *extra])
@@ -172,7 +177,6 @@ def test_a_run_whose_final_weights_are_broken_ends_diverged_never_finished(fake_
     import json
 
     import rotnet.lifecycle
-    from rotnet.cli import main
 
     real = rotnet.lifecycle.fit
 
@@ -192,25 +196,177 @@ def test_a_run_whose_final_weights_are_broken_ends_diverged_never_finished(fake_
     assert row["ours_mean"] is None and "failed" in row["status"] and "ok" != row["status"]
 
 
-@pytest.mark.parametrize(
-    ("record", "threads"),
-    [
-        ({"cpu_threads": 3, "device_name": "x86_64 (2 threads)"}, 3),  # the number, not the display text
-        ({"device_name": "x86_64 (2 threads)"}, 2),  # a record before 0.7
-        ({"cpu_threads": True, "device_name": "x86_64"}, None),
-        ({"cpu_threads": "4"}, None),
-        ({}, None),
-        (None, None),
-    ],
-)
-def test_a_runs_thread_count_is_a_recorded_number(record, threads):
-    from rotnet.runtime import recorded_threads
-
-    assert recorded_threads(record) == threads
-
-
 def test_a_cpu_run_records_its_thread_count(tiny_runs):
     import json
 
     record = json.loads((tiny_runs / "resnet18/rotation/seed0/config.json").read_text())
     assert isinstance(record["cpu_threads"], int) and f"({record['cpu_threads']} thread" in record["device_name"]
+
+
+def test_epoch_end_checkpoints_wait_for_the_interval(tmp_path, fake_root, monkeypatch):
+    from rotnet.manifest import Seal
+
+    saved = []
+    real = Seal.write
+
+    def spy(self, name, data):
+        if name.startswith("checkpoints/"):
+            saved.append((int(name[13:17]), int(name[19:25])))
+        return real(self, name, data)
+
+    monkeypatch.setattr(Seal, "write", spy)
+    assert cli("train", "rotation", root=tmp_path / "a", data=fake_root) == 0  # 2 epochs in under 10 minutes
+    assert saved == [] and len(metrics(tmp_path / "a/resnet18/rotation/seed0")) == 2
+    assert not (tmp_path / "a/resnet18/rotation/seed0/checkpoints").exists()  # a finished run keeps its weights only
+    assert cli("train", "rotation", "--checkpoint-minutes", "0", root=tmp_path / "b", data=fake_root) == 0
+    assert saved == [(1, 0)]  # the last epoch's would be pruned at once: it is not written
+    saved.clear()
+    assert cli("train", "rotation", "--keep-checkpoints", "1", root=tmp_path / "c", data=fake_root) == 0
+    assert saved == [(2, 0)] and len(list((tmp_path / "c/resnet18/rotation/seed0/checkpoints").iterdir())) == 1
+
+
+def test_a_run_says_its_plan_and_an_estimate_before_its_first_epoch(tmp_path, fake_root, capsys):
+    """`rotnet train rotation` with the paper preset started 45 epochs without a word about what it would do."""
+    assert cli("train", "rotation", root=tmp_path, data=fake_root) == 0  # 2 epochs of 80 images, batch 32
+    lines = capsys.readouterr().out.splitlines()
+    plan = f"{tmp_path / 'resnet18/rotation/seed0'}: 2 epochs (2 to go) of 80 images (3 steps of 32), tested on 16"
+    assert lines[0].startswith(plan)
+    estimate = r"resnet18 rotation: about \d+ s of training left at \d+ img/s \(timed over 3 steps.*"
+    assert re.fullmatch(estimate, lines[1])
+    assert lines[2].startswith("resnet18 rotation epoch 1/2")
+
+
+TIMING = {"images_per_s", "seconds", "eval_images_per_s"}
+
+
+# 80 images, batch 16: 5 steps an epoch, 2 epochs (the lr steps down between them), a checkpoint every 2 steps and
+# at each epoch end.
+ARGS = [
+    "--epochs",
+    "2",
+    "--batch-size",
+    "16",
+    "--set",
+    "eval_batch_size=64",
+    "--set",
+    "lr_step_epochs=1",
+    "--checkpoint-every",
+    "2",
+    "--no-download",
+]
+
+
+# Every run here starts on 2 threads, whatever the machine's cores; resumes run on 1 (see the first test).
+STARTS, RESUMES = os.environ | {"OMP_NUM_THREADS": "2"}, os.environ | {"OMP_NUM_THREADS": "1"}
+
+
+def command(root: Path, data: Path, experiment: str = "rotation") -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "rotnet",
+        "train",
+        experiment,
+        "--runs-root",
+        str(root),
+        "--data-root",
+        str(data),
+        *ARGS,
+    ]
+
+
+def finish(root: Path, data: Path, env: dict = RESUMES) -> subprocess.CompletedProcess:
+    return subprocess.run(command(root, data), env=env, capture_output=True, text=True, timeout=300)
+
+
+def start(root: Path, data: Path, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen(command(root, data), env=STARTS, **kwargs)
+
+
+def outcome(root: Path) -> tuple[dict, list[dict]]:
+    folder = root / "resnet18" / "rotation" / "seed0"
+    weights, _ = load_tensors(folder / "model.safetensors")
+    return weights, [{k: v for k, v in r.items() if k not in TIMING} for r in metrics(folder)]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, fake_root):
+    root = tmp_path_factory.mktemp("reference")
+    assert finish(root, fake_root, STARTS).returncode == 0
+    return outcome(root)
+
+
+def same(a: tuple[dict, list[dict]], b: tuple[dict, list[dict]]) -> bool:
+    (wa, ma), (wb, mb) = a, b
+    return wa.keys() == wb.keys() and all((wa[k] == wb[k]).all() for k in wa) and ma == mb
+
+
+@pytest.mark.parametrize("kill_after", ["e0000-s000002", "e0001-s000004"])  # mid-epoch; the last step of one
+def test_sigkill_then_resume_is_bit_identical(tmp_path, fake_root, reference, kill_after):
+    """Also: CPU sums depend on the thread count, so a run started on 2 threads (say by a shell) and resumed from
+    one with 1 (say a one-thread `reproduce` job) must train on the 2 it started with."""
+    proc = start(tmp_path, fake_root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(f"**/checkpoints/{kill_after}.safetensors", tmp_path, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "resnet18/rotation/seed0/model.safetensors").exists()
+    done = finish(tmp_path, fake_root)
+    assert done.returncode == 0, done.stderr
+    assert "resuming at epoch" in done.stdout and "on 2 threads, as the run started" in done.stdout
+    assert same(outcome(tmp_path), reference)
+
+
+def test_sigterm_saves_and_says_how_to_resume(tmp_path, fake_root, reference):
+    proc = start(tmp_path, fake_root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for("**/checkpoints/e0000-s000002.safetensors", tmp_path, proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    # No skip when it "finished first": the signal comes within a 10 ms poll of step 2's checkpoint, eight steps and
+    # two evaluations before the end, so an exit 0 means the signal was not acted on.
+    assert proc.returncode == 143  # 128 + SIGTERM, as every rotnet command exits on a stop request
+    assert "Re-run the same command to resume" in err and "Traceback" not in err
+    done = finish(tmp_path, fake_root)
+    assert done.returncode == 0, done.stderr
+    assert same(outcome(tmp_path), reference)
+
+
+def test_torn_latest_checkpoint_falls_back_to_previous(tmp_path, fake_root, reference):
+    proc = start(tmp_path, fake_root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for("**/checkpoints/e0001-s000002.safetensors", tmp_path, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    newest = sorted((tmp_path / "resnet18/rotation/seed0/checkpoints").glob("e*.safetensors"))[-1]
+    data = newest.read_bytes()
+    newest.write_bytes(data[: len(data) // 2])  # torn write
+    done = finish(tmp_path, fake_root)
+    assert done.returncode == 0, done.stderr
+    assert f"skipping checkpoint {newest.name}" in done.stderr
+    assert same(outcome(tmp_path), reference)
+
+
+def test_finished_run_is_reused_not_redone(tmp_path, fake_root, tiny_runs, capsys):
+    shutil.copytree(tiny_runs, tmp_path, dirs_exist_ok=True)
+    weights = tmp_path / "resnet18/rotation/seed0/model.safetensors"
+    stamp = weights.stat().st_mtime_ns
+    assert cli("train", "rotation", root=tmp_path, data=fake_root) == 0
+    assert "already finished" in capsys.readouterr().out
+    assert weights.stat().st_mtime_ns == stamp
+    assert load_tensors(weights)[0]  # untouched and still verifying
+
+
+def test_a_stopped_folder_run_resumes_from_the_folders_new_place(tmp_path, fake_root, monkeypatch):
+    """The same images at another place (the same folder name) are the same data: the run resumes there."""
+    import shutil
+
+    from tests.helpers import metrics, partial
+
+    save(tmp_path / "a/photos", images(40))
+    runs = tmp_path / "runs"
+    dataset = ["--dataset", str(tmp_path / "a/photos")]
+    assert partial("train", "rotation", *dataset, root=runs, data=fake_root, monkeypatch=monkeypatch) == 130
+    shutil.move(tmp_path / "a", tmp_path / "b")
+    from tests.helpers import cli
+
+    assert cli("train", "rotation", "--dataset", str(tmp_path / "b/photos"), root=runs, data=fake_root) == 0
+    run = runs / "photos/resnet18/rotation/seed0"
+    assert len(metrics(run)) == 2 and (run / "result.json").is_file()

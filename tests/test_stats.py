@@ -28,3 +28,19 @@ def test_one_value_has_a_mean_but_no_spread():
     assert mean_interval([2.5]) == (2.5, None, None)
     mean, std, (lo, hi) = mean_interval([1.0, 3.0])
     assert (mean, std) == (2.0, pytest.approx(2**0.5)) and hi - 2.0 == pytest.approx(12.706)
+
+
+def test_the_t_quantiles_are_the_student_t_distributions():
+    """t(0.975, df) checked against the t density integrated numerically (no table copied into the test)."""
+    import math
+
+    from rotnet.stats import t975
+
+    def cdf(t: float, df: int, steps: int = 200_000) -> float:
+        c = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
+        h = t / steps  # the symmetric density: 0.5 + the integral from 0 to t (Simpson's rule)
+        f = [c * (1 + (i * h) ** 2 / df) ** (-(df + 1) / 2) for i in range(steps + 1)]
+        return 0.5 + h / 3 * (f[0] + f[-1] + 4 * sum(f[1:-1:2]) + 2 * sum(f[2:-1:2]))
+
+    for df in (1, 2, 3, 5, 10, 30, 31, 60, 200):
+        assert cdf(t975(df), df) == pytest.approx(0.975, abs=2e-4), df

@@ -1,4 +1,5 @@
-"""The training loop's parts: the lr as a pure function of position, the optimizer, and that the model learns."""
+"""The training loop (rotnet.loop): the lr as a pure function of position, the optimizer and AMP state round-
+tripping, a non-finite loss stopping at its step, and that the model learns."""
 
 from dataclasses import replace
 
@@ -6,8 +7,9 @@ import pytest
 import torch
 
 from rotnet.config import RunConfig
-from rotnet.loop import Engine, Hooks, LoopState, build_optimizer, fit, lr_at, train_step
+from rotnet.loop import Engine, Hooks, LoopState, build_optimizer, fit, lr_at, make_batch, train_step
 from rotnet.models import build_model
+from rotnet.seeds import generator
 
 
 def torch_lrs(cfg: RunConfig, steps_per_epoch: int) -> list[float]:
@@ -117,17 +119,6 @@ def test_sgd_cosine_fp16_scaler_resume_round_trip():
         assert torch.equal(v, resumed.model.state_dict()[k]), k
 
 
-def test_cifar_stem_shapes():
-    model = build_model("resnet18", 4, stem="cifar")
-    assert model.conv1.kernel_size == (3, 3) and model.conv1.stride == (1, 1)
-    x = torch.randn(2, 3, 32, 32)
-    feats = torch.nn.Sequential(
-        model.conv1, model.bn1, model.relu, model.maxpool, model.layer1, model.layer2, model.layer3, model.layer4
-    )(x)
-    assert feats.shape == (2, 512, 4, 4)  # the ImageNet stem leaves 1x1
-    assert model(x).shape == (2, 4)
-
-
 @pytest.mark.parametrize("tty", [True, False])
 def test_a_non_finite_loss_stops_the_run_at_the_same_step_with_or_without_a_terminal(monkeypatch, tty):
     """Without a terminal the loop read its flags only at the epoch end: a NaN ran on for the rest of the epoch."""
@@ -151,3 +142,13 @@ def test_a_non_finite_loss_stops_the_run_at_the_same_step_with_or_without_a_term
     with pytest.raises(NonFiniteLoss):
         fit(cfg, engine, images, torch.zeros(50, dtype=torch.long), LoopState(), Hooks(lambda m, e: {}, lambda s: None))
     assert len(steps) == 5  # the first read of the flags, never the epoch's last step
+
+
+def test_four_rotations_per_image_put_every_rotation_in_the_batch():
+    cfg = RunConfig(rotations_per_image=4)
+    images = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
+    inputs, targets = make_batch(cfg, images, torch.zeros(3, dtype=torch.long), generator("cpu", "augment", 0))
+    assert inputs.shape == (12, 3, 32, 32) and targets.tolist() == [0, 1, 2, 3] * 3
+    for i in range(3):  # the same crop/flip, rotated four ways
+        for k in range(4):
+            torch.testing.assert_close(inputs[4 * i + k], torch.rot90(inputs[4 * i], k, dims=(1, 2)))

@@ -1,84 +1,11 @@
-"""Probes, kNN monitor, label efficiency, four rotations per image, presets."""
+"""`rotnet probe` (rotnet.probe): per-stage probes and kNN sealed into the run, kept apart per dataset, tables with
+intervals."""
 
 import json
 
-import pytest
-import torch
-
 from rotnet.cli import main
-from rotnet.config import RunConfig
-from rotnet.evaluate import STAGES, extract, knn_accuracy, stage_outputs
-from rotnet.experiments import EXPERIMENTS, preset_names, resolve
-from rotnet.label_efficiency import subset_schedule
-from rotnet.loop import make_batch
-from rotnet.models import build_model
-from rotnet.seeds import generator
+from rotnet.evaluate import STAGES
 from tests.helpers import TINY_PRESET, write_fake_cifar100
-
-
-def reference_knn(train, train_y, test, test_y, k, t):
-    correct = 0
-    for x, y in zip(test, test_y, strict=True):
-        sims = torch.stack([torch.nn.functional.cosine_similarity(x, f, dim=0) for f in train])
-        top = sims.topk(k)
-        votes = torch.zeros(10)
-        for s, i in zip(top.values, top.indices, strict=True):
-            votes[train_y[i]] += torch.exp(s / t)
-        correct += int(votes.argmax() == y)
-    return 100 * correct / len(test)
-
-
-def test_knn_matches_a_hand_written_reference():
-    gen = torch.Generator().manual_seed(0)
-    train, test = torch.randn(60, 8, generator=gen), torch.randn(20, 8, generator=gen)
-    train_y, test_y = torch.randint(0, 10, (60,), generator=gen), torch.randint(0, 10, (20,), generator=gen)
-    for k in (1, 5, 200):
-        expected = reference_knn(train, train_y, test, test_y, min(k, 60), 0.1)
-        assert knn_accuracy(train, train_y, test, test_y, k=k, chunk=7) == pytest.approx(expected)
-    assert knn_accuracy(train, train_y, train, train_y, k=1) == 100.0  # each point is its own neighbour
-
-
-def test_stage_outputs_match_the_torchvision_forward():
-    model = build_model("resnet18", 10).eval()
-    x = torch.randn(2, 3, 32, 32)
-    out = stage_outputs(model, x)
-    assert list(out) == list(STAGES)
-    torch.testing.assert_close(model.fc(torch.flatten(model.avgpool(out["layer4"]), 1)), model(x))
-    feats = extract(model, torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8), pool=2, batch_size=2)
-    assert feats["layer1"].shape == (5, 64 * 4) and feats["layer4"].shape == (5, 512 * 4)
-
-
-def test_four_rotations_per_image_put_every_rotation_in_the_batch():
-    cfg = RunConfig(rotations_per_image=4)
-    images = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
-    inputs, targets = make_batch(cfg, images, torch.zeros(3, dtype=torch.long), generator("cpu", "augment", 0))
-    assert inputs.shape == (12, 3, 32, 32) and targets.tolist() == [0, 1, 2, 3] * 3
-    for i in range(3):  # the same crop/flip, rotated four ways
-        for k in range(4):
-            torch.testing.assert_close(inputs[4 * i + k], torch.rot90(inputs[4 * i], k, dims=(1, 2)))
-
-
-def test_label_efficiency_schedule_rule():
-    base = resolve("full-from-rotation", preset="paper")
-    small, large = subset_schedule(base, 20, 300), subset_schedule(base, 5000, 300)
-    assert small.epochs == 192 and small.lr_step_epochs == 96 and small.eval_every == 20  # ceil(300*128/200)
-    assert large.epochs == 20 and large.lr_step_epochs == 10 and large.eval_every == 2
-    assert small.train_per_class == 20
-
-
-@pytest.mark.parametrize("name", preset_names())
-def test_every_preset_resolves_for_every_experiment(name):
-    """Each shipped preset gives a valid configuration of each experiment and arch, with the experiment's own
-    identity, and its own settings: paper's ResNet34 rule, and for the others something the paper's lacks."""
-    for experiment in EXPERIMENTS:
-        for arch in ("resnet18", "resnet50"):
-            cfg = resolve(experiment, arch=arch, preset=name)
-            assert (cfg.experiment, cfg.arch) == (experiment, arch)
-            assert cfg.task == ("rotation" if experiment == "rotation" else "classification")
-    if name == "paper":
-        assert resolve("rotation", arch="resnet34", preset=name).epochs == 70
-    else:
-        assert any(resolve(e, preset=name) != resolve(e, preset="paper") for e in EXPERIMENTS)
 
 
 def test_probe_label_efficiency_and_knn_end_to_end(tmp_path, fake_root):

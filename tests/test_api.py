@@ -1,0 +1,162 @@
+"""rotnet's Python API (rotnet.api): train, reproduce, load_backbone and metadata validate exactly as the command
+line does and read a run only through its record."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+
+from rotnet.errors import RotnetError
+from tests.helpers import (
+    TINY_PRESET,
+)
+
+
+def test_load_backbone_is_plain_torchvision_with_the_runs_metadata(tiny_runs):
+    import torchvision
+
+    import rotnet
+
+    model = rotnet.load_backbone(tiny_runs / "resnet18/rotation/seed0")
+    assert type(model) is torchvision.models.ResNet and not model.training and model.fc.out_features == 4
+    meta = rotnet.metadata(tiny_runs / "resnet18/rotation/seed0/model.safetensors")
+    assert meta["arch"] == "resnet18" and meta["stem"] == "imagenet" and meta["task"] == "rotation"
+    assert meta["normalization"] == {"mean": [0.4914, 0.4822, 0.4465], "std": [0.2023, 0.1994, 0.201]}
+    assert meta["class_names"] == ["0", "90", "180", "270"] and meta["image_size"] == 32
+
+
+@pytest.mark.parametrize("how", ["folder", "weights file"])
+@pytest.mark.parametrize("reader", ["load_backbone", "metadata"])
+def test_weights_inside_a_run_folder_are_read_only_through_its_record(tiny_runs, tmp_path, how, reader):
+    """`load_backbone("RUN/model.safetensors")` skipped the record check that `load_backbone("RUN")` made, and
+    `metadata` made none: a run whose result was edited loaded either way by its file's name."""
+    import rotnet
+    from rotnet.errors import RotnetError
+
+    run = tmp_path / "resnet18/rotation/seed0"
+    shutil.copytree(tiny_runs / "resnet18/rotation/seed0", run)
+    target = run if how == "folder" else run / "model.safetensors"
+    getattr(rotnet, reader)(target)  # a sealed run loads
+    result = json.loads((run / "result.json").read_text())
+    (run / "result.json").write_text(json.dumps(result | {"test_acc": 99.0}))
+    with pytest.raises(RotnetError, match="its record is tampered"):
+        getattr(rotnet, reader)(target)
+    loose = shutil.copy(run / "model.safetensors", tmp_path / "loose.safetensors")
+    getattr(rotnet, reader)(loose)  # a weights file outside any run folder: its own checksum is what there is
+
+
+@pytest.mark.parametrize(
+    ("given", "named"),
+    [
+        ({"experiments": ("nope",)}, "unknown experiment 'nope'"),
+        ({"experiments": ("rotation", "full-from-ranodm")}, "did you mean full-from-random"),
+        ({"archs": ("resnet19",)}, "unknown arch 'resnet19'"),
+        ({"archs": "resnet"}, "unknown arch 'resnet'"),
+    ],
+)
+def test_the_python_reproduce_refuses_unknown_names_before_writing(tmp_path, fake_root, given, named):
+    """Was a raw KeyError, or "holds no rotnet runs" after writing reproduce.json (an unknown arch planned nothing)."""
+    import rotnet
+
+    with pytest.raises(RotnetError, match=named):
+        rotnet.reproduce(preset=TINY_PRESET, runs_root=tmp_path, data_root=fake_root, download=False, **given)
+    assert not list(tmp_path.iterdir())
+
+
+def test_the_python_reproduce_takes_one_name_as_a_one_name_tuple(tiny_runs, tmp_path, fake_root):
+    """`archs="resnet18"` was read letter by letter (the session's rotation run is reused: nothing trains)."""
+    import json
+    import shutil
+
+    import rotnet
+
+    shutil.copytree(tiny_runs, tmp_path, dirs_exist_ok=True)
+    rotnet.reproduce(
+        preset=TINY_PRESET, runs_root=tmp_path, data_root=fake_root, download=False, archs="resnet18", seeds=0,
+        experiments="rotation",
+    )  # fmt: skip
+    record = json.loads((tmp_path / "reproduce.json").read_text())
+    assert record["archs"] == ["resnet18"] and record["seeds"] == [0] and record["runs"] == ["resnet18/rotation/seed0"]
+
+
+@pytest.mark.parametrize(
+    ("call", "named"),
+    [
+        ({"archs": ()}, r"archs=\(\) names none"),
+        ({"seeds": []}, r"seeds=\(\) names none"),
+        ({"jobs": -3}, r"--jobs \(jobs\) must be zero"),
+        ({"jobs": 1.5}, r"--jobs \(jobs\) must be zero"),
+    ],
+)
+def test_the_python_api_validates_exactly_like_the_command_line(tmp_path, fake_root, call, named):
+    """The API accepted jobs=-3 (and an empty archs meant the default): the checks live in the options both build."""
+    import rotnet
+
+    with pytest.raises(RotnetError, match=named):
+        rotnet.reproduce(preset=TINY_PRESET, runs_root=tmp_path / "r", data_root=fake_root, download=False, **call)
+    assert not (tmp_path / "r").exists()
+
+
+def test_the_python_reproduce_takes_its_seed_from_the_overrides_too(tmp_path, fake_root):
+    """`rotnet.reproduce(seed=1)` once trained seed0: its seeds default (0,) beat the override."""
+    import rotnet
+
+    common = dict(
+        preset=TINY_PRESET, runs_root=tmp_path, data_root=fake_root, download=False, experiments=("rotation",)
+    )
+    rotnet.reproduce(**common, seed=1)
+    assert (tmp_path / "resnet18/rotation/seed1/result.json").is_file()
+    assert not (tmp_path / "resnet18/rotation/seed0").exists()
+    assert json.loads((tmp_path / "reproduce.json").read_text())["seeds"] == [1]
+    with pytest.raises(RotnetError, match="given twice"):
+        rotnet.reproduce(**common, seed=1, seeds=(0,))
+
+
+def test_after_the_python_reproduce_ctrl_c_interrupts_as_usual(tmp_path, fake_root):
+    """rotnet.reproduce left its stop handler installed: in a notebook, the next Ctrl-C only set a flag no one read."""
+    import signal
+    import time
+
+    import rotnet
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    rotnet.reproduce(
+        preset=TINY_PRESET, runs_root=tmp_path, data_root=fake_root, download=False, experiments=("rotation",)
+    )
+    with pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(1)
+
+
+def test_ctrl_c_in_the_python_train_saves_a_checkpoint_and_the_next_call_resumes(
+    tmp_path, fake_root, monkeypatch, capsys
+):
+    """rotnet.train installed no stop handler: Ctrl-C raised KeyboardInterrupt mid-step and nothing was saved,
+    where `rotnet train` and rotnet.reproduce finish the step, save and stop."""
+    import signal
+
+    import rotnet
+    from rotnet import loop
+    from rotnet.errors import Interrupted
+
+    step, pressed = loop.train_step, []
+
+    def ctrl_c_in_the_first_step(*args, **kwargs):
+        if not pressed:
+            pressed.append(os.kill(os.getpid(), signal.SIGINT))
+        return step(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "train_step", ctrl_c_in_the_first_step)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    common = dict(preset=TINY_PRESET, runs_root=tmp_path, data_root=fake_root, download=False, device="cpu", epochs=1)
+    with pytest.raises(Interrupted, match="stopped at epoch 1, step 1"):
+        rotnet.train("rotation", **common)
+    folder = tmp_path / "resnet18/rotation/seed0"
+    assert list((folder / "checkpoints").iterdir()) and not (folder / "result.json").exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert rotnet.train("rotation", **common).folder == folder and len(pressed) == 1
+    assert [json.loads(line)["epoch"] for line in (folder / "metrics.jsonl").read_text().splitlines()] == [1]
+    assert "resuming at epoch 1, step 1" in capsys.readouterr().out

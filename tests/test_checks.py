@@ -1,0 +1,193 @@
+"""Every check before a run trains or is reused (rotnet.checks): its record, configuration, data, source weights and
+stream contract against this run's, and the threads it resumes on."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from rotnet.checkpoint import load_tensors
+from rotnet.cli import main
+from rotnet.record import inspect
+from tests.helpers import (
+    RUN,
+    as_made_by_0_3,
+    cli,
+    drop_keys,
+    metrics,
+    partial,
+    reproduce,
+    reseal,
+    write_folder,
+)
+
+
+def test_a_stopped_folder_run_does_not_resume_after_images_moved_between_classes(tmp_path, monkeypatch, capsys):
+    """Six images moved from train/cat to train/dog: the same pixels, other labels. The run resumed (exit 0) with
+    half its epochs on the old labels; the data's identity now holds each image's class, and resume refuses."""
+    from tests.helpers import cli, partial
+
+    rng = np.random.default_rng(7)
+    # 64 training images: two steps an epoch, so that the stop lands inside epoch 2 (a partial run)
+    write_folder(tmp_path / "pets", rng.integers(0, 256, (64, 3, 16, 16), dtype=np.uint8), [0, 1] * 32, "train")
+    write_folder(tmp_path / "pets", rng.integers(0, 256, (4, 3, 16, 16), dtype=np.uint8), [0, 1, 0, 1], "test")
+    root, data = tmp_path / "runs", tmp_path / "unused"
+    args = ("train", "full-from-random", "--dataset", str(tmp_path / "pets"))
+    assert partial(*args, root=root, data=data, monkeypatch=monkeypatch) == 130
+    assert not (root / "pets/resnet18/full-from-random/seed0/result.json").exists()
+    cats = sorted((tmp_path / "pets/train/cat").glob("*.png"))[:6]
+    for path in cats:
+        path.rename(tmp_path / "pets/train/dog" / path.name)
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert cli(*args, root=root, data=data) == 2
+    err = capsys.readouterr().err
+    assert "was trained on other data (labels_sha256: " in err and "Traceback" not in err
+
+
+def test_a_partial_run_resumes_on_the_threads_it_recorded(tmp_path):
+    from rotnet.checks import resume_threads
+
+    folder = tmp_path / "resnet18/rotation/seed0"
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"config": {}, "device_name": "x86_64 (2 threads)"}))
+    assert resume_threads(folder) is None  # no checkpoint yet: it starts over on any count
+    (folder / "checkpoints/e0001-s000000.safetensors").write_bytes(b"")
+    assert resume_threads(folder) == 2
+    (folder / "result.json").write_text("{}")
+    assert resume_threads(folder) is None  # finished: reused, not resumed, so it holds no cores
+
+
+def test_a_transfer_run_is_not_reused_beside_other_rotation_weights(reproduced, fake_root, capsys):
+    """The rotation run was trained again into other weights (here: its own with one tensor changed, the same
+    protocol); the finished full-from-rotation run came from the old ones, so its number no longer belongs beside
+    the rotation run: reproduce and train refuse to reuse it, before anything trains, and say how to train it again."""
+    from rotnet.checkpoint import save_tensors
+
+    weights = reproduced / "resnet18/rotation/seed0/model.safetensors"
+    result = reproduced / "resnet18/full-from-rotation/seed0/result.json"
+    original, before = weights.read_bytes(), result.read_text()
+    tensors, meta = load_tensors(weights)
+    save_tensors(weights, tensors | {"fc.bias": tensors["fc.bias"] + 1}, meta)
+    reseal(weights.parent)  # a record of its own, as training it again would leave
+    capsys.readouterr()
+    try:
+        train = ["train", "full-from-rotation", *reproduce(reproduced, fake_root, jobs=None)[1:]]
+        for command in (reproduce(reproduced, fake_root, "--seeds", "0,1"), train):
+            assert main(command) == 2
+            err = capsys.readouterr().err
+            assert "was trained from other rotation weights" in err and "-from-rotation --restart" in err
+        assert result.read_text() == before
+    finally:
+        weights.write_bytes(original)  # the module's other tests share these runs
+        reseal(weights.parent)
+
+
+def test_changed_config_is_refused_and_restart_keeps_the_old_run(tmp_path, fake_root, tiny_runs, capsys):
+    shutil.copytree(tiny_runs, tmp_path, dirs_exist_ok=True)
+    assert cli("train", "rotation", "--lr", "0.01", root=tmp_path, data=fake_root) == 2
+    err = capsys.readouterr().err
+    assert "different configuration (lr: 0.001 -> 0.01)" in err and err.count("\n") == 1
+    assert cli("train", "rotation", "--lr", "0.01", "--restart", root=tmp_path, data=fake_root) == 0
+    old = tmp_path / "resnet18/rotation/seed0.old1"
+    assert (old / "model.safetensors").is_file() and (old / "config.json").is_file()
+
+
+def test_resume_refuses_a_tampered_partial_run(stopped, tmp_path, fake_root, capsys):
+    folder = tmp_path / RUN
+    lines = metrics(folder)
+    lines[0]["train_loss"] = 0.001
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    capsys.readouterr()
+    assert cli("train", "rotation", root=tmp_path, data=fake_root) == 2
+    assert "cannot continue" in capsys.readouterr().err
+
+
+def test_an_unfinished_transfer_run_resumes_only_from_its_own_rotation_weights(
+    tiny_runs, tmp_path, fake_root, monkeypatch, capsys
+):
+    shutil.copytree(tiny_runs, tmp_path, dirs_exist_ok=True)
+    args = ("train", "layer4-from-rotation")
+    assert partial(*args, root=tmp_path, data=fake_root, monkeypatch=monkeypatch) == 130
+    # The rotation run's weights change under it (as if trained again); its record is resealed to match, so only
+    # the transfer run's own record (init_sha256) can tell.
+
+    from rotnet.checkpoint import load_tensors, save_tensors, sha256_file
+
+    weights = tmp_path / RUN / "model.safetensors"
+    tensors, meta = load_tensors(weights)
+    tensors["fc.bias"] = tensors["fc.bias"] + torch.ones_like(tensors["fc.bias"])
+    save_tensors(weights, tensors, meta)
+    manifest = json.loads((tmp_path / RUN / "manifest.json").read_text())
+    assert manifest["files"]["model.safetensors"] != sha256_file(weights)
+    reseal(tmp_path / RUN)
+    capsys.readouterr()
+    assert cli(*args, root=tmp_path, data=fake_root) == 2
+    assert "trained from other rotation weights" in capsys.readouterr().err
+
+
+def test_a_partial_run_of_an_older_record_is_not_given_todays_defaults(stopped, tmp_path, fake_root, capsys):
+    folder = tmp_path / RUN
+    record = json.loads((folder / "config.json").read_text())
+    del record["config"]["rotations_per_image"]
+    (folder / "config.json").write_text(json.dumps(record))
+    reseal(folder)
+    capsys.readouterr()
+    assert cli("train", "rotation", root=tmp_path, data=fake_root) == 2
+    assert "does not record rotations_per_image" in capsys.readouterr().err
+
+
+def test_resume_refuses_another_stream_contract(stopped, tmp_path, fake_root, monkeypatch, capsys):
+    """A change of stream version, torch version or device kind mid-run would switch the run's streams silently."""
+    import rotnet.run
+
+    real = rotnet.run.stream_contract
+    monkeypatch.setattr(rotnet.run, "stream_contract", lambda d: real(d) | {"torch": "9.9.9"})
+    capsys.readouterr()
+    assert cli("train", "rotation", root=tmp_path, data=fake_root) == 2
+    err = capsys.readouterr().err
+    assert "another random-stream contract (torch" in err and "-> 9.9.9" in err
+    record = json.loads((tmp_path / RUN / "config.json").read_text())
+    assert record["stream"] == real("cpu") and record["cpu"]["capability"]
+
+
+def test_a_finished_record_missing_a_key_is_not_reused_as_if_it_had_todays_default(copy, fake_root, capsys):
+    folder = copy / RUN
+    record = json.loads((folder / "config.json").read_text())
+    del record["config"]["freeze_bn"]
+    (folder / "config.json").write_text(json.dumps(record))
+    reseal(folder)
+    assert cli("train", "rotation", root=copy, data=fake_root) == 2
+    assert "freeze_bn: None -> False" in capsys.readouterr().err
+
+
+def test_a_damaged_checkpoint_is_skipped_on_resume_not_held_against_the_record(stopped, tmp_path, fake_root, capsys):
+    """Checkpoints are no claim: a damaged newest one falls back to the one before it, as a torn one always did."""
+    folder = tmp_path / RUN
+    newest = sorted((folder / "checkpoints").iterdir())[-1]
+    newest.write_bytes(newest.read_bytes()[:-8] + b"\0" * 8)
+    assert inspect(folder).status == "sealed"
+    capsys.readouterr()
+    assert cli("train", "rotation", root=tmp_path, data=fake_root) == 0
+    assert f"skipping checkpoint {newest.name}: it differs from what rotnet wrote" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("old", [False, True])
+def test_a_partial_run_without_its_seal_is_never_resumed_from_its_checkpoints(
+    stopped, tmp_path, fake_root, old, capsys
+):
+    """A 0.4 partial run whose manifest and stream contract were deleted resumed from a doctored checkpoint and was
+    resealed; an unsealed (0.3) partial run has checkpoints nothing vouches for either."""
+    folder = tmp_path / RUN
+    before = (folder / "metrics.jsonl").read_text()
+    if old:
+        as_made_by_0_3(folder)
+    else:
+        (folder / "manifest.json").unlink()
+        drop_keys("stream")(folder)
+    assert cli("train", "rotation", root=tmp_path, data=fake_root) == 2
+    err = capsys.readouterr().err
+    assert ("no readable checkpoint" if old else "manifest.json missing") in err
+    assert (folder / "metrics.jsonl").read_text() == before and not (folder / "manifest.json").exists()

@@ -1,0 +1,166 @@
+"""End to end, as a newcomer meets rotnet: the README's commands and Python example run, its tables are the committed
+reports' numbers, each committed results.json follows from its run records, and CI runs the README's test command."""
+
+import json
+import re
+import shutil
+from itertools import dropwhile, takewhile
+from pathlib import Path
+
+import pytest
+
+from rotnet.cli import main
+from rotnet.report import read_results
+from tests.helpers import TINY_PRESET
+
+README = Path(__file__).parent.parent / "README.md"
+
+
+RESULTS = README.parent / "docs/results"
+
+
+def test_the_readme_python_example_runs(tmp_path, fake_root, monkeypatch, capsys):
+    text = README.read_text()
+    code = re.search(r"<!-- api-example.*?```python\n(.*?)```", text, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ROTNET_DATA", str(fake_root))
+    exec(compile(code.replace('preset="smoke"', f'preset="{TINY_PRESET}"'), "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "runs/smoke/resnet18/rotation/seed0" in out and re.search(r"predicted: (0|90|180|270)\n", out)
+
+
+def test_reproduce_ends_with_the_table_and_where_things_went(tiny_runs, tmp_path, fake_root, capsys):
+    import shutil
+
+    shutil.copytree(tiny_runs, tmp_path, dirs_exist_ok=True)
+    args = ["reproduce", "--preset", TINY_PRESET, "--runs-root", str(tmp_path), "--data-root", str(fake_root)]
+    assert main([*args, "--no-download", "--experiments", "rotation"]) == 0  # one run: one job
+    out = capsys.readouterr().out
+    assert "| rotation | resnet18 | cifar10 |" in out and f"report: {tmp_path / 'report.md'}" in out
+    assert "after 2 epochs" not in out  # reused, not retrained
+
+
+def readme_table(heading: str) -> tuple[list[str], dict[str, list[str]]]:
+    """The first markdown table after a README heading: its header, and first cell -> the other cells."""
+    after = README.read_text().split(f"\n{heading}\n", 1)[1].splitlines()
+    table = takewhile(lambda line: line.startswith("|"), dropwhile(lambda line: not line.startswith("|"), after))
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in table]
+    return cells[0][1:], {row[0]: row[1:] for row in cells[2:]}
+
+
+@pytest.mark.parametrize(
+    "heading, folder, preset",
+    [
+        ("### The paper protocol on this machine's CPU (2 cores, fp32)", "paper-cpu", "paper"),
+        ("### Quick preset on this machine's CPU (2 cores, fp32)", "quick-cpu", "quick"),
+    ],
+)
+def test_the_readmes_results_tables_are_the_committed_reports_numbers(heading, folder, preset):
+    """Numbers shown in the README come from the committed report of the protocol they claim (the paper table:
+    every row finished at the reference report's epochs): the mean, ± the std where there are several seeds, each seed's
+    value and the paired gain where the table shows them. A run made before sealed records is still counted."""
+    results = read_results(RESULTS / folder / "results.json")  # committed by an older report: old row keys
+    assert results["preset"] == preset
+    rows = {
+        r["experiment"]: r for r in results["rows"] if r["arch"] == "resnet18" and r.get("data", "cifar10") == "cifar10"
+    }
+    if preset == "paper":
+        assert len(rows) == 5 and all(r["n"] and r["epochs"] == str(r["reference_epochs"]) for r in rows.values())
+    header, table = readme_table(heading)
+    assert set(table) == set(rows) - {e for e, r in rows.items() if r["ours_mean"] is None}
+    for experiment, cells in table.items():
+        row = rows[experiment]
+        assert all(
+            note == "ok" or note.endswith("unsealed (made before rotnet 0.4)") for note in row["status"].split("; ")
+        )
+        ours = f"{row['ours_mean']:.2f}" + (f" ± {row['ours_std']:.2f}" if row["n"] > 1 else "")
+        assert cells[0] == f"{row['reference']:.2f}" and cells[1] == ours, (cells, ours)
+        shown = dict(zip(header, cells, strict=True))
+        if "each seed" in shown:
+            values = [row["by_seed"][k] for k in sorted(row["by_seed"], key=int)]
+            assert shown["each seed"] == " / ".join(f"{v:.2f}" for v in values)
+        if row.get("gain") is not None and "pretraining gain, 95% interval" in shown:
+            lo, hi = row["gain_ci95"]
+            assert shown["pretraining gain, 95% interval"] == f"{row['gain']:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+
+
+WITH_RECORDS = ("cross-dataset-cpu", "paper-cpu")  # the committed results whose run records are committed beside them
+
+
+ROW_FACTS = ("experiment", "arch", "data", "n", "epochs", "reference", "ours_mean", "difference", "gain")
+
+
+@pytest.mark.parametrize("name", WITH_RECORDS)
+def test_each_committed_results_json_follows_from_its_committed_run_records(name, tmp_path):
+    """The README test ties the README to results.json; this ties results.json to the records beside it: `rotnet
+    report` of a copy of runs/ gives the same rows (facts an older report did not write are not compared, nor the
+    status, whose notes later versions added), so no committed number can stand apart from what its runs recorded."""
+    with_records = {p.parent.name for p in RESULTS.glob("*/results.json") if (p.parent / "runs").is_dir()}
+    assert with_records == set(WITH_RECORDS)  # a new folder with records is checked too, once it is named here
+    folder = RESULTS / name
+    root = tmp_path / "root"
+    shutil.copytree(folder / "runs", root)
+    shutil.copy(folder / "reproduce.json", root)
+    committed = read_results(folder / "results.json")
+    assert main(["report", str(root), "--preset", committed["preset"]]) == 0
+    again = json.loads((root / "results.json").read_text())
+
+    def key(r: dict) -> tuple:
+        return r["experiment"], r["arch"], r.get("data")
+
+    assert sorted(map(key, again["rows"])) == sorted(map(key, committed["rows"]))
+    rows = {key(r): r for r in again["rows"]}
+    for row in committed["rows"]:
+        facts = [k for k in ROW_FACTS if k in row]
+        assert {k: row[k] for k in facts} == {k: rows[key(row)][k] for k in facts}, key(row)
+
+
+def test_ci_runs_exactly_the_readmes_test_command():
+    """CI ran lint first, so a lint failure meant the README's test command never ran; and the README's prose named
+    "pytest options" before the command, which read as the command."""
+    text = README.read_text()
+    block = text.split("Run the tests", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0].strip()
+    assert "pytest" not in text.split("Run the tests", 1)[0].split("## Quick start", 1)[1]
+    ci = (README.parent / ".ci/run").read_text().splitlines()
+    install = next(i for i, line in enumerate(ci) if "pip install" in line)
+    steps = [line for line in ci[install + 1 :] if line and not line.startswith(("export ", "#"))]
+    assert steps[0] == block
+
+
+def test_the_readme_is_a_page_a_user_plans_from_and_links_every_doc_once():
+    """715 lines for users, developers and auditors at once; now the rest lives in docs/, each page linked from the
+    README, every link resolving, and "seed" means a random seed only (the report is the reference report)."""
+    text = README.read_text()
+    assert len(text.splitlines()) <= 250
+    links = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", text)
+    for link in links:
+        assert (README.parent / link).exists(), link
+    pages = {p.relative_to(README.parent).as_posix() for p in (README.parent / "docs").glob("*.md")}
+    assert pages <= set(links), pages - set(links)
+    assert all(links.count(p) == 1 for p in pages), [p for p in pages if links.count(p) != 1]
+    for page in [README, *(README.parent / "docs").glob("*.md")]:
+        words = page.read_text()
+        assert "seed report" not in words and "the seed's" not in words, page
+        for link in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", words):
+            assert (page.parent / link).exists(), (page, link)
+
+
+def test_the_quick_start_commands_run(tmp_path, fake_root, monkeypatch, capsys):
+    """Each command of the quick-start block parses and resolves its plan; the smoke one runs to its table (on the
+    tiny data: a few seconds), the hour-long ones are planned, not trained."""
+    import shlex
+
+    from rotnet.experiments import Protocol, load_preset, plan
+
+    block = README.read_text().split("## Quick start", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    commands = [shlex.split(line.split("#")[0]) for line in block.splitlines() if line.strip()]
+    assert [c[:2] for c in commands] == [["rotnet", "reproduce"]] * 3
+    for command in commands:
+        preset = command[command.index("--preset") + 1] if "--preset" in command else "paper"
+        assert load_preset(preset) and plan(["resnet18"], [0], []) and Protocol(preset).resolve("rotation")
+    monkeypatch.setenv("ROTNET_DATA", str(fake_root))
+    smoke = [*commands[0][1:], "--runs-root", str(tmp_path), "--no-download"]
+    assert main(smoke) == 0
+    out = capsys.readouterr().out
+    assert "| full-from-rotation | resnet18 | cifar10, 200 per class |" in out
+    assert "Smoke preset: a check that everything runs" in out

@@ -1,0 +1,206 @@
+"""`rotnet export` and `export-images` (rotnet.export): files that load in plain torchvision, a model card that
+states what the model was fed, one-line refusals of bad records."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from rotnet.cli import main
+from tests.helpers import (
+    TINY,
+    cli,
+    load_data,
+    metrics,
+    reseal,
+    write_folder,
+)
+
+
+def test_report_and_export_do_not_load_torchvision(tiny_runs, tmp_path):
+    """dispatch imported torchvision for every command: 2 s of a report's start, for nothing it draws."""
+    import subprocess
+    import sys
+
+    shutil.copytree(tiny_runs, tmp_path / "runs")
+    code = (
+        "import sys; from rotnet.cli import main; "
+        f"rcs = main(['report', {str(tmp_path / 'runs')!r}]), "
+        f"main(['export', {str(tmp_path / 'runs/resnet18/rotation/seed0')!r}, {str(tmp_path / 'hub')!r}]); "
+        "print(rcs, 'torchvision' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.stdout.splitlines()[-1] == "(0, 0) False", done.stdout + done.stderr
+
+
+def test_export_writes_a_model_card_and_files_that_load_in_torchvision(tiny_runs, tmp_path, capsys):
+    out = tmp_path / "hub"
+    assert main(["export", str(tiny_runs / "resnet18/rotation/seed0"), str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["README.md", "config.json", "metrics.jsonl", "model.safetensors", "result.json"]
+    )
+    card = (out / "README.md").read_text()
+    front = card.split("---\n")[1]
+    assert "library_name: pytorch" in front and "- cifar10" in front and "type: accuracy" in front
+    acc = json.loads((out / "result.json").read_text())["test_acc"]
+    assert f"value: {acc:.2f}" in front and "rotnet train rotation" in card
+    snippet = card.split("```python\n")[1].split("```")[0]
+    env = {}
+    import os
+
+    cwd = os.getcwd()
+    os.chdir(out)
+    try:
+        exec(snippet, env)  # the card's own loading code, with plain torchvision and safetensors
+    finally:
+        os.chdir(cwd)
+    assert env["model"].fc.out_features == 4
+    assert main(["export", str(tiny_runs / "resnet18/rotation/seed0"), str(out)]) == 2  # never over a folder
+
+
+def test_the_model_card_states_the_images_used_imports_only_what_it_uses_and_links_nowhere_false(
+    tiny_runs, tmp_path, fake_root
+):
+    """The card said "on cifar10, 2 epochs" for a run on 2,000 of 50,000 images, imported safe_open without using
+    it, and linked to a PyPI page rotnet does not have."""
+    import ast
+
+    assert cli("train", "rotation", "--train-per-class", "3", root=tmp_path / "runs", data=fake_root) == 0
+    out = tmp_path / "hub"
+    assert main(["export", str(tmp_path / "runs/resnet18/rotation@3pc/seed0"), str(out)]) == 0
+    card = (out / "README.md").read_text()
+    assert "on 30 of the 80 training images of `cifar10`" in card
+    snippet = card.split("```python\n")[1].split("```")[0]
+    tree = ast.parse(snippet)
+    imported = {
+        a.asname or a.name for n in ast.walk(tree) if isinstance(n, ast.Import | ast.ImportFrom) for a in n.names
+    }
+    used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    assert imported <= used, imported - used
+    assert "](http" not in card  # no link: nothing to point at that is known to exist
+    full = tmp_path / "hub2"
+    assert main(["export", str(tiny_runs / "resnet18/rotation/seed0"), str(full)]) == 0
+    assert "on the 80 training images of `cifar10`" in (full / "README.md").read_text()
+
+
+@pytest.mark.parametrize("garbage", ["[1, 2]", '{"test_acc": "high"}'])
+def test_export_of_a_run_with_a_garbage_result_is_one_line(tiny_runs, tmp_path, capsys, garbage):
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_runs / "resnet18/rotation/seed0", run)
+    (run / "result.json").write_text(garbage)
+    assert main(["export", str(run), str(tmp_path / "hub")]) == 2
+    err = capsys.readouterr().err
+    assert "record is tampered: result.json differs from what rotnet wrote" in err and not (tmp_path / "hub").exists()
+    reseal(run)  # past the seal (a forger's copy): still one line, and nothing exported
+    assert main(["export", str(run), str(tmp_path / "hub")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "inconsistent: result.json" in err and not (tmp_path / "hub").exists()
+
+
+@pytest.mark.parametrize(
+    "field", [{"test_images": "many"}, {"test_images": [1]}, {"test_images": {"n": 1}}, {"class_names": 7}]
+)
+def test_export_of_a_resealed_non_numeric_field_is_one_line_and_writes_nothing(tiny_runs, tmp_path, capsys, field):
+    """`int(result["test_images"])` raised ValueError after the files were copied: a traceback and half an export."""
+    import json
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_runs / "resnet18/rotation/seed0", run)
+    result = json.loads((run / "result.json").read_text()) | field
+    (run / "result.json").write_text(json.dumps(result))
+    reseal(run)
+    assert main(["export", str(run), str(tmp_path / "out" / "hub")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("rotnet: error:") and not (tmp_path / "out").exists()
+
+
+def test_export_then_folder_is_the_same_data_and_the_same_run(tmp_path, fake_root):
+    """The identity check of issue 12: CIFAR-10 exported to PNGs and read back is the pickle data, tensor for
+    tensor, and a rotation run on it writes the same metrics.jsonl."""
+    out = tmp_path / "cifar10-png"
+    assert main(["export-images", "cifar10", str(out), "--data-root", str(fake_root), "--no-download"]) == 0
+    pickled = load_data("cifar10", root=fake_root)
+    folder = load_data(out, 32)
+    for a in ("train_images", "train_labels", "test_images", "test_labels"):
+        assert torch.equal(getattr(pickled, a), getattr(folder, a)), a
+    assert folder.class_names == tuple(sorted(pickled.class_names))  # classes sorted; labels map by name
+    common = ["--data-root", str(fake_root), "--no-download", *TINY]
+    assert main(["train", "rotation", "--runs-root", str(tmp_path / "a"), *common]) == 0
+    flags = ["--dataset", str(out), "--image-size", "32", "--normalization", "seed"]
+    assert main(["train", "rotation", "--runs-root", str(tmp_path / "b"), *flags, *common]) == 0
+    a = metrics(tmp_path / "a/resnet18/rotation/seed0")
+    b = metrics(tmp_path / "b/cifar10-png-32px/resnet18/rotation/seed0")
+    keys = ("epoch", "lr", "train_loss", "train_acc", "test_acc")
+    assert [{k: r[k] for k in keys} for r in a] == [{k: r[k] for k in keys} for r in b]
+
+
+@pytest.mark.parametrize(
+    ("flags", "train", "test"),
+    [
+        (["--train-range", "10:30"], 20, 16),  # 80 training and 16 test images in all
+        (["--train-range", "10:30", "--test-range", "2:10"], 20, 8),  # it wrote every test image whatever the range
+        (["--test-range", "5:9"], 80, 4),
+        (["--no-test"], 80, 0),
+    ],
+)
+def test_export_images_limits_each_split(tmp_path, fake_root, flags, train, test):
+    out = tmp_path / "png"
+    assert main(["export-images", "cifar10", str(out), "--data-root", str(fake_root), "--no-download", *flags]) == 0
+    assert len(list((out / "train").rglob("*.png"))) == train and len(list(out.glob("test/*/*.png"))) == test
+
+
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [
+        (["--test-range", "0:17"], "--test-range must lie within 0:16; got 0:17"),
+        (["--test-range", "3"], "--test-range expects A:B"),
+        (["--test-range", "0:4", "--no-test"], "give --no-test or --test-range, not both"),
+    ],
+)
+def test_export_images_refuses_a_range_outside_its_split(tmp_path, fake_root, capsys, flags, words):
+    out = tmp_path / "png"
+    assert main(["export-images", "cifar10", str(out), "--data-root", str(fake_root), "--no-download", *flags]) == 2
+    assert words in capsys.readouterr().err and not out.exists()
+
+
+def test_the_model_card_feeds_the_model_what_rotnet_fed_it(tmp_path, capsys):
+    """A folder run at --image-size 16 on 20x24 photos: the card said "ToTensor() then Normalize" (the model then saw
+    other pixels: 14.00% instead of the recorded 24.50% in the report of it). The card's own preprocessing, applied
+    to each test file, gives the tensors the run was evaluated on; a rotation card says which way k turns."""
+    import os
+
+    import torch
+
+    from rotnet.augment import normalize
+
+    rng = np.random.default_rng(5)
+    write_folder(tmp_path / "photos", rng.integers(0, 256, (12, 3, 20, 24), dtype=np.uint8), [0, 1] * 6, "train")
+    write_folder(tmp_path / "photos", rng.integers(0, 256, (4, 3, 24, 20), dtype=np.uint8), [0, 1, 0, 1], "test")
+    args = ["--dataset", str(tmp_path / "photos"), "--image-size", "16", "--runs-root", str(tmp_path / "runs")]
+    assert main(["train", "full-from-random", *args, "--epochs", "1", "--batch-size", "4"]) == 0
+    run = next((tmp_path / "runs").glob("*/resnet18/full-from-random/seed0"))
+    assert main(["export", str(run), str(tmp_path / "hub")]) == 0
+    card = (tmp_path / "hub/README.md").read_text()
+    env: dict = {}
+    cwd = os.getcwd()
+    os.chdir(tmp_path / "hub")
+    try:
+        exec(card.split("```python\n")[1].split("```")[0], env)  # the card's code, as a user would run it
+    finally:
+        os.chdir(cwd)
+    data = load_data(tmp_path / "photos", 16)
+    fed = normalize(data.test_images, (data.mean, data.std))  # (4, 3, 16, 16), what the run was tested on
+    for path in sorted((tmp_path / "photos/test").rglob("*.png")):
+        x = env["preprocess"](Image.open(path).convert("RGB"))
+        assert x.shape == (3, 16, 16) and min(float((x - f).abs().max()) for f in fed) < 1e-5, path
+    assert "transforms.Resize(16)" in card and "transforms.CenterCrop(16)" in card
+    rotation = tmp_path / "rot"
+    assert main(["train", "rotation", *args[:4], "--runs-root", str(rotation), "--epochs", "1"]) == 0
+    assert main(["export", str(next(rotation.glob("*/resnet18/rotation/seed0"))), str(tmp_path / "hub2")]) == 0
+    card = (tmp_path / "hub2/README.md").read_text()
+    assert "rotated by k x 90 degrees counter-clockwise (`torch.rot90(x, k, dims=(2, 3))`" in card
+    assert torch.equal(torch.rot90(torch.tensor([[1, 2], [3, 4]]), 1, dims=(0, 1)), torch.tensor([[2, 4], [1, 3]]))

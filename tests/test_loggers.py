@@ -1,0 +1,91 @@
+"""Loggers (rotnet.loggers): TensorBoard, CSV and W&B hold the logged scalars, from a finished run's record too; a
+missing package named before the data loads."""
+
+import shutil
+
+import pytest
+
+from rotnet.cli import main
+from tests.helpers import cli, metrics
+
+
+def test_tensorboard_and_csv_hold_the_logged_scalars(tmp_path, fake_root, monkeypatch):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    import rotnet.loop
+
+    monkeypatch.setattr(rotnet.loop, "SYNC_EVERY", 4)  # the step loss is logged at each flag read: steps 4 and 8
+    args = ["--epochs", "2", "--batch-size", "20", "--set", "eval_batch_size=64"]  # 4 steps an epoch
+    args += ["--logger", "tensorboard", "--logger", "csv", "--runs-root", str(tmp_path), "--data-root", str(fake_root)]
+    assert main(["train", "rotation", *args]) == 0
+    folder = tmp_path / "resnet18/rotation/seed0"
+    history = metrics(folder)
+    events = EventAccumulator(str(folder / "tensorboard")).Reload()
+    for key in ("train_loss", "train_acc", "test_acc", "lr", "images_per_s"):
+        logged = [(e.step, e.value) for e in events.Scalars(f"epoch/{key}")]
+        assert logged == [(r["epoch"], pytest.approx(r[key], rel=1e-6)) for r in history], key
+    assert [e.step for e in events.Scalars("step/loss")] == [4, 8]
+    rows = (folder / "metrics.csv").read_text().splitlines()
+    assert rows[0].startswith("epoch,lr,train_loss") and len(rows) == 1 + len(history)
+
+
+def test_loggers_asked_of_a_finished_run_are_written_from_its_record(tiny_runs, tmp_path, fake_root, capsys):
+    """`--logger tensorboard` on a finished run did nothing, silently."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    shutil.copytree(tiny_runs, tmp_path, dirs_exist_ok=True)
+    folder = tmp_path / "resnet18/rotation/seed0"
+    assert cli("train", "rotation", "--logger", "tensorboard", "--logger", "csv", root=tmp_path, data=fake_root) == 0
+    assert (
+        "already finished; reusing it; wrote its tensorboard and csv logs from metrics.jsonl" in capsys.readouterr().out
+    )
+    history = metrics(folder)
+    events = EventAccumulator(str(folder / "tensorboard")).Reload()
+    logged = [(e.step, e.value) for e in events.Scalars("epoch/test_acc")]
+    assert logged == [(r["epoch"], pytest.approx(r["test_acc"], rel=1e-6)) for r in history]
+    assert len((folder / "metrics.csv").read_text().splitlines()) == 1 + len(history)
+    assert cli("train", "rotation", "--logger", "csv", root=tmp_path, data=fake_root) == 0  # once, not again
+    assert capsys.readouterr().out.rstrip().endswith("already finished; reusing it")
+
+
+def test_wandb_asked_of_a_finished_run_reuses_it_and_says_nothing_was_sent(
+    tiny_runs, tmp_path, fake_root, monkeypatch, capsys
+):
+    """A plan that reuses a finished run failed it for `--logger wandb` (exit 2), though nothing needed sending."""
+    import rotnet.lifecycle
+
+    monkeypatch.setattr(rotnet.lifecycle, "require_logger", lambda name: None)  # as where wandb is installed
+    shutil.copytree(tiny_runs, tmp_path, dirs_exist_ok=True)
+    assert cli("train", "rotation", "--logger", "wandb", root=tmp_path, data=fake_root) == 0
+    assert "reusing it; not sent to W&B, which takes a run while it trains" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("logger", ["tensorboard", "wandb"])
+def test_a_missing_logger_package_is_named_before_the_data_loads(tmp_path, fake_root, monkeypatch, capsys, logger):
+    """A missing wandb or tensorboard was found only after the data loaded, leaving a started run folder."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == logger else real(name, *a))
+    assert cli("train", "rotation", "--logger", logger, root=tmp_path / "runs", data=fake_root) == 2
+    captured = capsys.readouterr()
+    assert f"pip install 'rotnet[{logger}]'" in captured.err and captured.err.count("\n") == 1
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_csv_holds_every_epoch_record_and_every_column(tmp_path, fake_root):
+    """metrics.csv is metrics.jsonl as a table: a column that first appears after epoch 1 (test accuracy with
+    eval_every 2) is there, and each epoch has one row (the file is rewritten from the run's history, so a resume
+    from an earlier checkpoint repeats none)."""
+    import csv
+
+    args = ["--epochs", "2", "--set", "eval_every=2", "--logger", "csv"]
+    assert main(["train", "rotation", *args, "--runs-root", str(tmp_path), "--data-root", str(fake_root)]) == 0
+    folder = tmp_path / "resnet18/rotation/seed0"
+    history = metrics(folder)
+    assert "test_acc" not in history[0] or history[0]["test_acc"] is None  # the case this test is about
+    rows = list(csv.DictReader((folder / "metrics.csv").open()))
+    assert len(rows) == len(history)
+    for row, record in zip(rows, history, strict=True):
+        numbers = {k: v for k, v in record.items() if isinstance(v, int | float)}
+        assert {k: float(row[k]) for k in numbers} == pytest.approx(numbers) and "test_acc" in row

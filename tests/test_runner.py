@@ -1,0 +1,88 @@
+"""A plan run in dependency order (rotnet.runner): interrupted plans continue without redoing, runs another process
+holds are left to it, someone else's report refused before training."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from rotnet.cli import main
+from tests.helpers import (
+    reproduce,
+    wait_for,
+    with_rotation,
+)
+
+
+def test_a_short_class_is_named_once_per_plan_not_before_every_run(tmp_path, fake_root, capsys):
+    """Seen in the README walk-through on 500 images: the same warning before each of the five smoke runs."""
+    from rotnet.cli import main
+
+    args = ("--experiments", "layer4-from-random,full-from-random", "--set", "train_per_class=20")
+    assert main(reproduce(tmp_path, fake_root, *args)) == 0  # one epoch each
+    assert capsys.readouterr().err.count("fewer than 20 training images per class") == 1
+
+
+def test_reproduce_refuses_a_folder_with_someone_elses_report_before_training(tmp_path, fake_root, capsys):
+    (tmp_path / "report.md").write_text("my notes\n")
+    assert main(reproduce(tmp_path, fake_root)) == 2
+    assert "report.md that rotnet report did not write" in capsys.readouterr().err
+    assert not (tmp_path / "resnet18").exists()  # refused before anything trained, not after
+    assert (tmp_path / "report.md").read_text() == "my notes\n"
+
+
+def test_interrupted_reproduce_continues_without_redoing(tmp_path, fake_root):
+    two = ("--experiments", "rotation,layer4-from-rotation")
+    cmd = [sys.executable, "-m", "rotnet", *reproduce(tmp_path, fake_root, *two)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for("resnet18/rotation/seed0/result.json", tmp_path, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    weights = tmp_path / "resnet18/rotation/seed0/model.safetensors"
+    stamp = weights.stat().st_mtime_ns
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "rotation/seed0: already finished" in again.stdout
+    assert weights.stat().st_mtime_ns == stamp
+    assert (tmp_path / "resnet18/layer4-from-rotation/seed0/result.json").is_file()
+    # The record keeps the killed invocation (which never wrote its wall time) and the report says so.
+    record = json.loads((tmp_path / "reproduce.json").read_text())
+    assert [e["wall_seconds"] for e in record["earlier"]] == [None] and record["wall_seconds"] > 0
+    assert "resumed from 1 earlier invocation" in (tmp_path / "report.md").read_text()
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_rotation_run_another_process_holds_is_not_run_not_failed(tmp_path, fake_root, jobs):
+    """Another process trains the rotation run: this plan leaves it (and its transfer runs) as not run, writes
+    nothing into its folder and exits non-zero; the runs that do not need it are trained."""
+    from rotnet.layout import RunLock
+
+    folder = tmp_path / "resnet18/rotation/seed0"
+    folder.mkdir(parents=True)
+    three = ("--experiments", "rotation,full-from-rotation,full-from-random")
+    with RunLock(folder):
+        assert main(reproduce(tmp_path, fake_root, *three, jobs=jobs)) == 1
+    outcome = json.loads((tmp_path / "reproduce.json").read_text())["outcome"]
+    assert outcome["resnet18/rotation/seed0"].startswith("not run:") and "in use" in outcome["resnet18/rotation/seed0"]
+    assert outcome["resnet18/full-from-rotation/seed0"].startswith("not run: its rotation run is in use")
+    assert outcome["resnet18/full-from-random/seed0"].startswith("done")
+    assert sorted(p.name for p in folder.iterdir()) == [".lock"]  # no FAILED mark in another process's run
+
+
+def test_a_transfer_run_another_process_holds_is_not_run_once_its_rotation_run_finished(tiny_runs, tmp_path, fake_root):
+    """The same as a locked run met later in the plan, not a refusal of the whole plan before it starts."""
+    from rotnet.layout import RunLock
+
+    two = ("--experiments", "rotation,full-from-rotation")
+    with_rotation(tiny_runs, tmp_path)
+    folder = tmp_path / "resnet18/full-from-rotation/seed0"
+    folder.mkdir(parents=True)
+    with RunLock(folder):
+        assert main(reproduce(tmp_path, fake_root, *two)) == 1
+    said = json.loads((tmp_path / "reproduce.json").read_text())["outcome"]["resnet18/full-from-rotation/seed0"]
+    assert said.startswith("not run:") and "in use" in said
+    assert sorted(p.name for p in folder.iterdir()) == [".lock"]

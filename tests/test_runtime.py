@@ -1,0 +1,20 @@
+"""Device and thread count (rotnet.runtime): a run's thread count a recorded number."""
+
+import pytest
+
+
+@pytest.mark.parametrize(
+    ("record", "threads"),
+    [
+        ({"cpu_threads": 3, "device_name": "x86_64 (2 threads)"}, 3),  # the number, not the display text
+        ({"device_name": "x86_64 (2 threads)"}, 2),  # a record before 0.7
+        ({"cpu_threads": True, "device_name": "x86_64"}, None),
+        ({"cpu_threads": "4"}, None),
+        ({}, None),
+        (None, None),
+    ],
+)
+def test_a_runs_thread_count_is_a_recorded_number(record, threads):
+    from rotnet.runtime import recorded_threads
+
+    assert recorded_threads(record) == threads

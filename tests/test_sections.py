@@ -1,0 +1,30 @@
+"""The report's sections beyond the main table (rotnet.sections): data files, wall time of resumed invocations."""
+
+import pytest
+
+
+@pytest.mark.parametrize(
+    ("dataset", "match", "shown"),
+    [
+        ("cifar10", True, "official cifar10 (md5)"),
+        ("stl10", False, "differ from the official (warned)"),
+        ("cifar100", None, "?"),
+        ("/data/pets", None, "image folder (no official release)"),
+        ("/data/pets", True, "image folder (no official release)"),  # what rotnet <= 0.4 recorded for a folder
+    ],
+)
+def test_the_report_says_official_files_only_of_a_named_dataset(dataset, match, shown):
+    from rotnet.sections import data_files_text
+
+    assert data_files_text(dataset, match) == shown
+
+
+def test_the_wall_time_of_resumed_invocations_counts_only_those_that_recorded_it():
+    """A plan killed once and running again showed "0.0 min for all 2" though neither had recorded its end."""
+    from rotnet.sections import earlier_text
+
+    killed = {"git_commit": "aaaaaaa1", "wall_seconds": None}
+    text = earlier_text({"earlier": [killed], "git_commit": "bbbbbbb2"})
+    assert "0.0 min" not in text and "none of the 2 recorded its end" in text
+    text = earlier_text({"earlier": [killed, {"git_commit": "ccccccc3", "wall_seconds": 600}], "wall_seconds": 60})
+    assert "11.0 min for the 2 of 3 that recorded their end (1 did not" in text and "commits aaaaaaa, ccccccc" in text
