@@ -154,3 +154,17 @@ def test_no_module_but_the_ones_that_run_plans_imports_run(module):
         for alias in node.names
     ]
     assert names == (["run"] if module in ("runner", "jobs") else []), names
+
+
+# Test files named after no module: the end-to-end checks, and this file (the package's shape).
+NOT_A_MODULE = {"end_to_end", "package"}
+# Modules without behaviour of their own to test: the package's re-exports and `python -m rotnet`.
+NO_BEHAVIOUR = {"__init__", "__main__"}
+
+
+def test_the_tests_mirror_the_package():
+    """tests/test_MODULE.py for every module with behaviour, and no test file named after nothing."""
+    tests = {p.stem.removeprefix("test_") for p in Path(__file__).parent.glob("test_*.py")}
+    modules = {p.stem for p in SRC.glob("*.py")}
+    assert sorted(modules - NO_BEHAVIOUR - tests) == []
+    assert sorted(tests - modules - NOT_A_MODULE) == []
