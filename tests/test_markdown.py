@@ -7,7 +7,8 @@ from rotnet.markdown import markdown_table, spans
 
 
 def test_a_table_has_a_header_a_rule_and_one_line_per_row():
-    assert markdown_table(["a", "b"], [[1, 2.5], ["x", None]]) == ["| a | b |", "|---|---|", "| 1 | 2.5 |", "| x | None |"]
+    table = markdown_table(["a", "b"], [[1, 2.5], ["x", None]])
+    assert table == ["| a | b |", "|---|---|", "| 1 | 2.5 |", "| x | None |"]
 
 
 def unspan(text: str) -> list[int]:
