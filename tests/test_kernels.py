@@ -71,9 +71,10 @@ def test_portable_kernels_give_the_same_bits_under_every_isa_limit_where_native_
     for limit in ("onednn", "aten+mkl"):
         done = rotnet("verify", str(tmp_path / "portable-native/resnet18/rotation/seed0"), "--device", "cpu",
                       "--data-root", str(fake_root), "--no-download", limit=LIMITS[limit], cwd=tmp_path)  # fmt: skip
-        assert done.returncode == 0 and "verified: epoch 1 re-trained and the final weights they make identical" in done.stdout, (
-            done.stdout + done.stderr
-        )
+        assert (
+            done.returncode == 0
+            and "verified: epoch 1 re-trained and the final weights they make identical" in done.stdout
+        ), done.stdout + done.stderr
 
 
 def test_the_python_api_asks_for_the_portable_settings_before_writing(tmp_path, fake_root, monkeypatch):

@@ -28,7 +28,8 @@ class Formatter(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if action.default not in (None, False, argparse.SUPPRESS) and "default" not in text and action.option_strings:
+        shown = action.default is not None and action.default is not False and action.default != argparse.SUPPRESS
+        if shown and "default" not in text and action.option_strings:  # `is`: a default of 0 is shown too
             text += " (default: %(default)s)"
         return text
 
@@ -308,15 +309,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default=None, help="label the report with the preset's name")
 
     p = command("bench", "training and evaluation images/s: model only vs rotnet vs the plain pipeline")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda or cuda:N")
     p.add_argument("--steps", type=int, default=30, help="timed steps per measurement")
-    p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
-    p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps before each measurement")
+    p.add_argument("--batch-size", type=int, default=128, help="images per step")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="the steps' arithmetic")
+    p.add_argument("--no-channels-last", dest="channels_last", action="store_false", help="NCHW memory format")
     p.add_argument("--compile", action="store_true", help="torch.compile the model in the main table")
     p.add_argument("--sweep", action="store_true", help="also measure each speed option for rotation pretraining")
-    p.add_argument("--data-root", type=Path, default=None)
+    p.add_argument(
+        "--data-root", type=Path, default=None, help="CIFAR-10's folder (default: $ROTNET_DATA, else ./data)"
+    )
     p.add_argument("--out", type=Path, default=Path("bench.json"), help="a new JSON file for the figures")
 
     p = sub.add_parser("job")  # internal: one run of `reproduce --jobs N`, from the job file the parent wrote
