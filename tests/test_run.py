@@ -354,19 +354,19 @@ def test_finished_run_is_reused_not_redone(tmp_path, fake_root, tiny_runs, capsy
     assert load_tensors(weights)[0]  # untouched and still verifying
 
 
-def test_a_stopped_folder_run_resumes_from_the_folders_new_place(tmp_path, fake_root, monkeypatch):
+def test_a_stopped_folder_run_resumes_from_the_folders_new_place(tmp_path, fake_root, monkeypatch, capsys):
     """The same images at another place (the same folder name) are the same data: the run resumes there."""
     import shutil
 
-    from tests.helpers import metrics, partial
+    from tests.helpers import cli, metrics, partial
 
     save(tmp_path / "a/photos", images(40))
     runs = tmp_path / "runs"
     dataset = ["--dataset", str(tmp_path / "a/photos")]
     assert partial("train", "rotation", *dataset, root=runs, data=fake_root, monkeypatch=monkeypatch) == 130
     shutil.move(tmp_path / "a", tmp_path / "b")
-    from tests.helpers import cli
-
+    capsys.readouterr()
     assert cli("train", "rotation", "--dataset", str(tmp_path / "b/photos"), root=runs, data=fake_root) == 0
+    assert "resuming at epoch 2, step 1" in capsys.readouterr().out  # not a fresh start
     run = runs / "photos/resnet18/rotation/seed0"
     assert len(metrics(run)) == 2 and (run / "result.json").is_file()
