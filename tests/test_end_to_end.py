@@ -150,7 +150,8 @@ def test_the_quick_start_commands_run(tmp_path, fake_root, monkeypatch, capsys):
     tiny data: a few seconds), the hour-long ones are planned, not trained."""
     import shlex
 
-    from rotnet.experiments import Protocol, load_preset, plan
+    from rotnet.experiments import plan
+    from rotnet.protocol import Protocol, load_preset
 
     block = README.read_text().split("## Quick start", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
     commands = [shlex.split(line.split("#")[0]) for line in block.splitlines() if line.strip()]

@@ -53,8 +53,8 @@ def test_jobs_give_a_partial_run_the_cores_it_started_on(tmp_path, fake_root, mo
     from rotnet.config import DataOptions
     from rotnet.datasets import load_for
     from rotnet.errors import Interrupted
-    from rotnet.experiments import Protocol
     from rotnet.lifecycle import RunContext
+    from rotnet.protocol import Protocol
     from rotnet.run import run
     from rotnet.runtime import cpu_threads
     from rotnet.signals import StopFlag

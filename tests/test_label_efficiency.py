@@ -1,7 +1,7 @@
 """Label-efficiency plans (rotnet.label_efficiency): the subset schedule."""
 
-from rotnet.experiments import resolve
 from rotnet.label_efficiency import subset_schedule
+from rotnet.protocol import resolve
 
 
 def test_label_efficiency_schedule_rule():

@@ -1,21 +1,12 @@
-"""The run-folder scheme and the one-process-per-folder lock."""
+"""The run-folder scheme (rotnet.layout): a run's folder round-trips to its identity, and runs are found through no
+link."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from rotnet.config import RunConfig
-from rotnet.errors import RotnetError
-from rotnet.layout import RunId, RunLock, is_locked, parse_run_dir, run_dir
-from tests.helpers import cli
-
-HOLD = (
-    "import sys, time; from rotnet.layout import RunLock; RunLock(sys.argv[1]).acquire(); "
-    "print('held', flush=True); time.sleep(60)"
-)
+from rotnet.layout import RunId, parse_run_dir, run_dir
 
 
 def test_run_dir_round_trips():
@@ -24,39 +15,6 @@ def test_run_dir_round_trips():
     assert folder == Path("root/resnet34/full-from-rotation@20pc/seed2")
     assert parse_run_dir(folder) == RunId("resnet34", "full-from-rotation", 2, 20)
     assert parse_run_dir(Path("a/b/seedx")) is None and parse_run_dir(Path("a/b@3/seed1")) is None
-
-
-@pytest.fixture
-def holder(tmp_path):
-    folder = tmp_path / "runs" / "resnet18" / "rotation" / "seed0"
-    folder.mkdir(parents=True)
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "held"
-    yield folder, proc
-    proc.kill()
-    proc.wait()
-
-
-def test_a_second_process_is_refused_naming_the_holder(holder, fake_root, capsys):
-    folder, proc = holder
-    with pytest.raises(RotnetError, match=f"pid {proc.pid}"):
-        RunLock(folder).acquire()
-    assert is_locked(folder) == str(proc.pid)
-    root = folder.parents[2]
-    assert cli("train", "rotation", root=root, data=fake_root) == 2
-    err = capsys.readouterr().err
-    assert f"in use by another rotnet process (pid {proc.pid})" in err and err.count("\n") == 1
-    assert not (folder / "metrics.jsonl").exists()
-
-
-def test_the_lock_dies_with_its_process(holder):
-    folder, proc = holder
-    proc.kill()
-    proc.wait()
-    assert is_locked(folder) is None
-    with RunLock(folder):  # flock is per open file: a second open, even in this process, sees it held
-        assert is_locked(folder) == str(os.getpid())
-    assert is_locked(folder) is None
 
 
 @pytest.mark.parametrize("level", ["data segment", "arch", "experiment", "seed", "config.json"])

@@ -12,8 +12,8 @@ from tests.helpers import TINY_PRESET
 def test_two_jobs_by_default_only_on_a_multicore_cpu_for_long_runs_that_can_go_together(monkeypatch):
     import torch
 
-    from rotnet.experiments import Protocol
     from rotnet.plan import PARALLEL_MIN_WORK, PlanOptions, auto_jobs
+    from rotnet.protocol import Protocol
     from rotnet.runner import source_for
 
     def jobs(experiments, device="cpu", cores=2, work=PARALLEL_MIN_WORK):

@@ -219,7 +219,7 @@ def test_a_record_that_predates_a_key_reads_as_the_runs_before_it(copy):
     explicitly (today's defaults are not consulted)."""
     import rotnet.config
     from rotnet.config import config_diff, from_dict, with_defaults
-    from rotnet.experiments import resolve
+    from rotnet.protocol import resolve
 
     record = json.loads((copy / RUN / "config.json").read_text())["config"]
     old = {k: v for k, v in record.items() if k not in rotnet.config.ADDED}

@@ -59,7 +59,7 @@ def test_interrupted_reproduce_continues_without_redoing(tmp_path, fake_root):
 def test_a_rotation_run_another_process_holds_is_not_run_not_failed(tmp_path, fake_root, jobs):
     """Another process trains the rotation run: this plan leaves it (and its transfer runs) as not run, writes
     nothing into its folder and exits non-zero; the runs that do not need it are trained."""
-    from rotnet.layout import RunLock
+    from rotnet.lock import RunLock
 
     folder = tmp_path / "resnet18/rotation/seed0"
     folder.mkdir(parents=True)
@@ -75,7 +75,7 @@ def test_a_rotation_run_another_process_holds_is_not_run_not_failed(tmp_path, fa
 
 def test_a_transfer_run_another_process_holds_is_not_run_once_its_rotation_run_finished(tiny_runs, tmp_path, fake_root):
     """The same as a locked run met later in the plan, not a refusal of the whole plan before it starts."""
-    from rotnet.layout import RunLock
+    from rotnet.lock import RunLock
 
     two = ("--experiments", "rotation,full-from-rotation")
     with_rotation(tiny_runs, tmp_path)

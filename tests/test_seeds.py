@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from rotnet.config import RunConfig
-from rotnet.experiments import EXPERIMENTS, resolve
+from rotnet.experiments import EXPERIMENTS
 from rotnet.loop import build_optimizer, make_batch, train_step
 from rotnet.models import initial_model, set_trainable
+from rotnet.protocol import resolve
 from rotnet.seeds import DOMAINS, STREAM_VERSION, derive_seed, generator
 
 BUMP = f"the stream changed: bump STREAM_VERSION (now {STREAM_VERSION}) and say why in the commit"

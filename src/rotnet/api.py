@@ -12,8 +12,9 @@ from torch import nn
 from rotnet import checkpoint as ckpt
 from rotnet.config import DataOptions, RunConfig
 from rotnet.errors import RotnetError
-from rotnet.experiments import Protocol, plan, plan_archs_and_seeds
+from rotnet.experiments import plan
 from rotnet.layout import WEIGHTS, run_dir, runs_root_for
+from rotnet.protocol import Protocol, plan_archs_and_seeds
 
 
 @dataclass(frozen=True)

@@ -10,23 +10,12 @@ from torch import nn
 
 from rotnet import checkpoint as ckpt
 from rotnet.config import ADDED, NOT_PROTOCOL, RunConfig, config_diff
-from rotnet.data import Dataset, normalization, short_classes
+from rotnet.data import Dataset, data_diff, normalization, short_classes
 from rotnet.errors import InUse, RotnetError, warn_once
 from rotnet.health import weights_problem
-from rotnet.layout import (
-    CHECKPOINTS,
-    CONFIG,
-    MANIFEST,
-    RESULT,
-    WEIGHTS,
-    data_diff,
-    find_runs,
-    is_locked,
-    parse_run_dir,
-    read_json,
-    run_dir,
-)
+from rotnet.layout import CHECKPOINTS, CONFIG, MANIFEST, RESULT, WEIGHTS, find_runs, parse_run_dir, read_json, run_dir
 from rotnet.lifecycle import RunContext
+from rotnet.lock import is_locked
 from rotnet.record import RunRecord, open_run
 from rotnet.runtime import recorded_threads
 

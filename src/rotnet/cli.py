@@ -13,7 +13,7 @@ import warnings
 from dataclasses import replace
 
 from rotnet.errors import Diverged, Interrupted, NonFiniteLoss, RotnetError
-from rotnet.experiments import EXPERIMENTS, Protocol, plan_archs_and_seeds
+from rotnet.experiments import EXPERIMENTS
 from rotnet.flags import (
     build_parser,
     command_line,
@@ -23,6 +23,7 @@ from rotnet.flags import (
     protocol_of,
     runs_root_of,
 )
+from rotnet.protocol import Protocol, plan_archs_and_seeds
 from rotnet.signals import signals_held
 
 

@@ -169,3 +169,17 @@ def class_counts(labels: torch.Tensor) -> dict[int, int]:
 def short_classes(labels: torch.Tensor, per_class: int) -> dict[int, int]:
     """{class: its image count} for each class with fewer than `per_class` images."""
     return {c: n for c, n in class_counts(labels).items() if n < per_class}
+
+
+def data_diff(old: dict, new: dict) -> list[str]:
+    """What differs between two dataset fingerprints (per-file size:md5, image counts, pixel digests): what the data
+    is, not where it sits (a root or path is not compared). A key the old one lacks was recorded only by a later
+    rotnet, so it is not compared."""
+    out = []
+    for key in sorted(set(old) - {"root", "path"}):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += [f"{key}/{k}: {a.get(k)} -> {b.get(k)}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        elif a != b:
+            out.append(f"{key}: {a} -> {b}")
+    return out

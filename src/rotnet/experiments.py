@@ -1,15 +1,13 @@
-"""The reference report's experiments declared as data, presets (TOML files of overrides), the reproduce plan, and the
-reference report's own numbers."""
+"""The reference report's experiments declared as data, the one refusal of a configuration that contradicts its
+experiment, the reference report's own numbers, and the runs a plan of its rows needs, in dependency order."""
 
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from importlib import resources
-from pathlib import Path
-from typing import Any
 
-from rotnet.config import CHOICES, RunConfig, layered, read_toml, validate
+from rotnet.config import CHOICES, RunConfig
 from rotnet.errors import RotnetError, unknown
 
 ROTATION = RunConfig(experiment="rotation", task="rotation", epochs=45)  # report: 45 epochs
@@ -46,58 +44,6 @@ def refuse_contradictions(experiment: str, cfg: RunConfig) -> RunConfig:
     return cfg
 
 
-def preset_names() -> list[str]:
-    return sorted(
-        p.name.removesuffix(".toml") for p in resources.files("rotnet.presets").iterdir() if p.name.endswith(".toml")
-    )
-
-
-def load_preset(name: str) -> dict:
-    """A preset by name (shipped with rotnet) or by path to a TOML file."""
-    if name.endswith(".toml") or "/" in name:
-        return read_toml(Path(name))
-    if name not in preset_names():
-        raise unknown("preset", name, [*preset_names(), "a .toml path"])
-    with resources.as_file(resources.files("rotnet.presets") / f"{name}.toml") as path:
-        return read_toml(path)
-
-
-@dataclass(frozen=True)
-class Protocol:
-    """Where a run's configuration comes from, in increasing priority: the experiment's defaults, a preset,
-    TOML files, then the command line (`--set` and explicit flags, already merged, flags last)."""
-
-    preset: str = "paper"
-    config_files: tuple[Path, ...] = ()
-    overrides: tuple[tuple[str, Any], ...] = ()  # command-line key/values, in order
-
-    def resolve(self, experiment: str, **identity: Any) -> RunConfig:
-        """The configuration of one run; `identity` (arch=, seed=) beats everything, as a command-line flag."""
-        if experiment not in EXPERIMENTS:
-            raise unknown("experiment", experiment, EXPERIMENTS)
-        documents = [(f"preset {self.preset}", load_preset(self.preset))]
-        documents += [(str(f), read_toml(Path(f))) for f in self.config_files]
-        command_line = dict(self.overrides) | {k: v for k, v in identity.items() if v is not None}
-        names = {"experiment": tuple(EXPERIMENTS)}
-        return refuse_contradictions(
-            experiment, layered(validate(EXPERIMENTS[experiment]), documents, command_line, names)
-        )
-
-    def flags(self) -> list[str]:
-        """The command-line flags that give this protocol (for hints that repeat the user's own command)."""
-        out = [] if self.preset == "paper" else ["--preset", self.preset]
-        for f in self.config_files:
-            out += ["--config", str(f)]
-        for k, v in self.overrides:
-            out += ["--set", f"{k}={v}"]
-        return out
-
-
-def resolve(experiment: str, *, preset: str = "paper", config_files=(), overrides: dict | None = None, **identity):
-    """Protocol(preset, config_files, overrides).resolve(experiment, **identity)."""
-    return Protocol(preset, tuple(config_files), tuple((overrides or {}).items())).resolve(experiment, **identity)
-
-
 def reference_results() -> list[dict]:
     """The reference report's numbers, one row per (experiment, arch), with the report's wording."""
     with resources.files("rotnet").joinpath("reference_results.csv").open() as f:
@@ -120,23 +66,3 @@ def plan(archs: list[str], seeds: list[int | None], experiments: list[str]) -> l
         ordered = sorted(wanted, key=list(EXPERIMENTS).index)  # rotation is first in EXPERIMENTS
         out += [(arch, seed, e) for seed in seeds for e in ordered]
     return out
-
-
-def plan_archs_and_seeds(
-    protocol: Protocol, archs: list[str] | None, seeds: list[int] | None
-) -> tuple[list[str], list[int]]:
-    """The archs and seeds of a plan: those given, else the protocol's own arch and seed (a preset, a file or an
-    override may set them); a key given both ways is refused rather than one of them silently ignored."""
-    given = dict(protocol.overrides)
-    for key, values in (("arch", archs), ("seed", seeds)):
-        if key in given and values is not None:
-            listed = ",".join(map(str, values))
-            raise RotnetError(f"the {key} is given twice, as {key}={given[key]} and as --{key}s {listed}; give one")
-    base = protocol.resolve("rotation")
-    return archs or [base.arch], seeds if seeds is not None else [base.seed]
-
-
-def rotation_source(cfg: RunConfig, protocol: Protocol) -> RunConfig:
-    """The rotation run that a from-rotation run's protocol resolves: same arch and seed, same preset, files and
-    command-line keys."""
-    return protocol.resolve("rotation", arch=cfg.arch, seed=cfg.seed)

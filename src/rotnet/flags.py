@@ -10,7 +10,8 @@ from pathlib import Path
 from rotnet import __version__
 from rotnet.config import CHOICES, HELP, RunConfig, coerce, parse_assignments
 from rotnet.errors import RotnetError, unknown
-from rotnet.experiments import EXPERIMENTS, Protocol, preset_names
+from rotnet.experiments import EXPERIMENTS
+from rotnet.protocol import Protocol, preset_names
 
 # Keys the experiment itself decides (settable with --set, but no flag of their own); `--init PATH` sets init_path.
 NO_FLAG = ("experiment", "task", "init", "trainable", "init_path")

@@ -19,8 +19,9 @@ from rotnet.checks import Source, resume_threads
 from rotnet.config import DataOptions, RunConfig, from_dict
 from rotnet.datasets import load_for
 from rotnet.errors import RotnetError
-from rotnet.layout import RESULT, has_checkpoint, is_locked, read_json, run_dir, run_id
+from rotnet.layout import RESULT, has_checkpoint, read_json, run_dir, run_id
 from rotnet.lifecycle import RunOptions
+from rotnet.lock import is_locked
 from rotnet.plan import IN_USE, Eta, PlanOptions, mark_failed, provenance_command
 from rotnet.run import run
 from rotnet.runtime import setup_device, threads_text

@@ -1,11 +1,9 @@
 """The run-folder scheme, in one place: ROOT/[DATA/]ARCH/EXPERIMENT[@Npc]/seedN, its file names, finding runs,
-reading what a run recorded, and the lock that keeps one process per run folder."""
+reading what a run recorded, and which folders are rotnet's outputs."""
 
 from __future__ import annotations
 
 import difflib
-import errno
-import fcntl
 import json
 import os
 from dataclasses import dataclass
@@ -13,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from rotnet.config import RunConfig, dataset_slug
-from rotnet.errors import InUse, RotnetError
+from rotnet.errors import RotnetError
 from rotnet.files import open_regular, read_regular
 
 CONFIG = "config.json"  # the resolved configuration and its provenance
@@ -184,79 +182,3 @@ def read_record(folder: Path) -> dict | None:
     if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
         raise RotnetError(f"{path} is unreadable; move the run away or use --restart")
     return record
-
-
-def data_diff(old: dict, new: dict) -> list[str]:
-    """What differs between two dataset fingerprints (per-file size:md5, image counts, pixel digests): what the data
-    is, not where it sits (a root or path is not compared). A key the old one lacks was recorded only by a later
-    rotnet, so it is not compared."""
-    out = []
-    for key in sorted(set(old) - {"root", "path"}):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += [f"{key}/{k}: {a.get(k)} -> {b.get(k)}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-        elif a != b:
-            out.append(f"{key}: {a} -> {b}")
-    return out
-
-
-class RunLock:
-    """An exclusive lock on a run folder for one process's life (fcntl.flock on FOLDER/.lock).
-
-    The OS releases it when the process dies, so a crash never leaves a stale lock; the pid in the file names the
-    holder in the error a second process gets.
-    """
-
-    def __init__(self, folder: Path):
-        self.path = Path(folder) / LOCK
-        self.fd: int | None = None
-
-    def acquire(self) -> RunLock:
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-        except OSError as e:
-            raise RotnetError(f"cannot lock {self.path.parent} ({e.strerror or e})") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            os.close(fd)
-            if e.errno not in (errno.EWOULDBLOCK, errno.EACCES):
-                raise RotnetError(f"cannot lock {self.path.parent} ({e.strerror or e})") from None
-            raise InUse(
-                f"{self.path.parent} is in use by another rotnet process (pid {holder(self.path)}); "
-                "wait for it to finish or stop it"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self.fd = fd
-        return self
-
-    def release(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)  # closing the descriptor releases the flock
-            self.fd = None
-
-    def __enter__(self) -> RunLock:
-        return self.acquire()
-
-    def __exit__(self, *exc) -> None:
-        self.release()
-
-
-def holder(lock_file: Path) -> str:
-    try:
-        return Path(lock_file).read_text().strip() or "unknown"
-    except OSError:
-        return "unknown"
-
-
-def is_locked(folder: Path) -> str | None:
-    """The holder's pid if another process holds folder's lock, else None (probes without keeping the lock)."""
-    path = Path(folder) / LOCK
-    if not path.is_file():
-        return None
-    try:
-        RunLock(folder).acquire().release()
-    except InUse:
-        return holder(path)
-    return None

@@ -12,10 +12,10 @@ from pathlib import Path
 from rotnet.checkpoint import atomic_write_text
 from rotnet.config import DataOptions, RunConfig
 from rotnet.errors import RotnetError
-from rotnet.experiments import Protocol
 from rotnet.layout import FAILED, run_id
 from rotnet.lifecycle import RunContext, RunOptions
 from rotnet.loop import duration
+from rotnet.protocol import Protocol
 from rotnet.signals import StopFlag
 
 

@@ -23,7 +23,8 @@ from rotnet.config import RunConfig, from_dict, with_defaults
 from rotnet.data import Dataset
 from rotnet.errors import RotnetError
 from rotnet.evaluate import STAGES, extract
-from rotnet.layout import CONFIG, WEIGHTS, RunLock, not_a_run, read_record
+from rotnet.layout import CONFIG, WEIGHTS, not_a_run, read_record
+from rotnet.lock import RunLock
 from rotnet.manifest import Seal
 from rotnet.models import build_model, check_keys, initial_model
 from rotnet.record import open_run

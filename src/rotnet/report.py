@@ -18,19 +18,12 @@ from rotnet.checkpoint import atomic_write_text
 from rotnet.config import dataset_slug, with_defaults
 from rotnet.curves import accuracy_curve, deeper_section, gain_by_epoch, gain_by_epoch_section
 from rotnet.errors import RotnetError
-from rotnet.experiments import EXPERIMENTS, load_preset, preset_names, reference_results
+from rotnet.experiments import EXPERIMENTS, reference_results
 from rotnet.files import refuse_links
-from rotnet.layout import (
-    CONFIG,
-    FAILED,
-    REPORT_MARKER,
-    RESULT,
-    find_runs,
-    is_locked,
-    parse_run_dir,
-    read_json,
-)
+from rotnet.layout import CONFIG, FAILED, REPORT_MARKER, RESULT, find_runs, parse_run_dir, read_json
+from rotnet.lock import is_locked
 from rotnet.markdown import markdown_table
+from rotnet.protocol import load_preset, preset_names
 from rotnet.record import read_run
 from rotnet.sections import (
     fmt,

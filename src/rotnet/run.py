@@ -19,16 +19,9 @@ from rotnet.evaluate import confusion, targets_for
 from rotnet.files import first_missing
 from rotnet.health import weights_problem
 from rotnet.kernels import computing_with, deterministic
-from rotnet.layout import (
-    CHECKPOINTS,
-    EXAMPLES,
-    FAILED,
-    RESULT,
-    WEIGHTS,
-    RunLock,
-    run_dir,
-)
+from rotnet.layout import CHECKPOINTS, EXAMPLES, FAILED, RESULT, WEIGHTS, run_dir
 from rotnet.lifecycle import RunContext, build_engine, init_model, place, train_epochs, train_subset
+from rotnet.lock import RunLock
 from rotnet.loggers import Loggers, replay
 from rotnet.loop import Engine, LoopState, plural
 from rotnet.manifest import Seal

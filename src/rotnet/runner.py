@@ -15,11 +15,11 @@ from rotnet.checks import Source, check_run
 from rotnet.config import RunConfig
 from rotnet.datasets import load_dataset, load_for
 from rotnet.errors import Diverged, Interrupted, InUse, RotnetError
-from rotnet.experiments import rotation_source
 from rotnet.jobs import run_parallel
 from rotnet.layout import CONFIG, RESULT, RunId, has_checkpoint, read_json, run_dir, run_id
 from rotnet.lifecycle import RunContext
 from rotnet.plan import IN_USE, Eta, PlanOptions, auto_jobs, mark_failed, train_size
+from rotnet.protocol import rotation_source
 from rotnet.provenance import provenance
 from rotnet.run import run
 from rotnet.runtime import setup_device

@@ -13,13 +13,9 @@ from rotnet import files
 from rotnet.config import RunConfig, config_diff
 from rotnet.data import Dataset, normalization
 from rotnet.errors import RotnetError
-from rotnet.layout import (
-    CHECKPOINTS,
-    CONFIG,
-    METRICS,
-    RunLock,
-)
+from rotnet.layout import CHECKPOINTS, CONFIG, METRICS
 from rotnet.lifecycle import RunContext
+from rotnet.lock import RunLock
 from rotnet.loop import Engine, LoopState
 from rotnet.manifest import Seal
 from rotnet.models import check_keys

@@ -1,0 +1,74 @@
+"""The lock that keeps one process per run folder: fcntl.flock on FOLDER/.lock, held for the process's life and
+released by the OS when it dies (a crash never leaves a stale lock); the pid in the file names the holder."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+from pathlib import Path
+
+from rotnet.errors import InUse, RotnetError
+from rotnet.layout import LOCK
+
+
+class RunLock:
+    """An exclusive lock on a run folder for one process's life (fcntl.flock on FOLDER/.lock).
+
+    The OS releases it when the process dies, so a crash never leaves a stale lock; the pid in the file names the
+    holder in the error a second process gets.
+    """
+
+    def __init__(self, folder: Path):
+        self.path = Path(folder) / LOCK
+        self.fd: int | None = None
+
+    def acquire(self) -> RunLock:
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as e:
+            raise RotnetError(f"cannot lock {self.path.parent} ({e.strerror or e})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+                raise RotnetError(f"cannot lock {self.path.parent} ({e.strerror or e})") from None
+            raise InUse(
+                f"{self.path.parent} is in use by another rotnet process (pid {holder(self.path)}); "
+                "wait for it to finish or stop it"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor releases the flock
+            self.fd = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def holder(lock_file: Path) -> str:
+    try:
+        return Path(lock_file).read_text().strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def is_locked(folder: Path) -> str | None:
+    """The holder's pid if another process holds folder's lock, else None (probes without keeping the lock)."""
+    path = Path(folder) / LOCK
+    if not path.is_file():
+        return None
+    try:
+        RunLock(folder).acquire().release()
+    except InUse:
+        return holder(path)
+    return None
