@@ -270,7 +270,7 @@ def error_line(capsys, *args: str, root: Path, data: Path, code: int = 2) -> str
 
 def gain_row(diffs: list[float], reference_gain: float | None) -> dict:
     """A from-rotation row and its from-random partner, made up so that the paired differences are `diffs`."""
-    from rotnet.report import with_gains
+    from rotnet.gains import with_gains
 
     base = {"arch": "resnet18", "data": "cifar10", "reference": None}
     rotation = {**base, "experiment": "full-from-rotation", "by_seed": {s: 80 + d for s, d in enumerate(diffs)}}
