@@ -102,7 +102,7 @@ def test_edited_or_unreadable_metadata_falls_back_to_the_previous_checkpoint(tmp
     assert meta["epoch"] == 1 and path.name == checkpoint_name(1, 0)
 
 
-def test_a_sealed_record_with_missing_fields_is_skipped(tmp_path):
+def test_a_checksummed_checkpoint_with_missing_fields_is_skipped(tmp_path):
     save_checkpoint(tmp_path, 1, 0, {"w": torch.ones(1)}, checkpoint_meta(1))
     bad = checkpoint_meta(2)
     del bad["history"]
@@ -113,7 +113,7 @@ def test_a_sealed_record_with_missing_fields_is_skipped(tmp_path):
 
 
 @pytest.mark.parametrize("drop", ["sha256", "checksum"])
-def test_a_checkpoint_without_its_seal_is_not_loaded(tmp_path, drop):
+def test_a_checkpoint_without_its_checksum_is_not_loaded(tmp_path, drop):
     """Metadata without its checksum was loaded unchecked: an edited history landed in metrics.jsonl."""
     save_checkpoint(tmp_path, 1, 0, {"w": torch.ones(1)}, checkpoint_meta(1))
     save_checkpoint(tmp_path, 2, 0, {"w": torch.ones(1)}, checkpoint_meta(2))
@@ -125,13 +125,13 @@ def test_a_checkpoint_without_its_seal_is_not_loaded(tmp_path, drop):
     del metadata[drop]
     metadata["meta"] = metadata["meta"].replace("{}", '{"train_loss": 0.001}', 1)
     save_file(load_file(path), path, metadata=metadata)
-    with pytest.warns(UserWarning, match="not sealed"):
+    with pytest.warns(UserWarning, match="carries no checksum over its tensors and metadata"):
         _, meta, _ = load_latest_checkpoint(tmp_path)
     assert meta["epoch"] == 1
 
 
 @pytest.mark.parametrize("epoch, step", [(1, -7), (1, 10**6), (-1, 0), (3, 0), (2, 1)])
-def test_a_resealed_checkpoint_at_an_impossible_position_is_skipped(tmp_path, epoch, step):
+def test_a_forged_checkpoint_at_an_impossible_position_is_skipped(tmp_path, epoch, step):
     """Sealed by someone who knows the format (so the checksum matches) at a position the run never reaches."""
     save_checkpoint(tmp_path, 1, 0, {"w": torch.ones(1)}, checkpoint_meta(1))
     meta = checkpoint_meta(max(epoch, 0)) | {"epoch": epoch, "step": step}
@@ -141,7 +141,7 @@ def test_a_resealed_checkpoint_at_an_impossible_position_is_skipped(tmp_path, ep
     assert meta["epoch"] == 1
 
 
-def test_a_resealed_checkpoint_at_an_impossible_step_is_one_line_not_a_traceback(tmp_path, fake_root, capsys):
+def test_a_forged_checkpoint_at_an_impossible_step_is_one_line_not_a_traceback(tmp_path, fake_root, capsys):
     from rotnet.checkpoint import sha256_file
 
     assert cli("train", "rotation", "--keep-checkpoints", "1", root=tmp_path, data=fake_root) == 0
