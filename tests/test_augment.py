@@ -91,7 +91,7 @@ def test_one_rotation_batch_labels_match_the_rotated_images():
         assert torch.equal(img, torch.rot90(ref, k, dims=(1, 2)))
 
 
-def test_normalization_constants_are_the_seeds():
+def test_normalization_constants_are_the_references():
     assert augment.MEAN == (0.4914, 0.4822, 0.4465)
     assert augment.STD == (0.2023, 0.1994, 0.2010)
     x = images()

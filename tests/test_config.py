@@ -117,3 +117,22 @@ def test_config_or_preset_naming_a_non_file(tmp_path, fake_root, capsys, kind, f
     value = str(path) if kind != "device" else "/dev/null"
     assert cli("train", "rotation", flag, value, root=tmp_path / "runs", data=fake_root) == 2
     assert ", not a regular file" in capsys.readouterr().err
+
+
+def test_a_value_renamed_since_means_todays_value_wherever_it_comes_from(tmp_path):
+    """normalization "seed" (before 0.7; it named the reference report) is "reference": in a record, TOML or --set."""
+    from rotnet.config import config_diff, uses_reference_normalization, with_defaults
+
+    assert coerce("normalization", "seed") == "reference"
+    assert with_defaults({"normalization": "seed"})["normalization"] == "reference"
+    today = RunConfig(normalization="reference").to_dict()
+    assert config_diff(today | {"normalization": "seed"}, today) == []
+    assert uses_reference_normalization("seed", "my-folder") and not uses_reference_normalization("auto", "stl10")
+    assert from_toml_run(tmp_path, 'normalization = "seed"').normalization == "reference"
+
+
+def from_toml_run(tmp_path, text: str):
+    from rotnet.protocol import Protocol
+
+    path = write(tmp_path / "c.toml", text)
+    return Protocol(config_files=(path,)).resolve("rotation")

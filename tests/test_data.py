@@ -48,9 +48,9 @@ def test_a_constant_channel_is_named_before_training(tmp_path, fake_root, channe
     assert main(args) == 2
     name = ("red", "green", "blue")[channel]
     err = capsys.readouterr().err
-    assert f"the {name} channel of" in err and "--normalization seed" in err
+    assert f"the {name} channel of" in err and "--normalization reference" in err
     assert not (tmp_path / "r").exists() or not any((tmp_path / "r").rglob("*"))  # refused before any folder
-    assert main([*args, "--normalization", "seed"]) == 0  # the fix the message names
+    assert main([*args, "--normalization", "reference"]) == 0  # the fix the message names
 
 
 def test_every_kind_of_unsafe_name_is_named(tmp_path):

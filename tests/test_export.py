@@ -130,7 +130,7 @@ def test_export_then_folder_is_the_same_data_and_the_same_run(tmp_path, fake_roo
     assert folder.class_names == tuple(sorted(pickled.class_names))  # classes sorted; labels map by name
     common = ["--data-root", str(fake_root), "--no-download", *TINY]
     assert main(["train", "rotation", "--runs-root", str(tmp_path / "a"), *common]) == 0
-    flags = ["--dataset", str(out), "--image-size", "32", "--normalization", "seed"]
+    flags = ["--dataset", str(out), "--image-size", "32", "--normalization", "reference"]
     assert main(["train", "rotation", "--runs-root", str(tmp_path / "b"), *flags, *common]) == 0
     a = metrics(tmp_path / "a/resnet18/rotation/seed0")
     b = metrics(tmp_path / "b/cifar10-png-32px/resnet18/rotation/seed0")

@@ -215,7 +215,7 @@ def test_an_unsealed_records_schedule_must_be_the_one_it_finished(copy, capsys):
 
 def test_a_record_that_predates_a_key_reads_as_the_runs_before_it(copy):
     """0.1 records lack dataset, image_size, normalization and pretrain_dataset (and all before 0.5 lack kernels):
-    they meant CIFAR-10 at 32 px with the seed's normalization and native kernels, which config.ADDED says
+    they meant CIFAR-10 at 32 px with the reference's normalization and native kernels, which config.ADDED says
     explicitly (today's defaults are not consulted)."""
     import rotnet.config
     from rotnet.config import config_diff, from_dict, with_defaults

@@ -80,7 +80,7 @@ class RunConfig:
     dataset: str = opt("cifar10", f"{', '.join(DATASETS)}, or the path of an image folder (see README)")
     pretrain_dataset: str = opt("", "from-rotation runs: the dataset the rotation run trained on ('': the same)")
     image_size: int = opt(0, "resize (shorter side) and center-crop every image to N once (0: the dataset's size)")
-    normalization: Literal["auto", "seed", "dataset"] = opt(
+    normalization: Literal["auto", "reference", "dataset"] = opt(
         "auto", "auto: the reference's constants on CIFAR-10, else the dataset's own channel mean/std"
     )
     epochs: int = opt(45, "training epochs (report: 45 rotation, 20 per transfer, 70 for ResNet34/50)")
@@ -175,7 +175,7 @@ def coerce(key: str, value: Any) -> Any:
     value written in TOML means: `--set epochs=1.0` is `epochs = 1.0`, an integer."""
     if key not in FIELD_TYPES:
         raise RotnetError(f"unknown configuration key {key!r}; valid keys: {', '.join(FIELD_TYPES)}")
-    kind = FIELD_TYPES[key]
+    kind, value = FIELD_TYPES[key], todays_value(key, value)
     wrong = RotnetError(f"{key} must be {TYPE_WORDS[kind]}; got {value!r}")
     if isinstance(value, str) and kind is not str:
         text = value.strip().lower()
@@ -306,7 +306,18 @@ def layered(
 def uses_reference_normalization(normalization: str, dataset: str) -> bool:
     """Whether a run normalizes with the reference report's CIFAR-10 constants (else with its data's own mean and
     std)."""
-    return normalization == "seed" or (normalization == "auto" and dataset == "cifar10")
+    normalization = todays_value("normalization", normalization)
+    return normalization == "reference" or (normalization == "auto" and dataset == "cifar10")
+
+
+# Values renamed since, by key: a record, a TOML file or --set written with the old spelling means today's value.
+RENAMED = {"normalization": {"seed": "reference"}}  # 0.7: "seed" named the reference report
+
+
+def todays_value(key: str, value: Any) -> Any:
+    """A value under today's spelling (RENAMED); every value a record or a user gives passes here."""
+    renamed = RENAMED.get(key, {})
+    return renamed.get(value, value) if isinstance(value, str) else value
 
 
 # Keys added after rotnet 0.1, each with the value that gives what runs before it did. A record without one of them
@@ -318,8 +329,9 @@ ADDED |= {"kernels": "native"}  # later in 0.4: every run before it computed wit
 
 
 def with_defaults(recorded: dict) -> dict:
-    """A recorded configuration with the keys it predates filled in as `ADDED` says (nothing else is filled)."""
-    return ADDED | recorded
+    """A recorded configuration with the keys it predates filled in as `ADDED` says (nothing else is filled) and
+    its values under today's spelling."""
+    return {k: todays_value(k, v) for k, v in (ADDED | recorded).items()}
 
 
 def config_diff(old: dict, new: dict, ignore: tuple[str, ...] = ()) -> list[str]:

@@ -110,7 +110,7 @@ def normalization(cfg: RunConfig, data: Dataset) -> tuple[tuple[float, ...], tup
             raise RotnetError(
                 f"the {channel} channel of {cfg.dataset}'s training images has no spread (every value "
                 f"{round(mean * 255)} of 255; std {spread:.2g}): normalizing by it divides by zero; pass "
-                f"--normalization seed (the reference's statistics)"
+                f"--normalization reference (the reference's statistics)"
             )
     return data.mean, data.std
 
