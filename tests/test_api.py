@@ -31,8 +31,8 @@ def test_load_backbone_is_plain_torchvision_with_the_runs_metadata(tiny_runs):
 @pytest.mark.parametrize("how", ["folder", "weights file"])
 @pytest.mark.parametrize("reader", ["load_backbone", "metadata"])
 def test_weights_inside_a_run_folder_are_read_only_through_its_record(tiny_runs, tmp_path, how, reader):
-    """`load_backbone("RUN/model.safetensors")` skipped the record check that `load_backbone("RUN")` made, and
-    `metadata` made none: a run whose result was edited loaded either way by its file's name."""
+    """`load_backbone` and `metadata` of RUN/model.safetensors check the run's record as `load_backbone(RUN)` does:
+    an edited result is refused by the file's name too."""
     import rotnet
     from rotnet.errors import RotnetError
 
@@ -67,7 +67,7 @@ def test_the_python_reproduce_refuses_unknown_names_before_writing(tmp_path, fak
 
 
 def test_the_python_reproduce_takes_one_name_as_a_one_name_tuple(tiny_runs, tmp_path, fake_root):
-    """`archs="resnet18"` was read letter by letter (the session's rotation run is reused: nothing trains)."""
+    """`archs="resnet18"` is one arch, not a list of letters (the session's rotation run is reused: nothing trains)."""
     import json
     import shutil
 
@@ -116,7 +116,7 @@ def test_the_python_reproduce_takes_its_seed_from_the_overrides_too(tmp_path, fa
 
 
 def test_after_the_python_reproduce_ctrl_c_interrupts_as_usual(tmp_path, fake_root):
-    """rotnet.reproduce left its stop handler installed: in a notebook, the next Ctrl-C only set a flag no one read."""
+    """rotnet.reproduce gives back the process's Ctrl-C handler: in a notebook the next Ctrl-C interrupts as usual."""
     import signal
     import time
 

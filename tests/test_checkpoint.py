@@ -114,7 +114,7 @@ def test_a_checksummed_checkpoint_with_missing_fields_is_skipped(tmp_path):
 
 @pytest.mark.parametrize("drop", ["sha256", "checksum"])
 def test_a_checkpoint_without_its_checksum_is_not_loaded(tmp_path, drop):
-    """Metadata without its checksum was loaded unchecked: an edited history landed in metrics.jsonl."""
+    """A checkpoint whose checksum is missing (its metadata edited) is skipped for the one before it."""
     save_checkpoint(tmp_path, 1, 0, {"w": torch.ones(1)}, checkpoint_meta(1))
     save_checkpoint(tmp_path, 2, 0, {"w": torch.ones(1)}, checkpoint_meta(2))
     path = tmp_path / checkpoint_name(2, 0)

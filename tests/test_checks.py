@@ -61,9 +61,9 @@ def test_a_partial_run_resumes_on_the_threads_it_recorded(tmp_path):
 
 
 def test_a_transfer_run_is_not_reused_beside_other_rotation_weights(reproduced, fake_root, capsys):
-    """The rotation run was trained again into other weights (here: its own with one tensor changed, the same
-    protocol); the finished full-from-rotation run came from the old ones, so its number no longer belongs beside
-    the rotation run: reproduce and train refuse to reuse it, before anything trains, and say how to train it again."""
+    """A finished full-from-rotation run made from other rotation weights than those beside it now (the rotation run
+    trained again; here one tensor changed, same protocol) is not reused: reproduce and train refuse it before
+    anything trains and say how to train it again."""
     from rotnet.checkpoint import save_tensors
 
     weights = reproduced / "resnet18/rotation/seed0/model.safetensors"
@@ -178,8 +178,8 @@ def test_a_damaged_checkpoint_is_skipped_on_resume_not_held_against_the_record(s
 def test_a_partial_run_without_its_seal_is_never_resumed_from_its_checkpoints(
     stopped, tmp_path, fake_root, old, capsys
 ):
-    """A 0.4 partial run whose manifest and stream contract were deleted resumed from a doctored checkpoint and was
-    resealed; an unsealed (0.3) partial run has checkpoints nothing vouches for either."""
+    """A partial run whose manifest and stream contract were deleted (0.4), or that never had them (0.3), is not
+    resumed: nothing vouches for its checkpoints."""
     folder = tmp_path / RUN
     before = (folder / "metrics.jsonl").read_text()
     if old:

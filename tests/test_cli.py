@@ -147,7 +147,7 @@ def options_without_their_default() -> list[str]:
 
 
 def test_help_explains_what_each_command_takes(capsys):
-    """probe's --help did not say what --head chooses; export-images offered a --device it never uses."""
+    """Each command's --help says what each of its options chooses, and offers no option the command ignores."""
     from rotnet.cli import main
 
     with pytest.raises(SystemExit):
@@ -197,7 +197,7 @@ def test_a_mistyped_preset_or_device_names_the_fix(args, words, tmp_path, capsys
 
 
 def test_a_failed_download_leaves_no_folder_it_made(tmp_path, capsys, monkeypatch):
-    """A mistyped --data-root was created for the download, and left behind empty when the download failed."""
+    """A download that fails removes the --data-root folder it created."""
     import torchvision.datasets.utils
 
     from rotnet.cli import main
@@ -553,8 +553,8 @@ def test_read_only_runs_root_is_one_line(capsys, tmp_path, fake_root, monkeypatc
 
 
 def test_a_run_refused_before_it_starts_leaves_no_folder(capsys, tmp_path, fake_root):
-    """A run refused after config.json and .lock were written (here: init weights of another arch) left them: `report`
-    then listed a run "started 0/2" that never was."""
+    """A run refused at its start (here: init weights of another arch) leaves no config.json or .lock behind for
+    `report` to list as started."""
     path = tmp_path / "r50.safetensors"
     save_tensors(path, build_model("resnet50", 4).state_dict(), {"config": {"task": "rotation", "arch": "resnet50"}})
     runs = tmp_path / "runs"
@@ -565,8 +565,8 @@ def test_a_run_refused_before_it_starts_leaves_no_folder(capsys, tmp_path, fake_
 
 @pytest.mark.parametrize("command", ["probe", "verify", "export"])
 def test_a_mistyped_run_folder_names_the_run_folders_near_it(capsys, tmp_path, command):
-    """The smoke preset writes rotation@200pc/seed0; a command given rotation/seed0 said only "not a rotnet run
-    folder (no readable config.json)", as if there were no runs at all."""
+    """A run folder that does not exist (rotation/seed0 where the smoke preset wrote rotation@200pc/seed0) is named
+    with the run folders near it."""
     for name in ("rotation@200pc/seed0", "rotation@200pc/seed1", "full-from-random@200pc/seed0"):
         (tmp_path / "resnet18" / name).mkdir(parents=True)
         (tmp_path / "resnet18" / name / "config.json").write_text("{}")
@@ -599,8 +599,8 @@ def test_a_mistyped_run_folder_names_the_run_folders_near_it(capsys, tmp_path, c
 def test_a_configuration_that_contradicts_its_experiment_is_refused(
     capsys, tmp_path, fake_root, experiment, args, toml, words
 ):
-    """--init on an experiment that starts from random init was ignored; --set task=classification on rotation, or
-    a rule that sets the experiment, wrote a run of one kind into another's folder."""
+    """--init on a from-random experiment, --set task=classification on rotation, or a rule that sets the experiment,
+    is refused: no setting is ignored and no run is written into another kind's folder."""
     if toml:
         (tmp_path / "c.toml").write_text(toml)
         args = [*args, "--config", str(tmp_path / "c.toml")]
@@ -613,8 +613,7 @@ def test_a_configuration_that_contradicts_its_experiment_is_refused(
 def test_no_write_or_delete_passes_through_a_folder_link_rotnet_did_not_make(
     capsys, tmp_path, fake_root, tiny_runs, where
 ):
-    """With seed0/checkpoints a link to another folder, a 134 MB checkpoint was written there and the final prune
-    deleted a file that was already there."""
+    """With seed0/checkpoints a link to another folder, no checkpoint is written there and no file there is pruned."""
     runs, elsewhere = tmp_path / "runs", tmp_path / "elsewhere"
     elsewhere.mkdir()
     theirs = elsewhere / "e0000-s000001.safetensors"

@@ -25,8 +25,8 @@ def test_balanced_subsets_are_nested_and_balanced():
 
 
 def test_a_subset_takes_all_of_a_smaller_class_and_counts_unlabeled_images_as_one():
-    """N per class refused data with a smaller class ("class 0 has 50 training images, fewer than 200 per class"),
-    so the smoke preset failed on any small dataset; unlabeled images (-1) made the subset an error."""
+    """N per class takes all of a class smaller than N (the smoke preset runs on any small dataset), and unlabeled
+    images (-1) count as one class."""
     labels = torch.cat([torch.zeros(5), torch.ones(50), torch.full((30,), 2)]).long()
     picked = labels[balanced_subset(labels, 20, seed=0)]
     assert torch.bincount(picked).tolist() == [5, 20, 20]

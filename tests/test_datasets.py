@@ -68,8 +68,9 @@ def with_class_names(source: str, root: Path, names: list[str]) -> Path:
 @pytest.mark.parametrize("bad", [*UNSAFE, "duplicate"])
 @pytest.mark.parametrize("source", ["cifar10", "cifar100", "stl10"])
 def test_a_class_name_from_a_datasets_metadata_is_one_folder_name_or_refused(tmp_path, source, bad):
-    """`export-images stl10 OUT` with `../../../x` in class_names.txt (or a CIFAR batches.meta label like it) wrote
-    PNGs outside OUT. Names are checked where every reader hands them over (the Dataset), for every source."""
+    """A class name from a dataset's metadata (STL-10's class_names.txt, CIFAR's meta) that is not one safe folder
+    name, or repeats another, is refused where every reader hands names over (the Dataset), so `export-images`
+    writes nothing outside OUT."""
     names = [f"class{i}" for i in range(10)]
     bad = str(tmp_path / "absolute") if bad.startswith("/") else bad  # a place no other test run wrote
     names[3] = "class2" if bad == "duplicate" else bad

@@ -116,8 +116,8 @@ def test_each_committed_results_json_follows_from_its_committed_run_records(name
 
 
 def test_ci_runs_exactly_the_readmes_test_command():
-    """CI ran lint first, so a lint failure meant the README's test command never ran; and the README's prose named
-    "pytest options" before the command, which read as the command."""
+    """CI runs the README's test command first and exactly, and the README names that command before anything that
+    could be read as one."""
     text = README.read_text()
     block = text.split("Run the tests", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0].strip()
     assert "pytest" not in text.split("Run the tests", 1)[0].split("## Quick start", 1)[1]

@@ -64,8 +64,8 @@ def test_export_writes_a_model_card_and_files_that_load_in_torchvision(tiny_runs
 def test_the_model_card_states_the_images_used_imports_only_what_it_uses_and_links_nowhere_false(
     tiny_runs, tmp_path, fake_root
 ):
-    """The card said "on cifar10, 2 epochs" for a run on 2,000 of 50,000 images, imported safe_open without using
-    it, and linked to a PyPI page rotnet does not have."""
+    """The model card states how many of the dataset's images the run used, its code imports only what it uses, and
+    it links to no page rotnet does not have."""
     import ast
 
     assert cli("train", "rotation", "--train-per-class", "3", root=tmp_path / "runs", data=fake_root) == 0
@@ -105,7 +105,7 @@ def test_export_of_a_run_with_a_garbage_result_is_one_line(tiny_runs, tmp_path, 
     "field", [{"test_images": "many"}, {"test_images": [1]}, {"test_images": {"n": 1}}, {"class_names": 7}]
 )
 def test_export_of_a_resealed_non_numeric_field_is_one_line_and_writes_nothing(tiny_runs, tmp_path, capsys, field):
-    """`int(result["test_images"])` raised ValueError after the files were copied: a traceback and half an export."""
+    """A resealed result.json with a non-numeric count is refused in one line before any file is copied."""
     import json
 
     run = tmp_path / "run"

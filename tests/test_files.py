@@ -79,8 +79,8 @@ def make(kind: str, path: Path, content: bytes, monkeypatch) -> None:
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("reader", list(READERS))
 def test_every_reader_reads_only_regular_files(tmp_path, monkeypatch, reader, kind):
-    """A FIFO named x.png among the images hung the command forever; a link to /dev/zero would never end. Each
-    reader opens through files.open_regular, which checks the kind on the descriptor that it then reads."""
+    """Each reader of a user's file opens it through files.open_regular, which checks the kind on the descriptor it
+    then reads: a FIFO, a socket, a device or a folder is named, never waited on or read without end."""
     content, read = READERS[reader]
     path = tmp_path / "file"
     make(kind, path, content(tmp_path), monkeypatch)

@@ -25,7 +25,8 @@ from tests.helpers import (
     ],
 )
 def test_a_flag_out_of_range_is_refused_in_one_line_leaving_nothing(tmp_path, fake_root, capsys, args, named):
-    """`--archs ""` meant "not given" and trained the default; `--keep-epoch 99` on a 2-epoch run was accepted."""
+    """An empty list (`--archs ""`), a negative count or an epoch past the run's end is refused in one line, and
+    nothing is written."""
     import re
 
     from rotnet.cli import main

@@ -51,8 +51,8 @@ def test_an_image_replaced_with_the_same_size_and_time_is_noticed(tmp_path):
 
 @pytest.mark.parametrize("damage", ["zeroed pixels", "empty file", "garbage", "another array"])
 def test_a_damaged_cache_entry_is_prepared_again_not_used_or_crashed_on(tmp_path, damage, capsys):
-    """Zeroed pixels inside the cache were used (never compared with images_sha256); an empty file raised EOFError;
-    garbage got numpy's advice to pass allow_pickle."""
+    """A cache entry with zeroed pixels, an empty file, garbage or another array is prepared again, never used and
+    never a traceback."""
     folder = tmp_path / "photos"
     save(folder, images(6))
     good = every(load_folder(folder)).clone()
@@ -81,8 +81,8 @@ def torch_equal(a, b) -> bool:
 
 
 def test_an_unwritable_cache_says_to_pass_cache_dir(tmp_path, monkeypatch):
-    """A read-only dataset folder with a stale cache: the error gave no way out. (Tests may run as root, whom a
-    read-only mode does not stop, so the refusal is the file system's answer, made here.)"""
+    """A stale cache in a read-only folder is an error that names --cache-dir. (Tests may run as root, whom a read-
+    only mode does not stop, so the file system's refusal is made here.)"""
     import tempfile
 
     folder = tmp_path / "photos"
@@ -100,7 +100,7 @@ def test_an_unwritable_cache_says_to_pass_cache_dir(tmp_path, monkeypatch):
 
 
 def test_a_cache_larger_than_the_free_disk_is_refused_before_writing(tmp_path, monkeypatch):
-    """`--image-size 100000` made a 720 GB sparse file, then died of SIGBUS (or was killed) with no message."""
+    """A cache larger than the free disk (`--image-size 100000`) is refused before a byte is written."""
     import shutil
 
     folder = tmp_path / "photos"
@@ -138,8 +138,7 @@ def test_a_disk_that_fills_while_preparing_is_an_error_not_a_sigbus(tmp_path, mo
 def test_sigterm_while_preparing_removes_the_partial_file_and_says_so(
     tmp_path, fake_root, monkeypatch, capsys, command
 ):
-    """The partial cache file (full size) was left behind and nothing was printed; `reproduce` exited 2 ("holds no
-    rotnet runs") instead of 143."""
+    """SIGTERM while a cache is prepared removes the partial file, says so, and exits 143 (reproduce too)."""
     import signal
 
     from rotnet import imagecache
@@ -165,8 +164,8 @@ def test_sigterm_while_preparing_removes_the_partial_file_and_says_so(
 
 
 def test_a_prepared_cache_is_used_as_it_is_on_the_next_load(tmp_path, capsys):
-    """The record's images_sha256 (hashed as the images are decoded) is the sha256 of the array the next load reads,
-    also when a bad file was skipped and the array rewritten shorter: else every load would prepare again."""
+    """The index's images_sha256 (hashed while decoding) is the sha256 of the array the next load reads, also after a
+    bad file was skipped and the array rewritten shorter: the next load uses it as it is."""
     import json
 
     from rotnet.imagecache import pixels_sha256
@@ -197,7 +196,7 @@ def test_an_edited_cache_record_is_prepared_again_not_trusted(tmp_path, capsys):
 
 
 def test_a_cache_record_that_could_not_be_written_leaves_nothing_that_blocks_a_retry(tmp_path, monkeypatch):
-    """A full disk while writing the record left a .npy that blocked every retry."""
+    """An index that cannot be written (a full disk) takes its array with it, and the next try succeeds."""
     from rotnet import imagecache
 
     folder = tmp_path / "photos"
@@ -216,7 +215,8 @@ def test_a_cache_record_that_could_not_be_written_leaves_nothing_that_blocks_a_r
 
 
 def test_a_folder_with_a_very_long_name_is_cached_and_run(tmp_path, fake_root):
-    """A folder name over ~220 characters could never be cached (the cache file's name passed 255 bytes)."""
+    """A folder whose name is near the file system's limit is cached (names cut to config.MAX_SLUG plus a digest) and
+    trained on."""
     folder = tmp_path / ("p" * 240)
     save(folder, images(40))
     assert len(every(load_folder(folder))) == 40

@@ -28,7 +28,7 @@ from tests.helpers import (
 
 
 def test_an_empty_class_folder_is_refused_not_made_a_class(tmp_path):
-    """It became a class no image has: a 3-way head and accuracy for 2 classes."""
+    """A class folder without images is refused, not made a class no image has."""
     root = labeled(tmp_path / "pets", {"cat": 3, "dog": 3}, {"cat": 2, "dog": 2})
     (root / "train" / "bird").mkdir()
     with pytest.raises(RotnetError, match="bird .*hold no images"):
@@ -36,7 +36,7 @@ def test_an_empty_class_folder_is_refused_not_made_a_class(tmp_path):
 
 
 def test_a_test_class_that_training_lacks_is_named(tmp_path):
-    """Was "has no class labels" (the folder read as unlabeled), without saying which class."""
+    """A test class that training lacks is refused, naming the class."""
     root = labeled(tmp_path / "pets", {"cat": 3, "dog": 3}, {"cat": 2, "dog": 2, "fox": 1})
     with pytest.raises(RotnetError, match="class\\(es\\) fox that train/ lacks"):
         load_folder(root)
@@ -50,7 +50,7 @@ def test_a_test_split_missing_a_class_warns_what_its_accuracy_covers(tmp_path):
 
 
 def test_images_in_subfolders_of_a_class_belong_to_that_class(tmp_path):
-    """ImageFolder labels train/cat/indoor/x.png as cat; rotnet read the whole folder as unlabeled."""
+    """train/cat/indoor/x.png is a cat, as torchvision's ImageFolder labels it."""
     root = labeled(tmp_path / "pets", {"cat": 2, "dog": 2}, {"cat": 1, "dog": 1})
     save(root / "train" / "cat" / "indoor", images(2, 9), ["indoor-0.png", "indoor-1.png"])
     data = load_folder(root)
@@ -92,7 +92,7 @@ def test_a_labeled_test_image_that_copies_a_training_image_is_not_tested(tmp_pat
 
 @pytest.mark.parametrize("skip", [False, True])
 def test_a_fifo_among_the_images_is_named_not_waited_on(tmp_path, skip):
-    """A FIFO named x.png among the images hung the command forever."""
+    """A FIFO named x.png among the images is named (or skipped with --skip-bad-images), never waited on."""
 
     folder = tmp_path / "photos"
     save(folder, images(8))
@@ -119,8 +119,8 @@ def test_skip_bad_images_skips_the_first_image_too(tmp_path, where):
 
 @pytest.mark.parametrize("link", ["a class folder inside another", "a file of one class in another"])
 def test_an_image_reached_under_two_classes_is_refused(tmp_path, link):
-    """A link `test/cat/dogs -> ../dog` scored the dog test images as cat, with a false warning that test had no dog
-    images. Class membership is the path as the user wrote it; one image under two classes is ambiguous."""
+    """An image or folder reached under two class folders (a link `test/cat/dogs -> ../dog`) is refused naming both
+    paths: class membership is the path as the user wrote it."""
     root = labeled(tmp_path / "pets", {"cat": 4, "dog": 4}, {"cat": 3, "dog": 3})
     if link == "a class folder inside another":
         os.symlink("../dog", root / "test/cat/dogs")
@@ -185,8 +185,8 @@ def test_an_unsplit_folder_holds_out_a_seeded_tenth_and_cannot_be_classified(tmp
 
 @pytest.mark.parametrize("links", ["one loop", "two loops", "file links", "folder link"])
 def test_links_inside_an_image_folder_are_read_once_and_never_loop(tmp_path, links):
-    """A link back to a parent made the listing hang (two loops) or read 24 images as 984, and every held-out test
-    image was a copy of a training image."""
+    """Links inside an image folder (to a parent, to a sibling) are entered once: the listing ends, each image is
+    read once, and no held-out image is a copy of a training image."""
     import os
 
     images = np.random.default_rng(7).integers(0, 256, (24, 3, 8, 8), dtype=np.uint8)
@@ -249,9 +249,8 @@ ROTNETS_OWN = {
 @pytest.mark.parametrize("kind", ["a dataset's own file", "rotnet's", "a FIFO", "a link to rotnet's"])
 @pytest.mark.parametrize("name", list(ROTNETS_OWN))
 def test_a_folder_is_rotnets_output_by_what_its_marker_holds_never_by_its_name(tmp_path, name, kind):
-    """An image folder holding any file named manifest.json (common in datasets) was skipped without a word: half
-    its images lost. A folder is skipped as rotnet's output only when a marker file holds what rotnet writes; a FIFO
-    under a marker's name is never opened for reading (it would block)."""
+    """A folder is skipped as rotnet's output only when a marker file holds what rotnet writes (a dataset's own
+    manifest.json keeps its images); a FIFO under a marker's name is never opened for reading."""
     import os
 
     from rotnet.imagefolder import list_images

@@ -29,7 +29,7 @@ def test_images_too_small_to_tell_their_rotation_are_refused(tmp_path, side):
 
 @pytest.mark.parametrize(("top", "expected"), [(1.0, 255), (255.0, 255), (65535.0, 255), (0.5, 128)])
 def test_a_float_image_is_scaled_by_its_range(tmp_path, top, expected):
-    """Float TIFFs holding 0-255 became 0/1 images (they were read as 16-bit)."""
+    """A float image is scaled by the smallest of 1, 255 and 65535 that holds its brightest value."""
     folder = tmp_path / "floats"
     folder.mkdir()
     rng = np.random.default_rng(0)
@@ -45,7 +45,8 @@ def every_image(data) -> torch.Tensor:
 
 
 def test_a_phone_photo_is_decoded_as_it_is_displayed(tmp_path):
-    """A JPEG whose EXIF Orientation says "rotate 90" was cached as stored, so its rotation labels were wrong."""
+    """A JPEG whose EXIF Orientation says "rotate 90" is decoded as displayed, so its rotation labels are the
+    rotations a viewer sees."""
     upright = np.zeros((8, 8, 3), dtype=np.uint8)
     upright[:2] = 255  # a white band at the top, as a viewer shows it
     stored = np.rot90(upright, k=-1)  # stored turned clockwise; tag 8 says: turn 90 degrees counter-clockwise to view
@@ -65,7 +66,7 @@ def test_a_phone_photo_is_decoded_as_it_is_displayed(tmp_path):
 
 @pytest.mark.parametrize("mode", ["I;16", "I"])
 def test_a_16_bit_image_is_scaled_to_8_bits_not_clipped(tmp_path, mode):
-    """A 0..65535 ramp (microscopy) became [0 255 255 255]."""
+    """A 0..65535 ramp (microscopy) is scaled to 0..255, not clipped."""
     ramp = np.array([[0, 21845, 43690, 65535]] * 4, dtype=np.uint16)
     folder = tmp_path / "micro"
     folder.mkdir()

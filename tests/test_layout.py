@@ -19,8 +19,8 @@ def test_run_dir_round_trips():
 
 @pytest.mark.parametrize("level", ["data segment", "arch", "experiment", "seed", "config.json"])
 def test_runs_are_found_through_no_link(tmp_path, level):
-    """`rotnet report` counted runs reached through a link (`runs/X/resnet18` -> another runs root): every reader
-    finds run folders the same way, through no link."""
+    """Every reader finds run folders the same way, through no link (`runs/X/resnet18` -> another runs root is not a
+    run)."""
     from rotnet.layout import find_runs
 
     theirs, ours = tmp_path / "theirs", tmp_path / "ours"

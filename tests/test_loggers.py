@@ -30,7 +30,7 @@ def test_tensorboard_and_csv_hold_the_logged_scalars(tmp_path, fake_root, monkey
 
 
 def test_loggers_asked_of_a_finished_run_are_written_from_its_record(tiny_runs, tmp_path, fake_root, capsys):
-    """`--logger tensorboard` on a finished run did nothing, silently."""
+    """`--logger tensorboard` (or csv) on a finished run writes the logs from its record."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     shutil.copytree(tiny_runs, tmp_path, dirs_exist_ok=True)
@@ -62,7 +62,7 @@ def test_wandb_asked_of_a_finished_run_reuses_it_and_says_nothing_was_sent(
 
 @pytest.mark.parametrize("logger", ["tensorboard", "wandb"])
 def test_a_missing_logger_package_is_named_before_the_data_loads(tmp_path, fake_root, monkeypatch, capsys, logger):
-    """A missing wandb or tensorboard was found only after the data loaded, leaving a started run folder."""
+    """A missing wandb or tensorboard package is named before the data loads, and no run folder is left."""
     import importlib.util
 
     real = importlib.util.find_spec

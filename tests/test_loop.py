@@ -121,7 +121,7 @@ def test_sgd_cosine_fp16_scaler_resume_round_trip():
 
 @pytest.mark.parametrize("tty", [True, False])
 def test_a_non_finite_loss_stops_the_run_at_the_same_step_with_or_without_a_terminal(monkeypatch, tty):
-    """Without a terminal the loop read its flags only at the epoch end: a NaN ran on for the rest of the epoch."""
+    """A non-finite loss stops the run at its step, with a terminal or without one."""
     import rotnet.loop
     from rotnet.errors import NonFiniteLoss
 

@@ -9,8 +9,8 @@ from tests.helpers import RUN
 
 @pytest.mark.parametrize("name", ["metrics.jsonl", "result.json", "checkpoints/e0009-s000000.safetensors"])
 def test_a_process_killed_mid_write_leaves_a_sealed_record(copy, monkeypatch, name):
-    """Killed after the manifest listed a file's new sha256 and before the file was replaced (or first written):
-    the record is still what rotnet wrote, old or new, never "tampered" (a run must resume after any SIGKILL)."""
+    """Killed after the manifest listed a file's new sha256 and before the file was replaced (or first written), the
+    record is still what rotnet wrote, old or new, never "tampered": a run resumes after any SIGKILL."""
     import rotnet.manifest
     from rotnet.manifest import Seal
     from rotnet.record import read_run

@@ -71,8 +71,8 @@ def test_probes_on_other_data_keep_their_own_files(tiny_runs, tmp_path, fake_roo
 
 
 def test_probe_results_are_sealed_into_the_run_and_the_report_shows_only_those(tiny_runs, tmp_path, fake_root):
-    """Probe results lived outside the manifest, yet the report showed them: an edited accuracy, or a probe file put
-    into a sealed run by hand, was shown as the run's. A probe now seals its file into the run's record."""
+    """A probe seals its results into the run's manifest, and the report shows only sealed ones: an edited accuracy,
+    or a probe file put into a run by hand, is named, not shown."""
     import shutil
 
     from rotnet.record import inspect
@@ -99,8 +99,8 @@ def test_probe_results_are_sealed_into_the_run_and_the_report_shows_only_those(t
 def test_probe_says_what_it_does_keeps_features_only_when_asked_and_flags_useless_pretraining(
     tiny_runs, tmp_path, fake_root, capsys, monkeypatch
 ):
-    """The probe kept 469 MB of features inside the run folder of a smoke run, said nothing for minutes, and said
-    nothing when the pretrained features were worse than random at every stage."""
+    """The probe says what it does while it works, keeps features only in --feature-cache, and says when the
+    pretrained features are worse than random at every stage."""
     import shutil
 
     import rotnet.probe

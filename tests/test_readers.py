@@ -25,7 +25,7 @@ from tests.helpers import (
 
 @pytest.mark.parametrize("names", [b"\xff\xfeairplane\xa0bird", b"one two three"])
 def test_an_unreadable_stl10_class_names_file_is_a_warning_not_a_traceback(tmp_path, names):
-    """A class_names.txt that is not UTF-8 raised UnicodeDecodeError; one of the wrong length was used silently."""
+    """A class_names.txt that is not UTF-8, or of the wrong length, is a warning, and the classes are named 0-9."""
     from rotnet.readers import load_stl10
 
     root, _ = write_fake_stl10(tmp_path)

@@ -63,7 +63,8 @@ def test_an_edited_result_is_tampered_in_the_report_and_refused_by_every_reader(
     ],
 )
 def test_a_malformed_confusion_matrix_is_inconsistent_not_a_report_traceback(copy, capsys, confusion):
-    """A resealed result.json whose confusion was not a matrix of counts ended `rotnet report` in a traceback."""
+    """A resealed result.json whose confusion is not a matrix of counts is inconsistent, and `rotnet report` ends
+    well."""
     folder = copy / RUN
     edit_json(folder / "result.json", confusion=confusion)
     reseal(folder)
@@ -128,8 +129,8 @@ def test_a_record_in_another_runs_folder_is_inconsistent(copy):
     ],
 )
 def test_a_record_moved_to_where_another_run_belongs_is_inconsistent_and_not_counted(copy, where, said):
-    """A CIFAR-10 run copied under `stl10/` or `rotation@20pc/` was counted as that run in the report: every part of
-    a run folder's place (data, arch, experiment and size, seed) is checked against its config.json."""
+    """Every part of a run folder's place (data, arch, experiment and size, seed) is checked against its config.json:
+    a CIFAR-10 run copied under `stl10/` or `rotation@20pc/` is not counted as that run."""
     from rotnet.report import collect
 
     shutil.move(copy / RUN, copy / where)
@@ -200,8 +201,8 @@ def test_an_unsealed_record_of_an_older_rotnet_is_read_but_still_checked_against
 
 
 def test_an_unsealed_records_schedule_must_be_the_one_it_finished(copy, capsys):
-    """Without a manifest, config.json's epochs could be edited (20 -> 19) and the finished run still read as made
-    with that schedule: result.json writes the epochs trained, and a run writes it only after its last planned one."""
+    """An unsealed record whose config.json epochs disagree with the epochs its result.json says it trained is
+    inconsistent."""
     folder = as_made_by_0_3(copy / RUN)
     record = json.loads((folder / "config.json").read_text())
     record["config"]["epochs"] -= 1
@@ -242,8 +243,8 @@ def test_a_record_that_predates_a_key_reads_as_the_runs_before_it(copy):
     ],
 )
 def test_a_record_that_says_a_sealing_rotnet_made_it_is_never_read_as_unsealed(copy, edit, status):
-    """Deleting the manifest (and what else 0.4 adds) must not downgrade a record to the unchecked kind: the record
-    then counted an edited 100% in the report."""
+    """A record that says a sealing rotnet (0.4 on) made it, with its manifest deleted, is never read as unsealed: an
+    edit after that is still seen."""
     folder = copy / RUN
     (folder / "manifest.json").unlink()
     edit(folder)
@@ -317,9 +318,8 @@ CASES = {
 def test_a_command_reads_each_record_file_at_most_as_often_as_it_must(
     case, tiny_partial, tiny_runs, fake_root, tmp_path
 ):
-    """Before the record was read once, a resume opened config.json 10 times and manifest.json 4 times, and a
-    transfer run its rotation weights 3 times (benchmarks/opens.py). Twice is the most a run needs: once before its
-    data loads, once more under its lock (another process may have changed it in between)."""
+    """A command opens each record file of a run at most twice (once before its data loads, once more under its lock,
+    since another process may have changed it in between), and a transfer run its rotation weights once."""
     args, folder, most = CASES[case]
     shutil.copytree(tiny_partial if case.startswith("resume") else tiny_runs, tmp_path, dirs_exist_ok=True)
     with counting() as opened:

@@ -171,8 +171,8 @@ def test_a_plan_of_resnet18_lists_no_deeper_rows_as_not_run(runs, tmp_path):
 
 
 def test_a_single_seed_on_few_test_images_carries_its_interval_and_a_smoke_table_its_caveat(tiny_runs, tmp_path):
-    """A smoke table printed "pretraining gain +4.07" with nothing saying smoke numbers mean little, and one seed's
-    accuracy on 16 test images came with no interval; a one-seed gain said nothing of why it has none."""
+    """One seed's accuracy comes with its Wilson interval, a one-seed gain says why it has none, and a smoke table
+    carries its preset's caveat."""
     accuracies = {"full-from-rotation": 50.0, "full-from-random": 37.5}
     for experiment, acc in accuracies.items():
         folder = tmp_path / f"resnet18/{experiment}/seed0"

@@ -88,7 +88,7 @@ def test_resuming_on_other_data_is_refused(tmp_path, fake_root, capsys):
 
 @pytest.mark.parametrize("spelling", ["relative", "a moved copy"])
 def test_the_same_data_spelled_or_placed_otherwise_is_the_same_data(tmp_path, fake_root, monkeypatch, spelling):
-    """The same data root as a relative path (or the same files moved) was refused as "other data"."""
+    """The same data root as a relative path, or the same files moved, is the same data."""
     import shutil
 
     assert train("train", "rotation", "--epochs", "1", root=tmp_path / "runs", data=fake_root, tiny=False) == 0
@@ -159,8 +159,8 @@ def spoil(kind: str):
 def test_init_weights_that_load_but_cannot_work_are_refused_before_training(
     tiny_runs, fake_root, tmp_path, capsys, kind, words
 ):
-    """Finite --init weights with a negative BatchNorm variance or conv weights x1e30 trained "successfully" to 10%
-    (every image one class); they are refused, naming the problem, and no run folder is left."""
+    """Finite --init weights that cannot work (a negative BatchNorm variance, conv weights x1e30) are refused before
+    training, naming the problem, and no run folder is left."""
     tensors, meta = load_tensors(tiny_runs / "resnet18/rotation/seed0/model.safetensors")
     path = tmp_path / "spoiled.safetensors"
     save_tensors(path, spoil(kind)(tensors), meta)

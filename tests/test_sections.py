@@ -20,7 +20,8 @@ def test_the_report_says_official_files_only_of_a_named_dataset(dataset, match, 
 
 
 def test_the_wall_time_of_resumed_invocations_counts_only_those_that_recorded_it():
-    """A plan killed once and running again showed "0.0 min for all 2" though neither had recorded its end."""
+    """The wall time of a resumed plan counts only the invocations that recorded their end, and says how many did
+    not."""
     from rotnet.sections import earlier_text
 
     killed = {"git_commit": "aaaaaaa1", "wall_seconds": None}

@@ -50,9 +50,8 @@ def test_sigint_after_start_up_is_one_line(tmp_path, fake_root):
 
 @pytest.mark.parametrize("presses", [1, 2])
 def test_sigint_while_torch_imports_is_one_line(tmp_path, fake_root, presses):
-    """A KeyboardInterrupt raised inside torch's start-up, where C++ calls Python, used to abort the process
-    ("terminate called after throwing an instance of 'pybind11::error_already_set'", exit -6). Now it is held
-    until torch has loaded; a second Ctrl-C stops at once."""
+    """A Ctrl-C while torch imports (where C++ calls Python) is held until torch has loaded, then stops in one line;
+    a second Ctrl-C stops at once."""
     args = ["--runs-root", str(tmp_path), "--data-root", str(fake_root), "--no-download", *TINY]
     cmd = [sys.executable, "-X", "importtime", "-m", "rotnet", "train", "rotation", *args]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -74,7 +73,7 @@ def test_sigint_while_torch_imports_is_one_line(tmp_path, fake_root, presses):
 
 
 def test_ctrl_c_in_verify_does_not_speak_of_checkpoints(monkeypatch, tmp_path, capsys):
-    """verify writes nothing, but a Ctrl-C there said "checkpoints already written are kept"."""
+    """A Ctrl-C in verify, which writes nothing, says only that it stopped."""
     import rotnet.verify
 
     def interrupted(*args, **kwargs):
@@ -112,8 +111,8 @@ def test_double_sigint_within_50ms_is_one_line(tmp_path, fake_root):
 
 
 def test_stop_signals_the_process_was_started_ignoring_stay_ignored():
-    """A rotnet started with Ctrl-C ignored (a shell's background job `cmd &`) ignored it while preparing but stopped
-    on it while training, and one held while torch loaded was re-raised into SIG_IGN: now it stays ignored."""
+    """A rotnet started with Ctrl-C ignored (a shell's background job `cmd &`) keeps ignoring it, while preparing,
+    training, and after torch loaded."""
     from rotnet.signals import StopFlag, raise_on_stop, signals_held, stop_handlers
 
     before = signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -145,8 +144,8 @@ def sigint_at_final_outputs(monkeypatch):
 
 
 def test_ctrl_c_after_the_last_step_finishes_the_run_and_stops(capsys, monkeypatch, tmp_path, fake_root):
-    """A Ctrl-C after a run's last step was silently dropped: `rotnet train` exited 0 (so `a && b` went on), and
-    `reproduce` started its next run. Now the finished run is kept whole and the command stops with 130."""
+    """A Ctrl-C after a run's last step keeps the finished run whole and stops the command with 130 (`a && b` does
+    not go on; reproduce starts no next run)."""
     sigint_at_final_outputs(monkeypatch)
     line = error_line(capsys, "train", "rotation", root=tmp_path / "one", data=fake_root, code=130)
     folder = tmp_path / "one/resnet18/rotation/seed0"

@@ -130,8 +130,8 @@ def test_verify_refuses_another_stream_contract_and_a_record_missing_a_key(
 def test_a_record_edited_where_verify_reads_its_contract_fails_before_any_field_is_believed(
     field, runs, fake_root, tmp_path, capsys
 ):
-    """An edited stream contract (or configuration) without a new seal exited 2, "could not compare", because verify
-    read the contract before it checked the record: the record is checked first, so it is a failed verification."""
+    """verify checks the record before it reads the stream contract: an edited contract (or configuration) without a
+    new seal is a failed verification, not "could not compare"."""
     copy = tmp_path / "copy/resnet18/rotation/seed0"
     shutil.copytree(runs / "resnet18/rotation/seed0", copy)
     record = json.loads((copy / "config.json").read_text())
@@ -156,8 +156,8 @@ def test_a_record_edited_where_verify_reads_its_contract_fails_before_any_field_
     ],
 )
 def test_a_difference_fails_only_where_the_bits_were_promised_to_repeat(device, same, kernels, starts, strict):
-    """On a GPU a difference is a failure only on the same model and when every start of the run used deterministic
-    algorithms; before, any difference on CUDA was "not verified" though nothing made CUDA deterministic."""
+    """A difference is a failure only where the bits were promised to repeat: on a CPU of the same identity, or on
+    the same GPU model when every start of the run used deterministic algorithms."""
     import torch
 
     from rotnet.verify import strict as is_strict
@@ -238,8 +238,8 @@ def test_verify_from_a_kept_checkpoint_checks_the_end_of_a_run(runs, fake_root, 
 
 
 def test_a_committed_record_without_weights_says_what_it_lacks(runs, fake_root, tmp_path, capsys):
-    """As docs/results keeps runs made before 0.4 (config, metrics, result; no weights, no manifest): verify said "no
-    result.json and model.safetensors" of a record that has its result.json."""
+    """A committed record made before 0.4 (config, metrics, result; no weights, no manifest) is named for what it
+    lacks, and only that."""
     folder = tmp_path / "resnet18/rotation/seed0"
     folder.mkdir(parents=True)
     for name in ("metrics.jsonl", "result.json"):
@@ -252,7 +252,8 @@ def test_a_committed_record_without_weights_says_what_it_lacks(runs, fake_root, 
 
 
 def test_a_sealed_record_whose_manifest_was_deleted_is_incomplete_not_unsealed(runs, tmp_path):
-    """Deleting manifest.json made a 0.4 record read as an old, unsealed one: every later edit went unnoticed."""
+    """A 0.4 record whose manifest.json was deleted is incomplete, not an old unsealed one, so later edits are still
+    seen."""
     from rotnet.record import inspect
 
     folder = tmp_path / "run"
@@ -306,9 +307,8 @@ def test_verify_all_re_trains_every_epoch_and_catches_a_forged_later_one(runs, f
 
 
 def test_every_verification_is_kept_none_replaces_an_earlier_one(runs, fake_root, tmp_path, capsys, monkeypatch):
-    """The README's verify command, run on another CPU, overwrote the committed verify.json ("verified", made on the
-    machine that trained the run) with its "inconclusive": each verification now goes to a new file, with who, where
-    and when."""
+    """Each verification goes to a new file (verify.json, verify-2.json, ...) with who, where and when: a verify on
+    another CPU never overwrites the committed verdict of the machine that trained the run."""
     import rotnet.verify
 
     copy = shutil.copytree(runs / "resnet18/rotation/seed0", tmp_path / "copy/resnet18/rotation/seed0")
