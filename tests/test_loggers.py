@@ -89,3 +89,14 @@ def test_the_csv_holds_every_epoch_record_and_every_column(tmp_path, fake_root):
     for row, record in zip(rows, history, strict=True):
         numbers = {k: v for k, v in record.items() if isinstance(v, int | float)}
         assert {k: float(row[k]) for k in numbers} == pytest.approx(numbers) and "test_acc" in row
+
+
+def test_the_command_line_offers_exactly_the_loggers_there_are():
+    import argparse
+
+    from rotnet.flags import build_parser
+    from rotnet.loggers import LOGGERS
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    offered = next(a.choices for a in sub.choices["train"]._actions if "--logger" in a.option_strings)
+    assert tuple(offered) == LOGGERS

@@ -15,8 +15,6 @@ from rotnet.config import RunConfig
 from rotnet.errors import RotnetError
 from rotnet.files import refuse_links
 
-LOGGERS = ("tensorboard", "csv", "wandb")
-EVERY = 20  # steps between progress points
 PACKAGES = {"tensorboard": ("tensorboard", "tensorboard"), "wandb": ("wandb", "the wandb package")}
 
 
@@ -30,76 +28,119 @@ def require_logger(name: str) -> None:
         raise RotnetError(f"--logger {name} needs {PACKAGES[name][1]}: pip install 'rotnet[{name}]'")
 
 
-class Loggers:
-    """The loggers a run writes to: `epoch(history)` at each epoch end, `progress(step, scalars)` every EVERY steps,
-    `finish(result)` once, with the final metrics beside the hyperparameters."""
+def scalars_of(record: dict) -> dict:
+    return {k: v for k, v in record.items() if isinstance(v, int | float) and k != "epoch"}
 
-    def __init__(self, names: tuple[str, ...], folder: Path, cfg: RunConfig, resumed: bool):
-        self.cfg, self.folder, self.tb, self.csv_path, self.wandb = cfg, Path(folder), None, None, None
-        for name in ("tensorboard", "metrics.csv"):
-            refuse_links(self.folder / name, self.folder.parent)
-        for name in names:
-            if name == "tensorboard":
-                try:
-                    from torch.utils.tensorboard import SummaryWriter
-                except ImportError:
-                    raise RotnetError(
-                        "--logger tensorboard needs tensorboard: pip install 'rotnet[tensorboard]'"
-                    ) from None
-                self.tb = SummaryWriter(log_dir=str(self.folder / "tensorboard"))
-                self.tb.add_text("config", f"```\n{json.dumps(cfg.to_dict(), indent=2)}\n```")
-            elif name == "csv":
-                self.csv_path = self.folder / "metrics.csv"
-            elif name == "wandb":
-                try:
-                    import wandb
-                except ImportError:
-                    raise RotnetError("--logger wandb needs the wandb package: pip install 'rotnet[wandb]'") from None
-                run_name = f"{cfg.arch}-{cfg.experiment}-seed{cfg.seed}"
-                self.wandb = wandb.init(project="rotnet", name=run_name, config=cfg.to_dict(), dir=str(self.folder),
-                                        resume="allow" if resumed else None)  # fmt: skip
-            else:
-                raise RotnetError(f"unknown logger {name!r}; choose from {', '.join(LOGGERS)}")
 
-    @property
-    def active(self) -> bool:
-        return any(x is not None for x in (self.tb, self.csv_path, self.wandb))
+class Logger:
+    """One place a run's numbers go: `progress(step, scalars)` at the loop's flag reads, `epoch(history)` at each
+    epoch end (the run's epoch records so far, the last the new one), `finish(result)` once."""
+
+    def __init__(self, folder: Path, cfg: RunConfig, resumed: bool):
+        self.folder, self.cfg = folder, cfg
 
     def progress(self, step: int, scalars: dict) -> None:
-        if self.tb is not None:
-            for k, v in scalars.items():
-                self.tb.add_scalar(f"step/{k}", v, step)
-        if self.wandb is not None:
-            self.wandb.log({f"step/{k}": v for k, v in scalars.items()} | {"global_step": step})
+        pass
 
     def epoch(self, history: list[dict]) -> None:
-        """At an epoch end, with the run's epoch records so far (the last is the new one)."""
-        record = history[-1]
-        scalars = {k: v for k, v in record.items() if isinstance(v, int | float) and k != "epoch"}
-        if self.tb is not None:
-            for k, v in scalars.items():
-                self.tb.add_scalar(f"epoch/{k}", v, record["epoch"])
-            self.tb.flush()
-        if self.csv_path is not None:
-            # Rewritten whole, like metrics.jsonl: a resume from an earlier checkpoint repeats no row, and a column
-            # that first appears later (test accuracy with eval_every > 1) is not dropped.
-            columns = dict.fromkeys(k for r in history for k, v in r.items() if isinstance(v, int | float))
-            out = io.StringIO()
-            writer = csv.DictWriter(out, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(history)
-            atomic_write_text(self.csv_path, out.getvalue())
-        if self.wandb is not None:
-            self.wandb.log({f"epoch/{k}": v for k, v in scalars.items()} | {"epoch": record["epoch"]})
+        pass
 
     def finish(self, result: dict) -> None:
-        if self.tb is not None:
-            hparams = {k: v for k, v in self.cfg.to_dict().items() if isinstance(v, int | float | str | bool)}
-            self.tb.add_hparams(hparams, {"hparam/test_acc": result["test_acc"]}, run_name=".")
-            self.tb.close()
-        if self.wandb is not None:
-            self.wandb.summary["test_acc"] = result["test_acc"]
-            self.wandb.finish()
+        pass
+
+
+class TensorBoard(Logger):
+    """FOLDER/tensorboard: step and epoch scalars, the configuration as text, hyperparameters with the final test
+    accuracy."""
+
+    def __init__(self, folder: Path, cfg: RunConfig, resumed: bool):
+        super().__init__(folder, cfg, resumed)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise RotnetError("--logger tensorboard needs tensorboard: pip install 'rotnet[tensorboard]'") from None
+        self.writer = SummaryWriter(log_dir=str(folder / "tensorboard"))
+        self.writer.add_text("config", f"```\n{json.dumps(cfg.to_dict(), indent=2)}\n```")
+
+    def progress(self, step: int, scalars: dict) -> None:
+        for k, v in scalars.items():
+            self.writer.add_scalar(f"step/{k}", v, step)
+
+    def epoch(self, history: list[dict]) -> None:
+        for k, v in scalars_of(history[-1]).items():
+            self.writer.add_scalar(f"epoch/{k}", v, history[-1]["epoch"])
+        self.writer.flush()
+
+    def finish(self, result: dict) -> None:
+        hparams = {k: v for k, v in self.cfg.to_dict().items() if isinstance(v, int | float | str | bool)}
+        self.writer.add_hparams(hparams, {"hparam/test_acc": result["test_acc"]}, run_name=".")
+        self.writer.close()
+
+
+class Csv(Logger):
+    """FOLDER/metrics.csv: one row per epoch, every numeric column any epoch has."""
+
+    def epoch(self, history: list[dict]) -> None:
+        # Rewritten whole, like metrics.jsonl: a resume from an earlier checkpoint repeats no row, and a column
+        # that first appears later (test accuracy with eval_every > 1) is not dropped.
+        columns = dict.fromkeys(k for r in history for k, v in r.items() if isinstance(v, int | float))
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(history)
+        atomic_write_text(self.folder / "metrics.csv", out.getvalue())
+
+
+class Wandb(Logger):
+    """A Weights & Biases run named ARCH-EXPERIMENT-seedN in the project rotnet, resumed with the run."""
+
+    def __init__(self, folder: Path, cfg: RunConfig, resumed: bool):
+        super().__init__(folder, cfg, resumed)
+        try:
+            import wandb
+        except ImportError:
+            raise RotnetError("--logger wandb needs the wandb package: pip install 'rotnet[wandb]'") from None
+        name = f"{cfg.arch}-{cfg.experiment}-seed{cfg.seed}"
+        self.run = wandb.init(project="rotnet", name=name, config=cfg.to_dict(), dir=str(folder),
+                              resume="allow" if resumed else None)  # fmt: skip
+
+    def progress(self, step: int, scalars: dict) -> None:
+        self.run.log({f"step/{k}": v for k, v in scalars.items()} | {"global_step": step})
+
+    def epoch(self, history: list[dict]) -> None:
+        self.run.log({f"epoch/{k}": v for k, v in scalars_of(history[-1]).items()} | {"epoch": history[-1]["epoch"]})
+
+    def finish(self, result: dict) -> None:
+        self.run.summary["test_acc"] = result["test_acc"]
+        self.run.finish()
+
+
+KINDS: dict[str, type[Logger]] = {"tensorboard": TensorBoard, "csv": Csv, "wandb": Wandb}
+LOGGERS = tuple(KINDS)
+
+
+class Loggers:
+    """The loggers a run writes to, each called in turn."""
+
+    def __init__(self, names: tuple[str, ...], folder: Path, cfg: RunConfig, resumed: bool):
+        folder = Path(folder)
+        for name in ("tensorboard", "metrics.csv"):
+            refuse_links(folder / name, folder.parent)
+        for name in names:
+            require_logger(name)
+        self.sinks = [KINDS[name](folder, cfg, resumed) for name in names]
+
+    def progress(self, step: int, scalars: dict) -> None:
+        for sink in self.sinks:
+            sink.progress(step, scalars)
+
+    def epoch(self, history: list[dict]) -> None:
+        for sink in self.sinks:
+            sink.epoch(history)
+
+    def finish(self, result: dict) -> None:
+        for sink in self.sinks:
+            sink.finish(result)
 
 
 def replay(names: tuple[str, ...], folder: Path, cfg: RunConfig, history: list[dict], result: dict) -> list[str]:
