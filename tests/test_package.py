@@ -168,3 +168,13 @@ def test_the_tests_mirror_the_package():
     modules = {p.stem for p in SRC.glob("*.py")}
     assert sorted(modules - NO_BEHAVIOUR - tests) == []
     assert sorted(tests - modules - NOT_A_MODULE) == []
+
+
+def test_every_test_file_a_comment_or_docstring_names_exists():
+    import re
+
+    root = SRC.parent.parent
+    texts = [p.read_text() for p in [*SRC.glob("*.py"), *root.glob("benchmarks/*.py"), *root.glob("docs/*.md")]]
+    named = {m for text in texts for m in re.findall(r"tests/(test_\w+\.py)", text)}
+    named.discard("test_MODULE.py")  # docs/development.md: the pattern, not a file
+    assert named and sorted(n for n in named if not (root / "tests" / n).is_file()) == []

@@ -12,7 +12,7 @@ import torch
 
 # Bumped by any change that alters a random draw or a step's math: derive_seed, the order or shape of draws, the
 # init, the augmentation, the loss. Recorded in every run and checkpoint; resume and verify refuse another version.
-# tests/test_streams.py pins the streams and fails with "the stream changed: bump STREAM_VERSION".
+# tests/test_seeds.py pins the streams and fails with "the stream changed: bump STREAM_VERSION".
 STREAM_VERSION = 1
 
 # The streams; a new stream gets a new word, never a reused one.
