@@ -33,7 +33,7 @@ def metrics(folder: Path) -> list[dict]:
 def reseal(folder: Path) -> None:
     """Rewrite a run's manifest from the files as they are now: what a forger who knows the format would do (the
     manifest is tamper-evident, not a signature), and how a test changes a record without its seal catching it."""
-    from rotnet.checkpoint import sha256_file
+    from rotnet.files import sha256_file
     from rotnet.manifest import Seal, owned_files
 
     Seal(folder, {name: sha256_file(folder / name) for name in owned_files(folder)}).commit()  # nothing under way

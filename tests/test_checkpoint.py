@@ -1,9 +1,8 @@
-"""Safetensors I/O (rotnet.checkpoint): atomic, never through a planted link, byte-identical for identical content, a
+"""Safetensors I/O (rotnet.checkpoint): byte-identical for identical content, a
 checksum over tensors and metadata, the newest usable checkpoint chosen."""
 
 import hashlib
 import json
-import os
 import shutil
 
 import pytest
@@ -13,7 +12,6 @@ from safetensors.torch import load_file, save_file
 from rotnet import checkpoint as ckpt
 from rotnet.checkpoint import (
     FORMAT,
-    atomic_write,
     checkpoint_name,
     load_latest_checkpoint,
     load_tensors,
@@ -26,29 +24,6 @@ from tests.helpers import cli, reseal
 def save_checkpoint(folder, epoch: int, step: int, tensors: dict, meta: dict) -> str:
     """A checkpoint file as a run writes one (its name, format and sealed metadata), without a run around it."""
     return save_tensors(folder / checkpoint_name(epoch, step), tensors, ckpt.checkpoint_meta(meta))
-
-
-def test_atomic_write_never_follows_a_planted_symlink(tmp_path):
-    outside = tmp_path / "outside.txt"
-    outside.write_text("precious")
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / ".metrics.jsonl.tmp").symlink_to(outside)
-    atomic_write(run / "metrics.jsonl", b"new")
-    assert outside.read_text() == "precious" and (run / "metrics.jsonl").read_bytes() == b"new"
-    assert (run / ".metrics.jsonl.tmp").is_symlink()  # left alone, not written through
-    assert not [p for p in run.iterdir() if p.name.endswith(".tmp") and not p.is_symlink()]
-
-
-def test_a_run_with_planted_links_writes_nothing_outside(tmp_path, fake_root):
-    outside = tmp_path / "outside.txt"
-    outside.write_text("precious")
-    folder = tmp_path / "runs" / "resnet18" / "rotation" / "seed0"
-    folder.mkdir(parents=True)
-    for name in ("metrics.jsonl", "config.json", "model.safetensors", "result.json"):
-        (folder / f".{name}.tmp").symlink_to(outside)
-    assert cli("train", "rotation", root=tmp_path / "runs", data=fake_root) == 0
-    assert outside.read_text() == "precious"
 
 
 def test_identical_content_gives_identical_bytes(tmp_path):
@@ -142,7 +117,7 @@ def test_a_forged_checkpoint_at_an_impossible_position_is_skipped(tmp_path, epoc
 
 
 def test_a_forged_checkpoint_at_an_impossible_step_is_one_line_not_a_traceback(tmp_path, fake_root, capsys):
-    from rotnet.checkpoint import sha256_file
+    from rotnet.files import sha256_file
 
     assert cli("train", "rotation", "--keep-checkpoints", "1", root=tmp_path, data=fake_root) == 0
     folder = tmp_path / "resnet18/rotation/seed0"
@@ -164,24 +139,6 @@ def test_a_forged_checkpoint_at_an_impossible_step_is_one_line_not_a_traceback(t
     warning, error = capsys.readouterr().err.splitlines()
     assert "its position (epoch 0, step 1000000) is outside the run" in warning
     assert error.startswith("rotnet: error: no readable checkpoint")
-
-
-def test_atomic_write_cleanup_failing_still_reports_the_first_error(tmp_path, monkeypatch):
-    def refuse(*a, **k):
-        raise OSError(30, "Read-only file system")
-
-    monkeypatch.setattr(os, "replace", refuse)
-    monkeypatch.setattr(os, "unlink", refuse)
-    with pytest.raises(RotnetError, match="Read-only file system"):
-        atomic_write(tmp_path / "x.json", json.dumps({}).encode())
-
-
-def test_written_files_get_the_usual_permissions(tmp_path):
-    """mkstemp creates files readable by their owner only; a results file is as readable as any the user writes."""
-    umask = os.umask(0o022)
-    os.umask(umask)
-    atomic_write(tmp_path / "result.json", b"{}")
-    assert (tmp_path / "result.json").stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_a_cpu_checkpoint_records_the_cpu_it_was_computed_on(tiny_runs):

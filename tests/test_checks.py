@@ -114,7 +114,8 @@ def test_an_unfinished_transfer_run_resumes_only_from_its_own_rotation_weights(
     # The rotation run's weights change under it (as if trained again); its record is resealed to match, so only
     # the transfer run's own record (init_sha256) can tell.
 
-    from rotnet.checkpoint import load_tensors, save_tensors, sha256_file
+    from rotnet.checkpoint import load_tensors, save_tensors
+    from rotnet.files import sha256_file
 
     weights = tmp_path / RUN / "model.safetensors"
     tensors, meta = load_tensors(weights)

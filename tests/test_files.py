@@ -17,13 +17,17 @@ import torch
 from PIL import Image
 
 from rotnet import files
-from rotnet.checkpoint import load_tensors, save_tensors
+from rotnet.checkpoint import (
+    atomic_write,
+    load_tensors,
+    save_tensors,
+)
 from rotnet.config import read_toml
 from rotnet.errors import RotnetError
 from rotnet.images import open_as_seen
 from rotnet.layout import read_json, read_marker
 from rotnet.readers import safe_unpickle
-from tests.helpers import images, load_folder, no_hang, save
+from tests.helpers import cli, images, load_folder, no_hang, save
 
 
 def png() -> bytes:
@@ -194,3 +198,44 @@ def test_a_read_under_a_root_goes_through_no_link(tmp_path, place):
         (root / "checkpoints/e.safetensors").symlink_to(outside / "e.safetensors")
     with pytest.raises(RotnetError, match="is a link rotnet did not make"):
         files.read_regular(root / "checkpoints/e.safetensors", base=root)
+
+
+def test_atomic_write_never_follows_a_planted_symlink(tmp_path):
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".metrics.jsonl.tmp").symlink_to(outside)
+    atomic_write(run / "metrics.jsonl", b"new")
+    assert outside.read_text() == "precious" and (run / "metrics.jsonl").read_bytes() == b"new"
+    assert (run / ".metrics.jsonl.tmp").is_symlink()  # left alone, not written through
+    assert not [p for p in run.iterdir() if p.name.endswith(".tmp") and not p.is_symlink()]
+
+
+def test_a_run_with_planted_links_writes_nothing_outside(tmp_path, fake_root):
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious")
+    folder = tmp_path / "runs" / "resnet18" / "rotation" / "seed0"
+    folder.mkdir(parents=True)
+    for name in ("metrics.jsonl", "config.json", "model.safetensors", "result.json"):
+        (folder / f".{name}.tmp").symlink_to(outside)
+    assert cli("train", "rotation", root=tmp_path / "runs", data=fake_root) == 0
+    assert outside.read_text() == "precious"
+
+
+def test_atomic_write_cleanup_failing_still_reports_the_first_error(tmp_path, monkeypatch):
+    def refuse(*a, **k):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(os, "replace", refuse)
+    monkeypatch.setattr(os, "unlink", refuse)
+    with pytest.raises(RotnetError, match="Read-only file system"):
+        atomic_write(tmp_path / "x.json", json.dumps({}).encode())
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    """mkstemp creates files readable by their owner only; a results file is as readable as any the user writes."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    atomic_write(tmp_path / "result.json", b"{}")
+    assert (tmp_path / "result.json").stat().st_mode & 0o777 == 0o666 & ~umask

@@ -13,10 +13,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from rotnet.augment import MEAN, STD
-from rotnet.checkpoint import atomic_write_text
 from rotnet.config import RunConfig
 from rotnet.evaluate import predict
 from rotnet.experiments import EXPERIMENTS
+from rotnet.files import atomic_write_text
 from rotnet.loop import build_optimizer, make_batch, train_step
 from rotnet.models import build_model, set_trainable
 from rotnet.seeds import generator

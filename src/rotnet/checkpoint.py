@@ -14,15 +14,11 @@ from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
 
 from rotnet.errors import RotnetError
-from rotnet.files import atomic_write, open_regular, refuse_links
+from rotnet.files import atomic_write, file_key, read_file, refuse_links
 
 FORMAT = "rotnet-checkpoint-1"
 COVERS_META = "sha256(tensors|meta)"  # the checksum covers the metadata as well as the tensors
 KEEP = 2  # checkpoints kept while a run trains: the newest, and the one before it to fall back to if it is torn
-
-
-def atomic_write_text(path: Path, text: str) -> str:
-    return atomic_write(path, text.encode())
 
 
 def digest(tensors: dict[str, torch.Tensor]) -> str:
@@ -62,40 +58,6 @@ def encode(tensors: dict[str, torch.Tensor], meta: dict | None = None) -> list:
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict | None = None) -> str:
     """Save tensors with JSON metadata and a checksum over both (`encode`), atomically; return the file's sha256."""
     return atomic_write(path, encode(tensors, meta))
-
-
-# sha256 of a file's bytes, by what identifies its contents on disk (file_key): a command checks a run's record and
-# reads its weights without reading any file twice (a rewrite gives a new inode, size or mtime, so a new key).
-_SHA256: dict[tuple, str] = {}
-
-
-def file_key(st: os.stat_result, path: Path) -> tuple:
-    return (str(Path(path).absolute()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-
-
-def sha256_file(path: Path) -> str:
-    """The sha256 of a file's bytes; read once per process while the file stays the same (known by a stat, without
-    opening it)."""
-    known = _SHA256.get(file_key(os.stat(path), path))
-    if known is not None:
-        return known
-    with open(path, "rb") as f:
-        key = file_key(os.fstat(f.fileno()), path)  # what is read: a file swapped since the stat is hashed as itself
-        h = hashlib.sha256()
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-        _SHA256[key] = h.hexdigest()
-    return _SHA256[key]
-
-
-def read_file(path: Path, *, follow: bool = True, base: Path | None = None) -> bytes:
-    """A regular file's bytes, read once, its sha256 remembered for `sha256_file` (the record check that follows a
-    load then reads nothing again)."""
-    with open_regular(path, follow=follow, base=base) as f:  # a FIFO or a device is refused, not read
-        st = os.fstat(f.fileno())
-        data = f.read()
-    _SHA256[file_key(st, path)] = hashlib.sha256(data).hexdigest()
-    return data
 
 
 def load_tensors(

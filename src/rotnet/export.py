@@ -135,7 +135,8 @@ def export_run(folder: Path, out: Path) -> Path:
     model card (README.md with the usual front matter). Writes only under out, which must be new or empty."""
     import shutil
 
-    from rotnet.checkpoint import atomic_write_text, load_tensors
+    from rotnet.checkpoint import load_tensors
+    from rotnet.files import atomic_write_text
     from rotnet.layout import CONFIG, METRICS, RESULT, WEIGHTS, not_a_run, read_json
     from rotnet.record import open_run
 

@@ -8,6 +8,8 @@
   (it makes none) is refused rather than followed, and nothing checked can be swapped before it is used;
   `atomic_write` creates its temporary file and renames it relative to that descriptor, and `open_regular(base=)`
   reads rotnet's own files back the same way.
+- A file's sha256 (`sha256_file`), remembered per process while the file stays the same, and filled in by
+  `read_file` as it reads: a record check after a load reads nothing again.
 """
 
 from __future__ import annotations
@@ -185,3 +187,41 @@ def atomic_write(
     finally:
         os.close(dfd)
     return h.hexdigest()
+
+
+def atomic_write_text(path: Path, text: str) -> str:
+    return atomic_write(path, text.encode())
+
+
+# sha256 of a file's bytes, by what identifies its contents on disk (file_key): a command checks a run's record and
+# reads its weights without reading any file twice (a rewrite gives a new inode, size or mtime, so a new key).
+_SHA256: dict[tuple, str] = {}
+
+
+def file_key(st: os.stat_result, path: Path) -> tuple:
+    return (str(Path(path).absolute()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def sha256_file(path: Path) -> str:
+    """The sha256 of a file's bytes; read once per process while the file stays the same (known by a stat, without
+    opening it)."""
+    known = _SHA256.get(file_key(os.stat(path), path))
+    if known is not None:
+        return known
+    with open(path, "rb") as f:
+        key = file_key(os.fstat(f.fileno()), path)  # what is read: a file swapped since the stat is hashed as itself
+        h = hashlib.sha256()
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+        _SHA256[key] = h.hexdigest()
+    return _SHA256[key]
+
+
+def read_file(path: Path, *, follow: bool = True, base: Path | None = None) -> bytes:
+    """A regular file's bytes, read once, its sha256 remembered for `sha256_file` (the record check that follows a
+    load then reads nothing again)."""
+    with open_regular(path, follow=follow, base=base) as f:  # a FIFO or a device is refused, not read
+        st = os.fstat(f.fileno())
+        data = f.read()
+    _SHA256[file_key(st, path)] = hashlib.sha256(data).hexdigest()
+    return data

@@ -17,10 +17,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from rotnet.checkpoint import atomic_write_text
 from rotnet.config import DataOptions, dataset_slug
 from rotnet.errors import Interrupted, RotnetError
-from rotnet.files import open_dir, open_regular, read_regular
+from rotnet.files import atomic_write_text, open_dir, open_regular, read_regular
 from rotnet.images import decode, first_size
 from rotnet.layout import read_json
 from rotnet.signals import raise_on_stop

@@ -14,11 +14,11 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict
 from pathlib import Path
 
-from rotnet.checkpoint import atomic_write_text
 from rotnet.checks import Source, resume_threads
 from rotnet.config import DataOptions, RunConfig, from_dict
 from rotnet.datasets import load_for
 from rotnet.errors import RotnetError
+from rotnet.files import atomic_write_text
 from rotnet.layout import RESULT, has_checkpoint, read_json, run_dir, run_id
 from rotnet.lifecycle import RunOptions
 from rotnet.lock import is_locked

@@ -10,10 +10,9 @@ import io
 import json
 from pathlib import Path
 
-from rotnet.checkpoint import atomic_write_text
 from rotnet.config import RunConfig
 from rotnet.errors import RotnetError
-from rotnet.files import refuse_links
+from rotnet.files import atomic_write_text, refuse_links
 
 PACKAGES = {"tensorboard": ("tensorboard", "tensorboard"), "wandb": ("wandb", "the wandb package")}
 

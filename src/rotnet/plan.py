@@ -9,9 +9,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rotnet.checkpoint import atomic_write_text
 from rotnet.config import DataOptions, RunConfig
 from rotnet.errors import RotnetError
+from rotnet.files import atomic_write_text
 from rotnet.layout import FAILED, run_id
 from rotnet.lifecycle import RunContext, RunOptions
 from rotnet.loop import duration

@@ -9,9 +9,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rotnet.checkpoint import read_file, sha256_file
 from rotnet.config import RunConfig
 from rotnet.errors import RotnetError
+from rotnet.files import read_file, sha256_file
 from rotnet.layout import (
     CHECKPOINTS,
     CONFIG,

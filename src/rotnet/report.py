@@ -14,12 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from rotnet import plots
-from rotnet.checkpoint import atomic_write_text
 from rotnet.config import dataset_slug, with_defaults
 from rotnet.curves import accuracy_curve, deeper_section, gain_by_epoch_section
 from rotnet.errors import RotnetError
 from rotnet.experiments import EXPERIMENTS, reference_results
-from rotnet.files import refuse_links
+from rotnet.files import atomic_write_text, refuse_links
 from rotnet.gains import gain_finding, gain_text, signed, with_gains
 from rotnet.layout import CONFIG, FAILED, REPORT_MARKER, RESULT, find_runs, parse_run_dir, read_json
 from rotnet.lock import is_locked

@@ -16,7 +16,7 @@ from rotnet.data import Dataset, class_counts, normalization, output_count
 from rotnet.distributed import barrier, ranks_agree
 from rotnet.errors import Diverged, RotnetError
 from rotnet.evaluate import confusion, targets_for
-from rotnet.files import first_missing
+from rotnet.files import atomic_write_text, first_missing
 from rotnet.health import weights_problem
 from rotnet.kernels import computing_with, deterministic
 from rotnet.layout import CHECKPOINTS, EXAMPLES, FAILED, RESULT, WEIGHTS, run_dir
@@ -170,7 +170,7 @@ def train_and_finish(
     if problem:  # every rank sees it (their weights agree), so none waits for outputs that never come
         why = f"diverged: the final weights have {problem}"
         if world.is_main:  # never called finished: no weights or result written, failed.json says why
-            ckpt.atomic_write_text(folder / FAILED, json.dumps({"error": why}) + "\n")
+            atomic_write_text(folder / FAILED, json.dumps({"error": why}) + "\n")
         raise Diverged(f"{folder}: {why}")
     if not world.is_main:
         barrier()  # rank 0 writes the final outputs

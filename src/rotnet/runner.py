@@ -10,11 +10,11 @@ from dataclasses import replace
 from pathlib import Path
 
 from rotnet import kernels
-from rotnet.checkpoint import atomic_write_text
 from rotnet.checks import Source, check_run
 from rotnet.config import RunConfig
 from rotnet.datasets import load_dataset, load_for
 from rotnet.errors import Diverged, Interrupted, InUse, RotnetError
+from rotnet.files import atomic_write_text
 from rotnet.jobs import run_parallel
 from rotnet.layout import CONFIG, RESULT, RunId, has_checkpoint, read_json, run_dir, run_id
 from rotnet.lifecycle import RunContext

@@ -8,8 +8,8 @@ import statistics
 from pathlib import Path
 
 from rotnet import plots
-from rotnet.checkpoint import sha256_file
 from rotnet.config import DATASETS, uses_reference_normalization
+from rotnet.files import sha256_file
 from rotnet.layout import (
     read_json,
 )
