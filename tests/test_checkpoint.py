@@ -1,5 +1,5 @@
-"""Safetensors I/O (rotnet.checkpoint): byte-identical for identical content, a
-checksum over tensors and metadata, the newest usable checkpoint chosen."""
+"""Safetensors I/O (rotnet.checkpoint): byte-identical for identical content, a checksum over tensors and metadata,
+the newest usable checkpoint chosen."""
 
 import hashlib
 import json
