@@ -11,14 +11,23 @@ from rotnet.errors import RotnetError
 from tests.helpers import cli, write
 
 
-def test_set_seed_and_config_seed_are_not_overridden_by_a_default(tmp_path, fake_root):
-    """`rotnet train rotation --set seed=3` once trained seed0: the --seed default won."""
-    assert cli("train", "rotation", "--set", "seed=3", root=tmp_path, data=fake_root) == 0
-    assert (tmp_path / "resnet18/rotation/seed3/result.json").is_file()
+def resolved(*argv: str) -> RunConfig:
+    """The configuration `rotnet train ...` would run, resolved as the command line does, without training."""
+    from rotnet.flags import build_parser, command_line, protocol_of
+
+    args = build_parser().parse_args(["train", *argv])
+    return protocol_of(args, command_line(args)).resolve(args.experiment)
+
+
+def test_set_seed_and_config_seed_are_not_overridden_by_a_default(tmp_path):
+    """A seed from --set or a --config file is the run's seed (no --seed default beats it); an explicit flag beats
+    --set, which beats a file."""
     toml = write(tmp_path / "s.toml", "seed = 4\n")
-    assert cli("train", "rotation", "--config", str(toml), root=tmp_path, data=fake_root) == 0
-    assert (tmp_path / "resnet18/rotation/seed4/result.json").is_file()
-    assert not (tmp_path / "resnet18/rotation/seed0").exists()
+    assert resolved("rotation").seed == 0
+    assert resolved("rotation", "--set", "seed=3").seed == 3
+    assert resolved("rotation", "--config", str(toml)).seed == 4
+    assert resolved("rotation", "--config", str(toml), "--set", "seed=3").seed == 3
+    assert resolved("rotation", "--set", "seed=3", "--seed", "5").seed == 5
 
 
 def test_reproduce_refuses_set_seed_with_seeds(tmp_path, fake_root, capsys):
