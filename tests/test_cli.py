@@ -314,41 +314,24 @@ def test_labels_out_of_range(capsys, tmp_path, data):
     assert "labels must lie in 0-9" in error_line(capsys, "train", "rotation", root=tmp_path, data=data)
 
 
-def test_unknown_experiment(capsys, tmp_path, fake_root):
-    line = error_line(capsys, "train", "rotaton", root=tmp_path, data=fake_root)
-    assert "unknown experiment 'rotaton'" in line and "layer4-from-rotation" in line
-
-
-def test_unknown_arch(capsys, tmp_path, fake_root):
-    line = error_line(capsys, "train", "rotation", "--arch", "resnet19", root=tmp_path, data=fake_root)
-    assert "arch must be one of resnet18, resnet34, resnet50" in line
-
-
-def test_unknown_preset(capsys, tmp_path, fake_root):
-    line = error_line(capsys, "train", "rotation", "--preset", "fast", root=tmp_path, data=fake_root)
-    assert "unknown preset 'fast'" in line and "paper" in line and "quick" in line
-
-
-@pytest.mark.parametrize("flag, value", [("--epochs", "0"), ("--lr", "-0.1"), ("--batch-size", "0")])
-def test_non_positive_numbers(capsys, tmp_path, fake_root, flag, value):
-    line = error_line(capsys, "train", "rotation", flag, value, root=tmp_path, data=fake_root)
-    assert "must be a positive number" in line
-
-
-def test_negative_jobs(capsys, tmp_path, fake_root):
-    line = error_line(capsys, "reproduce", "--jobs=-1", root=tmp_path, data=fake_root)
-    assert "--jobs (jobs) must be zero (auto) or a positive number; got -1" in line
-
-
-def test_jobs_with_one_named_gpu(capsys, tmp_path, fake_root):
-    """--jobs 2 gives each job a GPU of those visible, so it would silently ignore the GPU --device names."""
-    line = error_line(capsys, "reproduce", "--jobs=2", "--device", "cuda:1", root=tmp_path, data=fake_root)
-    assert "--device cuda:1 names one GPU" in line and "CUDA_VISIBLE_DEVICES" in line
-
-
-def test_not_a_number(capsys, tmp_path, fake_root):
-    line = error_line(capsys, "train", "rotation", "--set", "lr=fast", root=tmp_path, data=fake_root)
-    assert "lr must be a number" in line
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (("train", "rotaton"), ["unknown experiment 'rotaton'", "layer4-from-rotation"]),
+        (("train", "rotation", "--arch", "resnet19"), ["arch must be one of resnet18, resnet34, resnet50"]),
+        (("train", "rotation", "--preset", "fast"), ["unknown preset 'fast'", "paper", "quick"]),
+        (("train", "rotation", "--epochs", "0"), ["must be a positive number"]),
+        (("train", "rotation", "--lr", "-0.1"), ["must be a positive number"]),
+        (("train", "rotation", "--batch-size", "0"), ["must be a positive number"]),
+        (("train", "rotation", "--set", "lr=fast"), ["lr must be a number"]),
+        (("reproduce", "--jobs=-1"), ["--jobs (jobs) must be zero (auto) or a positive number; got -1"]),
+        # --jobs 2 gives each job a GPU of those visible: it would silently ignore the one GPU --device names
+        (("reproduce", "--jobs=2", "--device", "cuda:1"), ["--device cuda:1 names one GPU", "CUDA_VISIBLE_DEVICES"]),
+    ],
+)
+def test_a_bad_name_or_value_is_one_line(capsys, tmp_path, fake_root, args, said):
+    line = error_line(capsys, *args, root=tmp_path, data=fake_root)
+    assert all(words in line for words in said), line
 
 
 def test_unknown_configuration_key(capsys, tmp_path, fake_root):
