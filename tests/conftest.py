@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from rotnet.readers import FOLDER, META_FILE, TEST_FILES, TRAIN_FILES
-from tests.helpers import reproduce, with_rotation
+from tests.helpers import cli, partial, reproduce, with_rotation
 
 PER_BATCH = 16  # 80 training images, 16 test images
 
@@ -70,8 +70,6 @@ def tiny_runs(tmp_path_factory, fake_root) -> Path:
     """A finished TINY rotation run that kept its last checkpoint and epoch 1's (`--keep-checkpoints 1 --keep-epoch
     1`: the tests of checkpoints and of `verify --from-epoch` start from them), made once per session; copy it before
     changing anything under it."""
-    from tests.helpers import cli
-
     root = tmp_path_factory.mktemp("tiny-runs")
     assert cli("train", "rotation", "--keep-checkpoints", "1", "--keep-epoch", "1", root=root, data=fake_root) == 0
     return root
@@ -81,8 +79,6 @@ def tiny_runs(tmp_path_factory, fake_root) -> Path:
 def tiny_partial(tmp_path_factory, fake_root) -> Path:
     """A TINY rotation run stopped as a Ctrl-C stops it, right after its first epoch's checkpoint
     (`helpers.partial`), made once per session; copy it before resuming or changing it."""
-    from tests.helpers import partial
-
     root = tmp_path_factory.mktemp("tiny-partial")
     with pytest.MonkeyPatch.context() as monkeypatch:
         assert partial("train", "rotation", root=root, data=fake_root, monkeypatch=monkeypatch) == 130
@@ -96,7 +92,6 @@ def tiny_five(tmp_path_factory, tiny_runs, fake_root) -> Path:
     import shutil
 
     from rotnet.experiments import EXPERIMENTS
-    from tests.helpers import cli
 
     root = shutil.copytree(tiny_runs, tmp_path_factory.mktemp("tiny-five"), dirs_exist_ok=True)
     for name in EXPERIMENTS:

@@ -27,8 +27,6 @@ from tests.helpers import (
 def test_a_stopped_folder_run_does_not_resume_after_images_moved_between_classes(tmp_path, monkeypatch, capsys):
     """Six images moved from train/cat to train/dog: the same pixels, other labels. The run resumed (exit 0) with
     half its epochs on the old labels; the data's identity now holds each image's class, and resume refuses."""
-    from tests.helpers import cli, partial
-
     rng = np.random.default_rng(7)
     # 64 training images: two steps an epoch, so that the stop lands inside epoch 2 (a partial run)
     write_folder(tmp_path / "pets", rng.integers(0, 256, (64, 3, 16, 16), dtype=np.uint8), [0, 1] * 32, "train")

@@ -266,8 +266,6 @@ def test_a_transfer_with_other_epochs_leads_with_init_and_every_suggested_comman
 @pytest.mark.parametrize("size", ["100000", "4097", "7"])
 def test_an_impossible_image_size_is_one_line_before_anything_is_written(tmp_path, fake_root, capsys, size):
     """`--image-size 100000` asked for a 3 TB array (a sparse file for a folder, memory for CIFAR-10)."""
-    from tests.helpers import cli
-
     assert cli("train", "rotation", "--image-size", size, root=tmp_path / "runs", data=fake_root) == 2
     err = capsys.readouterr().err
     assert "image_size must be 0 (the dataset's own) or from 8 to 4096" in err and err.count("\n") == 1

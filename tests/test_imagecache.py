@@ -19,6 +19,7 @@ from rotnet.datasets import load_dataset
 from rotnet.errors import RotnetError
 from tests.helpers import (
     TINY_ARGS,
+    cli,
     every,
     images,
     labeled,
@@ -142,7 +143,6 @@ def test_sigterm_while_preparing_removes_the_partial_file_and_says_so(
     import signal
 
     from rotnet import imagecache
-    from tests.helpers import cli
 
     folder = tmp_path / "photos"
     save(folder, images(6))

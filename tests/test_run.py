@@ -14,7 +14,7 @@ import pytest
 from rotnet.checkpoint import load_tensors, save_tensors
 from rotnet.cli import main
 from tests.conftest import write_fake_cifar
-from tests.helpers import TINY, cli, images, metrics, reseal, save, wait_for
+from tests.helpers import TINY, cli, images, metrics, partial, reseal, save, wait_for
 
 ROOT_ARGS = ("--no-download",)
 
@@ -357,8 +357,6 @@ def test_finished_run_is_reused_not_redone(tmp_path, fake_root, tiny_runs, capsy
 def test_a_stopped_folder_run_resumes_from_the_folders_new_place(tmp_path, fake_root, monkeypatch, capsys):
     """The same images at another place (the same folder name) are the same data: the run resumes there."""
     import shutil
-
-    from tests.helpers import cli, metrics, partial
 
     save(tmp_path / "a/photos", images(40))
     runs = tmp_path / "runs"

@@ -16,6 +16,7 @@ from tests.helpers import (
     TINY,
     cli,
     error_line,
+    partial,
     wait_for,
 )
 
@@ -162,8 +163,6 @@ def test_ctrl_c_after_the_last_step_finishes_the_run_and_stops(capsys, monkeypat
 
 
 def test_a_run_started_with_ctrl_c_ignored_trains_through_it(monkeypatch, tmp_path, fake_root):
-    from tests.helpers import partial
-
     before = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         assert partial("train", "rotation", root=tmp_path, data=fake_root, monkeypatch=monkeypatch) == 0

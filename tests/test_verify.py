@@ -7,7 +7,7 @@ import pytest
 
 from rotnet.cli import main
 from rotnet.verify import verifications
-from tests.helpers import TINY_ARGS, as_made_by_0_3, cli, images, reseal, save
+from tests.helpers import TINY_ARGS, as_made_by_0_3, cli, fabricate, images, reseal, save
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,6 @@ def test_verify_re_evaluates_the_final_weights(runs, fake_root, tmp_path, capsys
     import torch
 
     from rotnet.checkpoint import load_tensors, save_tensors
-    from tests.helpers import fabricate
 
     copy = fabricate(runs / "resnet18/rotation/seed0", tmp_path / "copy/resnet18/rotation/seed0", test_acc=100.0)
     tensors, meta = load_tensors(copy / "model.safetensors")
