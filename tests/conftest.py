@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from rotnet.readers import FOLDER, META_FILE, TEST_FILES, TRAIN_FILES
-from tests.helpers import cli, partial, reproduce, with_rotation
+from tests.helpers import cli, partial
 
 PER_BATCH = 16  # 80 training images, 16 test images
 
@@ -107,15 +107,6 @@ def _said_once_per_test():
     import rotnet.errors
 
     rotnet.errors._SAID.clear()
-
-
-@pytest.fixture(scope="module")
-def reproduced(tmp_path_factory, tiny_runs, fake_root):
-    from rotnet.cli import main
-
-    root = with_rotation(tiny_runs, tmp_path_factory.mktemp("repro"))
-    assert main(reproduce(root, fake_root, "--seeds", "0,1")) == 0
-    return root
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from rotnet.checkpoint import load_tensors
-from rotnet.cli import main
 from rotnet.record import inspect
 from tests.helpers import (
     RUN,
@@ -18,7 +17,6 @@ from tests.helpers import (
     drop_keys,
     metrics,
     partial,
-    reproduce,
     reseal,
     write_folder,
 )
@@ -58,29 +56,28 @@ def test_a_partial_run_resumes_on_the_threads_it_recorded(tmp_path):
     assert resume_threads(folder) is None  # finished: reused, not resumed, so it holds no cores
 
 
-def test_a_transfer_run_is_not_reused_beside_other_rotation_weights(reproduced, fake_root, capsys):
+def test_a_transfer_run_is_not_reused_beside_other_rotation_weights(tiny_five, tmp_path, fake_root, capsys):
     """A finished full-from-rotation run made from other rotation weights than those beside it now (the rotation run
     trained again; here one tensor changed, same protocol) is not reused: reproduce and train refuse it before
     anything trains and say how to train it again."""
     from rotnet.checkpoint import save_tensors
 
-    weights = reproduced / "resnet18/rotation/seed0/model.safetensors"
-    result = reproduced / "resnet18/full-from-rotation/seed0/result.json"
-    original, before = weights.read_bytes(), result.read_text()
+    root = shutil.copytree(tiny_five, tmp_path / "runs")
+    weights = root / "resnet18/rotation/seed0/model.safetensors"
+    result = root / "resnet18/full-from-rotation/seed0/result.json"
+    before = result.read_text()
     tensors, meta = load_tensors(weights)
     save_tensors(weights, tensors | {"fc.bias": tensors["fc.bias"] + 1}, meta)
     reseal(weights.parent)  # a record of its own, as training it again would leave
     capsys.readouterr()
-    try:
-        train = ["train", "full-from-rotation", *reproduce(reproduced, fake_root, jobs=None)[1:]]
-        for command in (reproduce(reproduced, fake_root, "--seeds", "0,1"), train):
-            assert main(command) == 2
-            err = capsys.readouterr().err
-            assert "was trained from other rotation weights" in err and "-from-rotation --restart" in err
-        assert result.read_text() == before
-    finally:
-        weights.write_bytes(original)  # the module's other tests share these runs
-        reseal(weights.parent)
+    for command in (
+        ("reproduce", "--experiments", "full-from-rotation", "--jobs", "1"),
+        ("train", "full-from-rotation"),
+    ):
+        assert cli(*command, root=root, data=fake_root) == 2
+        err = capsys.readouterr().err
+        assert "was trained from other rotation weights" in err and "-from-rotation --restart" in err
+    assert result.read_text() == before
 
 
 def test_changed_config_is_refused_and_restart_keeps_the_old_run(tmp_path, fake_root, tiny_runs, capsys):

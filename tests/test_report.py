@@ -9,7 +9,15 @@ import pytest
 from rotnet.cli import main
 from rotnet.experiments import EXPERIMENTS
 from rotnet.report import collect, write_report
-from tests.helpers import as_made_by_0_3, fabricate, reseal
+from tests.helpers import as_made_by_0_3, fabricate, reproduce, reseal, with_rotation
+
+
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory, tiny_runs, fake_root):
+    """A tiny reproduce of two seeds (its seed 0 rotation run reused from the session's)."""
+    root = with_rotation(tiny_runs, tmp_path_factory.mktemp("repro"))
+    assert main(reproduce(root, fake_root, "--seeds", "0,1")) == 0
+    return root
 
 
 @pytest.fixture(scope="module")
