@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import shutil
 from pathlib import Path
@@ -49,9 +50,26 @@ def write_fake_cifar(root: Path, per_batch: int = PER_BATCH, seed: int = 0) -> P
     return root
 
 
+def made_once(tmp_path_factory, name: str, make) -> Path:
+    """`make(folder)` once per test session, shared by every pytest-xdist worker: the first to ask makes it under a
+    file lock, the others wait and use it (a worker of its own would train the same tiny runs again)."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    folder, made = shared / name, shared / f"{name}.made"
+    with FileLock(str(shared / f"{name}.lock")):
+        if not made.is_file():
+            shutil.rmtree(folder, ignore_errors=True)  # a worker that died while making it
+            folder.mkdir()
+            make(folder)
+            made.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def fake_root(tmp_path_factory) -> Path:
-    return write_fake_cifar(tmp_path_factory.mktemp("cifar"))
+    return made_once(tmp_path_factory, "cifar", write_fake_cifar)
 
 
 @pytest.fixture(scope="session")
@@ -70,19 +88,23 @@ def tiny_runs(tmp_path_factory, fake_root) -> Path:
     """A finished TINY rotation run that kept its last checkpoint and epoch 1's (`--keep-checkpoints 1 --keep-epoch
     1`: the tests of checkpoints and of `verify --from-epoch` start from them), made once per session; copy it before
     changing anything under it."""
-    root = tmp_path_factory.mktemp("tiny-runs")
-    assert cli("train", "rotation", "--keep-checkpoints", "1", "--keep-epoch", "1", root=root, data=fake_root) == 0
-    return root
+
+    def make(root):
+        assert cli("train", "rotation", "--keep-checkpoints", "1", "--keep-epoch", "1", root=root, data=fake_root) == 0
+
+    return made_once(tmp_path_factory, "tiny-runs", make)
 
 
 @pytest.fixture(scope="session")
 def tiny_partial(tmp_path_factory, fake_root) -> Path:
     """A TINY rotation run stopped as a Ctrl-C stops it, right after its first epoch's checkpoint
     (`helpers.partial`), made once per session; copy it before resuming or changing it."""
-    root = tmp_path_factory.mktemp("tiny-partial")
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        assert partial("train", "rotation", root=root, data=fake_root, monkeypatch=monkeypatch) == 130
-    return root
+
+    def make(root):
+        with pytest.MonkeyPatch.context() as monkeypatch:
+            assert partial("train", "rotation", root=root, data=fake_root, monkeypatch=monkeypatch) == 130
+
+    return made_once(tmp_path_factory, "tiny-partial", make)
 
 
 @pytest.fixture(scope="session")
@@ -93,11 +115,13 @@ def tiny_five(tmp_path_factory, tiny_runs, fake_root) -> Path:
 
     from rotnet.experiments import EXPERIMENTS
 
-    root = shutil.copytree(tiny_runs, tmp_path_factory.mktemp("tiny-five"), dirs_exist_ok=True)
-    for name in EXPERIMENTS:
-        if name != "rotation":
-            assert cli("train", name, root=root, data=fake_root) == 0
-    return root
+    def make(root):
+        shutil.copytree(tiny_runs, root, dirs_exist_ok=True)
+        for name in EXPERIMENTS:
+            if name != "rotation":
+                assert cli("train", name, root=root, data=fake_root) == 0
+
+    return made_once(tmp_path_factory, "tiny-five", make)
 
 
 @pytest.fixture(autouse=True)
