@@ -31,8 +31,9 @@ def run(commit: str, work: Path, extra: list[str]) -> float:
     started = time.monotonic()
     done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tree)
     wall = time.monotonic() - started
-    counts = [line for line in done.stdout.splitlines() if re.search(r"\d+ (passed|failed)", line)]
-    summary = counts[-1].strip("= ") if counts else done.stderr[-500:]
+    output = (done.stdout + done.stderr).splitlines()
+    counts = [line for line in output if re.search(r"\d+ (passed|failed)", line)]
+    summary = counts[-1].strip("= ") if counts else "(no pytest summary line)"
     if done.returncode:  # still timed, but said: a failing suite is not a faster one
         failed = [line for line in done.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
         print(f"{commit}: the suite failed (exit {done.returncode}):", *failed, sep="\n  ", flush=True)
