@@ -26,7 +26,7 @@ def run(commit: str, work: Path, extra: list[str]) -> float:
     commit, env = checkout(commit, work)
     tree, temp = work / f"src-{commit}", work / f"tmp-{commit}"
     shutil.rmtree(temp, ignore_errors=True)
-    command = [sys.executable, "-m", "pytest", "tests", "-q", "-rfE", "-p", "no:cacheprovider", f"--basetemp={temp}"]
+    command = [sys.executable, "-m", "pytest", "tests", "-rfE", "-p", "no:cacheprovider", f"--basetemp={temp}"]
     command += extra
     started = time.monotonic()
     done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tree)
