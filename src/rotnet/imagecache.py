@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from rotnet.config import DataOptions, dataset_slug
 from rotnet.errors import Interrupted, RotnetError
-from rotnet.files import atomic_write_text, open_dir, open_regular, read_regular
+from rotnet.files import atomic_write_text, open_dir, open_regular
 from rotnet.images import decode, first_size
 from rotnet.layout import read_json
 from rotnet.signals import raise_on_stop
@@ -200,10 +200,7 @@ def prepared(folder: Path, files: list[Path], image_size: int, options: DataOpti
     key = f"{prefix}{digest[:16]}-{bad}-v{FORMAT}"
     cache = cache_dir_for(folder, options)
     images_file, index_file = cache / f"{key}.npy", cache / f"{key}.json"
-    try:
-        index = json.loads(read_regular(index_file, follow=False))
-    except (RotnetError, ValueError):
-        index = None
+    index = read_json(index_file, follow=False)
     why, array = index_problem(index, digest, len(files)), None
     if not why:
         array, why = cached(images_file, index, (len(index["kept"]), 3, size, size))

@@ -165,10 +165,11 @@ def not_a_run(folder: Path, why: str) -> RotnetError:
     return RotnetError(f"{folder} does not exist; run folders near it: {', '.join(map(str, found[:4]))}{more}")
 
 
-def read_json(path: Path) -> Any:
-    """A JSON file's value, or None when it is missing, not a regular file (`files.read_regular`) or unreadable."""
+def read_json(path: Path, *, follow: bool = True) -> Any:
+    """A JSON file's value, or None when it is missing, not a regular file (`files.read_regular`) or unreadable;
+    follow=False: or a link (rotnet's own files: it writes none)."""
     try:
-        return json.loads(read_regular(path))
+        return json.loads(read_regular(path, follow=follow))
     except (RotnetError, UnicodeDecodeError, json.JSONDecodeError):
         return None
 
