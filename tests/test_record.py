@@ -93,15 +93,34 @@ def test_an_edited_result_resealed_still_disagrees_with_its_metrics(copy):
     assert seen.status == "inconsistent" and "test_acc 99.9" in seen.problems[0]
 
 
-def test_a_deleted_weights_file_is_incomplete(copy, capsys):
+@pytest.mark.parametrize(
+    "deleted, counted",
+    [
+        (("model.safetensors",), True),  # a committed record: its numbers stand on config, metrics and result
+        (("examples.safetensors",), True),
+        (("model.safetensors", "examples.safetensors"), True),
+        (("result.json",), False),  # a number's own file: the run reads as unfinished, so it is not counted
+        (("metrics.jsonl",), False),  # (without config.json a folder is no run at all)
+        (("manifest.json",), False),  # the seal: nothing vouches for the record any more
+        (("manifest.json", "model.safetensors"), False),
+    ],
+)
+def test_a_deleted_file_is_incomplete_and_counted_only_when_the_record_is_whole(copy, deleted, counted):
+    """A run without its weights (results committed as records) still counts in the report, marked "record only";
+    one without a record file or its manifest does not. Every command that needs the files refuses either."""
     folder = copy / RUN
-    (folder / "model.safetensors").unlink()
-    assert inspect(folder).status == "incomplete"
+    for name in deleted:
+        (folder / name).unlink()
+    assert inspect(folder).status in ("incomplete", "inconsistent")
     assert main(["report", str(copy)]) == 0
     row = next(r for r in json.loads((copy / "results.json").read_text())["rows"] if r["experiment"] == "rotation")
-    assert row["ours_mean"] is None and "incomplete" in row["status"]
-    with pytest.raises(RotnetError, match="model.safetensors missing"):
-        open_run(folder, "reuse")
+    if counted:
+        assert row["n"] == 1 and row["ours_mean"] is not None
+        assert row["status"] == f"seed 0 record only (no {', '.join(sorted(deleted))})"
+    else:
+        assert row["ours_mean"] is None and "ok" not in row["status"]
+    with pytest.raises(RotnetError, match="missing|incomplete|inconsistent|tampered"):
+        open_run(folder, "reuse", need=("model.safetensors",))
 
 
 def test_a_file_added_under_the_records_name_is_caught(copy):

@@ -24,6 +24,10 @@ from rotnet.layout import (
 from rotnet.manifest import owned_files, read_manifest, sha256_parts
 from rotnet.schema import config_problems, confusion_problems, parse_metrics, result_problems
 
+# What a run's numbers rest on: with these whole, a run whose weights or examples are gone (results committed as
+# records) still reports its numbers; everything that needs the other files refuses without them.
+RECORD_FILES = (CONFIG, METRICS, RESULT, MANIFEST)
+
 # The first rotnet that seals every run it writes: a record that says it was made by this one or a later one is
 # sealed or broken, never "unsealed" (deleting the seal must not make a record read as an old one).
 SEALING_VERSION = (0, 4)
@@ -43,6 +47,12 @@ class Inspection:
     @property
     def trusted(self) -> bool:
         return self.status in ("sealed", "unsealed")
+
+    @property
+    def record_whole(self) -> bool:
+        """Its numbers can be believed: trusted, or incomplete only for files no number rests on (weights,
+        examples), as in a record committed without its weights."""
+        return self.trusted or (self.status == "incomplete" and not set(self.missing) & set(RECORD_FILES))
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from rotnet.sections import (
     probe_section,
     provenance_lines,
     run_summary,
+    status_notes,
     test_set_text,
     transfer_schedule,
 )
@@ -80,7 +81,7 @@ def collect(root: Path) -> list[dict]:
             status = "failed" if failed else "finished" if result else "partial" if history else "started"
         # A run another process is writing is between two seals; it is checked once that process lets go.
         seen = rec.inspection if not is_locked(folder) else None
-        if seen is not None and not seen.trusted and status != "unreadable":
+        if seen is not None and not seen.record_whole and status != "unreadable":
             status, failed = seen.status, {"error": "; ".join(seen.problems)}
             if status in ("tampered", "inconsistent"):  # its fields may hold anything: none is read, the row says why
                 config, result, history = {}, {}, []
@@ -96,6 +97,7 @@ def collect(root: Path) -> list[dict]:
                 "seed": rid.seed,
                 "status": status,
                 "sealed": seen is None or seen.status != "unsealed",
+                "absent": sorted(seen.missing) if seen is not None and not seen.trusted else [],  # record only
                 "per_class": rid.per_class,
                 "config": config,  # config.json as written
                 "cfg": cfg,  # the run's configuration, every key
@@ -143,25 +145,7 @@ def table_rows(root: Path, runs: list[dict]) -> list[dict]:
         mean = statistics.fmean(done) if done else None
         std = statistics.stdev(done) if len(done) > 1 else None  # no spread from one seed, not a spread of 0
         planned = [p for p in plan if (p[0], p[1], p[2]) == (data, arch, experiment)]
-        notes = [
-            f"seed {r['seed']} {r['status']}"
-            + (
-                f" ({len(r['history'])}/{r['planned_epochs']} epochs)"
-                if r["status"] in ("partial", "started")
-                else f": {r['error']}"
-                if r["error"]
-                else ""
-            )
-            for r in mine
-            if r["status"] != "finished"
-        ]
-        found = {(data, r["arch"], r["experiment"], f"seed{r['seed']}") for r in mine}
-        notes += [f"seed {p[3].removeprefix('seed')} not run" for p in planned if p not in found]
-        if not mine and not planned:
-            notes.append("not run")
-        unsealed = [str(r["seed"]) for r in mine if r["status"] == "finished" and not r["sealed"]]
-        if unsealed:
-            notes.append(f"seed {', '.join(unsealed)} unsealed (made before rotnet 0.4)")
+        notes = status_notes(mine, planned, data)
         epochs = sorted({len(r["history"]) for r in mine if r["status"] == "finished"})
         rows.append(
             {

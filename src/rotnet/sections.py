@@ -249,5 +249,34 @@ def provenance_lines(runs: list[dict], repro: dict) -> list[str]:
     return lines
 
 
+def status_notes(mine: list[dict], planned: list[tuple], data: str) -> list[str]:
+    """A table row's status: each of its runs that did not finish (and why), each planned seed not run, the seeds
+    whose numbers stand on an unsealed record (before 0.4) or on a record without its weights (committed results)."""
+    notes = [
+        f"seed {r['seed']} {r['status']}"
+        + (
+            f" ({len(r['history'])}/{r['planned_epochs']} epochs)"
+            if r["status"] in ("partial", "started")
+            else f": {r['error']}"
+            if r["error"]
+            else ""
+        )
+        for r in mine
+        if r["status"] != "finished"
+    ]
+    found = {(data, r["arch"], r["experiment"], f"seed{r['seed']}") for r in mine}
+    notes += [f"seed {p[3].removeprefix('seed')} not run" for p in planned if p not in found]
+    if not mine and not planned:
+        notes.append("not run")
+    finished = [r for r in mine if r["status"] == "finished"]
+    unsealed = [str(r["seed"]) for r in finished if not r["sealed"]]
+    if unsealed:
+        notes.append(f"seed {', '.join(unsealed)} unsealed (made before rotnet 0.4)")
+    absent = sorted((r["absent"], r["seed"]) for r in finished if r["absent"])
+    for names, same in itertools.groupby(absent, key=lambda x: x[0]):
+        notes.append(f"seed {', '.join(str(s) for _, s in same)} record only (no {', '.join(names)})")
+    return notes
+
+
 def fmt(x: float | None, digits: int = 2) -> str:
     return "" if x is None else f"{x:.{digits}f}"
