@@ -29,3 +29,25 @@ def test_the_wall_time_of_resumed_invocations_counts_only_those_that_recorded_it
     assert "0.0 min" not in text and "none of the 2 recorded its end" in text
     text = earlier_text({"earlier": [killed, {"git_commit": "ccccccc3", "wall_seconds": 600}], "wall_seconds": 60})
     assert "11.0 min for the 2 of 3 that recorded their end (1 did not" in text and "commits aaaaaaa, ccccccc" in text
+
+
+@pytest.mark.parametrize(
+    "log, shown",
+    [
+        ({"command": "rotnet reproduce --seeds 0"}, "Command: `rotnet reproduce --seeds 0`"),
+        # resumed with the same command: said once
+        ({"command": "A", "earlier": [{"command": "A"}, {"command": "A"}]}, "Command: `A`"),
+        # a runs root filled by two plans (seeds added later): both, in the order first given
+        (
+            {"command": "B", "earlier": [{"command": "A"}, {"command": "B"}, {"command": "A"}]},
+            "Commands, in the order first given: `A`; `B`",
+        ),
+        ({"command": None, "earlier": [{"command": "A"}, "junk", {}]}, "Command: `A`"),  # what an old log holds
+        ({"earlier": "junk"}, None),
+        ({}, None),
+    ],
+)
+def test_the_report_names_every_command_that_filled_the_runs_root(log, shown):
+    from rotnet.sections import commands_line
+
+    assert commands_line(log) == ([shown, ""] if shown else [])

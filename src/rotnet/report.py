@@ -26,6 +26,7 @@ from rotnet.markdown import markdown_table
 from rotnet.protocol import load_preset, preset_names
 from rotnet.record import read_run
 from rotnet.sections import (
+    commands_line,
     fmt,
     hyperparameter_section,
     knn_section,
@@ -333,8 +334,7 @@ def write_report(root: Path, preset: str | None = None) -> Path:
 
     lines = [f"# rotnet results{f' (preset {preset})' if preset else ''}", ""]
     lines += [f"**{caveat}**", ""] if caveat else []
-    if repro.get("command"):
-        lines += [f"Command: `{repro['command']}`", ""]
+    lines += commands_line(repro)
     lines += [
         f"Test accuracy (%). {test_set_text(runs)} Ours is the mean over finished seeds, with ± std (n) when "
         "there are several; a single seed's, where the test set alone could move it by a point or more, with its "

@@ -185,6 +185,17 @@ def data_files_text(dataset: str, match) -> str:
     return {True: f"official {dataset} (md5)", False: "differ from the official (warned)"}.get(match, "?")
 
 
+def commands_line(repro: dict) -> list[str]:
+    """The plan's command; every distinct one, in the order first given, when its runs root was filled by more than
+    one (seeds added later, say: the last command alone would hide the runs the others made)."""
+    earlier = repro.get("earlier") if isinstance(repro.get("earlier"), list) else []
+    said = [e.get("command") for e in [*earlier, repro] if isinstance(e, dict)]
+    commands = list(dict.fromkeys(c for c in said if isinstance(c, str) and c))
+    if len(commands) > 1:
+        return ["Commands, in the order first given: " + "; ".join(f"`{c}`" for c in commands), ""]
+    return [f"Command: `{commands[0]}`", ""] if commands else []
+
+
 def earlier_text(repro: dict) -> str:
     """The invocations before the last one (a plan resumed across sessions): how many, their commits, and the wall
     time of them all."""

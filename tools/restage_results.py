@@ -1,0 +1,94 @@
+"""Remake a committed results folder from its committed run records with today's `rotnet report`.
+
+    python tools/restage_results.py paper-cpu                      # after a change to what the report writes
+    python tools/restage_results.py paper-cpu --add /runs/seeds34  # first take in another runs root's records
+
+docs/results/NAME keeps each run's record (config.json, metrics.jsonl, result.json, manifest.json, and verify.json
+where one was made) under runs/, never weights, and the plan's log as reproduce.json. This copies runs/ and the log
+to a scratch folder, reports there and copies report.md, results.json, results.csv and plots/ back.
+tests/test_end_to_end.py fails while a committed report differs from what today's rotnet makes of its records.
+
+--add copies in the records of another runs root's runs (refusing one that is already here with other bytes) and
+merges its reproduce.json into NAME's as `reproduce` would have written it had that plan run into the same runs
+root: the later plan on top, every earlier invocation of both in `earlier`, in the order they started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import filecmp
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from rotnet.layout import find_runs
+from rotnet.report import OUTPUTS, write_report
+
+RESULTS = Path(__file__).resolve().parent.parent / "docs/results"
+KEPT = ("config.json", "metrics.jsonl", "result.json", "manifest.json", "verify.json")  # a record, never weights
+SUMMARY = ("command", "git_commit", "started", "finished", "wall_seconds")  # an invocation, as `earlier` keeps it
+
+
+def merged_log(ours: dict, theirs: dict) -> dict:
+    """Two plans' logs as one runs root would hold them: the later plan on top, every invocation before it in
+    `earlier`, oldest first."""
+    older, newer = sorted([ours, theirs], key=lambda log: log.get("started") or 0)
+    earlier = [*older.get("earlier", []), {k: older.get(k) for k in SUMMARY}, *newer.get("earlier", [])]
+    return newer | {"earlier": sorted(earlier, key=lambda e: e.get("started") or 0)}
+
+
+def add_runs(folder: Path, root: Path) -> int:
+    """Copy the records of root's finished runs into folder/runs; return how many were new."""
+    added = 0
+    for run in find_runs(root):
+        target = folder / "runs" / run.relative_to(root)
+        if not (run / "result.json").is_file():
+            print(f"{run}: not finished; not added")
+            continue
+        names = [n for n in KEPT if (run / n).is_file()]
+        if target.exists():
+            if filecmp.cmpfiles(run, target, names, shallow=False)[0] != names:
+                sys.exit(f"restage: {target} is already committed with other files than {run}'s; not replaced")
+            continue
+        target.mkdir(parents=True)
+        for name in names:
+            shutil.copy2(run / name, target / name)
+        added += 1
+    log = folder / "reproduce.json"
+    theirs = json.loads((root / "reproduce.json").read_text())
+    ours = json.loads(log.read_text())
+    if theirs.get("started") != ours.get("started"):  # the same plan added twice is merged once
+        log.write_text(json.dumps(merged_log(ours, theirs), indent=2) + "\n")
+    return added
+
+
+def restage(folder: Path) -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        stage = Path(scratch)
+        shutil.copytree(folder / "runs", stage, dirs_exist_ok=True)
+        shutil.copy2(folder / "reproduce.json", stage)
+        write_report(stage)
+        for name in OUTPUTS:
+            shutil.copy2(stage / name, folder / name)
+        shutil.rmtree(folder / "plots", ignore_errors=True)
+        shutil.copytree(stage / "plots", folder / "plots")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("name", help="a folder of docs/results with runs/ and reproduce.json")
+    parser.add_argument("--add", type=Path, action="append", default=[], help="a runs root whose records join it")
+    args = parser.parse_args()
+    folder = RESULTS / args.name
+    if not (folder / "runs").is_dir() or not (folder / "reproduce.json").is_file():
+        sys.exit(f"restage: {folder} holds no runs/ and reproduce.json")
+    for root in args.add:
+        print(f"{root}: {add_runs(folder, root)} runs added")
+    restage(folder)
+    print(f"restaged {folder}")
+
+
+if __name__ == "__main__":
+    main()
