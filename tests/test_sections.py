@@ -51,3 +51,26 @@ def test_the_report_names_every_command_that_filled_the_runs_root(log, shown):
     from rotnet.sections import commands_line
 
     assert commands_line(log) == ([shown, ""] if shown else [])
+
+
+def test_compute_counts_the_finished_cpu_runs_threads_times_seconds():
+    """Core-hours by median epoch and by the recorded seconds, over finished CPU runs only, with the threads each
+    recorded (`cpu_threads`, or the device name of a record before 0.7); a pause shows in the sum, not the median."""
+    from rotnet.sections import compute
+
+    def run(status="finished", seconds=(100, 100, 1000), **config):
+        config = {"device": "cpu", "cpu_threads": 2} | config
+        return {"status": status, "config": config, "history": [{"seconds": s} for s in seconds]}
+
+    runs = [
+        run(),  # 2 threads: median 100 x 3 epochs; 1,200 s recorded
+        run(cpu_threads=None, device_name="x86_64 (1 thread)", seconds=(360, 360)),  # 720 s both ways
+        run(status="partial"),
+        run(device="cuda", device_name="NVIDIA H200"),
+        run(cpu_threads=None, device_name="x86_64"),  # threads not recorded: not counted
+    ]
+    spent = compute(runs)
+    assert spent["runs"] == 2
+    assert spent["core_hours_median"] == pytest.approx((2 * 100 * 3 + 720) / 3600)
+    assert spent["core_hours_recorded"] == pytest.approx((2 * 1200 + 720) / 3600)
+    assert compute(runs[2:]) is None

@@ -27,6 +27,7 @@ from rotnet.protocol import load_preset, preset_names
 from rotnet.record import read_run
 from rotnet.sections import (
     commands_line,
+    compute,
     fmt,
     hyperparameter_section,
     knn_section,
@@ -322,7 +323,7 @@ def write_report(root: Path, preset: str | None = None) -> Path:
 
     caveat = preset_caveat(preset)
     results = {"preset": preset, "caveat": caveat, "rows": rows, "runs": [run_summary(r) for r in runs]}
-    results["reproduce"] = repro
+    results["reproduce"], results["compute"] = repro, compute(everything)
     atomic_write_text(root / "results.json", json.dumps(results, indent=2, default=str) + "\n")
     buf = io.StringIO()
     seeds = sorted({s for row in rows for s in row["by_seed"]})

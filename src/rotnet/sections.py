@@ -14,6 +14,7 @@ from rotnet.layout import (
     read_json,
 )
 from rotnet.markdown import markdown_table
+from rotnet.runtime import recorded_threads
 
 HYPERPARAMETERS = ("optimizer", "lr", "schedule", "lr_step_epochs", "lr_gamma", "weight_decay", "epochs")
 HYPERPARAMETERS += ("batch_size", "rotations_per_image", "stem", "image_size", "normalization", "precision")
@@ -177,6 +178,32 @@ def run_summary(r: dict) -> dict:
     }
 
 
+def compute(runs: list[dict]) -> dict | None:
+    """The CPU compute the finished runs took, in core-hours (threads × seconds): by median epoch times × epochs (an
+    epoch that spans a pause, a stopped process or a suspended machine, counts it in its seconds; the median leaves
+    it out) and by the seconds the epochs recorded. None when no finished CPU run recorded its threads."""
+    done = [(r, recorded_threads(r["config"])) for r in runs if r["status"] == "finished"]
+    done = [(r, t) for r, t in done if t and r["config"].get("device") == "cpu"]
+    if not done:
+        return None
+    by_median = by_seconds = 0.0
+    for r, threads in done:
+        seconds = [s for h in r["history"] if isinstance(s := h.get("seconds"), int | float)]
+        by_median += threads * statistics.median(seconds) * len(r["history"]) if seconds else 0.0
+        by_seconds += threads * sum(seconds)
+    return {"runs": len(done), "core_hours_median": by_median / 3600, "core_hours_recorded": by_seconds / 3600}
+
+
+def compute_text(spent: dict | None) -> str:
+    if not spent:
+        return ""
+    return (
+        f"- compute: {spent['core_hours_median']:.1f} core-hours for the {spent['runs']} finished CPU runs by median "
+        f"epoch times (threads × median epoch × epochs, evaluation included), {spent['core_hours_recorded']:.1f} by "
+        "the seconds the epochs recorded (pauses included)"
+    )
+
+
 def data_files_text(dataset: str, match) -> str:
     """The provenance table's "data files": whether a named dataset's files are its official release's (by md5); an
     image folder has none to compare with, whatever an older record says (rotnet <= 0.4 recorded True)."""
@@ -218,16 +245,17 @@ def earlier_text(repro: dict) -> str:
 
 
 def provenance_lines(runs: list[dict], repro: dict) -> list[str]:
-    lines = ["## Provenance", ""]
+    head = []
     if repro:
         wall = repro.get("wall_seconds")
-        lines += [
+        head.append(
             f"- reproduce: rotnet {repro.get('rotnet_version')} at commit {repro.get('git_commit')}, "
             f"torch {repro.get('torch')}, torchvision {repro.get('torchvision')}, {repro.get('device_name')}"
             + (f"; wall time {wall / 60:.1f} min" if wall else "")
-            + earlier_text(repro),
-            "",
-        ]
+            + earlier_text(repro)
+        )
+    head += [text] if (text := compute_text(compute(runs))) else []
+    lines = ["## Provenance", "", *head, *([""] if head else [])]
     lines += [
         "| run | status | epochs | epoch seconds (sum, pauses included) | epoch (s, median) | img/s (median) | device "
         "| torch | rotnet (commit) "
