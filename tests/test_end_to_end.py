@@ -162,3 +162,10 @@ def test_the_quick_start_commands_run(tmp_path, fake_root, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "| full-from-rotation | resnet18 | cifar10, 200 per class |" in out
     assert "Smoke preset: a check that everything runs" in out
+
+
+def test_the_readmes_compute_is_the_committed_reports():
+    """The README's core-hours for the paper table are results.json's `compute`, both ways of counting."""
+    spent = read_results(RESULTS / "paper-cpu/results.json")["compute"]
+    said = re.search(r"Compute, from the report: ([\d.]+) core-hours .*?; ([\d.]+) by the seconds", README.read_text())
+    assert said and said.groups() == (f"{spent['core_hours_median']:.1f}", f"{spent['core_hours_recorded']:.1f}")
