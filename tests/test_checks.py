@@ -2,6 +2,7 @@
 stream contract against this run's, and the threads it resumes on."""
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -16,6 +17,7 @@ from tests.helpers import (
     cli,
     drop_keys,
     metrics,
+    no_hang,
     partial,
     reseal,
     write_folder,
@@ -159,15 +161,31 @@ def test_a_finished_record_missing_a_key_is_not_reused_as_if_it_had_todays_defau
     assert "freeze_bn: None -> False" in capsys.readouterr().err
 
 
-def test_a_damaged_checkpoint_is_skipped_on_resume_not_held_against_the_record(stopped, tmp_path, fake_root, capsys):
-    """Checkpoints are no claim: a damaged newest one falls back to the one before it, as a torn one always did."""
+DAMAGE = {  # the newest checkpoint, as found on resume -> why it is skipped
+    "damaged bytes": (lambda p: p.write_bytes(p.read_bytes()[:-8] + b"\0" * 8), "it differs from what rotnet wrote"),
+    "a FIFO": (lambda p: (p.unlink(), os.mkfifo(p)), "is a FIFO"),
+    "a link to a device": (lambda p: (p.unlink(), p.symlink_to("/dev/zero")), "is a link rotnet did not make"),
+    "a folder": (lambda p: (p.unlink(), p.mkdir()), "is a folder"),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_a_damaged_checkpoint_is_skipped_on_resume_not_held_against_the_record(
+    stopped, tmp_path, fake_root, damage, capsys
+):
+    """Checkpoints are no claim: a damaged newest one, or something else put in its place, falls back to the one
+    before it, as a torn one always did; none is waited on or read without end."""
     folder = tmp_path / RUN
     newest = sorted((folder / "checkpoints").iterdir())[-1]
-    newest.write_bytes(newest.read_bytes()[:-8] + b"\0" * 8)
+    change, why = DAMAGE[damage]
+    change(newest)
     assert inspect(folder).status == "sealed"
     capsys.readouterr()
-    assert cli("train", "rotation", root=tmp_path, data=fake_root) == 0
-    assert f"skipping checkpoint {newest.name}: it differs from what rotnet wrote" in capsys.readouterr().err
+    with no_hang(120):
+        assert cli("train", "rotation", root=tmp_path, data=fake_root) == 0
+    assert f"skipping checkpoint {newest.name}: " in (err := capsys.readouterr().err) and why in err
+    assert inspect(folder).status == "sealed"  # finished; what was put there by hand is left as it was
+    assert damage == "damaged bytes" or newest.exists() or newest.is_symlink()
 
 
 @pytest.mark.parametrize("old", [False, True])

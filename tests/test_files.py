@@ -3,6 +3,7 @@ link at every place on the way to a write under a root."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -49,6 +50,7 @@ READERS = {
     "a CIFAR batch": (lambda tmp: pickle.dumps({"data": 1}), safe_unpickle),
     "a small JSON marker": (lambda tmp: b"[]", read_marker),
     "a JSON record (read_json)": (lambda tmp: b"{}", read_json),
+    "a run's own file, hashed (sha256_file)": (lambda tmp: b"x", files.sha256_file),
 }
 READABLE = ["a regular file", "a link to a file", "a hard link"]
 KINDS = [*READABLE, "a link to a folder", "a dangling link", "a FIFO", "a socket", "a link to a device", "a folder"]
@@ -91,6 +93,12 @@ def test_every_reader_reads_only_regular_files(tmp_path, monkeypatch, reader, ki
     with no_hang():
         if reader == "a small JSON marker":  # rotnet's own marker: anything but a regular file is no marker
             assert (read(path) is not None) == (kind in ("a regular file", "a hard link"))  # no link followed
+        elif reader.startswith("a run's own file"):  # weights, checkpoints, probes: rotnet writes no link
+            if kind in ("a regular file", "a hard link"):
+                assert read(path) == hashlib.sha256(b"x").hexdigest()
+            else:
+                with pytest.raises(RotnetError, match=r"FIFO|socket|device|folder|not found|link"):
+                    read(path)
         elif reader == "a JSON record (read_json)":  # None for anything it cannot read as JSON
             assert (read(path) is not None) == (kind in READABLE)
         elif kind in READABLE:

@@ -3,9 +3,11 @@ intervals."""
 
 import json
 
+import pytest
+
 from rotnet.cli import main
 from rotnet.evaluate import STAGES
-from tests.helpers import TINY_PRESET, write_fake_cifar100
+from tests.helpers import TINY_PRESET, no_hang, write_fake_cifar100
 
 
 def test_probe_label_efficiency_and_knn_end_to_end(tmp_path, fake_root):
@@ -142,3 +144,30 @@ def test_a_probe_table_gives_each_accuracy_its_interval_and_names_the_stages_it_
     assert "test accuracy (%) on 200 images, 95% Wilson interval in brackets" in text
     assert "| conv1 | 30.00 [24.1, 36.7] | 28.50 [22.7, 35.1] |" in text
     assert text.endswith("Within the test set's sampling error of each other (intervals overlap): conv1.")
+
+
+@pytest.mark.parametrize("kind", ["a FIFO", "a link to a device", "a folder", "a link to a file"])
+def test_a_probe_file_that_is_no_regular_file_is_named_not_waited_on(tiny_runs, tmp_path, kind):
+    """The report hashes each probe file to match it with the manifest: one that is a FIFO, a device or a folder
+    (planted by hand) is counted among those not shown, never opened to wait or read without end."""
+    import os
+    import shutil
+
+    run = tmp_path / "resnet18/rotation/seed0"
+    shutil.copytree(tiny_runs / "resnet18/rotation/seed0", run)
+    planted = run / "probe/probe-linear-pool1.json"
+    planted.parent.mkdir()
+    (tmp_path / "real.json").write_text("{}")
+    make = {
+        "a FIFO": lambda: os.mkfifo(planted),
+        "a link to a device": lambda: planted.symlink_to("/dev/zero"),
+        "a folder": lambda: planted.mkdir(),
+        "a link to a file": lambda: planted.symlink_to(tmp_path / "real.json"),
+    }
+    make[kind]()
+    with no_hang(60):
+        assert main(["report", str(tmp_path)]) == 0
+    assert (
+        "1 probe file(s) that their run's manifest.json does not vouch for are not shown"
+        in (tmp_path / "report.md").read_text()
+    )

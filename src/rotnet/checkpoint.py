@@ -145,9 +145,14 @@ def checkpoint_meta(meta: dict) -> dict:
 
 def prune_checkpoints(folder: Path, keep: int, kept=()) -> list[Path]:
     """Drop all but the newest `keep` checkpoints (a finished run needs fewer than a running one) and those named in
-    `kept`; return what was dropped."""
+    `kept`; return what was dropped. Only regular files, the kind rotnet writes: a link, a FIFO or a folder put
+    there by hand is left alone."""
     refuse_links(folder, Path(folder).parent)
-    old = [p for p in sorted(Path(folder).glob("e*-s*.safetensors")) if p.name not in kept and not p.is_symlink()]
+    old = [
+        p
+        for p in sorted(Path(folder).glob("e*-s*.safetensors"))
+        if p.name not in kept and p.is_file() and not p.is_symlink()
+    ]
     old = old[: -keep or None]
     for path in old:
         path.unlink(missing_ok=True)

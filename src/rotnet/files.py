@@ -203,12 +203,14 @@ def file_key(st: os.stat_result, path: Path) -> tuple:
 
 
 def sha256_file(path: Path) -> str:
-    """The sha256 of a file's bytes; read once per process while the file stays the same (known by a stat, without
-    opening it)."""
-    known = _SHA256.get(file_key(os.stat(path), path))
-    if known is not None:
-        return known
-    with open(path, "rb") as f:
+    """The sha256 of one of rotnet's own files (weights, a checkpoint, a probe's results), opened as `open_regular`
+    does without following a link: anything else raises RotnetError, never waits or reads without end. Read once
+    per process while the file stays the same (known by a stat, without opening it)."""
+    with contextlib.suppress(OSError):
+        known = _SHA256.get(file_key(os.stat(path, follow_symlinks=False), path))
+        if known is not None:
+            return known
+    with open_regular(path, follow=False) as f:
         key = file_key(os.fstat(f.fileno()), path)  # what is read: a file swapped since the stat is hashed as itself
         h = hashlib.sha256()
         for block in iter(lambda: f.read(1 << 20), b""):

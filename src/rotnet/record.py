@@ -117,7 +117,11 @@ def read_run(folder: Path, root: Path | None = None) -> RunRecord:
                 if not (name in previous and previous[name] is None):  # else: its first write never happened
                     missing.append(name)
                 continue
-            got = sha256_parts(raw[name]) if raw.get(name) is not None else sha256_file(path)
+            try:
+                got = sha256_parts(raw[name]) if raw.get(name) is not None else sha256_file(path)
+            except RotnetError:  # no longer a regular file since the check above
+                missing.append(name)
+                continue
             if got not in (sha, previous.get(name)):  # old or new: a write under way when it stopped
                 problems.append(f"{name} differs from what rotnet wrote (sha256 in {MANIFEST})")
         problems += [f"{name} is not in {MANIFEST}" for name in owned_files(folder) if name not in files]
@@ -159,9 +163,11 @@ def manifest_vouch(record: RunRecord | None):
         name = f"{CHECKPOINTS}/{path.name}"
         if name not in listed[0]:
             return f"it is not in {MANIFEST}"
-        return (
-            "" if sha256_file(path) in (listed[0][name], listed[1].get(name)) else "it differs from what rotnet wrote"
-        )
+        try:
+            sha = sha256_file(path)
+        except RotnetError as e:  # a FIFO or a link put among the checkpoints: skipped like a damaged one
+            return str(e)
+        return "" if sha in (listed[0][name], listed[1].get(name)) else "it differs from what rotnet wrote"
 
     return vouch
 

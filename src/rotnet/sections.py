@@ -9,6 +9,7 @@ from pathlib import Path
 
 from rotnet import plots
 from rotnet.config import DATASETS, uses_reference_normalization
+from rotnet.errors import RotnetError
 from rotnet.files import sha256_file
 from rotnet.layout import (
     read_json,
@@ -111,7 +112,15 @@ def sealed_probes(run: dict, found: list[Path]) -> list[Path]:
     files = run.get("sealed_files")
     if files is None:
         return found if run.get("status") != "unreadable" and not run.get("sealed") else []
-    return [p for p in found if files.get(f"probe/{p.name}") == sha256_file(p)]
+    return [p for p in found if (sha := files.get(f"probe/{p.name}")) is not None and digest(p) == sha]
+
+
+def digest(path: Path) -> str | None:
+    """A file's sha256, or None for one that is not a regular file (a FIFO or a link planted by hand)."""
+    try:
+        return sha256_file(path)
+    except RotnetError:
+        return None
 
 
 def label_efficiency_section(runs: list[dict], path: Path) -> list[str]:
