@@ -153,3 +153,25 @@ def test_children_die_with_a_killed_parent(tmp_path, fake_root):
     while any(alive(p) for p in children):
         assert time.time() < deadline, "an orphan kept training"
         time.sleep(0.2)
+
+
+@pytest.mark.parametrize(
+    "planted", ["logs", "logs/resnet18_rotation_seed0.log", "logs/resnet18_rotation_seed0.job.json"]
+)
+def test_the_jobs_logs_and_job_files_are_written_through_no_link(tmp_path, fake_root, planted, capsys):
+    """A link planted in the runs root at logs/, or at a job's log or job file, received what the jobs wrote, outside
+    the folder the user named: now a link on the way is refused and nothing is written outside."""
+    root, outside = tmp_path / "runs", tmp_path / "outside"
+    outside.mkdir()
+    (outside / "resnet18_rotation_seed0.log").write_text("theirs")
+    (outside / "resnet18_rotation_seed0.job.json").write_text("theirs")
+    link = root / planted
+    link.parent.mkdir(parents=True)
+    link.symlink_to(outside if planted == "logs" else outside / link.name)
+    before = {p.name: p.read_text() for p in outside.iterdir()}
+    code = main(reproduce(root, fake_root, "--experiments", "rotation", jobs="2"))
+    assert {p.name: p.read_text() for p in outside.iterdir()} == before
+    if planted.endswith(".job.json"):  # rotnet's own file, written whole: the link at its name is replaced
+        assert code == 0 and not link.is_symlink()
+    else:  # a folder on the way, or a log appended to in place: refused, naming it
+        assert code == 2 and f"{link} is a link rotnet did not make" in capsys.readouterr().err

@@ -189,6 +189,32 @@ def atomic_write(
     return h.hexdigest()
 
 
+def open_append(path: Path, base: Path) -> BinaryIO:
+    """A log file opened for appending (made if missing), reached from `base` through no link (`open_dir`) and
+    never through a link at its own name; anything but a regular file there is refused."""
+    path = Path(path)
+    dfd = open_dir(path.parent, base, create=True)
+    try:
+        fd = os.open(
+            path.name,
+            os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+            0o666,
+            dir_fd=dfd,
+        )
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            why = "is a link rotnet did not make; it writes nothing through it: remove it"
+            raise RotnetError(f"{path} {why}") from None
+        raise RotnetError(f"cannot write {path}: {e.strerror or e}") from None
+    finally:
+        os.close(dfd)
+    if not stat.S_ISREG(mode := os.fstat(fd).st_mode):
+        os.close(fd)
+        raise RotnetError(f"{path} is {kind(mode)}, not a regular file")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "ab")
+
+
 def atomic_write_text(path: Path, text: str) -> str:
     return atomic_write(path, text.encode())
 

@@ -18,7 +18,7 @@ from rotnet.checks import Source, resume_threads
 from rotnet.config import DataOptions, RunConfig, from_dict
 from rotnet.datasets import load_for
 from rotnet.errors import RotnetError
-from rotnet.files import atomic_write_text
+from rotnet.files import atomic_write, open_append, open_dir, open_regular
 from rotnet.layout import RESULT, has_checkpoint, read_json, run_dir, run_id
 from rotnet.lifecycle import RunOptions
 from rotnet.lock import is_locked
@@ -48,7 +48,7 @@ def write_job(path: Path, cfg: RunConfig, source, options: PlanOptions, device: 
         "command": options.command or provenance_command(),
         "run_options": asdict(options.run_options),
     }
-    atomic_write_text(path, json.dumps(job, indent=2) + "\n")
+    atomic_write(path, (json.dumps(job, indent=2) + "\n").encode(), base=options.runs_root)
 
 
 def job_options(job: dict) -> PlanOptions:
@@ -70,7 +70,7 @@ def run_parallel(
     import torch
 
     root = Path(options.runs_root)
-    (root / "logs").mkdir(parents=True, exist_ok=True)
+    os.close(open_dir(root / "logs", root, create=True))  # a link planted at logs/ is refused before any job starts
     gpus = torch.cuda.device_count() if options.device != "cpu" and torch.cuda.is_available() else 0
     slots = list(range(min(options.jobs, gpus))) if gpus else list(range(options.jobs))
     capacity = len(slots)
@@ -125,8 +125,8 @@ def run_parallel(
                 log = root / "logs" / (name.replace("/", "_") + ".log")
                 job = root / "logs" / (name.replace("/", "_") + ".job.json")
                 write_job(job, cfg, source, options, "cuda" if gpus else "cpu")
-                tail = Tail(log)
-                with open(log, "a") as out:
+                tail = Tail(log, root)
+                with open_append(log, root) as out:
                     proc = subprocess.Popen(
                         [sys.executable, "-m", "rotnet", "job", str(job)],
                         env=env,
@@ -171,15 +171,16 @@ def run_parallel(
 class Tail:
     """The complete lines a growing log file gained since the last call (from its size when made)."""
 
-    def __init__(self, path: Path):
-        self.path, self.offset, self.partial = path, path.stat().st_size if path.exists() else 0, b""
+    def __init__(self, path: Path, base: Path):
+        self.path, self.base, self.partial = path, base, b""
+        self.offset = path.stat(follow_symlinks=False).st_size if path.exists() else 0
 
     def lines(self) -> list[str]:
         try:
-            with open(self.path, "rb") as f:
+            with open_regular(self.path, base=self.base) as f:
                 f.seek(self.offset)
                 data = f.read()
-        except OSError:
+        except (OSError, RotnetError):
             return []
         self.offset += len(data)
         *complete, self.partial = (self.partial + data).split(b"\n")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import re
-from pathlib import Path
 
 from rotnet.config import RunConfig, from_dict, with_defaults
 from rotnet.errors import RotnetError
@@ -25,17 +24,6 @@ def is_sha256(x) -> bool:
 
 def finite(x) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def read_metrics(path: Path) -> list[dict] | None:
-    """metrics.jsonl's epochs (see `parse_metrics`); [] when there is no such file."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    try:
-        return parse_metrics(path.read_bytes())
-    except OSError:
-        return None
 
 
 def parse_metrics(data: bytes | None) -> list[dict] | None:
