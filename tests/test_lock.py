@@ -8,7 +8,7 @@ import pytest
 
 from rotnet.errors import RotnetError
 from rotnet.lock import RunLock, is_locked
-from tests.helpers import cli
+from tests.helpers import cli, no_hang
 
 HOLD = (
     "import sys, time; from rotnet.lock import RunLock; RunLock(sys.argv[1]).acquire(); "
@@ -47,3 +47,24 @@ def test_the_lock_dies_with_its_process(holder):
     with RunLock(folder):  # flock is per open file: a second open, even in this process, sees it held
         assert is_locked(folder) == str(os.getpid())
     assert is_locked(folder) is None
+
+
+@pytest.mark.parametrize("kind", ["a FIFO", "a link", "a folder", "not text"])
+def test_the_holder_is_read_only_from_a_regular_file(tmp_path, kind):
+    """The pid shown to a refused process comes from the lock file as rotnet wrote it; anything else there is
+    "unknown", never waited on or followed."""
+    from rotnet.lock import holder
+
+    path, elsewhere = tmp_path / ".lock", tmp_path / "elsewhere"
+    elsewhere.write_text("4242\n")
+    {
+        "a FIFO": lambda: os.mkfifo(path),
+        "a link": lambda: path.symlink_to(elsewhere),
+        "a folder": lambda: path.mkdir(),
+        "not text": lambda: path.write_bytes(b"\xff\xfe"),
+    }[kind]()
+    with no_hang():
+        assert holder(path) == "unknown"
+    path.unlink() if not path.is_dir() else path.rmdir()
+    path.write_text("4242\n")
+    assert holder(path) == "4242"

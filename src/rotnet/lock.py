@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from rotnet.errors import InUse, RotnetError
+from rotnet.files import read_regular
 from rotnet.layout import LOCK
 
 
@@ -56,9 +57,10 @@ class RunLock:
 
 
 def holder(lock_file: Path) -> str:
+    """The pid the lock file names ("unknown" if it names none, or is not a regular file rotnet wrote)."""
     try:
-        return Path(lock_file).read_text().strip() or "unknown"
-    except OSError:
+        return read_regular(lock_file, follow=False).decode().strip() or "unknown"
+    except (RotnetError, UnicodeDecodeError):
         return "unknown"
 
 
