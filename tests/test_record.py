@@ -346,3 +346,22 @@ def test_a_command_reads_each_record_file_at_most_as_often_as_it_must(
     counts = {name: opens(opened, tmp_path / folder / name) for name in most}
     assert all(counts[name] <= most[name] for name in most), counts
     assert counts["config.json"] >= 1  # the count sees the reads at all
+
+
+def test_an_inconsistent_record_says_so_once(copy, capsys):
+    """The status and the problem are one phrase: "its record is inconsistent: result.json says ...", in the report's
+    row and in every refusal."""
+    folder = copy / RUN
+    edit_json(folder / "result.json", arch="resnet34")
+    reseal(folder)  # past the seal: what is left to catch it is the record's disagreement with itself
+    seen = inspect(folder)
+    assert seen.status == "inconsistent" and seen.problems[0].startswith("result.json says arch")
+    assert main(["report", str(copy)]) == 0
+    row = next(r for r in json.loads((copy / "results.json").read_text())["rows"] if r["experiment"] == "rotation")
+    assert (
+        row["status"].startswith("seed 0 inconsistent: result.json says arch")
+        and row["status"].count("inconsistent") == 1
+    )
+    with pytest.raises(RotnetError, match=r"its record is inconsistent: result.json says arch") as refused:
+        open_run(folder, "reuse")
+    assert str(refused.value).split("seed0: ", 1)[1].count("inconsistent") == 1  # (the tmp path says it too)

@@ -130,6 +130,7 @@ def read_run(folder: Path, root: Path | None = None) -> RunRecord:
     )
     if problems:
         status = "tampered" if listed is not None and not problems[0].startswith("inconsistent") else "inconsistent"
+        problems = [p.removeprefix("inconsistent: ") for p in problems]  # the status says it once
     elif missing:
         status = "incomplete"
         problems = [f"{name} is missing" for name in missing]
