@@ -158,6 +158,17 @@ def test_help_explains_what_each_command_takes(capsys):
     assert "--device" not in capsys.readouterr().out
 
 
+def test_every_argument_a_user_gives_says_what_it_takes():
+    """Every positional argument of every command a user runs has its help (`job` is internal)."""
+    import argparse
+
+    from rotnet.flags import build_parser
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    silent = [f"{c} {a.dest}" for c, p in commands.items() for a in p._actions if not a.option_strings and not a.help]
+    assert silent == ["job file"]
+
+
 def test_a_mistyped_experiment_is_refused_before_torch_loads_with_a_suggestion():
 
     code = "import sys; from rotnet.cli import main; rc = main(['train', 'rotaton']); print('torch' in sys.modules, rc)"

@@ -306,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", type=Path, help="a new folder")
 
     p = command("report", "write report.md, results.json/csv and plots for a runs folder")
-    p.add_argument("runs_dir", type=Path)
+    p.add_argument("runs_dir", type=Path, help="a runs root (reproduce's --runs-root): every run under it is read")
     p.add_argument("--preset", default=None, help="label the report with the preset's name")
 
     p = command("bench", "training and evaluation images/s: model only vs rotnet vs the plain pipeline")
