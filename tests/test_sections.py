@@ -74,3 +74,21 @@ def test_compute_counts_the_finished_cpu_runs_threads_times_seconds():
     assert spent["core_hours_median"] == pytest.approx((2 * 100 * 3 + 720) / 3600)
     assert spent["core_hours_recorded"] == pytest.approx((2 * 1200 + 720) / 3600)
     assert compute(runs[2:]) is None
+
+
+@pytest.mark.parametrize(
+    "record, shown",
+    [
+        (
+            {"device_name": "x86_64 (1 thread)", "cpu": {"model": "AMD EPYC", "capability": "AVX2"}},
+            "x86_64 (1 thread), AMD EPYC, AVX2",
+        ),
+        ({"device_name": "x86_64 (2 threads)"}, "x86_64 (2 threads)"),  # before 0.4: no CPU recorded
+        ({"device_name": "NVIDIA H200", "cpu": "junk"}, "NVIDIA H200"),
+        ({}, None),
+    ],
+)
+def test_the_provenance_names_the_cpu_a_run_recorded(record, shown):
+    from rotnet.sections import device_text
+
+    assert device_text(record) == shown

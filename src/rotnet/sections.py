@@ -170,7 +170,7 @@ def run_summary(r: dict) -> dict:
         "epoch_seconds_sum": sum(seconds),
         "epoch_seconds": statistics.median(seconds) if seconds else None,
         "images_per_s": statistics.median(speeds) if speeds else None,
-        "device": c.get("device_name"),
+        "device": device_text(c),
         "torch": c.get("torch"),
         "torchvision": c.get("torchvision"),
         "rotnet": c.get("rotnet_version"),
@@ -185,6 +185,14 @@ def run_summary(r: dict) -> dict:
         ],
         "error": r["error"],
     }
+
+
+def device_text(record: dict) -> str | None:
+    """The device a run trained on, with its CPU where the record names it (from rotnet 0.4): "x86_64 (1 thread),
+    AMD EPYC, AVX2"."""
+    cpu = record.get("cpu") if isinstance(record.get("cpu"), dict) else {}
+    named = [str(cpu[k]) for k in ("model", "capability") if cpu.get(k)]
+    return ", ".join([str(record.get("device_name")), *named]) if named else record.get("device_name")
 
 
 def compute(runs: list[dict]) -> dict | None:
