@@ -23,6 +23,7 @@ from rotnet.gains import gain_finding, gain_text, signed, with_gains
 from rotnet.layout import CONFIG, FAILED, REPORT_MARKER, RESULT, find_runs, parse_run_dir, read_json
 from rotnet.lock import is_locked
 from rotnet.markdown import markdown_table
+from rotnet.pooling import pool
 from rotnet.protocol import load_preset, preset_names
 from rotnet.record import read_run
 from rotnet.sections import (
@@ -297,7 +298,7 @@ def write_report(root: Path, preset: str | None = None) -> Path:
     root = Path(root)
     if not root.is_dir():
         raise RotnetError(f"runs folder not found: {root}")
-    everything = collect(root)
+    everything = pool(collect(root))  # a row's mean is over seeds of one protocol on one data
     if not everything:
         raise RotnetError(f"{root} holds no rotnet runs (ARCH/EXPERIMENT/seedN folders with a {CONFIG})")
     for name in [*OUTPUTS, "plots", REPORT_MARKER]:  # a planted link would carry the report's files elsewhere

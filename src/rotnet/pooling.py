@@ -1,0 +1,37 @@
+"""Which finished runs of a report row are pooled: seeds of one protocol on one data. A row's mean, std and gains
+are over seeds, so two runs of the same arch and experiment made with another lr, schedule or number of epochs, or
+on other data files, are not two samples of one number; the row keeps the seeds of its most common protocol (ties:
+the lowest seed's) and names each other run with what differs."""
+
+from __future__ import annotations
+
+from rotnet.config import NOT_PROTOCOL, config_diff
+from rotnet.data import data_diff
+
+IGNORED = (*NOT_PROTOCOL, "seed")  # what may differ between the seeds of one row
+
+
+def differences(run: dict, like: dict) -> list[str]:
+    """What makes `run` another sample than `like`: configuration keys (as `config_diff` says them) and data files
+    (as `data_diff` does, over the fingerprint keys both record)."""
+    out = config_diff(like["cfg"], run["cfg"], IGNORED)
+    a, b = like["config"].get("dataset"), run["config"].get("dataset")
+    if isinstance(a, dict) and isinstance(b, dict):
+        out += [f"data {d}" for d in data_diff({k: a[k] for k in set(a) & set(b)}, b)]
+    return out
+
+
+def pool(runs: list[dict]) -> list[dict]:
+    """The runs, each finished one outside its row's pooled protocol given the status "not pooled" and why."""
+    rows: dict[tuple, list[list[dict]]] = {}
+    for r in sorted((r for r in runs if r["status"] == "finished"), key=lambda r: r["seed"]):
+        groups = rows.setdefault((r["data"], r["arch"], r["experiment"], r["per_class"]), [])
+        same = next((g for g in groups if not differences(r, g[0])), None)
+        same.append(r) if same else groups.append([r])
+    apart = {}
+    for groups in rows.values():
+        kept = max(groups, key=len)  # max keeps the first of equals: the lowest seed's
+        for r in (r for g in groups if g is not kept for r in g):
+            why = ", ".join(differences(r, kept[0]))
+            apart[id(r)] = {"status": "not pooled", "error": f"another protocol than seed {kept[0]['seed']} ({why})"}
+    return [r | apart[id(r)] if id(r) in apart else r for r in runs]

@@ -1,0 +1,83 @@
+"""Which runs a report row pools (rotnet.pooling): the seeds of one protocol on one data, never a mean over runs
+that differ in what they measure."""
+
+import json
+import shutil
+
+import pytest
+
+from rotnet.cli import main
+from rotnet.config import RunConfig, with_defaults
+from rotnet.pooling import pool
+from tests.helpers import RUN, cli
+
+FILES = {"data_batch_1": "31019476:2775bf31", "test_batch": "31009582:d063ba45"}
+
+
+def run(seed: int, status: str = "finished", files: dict = FILES, **changes) -> dict:
+    cfg = with_defaults(RunConfig(experiment="rotation", seed=seed).to_dict() | changes)
+    dataset = {"name": "cifar10", "files": files, "train": 50000, "root": f"/data/{seed}"}
+    key = {"data": "", "arch": "resnet18", "experiment": "rotation", "per_class": 0}
+    return key | {
+        "seed": seed,
+        "status": status,
+        "cfg": cfg,
+        "config": {"config": cfg, "dataset": dataset},
+        "error": "",
+    }
+
+
+@pytest.mark.parametrize(
+    "odd, why",
+    [
+        ({"lr": 0.01}, "lr: 0.001 -> 0.01"),
+        ({"epochs": 3}, "epochs: 45 -> 3"),
+        ({"schedule": "cosine"}, "schedule: 'step' -> 'cosine'"),
+        ({"precision": "bf16"}, "precision: 'fp32' -> 'bf16'"),
+        ({"normalization": "dataset"}, "normalization: 'auto' -> 'dataset'"),
+        ({"files": FILES | {"test_batch": "31009582:00000000"}}, "data files/test_batch: 31009582:d063ba45 -> "),
+    ],
+)
+def test_a_seed_of_another_protocol_or_data_is_named_not_pooled(odd, why):
+    files = odd.pop("files", FILES)
+    out = pool([run(0), run(1), run(2, files=files, **odd)])
+    assert [r["status"] for r in out] == ["finished", "finished", "not pooled"]
+    assert out[2]["error"].startswith("another protocol than seed 0 (") and why in out[2]["error"]
+
+
+@pytest.mark.parametrize(
+    "same",
+    [
+        {"eval_every": 5},  # when it evaluates, not what it trains
+        {"eval_batch_size": 64},
+        {"knn_every": 1},
+        {"init_path": "/elsewhere/model.safetensors"},
+        {"files": FILES, "root": "/data/moved"},  # the same files at another place
+    ],
+)
+def test_seeds_that_differ_only_in_what_does_not_change_the_weights_are_pooled(same):
+    files = same.pop("files", FILES)
+    same.pop("root", None)
+    out = pool([run(0), run(1, files=files, **same)])
+    assert [r["status"] for r in out] == ["finished", "finished"]
+
+
+def test_the_most_common_protocol_is_the_rows_and_ties_go_to_the_lowest_seed():
+    out = pool([run(0, lr=0.01), run(1), run(2), run(3, status="partial", lr=0.5)])
+    assert [r["status"] for r in out] == ["not pooled", "finished", "finished", "partial"]
+    assert "than seed 1 (lr: 0.001 -> 0.01)" in out[0]["error"]
+    tie = pool([run(1), run(0, lr=0.01)])
+    assert [r["status"] for r in tie] == ["not pooled", "finished"]  # seed 0's protocol is the row's
+
+
+def test_the_report_pools_no_seeds_of_another_protocol(tiny_runs, tmp_path, fake_root):
+    """Seed 1 trained with another lr into the same runs root: the row stays seed 0's, and says why seed 1 is apart
+    (before, it read "28.12 ± 4.42 (n=2), ok", a spread of two protocols shown as a spread of seeds)."""
+    shutil.copytree(tiny_runs, tmp_path, dirs_exist_ok=True)
+    assert cli("train", "rotation", "--seed", "1", "--lr", "0.05", root=tmp_path, data=fake_root) == 0
+    assert main(["report", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    row = next(r for r in rows if r["experiment"] == "rotation")
+    seed0 = json.loads((tmp_path / RUN / "result.json").read_text())["test_acc"]
+    assert row["n"] == 1 and row["by_seed"] == {"0": seed0}
+    assert row["status"] == "seed 1 not pooled: another protocol than seed 0 (lr: 0.001 -> 0.05)"
