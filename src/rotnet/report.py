@@ -340,9 +340,9 @@ def write_report(root: Path, preset: str | None = None) -> Path:
     lines += [
         f"Test accuracy (%). {test_set_text(runs)} Ours is the mean over finished seeds of one protocol, with ± std "
         "(n) when there are several; a single seed's, where the test set alone could move it by a point or more, "
-        "with its 95% Wilson interval on the test images in brackets. Pretraining gain: from-rotation minus from-random, "
-        "same arch, data and seed, averaged over the seeds both finished; in brackets the reference report's "
-        "difference between the same rows.",
+        "with its 95% Wilson interval on the test images in brackets. Pretraining gain: from-rotation minus "
+        "from-random, same arch, data and seed, averaged over the seeds both finished; in brackets the reference "
+        "report's difference between the same rows.",
         "",
         *results_table(rows),
     ]
