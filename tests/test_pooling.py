@@ -81,3 +81,38 @@ def test_the_report_pools_no_seeds_of_another_protocol(tiny_runs, tmp_path, fake
     seed0 = json.loads((tmp_path / RUN / "result.json").read_text())["test_acc"]
     assert row["n"] == 1 and row["by_seed"] == {"0": seed0}
     assert row["status"] == "seed 1 not pooled: another protocol than seed 0 (lr: 0.001 -> 0.05)"
+
+
+@pytest.mark.parametrize(
+    "odd, paired",
+    [
+        ({}, True),
+        ({"pretrain_dataset": ""}, True),  # the pretraining data is what the pair compares
+        ({"lr": 0.01}, False),
+        ({"epochs": 7}, False),
+        ({"trainable": "layer4"}, False),
+    ],
+)
+def test_a_gain_pairs_rows_of_one_protocol_besides_the_pretraining(odd, paired):
+    from rotnet.pooling import unpaired
+
+    rotation = run(0, experiment="full-from-rotation", init="rotation", pretrain_dataset="photos")
+    random = run(0, **({"experiment": "full-from-random", "init": "random"} | odd))
+    assert (unpaired(rotation, random) == "") == paired
+    assert unpaired(None, random) == unpaired(rotation, None) == ""
+
+
+def test_the_report_gives_no_gain_between_rows_of_other_protocols(tiny_five, tmp_path, fake_root):
+    """A from-random run retrained with another lr: the from-rotation row's gain would measure the lr too, so the
+    row gives none and says why (before, "+x" as a pretraining gain)."""
+    shutil.copytree(tiny_five, tmp_path, dirs_exist_ok=True)
+    shutil.rmtree(tmp_path / "resnet18/full-from-random/seed0")
+    assert cli("train", "full-from-random", "--lr", "0.05", root=tmp_path, data=fake_root) == 0
+    assert main(["report", str(tmp_path)]) == 0
+    rows = {r["experiment"]: r for r in json.loads((tmp_path / "results.json").read_text())["rows"]}
+    assert (
+        rows["full-from-rotation"]["gain"] is None and rows["full-from-rotation"]["gain_apart"] == "lr: 0.05 -> 0.001"
+    )
+    assert rows["layer4-from-rotation"]["gain"] is not None  # the other pair is one protocol
+    text = (tmp_path / "report.md").read_text()
+    assert "— (not paired: from-random has another protocol: lr: 0.05 -> 0.001)" in text

@@ -12,6 +12,8 @@ from rotnet.stats import t_interval
 def gain_text(r: dict) -> str:
     """The gain, naming its seeds when they are fewer than the row's (the other side lacks some), and the
     reference report's own difference where it has both rows."""
+    if r.get("gain_apart"):
+        return f"— (not paired: from-random has another protocol: {r['gain_apart']})"
     seeds = r["gain_seeds"]
     notes = [f"seed{'s' * (len(seeds) > 1)} {','.join(map(str, seeds))} only"] if 0 < len(seeds) < r["n"] else []
     notes += ["one seed: no interval"] if len(seeds) == 1 else []
@@ -23,22 +25,25 @@ def signed(x: float | None) -> str:
     return "—" if x is None else f"{x:+.2f}"
 
 
-def with_gains(rows: list[dict], curves: list[dict] | None = None) -> list[dict]:
+def with_gains(rows: list[dict], curves: list[dict] | None = None, apart=None) -> list[dict]:
     """Each from-rotation row gets `gain`: the mean over the seeds both rows finished of its accuracy minus the
     matching from-random run's (same arch, data and seed), and `gain_seeds`, those seeds. Paired, so that a seed
     one side lacks (failed, still training) does not move the difference. `reference_gain`: the reference report's
     difference between the same two rows, where it has both. `gain_by_epoch`: the same pairing at every epoch, from
-    `curves` (per row: seed -> epoch -> test accuracy of its finished runs)."""
+    `curves` (per row: seed -> epoch -> test accuracy of its finished runs). `apart(i, j)`, when given, says why
+    rows i and j are not one protocol besides the pretraining: such rows get no gain and `gain_apart` says why."""
 
     def target(r: dict) -> str:  # the data fine-tuned on, whatever the pretraining data
         return r["data"].split(" (pretrained on ")[0]
 
     curves = curves or [{} for _ in rows]
     by_key = {(r["experiment"], r["arch"], target(r)): i for i, r in enumerate(rows)}
-    for r, curve in zip(rows, curves, strict=True):
+    for i, (r, curve) in enumerate(zip(rows, curves, strict=True)):
         j = by_key.get((r["experiment"].replace("-from-rotation", "-from-random"), r["arch"], target(r)))
         other = rows[j] if j is not None else None
-        pair = other is not None and r["experiment"].endswith("-from-rotation")
+        partner = other is not None and r["experiment"].endswith("-from-rotation")
+        r["gain_apart"] = (apart(i, j) if apart else "") if partner else ""
+        pair = partner and not r["gain_apart"]
         if pair:
             r["gain_by_epoch"] = gain_by_epoch(curve, curves[j])
         both = sorted(set(r["by_seed"]) & set(other["by_seed"])) if pair else []
@@ -48,7 +53,7 @@ def with_gains(rows: list[dict], curves: list[dict] | None = None) -> list[dict]
         r["gain_by_seed"] = dict(zip(both, diffs, strict=True))
         r["gain_std"] = statistics.stdev(diffs) if len(diffs) > 1 else None
         r["gain_ci95"] = t_interval(r["gain"], r["gain_std"], len(diffs))
-        known = pair and None not in (r["reference"], other["reference"])
+        known = partner and None not in (r["reference"], other["reference"])
         r["reference_gain"] = r["reference"] - other["reference"] if known else None
     return rows
 

@@ -1,7 +1,8 @@
 """Which finished runs of a report row are pooled: seeds of one protocol on one data. A row's mean, std and gains
 are over seeds, so two runs of the same arch and experiment made with another lr, schedule or number of epochs, or
 on other data files, are not two samples of one number; the row keeps the seeds of its most common protocol (ties:
-the lowest seed's) and names each other run with what differs."""
+the lowest seed's) and names each other run with what differs. Likewise a pretraining gain pairs a from-rotation
+row only with a from-random row of the same protocol."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ from rotnet.config import NOT_PROTOCOL, config_diff
 from rotnet.data import data_diff
 
 IGNORED = (*NOT_PROTOCOL, "seed")  # what may differ between the seeds of one row
+PAIRED = ("experiment", "init", "pretrain_dataset")  # what a from-rotation run and its from-random partner differ in
 
 
-def differences(run: dict, like: dict) -> list[str]:
+def differences(run: dict, like: dict, ignore: tuple[str, ...] = IGNORED) -> list[str]:
     """What makes `run` another sample than `like`: configuration keys (as `config_diff` says them) and data files
     (as `data_diff` does, over the fingerprint keys both record)."""
-    out = config_diff(like["cfg"], run["cfg"], IGNORED)
+    out = config_diff(like["cfg"], run["cfg"], ignore)
     a, b = like["config"].get("dataset"), run["config"].get("dataset")
     if isinstance(a, dict) and isinstance(b, dict):
         out += [f"data {d}" for d in data_diff({k: a[k] for k in set(a) & set(b)}, b)]
@@ -35,3 +37,11 @@ def pool(runs: list[dict]) -> list[dict]:
             why = ", ".join(differences(r, kept[0]))
             apart[id(r)] = {"status": "not pooled", "error": f"another protocol than seed {kept[0]['seed']} ({why})"}
     return [r | apart[id(r)] if id(r) in apart else r for r in runs]
+
+
+def unpaired(rotation: dict | None, random: dict | None) -> str:
+    """Why a from-rotation row's runs (one of them: the row pools one protocol) cannot be compared with its
+    from-random row's: what differs besides the pretraining ('' if nothing, or a side has no finished run)."""
+    if rotation is None or random is None:
+        return ""
+    return ", ".join(differences(rotation, random, IGNORED + PAIRED))

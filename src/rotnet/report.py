@@ -23,7 +23,7 @@ from rotnet.gains import gain_finding, gain_text, signed, with_gains
 from rotnet.layout import CONFIG, FAILED, REPORT_MARKER, RESULT, find_runs, parse_run_dir, read_json
 from rotnet.lock import is_locked
 from rotnet.markdown import markdown_table
-from rotnet.pooling import pool
+from rotnet.pooling import pool, unpaired
 from rotnet.protocol import load_preset, preset_names
 from rotnet.record import read_run
 from rotnet.sections import (
@@ -137,12 +137,13 @@ def table_rows(root: Path, runs: list[dict]) -> list[dict]:
     keys += [(r["experiment"], r["arch"], r["data"]) for r in runs] + [(p[2], p[1], p[0]) for p in plan]
     keys = sorted(dict.fromkeys(keys), key=lambda k: (k[1], ORDER.get(k[0], 99), k[2]))
     labels = {r["data"]: r["data_label"] for r in runs}
-    rows, curves = [], []
+    rows, curves, pooled = [], [], []
     for experiment, arch, data in keys:
         mine = [r for r in runs if (r["experiment"], r["arch"], r["data"]) == (experiment, arch, data)]
         by_seed = {r["seed"]: r["result"]["test_acc"] for r in mine if r["status"] == "finished"}
         counts = [c for r in mine if r["status"] == "finished" and (c := counts_of(r["result"].get("confusion")))]
         curves.append({r["seed"]: accuracy_curve(r["history"]) for r in mine if r["status"] == "finished"})
+        pooled.append(next((r for r in mine if r["status"] == "finished"), None))  # one run of the row's protocol
         done = list(by_seed.values())
         seed = seeds.get((experiment, arch, data))
         mean = statistics.fmean(done) if done else None
@@ -169,7 +170,7 @@ def table_rows(root: Path, runs: list[dict]) -> list[dict]:
                 "wilson95": wilson(*counts[0]) if len(by_seed) == 1 and len(counts) == 1 else None,
             }
         )
-    return with_gains(rows, curves)
+    return with_gains(rows, curves, apart=lambda i, j: unpaired(pooled[i], pooled[j]))
 
 
 def planned_runs(root: Path) -> list[tuple[str, str, str, str]]:
