@@ -3,9 +3,10 @@
     python tools/restage_results.py paper-cpu                      # after a change to what the report writes
     python tools/restage_results.py paper-cpu --add /runs/seeds34  # first take in another runs root's records
 
-docs/results/NAME keeps each run's record (config.json, metrics.jsonl, result.json, manifest.json, and verify.json
-where one was made) under runs/, never weights, and the plan's log as reproduce.json. This copies runs/ and the log
-to a scratch folder, reports there and copies report.md, results.json, results.csv and plots/ back.
+docs/results/NAME keeps each run's record (config.json, metrics.jsonl, result.json, manifest.json;
+examples.safetensors and verify.json where there is one) under runs/, never weights, and the plan's log as
+reproduce.json. This copies runs/ and the log to a scratch folder, reports there and copies report.md,
+results.json, results.csv and plots/ back.
 tests/test_end_to_end.py fails while a committed report differs from what today's rotnet makes of its records.
 
 --add copies in the records of another runs root's runs (refusing one that is already here with other bytes) and
@@ -27,7 +28,9 @@ from rotnet.layout import find_runs
 from rotnet.report import OUTPUTS, write_report
 
 RESULTS = Path(__file__).resolve().parent.parent / "docs/results"
-KEPT = ("config.json", "metrics.jsonl", "result.json", "manifest.json", "verify.json")  # a record, never weights
+# A run's record and what the report draws from it (examples.safetensors: 16 test images and their predictions,
+# 25 KB), never its weights (45 MB a ResNet18).
+KEPT = ("config.json", "metrics.jsonl", "result.json", "manifest.json", "examples.safetensors", "verify.json")
 SUMMARY = ("command", "git_commit", "started", "finished", "wall_seconds")  # an invocation, as `earlier` keeps it
 
 
