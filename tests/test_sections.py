@@ -68,12 +68,13 @@ def test_compute_counts_the_finished_cpu_runs_threads_times_seconds():
         run(status="partial"),
         run(device="cuda", device_name="NVIDIA H200"),
         run(cpu_threads=None, device_name="x86_64"),  # threads not recorded: not counted
+        run(status="not pooled", seconds=(10, 10)),  # out of its row's mean, but trained: 2 x 10 x 2 both ways
     ]
     spent = compute(runs)
-    assert spent["runs"] == 2
-    assert spent["core_hours_median"] == pytest.approx((2 * 100 * 3 + 720) / 3600)
-    assert spent["core_hours_recorded"] == pytest.approx((2 * 1200 + 720) / 3600)
-    assert compute(runs[2:]) is None
+    assert spent["runs"] == 3
+    assert spent["core_hours_median"] == pytest.approx((2 * 100 * 3 + 720 + 40) / 3600)
+    assert spent["core_hours_recorded"] == pytest.approx((2 * 1200 + 720 + 40) / 3600)
+    assert compute(runs[2:5]) is None
 
 
 @pytest.mark.parametrize(

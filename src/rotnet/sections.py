@@ -198,8 +198,9 @@ def device_text(record: dict) -> str | None:
 def compute(runs: list[dict]) -> dict | None:
     """The CPU compute the finished runs took, in core-hours (threads × seconds): by median epoch times × epochs (an
     epoch that spans a pause, a stopped process or a suspended machine, counts it in its seconds; the median leaves
-    it out) and by the seconds the epochs recorded. None when no finished CPU run recorded its threads."""
-    done = [(r, recorded_threads(r["config"])) for r in runs if r["status"] == "finished"]
+    it out) and by the seconds the epochs recorded; a run left out of its row's mean (`pooling`) took its compute too.
+    None when no finished CPU run recorded its threads."""
+    done = [(r, recorded_threads(r["config"])) for r in runs if r["status"] in ("finished", "not pooled")]
     done = [(r, t) for r, t in done if t and r["config"].get("device") == "cpu"]
     if not done:
         return None
