@@ -29,7 +29,10 @@ def pool(runs: list[dict]) -> list[dict]:
     for r in sorted((r for r in runs if r["status"] == "finished"), key=lambda r: r["seed"]):
         groups = rows.setdefault((r["data"], r["arch"], r["experiment"], r["per_class"]), [])
         same = next((g for g in groups if not differences(r, g[0])), None)
-        same.append(r) if same else groups.append([r])
+        if same:
+            same.append(r)
+        else:
+            groups.append([r])
     apart = {}
     for groups in rows.values():
         kept = max(groups, key=len)  # max keeps the first of equals: the lowest seed's
