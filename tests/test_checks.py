@@ -161,31 +161,45 @@ def test_a_finished_record_missing_a_key_is_not_reused_as_if_it_had_todays_defau
     assert "freeze_bn: None -> False" in capsys.readouterr().err
 
 
-DAMAGE = {  # the newest checkpoint, as found on resume -> why it is skipped
-    "damaged bytes": (lambda p: p.write_bytes(p.read_bytes()[:-8] + b"\0" * 8), "it differs from what rotnet wrote"),
-    "a FIFO": (lambda p: (p.unlink(), os.mkfifo(p)), "is a FIFO"),
-    "a link to a device": (lambda p: (p.unlink(), p.symlink_to("/dev/zero")), "is a link rotnet did not make"),
-    "a folder": (lambda p: (p.unlink(), p.mkdir()), "is a folder"),
+def test_a_damaged_checkpoint_is_skipped_on_resume_not_held_against_the_record(stopped, tmp_path, fake_root, capsys):
+    """Checkpoints are no claim: a damaged newest one falls back to the one before it, as a torn one always did."""
+    folder = tmp_path / RUN
+    newest = sorted((folder / "checkpoints").iterdir())[-1]
+    newest.write_bytes(newest.read_bytes()[:-8] + b"\0" * 8)
+    assert inspect(folder).status == "sealed"
+    capsys.readouterr()
+    assert cli("train", "rotation", root=tmp_path, data=fake_root) == 0
+    assert f"skipping checkpoint {newest.name}: it differs from what rotnet wrote" in capsys.readouterr().err
+
+
+PLANTED = {  # something put in place of the newest checkpoint -> why the loader skips it
+    "a FIFO": (lambda p: os.mkfifo(p), "is a FIFO"),
+    "a link to a device": (lambda p: p.symlink_to("/dev/zero"), "is a link rotnet did not make"),
+    "a folder": (lambda p: p.mkdir(), "is a folder"),
 }
 
 
-@pytest.mark.parametrize("damage", list(DAMAGE))
-def test_a_damaged_checkpoint_is_skipped_on_resume_not_held_against_the_record(
-    stopped, tmp_path, fake_root, damage, capsys
-):
-    """Checkpoints are no claim: a damaged newest one, or something else put in its place, falls back to the one
-    before it, as a torn one always did; none is waited on or read without end."""
-    folder = tmp_path / RUN
-    newest = sorted((folder / "checkpoints").iterdir())[-1]
-    change, why = DAMAGE[damage]
-    change(newest)
-    assert inspect(folder).status == "sealed"
-    capsys.readouterr()
-    with no_hang(120):
-        assert cli("train", "rotation", root=tmp_path, data=fake_root) == 0
-    assert f"skipping checkpoint {newest.name}: " in (err := capsys.readouterr().err) and why in err
-    assert inspect(folder).status == "sealed"  # finished; what was put there by hand is left as it was
-    assert damage == "damaged bytes" or newest.exists() or newest.is_symlink()
+@pytest.mark.parametrize("kind", list(PLANTED))
+def test_a_checkpoint_replaced_by_no_regular_file_is_skipped_never_waited_on_nor_deleted(stopped, tmp_path, kind):
+    """The manifest check hashes a listed checkpoint: one replaced by a FIFO, a device link or a folder is skipped
+    like a damaged one (a FIFO or /dev/zero hung resume for ever), and pruning deletes only regular files (a folder
+    there ended the run)."""
+    import warnings
+
+    from rotnet.checkpoint import load_latest_checkpoint, prune_checkpoints
+    from rotnet.record import manifest_vouch, read_run
+
+    folder = tmp_path / RUN / "checkpoints"
+    older, newest = sorted(folder.iterdir())[-2:]
+    newest.unlink()
+    make, why = PLANTED[kind]
+    make(newest)
+    with no_hang(), warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        loaded = load_latest_checkpoint(folder, vouch=manifest_vouch(read_run(folder.parent)))
+    assert loaded is not None and loaded[2] == older
+    assert any(f"skipping checkpoint {newest.name}: " in str(w.message) and why in str(w.message) for w in said)
+    assert newest not in prune_checkpoints(folder, keep=0) and (newest.exists() or newest.is_symlink())
 
 
 @pytest.mark.parametrize("old", [False, True])
