@@ -125,6 +125,18 @@ def tiny_five(tmp_path_factory, tiny_runs, fake_root) -> Path:
 
 
 @pytest.fixture(autouse=True)
+def _no_plots_unless_marked(request, monkeypatch):
+    """A report in a test draws no plots (4 s of a tiny report's 4.05; each plot has its own tests in test_plots.py)
+    unless the test is marked `plots`: those that check a report's images or its plot-dependent sections."""
+    if request.node.get_closest_marker("plots"):
+        return
+    from rotnet import plots
+
+    for name in [n for n in vars(plots) if n.startswith("plot_")]:
+        monkeypatch.setattr(plots, name, lambda *_, **__: False)
+
+
+@pytest.fixture(autouse=True)
 def _said_once_per_test():
     """rotnet says some warnings once per process (a modified CIFAR, a short class); each test is its own process
     as far as they go, so that no test depends on which ran before it."""

@@ -100,6 +100,7 @@ def test_one_arch_has_no_deeper_section():
     assert deeper_section([row], []) == []
 
 
+@pytest.mark.plots
 def test_the_report_keeps_the_gain_at_every_epoch_and_plots_it(tiny_runs, tmp_path):
     """Two seeds of each transfer side: results.json's row has an entry per epoch (epoch, mean, interval, n, each
     seed's), report.md its table and finding, plots/ its figure."""

@@ -87,6 +87,7 @@ def test_the_readmes_results_tables_are_the_committed_reports_numbers(heading, f
 WITH_RECORDS = ("cross-dataset-cpu", "paper-cpu")  # the committed results whose run records are committed beside them
 
 
+@pytest.mark.plots
 @pytest.mark.parametrize("name", WITH_RECORDS)
 def test_each_committed_report_is_what_todays_rotnet_makes_of_its_committed_records(name, tmp_path):
     """The README test ties the README to results.json; this ties each committed report to the records beside it:

@@ -211,6 +211,7 @@ def test_links_inside_an_image_folder_are_read_once_and_never_loop(tmp_path, lin
     assert not any(bytes(x.numpy()) in train for x in data.test_images)  # no held-out image is a training image
 
 
+@pytest.mark.plots
 def test_rotnets_own_outputs_inside_an_image_folder_are_never_read_as_images(tmp_path, tiny_runs):
     """A runs root inside an unlabeled image folder: the report's PNGs became the next run's training images."""
     import shutil

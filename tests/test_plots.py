@@ -7,6 +7,8 @@ import pytest
 
 from tests.helpers import gain_row
 
+pytestmark = pytest.mark.plots  # this file tests them: they are drawn
+
 
 def test_the_reference_vs_rotnet_plot_shows_no_bar_for_a_missing_result_and_no_spread_for_one_seed(
     tmp_path, monkeypatch

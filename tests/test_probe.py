@@ -10,6 +10,7 @@ from rotnet.evaluate import STAGES
 from tests.helpers import TINY_PRESET, no_hang, write_fake_cifar100
 
 
+@pytest.mark.plots
 def test_probe_label_efficiency_and_knn_end_to_end(tmp_path, fake_root):
     root = tmp_path / "runs"
     common = ["--runs-root", str(root), "--data-root", str(fake_root), "--no-download"]
