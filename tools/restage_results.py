@@ -62,7 +62,8 @@ def add_runs(folder: Path, root: Path) -> int:
     log = folder / "reproduce.json"
     theirs = json.loads((root / "reproduce.json").read_text())
     ours = json.loads(log.read_text())
-    if theirs.get("started") != ours.get("started"):  # the same plan added twice is merged once
+    known = [ours.get("started"), *(e.get("started") for e in ours.get("earlier", []))]
+    if theirs.get("started") not in known:  # a plan added again (its log unchanged) is merged once
         log.write_text(json.dumps(merged_log(ours, theirs), indent=2) + "\n")
     return added
 
