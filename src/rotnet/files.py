@@ -38,31 +38,46 @@ def open_regular(path: Path | str, *, follow: bool = True, base: Path | None = N
     """A file opened for reading, only if it is a regular file, checked on the descriptor that is then read.
     follow=False also refuses a link (rotnet's own records: it writes none); `base` (a folder above it, e.g. the
     runs root) reaches it as `open_dir` does, one folder descriptor at a time through no link (implies follow=False)."""
-    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow and base is None else os.O_NOFOLLOW)
+    flags = os.O_RDONLY | (0 if follow and base is None else os.O_NOFOLLOW)
+    return os.fdopen(regular_fd(path, flags, base), "rb")
+
+
+def open_append(path: Path, base: Path) -> BinaryIO:
+    """A log file opened for appending (made if missing, with the folders to it), reached from `base` through no
+    link and never through a link at its own name; anything but a regular file there is refused."""
+    return os.fdopen(regular_fd(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, base), "ab")
+
+
+def regular_fd(path: Path | str, flags: int, base: Path | None) -> int:
+    """`open_regular`'s and `open_append`'s descriptor: opened with `flags` without waiting (a FIFO), reached from
+    `base` as `open_dir` does (folders made when writing), and kept only if it is a regular file."""
+    write = bool(flags & (os.O_WRONLY | os.O_RDWR))
+    flags |= os.O_NONBLOCK | os.O_CLOEXEC
     try:
         if base is not None:
-            dfd = open_dir(Path(path).parent, base)
+            dfd = open_dir(Path(path).parent, base, create=write)
             try:
-                fd = os.open(Path(path).name, flags, dir_fd=dfd)
+                fd = os.open(Path(path).name, flags, 0o666, dir_fd=dfd)
             finally:
                 os.close(dfd)
         else:
-            fd = os.open(path, flags)
+            fd = os.open(path, flags, 0o666)
     except FileNotFoundError:
         raise RotnetError(f"{path} not found") from None
     except OSError as e:
         if e.errno == errno.ELOOP:
-            raise RotnetError(f"{path} is a link rotnet did not make; it reads nothing through it") from None
+            through = "writes nothing through it: remove it" if write else "reads nothing through it"
+            raise RotnetError(f"{path} is a link rotnet did not make; it {through}") from None
         with contextlib.suppress(OSError):  # e.g. a socket (ENXIO): say what it is
             if not stat.S_ISREG(mode := os.stat(path).st_mode):
                 raise RotnetError(f"{path} is {kind(mode)}, not a regular file") from None
-        raise RotnetError(f"cannot read {path}: {e.strerror or e}") from None
+        raise RotnetError(f"cannot {'write' if write else 'read'} {path}: {e.strerror or e}") from None
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)
         raise RotnetError(f"{path} is {kind(mode)}, not a regular file")
     os.set_blocking(fd, True)
-    return os.fdopen(fd, "rb")
+    return fd
 
 
 def read_regular(path: Path | str, *, follow: bool = True, base: Path | None = None) -> bytes:
@@ -187,32 +202,6 @@ def atomic_write(
     finally:
         os.close(dfd)
     return h.hexdigest()
-
-
-def open_append(path: Path, base: Path) -> BinaryIO:
-    """A log file opened for appending (made if missing), reached from `base` through no link (`open_dir`) and
-    never through a link at its own name; anything but a regular file there is refused."""
-    path = Path(path)
-    dfd = open_dir(path.parent, base, create=True)
-    try:
-        fd = os.open(
-            path.name,
-            os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-            0o666,
-            dir_fd=dfd,
-        )
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            why = "is a link rotnet did not make; it writes nothing through it: remove it"
-            raise RotnetError(f"{path} {why}") from None
-        raise RotnetError(f"cannot write {path}: {e.strerror or e}") from None
-    finally:
-        os.close(dfd)
-    if not stat.S_ISREG(mode := os.fstat(fd).st_mode):
-        os.close(fd)
-        raise RotnetError(f"{path} is {kind(mode)}, not a regular file")
-    os.set_blocking(fd, True)
-    return os.fdopen(fd, "ab")
 
 
 def atomic_write_text(path: Path, text: str) -> str:
