@@ -155,12 +155,17 @@ def label_efficiency_section(runs: list[dict], path: Path) -> list[str]:
     ]
 
 
+def epoch_seconds(history: list[dict]) -> list[float]:
+    """The seconds each epoch recorded (an epoch that spans a pause counts it)."""
+    return [s for h in history if isinstance(s := h.get("seconds"), int | float)]
+
+
 def run_summary(r: dict) -> dict:
     c = r["config"]
     resumes = c.get("resumes") if isinstance(c.get("resumes"), list) else []
     # Medians: an epoch that spans a pause (a stopped process, a suspended machine) counts it in its seconds.
     speeds = [s for h in r["history"] if isinstance(s := h.get("images_per_s"), int | float)]
-    seconds = [s for h in r["history"] if isinstance(s := h.get("seconds"), int | float)]
+    seconds = epoch_seconds(r["history"])
     return {
         "run": "/".join(r["folder"].parts[-4 if r["segment"] else -3 :]),
         "status": r["status"],
@@ -206,7 +211,7 @@ def compute(runs: list[dict]) -> dict | None:
         return None
     by_median = by_seconds = 0.0
     for r, threads in done:
-        seconds = [s for h in r["history"] if isinstance(s := h.get("seconds"), int | float)]
+        seconds = epoch_seconds(r["history"])
         by_median += threads * statistics.median(seconds) * len(r["history"]) if seconds else 0.0
         by_seconds += threads * sum(seconds)
     return {"runs": len(done), "core_hours_median": by_median / 3600, "core_hours_recorded": by_seconds / 3600}
@@ -262,7 +267,8 @@ def earlier_text(repro: dict) -> str:
     return f"; resumed from {len(earlier)} earlier invocation{'s' * (len(earlier) != 1)} (commits {commits}), {wall}"
 
 
-def provenance_lines(runs: list[dict], repro: dict) -> list[str]:
+def provenance_lines(runs: list[dict], repro: dict, spent: dict | None) -> list[str]:
+    """The Provenance section: the plan's invocations, the compute `spent` (results.json's), each run's line."""
     head = []
     if repro:
         wall = repro.get("wall_seconds")
@@ -272,7 +278,7 @@ def provenance_lines(runs: list[dict], repro: dict) -> list[str]:
             + (f"; wall time {wall / 60:.1f} min" if wall else "")
             + earlier_text(repro)
         )
-    head += [text] if (text := compute_text(compute(runs))) else []
+    head += [text] if (text := compute_text(spent)) else []
     lines = ["## Provenance", "", *head, *([""] if head else [])]
     lines += [
         "| run | status | epochs | epoch seconds (sum, pauses included) | epoch (s, median) | img/s (median) | device "
