@@ -24,21 +24,22 @@ import sys
 import tempfile
 from pathlib import Path
 
-from rotnet.layout import find_runs
+from rotnet.layout import EXAMPLES, RESULT, VERIFY, find_runs
+from rotnet.record import RECORD_FILES
 from rotnet.report import OUTPUTS, write_report
+from rotnet.runner import invocations
 
 RESULTS = Path(__file__).resolve().parent.parent / "docs/results"
 # A run's record and what the report draws from it (examples.safetensors: 16 test images and their predictions,
 # 25 KB), never its weights (45 MB a ResNet18).
-KEPT = ("config.json", "metrics.jsonl", "result.json", "manifest.json", "examples.safetensors", "verify.json")
-SUMMARY = ("command", "git_commit", "started", "finished", "wall_seconds")  # an invocation, as `earlier` keeps it
+KEPT = (*RECORD_FILES, EXAMPLES, VERIFY)
 
 
 def merged_log(ours: dict, theirs: dict) -> dict:
     """Two plans' logs as one runs root would hold them: the later plan on top, every invocation before it in
     `earlier`, oldest first."""
     older, newer = sorted([ours, theirs], key=lambda log: log.get("started") or 0)
-    earlier = [*older.get("earlier", []), {k: older.get(k) for k in SUMMARY}, *newer.get("earlier", [])]
+    earlier = [*invocations(older), *newer.get("earlier", [])]
     return newer | {"earlier": sorted(earlier, key=lambda e: e.get("started") or 0)}
 
 
@@ -47,7 +48,7 @@ def add_runs(folder: Path, root: Path) -> int:
     added = 0
     for run in find_runs(root):
         target = folder / "runs" / run.relative_to(root)
-        if not (run / "result.json").is_file():
+        if not (run / RESULT).is_file():
             print(f"{run}: not finished; not added")
             continue
         names = [n for n in KEPT if (run / n).is_file()]

@@ -182,8 +182,13 @@ def run_in_turn(
 def earlier_invocations(path: Path) -> list[dict]:
     """The invocations before this one on the same runs root, from the record this one replaces: a plan resumed
     over several sessions keeps its whole history (and the report its whole wall time)."""
-    old = read_json(path)
-    if not isinstance(old, dict):
+    return invocations(read_json(path))
+
+
+def invocations(log) -> list[dict]:
+    """Every invocation a plan's log records, oldest first: its `earlier` ones, then its own, each as `earlier`
+    keeps one ([] for no log)."""
+    if not isinstance(log, dict):
         return []
-    earlier = old.get("earlier") if isinstance(old.get("earlier"), list) else []
-    return [*earlier, {k: old.get(k) for k in ("command", "git_commit", "started", "finished", "wall_seconds")}]
+    earlier = log.get("earlier") if isinstance(log.get("earlier"), list) else []
+    return [*earlier, {k: log.get(k) for k in ("command", "git_commit", "started", "finished", "wall_seconds")}]
