@@ -2,10 +2,11 @@
 
 import json
 import shutil
+import statistics
 
 import pytest
 
-from rotnet.curves import deeper_section, gain_by_epoch, gain_epoch_finding
+from rotnet.curves import deeper_comparisons, deeper_finding, deeper_section, gain_by_epoch, gain_epoch_finding
 from rotnet.markdown import spans
 from rotnet.report import write_report
 from tests.helpers import reseal
@@ -90,14 +91,75 @@ def test_deeper_models_are_compared_at_each_schedule_length_and_the_tiny_lr_epoc
     # resnet18: seeds at 54.5 and 55.5 at epoch 45; resnet34: 47 + 4.5 = 51.5 at 45, 54.0 at 70.
     assert "| resnet18 | 78.30 (45) | 55.00 | — | 55.00 (45, n=2) | +0.50 (epochs 41-45) |" in section
     assert "| resnet34 | 79.70 (70) | 51.50 | 54.00 | 54.00 (70, n=1) | +3.00 (epochs 41-70) |" in section
-    assert "resnet34 54.00 at its last epoch (70) is below resnet18's 55.00 ± 0.71 (n=2, 45 epochs) by 1.00" in section
-    assert "at 45 epochs, 51.50 (-3.50)" in section and "79.70 vs 78.30, better; these runs disagree" in section
-    assert "(resnet34 stands on one seed: no interval)" in section
+    # the difference's interval: resnet18's spread stands in for resnet34's one seed, 12.706 x 0.71 x sqrt(1 + 1/2)
+    assert (
+        "rotation: resnet34 54.00 at its last epoch (70) against resnet18's 55.00 ± 0.71 (n=2, 45 epochs): -1.00, "
+        "95% interval [-12.00, +10.00] (resnet34 stands on one seed: resnet18's seed spread stands in for its own); "
+        "at 45 epochs, 51.50 (-3.50). The reference report says resnet34 is worse than resnet18 (its numbers, 79.70 "
+        "vs 78.30, say the opposite); these runs cannot tell (the interval contains 0)."
+    ) in section
+    deeper = json.loads((tmp_path / "results.json").read_text())["deeper"]
+    assert [(c["arch"], c["base_arch"], c["interval"], c["verdict"]) for c in deeper] == [
+        ("resnet34", "resnet18", "one seed", "not told apart")
+    ]
 
 
 def test_one_arch_has_no_deeper_section():
     row = {"experiment": "rotation", "data": "cifar10", "n": 1, "arch": "resnet18"}
-    assert deeper_section([row], []) == []
+    assert deeper_section([row], [], []) == [] and deeper_comparisons([row], []) == []
+
+
+def arch_row(arch: str, values: list[float], epochs: int, reference: float | None, data: str = "cifar10") -> dict:
+    """A rotation row of the report and its finished runs, each run's test accuracy its final value at every epoch."""
+    runs = [
+        {"status": "finished", "experiment": "rotation", "arch": arch, "data_label": data,
+         "history": [{"epoch": e, "test_acc": v} for e in range(1, epochs + 1)]}
+        for v in values
+    ]  # fmt: skip
+    row = {"experiment": "rotation", "arch": arch, "data": data, "n": len(values), "epochs": str(epochs)}
+    row |= {"by_seed": dict(enumerate(values)), "ours_mean": statistics.fmean(values), "reference": reference}
+    row |= {"ours_std": statistics.stdev(values) if len(values) > 1 else None, "reference_epochs": 45}
+    return {"row": row, "runs": runs}
+
+
+FIVE = [76.3, 76.4, 76.5, 76.6, 76.7]  # ResNet18 over five seeds: mean 76.5, std 0.158
+
+
+@pytest.mark.parametrize(
+    ("base", "deep", "verdict", "words"),
+    [  # the reference says ResNet34 (79.70 vs 78.30) and ResNet50 (75.30) are "worse than resnet18"
+        (("resnet18", FIVE), ("resnet34", [78.0]), "contradicted",
+         ["+1.50, 95% interval [+1.02, +1.98] (resnet34 stands on one seed", "say the opposite",
+          "these runs contradict it"]),
+        (("resnet18", FIVE), ("resnet50", [75.0]), "supported", ["(its numbers, 75.30 vs 78.30, say so)",
+                                                                 "these runs support it"]),
+        (("resnet18", FIVE), ("resnet34", [76.6]), "not told apart", ["these runs cannot tell"]),
+        (("resnet18", [76.4]), ("resnet50", [75.0]), "same direction", ["(one seed each: no interval)",
+                                                                        "these runs point its way, with no interval"]),
+        (("resnet18", [76.4]), ("resnet34", [77.0]), "other direction", ["point the other way"]),
+        (("resnet18", [76.4, 76.6]), ("resnet34", [78.0, 78.2, 77.9]), "contradicted",
+         ["+1.53, 95% interval [+1.04, +2.02]; at 45"]),  # Welch: df 2.43, scipy gives [+1.05, +2.02]
+        # no claim about ResNet50 against ResNet34, whatever the numbers
+        (("resnet34", FIVE), ("resnet50", [75.0]), "", [". The reference report's numbers: 75.30 vs 79.70."]),
+    ],
+)  # fmt: skip
+def test_a_deeper_arch_is_judged_against_the_shallowest_with_an_interval(base, deep, verdict, words):
+    """The reference's claim is its words, said beside what its own numbers say and judged by this report's: the
+    difference's 95% interval over seeds (one seed on a side borrows the other's spread; none on both: no interval)."""
+    reference = {"resnet18": 78.30, "resnet34": 79.70, "resnet50": 75.30}
+    a, b = (arch_row(arch, values, 45 if arch == "resnet18" else 70, reference[arch]) for arch, values in (base, deep))
+    (c,) = deeper_comparisons([a["row"], b["row"]], a["runs"] + b["runs"])
+    assert c["verdict"] == verdict and (c["arch"], c["base_arch"]) == (deep[0], base[0])
+    text = deeper_finding(c)
+    for w in words:
+        assert w in text, (w, text)
+
+
+def test_a_deeper_arch_on_other_data_is_compared_without_the_references_claim():
+    a, b = (arch_row(arch, v, 45, None, data="cifar100") for arch, v in (("resnet18", FIVE), ("resnet34", [70.0])))
+    (c,) = deeper_comparisons([a["row"], b["row"]], a["runs"] + b["runs"])
+    assert (c["reference_claim"], c["verdict"], c["data"]) == ("", "", "cifar100")
+    assert "reference" not in deeper_finding(c)
 
 
 @pytest.mark.plots

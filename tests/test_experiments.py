@@ -36,3 +36,15 @@ def test_the_reference_numbers_are_the_reports():
     rows = {(r["experiment"], r["arch"]): r["test_acc"] for r in reference_results()}
     assert rows[("rotation", "resnet18")] == 78.3 and rows[("full-from-random", "resnet18")] == 82.79
     assert rows[("full-from-rotation", "resnet50")] == 83.01 and len(rows) == 9
+
+
+def test_each_claim_of_the_reference_is_in_its_words():
+    """A row's claim ("worse than resnet18") is what the report's sentence on that experiment says, in its words."""
+    rows = reference_results()
+    claimed = [r for r in rows if r["claim"]]
+    assert {(r["experiment"], r["arch"]) for r in claimed} == {
+        (e, a) for e in ("rotation", "full-from-rotation") for a in ("resnet34", "resnet50")
+    }
+    for r in claimed:
+        said = " ".join(x["wording"] for x in rows if x["experiment"] == r["experiment"])
+        assert r["claim"].replace("resnet", "RESNET") in said, r

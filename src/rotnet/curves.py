@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import statistics
 
+from rotnet.experiments import reference_results
 from rotnet.markdown import markdown_table, spans
-from rotnet.stats import mean_interval
+from rotnet.stats import difference_interval, mean_interval
 
 # Adam's steps at lr <= 1e-7 are 1e-4 of the protocol's first ones: under the paper schedule (1e-3, x0.1 every 10
 # epochs) that is epoch 41 on, which the reference's 70-epoch ResNet34/50 runs spend 30 epochs in.
@@ -156,17 +157,89 @@ def tiny_lr_change(runs: list[dict]) -> tuple[int, float] | None:
     return (first, statistics.fmean(changes)) if changes else None
 
 
-def deeper_section(rows: list[dict], runs: list[dict]) -> list[str]:
-    """report.md's "Deeper models": for each experiment run with more than one arch on the same data, each arch's
-    accuracy at every schedule length in the group (the reference compares them at different ones), at its last
-    epoch, the change over its epochs at lr <= 1e-7, and the reference's number; then each deeper arch against the
-    shallowest, worded by the numbers."""
+def deeper_groups(rows: list[dict], runs: list[dict]) -> dict[tuple, tuple[list[dict], dict[str, list[dict]]]]:
+    """(experiment, data) -> the rows of the archs run for it on that data (more than one arch; the shallowest first,
+    as the table orders them) and each arch's finished runs."""
     finished = [r for r in runs if r["status"] == "finished"]
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         if row["n"]:
             groups.setdefault((row["experiment"], row["data"]), []).append(row)
-    groups = {k: v for k, v in groups.items() if len(v) > 1}
+
+    def runs_of(experiment: str, arch: str, data: str) -> list[dict]:
+        return [x for x in finished if (x["experiment"], x["arch"], x["data_label"]) == (experiment, arch, data)]
+
+    return {
+        (experiment, data): (group, {r["arch"]: runs_of(experiment, r["arch"], data) for r in group})
+        for (experiment, data), group in groups.items()
+        if len(group) > 1
+    }
+
+
+def deeper_comparisons(rows: list[dict], runs: list[dict]) -> list[dict]:
+    """Each deeper arch against the shallowest of its group (results.json's `deeper`): the difference at its last
+    epoch with a 95% interval over the seeds (`difference_interval`: with one seed on a side, the other's spread
+    stands in for it), the deeper arch at the shallowest's schedule length, and the reference report's claim (its
+    words, e.g. "worse than resnet18") against its own numbers and against these runs'."""
+    claims = {(r["experiment"], r["arch"]): r.get("claim", "") for r in reference_results()}
+    out = []
+    for (experiment, data), (group, theirs) in deeper_groups(rows, runs).items():
+        base = group[0]
+        for r in group[1:]:
+            diff = r["ours_mean"] - base["ours_mean"]
+            ci95, interval = difference_interval(list(base["by_seed"].values()), list(r["by_seed"].values()))
+            same = at_epoch(theirs[r["arch"]], int(base["epochs"])) if base["epochs"].isdigit() else None
+            claim = claims.get((experiment, r["arch"]), "") if r["reference"] is not None else ""
+            word, _, than = claim.partition(" than ")
+            sign = {"worse": -1, "better": 1}.get(word) if than == base["arch"] else None
+            refs = (r["reference"], base["reference"])
+            out.append(
+                {
+                    "experiment": experiment,
+                    "data": data,
+                    "arch": r["arch"],
+                    "base_arch": base["arch"],
+                    "mean": r["ours_mean"],
+                    "n": r["n"],
+                    "epochs": r["epochs"],
+                    "base_mean": base["ours_mean"],
+                    "base_std": base["ours_std"],
+                    "base_n": base["n"],
+                    "base_epochs": base["epochs"],
+                    "difference": diff,
+                    "ci95": ci95,
+                    "interval": interval,
+                    "at_base_epochs": same,
+                    "reference": r["reference"],
+                    "base_reference": base["reference"],
+                    "reference_claim": claim if sign else "",
+                    # do the reference's own numbers say what its words do?
+                    "claim_in_its_numbers": None if sign is None or None in refs else (refs[0] - refs[1]) * sign > 0,
+                    "verdict": verdict(sign, diff, ci95),
+                }
+            )
+    return out
+
+
+def verdict(sign: int | None, diff: float, ci95: list[float] | None) -> str:
+    """What these runs say of a claim that the deeper arch is worse (sign -1) or better (+1): "supported",
+    "contradicted" (its interval excludes 0 on one side), "not told apart" (contains 0), or without an interval
+    "same direction" / "other direction"; "" without a claim."""
+    if sign is None:
+        return ""
+    if ci95 is None:
+        return "same direction" if diff * sign > 0 else "other direction"
+    lo, hi = ci95
+    if lo <= 0 <= hi:
+        return "not told apart"
+    return "supported" if (lo > 0) == (sign > 0) else "contradicted"
+
+
+def deeper_section(rows: list[dict], runs: list[dict], comparisons: list[dict]) -> list[str]:
+    """report.md's "Deeper models": for each experiment run with more than one arch on the same data, each arch's
+    accuracy at every schedule length in the group (the reference compares them at different ones), at its last
+    epoch, the change over its epochs at lr <= 1e-7, and the reference's number; then `comparisons` worded."""
+    groups = deeper_groups(rows, runs)
     if not groups:
         return []
     lines = [
@@ -177,10 +250,7 @@ def deeper_section(rows: list[dict], runs: list[dict]) -> list[str]:
         "20-epoch ResNet18 transfer runs (45 for rotation) with 70-epoch ResNet34/50 ones.",
         "",
     ]
-    findings = []
-    for (experiment, data), group in groups.items():
-        theirs = {r["arch"]: [x for x in finished if (x["experiment"], x["arch"]) == (experiment, r["arch"])
-                              and x["data_label"] == r["data"]] for r in group}  # fmt: skip
+    for (experiment, data), (group, theirs) in groups.items():
         lengths = sorted({len(x["history"]) for xs in theirs.values() for x in xs})
         table = []
         for r in group:
@@ -194,33 +264,43 @@ def deeper_section(rows: list[dict], runs: list[dict]) -> list[str]:
             )
         header = ["arch", "reference (epochs)", *(f"epoch {e}" for e in lengths), "last epoch (epochs, n)"]
         lines += [f"### {experiment} ({data})", "", *markdown_table(header + ["change at lr <= 1e-7"], table), ""]
-        findings += deeper_findings(experiment, group, theirs, lengths)
-    return [*lines, *(f"- {f}" for f in findings), ""]
+    return [*lines, *(f"- {deeper_finding(c)}" for c in comparisons), ""]
 
 
-def deeper_findings(experiment: str, group: list[dict], theirs: dict[str, list[dict]], lengths: list[int]) -> list[str]:
-    """Each deeper arch against the first (shallowest) of the group: at its last epoch and at the shallowest's
-    schedule length, with the shallowest's seed spread as the yardstick and the number of seeds said."""
-    base, out = group[0], []
-    base_std = f" ± {base['ours_std']:.2f}" if base["ours_std"] is not None else ""
-    for r in group[1:]:
-        diff = r["ours_mean"] - base["ours_mean"]
-        text = (
-            f"{experiment}: {r['arch']} {r['ours_mean']:.2f} at its last epoch ({r['epochs']}) is "
-            f"{'above' if diff > 0 else 'below'} {base['arch']}'s {base['ours_mean']:.2f}{base_std} "
-            f"(n={base['n']}, {base['epochs']} epochs) by {abs(diff):.2f}"
-        )
-        same = at_epoch(theirs[r["arch"]], int(base["epochs"])) if base["epochs"].isdigit() else None
-        if same is not None:
-            text += f"; at {base['epochs']} epochs, {same:.2f} ({same - base['ours_mean']:+.2f})"
-        if base["ours_std"]:
-            text += f"; the difference is {abs(diff) / base['ours_std']:.1f} times {base['arch']}'s seed std"
-        if r["reference"] is not None and base["reference"] is not None:
-            said = "worse" if r["reference"] < base["reference"] else "better"
-            text += f". The reference report: {r['reference']:.2f} vs {base['reference']:.2f}, {said}"
-            agree = (diff < 0) == (said == "worse")
-            text += f"; these runs {'agree' if agree else 'disagree'}"
-        if r["n"] < 2:
-            text += f" ({r['arch']} stands on one seed: no interval)"
-        out.append(text + ".")
-    return out
+VERDICTS = {
+    "supported": "these runs support it (the interval lies on its side of 0)",
+    "contradicted": "these runs contradict it (the interval lies on the other side of 0)",
+    "not told apart": "these runs cannot tell (the interval contains 0)",
+    "same direction": "these runs point its way, with no interval",
+    "other direction": "these runs point the other way, with no interval",
+}
+
+
+def deeper_finding(c: dict) -> str:
+    """One deeper arch against the shallowest, worded from `deeper_comparisons`' numbers."""
+    base_std = f" ± {c['base_std']:.2f}" if c["base_std"] is not None else ""
+    text = (
+        f"{c['experiment']}: {c['arch']} {c['mean']:.2f} at its last epoch ({c['epochs']}) against {c['base_arch']}'s "
+        f"{c['base_mean']:.2f}{base_std} (n={c['base_n']}, {c['base_epochs']} epochs): {c['difference']:+.2f}"
+    )
+    if c["ci95"] is not None:
+        lo, hi = c["ci95"]
+        text += f", 95% interval [{lo:+.2f}, {hi:+.2f}]"
+        if c["interval"] == "one seed":
+            one = c["arch"] if c["n"] == 1 else c["base_arch"]
+            other = c["base_arch"] if one == c["arch"] else c["arch"]
+            text += f" ({one} stands on one seed: {other}'s seed spread stands in for its own)"
+    else:
+        text += " (one seed each: no interval)"
+    if c["at_base_epochs"] is not None:
+        same = c["at_base_epochs"]
+        text += f"; at {c['base_epochs']} epochs, {same:.2f} ({same - c['base_mean']:+.2f})"
+    if c["reference_claim"]:
+        text += f". The reference report says {c['arch']} is {c['reference_claim']}"
+        if c["claim_in_its_numbers"] is not None:
+            ours = f"{c['reference']:.2f} vs {c['base_reference']:.2f}"
+            text += f" (its numbers, {ours}, {'say so' if c['claim_in_its_numbers'] else 'say the opposite'})"
+        text += f"; {VERDICTS[c['verdict']]}"
+    elif c["reference"] is not None and c["base_reference"] is not None:
+        text += f". The reference report's numbers: {c['reference']:.2f} vs {c['base_reference']:.2f}"
+    return text + "."

@@ -45,7 +45,8 @@ def refuse_contradictions(experiment: str, cfg: RunConfig) -> RunConfig:
 
 
 def reference_results() -> list[dict]:
-    """The reference report's numbers, one row per (experiment, arch), with the report's wording."""
+    """The reference report's numbers, one row per (experiment, arch), with its wording and, for the deeper archs, its
+    claim about them ("worse than resnet18")."""
     with resources.files("rotnet").joinpath("reference_results.csv").open() as f:
         return [{**row, "epochs": int(row["epochs"]), "test_acc": float(row["test_acc"])} for row in csv.DictReader(f)]
 

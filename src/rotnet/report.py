@@ -15,7 +15,7 @@ from typing import Any
 
 from rotnet import plots
 from rotnet.config import dataset_slug, with_defaults
-from rotnet.curves import accuracy_curve, deeper_section, gain_by_epoch_section
+from rotnet.curves import accuracy_curve, deeper_comparisons, deeper_section, gain_by_epoch_section
 from rotnet.errors import RotnetError
 from rotnet.experiments import EXPERIMENTS, reference_results
 from rotnet.files import atomic_write_text, refuse_links
@@ -325,6 +325,7 @@ def write_report(root: Path, preset: str | None = None) -> Path:
 
     caveat = preset_caveat(preset)
     results = {"preset": preset, "caveat": caveat, "rows": rows, "runs": [run_summary(r) for r in runs]}
+    results["deeper"] = deeper_comparisons(rows, runs)
     results["reproduce"], results["compute"] = repro, compute(everything)
     atomic_write_text(root / "results.json", json.dumps(results, indent=2, default=str) + "\n")
     buf = io.StringIO()
@@ -365,7 +366,7 @@ def write_report(root: Path, preset: str | None = None) -> Path:
         lines += ["![pretraining gain](plots/pretraining_gain.png)", ""]
     lrs, steps = transfer_schedule(runs)
     lines += gain_by_epoch_section(rows, lrs, steps, "gain_by_epoch.png")
-    lines += deeper_section(rows, runs)
+    lines += deeper_section(rows, runs, results["deeper"])
     if has_confusion:
         lines += [
             "## Confusion matrices (first seed; rows normalized to 1)",
