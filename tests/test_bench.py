@@ -10,17 +10,47 @@ def test_bench_smoke(tmp_path, fake_root, capsys):
 
     out = tmp_path / "bench.json"
     args = ["bench", "--device", "cpu", "--steps", "1", "--warmup", "0", "--batch-size", "8", "--out", str(out)]
-    assert main([*args, "--data-root", str(fake_root)]) == 0
+    assert main([*args, "--data-root", str(fake_root), "--archs", "resnet18,resnet34"]) == 0
     result = json.loads(out.read_text())
     assert set(result["tasks"]) == {"rotation", "layer4"} and result["batch_size"] == 8
+    # each arch's rotation step, measured in the same run, and its ratio to the first's
+    first, deeper = result["archs"]
+    assert (first["arch"], deeper["arch"], first["b_vs_first"]) == ("resnet18", "resnet34", 1.0)
+    assert deeper["b_vs_first"] == deeper["b_rotnet"] / first["b_rotnet"] and deeper["a_model_only"] > 0
     for r in result["tasks"].values():  # every figure measured, every ratio the ratio of the figures it names
         assert all(r[k] > 0 for k in ("a_model_only", "b_rotnet", "c_plain_workers0", "c_plain_workers2", "eval"))
         assert r["b/a"] == r["b_rotnet"] / r["a_model_only"] and r["b/c0"] == r["b_rotnet"] / r["c_plain_workers0"]
     printed = capsys.readouterr().out
     assert f"| rotation | {result['tasks']['rotation']['a_model_only']:.0f} |" in printed
+    assert (
+        f"| resnet34 | {deeper['a_model_only']:.0f} | {deeper['b_rotnet']:.0f} | {deeper['b_vs_first']:.2f}x |"
+        in printed
+    )
     # A second bench never replaces the first's figures, and says so before it measures anything.
     capsys.readouterr()
     assert main([*args, "--data-root", str(fake_root)]) == 2
     assert "bench.json exists" in capsys.readouterr().err and json.loads(out.read_text()) == result
     assert main([*args[:-1], str(tmp_path / "missing" / "b.json"), "--data-root", str(fake_root)]) == 2
     assert "folder not found" in capsys.readouterr().err
+    for archs, said in (("resnet19", "unknown arch 'resnet19'"), (",", "the list of archs is empty")):
+        assert main([*args[:-1], str(tmp_path / "c.json"), "--archs", archs]) == 2
+        assert said in capsys.readouterr().err and not (tmp_path / "c.json").exists()
+
+
+def test_the_deeper_models_speeds_in_the_docs_are_the_committed_benchs():
+    """docs/performance.md's ResNet18/34/50 figures are bench-archs-cpu.json's (b) rotnet img/s and ratios."""
+    import re
+    from pathlib import Path
+
+    docs = Path(__file__).parent.parent / "docs"
+    archs = json.loads((docs / "results/bench-archs-cpu.json").read_text())["archs"]
+    said = re.search(r"ResNet18 (\d+)\s+img/s, ResNet34 (\d+) \(([\d.]+)x\), ResNet50 (\d+) \(([\d.]+)x\)",
+                     (docs / "performance.md").read_text())  # fmt: skip
+    r18, r34, r50 = archs
+    assert said and said.groups() == (
+        f"{r18['b_rotnet']:.0f}",
+        f"{r34['b_rotnet']:.0f}",
+        f"{r34['b_vs_first']:.2f}",
+        f"{r50['b_rotnet']:.0f}",
+        f"{r50['b_vs_first']:.2f}",
+    )

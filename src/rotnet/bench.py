@@ -172,7 +172,10 @@ def run_bench(
     sweep: bool,
     data_root: Path | None,
     out: Path,
+    archs: tuple[str, ...] = ("resnet18",),
 ) -> dict:
+    """The main table for archs[0]; with more archs, each one's rotation step (model only and rotnet's pipeline) and
+    its ratio to the first's, measured in the same run (how much longer a deeper model's epochs take here)."""
     images, labels, source = load_images(data_root)
     results: dict = {
         "device": str(device),
@@ -181,11 +184,14 @@ def run_bench(
         "data": source,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "arch": archs[0],
         "tasks": {},
         "options": [],
+        "archs": [],
     }
+    speed = {"batch_size": batch_size, "precision": precision, "channels_last": channels_last, "compile": compile}
     for name, base in TASKS.items():
-        cfg = replace(base, batch_size=batch_size, precision=precision, channels_last=channels_last, compile=compile)
+        cfg = replace(base, arch=archs[0], **speed)
         r = {
             "a_model_only": bench_model_only(cfg, device, steps, warmup),
             "b_rotnet": bench_rotnet(cfg, device, images, labels, steps, warmup),
@@ -204,10 +210,19 @@ def run_bench(
         options = [("fp32", False, False), ("fp32", True, False), ("bf16", False, False), ("bf16", True, False)]
         options += [("fp32", True, True)]  # torch.compile last: it spends a minute or more compiling first
         for prec, cl, comp in options:
-            cfg = replace(TASKS["rotation"], batch_size=batch_size, precision=prec, channels_last=cl, compile=comp)
+            cfg = replace(TASKS["rotation"], arch=archs[0], batch_size=batch_size, precision=prec, channels_last=cl)
+            cfg = replace(cfg, compile=comp)
             ips = bench_rotnet(cfg, device, images, labels, steps, warmup)
             results["options"].append({"precision": prec, "channels_last": cl, "compile": comp, "b_rotnet": ips})
             print(f"option precision={prec} channels_last={cl} compile={comp}: {ips:.0f} img/s", flush=True)
+    for arch in archs if len(archs) > 1 else ():
+        cfg = replace(TASKS["rotation"], arch=arch, **speed)
+        r = {"arch": arch, "a_model_only": bench_model_only(cfg, device, steps, warmup)}
+        r["b_rotnet"] = bench_rotnet(cfg, device, images, labels, steps, warmup)
+        first = results["archs"][0] if results["archs"] else r
+        r["b_vs_first"] = r["b_rotnet"] / first["b_rotnet"]
+        results["archs"].append(r)
+        print(f"arch {arch}: rotation {r['a_model_only']:.0f} / {r['b_rotnet']:.0f} img/s", flush=True)
     atomic_write_text(out, json.dumps(results, indent=2) + "\n")
     print(table(results))
     return results
@@ -215,8 +230,8 @@ def run_bench(
 
 def table(results: dict) -> str:
     lines = [
-        f"training images/s, batch {results['batch_size']}, {results['device']}, {results['threads']} threads, "
-        f"{results['data']} data",
+        f"training images/s, {results['arch']}, batch {results['batch_size']}, {results['device']}, "
+        f"{results['threads']} threads, {results['data']} data",
         "",
         "| task | (a) model only | (b) rotnet | (c) plain, 0 workers | (c) plain, 2 workers | b/a | b/c0 | b/c2 "
         "| eval img/s |",
@@ -233,5 +248,12 @@ def table(results: dict) -> str:
         lines += [
             f"| {o['precision']} | {o['channels_last']} | {o['compile']} | {o['b_rotnet']:.0f} |"
             for o in results["options"]
+        ]
+    if results["archs"]:
+        first = results["archs"][0]["arch"]
+        lines += ["", f"| arch | (a) rotation, model only | (b) rotation, rotnet | b vs {first} |", "|---|---|---|---|"]
+        lines += [
+            f"| {r['arch']} | {r['a_model_only']:.0f} | {r['b_rotnet']:.0f} | {r['b_vs_first']:.2f}x |"
+            for r in results["archs"]
         ]
     return "\n".join(lines)

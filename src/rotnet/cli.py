@@ -135,10 +135,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from rotnet.bench import run_bench
+    from rotnet.config import ARCHS
     from rotnet.runtime import resolve_device
 
     if args.steps <= 0 or args.batch_size <= 0 or args.warmup < 0:
         raise RotnetError("--steps and --batch-size must be positive, --warmup zero or more")
+    archs = tuple(dict.fromkeys(parse_list(args.archs, ARCHS, "arch")))
     if args.out.exists():  # checked before minutes of measuring, not after
         raise RotnetError(f"{args.out} exists; name a new file with --out (a bench never replaces earlier figures)")
     if not args.out.parent.is_dir():
@@ -154,6 +156,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         sweep=args.sweep,
         data_root=args.data_root,
         out=args.out,
+        archs=archs,
     )
     return 0
 

@@ -319,6 +319,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", help="torch.compile the model in the main table")
     p.add_argument("--sweep", action="store_true", help="also measure each speed option for rotation pretraining")
     p.add_argument(
+        "--archs",
+        default="resnet18",
+        help="comma-separated; the main table is the first's; several add each one's rotation step and its ratio to "
+        "the first's, e.g. resnet18,resnet34,resnet50",
+    )
+    p.add_argument(
         "--data-root", type=Path, default=None, help="CIFAR-10's folder (default: $ROTNET_DATA, else ./data)"
     )
     p.add_argument("--out", type=Path, default=Path("bench.json"), help="a new JSON file for the figures")
