@@ -210,8 +210,8 @@ def run_bench(
         options = [("fp32", False, False), ("fp32", True, False), ("bf16", False, False), ("bf16", True, False)]
         options += [("fp32", True, True)]  # torch.compile last: it spends a minute or more compiling first
         for prec, cl, comp in options:
-            cfg = replace(TASKS["rotation"], arch=archs[0], batch_size=batch_size, precision=prec, channels_last=cl)
-            cfg = replace(cfg, compile=comp)
+            cfg = replace(TASKS["rotation"], arch=archs[0], batch_size=batch_size)
+            cfg = replace(cfg, precision=prec, channels_last=cl, compile=comp)
             ips = bench_rotnet(cfg, device, images, labels, steps, warmup)
             results["options"].append({"precision": prec, "channels_last": cl, "compile": comp, "b_rotnet": ips})
             print(f"option precision={prec} channels_last={cl} compile={comp}: {ips:.0f} img/s", flush=True)
