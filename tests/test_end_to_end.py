@@ -89,6 +89,26 @@ def test_the_readmes_results_tables_are_the_committed_reports_numbers(heading, f
             assert shown["pretraining gain, 95% interval"] == f"{row['gain']:+.2f} [{lo:+.2f}, {hi:+.2f}]"
 
 
+def test_every_figure_in_the_readmes_paper_findings_is_one_the_report_computed():
+    """The findings under the paper table are written by hand; each number of two decimals in that section (a mean, a
+    gain, an interval's end, a gain at some epoch, a deeper model's difference) must be one results.json holds, so
+    that a remade report cannot leave the prose behind it."""
+    section = README.read_text().split("\n### The paper protocol on this machine's CPU (2 cores, fp32)\n", 1)[1]
+    section = section.split("\n### ", 1)[0]
+    results = read_results(RESULTS / "paper-cpu/results.json")
+    figures: set[str] = set()
+
+    def walk(x) -> None:
+        if isinstance(x, int | float) and not isinstance(x, bool):
+            figures.add(f"{abs(x):.2f}")
+        for v in x.values() if isinstance(x, dict) else x if isinstance(x, list) else ():
+            walk(v)
+
+    walk([results["rows"], results.get("deeper", [])])
+    said = re.findall(r"(?<![\d.])\d+\.\d\d(?!\d)", section)
+    assert len(said) > 20 and [x for x in said if x not in figures] == []
+
+
 WITH_RECORDS = ("cross-dataset-cpu", "paper-cpu")  # the committed results whose run records are committed beside them
 
 
