@@ -118,3 +118,84 @@ def test_bars_without_seed_report_values_have_no_seed_report_legend(monkeypatch)
     plots.plot_bars([row | {"experiment": "rotation"}, row | {"experiment": "full-from-random"}], Path("unused.png"))
     labels = [t.get_text() for t in kept[0].legends[0].get_texts()]
     assert labels == ["rotnet"]
+
+
+def seeded_runs() -> list[dict]:
+    """Five seeds of two ResNet18 rows and one seed of a ResNet34 row, as a five-seed paper report has them."""
+    out = []
+    for arch, experiment, seeds in (
+        ("resnet18", "rotation", range(5)),
+        ("resnet18", "full-from-random", range(5)),
+        ("resnet34", "rotation", [0]),
+    ):
+        for seed in seeds:
+            history = [
+                {
+                    "epoch": e,
+                    "lr": 1e-3 if e <= 2 else 1e-4,
+                    "train_loss": 2.0 - e / 10 + seed / 100,
+                    "test_acc": 40.0 + 10 * e + seed,
+                }
+                for e in (1, 2, 3)
+            ]
+            out.append({"arch": arch, "experiment": experiment, "seed": seed, "data": "cifar10", "history": history})
+    return out
+
+
+def test_curves_of_many_seeds_give_each_row_one_colour_one_legend_entry_and_a_bold_mean(monkeypatch):
+    """Issue 32's rehearsal: five seeds of five rows and the ResNet34/50 runs drew 29 runs in a cycling palette,
+    colours reused across rows and a 29-entry legend."""
+    from rotnet import plots
+
+    kept = captured_figure(monkeypatch)
+    runs = seeded_runs()
+    plots.plot_curves(runs, Path("unused.png"))
+    rot, cls, loss = kept[0].axes[:3]
+    labels = [t.get_text() for t in kept[0].legends[0].get_texts()]
+    assert labels == [
+        "resnet18 rotation (5 seeds: each thin, mean bold)",
+        "resnet18 full-from-random (5 seeds: each thin, mean bold)",
+        "resnet34 rotation s0",
+    ]
+    colours = [{line.get_color() for line in ax.lines} for ax in (rot, cls)]
+    assert len(colours[0]) == 2 and len(colours[1]) == 1 and not colours[0] & colours[1]
+    bold = [line for line in rot.lines if line.get_marker() == "."]
+    assert len(bold) == 2  # the ResNet18 mean and the one ResNet34 run
+    assert list(bold[0].get_ydata()) == pytest.approx([52.0, 62.0, 72.0])  # 40 + 10 e + mean seed (2)
+
+
+def test_confusions_of_several_archs_are_a_row_each_not_one_long_strip(monkeypatch):
+    from rotnet import plots
+
+    kept = captured_figure(monkeypatch)
+    rotation = {"task": "rotation", "confusion": [[1, 0, 0, 0]] * 4, "class_names": ["0", "90", "180", "270"]}
+    classes = {"task": "classification", "confusion": [[1, 0], [0, 1]], "class_names": ["a", "b"]}
+    runs = [
+        {
+            "arch": arch,
+            "experiment": e,
+            "seed": 0,
+            "data": "cifar10",
+            "status": "finished",
+            "result": (rotation if e == "rotation" else classes) | {"test_acc": 50.0},
+        }
+        for arch, experiments in (
+            (
+                "resnet18",
+                ["rotation", "layer4-from-rotation", "layer4-from-random", "full-from-rotation", "full-from-random"],
+            ),
+            ("resnet34", ["rotation", "full-from-rotation"]),
+            ("resnet50", ["rotation", "full-from-rotation"]),
+        )
+        for e in experiments
+    ]
+    assert plots.plot_confusions(runs, Path("unused.png"))
+    panels = [ax for ax in kept[0].axes if ax.get_visible() and ax.get_label() != "<colorbar>"]
+    assert len(panels) == 9
+    assert kept[0].get_size_inches()[0] <= 4.6 * 5 + 0.01  # as wide as ResNet18's five panels
+    rows = {round(ax.get_position().y0, 3) for ax in panels}
+    assert len(rows) == 3
+    kept.clear()  # the variant: one arch on two datasets, a row each, and each title says which
+    plots.plot_confusions([r | {"data": d} for r in runs[:2] for d in ("cifar10", "stl10")], Path("unused.png"))
+    titles = sorted(ax.get_title() for ax in kept[0].axes if ax.get_visible() and ax.get_title())
+    assert titles[0].startswith("resnet18 layer4-from-rotation (cifar10)") and len(titles) == 4

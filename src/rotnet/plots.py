@@ -44,29 +44,50 @@ def label(r: dict, many_seeds: bool, many_data: bool = False) -> str:
 
 
 def run_styles(n: int) -> list[dict]:
-    """A colour per run, the same on every axis, and no two runs alike: past the palette's length, the line style
-    changes instead."""
+    """n styles, no two alike: a colour each, and past the palette's length the line style changes instead."""
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     dashes = ["-", "--", "-.", ":"]
     return [{"color": colors[i % len(colors)], "linestyle": dashes[i // len(colors) % len(dashes)]} for i in range(n)]
 
 
+def rows_of(runs: list[dict]) -> list[list[dict]]:
+    """Runs grouped by table row (arch, experiment, data), in the order the rows first appear."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in runs:
+        groups.setdefault((r["arch"], r["experiment"], r.get("data")), []).append(r)
+    return list(groups.values())
+
+
+def mean_curve(runs: list[dict], key: str) -> tuple[list[int], list[float]]:
+    """The mean over runs of `key` at each epoch that every one of them recorded it."""
+    per_run = [{h["epoch"]: h[key] for h in r["history"] if key in h} for r in runs]
+    epochs = sorted(set.intersection(*(set(p) for p in per_run)))
+    return epochs, [sum(p[e] for p in per_run) / len(per_run) for e in epochs]
+
+
 def plot_curves(runs: list[dict], path: Path) -> None:
     """Test accuracy of rotation (4-way) and classification runs on their own axes, and the training loss; dotted
-    lines where the learning rate stepped down. One colour per run on all three, one legend under them; whole
-    epochs on the x axis, and accuracy on 0-100 when the values span too little for a zoomed axis to mean much
-    (runs of one or two epochs)."""
+    lines where the learning rate stepped down. One colour per table row on all three, one legend under them: a
+    row of several seeds draws each seed thin and their mean bold, so five seeds of ten rows stay ten legend
+    entries. Whole epochs on the x axis, and accuracy on 0-100 when the values span too little for a zoomed axis
+    to mean much (runs of one or two epochs)."""
     runs = [r for r in runs if r["history"]]
-    many = len({r["seed"] for r in runs}) > 1
     many_data = len({r.get("data") for r in runs}) > 1
     fig, (rot, cls, loss) = plt.subplots(1, 3, figsize=(16, 4.5))
-    for r, style in zip(runs, run_styles(len(runs)), strict=True):
-        ax = rot if r["experiment"] == "rotation" else cls
-        tested = [h for h in r["history"] if "test_acc" in h]
-        ax.plot([h["epoch"] for h in tested], [h["test_acc"] for h in tested], marker=".", **style)
-        epochs = [h["epoch"] for h in r["history"]]
-        loss.plot(epochs, [h["train_loss"] for h in r["history"]], marker=".", label=label(r, many, many_data), **style)
-        for x in lr_steps(r["history"]):
+    rows = rows_of(runs)
+    for row, style in zip(rows, run_styles(len(rows)), strict=True):
+        ax = rot if row[0]["experiment"] == "rotation" else cls
+        name = label(row[0], False, many_data)
+        if len(row) > 1:
+            name += f" ({len(row)} seeds: each thin, mean bold)"
+            for r in row:
+                ax.plot(*mean_curve([r], "test_acc"), linewidth=0.7, alpha=0.5, **style)
+                loss.plot(*mean_curve([r], "train_loss"), linewidth=0.7, alpha=0.5, **style)
+        elif len({r["seed"] for r in runs}) > 1:
+            name += f" s{row[0]['seed']}"
+        ax.plot(*mean_curve(row, "test_acc"), marker=".", **style)
+        loss.plot(*mean_curve(row, "train_loss"), marker=".", label=name, **style)
+        for x in sorted({x for r in row for x in lr_steps(r["history"])}):
             ax.axvline(x, color=style["color"], linestyle=":", alpha=0.6)
     rot.set(xlabel="epoch", ylabel="test accuracy (%)", title="Rotation (4-way; chance 25%)")
     cls.set(xlabel="epoch", ylabel="test accuracy (%)", title="Classification (chance 1/classes)")
@@ -215,28 +236,41 @@ def signed(x: float | None) -> str:
 
 def plot_confusions(runs: list[dict], path: Path) -> bool:
     """Row-normalized confusion matrices (each true class sums to 1) of the first seed's finished runs: the 4x4
-    rotation matrix (true rotation vs predicted) and the classification ones."""
+    rotation matrix (true rotation vs predicted) and the classification ones, a row of panels per arch and data
+    (a report with ResNet34/50 beside ResNet18 stays as wide as one arch's runs)."""
     runs = [r for r in runs if r["status"] == "finished" and r["result"].get("confusion")]
     runs = [r for r in runs if r["seed"] == min(x["seed"] for x in runs)] if runs else []
     if not runs:
         return False
-    fig, axes = plt.subplots(1, len(runs), figsize=(4.6 * len(runs), 4.2), squeeze=False)
-    for ax, r in zip(axes[0], runs, strict=True):
-        m = r["result"]["confusion"]
-        names = r["result"]["class_names"]
-        names = [f"{n}°" for n in names] if r["result"].get("task") == "rotation" else names
-        rowsum = [max(sum(row), 1) for row in m]
-        im = ax.imshow([[v / s for v in row] for row, s in zip(m, rowsum, strict=True)], cmap="Blues", vmin=0, vmax=1)
-        small = 6 if len(names) > 10 else 8
-        ax.set_xticks(range(len(names)), names if len(names) <= 20 else [], rotation=90, fontsize=small)
-        ax.set_yticks(range(len(names)), names if len(names) <= 20 else [], fontsize=small)
-        ax.set(
-            xlabel="predicted",
-            ylabel="true" if ax is axes[0][0] else "",
-            title=f"{r['arch']} {r['experiment']}\n{r['result']['test_acc']:.1f}%",
-        )
-        ax.title.set_fontsize(8)
-    fig.colorbar(im, ax=list(axes[0]), fraction=0.02, pad=0.02, label="fraction of the true class (rows sum to 1)")
+    by_arch: dict[tuple, list[dict]] = {}
+    for r in runs:
+        by_arch.setdefault((r["arch"], r.get("data")), []).append(r)
+    width = max(map(len, by_arch.values()))
+    many_data = len({data for _, data in by_arch}) > 1
+    fig, axes = plt.subplots(
+        len(by_arch), width, figsize=(4.6 * width, 4.2 * len(by_arch)), squeeze=False, layout="constrained"
+    )  # constrained: a row's titles clear the tick labels of the row above
+    for panels, line in zip(axes, by_arch.values(), strict=True):
+        for ax in panels[len(line) :]:
+            ax.set_visible(False)
+        for ax, r in zip(panels, line, strict=False):
+            m = r["result"]["confusion"]
+            names = r["result"]["class_names"]
+            names = [f"{n}°" for n in names] if r["result"].get("task") == "rotation" else names
+            rowsum = [max(sum(row), 1) for row in m]
+            normed = [[v / s for v in row] for row, s in zip(m, rowsum, strict=True)]
+            im = ax.imshow(normed, cmap="Blues", vmin=0, vmax=1)
+            small = 6 if len(names) > 10 else 8
+            ax.set_xticks(range(len(names)), names if len(names) <= 20 else [], rotation=90, fontsize=small)
+            ax.set_yticks(range(len(names)), names if len(names) <= 20 else [], fontsize=small)
+            ax.set(
+                xlabel="predicted",
+                ylabel="true" if ax is panels[0] else "",
+                title=f"{label(r, False, many_data)}\n{r['result']['test_acc']:.1f}%",
+            )
+            ax.title.set_fontsize(8)
+    shown = [ax for ax in axes.flat if ax.get_visible()]
+    fig.colorbar(im, ax=shown, fraction=0.02, pad=0.02, label="fraction of the true class (rows sum to 1)")
     savefig(fig, path)
     return True
 
