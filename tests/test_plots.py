@@ -88,7 +88,8 @@ def one_epoch_runs() -> list[dict]:
     for data in ("cifar10", "photos@200pc"):
         for i, experiment in enumerate(("rotation", "layer4-from-rotation", "layer4-from-random")):
             history = [{"epoch": 1, "lr": 0.001, "train_loss": 2.0 + i / 10, "test_acc": 25.0 + i}]
-            out.append({"arch": "resnet18", "experiment": experiment, "seed": 0, "data": data, "history": history})
+            run = {"arch": "resnet18", "experiment": experiment, "seed": 0, "data": data, "status": "finished"}
+            out.append(run | {"history": history})
     return out
 
 
@@ -138,7 +139,8 @@ def seeded_runs() -> list[dict]:
                 }
                 for e in (1, 2, 3)
             ]
-            out.append({"arch": arch, "experiment": experiment, "seed": seed, "data": "cifar10", "history": history})
+            run = {"arch": arch, "experiment": experiment, "seed": seed, "data": "cifar10", "status": "finished"}
+            out.append(run | {"history": history})
     return out
 
 
@@ -162,6 +164,15 @@ def test_curves_of_many_seeds_give_each_row_one_colour_one_legend_entry_and_a_bo
     bold = [line for line in rot.lines if line.get_marker() == "."]
     assert len(bold) == 2  # the ResNet18 mean and the one ResNet34 run
     assert list(bold[0].get_ydata()) == pytest.approx([52.0, 62.0, 72.0])  # 40 + 10 e + mean seed (2)
+    # the variant: a sixth seed still training (one epoch of three) neither cuts the mean short nor moves it
+    kept.clear()
+    training = runs[0] | {"seed": 5, "status": "partial", "history": runs[0]["history"][:1]}
+    plots.plot_curves([training, *runs], Path("unused.png"))
+    rot = kept[0].axes[0]
+    bold = [line for line in rot.lines if line.get_marker() == "."]
+    assert list(bold[0].get_ydata()) == pytest.approx([52.0, 62.0, 72.0])
+    labels = [t.get_text() for t in kept[0].legends[0].get_texts()]
+    assert labels[0] == "resnet18 rotation (6 seeds: each thin, mean of the 5 finished bold)"
 
 
 def test_confusions_of_several_archs_are_a_row_each_not_one_long_strip(monkeypatch):

@@ -78,15 +78,18 @@ def plot_curves(runs: list[dict], path: Path) -> None:
     for row, style in zip(rows, run_styles(len(rows)), strict=True):
         ax = rot if row[0]["experiment"] == "rotation" else cls
         name = label(row[0], False, many_data)
+        finished = [r for r in row if r["status"] == "finished"]
+        mean_of = finished or row  # a seed still training would cut the mean short at its last epoch
         if len(row) > 1:
-            name += f" ({len(row)} seeds: each thin, mean bold)"
+            of = "" if len(mean_of) == len(row) else f" of the {len(finished)} finished"
+            name += f" ({len(row)} seeds: each thin, mean{of} bold)"
             for r in row:
                 ax.plot(*mean_curve([r], "test_acc"), linewidth=0.7, alpha=0.5, **style)
                 loss.plot(*mean_curve([r], "train_loss"), linewidth=0.7, alpha=0.5, **style)
         elif len({r["seed"] for r in runs}) > 1:
             name += f" s{row[0]['seed']}"
-        ax.plot(*mean_curve(row, "test_acc"), marker=".", **style)
-        loss.plot(*mean_curve(row, "train_loss"), marker=".", label=name, **style)
+        ax.plot(*mean_curve(mean_of, "test_acc"), marker=".", **style)
+        loss.plot(*mean_curve(mean_of, "train_loss"), marker=".", label=name, **style)
         for x in sorted({x for r in row for x in lr_steps(r["history"])}):
             ax.axvline(x, color=style["color"], linestyle=":", alpha=0.6)
     rot.set(xlabel="epoch", ylabel="test accuracy (%)", title="Rotation (4-way; chance 25%)")
@@ -250,10 +253,10 @@ def plot_confusions(runs: list[dict], path: Path) -> bool:
     fig, axes = plt.subplots(
         len(by_arch), width, figsize=(4.6 * width, 4.2 * len(by_arch)), squeeze=False, layout="constrained"
     )  # constrained: a row's titles clear the tick labels of the row above
-    for panels, line in zip(axes, by_arch.values(), strict=True):
-        for ax in panels[len(line) :]:
+    for panels, arch_runs in zip(axes, by_arch.values(), strict=True):
+        for ax in panels[len(arch_runs) :]:
             ax.set_visible(False)
-        for ax, r in zip(panels, line, strict=False):
+        for ax, r in zip(panels, arch_runs, strict=False):
             m = r["result"]["confusion"]
             names = r["result"]["class_names"]
             names = [f"{n}°" for n in names] if r["result"].get("task") == "rotation" else names
