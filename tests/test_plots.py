@@ -173,6 +173,11 @@ def test_curves_of_many_seeds_give_each_row_one_colour_one_legend_entry_and_a_bo
     assert list(bold[0].get_ydata()) == pytest.approx([52.0, 62.0, 72.0])
     labels = [t.get_text() for t in kept[0].legends[0].get_texts()]
     assert labels[0] == "resnet18 rotation (6 seeds: each thin, mean of the 5 finished bold)"
+    kept.clear()
+    plots.plot_curves([training, runs[0]], Path("unused.png"))
+    assert (
+        kept[0].legends[0].get_texts()[0].get_text() == "resnet18 rotation (2 seeds: each thin, the finished one bold)"
+    )
 
 
 def test_confusions_of_several_archs_are_a_row_each_not_one_long_strip(monkeypatch):

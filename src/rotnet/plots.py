@@ -81,8 +81,8 @@ def plot_curves(runs: list[dict], path: Path) -> None:
         finished = [r for r in row if r["status"] == "finished"]
         mean_of = finished or row  # a seed still training would cut the mean short at its last epoch
         if len(row) > 1:
-            of = "" if len(mean_of) == len(row) else f" of the {len(finished)} finished"
-            name += f" ({len(row)} seeds: each thin, mean{of} bold)"
+            bold = {len(row): "mean", 1: "the finished one"}.get(len(mean_of), f"mean of the {len(mean_of)} finished")
+            name += f" ({len(row)} seeds: each thin, {bold} bold)"
             for r in row:
                 ax.plot(*mean_curve([r], "test_acc"), linewidth=0.7, alpha=0.5, **style)
                 loss.plot(*mean_curve([r], "train_loss"), linewidth=0.7, alpha=0.5, **style)
