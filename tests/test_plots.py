@@ -215,3 +215,18 @@ def test_confusions_of_several_archs_are_a_row_each_not_one_long_strip(monkeypat
     plots.plot_confusions([r | {"data": d} for r in runs[:2] for d in ("cifar10", "stl10")], Path("unused.png"))
     titles = sorted(ax.get_title() for ax in kept[0].axes if ax.get_visible() and ax.get_title())
     assert titles[0].startswith("resnet18 layer4-from-rotation (cifar10)") and len(titles) == 4
+
+
+@pytest.mark.parametrize("plot, axis", [("plot_curves", 2), ("plot_knn", 0)])
+def test_every_curve_plot_draws_a_row_per_colour_and_legend_entry(monkeypatch, plot, axis):
+    """The class of the curves fix: each figure that draws a line per epoch (learning curves, kNN accuracy) groups
+    seeds by table row."""
+    from rotnet import plots
+
+    kept = captured_figure(monkeypatch)
+    runs = [r | {"history": [h | {"knn_acc": h["test_acc"] / 2} for h in r["history"]]} for r in seeded_runs()]
+    getattr(plots, plot)(runs, Path("unused.png"))
+    fig = kept[0]
+    legend = fig.legends[0] if fig.legends else fig.axes[axis].get_legend()
+    assert len(legend.get_texts()) == 3
+    assert len({line.get_color() for line in fig.axes[axis].lines}) == 3

@@ -65,6 +65,26 @@ def mean_curve(runs: list[dict], key: str) -> tuple[list[int], list[float]]:
     return epochs, [sum(p[e] for p in per_run) / len(per_run) for e in epochs]
 
 
+def row_name(row: list[dict], many_seeds: bool, many_data: bool) -> str:
+    """A row's legend entry: what draw_row draws for it."""
+    name = label(row[0], False, many_data)
+    if len(row) == 1:
+        return name + (f" s{row[0]['seed']}" if many_seeds else "")
+    finished = sum(r["status"] == "finished" for r in row)
+    bold = {0: "mean", len(row): "mean", 1: "the finished one"}.get(finished, f"mean of the {finished} finished")
+    return f"{name} ({len(row)} seeds: each thin, {bold} bold)"
+
+
+def draw_row(ax, row: list[dict], key: str, style: dict, name: str | None = None, marker: str = ".") -> None:
+    """One table row's curve of `key`: each seed thin when there are several, and bold their mean over the finished
+    ones (a seed still training would cut the mean short at its last epoch)."""
+    if len(row) > 1:
+        for r in row:
+            ax.plot(*mean_curve([r], key), linewidth=0.7, alpha=0.5, **style)
+    mean_of = [r for r in row if r["status"] == "finished"] or row
+    ax.plot(*mean_curve(mean_of, key), marker=marker, label=name, **style)
+
+
 def plot_curves(runs: list[dict], path: Path) -> None:
     """Test accuracy of rotation (4-way) and classification runs on their own axes, and the training loss; dotted
     lines where the learning rate stepped down. One colour per table row on all three, one legend under them: a
@@ -72,24 +92,14 @@ def plot_curves(runs: list[dict], path: Path) -> None:
     entries. Whole epochs on the x axis, and accuracy on 0-100 when the values span too little for a zoomed axis
     to mean much (runs of one or two epochs)."""
     runs = [r for r in runs if r["history"]]
+    many_seeds = len({r["seed"] for r in runs}) > 1
     many_data = len({r.get("data") for r in runs}) > 1
     fig, (rot, cls, loss) = plt.subplots(1, 3, figsize=(16, 4.5))
     rows = rows_of(runs)
     for row, style in zip(rows, run_styles(len(rows)), strict=True):
         ax = rot if row[0]["experiment"] == "rotation" else cls
-        name = label(row[0], False, many_data)
-        finished = [r for r in row if r["status"] == "finished"]
-        mean_of = finished or row  # a seed still training would cut the mean short at its last epoch
-        if len(row) > 1:
-            bold = {len(row): "mean", 1: "the finished one"}.get(len(mean_of), f"mean of the {len(mean_of)} finished")
-            name += f" ({len(row)} seeds: each thin, {bold} bold)"
-            for r in row:
-                ax.plot(*mean_curve([r], "test_acc"), linewidth=0.7, alpha=0.5, **style)
-                loss.plot(*mean_curve([r], "train_loss"), linewidth=0.7, alpha=0.5, **style)
-        elif len({r["seed"] for r in runs}) > 1:
-            name += f" s{row[0]['seed']}"
-        ax.plot(*mean_curve(mean_of, "test_acc"), marker=".", **style)
-        loss.plot(*mean_curve(mean_of, "train_loss"), marker=".", label=name, **style)
+        draw_row(ax, row, "test_acc", style)
+        draw_row(loss, row, "train_loss", style, row_name(row, many_seeds, many_data))
         for x in sorted({x for r in row for x in lr_steps(r["history"])}):
             ax.axvline(x, color=style["color"], linestyle=":", alpha=0.6)
     rot.set(xlabel="epoch", ylabel="test accuracy (%)", title="Rotation (4-way; chance 25%)")
@@ -306,11 +316,13 @@ def plot_rotation_examples(runs: list[dict], path: Path) -> bool:
 
 
 def plot_knn(runs: list[dict], path: Path) -> None:
-    many = len({r["seed"] for r in runs}) > 1
+    """kNN accuracy by epoch, a colour per table row (seeds thin, their mean bold, as the learning curves)."""
+    many_seeds = len({r["seed"] for r in runs}) > 1
+    many_data = len({r.get("data") for r in runs}) > 1
     fig, ax = plt.subplots(figsize=(6, 4))
-    for r in runs:
-        pts = [(h["epoch"], h["knn_acc"]) for h in r["history"] if "knn_acc" in h]
-        ax.plot(*zip(*pts, strict=True), marker="o", label=label(r, many))
+    rows = rows_of(runs)
+    for row, style in zip(rows, run_styles(len(rows)), strict=True):
+        draw_row(ax, row, "knn_acc", style, row_name(row, many_seeds, many_data), marker="o")
     ax.set(xlabel="epoch", ylabel="kNN accuracy (%)", title="Weighted kNN (k=200, T=0.1) on penultimate features",
            ylim=(0, 100))  # fmt: skip
     ax.grid(alpha=0.3)
