@@ -50,12 +50,17 @@ def run_styles(n: int) -> list[dict]:
     return [{"color": colors[i % len(colors)], "linestyle": dashes[i // len(colors) % len(dashes)]} for i in range(n)]
 
 
-def rows_of(runs: list[dict]) -> list[list[dict]]:
-    """Runs grouped by table row (arch, experiment, data), in the order the rows first appear."""
+def grouped(runs: list[dict], *fields: str) -> dict[tuple, list[dict]]:
+    """Runs grouped by their values of fields, in the order the groups first appear."""
     groups: dict[tuple, list[dict]] = {}
     for r in runs:
-        groups.setdefault((r["arch"], r["experiment"], r.get("data")), []).append(r)
-    return list(groups.values())
+        groups.setdefault(tuple(r.get(f) for f in fields), []).append(r)
+    return groups
+
+
+def rows_of(runs: list[dict]) -> list[list[dict]]:
+    """Runs grouped by table row (arch, experiment, data)."""
+    return list(grouped(runs, "arch", "experiment", "data").values())
 
 
 def mean_curve(runs: list[dict], key: str) -> tuple[list[int], list[float]]:
@@ -71,7 +76,12 @@ def row_name(row: list[dict], many_seeds: bool, many_data: bool) -> str:
     if len(row) == 1:
         return name + (f" s{row[0]['seed']}" if many_seeds else "")
     finished = sum(r["status"] == "finished" for r in row)
-    bold = {0: "mean", len(row): "mean", 1: "the finished one"}.get(finished, f"mean of the {finished} finished")
+    if finished in (0, len(row)):  # draw_row's mean is over all of them
+        bold = "mean"
+    elif finished == 1:
+        bold = "the finished one"
+    else:
+        bold = f"mean of the {finished} finished"
     return f"{name} ({len(row)} seeds: each thin, {bold} bold)"
 
 
@@ -255,9 +265,7 @@ def plot_confusions(runs: list[dict], path: Path) -> bool:
     runs = [r for r in runs if r["seed"] == min(x["seed"] for x in runs)] if runs else []
     if not runs:
         return False
-    by_arch: dict[tuple, list[dict]] = {}
-    for r in runs:
-        by_arch.setdefault((r["arch"], r.get("data")), []).append(r)
+    by_arch = grouped(runs, "arch", "data")
     width = max(map(len, by_arch.values()))
     many_data = len({data for _, data in by_arch}) > 1
     fig, axes = plt.subplots(
