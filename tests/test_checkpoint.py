@@ -26,6 +26,45 @@ def save_checkpoint(folder, epoch: int, step: int, tensors: dict, meta: dict) ->
     return save_tensors(folder / checkpoint_name(epoch, step), tensors, ckpt.checkpoint_meta(meta))
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_a_resumed_optimizer_state_is_laid_out_as_its_parameters(tmp_path, optimizer, channels_last):
+    """Each moment restored from a checkpoint has its parameter's memory layout and values. A file gives tensors
+    back contiguous; a GPU's fused Adam refused a channels_last conv weight whose moments were not, so every resume
+    on a GPU failed at its first step (found by benchmarks/gpu.py on an H200). On a CPU the layouts are compared."""
+    from dataclasses import replace
+
+    from rotnet.config import RunConfig
+    from rotnet.loop import build_optimizer
+
+    cfg = replace(RunConfig(), optimizer=optimizer, momentum=0.9)
+
+    def model_and_optimizer():
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.Flatten(),
+                                    torch.nn.Linear(8 * 6 * 6, 4))  # fmt: skip
+        if channels_last:
+            model.to(memory_format=torch.channels_last)
+        return model, build_optimizer(cfg, list(model.parameters()), torch.device("cpu"))
+
+    model, opt = model_and_optimizer()
+    model(torch.randn(2, 3, 8, 8)).sum().backward()
+    opt.step()
+    tensors, meta = ckpt.optimizer_to_tensors(opt.state_dict())
+    save_tensors(tmp_path / "c.safetensors", tensors, meta)
+    loaded, meta = load_tensors(tmp_path / "c.safetensors")
+    fresh, restored = model_and_optimizer()
+    ckpt.load_optimizer(restored, loaded, meta)
+    moments = 0
+    for p, q in zip(model.parameters(), fresh.parameters(), strict=True):
+        for key, value in opt.state[p].items():
+            assert torch.equal(restored.state[q][key], value), key
+            if value.shape == p.shape:
+                assert restored.state[q][key].stride() == q.stride(), (key, p.shape)
+                moments += 1
+    assert moments == (2 if optimizer == "adam" else 1) * len(list(model.parameters()))
+
+
 def test_identical_content_gives_identical_bytes(tmp_path):
     """safetensors writes its metadata from a hash map, in an order that changes with every map."""
     tensors = {"b": torch.ones(3), "a": torch.arange(4.0)}

@@ -67,7 +67,7 @@ def test_overfits_one_batch():
 
 def test_sgd_cosine_fp16_scaler_resume_round_trip():
     """Save mid-run (model, optimizer with momentum, scaler) and resume: the same weights as straight through."""
-    from rotnet.checkpoint import optimizer_from_tensors, optimizer_to_tensors
+    from rotnet.checkpoint import load_optimizer, optimizer_to_tensors
 
     cfg = replace(
         RunConfig(task="classification", epochs=2, batch_size=8, channels_last=False),
@@ -115,7 +115,7 @@ def test_sgd_cosine_fp16_scaler_resume_round_trip():
         fit(cfg, first, images, labels, LoopState(), Hooks(lambda m, e: {}, save, lambda _: None))
     resumed = engine()
     resumed.model.load_state_dict(saved["model"])
-    resumed.optimizer.load_state_dict(optimizer_from_tensors(*saved["opt"]))
+    load_optimizer(resumed.optimizer, *saved["opt"])
     resumed.scaler.load_state_dict(saved["scaler"])
     fit(cfg, resumed, images, labels, saved["state"], hooks)
     for k, v in straight.model.state_dict().items():

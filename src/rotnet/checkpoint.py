@@ -126,13 +126,21 @@ def optimizer_to_tensors(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
 
 
-def optimizer_from_tensors(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+def load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    """optimizer_to_tensors' parts loaded back into `optimizer` (every resume passes here), each state tensor shaped
+    like its parameter laid out in memory as the parameter is. A file holds tensors contiguous; a GPU's fused Adam and
+    SGD refuse a channels_last weight whose moments are not ("must have same dtype, device, and layout"). The values
+    are the same either way."""
     state: dict[int, dict] = {}
     for name, value in list(tensors.items()) + list(meta["scalars"].items()):
         idx, key = name.split(".", 1)
         state.setdefault(int(idx), {})[key] = value
     groups = [{k: tuple(v) if k == "betas" else v for k, v in g.items()} for g in meta["param_groups"]]
-    return {"state": state, "param_groups": groups}
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+    for p, entries in optimizer.state.items():
+        for key, value in entries.items():
+            if isinstance(value, torch.Tensor) and value.shape == p.shape and value.stride() != p.stride():
+                entries[key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
 
 
 def checkpoint_name(epoch: int, step: int) -> str:

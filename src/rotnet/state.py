@@ -87,7 +87,7 @@ def restore(found: tuple[dict, dict, Path], cfg: RunConfig, engine: Engine, stre
     engine.model.load_state_dict(weights)
     opt_tensors = {k.removeprefix("optim."): v for k, v in tensors.items() if k.startswith("optim.")}
     try:
-        engine.optimizer.load_state_dict(ckpt.optimizer_from_tensors(opt_tensors, meta["optimizer"]))
+        ckpt.load_optimizer(engine.optimizer, opt_tensors, meta["optimizer"])
         if engine.scaler is not None and meta.get("scaler"):
             engine.scaler.load_state_dict(meta["scaler"])
     except (KeyError, ValueError, TypeError) as e:
