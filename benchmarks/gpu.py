@@ -91,31 +91,7 @@ def epochs_of(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--work", type=Path, required=True, help="a new folder for the data, the runs and the log")
-    p.add_argument("--out", type=Path, required=True, help="the figures as JSON")
-    p.add_argument("--device", default="cuda")
-    p.add_argument("--images", type=int, default=10_000, help="images per batch file (the real data: 10,000)")
-    p.add_argument("--checkpoint-every", default="150", help="steps; the resume check stops after the first")
-    p.add_argument("--skip-bench", action="store_true")
-    a = p.parse_args()
-    work, log = a.work, a.work / "gpu-check.log"
-    work.mkdir(parents=True, exist_ok=True)
-    data = str(fake_cifar10(work / "data", a.images))
-    common = ["--data-root", data, "--no-download", "--device", a.device]
-    figures: dict = {"device": a.device, "images_per_file": a.images}
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
-
-    if not a.skip_bench:
-        bench = work / "bench.json"
-        code, secs = rotnet("bench", "--archs", "resnet18,resnet34,resnet50", "--data-root", data, "--device",
-                            a.device, "--out", str(bench), log=log)  # fmt: skip
-        figures["bench"] = {"exit": code, "seconds": round(secs, 1)}
-        if bench.is_file():
-            figures["bench"]["figures"] = json.loads(bench.read_text())
-        print(f"bench: exit {code}, {secs:.0f} s", flush=True)
-
+def quick_and_verify(work: Path, common: list[str], log: Path, figures: dict) -> None:
     quick = work / "quick"
     code, secs = rotnet("reproduce", "--preset", "quick", "--runs-root", str(quick), *common, log=log)
     runs = {}
@@ -136,15 +112,48 @@ def main() -> int:
     figures["verify_quick_rotation"] = {"exit": code, "seconds": round(secs, 1)}
     print(f"verify quick rotation: exit {code} (0 verified), {secs:.0f} s", flush=True)
 
+
+def resume_and_verify(work: Path, common: list[str], log: Path, figures: dict, checkpoint_every: str) -> None:
     resume_root = work / "resume"
     train = ["train", "rotation", "--preset", "quick", "--epochs", "2", "--lr-step-epochs", "1", "--checkpoint-every",
-             a.checkpoint_every, "--runs-root", str(resume_root), *common]  # fmt: skip
+             checkpoint_every, "--runs-root", str(resume_root), *common]  # fmt: skip
     run = resume_root / "resnet18" / "rotation" / "seed0"
     figures["resume"] = stopped_mid_epoch(train, run, log)
     code, secs = rotnet("verify", str(run), "--all", *common, log=log)
     figures["resume"]["verify_all_exit"] = code
     print(f"stopped mid-epoch and resumed: {figures['resume']}; verify --all: exit {code} (0 verified)", flush=True)
 
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--work", type=Path, required=True, help="a new folder for the data, the runs and the log")
+    p.add_argument("--out", type=Path, required=True, help="the figures as JSON")
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--images", type=int, default=10_000, help="images per batch file (the real data: 10,000)")
+    p.add_argument("--checkpoint-every", default="150", help="steps; the resume check stops after the first")
+    p.add_argument("--checks", default="bench,quick,resume", help="which steps: bench (1), quick (2, 3), resume (4)")
+    a = p.parse_args()
+    work, log = a.work, a.work / "gpu-check.log"
+    work.mkdir(parents=True, exist_ok=True)
+    data = str(fake_cifar10(work / "data", a.images))
+    common = ["--data-root", data, "--no-download", "--device", a.device]
+    figures: dict = {"device": a.device, "images_per_file": a.images}
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+
+    checks = a.checks.split(",")
+    if "bench" in checks:
+        bench = work / "bench.json"
+        code, secs = rotnet("bench", "--archs", "resnet18,resnet34,resnet50", "--data-root", data, "--device",
+                            a.device, "--out", str(bench), log=log)  # fmt: skip
+        figures["bench"] = {"exit": code, "seconds": round(secs, 1)}
+        if bench.is_file():
+            figures["bench"]["figures"] = json.loads(bench.read_text())
+        print(f"bench: exit {code}, {secs:.0f} s", flush=True)
+
+    if "quick" in checks:
+        quick_and_verify(work, common, log, figures)
+    if "resume" in checks:
+        resume_and_verify(work, common, log, figures, a.checkpoint_every)
     a.out.write_text(json.dumps(figures, indent=1) + "\n")
     return 0
 

@@ -45,7 +45,7 @@ def test_the_deeper_models_speeds_in_the_docs_are_the_committed_benchs():
     docs = Path(__file__).parent.parent / "docs"
     archs = json.loads((docs / "results/bench-archs-cpu.json").read_text())["archs"]
     said = re.search(r"ResNet18 (\d+)\s+img/s, ResNet34 (\d+) \(([\d.]+)x\), ResNet50 (\d+) \(([\d.]+)x\)",
-                     (docs / "performance.md").read_text())  # fmt: skip
+                     (docs / "performance.md").read_text().split("### Deeper models")[1])  # fmt: skip
     r18, r34, r50 = archs
     assert said and said.groups() == (
         f"{r18['b_rotnet']:.0f}",
@@ -54,3 +54,41 @@ def test_the_deeper_models_speeds_in_the_docs_are_the_committed_benchs():
         f"{r50['b_rotnet']:.0f}",
         f"{r50['b_vs_first']:.2f}",
     )
+
+
+def test_the_gpu_figures_in_the_docs_are_the_committed_gpu_check():
+    """docs/performance.md's H200 table, arch speeds, quick time and main-job estimate, and the README's, are
+    gpu-h200.json's (benchmarks/gpu.py's output), computed here as the docs say they were."""
+    import re
+    from pathlib import Path
+
+    top = Path(__file__).parent.parent
+    check = json.loads((top / "docs/results/gpu-h200.json").read_text())["at_2d7a636"]
+    perf, readme = (top / "docs/performance.md").read_text(), (top / "README.md").read_text()
+    section = perf[perf.index("### On a GPU") :]
+    for task, row in check["bench"]["figures"]["tasks"].items():
+        cells = [f"{row[k]:.0f}" for k in ("a_model_only", "b_rotnet", "c_plain_workers0", "c_plain_workers2")]
+        cells += [f"{row[k]:.2f}" for k in ("b/a", "b/c0", "b/c2")] + [f"{row['eval']:.0f}"]
+        assert f"| {task} | {' | '.join(cells)} |" in section, task
+    r18, r34, r50 = check["bench"]["figures"]["archs"]
+    assert (f"ResNet18 {r18['b_rotnet']:.0f} img/s, ResNet34 {r34['b_rotnet']:.0f} ({r34['b_vs_first']:.2f}x), "
+            f"ResNet50 {r50['b_rotnet']:.0f} ({r50['b_vs_first']:.2f}x)") in section  # fmt: skip
+
+    runs, wall = check["quick"]["runs"], check["quick"]["seconds"]
+
+    def per_epoch(*names):
+        seconds = [s for n in names for s in runs[n]["seconds_per_epoch"]]
+        return sum(seconds) / len(seconds)
+
+    rotation, full = per_epoch("rotation"), per_epoch("full-from-rotation", "full-from-random")
+    layer4 = per_epoch("layer4-from-rotation", "layer4-from-random")
+    starting = wall - sum(sum(r["seconds_per_epoch"]) for r in runs.values())
+    main_job = 45 * rotation + 40 * full + 40 * layer4 + starting
+    said = re.sub(r"\s+", " ", section)
+    assert (f"took {wall:.0f} s. Its epochs took {rotation:.1f} s (rotation), {full:.1f} s (whole network) and "
+            f"{layer4:.1f} s (layer4)") in said  # fmt: skip
+    assert f"about {main_job / 60:.0f} minutes, with the quick run's {starting:.0f} s" in said
+    assert f"quick {wall:.0f} s, the main job about {main_job / 60:.0f} minutes" in re.sub(r"\s+", " ", readme)
+    assert check["verify_quick_rotation"]["exit"] == 0
+    fixed = json.loads((top / "docs/results/gpu-h200.json").read_text())["resume_at_d764f4a"]
+    assert fixed["resumed_exit"] == 0 and fixed["verify_all_exit"] == 0 and check["resume"]["resumed_exit"] == 1

@@ -200,7 +200,7 @@ EPILOG = """start here:
   rotnet reproduce --preset smoke   a few minutes on a 2-core CPU: all five experiments on 2,000 images, the table
   rotnet reproduce --preset quick   ~20 minutes on a 2-core CPU: the full data, short schedules
   rotnet reproduce                  the main job, the report's protocol (ResNet18, CIFAR-10): HOURS, 3.5-11 h on a
-                                    2-core CPU (a GPU: not measured); it prints each run's and the plan's time left
+                                    2-core CPU (one H200 GPU: ~8 min); it prints each run's and the plan's time left
                                     and resumes where it stopped; then runs/paper/report.md
   rotnet COMMAND --help             each command's flags and their defaults"""
 
