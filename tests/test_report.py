@@ -240,6 +240,28 @@ def test_report_marks_missing_and_partial_runs(reproduced, tmp_path):
     assert "| seed 1 not run |" in (root / "report.md").read_text()
 
 
+@pytest.mark.parametrize("kept", [True, False])
+def test_a_seed_an_earlier_plan_named_stays_not_run_after_a_later_plan(reproduced, fake_root, tmp_path, kept):
+    """A first plan (seeds 0,1) whose seed 1 never ran, then a second plan on the same root (seed 0 alone): seed 1
+    is still named "not run" (the report read the planned runs of the last plan only, so the row said "ok"). Its
+    history is the real writer's; kept=False: a record from before plans kept their runs (no crash, last plan's)."""
+    root = tmp_path / "copy"
+    shutil.copytree(reproduced, root)
+    shutil.rmtree(root / "resnet18/full-from-random/seed1")
+    assert main(reproduce(root, fake_root, "--seeds", "0")) == 0
+    log = json.loads((root / "reproduce.json").read_text())
+    assert "resnet18/full-from-random/seed1" in log["earlier"][-1]["runs"]
+    assert "resnet18/full-from-random/seed1" not in log["runs"]
+    if not kept:
+        for entry in log["earlier"]:
+            entry.pop("runs", None)
+        (root / "reproduce.json").write_text(json.dumps(log))
+    assert main(["report", str(root)]) == 0
+    rows = {(r["experiment"], r["arch"]): r for r in json.loads((root / "results.json").read_text())["rows"]}
+    assert rows[("full-from-random", "resnet18")]["status"] == ("seed 1 not run" if kept else "ok")
+    assert rows[("full-from-random", "resnet18")]["n"] == 1
+
+
 def test_report_on_a_missing_folder_is_an_error(tmp_path, capsys):
     assert main(["report", str(tmp_path / "nope")]) == 2
     assert "runs folder not found" in capsys.readouterr().err

@@ -67,6 +67,19 @@ def read_marker(path: Path) -> Any:
         return None
 
 
+INVOCATION_KEYS = ("command", "git_commit", "started", "finished", "wall_seconds", "runs")
+
+
+def invocations(log: Any) -> list[dict]:
+    """Every invocation a plan's record (reproduce.json) holds, oldest first: its `earlier` ones, then its own, each
+    with INVOCATION_KEYS ("runs": the runs it planned; records before 0.7 kept them for the last one only). Every
+    reader of a plan's history goes through here; [] for no record."""
+    if not isinstance(log, dict):
+        return []
+    earlier = log.get("earlier") if isinstance(log.get("earlier"), list) else []
+    return [{k: e.get(k) for k in INVOCATION_KEYS} for e in [*earlier, log] if isinstance(e, dict)]
+
+
 def has_checkpoint(folder: Path) -> bool:
     """Whether a run folder holds a checkpoint to resume from (what a stop may say was saved)."""
     return any((Path(folder) / CHECKPOINTS).glob("e*-s*.safetensors"))

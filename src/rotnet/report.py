@@ -20,7 +20,7 @@ from rotnet.errors import RotnetError
 from rotnet.experiments import EXPERIMENTS, reference_results
 from rotnet.files import atomic_write_text, refuse_links
 from rotnet.gains import gain_finding, gain_text, signed, with_gains
-from rotnet.layout import CONFIG, FAILED, REPORT_MARKER, RESULT, find_runs, parse_run_dir, read_json
+from rotnet.layout import CONFIG, FAILED, REPORT_MARKER, RESULT, find_runs, invocations, parse_run_dir, read_json
 from rotnet.lock import is_locked
 from rotnet.markdown import markdown_table
 from rotnet.pooling import pool, unpaired
@@ -174,10 +174,12 @@ def table_rows(root: Path, runs: list[dict]) -> list[dict]:
 
 
 def planned_runs(root: Path) -> list[tuple[str, str, str, str]]:
-    """(data key, arch, experiment, seedN) of each run reproduce.json planned; a subset run's key is DATA@Npc."""
+    """(data key, arch, experiment, seedN) of each run any invocation in reproduce.json planned (a first plan's seed
+    that never started stays "not run" after a second plan on the same root); a subset run's key is DATA@Npc."""
     out = []
-    for p in reproduce_log(root).get("runs", []):
-        parts = p.split("/") if isinstance(p, str) else []
+    lists = [entry["runs"] for entry in invocations(reproduce_log(root)) if isinstance(entry["runs"], list)]
+    for p in dict.fromkeys(r for runs in lists for r in runs if isinstance(r, str)):
+        parts = p.split("/")
         if len(parts) in (3, 4):
             data, arch, name, seed = ([""] + parts)[-4:]
             experiment, at, per_class = name.partition("@")

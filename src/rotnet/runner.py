@@ -16,7 +16,7 @@ from rotnet.datasets import load_dataset, load_for
 from rotnet.errors import Diverged, Interrupted, InUse, RotnetError
 from rotnet.files import atomic_write_text
 from rotnet.jobs import run_parallel
-from rotnet.layout import CONFIG, RESULT, RunId, has_checkpoint, read_json, run_dir, run_id
+from rotnet.layout import CONFIG, RESULT, RunId, has_checkpoint, invocations, read_json, run_dir, run_id
 from rotnet.lifecycle import RunContext
 from rotnet.plan import IN_USE, Eta, PlanOptions, auto_jobs, mark_failed, train_size
 from rotnet.protocol import rotation_source
@@ -181,14 +181,5 @@ def run_in_turn(
 
 def earlier_invocations(path: Path) -> list[dict]:
     """The invocations before this one on the same runs root, from the record this one replaces: a plan resumed
-    over several sessions keeps its whole history (and the report its whole wall time)."""
+    over several sessions keeps its whole history (and the report its whole wall time and every run it planned)."""
     return invocations(read_json(path))
-
-
-def invocations(log) -> list[dict]:
-    """Every invocation a plan's log records, oldest first: its `earlier` ones, then its own, each as `earlier`
-    keeps one ([] for no log)."""
-    if not isinstance(log, dict):
-        return []
-    earlier = log.get("earlier") if isinstance(log.get("earlier"), list) else []
-    return [*earlier, {k: log.get(k) for k in ("command", "git_commit", "started", "finished", "wall_seconds")}]

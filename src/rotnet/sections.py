@@ -11,9 +11,7 @@ from rotnet import plots
 from rotnet.config import DATASETS, uses_reference_normalization
 from rotnet.errors import RotnetError
 from rotnet.files import sha256_file
-from rotnet.layout import (
-    read_json,
-)
+from rotnet.layout import invocations, read_json
 from rotnet.markdown import markdown_table
 from rotnet.runtime import recorded_threads
 
@@ -238,8 +236,7 @@ def data_files_text(dataset: str, match) -> str:
 def commands_line(repro: dict) -> list[str]:
     """The plan's command; every distinct one, in the order first given, when its runs root was filled by more than
     one (seeds added later, say: the last command alone would hide the runs the others made)."""
-    earlier = repro.get("earlier") if isinstance(repro.get("earlier"), list) else []
-    said = [e.get("command") for e in [*earlier, repro] if isinstance(e, dict)]
+    said = [e.get("command") for e in invocations(repro)]
     commands = list(dict.fromkeys(c for c in said if isinstance(c, str) and c))
     if len(commands) > 1:
         return ["Commands, in the order first given: " + "; ".join(f"`{c}`" for c in commands), ""]
@@ -249,11 +246,11 @@ def commands_line(repro: dict) -> list[str]:
 def earlier_text(repro: dict) -> str:
     """The invocations before the last one (a plan resumed across sessions): how many, their commits, and the wall
     time of them all."""
-    earlier = repro.get("earlier")
-    earlier = [e for e in earlier if isinstance(e, dict)] if isinstance(earlier, list) else []
+    entries = invocations(repro)
+    earlier = entries[:-1]
     if not earlier:
         return ""
-    walls = [e.get("wall_seconds") for e in [*earlier, repro]]
+    walls = [e.get("wall_seconds") for e in entries]
     known = [w for w in walls if isinstance(w, int | float)]
     commits = ", ".join(dict.fromkeys(str(e.get("git_commit"))[:7] for e in earlier))
     unknown = len(walls) - len(known)  # killed, or (the last) still running: their time is not the sum's
