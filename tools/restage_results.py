@@ -24,10 +24,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from rotnet.layout import EXAMPLES, RESULT, VERIFY, find_runs
+from rotnet.layout import EXAMPLES, RESULT, VERIFY, find_runs, invocations
 from rotnet.record import RECORD_FILES
 from rotnet.report import OUTPUTS, write_report
-from rotnet.runner import invocations
 
 RESULTS = Path(__file__).resolve().parent.parent / "docs/results"
 # A run's record and what the report draws from it (examples.safetensors: 16 test images and their predictions,
@@ -39,7 +38,7 @@ def merged_log(ours: dict, theirs: dict) -> dict:
     """Two plans' logs as one runs root would hold them: the later plan on top, every invocation before it in
     `earlier`, oldest first."""
     older, newer = sorted([ours, theirs], key=lambda log: log.get("started") or 0)
-    earlier = [*invocations(older), *newer.get("earlier", [])]
+    earlier = [*invocations(older), *invocations(newer)[:-1]]
     return newer | {"earlier": sorted(earlier, key=lambda e: e.get("started") or 0)}
 
 
