@@ -126,14 +126,16 @@ def resume_and_verify(work: Path, common: list[str], log: Path, figures: dict, c
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--work", type=Path, required=True, help="a new folder for the data, the runs and the log")
-    p.add_argument("--out", type=Path, required=True, help="the figures as JSON")
+    p.add_argument("--work", type=Path, required=True, help="a new or empty folder: data, runs, log")
+    p.add_argument("--out", type=Path, required=True, help="a new file for the figures as JSON")
     p.add_argument("--device", default="cuda")
     p.add_argument("--images", type=int, default=10_000, help="images per batch file (the real data: 10,000)")
     p.add_argument("--checkpoint-every", default="150", help="steps; the resume check stops after the first")
     p.add_argument("--checks", default="bench,quick,resume", help="which steps: bench (1), quick (2, 3), resume (4)")
     a = p.parse_args()
     work, log = a.work, a.work / "gpu-check.log"
+    if a.out.exists() or (work.exists() and any(work.iterdir())):  # old runs would be reused: their times are not ours
+        sys.exit(f"gpu.py: {a.out if a.out.exists() else work} exists; name a new --out and an empty or new --work")
     work.mkdir(parents=True, exist_ok=True)
     data = str(fake_cifar10(work / "data", a.images))
     common = ["--data-root", data, "--no-download", "--device", a.device]

@@ -72,7 +72,7 @@ INVOCATION_KEYS = ("command", "git_commit", "started", "finished", "wall_seconds
 
 def invocations(log: Any) -> list[dict]:
     """Every invocation a plan's record (reproduce.json) holds, oldest first: its `earlier` ones, then its own, each
-    with INVOCATION_KEYS ("runs": the runs it planned; records before 0.7 kept them for the last one only). Every
+    with INVOCATION_KEYS ("runs": the runs it planned; older records kept them for the last one only). Every
     reader of a plan's history goes through here; [] for no record."""
     if not isinstance(log, dict):
         return []
