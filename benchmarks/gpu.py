@@ -157,7 +157,14 @@ def main() -> int:
     if "resume" in checks:
         resume_and_verify(work, common, log, figures, a.checkpoint_every)
     a.out.write_text(json.dumps(figures, indent=1) + "\n")
-    return 0
+    expected = {"bench": 0, "quick": 0, "verify_quick_rotation": 0}  # and the resume: stopped by SIGINT, then 0, 0
+    failed = [k for k, code in expected.items() if k in figures and figures[k]["exit"] != code]
+    resume = figures.get("resume")
+    if resume and (resume["stopped_exit"], resume["resumed_exit"], resume["verify_all_exit"]) != (130, 0, 0):
+        failed.append("resume")
+    if failed:
+        print(f"gpu.py: not as expected: {', '.join(failed)} (the commands' output: {log})", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
