@@ -21,9 +21,15 @@ def pytest_configure(config):
     oversubscribing them (runs record the thread count they trained on; resume and verify use it).
 
     A suite started in the background (`cmd &`, nohup) inherits SIGINT ignored, and so would every process the tests
-    start: the Ctrl-C tests would test the shell's choice, not rotnet. The tests' processes get Ctrl-C back."""
+    start: the Ctrl-C tests would test the shell's choice, not rotnet. The tests' processes get Ctrl-C back.
+
+    The suite runs on the CPU, as CI does: a GPU is hidden from it and from every process it starts (set before torch
+    looks), so `--device auto` and the jobs' one-GPU-per-run pick the CPU there too. On a GPU machine the runs would
+    otherwise record another device, stream contract and thread count than the tests expect."""
     import os
     import signal
+
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
