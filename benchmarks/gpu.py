@@ -29,8 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
-FOLDER, META = "cifar-10-batches-py", "batches.meta"
-FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+from rotnet.readers import FOLDER, TEST_FILES, TRAIN_FILES
+from rotnet.readers import META_FILE as META
+
+FILES = TRAIN_FILES + TEST_FILES
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
