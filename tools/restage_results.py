@@ -9,9 +9,11 @@ reproduce.json. This copies runs/ and the log to a scratch folder, reports there
 results.json, results.csv and plots/ back.
 tests/test_end_to_end.py fails while a committed report differs from what today's rotnet makes of its records.
 
---add copies in the records of another runs root's runs (refusing one that is already here with other bytes) and
-merges its reproduce.json into NAME's as `reproduce` would have written it had that plan run into the same runs
-root: the later plan on top, every earlier invocation of both in `earlier`, in the order they started.
+--add copies in the records of another runs root's finished runs (refusing one that is already here with other
+bytes; adding the files made since it landed, such as its verify.json) and merges its reproduce.json into NAME's
+as `reproduce` would have written it had that plan run into the same runs root: the later plan on top, every
+earlier invocation of both in `earlier` once, in the order they started. So a long run can land plan by plan:
+`--add` the same runs root again after each of its plans finishes.
 """
 
 from __future__ import annotations
@@ -38,7 +40,14 @@ def merged_log(ours: dict, theirs: dict) -> dict:
     """Two plans' logs as one runs root would hold them: the later plan on top, every invocation before it in
     `earlier`, oldest first."""
     older, newer = sorted([ours, theirs], key=lambda log: log.get("started") or 0)
-    earlier = [*invocations(older), *invocations(newer)[:-1]]
+    earlier, seen = [], {newer.get("started")}
+    for invocation in [*invocations(older), *invocations(newer)[:-1]]:
+        # A plan landed here before its root ran the next one: both logs hold it. Records without a start time
+        # (none rotnet writes) are kept as they are.
+        started = invocation.get("started")
+        if started is None or started not in seen:
+            earlier.append(invocation)
+            seen.add(started)
     return newer | {"earlier": sorted(earlier, key=lambda e: e.get("started") or 0)}
 
 
@@ -51,14 +60,14 @@ def add_runs(folder: Path, root: Path) -> int:
             print(f"{run}: not finished; not added")
             continue
         names = [n for n in KEPT if (run / n).is_file()]
-        if target.exists():
-            if filecmp.cmpfiles(run, target, names, shallow=False)[0] != names:
-                sys.exit(f"restage: {target} is already committed with other files than {run}'s; not replaced")
-            continue
-        target.mkdir(parents=True)
+        both = [n for n in names if (target / n).is_file()]
+        if filecmp.cmpfiles(run, target, both, shallow=False)[0] != both:
+            sys.exit(f"restage: {target} is already committed with other files than {run}'s; not replaced")
+        added += not target.exists()
+        target.mkdir(parents=True, exist_ok=True)
         for name in names:
-            shutil.copy2(run / name, target / name)
-        added += 1
+            if name not in both:  # a new run's record, or a file made since its run landed (its verify.json)
+                shutil.copy2(run / name, target / name)
     log = folder / "reproduce.json"
     theirs = json.loads((root / "reproduce.json").read_text())
     ours = json.loads(log.read_text())

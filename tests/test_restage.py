@@ -1,0 +1,91 @@
+"""tools/restage_results.py --add: a long run landing in docs/results plan by plan, as issue 32's does (one seed's
+plan finishes and lands, the next plan on the same runs root reuses it and lands later)."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from rotnet.layout import CONFIG, INVOCATION_KEYS, METRICS, RESULT, VERIFY
+
+TOOL = Path(__file__).resolve().parent.parent / "tools/restage_results.py"
+
+
+@pytest.fixture(scope="module")
+def restage():
+    spec = importlib.util.spec_from_file_location("restage_results", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def plan(started: float, runs: list[str], earlier: list[dict] = ()) -> dict:
+    """A plan's log as the runner writes it (its own keys, and every earlier invocation's)."""
+    own = {
+        "command": f"rotnet reproduce ({started})",
+        "git_commit": "abc",
+        "started": started,
+        "finished": started + 1,
+        "wall_seconds": 1.0,
+        "runs": runs,
+    }
+    return own | {"preset": "paper", "earlier": [{k: e[k] for k in INVOCATION_KEYS} for e in earlier]}
+
+
+def write_run(root: Path, relative: str, *, acc: str = "50.0", verify: bool = False) -> None:
+    run = root / relative
+    run.mkdir(parents=True)
+    for name, text in [(CONFIG, "{}"), (METRICS, "{}\n"), (RESULT, f'{{"test_acc": {acc}}}')]:
+        (run / name).write_text(text)
+    if verify:
+        (run / VERIFY).write_text('{"verified": true}')
+
+
+def test_a_root_landed_after_each_of_its_plans_holds_every_invocation_once(restage, tmp_path):
+    """Seeds 0-2 committed; the long run's root lands after its seed-3 plan, again after its seeds-3,4 plan (whose
+    log holds the seed-3 plan as earlier), and a third time unchanged: every invocation once, oldest first."""
+    committed, root = tmp_path / "committed", tmp_path / "root"
+    (committed / "runs").mkdir(parents=True)
+    first = plan(100.0, ["resnet18/rotation/seed0"])
+    (committed / "reproduce.json").write_text(json.dumps(first))
+    write_run(root, "resnet18/rotation/seed3")
+    seed3 = plan(200.0, ["resnet18/rotation/seed3"])
+    (root / "reproduce.json").write_text(json.dumps(seed3))
+    assert restage.add_runs(committed, root) == 1
+    write_run(root, "resnet18/rotation/seed4")
+    both = plan(300.0, ["resnet18/rotation/seed3", "resnet18/rotation/seed4"], earlier=[seed3])
+    (root / "reproduce.json").write_text(json.dumps(both))
+    assert restage.add_runs(committed, root) == 1  # seed 3 is there already
+    assert restage.add_runs(committed, root) == 0
+    log = json.loads((committed / "reproduce.json").read_text())
+    assert log["started"] == 300.0
+    assert [e["started"] for e in log["earlier"]] == [100.0, 200.0]
+    assert sorted(p.parent.name for p in (committed / "runs").glob("*/*/seed*/result.json")) == ["seed3", "seed4"]
+
+
+@pytest.mark.parametrize(
+    "later, refused",
+    [
+        ("verify", False),  # its verify.json made after it landed: added beside the committed record
+        ("same", False),  # nothing new: nothing copied, nothing refused
+        ("other result", True),  # another run's record under the same name: never replaced
+    ],
+)
+def test_a_landed_run_gains_the_files_made_since_and_is_never_replaced(restage, tmp_path, later, refused):
+    committed, root = tmp_path / "committed", tmp_path / "root"
+    (committed / "runs").mkdir(parents=True)
+    (committed / "reproduce.json").write_text(json.dumps(plan(100.0, [])))
+    (root).mkdir()
+    (root / "reproduce.json").write_text(json.dumps(plan(200.0, ["resnet18/rotation/seed3"])))
+    write_run(committed / "runs", "resnet18/rotation/seed3")
+    write_run(
+        root, "resnet18/rotation/seed3", acc="51.0" if later == "other result" else "50.0", verify=later == "verify"
+    )
+    if refused:
+        with pytest.raises(SystemExit, match="already committed with other files"):
+            restage.add_runs(committed, root)
+        assert json.loads((committed / "runs/resnet18/rotation/seed3" / RESULT).read_text())["test_acc"] == 50.0
+        return
+    assert restage.add_runs(committed, root) == 0
+    assert (committed / "runs/resnet18/rotation/seed3" / VERIFY).is_file() == (later == "verify")
