@@ -89,3 +89,16 @@ def test_a_landed_run_gains_the_files_made_since_and_is_never_replaced(restage, 
         return
     assert restage.add_runs(committed, root) == 0
     assert (committed / "runs/resnet18/rotation/seed3" / VERIFY).is_file() == (later == "verify")
+
+
+@pytest.mark.parametrize("log", [None, "{not json"])
+def test_a_root_without_a_readable_plan_log_is_refused_before_anything_is_copied(restage, tmp_path, log):
+    committed, root = tmp_path / "committed", tmp_path / "root"
+    (committed / "runs").mkdir(parents=True)
+    (committed / "reproduce.json").write_text(json.dumps(plan(100.0, [])))
+    write_run(root, "resnet18/rotation/seed3")
+    if log is not None:
+        (root / "reproduce.json").write_text(log)
+    with pytest.raises(SystemExit, match="holds no readable reproduce.json"):
+        restage.add_runs(committed, root)
+    assert list((committed / "runs").iterdir()) == []

@@ -53,6 +53,11 @@ def merged_log(ours: dict, theirs: dict) -> dict:
 
 def add_runs(folder: Path, root: Path) -> int:
     """Copy the records of root's finished runs into folder/runs; return how many were new."""
+    try:  # before anything is copied: a root that is no plan's leaves folder as it was
+        theirs = json.loads((root / "reproduce.json").read_text())
+    except (OSError, ValueError) as e:
+        why = getattr(e, "strerror", None) or e
+        sys.exit(f"restage: {root} holds no readable reproduce.json ({why}); is it a runs root of `rotnet reproduce`?")
     added = 0
     for run in find_runs(root):
         target = folder / "runs" / run.relative_to(root)
@@ -69,7 +74,6 @@ def add_runs(folder: Path, root: Path) -> int:
             if name not in both:  # a new run's record, or a file made since its run landed (its verify.json)
                 shutil.copy2(run / name, target / name)
     log = folder / "reproduce.json"
-    theirs = json.loads((root / "reproduce.json").read_text())
     ours = json.loads(log.read_text())
     known = [ours.get("started"), *(e.get("started") for e in ours.get("earlier", []))]
     if theirs.get("started") not in known:  # a plan added again (its log unchanged) is merged once
