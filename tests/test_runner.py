@@ -11,7 +11,9 @@ import sys
 import pytest
 
 from rotnet.cli import main
+from rotnet.errors import RotnetError
 from tests.helpers import (
+    TINY_PRESET,
     reproduce,
     wait_for,
     with_rotation,
@@ -86,3 +88,34 @@ def test_a_transfer_run_another_process_holds_is_not_run_once_its_rotation_run_f
     said = json.loads((tmp_path / "reproduce.json").read_text())["outcome"]["resnet18/full-from-rotation/seed0"]
     assert said.startswith("not run:") and "in use" in said
     assert sorted(p.name for p in folder.iterdir()) == [".lock"]
+
+
+@pytest.mark.parametrize(
+    "command, extra",
+    [
+        ("reproduce", ("--seeds", "5,5", "--experiments", "rotation")),
+        ("reproduce", ("--seeds", "5,05", "--experiments", "rotation")),  # two spellings of one seed
+        ("reproduce", ("--archs", "resnet18,resnet18", "--experiments", "rotation")),
+        ("reproduce", ("--experiments", "rotation,rotation")),
+        ("reproduce", ("--experiments", "layer4-from-random,rotation,layer4-from-random")),
+        ("label-efficiency", ("--per-class", "4,4", "--min-steps", "1")),
+        ("label-efficiency", ("--seeds", "1,1", "--per-class", "4", "--min-steps", "1")),
+        ("api", ()),  # rotnet.reproduce(seeds=(5, 5))
+    ],
+)
+def test_a_plan_naming_one_run_twice_is_refused_before_anything_is_written(tmp_path, fake_root, capsys, command, extra):
+    """`--seeds 5,5 --jobs 2` started the run in two jobs: one failed on the other's lock, and the plan still said
+    done and exited 0 (its outcome kept by name). Every plan passes runner.execute, which now refuses it."""
+    root = tmp_path / "runs"
+    if command == "api":
+        import rotnet
+
+        with pytest.raises(RotnetError, match=r"names resnet18/rotation/seed5 twice"):
+            rotnet.reproduce(preset=TINY_PRESET, runs_root=root, data_root=fake_root, download=False, seeds=(5, 5),
+                             experiments="rotation")  # fmt: skip
+    else:
+        args = reproduce(root, fake_root, *extra, jobs="2" if command == "reproduce" else None)
+        assert main([command, *args[1:]]) == 2
+        err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("rotnet: warning")]
+        assert len(err) == 1 and "twice" in err[0] and "Traceback" not in err[0], err
+    assert not root.exists()

@@ -63,6 +63,7 @@ def train_one(cfg: RunConfig, options: PlanOptions) -> dict:
 def execute(configs: list[RunConfig], options: PlanOptions) -> int:
     """Run configs in order under options.runs_root, log the invocation, and write the report, also when
     interrupted. Returns the number of runs that failed or did not run; raises Interrupted on SIGINT/SIGTERM."""
+    refuse_repeats(configs)
     if options.jobs > 1 and ":" in options.device:
         raise RotnetError(
             f"--device {options.device} names one GPU, but --jobs {options.jobs} gives each job its own; "
@@ -76,6 +77,19 @@ def execute(configs: list[RunConfig], options: PlanOptions) -> int:
     check_plan(configs, sources, options, context)
     with stop_handlers(context.stop):
         return run_plan(configs, sources, options, context)
+
+
+def refuse_repeats(configs: list[RunConfig]) -> None:
+    """Every plan (reproduce, label-efficiency, the API) names each run once: the same run twice would train it twice
+    in turn, or in two jobs at once where one fails on the other's lock while the plan still says done."""
+    seen: set[RunId] = set()
+    for cfg in configs:
+        if run_id(cfg) in seen:
+            raise RotnetError(
+                f"the plan names {run_id(cfg).relative} twice (a seed, arch, experiment or size given twice?); "
+                "name each once"
+            )
+        seen.add(run_id(cfg))
 
 
 def run_plan(configs: list[RunConfig], sources: list, options: PlanOptions, context: RunContext) -> int:
