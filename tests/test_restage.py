@@ -43,24 +43,31 @@ def write_run(root: Path, relative: str, *, acc: str = "50.0", verify: bool = Fa
 
 
 def test_a_root_landed_after_each_of_its_plans_holds_every_invocation_once(restage, tmp_path):
-    """Seeds 0-2 committed; the long run's root lands after its seed-3 plan, again after its seeds-3,4 plan (whose
-    log holds the seed-3 plan as earlier), and a third time unchanged: every invocation once, oldest first."""
+    """Seeds 0-2 committed (one of their invocations by an older rotnet); the long run's root lands after its
+    seed-3 plan, again while its seeds-3,4 plan runs (whose log holds the seed-3 plan as earlier), once more when
+    that plan has finished, and again unchanged: every invocation once, oldest first, the last plan as it ended."""
     committed, root = tmp_path / "committed", tmp_path / "root"
     (committed / "runs").mkdir(parents=True)
     first = plan(100.0, ["resnet18/rotation/seed0"])
+    first["earlier"] = [{"command": "rotnet reproduce (0.3.0)", "started": 50.0}]  # as rotnet 0.3 kept them
     (committed / "reproduce.json").write_text(json.dumps(first))
     write_run(root, "resnet18/rotation/seed3")
     seed3 = plan(200.0, ["resnet18/rotation/seed3"])
     (root / "reproduce.json").write_text(json.dumps(seed3))
     assert restage.add_runs(committed, root) == 1
-    write_run(root, "resnet18/rotation/seed4")
     both = plan(300.0, ["resnet18/rotation/seed3", "resnet18/rotation/seed4"], earlier=[seed3])
+    running = {k: v for k, v in both.items() if k not in ("finished", "wall_seconds")}
+    (root / "reproduce.json").write_text(json.dumps(running))
+    assert restage.add_runs(committed, root) == 0  # seed 3 is there already; seed 4 has not finished
+    write_run(root, "resnet18/rotation/seed4")
     (root / "reproduce.json").write_text(json.dumps(both))
-    assert restage.add_runs(committed, root) == 1  # seed 3 is there already
-    assert restage.add_runs(committed, root) == 0
-    log = json.loads((committed / "reproduce.json").read_text())
-    assert log["started"] == 300.0
-    assert [e["started"] for e in log["earlier"]] == [100.0, 200.0]
+    assert restage.add_runs(committed, root) == 1
+    landed = (committed / "reproduce.json").read_text()
+    assert restage.add_runs(committed, root) == 0 and (committed / "reproduce.json").read_text() == landed
+    log = json.loads(landed)
+    assert log["started"] == 300.0 and log["finished"] == 301.0
+    assert [e["started"] for e in log["earlier"]] == [50.0, 100.0, 200.0]
+    assert log["earlier"][0] == first["earlier"][0]  # copied as stored
     assert sorted(p.parent.name for p in (committed / "runs").glob("*/*/seed*/result.json")) == ["seed3", "seed4"]
 
 

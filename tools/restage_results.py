@@ -36,19 +36,23 @@ RESULTS = Path(__file__).resolve().parent.parent / "docs/results"
 KEPT = (*RECORD_FILES, EXAMPLES, VERIFY)
 
 
+def held(log: dict) -> list[dict]:
+    """The invocations a plan's log holds, oldest first: its earlier ones as stored (a record is copied, not
+    rewritten: entries older rotnets wrote keep their keys), its own as `reproduce` keeps one in `earlier`."""
+    stored = [e for e in log.get("earlier") or [] if isinstance(e, dict)]
+    return [*stored, invocations(log)[-1]]
+
+
 def merged_log(ours: dict, theirs: dict) -> dict:
     """Two plans' logs as one runs root would hold them: the later plan on top, every invocation before it in
-    `earlier`, oldest first."""
-    older, newer = sorted([ours, theirs], key=lambda log: log.get("started") or 0)
-    earlier, seen = [], {newer.get("started")}
-    for invocation in [*invocations(older), *invocations(newer)[:-1]]:
-        # A plan landed here before its root ran the next one: both logs hold it. Records without a start time
-        # (none rotnet writes) are kept as they are.
-        started = invocation.get("started")
-        if started is None or started not in seen:
-            earlier.append(invocation)
-            seen.add(started)
-    return newer | {"earlier": sorted(earlier, key=lambda e: e.get("started") or 0)}
+    `earlier`, oldest first. An invocation both logs hold (a plan that landed, then the root's next plan's earlier
+    one; or a plan landed while it ran, then again) counts once, as the log written last has it."""
+    older, newer = sorted([ours, theirs], key=lambda log: log.get("started") or 0)  # stable: theirs when equal
+    by_start = {}
+    for i, invocation in enumerate([*held(older), *held(newer)[:-1]]):
+        by_start[invocation.get("started") or f"unknown {i}"] = invocation
+    by_start.pop(newer.get("started"), None)
+    return newer | {"earlier": sorted(by_start.values(), key=lambda e: e.get("started") or 0)}
 
 
 def add_runs(folder: Path, root: Path) -> int:
@@ -74,10 +78,7 @@ def add_runs(folder: Path, root: Path) -> int:
             if name not in both:  # a new run's record, or a file made since its run landed (its verify.json)
                 shutil.copy2(run / name, target / name)
     log = folder / "reproduce.json"
-    ours = json.loads(log.read_text())
-    known = [ours.get("started"), *(e.get("started") for e in ours.get("earlier", []))]
-    if theirs.get("started") not in known:  # a plan added again (its log unchanged) is merged once
-        log.write_text(json.dumps(merged_log(ours, theirs), indent=2) + "\n")
+    log.write_text(json.dumps(merged_log(json.loads(log.read_text()), theirs), indent=2) + "\n")
     return added
 
 
