@@ -52,14 +52,20 @@ def rotnet(*args: str, limit: dict, cwd, portable: bool = False) -> subprocess.C
     return subprocess.run([sys.executable, "-m", "rotnet", *args], env=env, capture_output=True, text=True, cwd=cwd)
 
 
-# A convolution's forward and backward with torch's native kernels, as a digest of its bits.
+# A training step's kinds of op with torch's native kernels (convolution and batch norm: oneDNN and ATen; a linear
+# head: MKL; cross-entropy: ATen's vectorized log_softmax), as a digest of its bits. Each limit must show in it: on an
+# AMD EPYC (AVX-512) the convolutions alone came out the same under the ATen and MKL limits, and so would a verify
+# under that limit have compared nothing.
 NATIVE_BITS = """
 import hashlib, torch
 torch.manual_seed(0)
 net = torch.nn.Sequential(torch.nn.Conv2d(3, 64, 7, 2, 3), torch.nn.BatchNorm2d(64), torch.nn.Conv2d(64, 64, 3, 1, 1))
+head = torch.nn.Linear(64, 1000)
 y = net(torch.randn(16, 3, 32, 32))
-y.square().mean().backward()
-print(hashlib.sha256(y.detach().numpy().tobytes() + net[0].weight.grad.numpy().tobytes()).hexdigest())
+logits = head(y.mean((2, 3)))
+(y.square().mean() + torch.nn.functional.cross_entropy(logits, torch.arange(16))).backward()
+out = [y.detach(), logits.detach(), net[0].weight.grad, head.weight.grad]
+print(hashlib.sha256(b"".join(t.numpy().tobytes() for t in out)).hexdigest())
 """
 
 

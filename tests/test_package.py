@@ -163,11 +163,13 @@ NO_BEHAVIOUR = {"__init__", "__main__"}
 
 
 def test_the_tests_mirror_the_package():
-    """tests/test_MODULE.py for every module with behaviour, and no test file named after nothing."""
+    """tests/test_MODULE.py for every module with behaviour, and no test file named after nothing (a script of
+    tools/ may have one too)."""
     tests = {p.stem.removeprefix("test_") for p in Path(__file__).parent.glob("test_*.py")}
     modules = {p.stem for p in SRC.glob("*.py")}
+    tools = {p.stem for p in (Path(__file__).parent.parent / "tools").glob("*.py")}
     assert sorted(modules - NO_BEHAVIOUR - tests) == []
-    assert sorted(tests - modules - NOT_A_MODULE) == []
+    assert sorted(tests - modules - tools - NOT_A_MODULE) == []
 
 
 def test_every_test_file_a_comment_or_docstring_names_exists():
