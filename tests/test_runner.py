@@ -1,5 +1,5 @@
 """A plan run in dependency order (rotnet.runner): interrupted plans continue without redoing, runs another process
-holds are left to it, someone else's report refused before training."""
+holds are left to it, someone else's report and a plan naming one run twice refused before training."""
 
 from __future__ import annotations
 
