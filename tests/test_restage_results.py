@@ -98,7 +98,7 @@ def test_a_landed_run_gains_the_files_made_since_and_is_never_replaced(restage, 
     assert (committed / "runs/resnet18/rotation/seed3" / VERIFY).is_file() == (later == "verify")
 
 
-@pytest.mark.parametrize("log", [None, "{not json"])
+@pytest.mark.parametrize("log", [None, "{not json", "[]"])
 def test_a_root_without_a_readable_plan_log_is_refused_before_anything_is_copied(restage, tmp_path, log):
     committed, root = tmp_path / "committed", tmp_path / "root"
     (committed / "runs").mkdir(parents=True)

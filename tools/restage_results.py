@@ -59,6 +59,8 @@ def add_runs(folder: Path, root: Path) -> int:
     """Copy the records of root's finished runs into folder/runs; return how many were new."""
     try:  # before anything is copied: a root that is no plan's leaves folder as it was
         theirs = json.loads((root / "reproduce.json").read_text())
+        if not isinstance(theirs, dict):
+            raise ValueError("not a plan's record")
     except (OSError, ValueError) as e:
         why = getattr(e, "strerror", None) or e
         sys.exit(f"restage: {root} holds no readable reproduce.json ({why}); is it a runs root of `rotnet reproduce`?")
