@@ -9,7 +9,7 @@ import pytest
 from rotnet.cli import main
 from rotnet.experiments import EXPERIMENTS
 from rotnet.report import collect, write_report
-from tests.helpers import as_made_by_0_3, fabricate, reproduce, reseal, with_rotation
+from tests.helpers import as_made_by_0_3, edit_json, fabricate, reproduce, reseal, with_rotation
 
 
 @pytest.fixture(scope="module")
@@ -265,3 +265,21 @@ def test_a_seed_an_earlier_plan_named_stays_not_run_after_a_later_plan(reproduce
 def test_report_on_a_missing_folder_is_an_error(tmp_path, capsys):
     assert main(["report", str(tmp_path / "nope")]) == 2
     assert "runs folder not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("data", ["", "cifar100"])
+def test_report_given_one_run_folder_names_its_runs_root(tiny_runs, tmp_path, capsys, data):
+    """`rotnet report RUN` said the run "holds no rotnet runs"; it names the runs root above it, the data segment's
+    level included (read from the run's record), and writes nothing."""
+    root = tmp_path / "runs"
+    run = root / data / "resnet18/rotation/seed0"
+    shutil.copytree(tiny_runs / "resnet18/rotation/seed0", run)
+    if data:
+        edit_json(
+            run / "config.json", config=json.loads((run / "config.json").read_text())["config"] | {"dataset": data}
+        )
+    before = sorted(p.name for p in run.iterdir())
+    assert main(["report", str(run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"rotnet: error: {run} is one run's folder; report its runs root: rotnet report {root}"]
+    assert sorted(p.name for p in run.iterdir()) == before

@@ -187,6 +187,18 @@ def read_json(path: Path, *, follow: bool = True) -> Any:
         return None
 
 
+def runs_root_above(folder: Path) -> Path | None:
+    """The runs root a run folder lies in (ROOT/[DATA/]ARCH/EXPERIMENT/seedN, the data segment from its record), or
+    None when folder is not a readable run folder: what a command given one run where it wants a runs root names."""
+    folder = Path(folder)
+    try:
+        record = read_record(folder) if parse_run_dir(folder) else None
+    except RotnetError:
+        record = None
+    depth = 4 if record and data_segment(record["config"]) else 3
+    return folder.parents[depth - 1] if record and len(folder.parents) >= depth else None
+
+
 def read_record(folder: Path) -> dict | None:
     """config.json of a run folder (a dict with a 'config' dict), or None when missing; an error when unreadable."""
     path = Path(folder) / CONFIG

@@ -20,7 +20,17 @@ from rotnet.errors import RotnetError
 from rotnet.experiments import EXPERIMENTS, reference_results
 from rotnet.files import atomic_write_text, refuse_links
 from rotnet.gains import gain_finding, gain_text, signed, with_gains
-from rotnet.layout import CONFIG, FAILED, REPORT_MARKER, RESULT, find_runs, invocations, parse_run_dir, read_json
+from rotnet.layout import (
+    CONFIG,
+    FAILED,
+    REPORT_MARKER,
+    RESULT,
+    find_runs,
+    invocations,
+    parse_run_dir,
+    read_json,
+    runs_root_above,
+)
 from rotnet.lock import is_locked
 from rotnet.markdown import markdown_table
 from rotnet.pooling import pool, unpaired
@@ -303,6 +313,9 @@ def write_report(root: Path, preset: str | None = None) -> Path:
         raise RotnetError(f"runs folder not found: {root}")
     everything = pool(collect(root))  # a row's mean is over seeds of one protocol on one data
     if not everything:
+        above = runs_root_above(root)
+        if above is not None:
+            raise RotnetError(f"{root} is one run's folder; report its runs root: rotnet report {above}")
         raise RotnetError(f"{root} holds no rotnet runs (ARCH/EXPERIMENT/seedN folders with a {CONFIG})")
     for name in [*OUTPUTS, "plots", REPORT_MARKER]:  # a planted link would carry the report's files elsewhere
         refuse_links(root / name, root)
