@@ -1,6 +1,7 @@
-"""The run-folder scheme (rotnet.layout): a run's folder round-trips to its identity, and runs are found through no
-link."""
+"""The run-folder scheme (rotnet.layout): a run's folder round-trips to its identity, runs are found through no
+link, and one run's folder is never taken for a runs root."""
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -41,3 +42,29 @@ def test_runs_are_found_through_no_link(tmp_path, level):
         target.unlink()
     target.symlink_to(theirs / linked)
     assert find_runs(ours) == []
+
+
+@pytest.mark.parametrize("how", ["train", "reproduce", "label-efficiency", "api.train", "api.reproduce"])
+def test_one_runs_folder_named_as_a_runs_root_is_refused_before_anything_is_written(tiny_runs, tmp_path, fake_root,
+                                                                                     capsys, how):  # fmt: skip
+    """`--runs-root runs/paper/resnet18/rotation/seed0` trained a whole run nested inside that run's folder. Every
+    command and the API name their runs root through layout.runs_root_for, which refuses one run's folder."""
+    import rotnet
+    from rotnet.cli import main
+    from rotnet.errors import RotnetError
+    from tests.helpers import TINY_PRESET
+
+    run = tmp_path / "runs/resnet18/rotation/seed0"
+    shutil.copytree(tiny_runs / "resnet18/rotation/seed0", run)
+    before = sorted(p.name for p in run.iterdir())
+    said = f"runs root {run} is one run's folder; name the runs root that holds it: {tmp_path / 'runs'}"
+    common = {"preset": TINY_PRESET, "runs_root": run, "data_root": fake_root, "download": False}
+    if how.startswith("api."):
+        with pytest.raises(RotnetError) as e:
+            rotnet.train("rotation", **common) if how == "api.train" else rotnet.reproduce(**common)
+        assert str(e.value) == said
+    else:
+        args = [how, *(["rotation"] if how == "train" else []), "--preset", TINY_PRESET, "--runs-root", str(run)]
+        assert main([*args, "--data-root", str(fake_root), "--no-download"]) == 2
+        assert capsys.readouterr().err.strip().splitlines() == [f"rotnet: error: {said}"]
+    assert sorted(p.name for p in run.iterdir()) == before

@@ -87,8 +87,13 @@ def has_checkpoint(folder: Path) -> bool:
 
 def runs_root_for(preset: str, runs_root: str | Path | None = None) -> Path:
     """runs/PRESET unless a runs root is named: runs of different presets never meet, and every command and the
-    Python API find each other's."""
-    return Path(runs_root) if runs_root else Path("runs") / Path(preset).stem
+    Python API find each other's. One run's folder named as a runs root is refused (its runs would nest inside it)."""
+    if not runs_root:
+        return Path("runs") / Path(preset).stem
+    above = runs_root_above(Path(runs_root))
+    if above is not None:
+        raise RotnetError(f"runs root {runs_root} is one run's folder; name the runs root that holds it: {above}")
+    return Path(runs_root)
 
 
 @dataclass(frozen=True)
