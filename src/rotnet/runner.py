@@ -83,13 +83,12 @@ def refuse_repeats(configs: list[RunConfig]) -> None:
     """Every plan (reproduce, label-efficiency, the API) names each run once: the same run twice would train it twice
     in turn, or in two jobs at once where one fails on the other's lock while the plan still says done."""
     seen: set[RunId] = set()
-    for cfg in configs:
-        if run_id(cfg) in seen:
+    for rid in map(run_id, configs):
+        if rid in seen:
             raise RotnetError(
-                f"the plan names {run_id(cfg).relative} twice (a seed, arch, experiment or size given twice?); "
-                "name each once"
+                f"the plan names {rid.relative} twice (a seed, arch, experiment or size given twice?); name each once"
             )
-        seen.add(run_id(cfg))
+        seen.add(rid)
 
 
 def run_plan(configs: list[RunConfig], sources: list, options: PlanOptions, context: RunContext) -> int:
