@@ -112,7 +112,7 @@ def quick_and_verify(work: Path, common: list[str], log: Path, figures: dict) ->
     rotation = quick / "resnet18" / "rotation" / "seed0"
     code, secs = rotnet("verify", str(rotation), *common, log=log)
     figures["verify_quick_rotation"] = {"exit": code, "seconds": round(secs, 1)}
-    print(f"verify quick rotation: exit {code} (0 verified), {secs:.0f} s", flush=True)
+    print(f"verify quick rotation: exit {code} (0: verified), {secs:.0f} s", flush=True)
 
 
 def resume_and_verify(work: Path, common: list[str], log: Path, figures: dict, checkpoint_every: str) -> None:
@@ -123,7 +123,7 @@ def resume_and_verify(work: Path, common: list[str], log: Path, figures: dict, c
     figures["resume"] = stopped_mid_epoch(train, run, log)
     code, secs = rotnet("verify", str(run), "--all", *common, log=log)
     figures["resume"]["verify_all_exit"] = code
-    print(f"stopped mid-epoch and resumed: {figures['resume']}; verify --all: exit {code} (0 verified)", flush=True)
+    print(f"stopped mid-epoch and resumed: {figures['resume']}; verify --all: exit {code} (0: verified)", flush=True)
 
 
 def main() -> int:

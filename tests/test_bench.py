@@ -92,3 +92,8 @@ def test_the_gpu_figures_in_the_docs_are_the_committed_gpu_check():
     assert check["verify_quick_rotation"]["exit"] == 0
     fixed = json.loads((top / "docs/results/gpu-h200.json").read_text())["resume_at_d764f4a"]
     assert fixed["resumed_exit"] == 0 and fixed["verify_all_exit"] == 0 and check["resume"]["resumed_exit"] == 1
+    again = json.loads((top / "docs/results/gpu-h200.json").read_text())["at_8d93cb6"]
+    assert again["verify_quick_rotation"]["exit"] == 0 and again["resume"]["verify_all_exit"] == 0
+    counts = re.search(r"(\d+) failed, (\d+) passed, (\d+) skipped", again["suite"]["outcome"]).groups()
+    assert (f"quick preset took {again['quick']['seconds']:.0f} s" in said
+            and "{1} passed, {2} skipped, {0} failed".format(*counts) in said)  # fmt: skip
