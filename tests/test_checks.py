@@ -219,3 +219,77 @@ def test_a_partial_run_without_its_seal_is_never_resumed_from_its_checkpoints(
     err = capsys.readouterr().err
     assert ("no readable checkpoint" if old else "manifest.json missing") in err
     assert (folder / "metrics.jsonl").read_text() == before and not (folder / "manifest.json").exists()
+
+
+# fake_root: 80 training images of 10 classes (8 each). Each row: the command (or API call) and its arguments, and
+# the start of the one-line refusal. Every way a plan is made is one row; so are the ways a short step arises.
+UNTRAINABLE = {
+    "train, a last step of one": (["train", "rotation", "--batch-size", "79"], "a step of rotation would train on 1"),
+    "train, batches of one": (["train", "full-from-random", "--batch-size", "1"], "a step of full-from-random"),
+    "train, a subset's last step": (
+        ["train", "layer4-from-random", "--train-per-class", "3", "--batch-size", "29"],
+        "a step of layer4-from-random would train on 1 sample (30 images",
+    ),
+    "reproduce, the transfers' steps only": (  # rotation's last step holds 4 rotations of one image
+        ["reproduce", "--batch-size", "79", "--rotations-per-image", "4"],
+        "resnet18/layer4-from-rotation/seed0: a step of layer4-from-rotation would train on 1",
+    ),
+    "label-efficiency": (
+        ["label-efficiency", "--per-class", "1", "--batch-size", "9"],
+        "resnet18/full-from-rotation@1pc/seed0: a step of full-from-rotation would train on 1 sample (10 images",
+    ),
+    "api.train": ({"experiment": "rotation", "batch_size": 79}, "a step of rotation would train on 1"),
+    "api.reproduce": ({"batch_size": 79, "rotations_per_image": 4}, "resnet18/layer4-from-rotation/seed0: a step"),
+    "reproduce, an unlabeled folder": (
+        ["reproduce", "--dataset", "{folder}"],
+        "{folder}/resnet18/layer4-from-rotation/seed0: ",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(UNTRAINABLE))
+def test_a_run_its_data_cannot_train_is_refused_before_anything_trains(case, tmp_path, fake_root, capsys):
+    """A step of one sample made batch norm raise mid-epoch (a traceback, after a run folder and maybe an earlier run's
+    hours were spent), and a plan on an unlabeled folder trained its rotation run before its four transfers failed.
+    Every run passes checks.refuse_untrainable before its folder is made, and every plan checks all its runs with it
+    before the first trains: a one-line error, nothing written."""
+    import rotnet
+    from rotnet.cli import main
+    from rotnet.errors import RotnetError
+    from tests.helpers import TINY_PRESET
+
+    folder = tmp_path / "photos"
+    write_folder(folder, np.random.default_rng(0).integers(0, 256, (12, 3, 32, 32), dtype=np.uint8))
+    args, said = UNTRAINABLE[case]
+    said = said.format(folder=folder.name)
+    root = tmp_path / "runs"
+    if case.startswith("api."):
+        common = {"preset": TINY_PRESET, "runs_root": root, "data_root": fake_root, "download": False}
+        with pytest.raises(RotnetError) as e:
+            rotnet.train(**common, **args) if case == "api.train" else rotnet.reproduce(**common, **args)
+        assert str(e.value).startswith(said)
+    else:
+        args = [a.format(folder=folder) for a in args]
+        common = ["--preset", TINY_PRESET, "--runs-root", str(root), "--data-root", str(fake_root), "--no-download"]
+        assert main([*args, *common, "--device", "cpu"]) == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()[-1:]
+        assert line.startswith(f"rotnet: error: {said}") and "Traceback" not in capsys.readouterr().err
+    assert not root.exists()
+
+
+@pytest.mark.parametrize(("batch", "ranks", "refused"), [(77, 1, False), (77, 2, True), (80, 4, False), (79, 1, True)])
+def test_each_process_under_torchrun_needs_two_samples_a_step(batch, ranks, refused, fake_root):
+    """Under torchrun each rank trains its strided share of a step: 80 images in batches of 77 leave 3, one rank's
+    share 1."""
+    from rotnet.checks import refuse_untrainable
+    from rotnet.config import DataOptions, RunConfig
+    from rotnet.datasets import load_for
+    from rotnet.errors import RotnetError
+
+    cfg = RunConfig(experiment="rotation", batch_size=batch)
+    data = load_for(cfg, DataOptions(fake_root, download=False))
+    if refused:
+        with pytest.raises(RotnetError, match="would train on 1 sample"):
+            refuse_untrainable(cfg, data, ranks)
+    else:
+        assert refuse_untrainable(cfg, data, ranks) == 4

@@ -5,10 +5,22 @@ from dataclasses import replace
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from torch import nn
 
 from rotnet.config import RunConfig
-from rotnet.loop import Engine, Hooks, LoopState, build_optimizer, fit, lr_at, make_batch, train_step
+from rotnet.loop import (
+    Engine,
+    Hooks,
+    LoopState,
+    build_optimizer,
+    fit,
+    lr_at,
+    make_batch,
+    smallest_step,
+    train_step,
+)
 from rotnet.models import build_model
 from rotnet.seeds import generator
 
@@ -156,3 +168,22 @@ def test_four_rotations_per_image_put_every_rotation_in_the_batch():
     for i in range(3):  # the same crop/flip, rotated four ways
         for k in range(4):
             torch.testing.assert_close(inputs[4 * i + k], torch.rot90(inputs[4 * i], k, dims=(1, 2)))
+
+
+@given(
+    n=st.integers(1, 600),
+    batch=st.integers(1, 130),
+    task=st.sampled_from(["rotation", "classification"]),
+    per_image=st.sampled_from([1, 4]),
+    ranks=st.integers(1, 4),
+)
+def test_smallest_step_is_the_fewest_samples_any_ranks_step_holds(n, batch, task, per_image, ranks):
+    """What refuse_untrainable checks, against the epoch's own slicing and `shard`: every step of train_one_epoch,
+    each rank's part."""
+    from rotnet.distributed import World, shard
+
+    cfg = RunConfig(task=task, batch_size=batch, rotations_per_image=per_image)
+    order, each = torch.arange(n), per_image if task == "rotation" else 1
+    steps = [order[s * batch : (s + 1) * batch] for s in range(-(-n // batch))]
+    held = [len(shard(torch.arange(len(idx) * each), World(r, ranks))) for idx in steps for r in range(ranks)]
+    assert smallest_step(cfg, n, ranks) == min(held)

@@ -172,3 +172,18 @@ def test_a_probe_file_that_is_no_regular_file_is_named_not_waited_on(tiny_runs, 
         "1 probe file(s) that their run's manifest.json does not vouch for are not shown"
         in (tmp_path / "report.md").read_text()
     )
+
+
+@pytest.mark.parametrize("n", [2, 255, 256, 257, 513])
+def test_the_mlp_head_trains_whatever_the_training_features_count(n):
+    """The MLP head's batch norm raised on a last batch of one feature (257 images in batches of 256); a lone last
+    sample now joins the batch before it, and every sample is still seen once an epoch."""
+    import torch
+
+    from rotnet.probe import batches, fit_head
+
+    order = torch.randperm(n)
+    parts = batches(order, 256)
+    assert torch.equal(torch.cat(parts), order) and min(map(len, parts)) >= 2
+    x, y = torch.randn(n, 16), torch.arange(n) % 2
+    assert 0 <= fit_head(x, y, x[:8], y[:8], kind="mlp", epochs=1, seed=0) <= 100

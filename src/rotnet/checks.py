@@ -3,19 +3,20 @@ its data and the rotation weights a transfer run starts from (read and hashed on
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from torch import nn
 
 from rotnet import checkpoint as ckpt
 from rotnet.config import ADDED, NOT_PROTOCOL, RunConfig, config_diff
-from rotnet.data import Dataset, data_diff, normalization, short_classes
+from rotnet.data import Dataset, data_diff, normalization, output_count, short_classes
 from rotnet.errors import InUse, RotnetError, warn_once
 from rotnet.health import weights_problem
 from rotnet.layout import CHECKPOINTS, CONFIG, MANIFEST, RESULT, WEIGHTS, find_runs, parse_run_dir, read_json, run_dir
-from rotnet.lifecycle import RunContext
+from rotnet.lifecycle import RunContext, train_subset
 from rotnet.lock import is_locked
+from rotnet.loop import smallest_step
 from rotnet.record import RunRecord, open_run
 from rotnet.runtime import recorded_threads
 
@@ -228,6 +229,28 @@ def refuse_broken_source(cfg: RunConfig, model: nn.Module, data: Dataset, init_i
     problem = weights_problem(model, data.test_images, normalization(cfg, data), channels_last=False)
     if problem:
         raise RotnetError(f"the rotation weights {init_info['init_weights']} cannot start a run: {problem}")
+
+
+def refuse_untrainable(cfg: RunConfig, data: Dataset, ranks: int = 1) -> int:
+    """What a run needs of its data, checked before its folder is made and, in a plan, before any run of it trains:
+    class labels for classification, and two or more samples in every step on every rank (batch norm cannot train
+    on one: torch raises mid-epoch on 32 px images, and on larger ones a lone image's statistics stand in for a
+    batch's). Returns the model's output count."""
+    outputs = output_count(cfg, data)
+    n = len(train_subset(cfg, data)[1])
+    fewest = smallest_step(cfg, n, ranks)
+    if n and fewest < 2:
+        # the nearest batch sizes that leave no step short, to say which would do
+        fits = [b for b in range(max(cfg.batch_size - 64, 2), cfg.batch_size + 65) if b != cfg.batch_size]
+        fits = [b for b in fits if smallest_step(replace(cfg, batch_size=b), n, ranks) >= 2]
+        near = sorted(fits, key=lambda b: abs(b - cfg.batch_size))[:2]
+        where = f" on one of {ranks} processes" if ranks > 1 else ""
+        raise RotnetError(
+            f"a step of {cfg.experiment} would train on {fewest} sample{'s' * (fewest != 1)}{where} ({n:,} images in"
+            f" batches of {cfg.batch_size}), and batch norm needs 2 or more; choose another --batch-size"
+            f" ({' or '.join(map(str, sorted(near)))} would do)"
+        )
+    return outputs
 
 
 def warn_short_classes(cfg: RunConfig, data: Dataset) -> None:

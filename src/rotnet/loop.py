@@ -143,6 +143,14 @@ class Control:
     display: Callable[[int, dict], None] | None = None
 
 
+def smallest_step(cfg: RunConfig, n: int, ranks: int = 1) -> int:
+    """The fewest samples one rank's step of train_one_epoch holds in an epoch of n images: the last, smaller batch
+    (or a whole one), times the rotations of each image, strided over the ranks as `shard` does."""
+    last = n - (math.ceil(n / cfg.batch_size) - 1) * cfg.batch_size
+    per_image = cfg.rotations_per_image if cfg.task == "rotation" else 1
+    return last * per_image // ranks
+
+
 def train_one_epoch(cfg: RunConfig, engine: Engine, images, labels, state: LoopState, hooks: Hooks, ctl: Control):
     """Train epoch `state.epoch` from `state.step` to its end; return (last lr, global sums [loss x n, correct, n],
     training seconds, whether a stop was requested) and leave `state` at the epoch's last step. Every SYNC_EVERY

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import warnings
 from pathlib import Path
 
@@ -78,6 +77,15 @@ def make_head(kind: str, dim: int, classes: int) -> nn.Module:
     return nn.Sequential(nn.Linear(dim, 512), nn.BatchNorm1d(512), nn.ReLU(), nn.Linear(512, classes))
 
 
+def batches(order: torch.Tensor, size: int) -> list[torch.Tensor]:
+    """order in batches of `size`; a lone last sample joins the batch before it, since the MLP head's batch norm
+    cannot train on one (the head's batch is rotnet's choice, not the user's, so it is not refused)."""
+    parts = list(order.split(size))
+    if len(parts) > 1 and len(parts[-1]) == 1:
+        parts[-2:] = [torch.cat(parts[-2:])]
+    return parts
+
+
 def fit_head(train_x, train_y, test_x, test_y, *, kind: str, epochs: int, seed: int, bar=None) -> float:
     """Train a head on standardized features with Adam (lr 1e-3, cosine to 0, batch 256); test accuracy (%)."""
     mean, std = train_x.mean(0), train_x.std(0) + 1e-6
@@ -85,12 +93,12 @@ def fit_head(train_x, train_y, test_x, test_y, *, kind: str, epochs: int, seed: 
     torch.manual_seed(derive_seed("probe-init", seed))
     head = make_head(kind, train_x.shape[1], int(train_y.max()) + 1)
     opt = torch.optim.Adam(head.parameters(), lr=1e-3, weight_decay=1e-4)
-    steps = epochs * math.ceil(len(train_x) / 256)
+    steps = epochs * len(batches(torch.arange(len(train_x)), 256))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     gen = torch.Generator().manual_seed(derive_seed("probe-shuffle", seed))
     for _ in range(epochs):
         head.train()
-        for idx in torch.randperm(len(train_x), generator=gen).split(256):
+        for idx in batches(torch.randperm(len(train_x), generator=gen), 256):
             loss = nn.functional.cross_entropy(head(train_x[idx]), train_y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()

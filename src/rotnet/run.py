@@ -10,9 +10,17 @@ from dataclasses import replace
 import torch
 
 from rotnet import checkpoint as ckpt
-from rotnet.checks import Source, check_run, class_name, refuse_broken_source, resume_threads, warn_short_classes
+from rotnet.checks import (
+    Source,
+    check_run,
+    class_name,
+    refuse_broken_source,
+    refuse_untrainable,
+    resume_threads,
+    warn_short_classes,
+)
 from rotnet.config import RunConfig
-from rotnet.data import Dataset, class_counts, normalization, output_count
+from rotnet.data import Dataset, class_counts, normalization
 from rotnet.distributed import barrier, ranks_agree
 from rotnet.errors import Diverged, RotnetError
 from rotnet.evaluate import confusion, targets_for
@@ -58,8 +66,8 @@ def run(
         also += "; not sent to W&B, which takes a run while it trains" if "wandb" in context.run_options.loggers else ""
         log(f"{folder}: already finished; reusing it{also}")
         return result
-    # Before any folder is made: classification needs labels.
-    classes = output_count(cfg, data)
+    # Before any folder is made: labels for classification, steps batch norm can train on.
+    classes = refuse_untrainable(cfg, data, world.size)
     warn_short_classes(cfg, data)
     steps = math.ceil(len(train_subset(cfg, data)[1]) / cfg.batch_size)
     lock, created = None, None

@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from rotnet import kernels
-from rotnet.checks import Source, check_run
+from rotnet.checks import Source, check_run, refuse_untrainable
 from rotnet.config import RunConfig
 from rotnet.datasets import load_dataset, load_for
 from rotnet.errors import Diverged, Interrupted, InUse, RotnetError
@@ -143,8 +143,9 @@ def run_plan(configs: list[RunConfig], sources: list, options: PlanOptions, cont
 
 
 def check_plan(configs: list[RunConfig], sources: list, options: PlanOptions, context: RunContext) -> None:
-    """Everything that can fail before the data loads and hours of training: changed configurations, rotation
-    weights of another protocol, report files that are not rotnet's, missing data."""
+    """Everything that can fail before hours of training: changed configurations, rotation weights of another
+    protocol, report files that are not rotnet's, missing data, and data a run cannot train on (a transfer run's
+    would otherwise fail only after its rotation run trained)."""
     from rotnet.report import refuse_foreign_outputs  # matplotlib: only where a report is written
 
     for cfg, source in zip(configs, sources, strict=True):
@@ -152,8 +153,13 @@ def check_plan(configs: list[RunConfig], sources: list, options: PlanOptions, co
         with contextlib.suppress(InUse):  # another process's run: "not run" when its turn comes, like any other
             check_run(cfg, context, source, with_source=ready)
     refuse_foreign_outputs(options.runs_root)  # the report at the end would
-    for cfg in {run_id(c).data: c for c in configs}.values():
-        load_for(cfg, options.data)
+    for cfg in configs:
+        data = load_for(cfg, options.data)  # each data identity loaded once, for the plan
+        if not (run_dir(options.runs_root, cfg) / RESULT).is_file():
+            try:
+                refuse_untrainable(cfg, data, context.world.size)
+            except RotnetError as e:
+                raise RotnetError(f"{run_id(cfg).relative}: {e}") from None
 
 
 def run_in_turn(
