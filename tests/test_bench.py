@@ -97,3 +97,28 @@ def test_the_gpu_figures_in_the_docs_are_the_committed_gpu_check():
     counts = re.search(r"(\d+) failed, (\d+) passed, (\d+) skipped", again["suite"]["outcome"]).groups()
     assert (f"quick preset took {again['quick']['seconds']:.0f} s" in said
             and "{1} passed, {2} skipped, {0} failed".format(*counts) in said)  # fmt: skip
+
+
+def test_every_timed_step_holds_the_images_it_is_counted_for(tmp_path, fake_root, monkeypatch, capsys):
+    """images/s counts batch x steps. On data that the steps outrun (80 images, 4 steps of 32), rotnet's pipeline
+    (b) trained short and empty batches, counted full, and the plain one (c) ended in StopIteration; a batch of one
+    image was batch norm's traceback. Now every step of (a), (b) and (c) holds the batch, and a batch outside 2 to
+    the images is one line."""
+    from rotnet import bench
+    from rotnet.cli import main
+
+    held = []
+
+    def recording(forward, opt, inputs, targets, *a, **k):
+        held.append(len(inputs))
+        return train_step(forward, opt, inputs, targets, *a, **k)
+
+    train_step = bench.train_step
+    monkeypatch.setattr(bench, "train_step", recording)
+    args = ["bench", "--device", "cpu", "--steps", "3", "--warmup", "1", "--data-root", str(fake_root)]
+    assert main([*args, "--batch-size", "32", "--out", str(tmp_path / "b.json")]) == 0
+    assert held and set(held) == {32}, held
+    for batch in ("1", "81"):
+        assert main([*args, "--batch-size", batch, "--out", str(tmp_path / f"{batch}.json")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1] == f"rotnet: error: --batch-size must be from 2 to the 80 training images; got {batch}"

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from rotnet.augment import MEAN, STD
 from rotnet.config import RunConfig
+from rotnet.errors import RotnetError
 from rotnet.evaluate import predict
 from rotnet.experiments import EXPERIMENTS
 from rotnet.files import atomic_write_text
@@ -97,22 +98,39 @@ def bench_rotnet(cfg, device, images, labels, steps, warmup) -> float:
     order = torch.randperm(len(images), generator=generator(device, "shuffle", 0, 0), device=device)
 
     def step(i):
-        idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+        idx = batch_indices(order, i, cfg.batch_size)
         inputs, targets = make_batch(cfg, images[idx], labels[idx], generator(device, "augment", 0, 0, i))
         train_step(forward, opt, inputs, targets, cfg.precision)
 
     return timed(step, steps, warmup, cfg.batch_size, device)
 
 
+def batch_indices(order: torch.Tensor, i: int, size: int) -> torch.Tensor:
+    """Step i's images: consecutive batches of the permutation, wrapping round when the steps outrun the data, so
+    every step holds `size` images, as the images/s count assumes (the steps after the data's end were short or
+    empty)."""
+    start = i * size % len(order)
+    idx = order[start : start + size]
+    return idx if len(idx) == size else torch.cat([idx, order[: size - len(idx)]])
+
+
+def endless(loader: DataLoader):
+    """The loader's batches, epoch after epoch (its workers kept), for as many steps as are timed."""
+    while True:
+        yield from loader
+
+
 def bench_plain(cfg, device, images, labels, steps, warmup, workers) -> float:
-    """(c) the reference's pipeline: per-image PIL transforms in a DataLoader, batches copied to the device."""
+    """(c) the reference's pipeline: per-image PIL transforms in a DataLoader, batches copied to the device; full
+    batches only, so that each step holds the images it is counted for."""
     model, forward, opt = setup(cfg, device)
     dataset = ReferenceCifar(images.permute(0, 2, 3, 1).numpy(), labels.numpy(), cfg.task == "rotation")
-    loader = iter(
+    loader = endless(
         DataLoader(
             dataset,
             batch_size=cfg.batch_size,
             shuffle=True,
+            drop_last=True,
             num_workers=workers,
             pin_memory=device.type == "cuda",
             persistent_workers=workers > 0,
@@ -143,7 +161,6 @@ def load_images(data_root: Path | None) -> tuple[torch.Tensor, torch.Tensor, str
     """The real training set if present, else random images of the same shape (throughput doesn't care)."""
     import warnings
 
-    from rotnet.errors import RotnetError
     from rotnet.readers import load_cifar10
 
     try:
@@ -177,6 +194,8 @@ def run_bench(
     """The main table for archs[0]; with more archs, each one's rotation step (model only and rotnet's pipeline) and
     its ratio to the first's, measured in the same run (how much longer a deeper model's epochs take here)."""
     images, labels, source = load_images(data_root)
+    if not 2 <= batch_size <= len(images):  # batch norm cannot train on one image; a step cannot hold more than all
+        raise RotnetError(f"--batch-size must be from 2 to the {len(images):,} training images; got {batch_size}")
     results: dict = {
         "device": str(device),
         "batch_size": batch_size,
