@@ -16,7 +16,7 @@ from rotnet.health import weights_problem
 from rotnet.layout import CHECKPOINTS, CONFIG, MANIFEST, RESULT, WEIGHTS, find_runs, parse_run_dir, read_json, run_dir
 from rotnet.lifecycle import RunContext, train_subset
 from rotnet.lock import is_locked
-from rotnet.loop import smallest_step
+from rotnet.loop import plural, smallest_step
 from rotnet.record import RunRecord, open_run
 from rotnet.runtime import recorded_threads
 
@@ -243,12 +243,12 @@ def refuse_untrainable(cfg: RunConfig, data: Dataset, ranks: int = 1) -> int:
         # the nearest batch sizes that leave no step short, to say which would do
         fits = [b for b in range(max(cfg.batch_size - 64, 2), cfg.batch_size + 65) if b != cfg.batch_size]
         fits = [b for b in fits if smallest_step(replace(cfg, batch_size=b), n, ranks) >= 2]
-        near = sorted(fits, key=lambda b: abs(b - cfg.batch_size))[:2]
+        near = sorted(sorted(fits, key=lambda b: abs(b - cfg.batch_size))[:2])
         where = f" on one of {ranks} processes" if ranks > 1 else ""
+        choose = f"choose another --batch-size ({' or '.join(map(str, near))} would do)" if near else "add images"
         raise RotnetError(
-            f"a step of {cfg.experiment} would train on {fewest} sample{'s' * (fewest != 1)}{where} ({n:,} images in"
-            f" batches of {cfg.batch_size}), and batch norm needs 2 or more; choose another --batch-size"
-            f" ({' or '.join(map(str, sorted(near)))} would do)"
+            f"a step of {cfg.experiment} would train on {plural(fewest, 'sample')}{where} ({n:,} image{'s' * (n != 1)}"
+            f" in batches of {cfg.batch_size}), and batch norm needs 2 or more; {choose}"
         )
     return outputs
 
