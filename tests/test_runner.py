@@ -119,3 +119,58 @@ def test_a_plan_naming_one_run_twice_is_refused_before_anything_is_written(tmp_p
         err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("rotnet: warning")]
         assert len(err) == 1 and "twice" in err[0] and "Traceback" not in err[0], err
     assert not root.exists()
+
+
+@pytest.mark.parametrize("command", ["reproduce", "label-efficiency"])
+def test_a_plan_run_beside_another_on_one_runs_root_stays_in_its_log(tmp_path, fake_root, monkeypatch, command):
+    """Two terminals, one runs root (`--seeds 1` in one, `--seeds 2` in the other): each plan wrote the log it had
+    read at its start, so the one to end last dropped the other's invocation, its command and the runs it planned.
+    Here the second plan runs whole while the first trains (inside the first's run_in_turn)."""
+    from rotnet import runner
+    from rotnet.cli import main
+    from rotnet.layout import invocations, read_json
+
+    root = tmp_path / "runs"
+    own = {"reproduce": ["--experiments", "rotation", "--jobs", "1"], "label-efficiency": ["--per-class", "1"]}
+    args = [command, "--preset", TINY_PRESET, "--runs-root", str(root), "--data-root", str(fake_root),
+            "--no-download", *own[command]]  # fmt: skip
+    args += ["--min-steps", "1"] if command == "label-efficiency" else []  # not 300 optimizer steps a run
+    in_turn = runner.run_in_turn
+
+    def beside(*a, **k):
+        monkeypatch.setattr(runner, "run_in_turn", in_turn)
+        assert main([*args, "--seeds", "2"]) == 0
+        return in_turn(*a, **k)
+
+    monkeypatch.setattr(runner, "run_in_turn", beside)
+    assert main([*args, "--seeds", "1"]) == 0
+    log = read_json(root / f"{command}.json")
+    assert [e["command"].split("--seeds ")[1] for e in invocations(log)] == ["1", "2"]
+    assert all(e["finished"] for e in invocations(log)) and log["command"].endswith("--seeds 2")
+
+
+ORDERS = {  # the writes of two plans' logs (a: started first; 0 at its start, 1 at its end)
+    "one after the other": ["a0", "a1", "b0", "b1"],
+    "b inside a": ["a0", "b0", "b1", "a1"],
+    "overlapping": ["a0", "b0", "a1", "b1"],
+    "a written again": ["a0", "a1", "b0", "b1", "a1"],
+}
+
+
+@pytest.mark.parametrize("order", list(ORDERS))
+def test_every_order_of_two_plans_writes_leaves_both_in_the_log_finished(tmp_path, order):
+    """plan.log_invocation, the one writer of a plan's log: whatever order two plans on one root write in, the log
+    holds each once, finished, oldest first, the later-started plan on top with its whole record."""
+    from rotnet.layout import invocations, read_json
+    from rotnet.plan import log_invocation
+
+    path = tmp_path / "reproduce.json"
+    records = {"a0": {"command": "a", "started": 1.0, "runs": ["x"], "preset": "paper"}}
+    records["a1"] = records["a0"] | {"finished": 5.0, "wall_seconds": 4.0, "outcome": {"x": "done"}}
+    records["b0"] = {"command": "b", "started": 2.0, "runs": ["y"], "preset": "paper"}
+    records["b1"] = records["b0"] | {"finished": 4.0, "wall_seconds": 2.0, "outcome": {"y": "done"}}
+    for write in ORDERS[order]:
+        log_invocation(path, records[write])
+    log = read_json(path)
+    assert [(e["command"], e["finished"]) for e in invocations(log)] == [("a", 5.0), ("b", 4.0)]
+    assert log == records["b1"] | {"earlier": [invocations(records["a1"])[-1]]}

@@ -26,7 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from rotnet.layout import EXAMPLES, RESULT, VERIFY, find_runs, invocations
+from rotnet.layout import EXAMPLES, RESULT, VERIFY, find_runs, merge_logs
 from rotnet.record import RECORD_FILES
 from rotnet.report import OUTPUTS, write_report
 
@@ -34,25 +34,6 @@ RESULTS = Path(__file__).resolve().parent.parent / "docs/results"
 # A run's record and what the report draws from it (examples.safetensors: 16 test images and their predictions,
 # 25 KB), never its weights (45 MB a ResNet18).
 KEPT = (*RECORD_FILES, EXAMPLES, VERIFY)
-
-
-def held(log: dict) -> list[dict]:
-    """The invocations a plan's log holds, oldest first: its earlier ones as stored (a record is copied, not
-    rewritten: entries older rotnets wrote keep their keys), its own as `reproduce` keeps one in `earlier`."""
-    stored = [e for e in log.get("earlier") or [] if isinstance(e, dict)]
-    return [*stored, invocations(log)[-1]]
-
-
-def merged_log(ours: dict, theirs: dict) -> dict:
-    """Two plans' logs as one runs root would hold them: the later plan on top, every invocation before it in
-    `earlier`, oldest first. An invocation both logs hold (a plan that landed, then the root's next plan's earlier
-    one; or a plan landed while it ran, then again) counts once, as the log written last has it."""
-    older, newer = sorted([ours, theirs], key=lambda log: log.get("started") or 0)  # stable: theirs when equal
-    by_start = {}
-    for i, invocation in enumerate([*held(older), *held(newer)[:-1]]):
-        by_start[invocation.get("started") or f"unknown {i}"] = invocation
-    by_start.pop(newer.get("started"), None)
-    return newer | {"earlier": sorted(by_start.values(), key=lambda e: e.get("started") or 0)}
 
 
 def add_runs(folder: Path, root: Path) -> int:
@@ -80,7 +61,7 @@ def add_runs(folder: Path, root: Path) -> int:
             if name not in both:  # a new run's record, or a file made since its run landed (its verify.json)
                 shutil.copy2(run / name, target / name)
     log = folder / "reproduce.json"
-    log.write_text(json.dumps(merged_log(json.loads(log.read_text()), theirs), indent=2) + "\n")
+    log.write_text(json.dumps(merge_logs(json.loads(log.read_text()), theirs), indent=2) + "\n")
     return added
 
 

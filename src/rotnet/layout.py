@@ -80,6 +80,32 @@ def invocations(log: Any) -> list[dict]:
     return [{k: e.get(k) for k in INVOCATION_KEYS} for e in [*earlier, log] if isinstance(e, dict)]
 
 
+def merge_logs(old: Any, new: dict) -> dict:
+    """Two logs of plans on one runs root as one: the plan started last on top (its whole record), every other
+    invocation in `earlier`, oldest first, each once by its start time. Of two copies of one invocation the one that
+    says it finished stands, else new's: plans on one root may end in any order. How a plan writes its log over the
+    one there, and how records from another runs root are taken in (tools/restage_results.py)."""
+    if not isinstance(old, dict):
+        return new
+    copies: dict = {}
+    for n, log in enumerate((old, new)):
+        for i, invocation in enumerate(logged(log)):
+            key = invocation.get("started") or f"unknown {n}.{i}"
+            if key not in copies or invocation.get("finished") or not copies[key].get("finished"):
+                copies[key] = invocation
+    top = max((new, old), key=lambda log: log.get("started") or 0)  # a tie: new, the same plan written again
+    copy = copies.pop(top.get("started"), None)
+    top = top | copy if copy and copy.get("finished") and not top.get("finished") else top
+    return top | {"earlier": sorted(copies.values(), key=lambda e: e.get("started") or 0)}
+
+
+def logged(log: dict) -> list[dict]:
+    """The invocations a plan's log holds, oldest first: its earlier ones as stored (entries older rotnets wrote keep
+    their keys), its own as a log keeps one in `earlier`."""
+    stored = [e for e in log.get("earlier") or [] if isinstance(e, dict)]
+    return [*stored, invocations(log)[-1]]
+
+
 def has_checkpoint(folder: Path) -> bool:
     """Whether a run folder holds a checkpoint to resume from (what a stop may say was saved)."""
     return any((Path(folder) / CHECKPOINTS).glob("e*-s*.safetensors"))

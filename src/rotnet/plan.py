@@ -3,6 +3,7 @@ runs go at once, and how long the rest will take."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 from rotnet.config import DataOptions, RunConfig
 from rotnet.errors import RotnetError
 from rotnet.files import atomic_write_text
-from rotnet.layout import FAILED, run_id
+from rotnet.layout import FAILED, merge_logs, read_json, run_id
 from rotnet.lifecycle import RunContext, RunOptions
 from rotnet.loop import duration
 from rotnet.protocol import Protocol
@@ -92,6 +93,18 @@ class Eta:
             return ""
         left = sum(c for j, c in enumerate(self.costs) if j >= i and j not in self.finished)
         return f"; about {duration(left * self.seconds / self.work)} left in the plan"
+
+
+def log_invocation(path: Path, record: dict) -> None:
+    """Write a plan's record into the runs root's log (reproduce.json), merged with the log there now under a lock
+    on the runs root: a plan run beside this one on the same root keeps its entry, whichever starts or ends last
+    (each wrote the log it read at its start, and the one to end last dropped the other's)."""
+    folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)  # held for a read and a write; released when closed
+        atomic_write_text(path, json.dumps(merge_logs(read_json(path), record), indent=2) + "\n")
+    finally:
+        os.close(folder)
 
 
 def provenance_command() -> str:

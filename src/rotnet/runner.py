@@ -4,21 +4,18 @@ runs, resuming partial ones), one after another or as parallel `rotnet` processe
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from dataclasses import replace
-from pathlib import Path
 
 from rotnet import kernels
 from rotnet.checks import Source, check_run, refuse_untrainable
 from rotnet.config import RunConfig
 from rotnet.datasets import load_dataset, load_for
 from rotnet.errors import Diverged, Interrupted, InUse, RotnetError
-from rotnet.files import atomic_write_text
 from rotnet.jobs import run_parallel
-from rotnet.layout import CONFIG, RESULT, RunId, has_checkpoint, invocations, read_json, run_dir, run_id
+from rotnet.layout import CONFIG, RESULT, RunId, has_checkpoint, run_dir, run_id
 from rotnet.lifecycle import RunContext
-from rotnet.plan import IN_USE, Eta, PlanOptions, auto_jobs, mark_failed, train_size
+from rotnet.plan import IN_USE, Eta, PlanOptions, auto_jobs, log_invocation, mark_failed, train_size
 from rotnet.protocol import rotation_source
 from rotnet.provenance import provenance
 from rotnet.run import run
@@ -104,14 +101,13 @@ def run_plan(configs: list[RunConfig], sources: list, options: PlanOptions, cont
         **options.extra,
         "runs": [str(run_id(c).relative) for c in configs],
         "started": started,
-        "earlier": earlier_invocations(root / options.log_name),
     }
     if world.is_main:
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise RotnetError(f"cannot create {root} ({e.strerror or e})") from None
-        atomic_write_text(root / options.log_name, json.dumps(record, indent=2) + "\n")
+        log_invocation(root / options.log_name, record)
     outcome: dict[str, str] = {}  # run folder -> done / failed: why / not run
     costs = [cfg.epochs * train_size(cfg, load_for(cfg, options.data)) for cfg in configs]
     todo = [i for i, cfg in enumerate(configs) if not (run_dir(root, cfg) / RESULT).is_file()]
@@ -126,7 +122,7 @@ def run_plan(configs: list[RunConfig], sources: list, options: PlanOptions, cont
             for cfg in configs:
                 outcome.setdefault(str(run_id(cfg).relative), "not run")
             record |= {"finished": time.time(), "wall_seconds": time.time() - started, "outcome": outcome}
-            atomic_write_text(root / options.log_name, json.dumps(record, indent=2) + "\n")
+            log_invocation(root / options.log_name, record)
             missing = [k for k, v in outcome.items() if not v.startswith("done")]
             for k in missing:
                 say(f"   {k}: {outcome[k]}")
@@ -196,9 +192,3 @@ def run_in_turn(
             mark_failed(options.runs_root / name, str(e))
             if cfg.experiment == "rotation":
                 blocked[run_id(cfg)] = "failed"
-
-
-def earlier_invocations(path: Path) -> list[dict]:
-    """The invocations before this one on the same runs root, from the record this one replaces: a plan resumed
-    over several sessions keeps its whole history (and the report its whole wall time and every run it planned)."""
-    return invocations(read_json(path))
