@@ -174,3 +174,16 @@ def test_every_order_of_two_plans_writes_leaves_both_in_the_log_finished(tmp_pat
     log = read_json(path)
     assert [(e["command"], e["finished"]) for e in invocations(log)] == [("a", 5.0), ("b", 4.0)]
     assert log == records["b1"] | {"earlier": [invocations(records["a1"])[-1]]}
+
+
+@pytest.mark.parametrize("there", ['{"started": "yesterday", "earlier": ["x", {"started": null}]}', "[]", "{", ""])
+def test_a_plan_writes_its_log_over_an_edited_or_foreign_one_without_a_traceback(tmp_path, there):
+    """The log there is read and merged: an entry without a time of its own is kept as it is, never compared."""
+    from rotnet.layout import read_json
+    from rotnet.plan import log_invocation
+
+    path = tmp_path / "reproduce.json"
+    path.write_text(there)
+    log_invocation(path, {"command": "a", "started": 1.0})
+    log = read_json(path)
+    assert log["command"] == "a" and all(isinstance(e, dict) for e in log.get("earlier", []))

@@ -90,13 +90,19 @@ def merge_logs(old: Any, new: dict) -> dict:
     copies: dict = {}
     for n, log in enumerate((old, new)):
         for i, invocation in enumerate(logged(log)):
-            key = invocation.get("started") or f"unknown {n}.{i}"
+            key = started(invocation) or f"unknown {n}.{i}"
             if key not in copies or invocation.get("finished") or not copies[key].get("finished"):
                 copies[key] = invocation
-    top = max((new, old), key=lambda log: log.get("started") or 0)  # a tie: new, the same plan written again
-    copy = copies.pop(top.get("started"), None)
+    top = max((new, old), key=started)  # a tie: new, the same plan written again
+    copy = copies.pop(started(top), None)
     top = top | copy if copy and copy.get("finished") and not top.get("finished") else top
-    return top | {"earlier": sorted(copies.values(), key=lambda e: e.get("started") or 0)}
+    return top | {"earlier": sorted(copies.values(), key=started)}
+
+
+def started(invocation: dict) -> float:
+    """When an invocation started (0 where its log, edited or foreign, says no time)."""
+    value = invocation.get("started")
+    return value if isinstance(value, int | float) and not isinstance(value, bool) else 0
 
 
 def logged(log: dict) -> list[dict]:
