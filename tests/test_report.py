@@ -283,3 +283,32 @@ def test_report_given_one_run_folder_names_its_runs_root(tiny_runs, tmp_path, ca
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"rotnet: error: {run} is one run's folder; report its runs root: rotnet report {root}"]
     assert sorted(p.name for p in run.iterdir()) == before
+
+
+LOG_FIELDS = {  # each field of a plan's log a reader shows, and values of a kind rotnet never writes there
+    **{k: ["x", float("nan"), True] for k in ("started", "finished", "wall_seconds")},
+    "runs": ["resnet18/rotation/seed0", ["resnet18/rotation/seed0", 1], {}],  # not a list of run names
+    **{k: [5, ["a"], None] for k in ("command", "git_commit", "preset", "rotnet_version", "torch", "device_name")},
+}
+
+
+@pytest.mark.parametrize("place", ["its own", "an earlier one"])
+@pytest.mark.parametrize("field", list(LOG_FIELDS))
+def test_a_plan_log_field_of_another_kind_reads_as_unknown_never_a_traceback(copy, place, field, capsys):
+    """reproduce.json can be edited, or another tool's: `wall_seconds: "x"` was a TypeError in the report's
+    provenance, `started: "x"` one in the log's merge. Every field is read through layout.plan_log and
+    layout.invocations, which leave out what does not fit; the report still says what the runs say."""
+    from rotnet.layout import invocations, plan_log
+
+    good = {"command": "rotnet reproduce", "git_commit": "abc", "started": 1.0, "finished": 2.0, "wall_seconds": 1.0,
+            "runs": ["resnet18/rotation/seed0"], "preset": "tiny", "rotnet_version": "0.7.0", "torch": "2",
+            "device_name": "cpu"}  # fmt: skip
+    for value in LOG_FIELDS[field]:
+        entry = good | {field: value}
+        log = entry if place == "its own" else good | {"started": 3.0, "earlier": [entry]}
+        (copy / "reproduce.json").write_text(json.dumps(log))
+        assert main(["report", str(copy)]) == 0, value
+        assert "Traceback" not in capsys.readouterr().err
+        read = plan_log(copy / "reproduce.json")
+        first = invocations(read)[0]  # the entry that holds the value
+        assert first[field] is None if field in first else place != "its own" or field not in read

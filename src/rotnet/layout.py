@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,16 +69,39 @@ def read_marker(path: Path) -> Any:
 
 
 INVOCATION_KEYS = ("command", "git_commit", "started", "finished", "wall_seconds", "runs")
+TIMES = ("started", "finished", "wall_seconds")  # seconds: finite numbers
+LISTS = ("runs",)  # of run names
+# the other fields of a plan's log that readers show: text
+TEXTS = ("command", "git_commit", "preset", "rotnet_version", "torch", "torchvision", "device_name")
+
+
+def fits(key: str, value: Any) -> bool:
+    """Whether a field of a plan's log holds what rotnet writes there (a number of seconds, a list of run names,
+    text); any other field passes. The log can be edited, or another tool's: a field that does not fit reads as
+    unknown."""
+    if key in TIMES:
+        return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if key in LISTS:
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    return key not in TEXTS or isinstance(value, str)
+
+
+def plan_log(path: Path) -> dict:
+    """A plan's log (reproduce.json) as its readers take it: {} for none or not a JSON object; each top-level field
+    that does not fit what rotnet writes left out (its history: `invocations`)."""
+    log = read_json(path)
+    return {k: v for k, v in log.items() if fits(k, v)} if isinstance(log, dict) else {}
 
 
 def invocations(log: Any) -> list[dict]:
     """Every invocation a plan's record (reproduce.json) holds, oldest first: its `earlier` ones, then its own, each
-    with INVOCATION_KEYS ("runs": the runs it planned; older records kept them for the last one only). Every
-    reader of a plan's history goes through here; [] for no record."""
+    with INVOCATION_KEYS ("runs": the runs it planned; older records kept them for the last one only; a field that
+    does not fit: None). Every reader of a plan's history goes through here; [] for no record."""
     if not isinstance(log, dict):
         return []
     earlier = log.get("earlier") if isinstance(log.get("earlier"), list) else []
-    return [{k: e.get(k) for k in INVOCATION_KEYS} for e in [*earlier, log] if isinstance(e, dict)]
+    entries = [e for e in [*earlier, log] if isinstance(e, dict)]
+    return [{k: e.get(k) if fits(k, e.get(k)) else None for k in INVOCATION_KEYS} for e in entries]
 
 
 def merge_logs(old: Any, new: dict) -> dict:
@@ -102,7 +126,7 @@ def merge_logs(old: Any, new: dict) -> dict:
 def started(invocation: dict) -> float:
     """When an invocation started (0 where its log, edited or foreign, says no time)."""
     value = invocation.get("started")
-    return value if isinstance(value, int | float) and not isinstance(value, bool) else 0
+    return value if fits("started", value) else 0
 
 
 def logged(log: dict) -> list[dict]:

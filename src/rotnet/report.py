@@ -28,6 +28,7 @@ from rotnet.layout import (
     find_runs,
     invocations,
     parse_run_dir,
+    plan_log,
     read_json,
     runs_root_above,
 )
@@ -187,7 +188,7 @@ def planned_runs(root: Path) -> list[tuple[str, str, str, str]]:
     """(data key, arch, experiment, seedN) of each run any invocation in reproduce.json planned (a first plan's seed
     that never started stays "not run" after a second plan on the same root); a subset run's key is DATA@Npc."""
     out = []
-    lists = [entry["runs"] for entry in invocations(reproduce_log(root)) if isinstance(entry["runs"], list)]
+    lists = [e["runs"] for e in invocations(plan_log(root / "reproduce.json")) if e["runs"] is not None]
     for p in dict.fromkeys(r for runs in lists for r in runs if isinstance(r, str)):
         parts = p.split("/")
         if len(parts) in (3, 4):
@@ -271,11 +272,6 @@ def preset_caveat(preset: str | None) -> str:
         return ""
 
 
-def reproduce_log(root: Path) -> dict:
-    record = read_json(root / "reproduce.json")
-    return record if isinstance(record, dict) else {}
-
-
 def refuse_foreign_outputs(root: Path) -> list[str]:
     """Refuse a folder that holds report files this report did not write (a user's own report.md, say); return
     the names the report writes. `reproduce` calls it before training, so that it fails now rather than hours in."""
@@ -327,7 +323,7 @@ def write_report(root: Path, preset: str | None = None) -> Path:
         if not r["per_class"] or (r["data"], r["arch"], r["experiment"], f"seed{r['seed']}") in planned
     ]
     rows = table_rows(root, runs)
-    repro = reproduce_log(root)
+    repro = plan_log(root / "reproduce.json")
     preset = preset or repro.get("preset")
     folder = root / "plots"
     folder.mkdir(exist_ok=True)
