@@ -187,3 +187,21 @@ def test_a_plan_writes_its_log_over_an_edited_or_foreign_one_without_a_traceback
     log_invocation(path, {"command": "a", "started": 1.0})
     log = read_json(path)
     assert log["command"] == "a" and all(isinstance(e, dict) for e in log.get("earlier", []))
+
+
+@pytest.mark.parametrize("command", ["reproduce", "label-efficiency"])
+@pytest.mark.parametrize("there", ['{"my": "notes"}', "[1, 2]", "not json", ""])
+def test_a_file_in_place_of_the_plans_log_that_rotnet_did_not_write_is_refused_untouched(tmp_path, fake_root, capsys,
+                                                                                          command, there):  # fmt: skip
+    """The plan writes its history to RUNS_ROOT/reproduce.json (label-efficiency.json): a file there that no rotnet
+    wrote (no rotnet_version) was written over; it is refused before anything trains, and left as it was."""
+    from rotnet.cli import main
+
+    root = tmp_path / "runs"
+    root.mkdir()
+    (root / f"{command}.json").write_text(there)
+    args = [command, "--preset", TINY_PRESET, "--runs-root", str(root), "--data-root", str(fake_root), "--no-download"]
+    assert main(args) == 2
+    said = f"rotnet: error: {root / command}.json is not a rotnet plan's log; move it away or name another runs root"
+    assert capsys.readouterr().err.strip().splitlines()[-1] == said
+    assert (root / f"{command}.json").read_text() == there and [p.name for p in root.iterdir()] == [f"{command}.json"]

@@ -13,7 +13,7 @@ from rotnet.config import RunConfig
 from rotnet.datasets import load_dataset, load_for
 from rotnet.errors import Diverged, Interrupted, InUse, RotnetError
 from rotnet.jobs import run_parallel
-from rotnet.layout import CONFIG, RESULT, RunId, has_checkpoint, run_dir, run_id
+from rotnet.layout import CONFIG, RESULT, RunId, has_checkpoint, has_rotnet_version, read_json, run_dir, run_id
 from rotnet.lifecycle import RunContext
 from rotnet.plan import IN_USE, Eta, PlanOptions, auto_jobs, log_invocation, mark_failed, train_size
 from rotnet.protocol import rotation_source
@@ -149,6 +149,9 @@ def check_plan(configs: list[RunConfig], sources: list, options: PlanOptions, co
         with contextlib.suppress(InUse):  # another process's run: "not run" when its turn comes, like any other
             check_run(cfg, context, source, with_source=ready)
     refuse_foreign_outputs(options.runs_root)  # the report at the end would
+    log = options.runs_root / options.log_name
+    if log.exists() and not has_rotnet_version(read_json(log)):  # the plan would write its history over it
+        raise RotnetError(f"{log} is not a rotnet plan's log; move it away or name another runs root")
     for cfg in configs:
         data = load_for(cfg, options.data)  # each data identity loaded once, for the plan
         if not (run_dir(options.runs_root, cfg) / RESULT).is_file():
