@@ -272,8 +272,8 @@ def test_a_run_its_data_cannot_train_is_refused_before_anything_trains(case, tmp
         args = [a.format(folder=folder) for a in args]
         common = ["--preset", TINY_PRESET, "--runs-root", str(root), "--data-root", str(fake_root), "--no-download"]
         assert main([*args, *common, "--device", "cpu"]) == 2
-        (line,) = capsys.readouterr().err.strip().splitlines()[-1:]
-        assert line.startswith(f"rotnet: error: {said}") and "Traceback" not in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert err.strip().splitlines()[-1].startswith(f"rotnet: error: {said}") and "Traceback" not in err
     assert not root.exists()
 
 
