@@ -92,21 +92,38 @@ def test_the_readmes_results_tables_are_the_committed_reports_numbers(heading, f
 def test_every_figure_in_the_readmes_paper_findings_is_one_the_report_computed():
     """The findings under the paper table are written by hand; each number of two decimals in that section (a mean, a
     gain, an interval's end, a gain at some epoch, a deeper model's difference) must be one results.json holds, so
-    that a remade report cannot leave the prose behind it."""
+    that a remade report cannot leave the prose behind it; and each finding's figures must come from the rows it
+    names (a whole-network figure quoted in the layer4 finding fails)."""
     section = README.read_text().split("\n### The paper protocol on this machine's CPU (2 cores, fp32)\n", 1)[1]
     section = section.split("\n### ", 1)[0]
     results = read_results(RESULTS / "paper-cpu/results.json")
-    figures: set[str] = set()
 
-    def walk(x) -> None:
-        if isinstance(x, int | float) and not isinstance(x, bool):
-            figures.add(f"{abs(x):.2f}")
-        for v in x.values() if isinstance(x, dict) else x if isinstance(x, list) else ():
-            walk(v)
+    def figures(*xs) -> set[str]:
+        found: set[str] = set()
 
-    walk([results["rows"], results.get("deeper", [])])
-    said = re.findall(r"(?<![\d.])\d+\.\d\d(?!\d)", section)
-    assert len(said) > 20 and [x for x in said if x not in figures] == []
+        def walk(x) -> None:
+            if isinstance(x, int | float) and not isinstance(x, bool):
+                found.add(f"{abs(x):.2f}")
+            for v in x.values() if isinstance(x, dict) else x if isinstance(x, list) else ():
+                walk(v)
+
+        walk(list(xs))
+        return found
+
+    def said(text: str) -> list[str]:
+        return re.findall(r"(?<![\d.])\d+\.\d\d(?!\d)", text)
+
+    rows, deeper = results["rows"], results.get("deeper", [])
+    assert len(said(section)) > 20 and [x for x in said(section) if x not in figures(rows, deeper)] == []
+    names = {"layer4": "layer4", "whole": "full", "rotation": "rotation", "resnet34": None, "resnet50": None}
+    bullets = "- " + section.split("\n\n- ", 1)[1].split("\n\n", 1)[0]
+    findings = re.findall(r"^- (.+?)(?=^- |\Z)", bullets, re.M | re.S)
+    assert len(findings) >= 3
+    for finding in findings:
+        named = {v for k, v in names.items() if k in finding.lower()}
+        own = figures([r for r in rows if any(n and r["experiment"].startswith(n) for n in named)],
+                      deeper if None in named else [])  # fmt: skip
+        assert [x for x in said(finding) if x not in own] == [], finding[:60]
 
 
 WITH_RECORDS = ("cross-dataset-cpu", "paper-cpu")  # the committed results whose run records are committed beside them
