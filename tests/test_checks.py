@@ -293,3 +293,39 @@ def test_each_process_under_torchrun_needs_two_samples_a_step(batch, ranks, refu
             refuse_untrainable(cfg, data, ranks)
     else:
         assert refuse_untrainable(cfg, data, ranks) == 4
+
+
+INSIDE = {  # (runs root relative to tmp_path, the command's own arguments); the image folder is tmp_path/photos
+    "the folder as runs root, reproduce": ("photos", ["reproduce", "--experiments", "rotation"]),
+    "a runs root inside it, train": ("photos/runs", ["train", "rotation"]),
+    "its parent as runs root (run folders land in photos/)": (".", ["train", "rotation"]),
+    "the folder as pretraining data of a plan": (
+        "photos/runs",
+        ["reproduce", "--pretrain-dataset", "{photos}", "--experiments", "rotation,full-from-rotation"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(INSIDE))
+def test_nothing_of_a_run_is_written_inside_the_image_folder_it_reads(case, tmp_path, fake_root, capsys, monkeypatch):
+    """`--dataset photos --runs-root photos` trained, then wrote its plan's log and report into photos/, which then
+    counted as rotnet's output: the next command found "no images under photos". Every run and every plan is
+    refused before anything is written where a runs root or a run folder would lie inside an image folder it reads;
+    the folder stays images."""
+    from rotnet.cli import main
+    from tests.helpers import TINY_PRESET
+
+    photos = tmp_path / "photos"
+    write_folder(photos, np.random.default_rng(0).integers(0, 256, (12, 3, 32, 32), dtype=np.uint8))
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    root, args = INSIDE[case]
+    monkeypatch.chdir(tmp_path)
+    data = [] if "--pretrain-dataset" in args else ["--dataset", "photos"]
+    args = [a.format(photos=photos) for a in args] + data
+    common = ["--preset", TINY_PRESET, "--runs-root", root, "--data-root", str(fake_root), "--no-download"]
+    assert main([*args, *common]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "lies inside the image folder" in err and str(photos) in err and "name a runs root elsewhere" in err
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if ".rotnet-cache" not in p.parts) == [
+        p for p in before if ".rotnet-cache" not in p.parts
+    ]

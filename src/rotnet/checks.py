@@ -253,6 +253,19 @@ def refuse_untrainable(cfg: RunConfig, data: Dataset, ranks: int = 1) -> int:
     return outputs
 
 
+def refuse_writing_into_data(cfg: RunConfig, data: Dataset, runs_root: Path) -> None:
+    """Nothing of a run is written inside the image folder it reads: a folder holding rotnet's outputs is never read as
+    images, so a runs root there (a plan's log, a report) made the next command find no images at all."""
+    if data.checksums_match is not None or not data.root:  # a named dataset's reader takes its own files only
+        return
+    folder = Path(data.root).resolve()
+    for written in (Path(runs_root), run_dir(runs_root, cfg)):
+        if written.resolve() == folder or folder in written.resolve().parents:
+            what = "runs root" if written == Path(runs_root) else f"run folder under runs root {runs_root}"
+            raise RotnetError(f"the {what}, {written}, lies inside the image folder {data.root} that the run reads;"
+                              " name a runs root elsewhere")  # fmt: skip
+
+
 def warn_short_classes(cfg: RunConfig, data: Dataset) -> None:
     """A subset of N per class takes all of a smaller class (a smoke test runs on whatever data it is given): say
     which, by name; result.json records each class's count."""

@@ -16,6 +16,7 @@ from rotnet.checks import (
     class_name,
     refuse_broken_source,
     refuse_untrainable,
+    refuse_writing_into_data,
     resume_threads,
     warn_short_classes,
 )
@@ -68,6 +69,7 @@ def run(
         return result
     # Before any folder is made: labels for classification, steps batch norm can train on.
     classes = refuse_untrainable(cfg, data, world.size)
+    refuse_writing_into_data(cfg, data, context.runs_root)
     warn_short_classes(cfg, data)
     steps = math.ceil(len(train_subset(cfg, data)[1]) / cfg.batch_size)
     lock, created = None, None

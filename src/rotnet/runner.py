@@ -8,7 +8,7 @@ import time
 from dataclasses import replace
 
 from rotnet import kernels
-from rotnet.checks import Source, check_run, refuse_untrainable
+from rotnet.checks import Source, check_run, refuse_untrainable, refuse_writing_into_data
 from rotnet.config import RunConfig
 from rotnet.datasets import load_dataset, load_for
 from rotnet.errors import Diverged, Interrupted, InUse, RotnetError
@@ -154,6 +154,7 @@ def check_plan(configs: list[RunConfig], sources: list, options: PlanOptions, co
         raise RotnetError(f"{log} is not a rotnet plan's log; move it away or name another runs root")
     for cfg in configs:
         data = load_for(cfg, options.data)  # each data identity loaded once, for the plan
+        refuse_writing_into_data(cfg, data, options.runs_root)
         if not (run_dir(options.runs_root, cfg) / RESULT).is_file():
             try:
                 refuse_untrainable(cfg, data, context.world.size)
