@@ -204,3 +204,19 @@ def test_the_model_card_feeds_the_model_what_rotnet_fed_it(tmp_path, capsys):
     card = (tmp_path / "hub2/README.md").read_text()
     assert "rotated by k x 90 degrees counter-clockwise (`torch.rot90(x, k, dims=(2, 3))`" in card
     assert torch.equal(torch.rot90(torch.tensor([[1, 2], [3, 4]]), 1, dims=(0, 1)), torch.tensor([[2, 4], [1, 3]]))
+
+
+@pytest.mark.parametrize("out", ["photos/out", "photos/train/cat/out"])
+def test_export_images_never_writes_into_the_folder_it_exports(tmp_path, out, capsys):
+    """`export-images photos photos/out` wrote copies into the folder, which its next read took in as more images (or,
+    resized, as new ones): refused like a runs root inside an image folder a run reads (data.within_folder)."""
+    from tests.helpers import write_folder
+
+    photos = tmp_path / "photos"
+    write_folder(photos, np.zeros((4, 3, 8, 8), np.uint8) + np.arange(4)[:, None, None, None].astype(np.uint8),
+                 labels=[0, 1, 0, 1], split="train")  # fmt: skip
+    write_folder(photos, np.zeros((2, 3, 8, 8), np.uint8) + 9, labels=[0, 1], split="test")
+    assert main(["export-images", str(photos), str(tmp_path / out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"rotnet: error: {tmp_path / out} lies inside the image folder")
+    assert not (tmp_path / out).exists()

@@ -10,7 +10,7 @@ from torch import nn
 
 from rotnet import checkpoint as ckpt
 from rotnet.config import ADDED, NOT_PROTOCOL, RunConfig, config_diff
-from rotnet.data import Dataset, data_diff, normalization, output_count, short_classes
+from rotnet.data import Dataset, data_diff, normalization, output_count, short_classes, within_folder
 from rotnet.errors import InUse, RotnetError, warn_once
 from rotnet.health import weights_problem
 from rotnet.layout import CHECKPOINTS, CONFIG, MANIFEST, RESULT, WEIGHTS, find_runs, parse_run_dir, read_json, run_dir
@@ -256,11 +256,8 @@ def refuse_untrainable(cfg: RunConfig, data: Dataset, ranks: int = 1) -> int:
 def refuse_writing_into_data(cfg: RunConfig, data: Dataset, runs_root: Path) -> None:
     """Nothing of a run is written inside the image folder it reads: a folder holding rotnet's outputs is never read as
     images, so a runs root there (a plan's log, a report) made the next command find no images at all."""
-    if data.checksums_match is not None or not data.root:  # a named dataset's reader takes its own files only
-        return
-    folder = Path(data.root).resolve()
     for written in (Path(runs_root), run_dir(runs_root, cfg)):
-        if written.resolve() == folder or folder in written.resolve().parents:
+        if within_folder(data, written):
             what = "runs root" if written == Path(runs_root) else f"run folder under runs root {runs_root}"
             raise RotnetError(f"the {what}, {written}, lies inside the image folder {data.root} that the run reads;"
                               " name a runs root elsewhere")  # fmt: skip

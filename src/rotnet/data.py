@@ -85,6 +85,15 @@ def refuse_unsafe_names(names: tuple[str, ...], source: str) -> None:
         seen.add(name)
 
 
+def within_folder(data: Dataset, path: Path) -> bool:
+    """Whether path is an image folder dataset's folder or lies inside it (what is written there would be read as
+    its images, or make it rotnet's output: a named dataset's reader takes its own files only)."""
+    if data.checksums_match is not None or not data.root:
+        return False
+    folder, path = Path(data.root).resolve(), Path(path).resolve()
+    return path == folder or folder in path.parents
+
+
 def is_named(dataset: str) -> bool:
     return dataset in NAMES
 

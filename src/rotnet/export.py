@@ -11,7 +11,7 @@ import numpy as np
 from tqdm import tqdm
 
 from rotnet.augment import MEAN, STD
-from rotnet.data import Dataset
+from rotnet.data import Dataset, within_folder
 from rotnet.errors import RotnetError
 from rotnet.files import atomic_write, read_regular
 
@@ -33,6 +33,8 @@ def export_images(
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise RotnetError(f"{out} exists and is not an empty folder; name a new one")
+    if within_folder(data, out):  # its next read would take the copies in as images of its own
+        raise RotnetError(f"{out} lies inside the image folder {data.root} being exported; name a folder elsewhere")
     if labeled and not data.labeled:
         raise RotnetError(f"{data.name} has no labels; export it with --unlabeled")
     jobs = [("train", data.train_images, data.train_labels, span("train", train_range, len(data.train_images)))]
