@@ -3,6 +3,7 @@ intervals."""
 
 import json
 
+import numpy as np
 import pytest
 
 from rotnet.cli import main
@@ -187,3 +188,24 @@ def test_the_mlp_head_trains_whatever_the_training_features_count(n):
     assert torch.equal(torch.cat(parts), order) and min(map(len, parts)) >= 2
     x, y = torch.randn(n, 16), torch.arange(n) % 2
     assert 0 <= fit_head(x, y, x[:8], y[:8], kind="mlp", epochs=1, seed=0) <= 100
+
+
+def test_a_cache_path_that_is_a_file_is_named_in_one_line(tiny_runs, tmp_path, fake_root, capsys):
+    """`probe --feature-cache FILE` said only "File exists: FILE", and a `--cache-dir` that cannot be written told the
+    user who had passed one to "pass --cache-dir"."""
+    from tests.helpers import write_folder
+
+    file = tmp_path / "notes.txt"
+    file.write_text("mine")
+    run = str(tiny_runs / "resnet18/rotation/seed0")
+    data = ["--data-root", str(fake_root), "--no-download"]
+    assert main(["probe", run, "--feature-cache", str(file), *data]) == 2
+    said = f"rotnet: error: --feature-cache {file} is not a folder; name a folder to keep features in"
+    assert capsys.readouterr().err.strip().splitlines()[-1] == said
+    photos = tmp_path / "photos"
+    write_folder(photos, np.random.default_rng(0).integers(0, 256, (8, 3, 16, 16), dtype=np.uint8))
+    args = ["train", "rotation", "--dataset", str(photos), "--cache-dir", str(file), "--runs-root", str(tmp_path / "r")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"rotnet: error: cannot write the prepared-images cache {file}")
+    assert err.endswith("; pass another --cache-dir") and file.read_text() == "mine"

@@ -103,6 +103,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
     if args.pool <= 0 or args.epochs <= 0:
         raise RotnetError("--pool and --epochs must be positive")
+    if args.feature_cache and args.feature_cache.exists() and not args.feature_cache.is_dir():
+        raise RotnetError(f"--feature-cache {args.feature_cache} is not a folder; name a folder to keep features in")
     cfg = finished_run_config(args.run)  # fail on a bad run folder before loading the data
     target = {k: v for k, v in (("dataset", args.dataset), ("image_size", args.image_size)) if v is not None}
     probed = replace(cfg, **target)

@@ -143,7 +143,8 @@ def cache_dir_for(folder: Path, options: DataOptions) -> Path:
         if "is a link" in str(e):
             raise
         why = str(e).rsplit(": ", 1)[-1]  # the system's word for it (permission denied, read-only, ...)
-        raise RotnetError(f"cannot write the prepared-images cache {cache} ({why}); pass --cache-dir") from None
+        other = "another --cache-dir" if options.cache_dir else "--cache-dir DIR to keep it elsewhere"
+        raise RotnetError(f"cannot write the prepared-images cache {cache} ({why}); pass {other}") from None
     return cache
 
 
