@@ -75,12 +75,17 @@ LISTS = ("runs",)  # of run names
 TEXTS = ("command", "git_commit", "preset", "rotnet_version", "torch", "torchvision", "device_name")
 
 
+def finite(x: Any) -> bool:
+    """A number that a record's reader can compute with: an int or float, not a bool, not nan or inf."""
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
 def fits(key: str, value: Any) -> bool:
     """Whether a field of a plan's log holds what rotnet writes there (a number of seconds, a list of run names,
     text); any other field passes. The log can be edited, or another tool's: a field that does not fit reads as
     unknown."""
     if key in TIMES:
-        return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        return finite(value)
     if key in LISTS:
         return isinstance(value, list) and all(isinstance(v, str) for v in value)
     return key not in TEXTS or isinstance(value, str)

@@ -189,7 +189,7 @@ def planned_runs(root: Path) -> list[tuple[str, str, str, str]]:
     that never started stays "not run" after a second plan on the same root); a subset run's key is DATA@Npc."""
     out = []
     lists = [e["runs"] for e in invocations(plan_log(root / "reproduce.json")) if e["runs"] is not None]
-    for p in dict.fromkeys(r for runs in lists for r in runs if isinstance(r, str)):
+    for p in dict.fromkeys(r for runs in lists for r in runs):  # invocations: lists of run names only
         parts = p.split("/")
         if len(parts) in (3, 4):
             data, arch, name, seed = ([""] + parts)[-4:]

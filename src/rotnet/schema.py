@@ -4,7 +4,6 @@ configuration, the confusion matrix (a record that passes is one every reader ca
 from __future__ import annotations
 
 import json
-import math
 import re
 
 from rotnet.config import RunConfig, from_dict, with_defaults
@@ -12,6 +11,7 @@ from rotnet.errors import RotnetError
 from rotnet.layout import (
     CONFIG,
     RESULT,
+    finite,
 )
 
 # A run's fields for the report and its checks; each must be a finite number where present.
@@ -20,10 +20,6 @@ NUMBERS = ("epoch", "lr", "train_loss", "train_acc", "test_acc", "knn_acc", "ima
 
 def is_sha256(x) -> bool:
     return isinstance(x, str) and re.fullmatch(r"[0-9a-f]{64}", x) is not None
-
-
-def finite(x) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def parse_metrics(data: bytes | None) -> list[dict] | None:
