@@ -365,3 +365,76 @@ def test_an_inconsistent_record_says_so_once(copy, capsys):
     with pytest.raises(RotnetError, match=r"its record is inconsistent: result.json says arch") as refused:
         open_run(folder, "reuse")
     assert str(refused.value).split("seed0: ", 1)[1].count("inconsistent") == 1  # (the tmp path says it too)
+
+
+# Every way a user may spell the one run folder on the command line: the run is the folder it is, not the letters.
+SPELLINGS = {
+    "as found": lambda run: str(run),
+    "with a trailing slash": lambda run: f"{run}/",
+    "through .. in the run": lambda run: f"{run}/../{run.name}",
+    "through .. above the arch": lambda run: str(run.parents[2] / run.parts[-3] / ".." / Path(*run.parts[-3:])),
+    "relative to the run itself": lambda run: ".",
+    "through a link the user made": lambda run: "mine",
+}
+# Every command that acts on one run folder the user names (each writes nothing but its own output).
+NAMED_RUN = {
+    "verify": lambda named, out, data: ["verify", named, "--data-root", str(data), "--no-download"],
+    "probe": lambda named, out, data: ["probe", named, "--epochs", "1", "--data-root", str(data), "--no-download"],
+    "export": lambda named, out, data: ["export", named, str(out)],
+    "train --init FOLDER": lambda named, out, data: [
+        "train", "full-from-rotation", "--init", named, "--runs-root", str(out), "--data-root", str(data),
+        "--no-download", "--epochs", "1", "--batch-size", "32",
+    ],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("spelling", SPELLINGS)
+@pytest.mark.parametrize("command", [*NAMED_RUN, "load_backbone"])
+def test_a_run_named_in_any_spelling_is_the_same_run(tiny_runs, fake_root, tmp_path, monkeypatch, command, spelling):
+    """A run's identity (the arch, experiment and seed its folder spells) is that of the folder it is: `seed0/../seed0`
+    was 'inconsistent' (verify wrote "not verified" into a sound run's evidence), and `--init RUN` was no weights."""
+    run = Path("runs") / RUN
+    shutil.copytree(tiny_runs / RUN, tmp_path / run)
+    (tmp_path / "mine").symlink_to(run, target_is_directory=True)
+    monkeypatch.chdir(tmp_path / run if spelling == "relative to the run itself" else tmp_path)
+    named, out = SPELLINGS[spelling](run), tmp_path / "out"
+    if command == "load_backbone":
+        import rotnet
+
+        assert rotnet.load_backbone(named).fc.out_features == 4
+        return
+    assert main(NAMED_RUN[command](named, out, fake_root)) == 0
+    if command == "verify":
+        assert json.loads((tmp_path / run / "verify.json").read_text())["record"] == "sealed"
+
+
+WEIGHTS_NAMED = {
+    "train --init FOLDER": lambda run: ["train", "full-from-rotation", "--init", str(run)],
+    "train --init FILE": lambda run: ["train", "full-from-rotation", "--init", str(run / "model.safetensors")],
+    "load_backbone(FOLDER)": lambda run: run,
+    "load_backbone(FILE)": lambda run: run / "model.safetensors",
+}
+
+
+@pytest.mark.parametrize("how", WEIGHTS_NAMED)
+@pytest.mark.parametrize("edit", ["result edited", "weights swapped"])
+def test_weights_named_inside_a_run_are_read_only_through_its_record(tiny_runs, fake_root, tmp_path, capsys, how, edit):
+    """Rotation weights a user names, by their run folder or by the file, pass the run's record check wherever they
+    are named: `--init RUN/model.safetensors` of an edited run trained from it."""
+    import rotnet
+
+    run = shutil.copytree(tiny_runs / RUN, tmp_path / "src" / RUN)
+    if edit == "result edited":
+        edit_json(run / "result.json", test_acc=99.0)
+    else:  # another run's weights of the same shapes put in its place
+        weights = run / "model.safetensors"
+        tensors, meta = __import__("rotnet.checkpoint").checkpoint.load_tensors(weights)
+        __import__("rotnet.checkpoint").checkpoint.save_tensors(weights, {k: v + 1 for k, v in tensors.items()}, meta)
+    named = WEIGHTS_NAMED[how](run)
+    if isinstance(named, Path):
+        with pytest.raises(RotnetError, match="its record is tampered"):
+            rotnet.load_backbone(named)
+        return
+    assert cli(*named, root=tmp_path / "runs", data=fake_root) == 2
+    assert "its record is tampered" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()

@@ -165,8 +165,10 @@ def test_a_difference_fails_only_where_the_bits_were_promised_to_repeat(device, 
     assert is_strict(record, torch.device(device), same, kernels) is strict
 
 
-def test_verify_a_transfer_run_from_a_copied_results_folder(runs, fake_root, tmp_path):
-    """Copied elsewhere (as docs/results/ holds them): the source weights are found beside it by their sha256."""
+@pytest.mark.parametrize("named", ["by its path", "as . from inside it"])
+def test_verify_a_transfer_run_from_a_copied_results_folder(runs, fake_root, tmp_path, monkeypatch, named):
+    """Copied elsewhere (as docs/results/ holds them): the source weights are found beside it by their sha256,
+    however the run is named (`.` looked for them in ./rotation/seed0)."""
     copy = tmp_path / "copy"
     shutil.copytree(runs, copy)
     shutil.rmtree(runs.parent / "gone", ignore_errors=True)
@@ -174,7 +176,11 @@ def test_verify_a_transfer_run_from_a_copied_results_folder(runs, fake_root, tmp
     record["init_weights"] = "/nonexistent/model.safetensors"
     (copy / "resnet18/layer4-from-rotation/seed0/config.json").write_text(json.dumps(record))
     reseal(copy / "resnet18/layer4-from-rotation/seed0")  # as a copy made with other paths would be sealed
-    assert verify(copy / "resnet18/layer4-from-rotation/seed0", fake_root) == 0
+    folder = copy / "resnet18/layer4-from-rotation/seed0"
+    if named != "by its path":
+        monkeypatch.chdir(folder)
+        folder = "."
+    assert verify(folder, fake_root) == 0
 
 
 def test_verify_catches_a_tampered_metrics_line(runs, fake_root, tmp_path, capsys):

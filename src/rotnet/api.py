@@ -9,11 +9,10 @@ from typing import Any
 
 from torch import nn
 
-from rotnet import checkpoint as ckpt
 from rotnet.config import DataOptions, RunConfig
 from rotnet.errors import RotnetError
 from rotnet.experiments import plan
-from rotnet.layout import WEIGHTS, run_dir, runs_root_for
+from rotnet.layout import run_dir, runs_root_for
 from rotnet.protocol import Protocol, plan_archs_and_seeds
 
 
@@ -97,7 +96,7 @@ def reproduce(
 def metadata(run_or_weights: str | Path) -> dict:
     """What a weights file records beside its tensors: arch, stem, task, class_names, normalization (mean and std
     on the 0-1 scale, applied after ToTensor), image_size and the full config."""
-    return _read_weights(run_or_weights)[1]
+    return _read_weights(run_or_weights)[2]
 
 
 def load_backbone(run_or_weights: str | Path, *, eval_mode: bool = True) -> nn.Module:
@@ -106,8 +105,7 @@ def load_backbone(run_or_weights: str | Path, *, eval_mode: bool = True) -> nn.M
     head (4 rotations, or the run's classes); replace it (`model.fc = nn.Identity()`) for features."""
     from rotnet.models import build_model, check_keys
 
-    path = _weights(run_or_weights)
-    tensors, meta = _read_weights(run_or_weights)
+    path, tensors, meta = _read_weights(run_or_weights)
     cfg = meta.get("config") if isinstance(meta.get("config"), dict) else {}
     arch, stem = meta.get("arch", cfg.get("arch", "resnet18")), meta.get("stem", cfg.get("stem", "imagenet"))
     if "fc.bias" not in tensors:
@@ -118,24 +116,12 @@ def load_backbone(run_or_weights: str | Path, *, eval_mode: bool = True) -> nn.M
     return model.eval() if eval_mode else model
 
 
-def _weights(run_or_weights: str | Path) -> Path:
-    path = Path(run_or_weights)
-    return path / WEIGHTS if path.is_dir() else path
+def _read_weights(run_or_weights: str | Path) -> tuple[Path, dict, dict]:
+    """A weights file, its tensors and metadata (checksum verified, no code executed), through `record.read_weights`:
+    a file inside a run folder, named by the folder or by itself, is read only through the run's record."""
+    from rotnet.record import read_weights
 
-
-def _read_weights(run_or_weights: str | Path) -> tuple[dict, dict]:
-    """A weights file's tensors and metadata (checksum verified, no code executed). A file inside a run folder,
-    named by the folder or by itself, is read only through the run's record (`record.open_run`): an edited or
-    half-copied run is refused either way."""
-    from rotnet.layout import CONFIG, MANIFEST
-    from rotnet.record import open_run
-
-    path = _weights(run_or_weights)
-    tensors, meta = ckpt.load_tensors(path)  # first: the record check then finds its sha256 known (read once)
-    folder = path.parent
-    if (folder / CONFIG).exists() or (folder / MANIFEST).exists():  # a run folder, whatever the file's name
-        open_run(folder, "load weights from", need=(WEIGHTS,) if path.name == WEIGHTS else ())
-    return tensors, meta
+    return read_weights(run_or_weights, "load weights from")
 
 
 def _listed(value: Any) -> tuple | None:

@@ -17,7 +17,7 @@ from rotnet.layout import CHECKPOINTS, CONFIG, MANIFEST, RESULT, WEIGHTS, find_r
 from rotnet.lifecycle import RunContext, train_subset
 from rotnet.lock import is_locked
 from rotnet.loop import plural, smallest_step
-from rotnet.record import RunRecord, open_run
+from rotnet.record import RunRecord, open_run, read_weights, weights_file
 from rotnet.runtime import recorded_threads
 
 
@@ -42,22 +42,22 @@ class Checked:
 def init_weights(cfg: RunConfig, runs_root: Path, source: Source | None) -> tuple[dict, dict]:
     """The rotation weights a from-rotation run starts from, read and hashed once, and what to record about them.
 
-    An explicit --init path is taken as given (and recorded so). Otherwise the rotation run of `source.expected`
-    is looked up and refused if it was made with another protocol than the one this run resolves.
+    An explicit --init (a weights file, or a run folder for its model.safetensors) is taken as given, whatever its
+    protocol, and recorded so. Otherwise the rotation run of `source.expected` is looked up and refused if it was
+    made with another protocol than the one this run resolves. Weights inside a run pass its record check either way.
     """
     expected = source.expected if source else rotation_of(cfg)
-    path = Path(cfg.init_path) if cfg.init_path else run_dir(runs_root, expected) / WEIGHTS
+    path = weights_file(cfg.init_path) if cfg.init_path else run_dir(runs_root, expected) / WEIGHTS
     make = (source.command if source else "") or f"rotnet train rotation --arch {cfg.arch} --seed {cfg.seed}"
-    if not path.is_file():
+    if not path.is_file() and not (cfg.init_path and (path.parent / CONFIG).is_file()):  # a named run: below
         if cfg.init_path:
-            raise RotnetError(f"no rotation weights at {path}; check the --init path")
+            raise RotnetError(f"no rotation weights at {cfg.init_path}; check the --init path")
         raise RotnetError(
             f"no rotation weights at {path}; {other_rotation_runs(cfg, runs_root, path)}make them with: {make} "
             f"--runs-root {runs_root}"
         )
-    tensors, meta = ckpt.load_source(path)  # read once; the record check below finds its sha256 known
-    if not cfg.init_path:
-        open_run(path.parent, "take rotation weights from", need=(RESULT, WEIGHTS))
+    # Read once, through the record of the run they lie in, however they were named (a folder, the file)
+    path, tensors, meta = read_weights(path, "take rotation weights from", need=(RESULT,), cached=True)
     src_cfg = meta.get("config")
     if isinstance(src_cfg, dict) and src_cfg.get("task") not in (None, "rotation"):
         raise RotnetError(f"{path} holds weights of a {src_cfg.get('task')} run, not of a rotation run")

@@ -217,7 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("train", "run one experiment of the report")
     p.add_argument("experiment", type=experiment_name, metavar="{" + ",".join(EXPERIMENTS) + "}", help="the experiment")
     p.add_argument(
-        "--init", type=Path, default=None, metavar="PATH", help="explicit rotation weights for a from-rotation run"
+        "--init",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="a from-rotation run's rotation weights: a run folder or a .safetensors file",
     )
     add_config_flags(p)
     add_run_flags(p)

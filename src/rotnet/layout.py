@@ -194,8 +194,10 @@ def run_dir(runs_root: Path, cfg: RunConfig) -> Path:
 
 def parse_run_dir(folder: Path, root: Path | None = None) -> RunId | None:
     """The RunId a folder spells: its last three parts, and the data segment before them when it lies four levels
-    under root. None if it spells none."""
-    folder = Path(folder)
+    under root. None if it spells none. The folder is the one it is, however it was named (`.`, `seed0/../seed0`, a
+    link the user made to it): its real path spells it."""
+    folder = Path(folder).resolve()
+    root = Path(root).resolve() if root is not None else None
     parts = folder.parts[-3:]
     if len(parts) < 3 or not parts[2].startswith("seed") or not parts[2][4:].isdigit():
         return None

@@ -127,6 +127,8 @@ def probe(
     False); write probe/probe-HEAD-poolP.json, with -DATA-SIZEpx before .json for other data, so that probes on
     different data never replace each other. Features are extracted again each time unless `cache` names a folder
     to keep them in."""
+    if files.is_link(folder):  # a link the user made and named, as `cd` takes one; no link below it is followed
+        folder = Path(folder).resolve()
     cfg = finished_run_config(folder)
     weights, _ = ckpt.load_tensors(folder / WEIGHTS)
     out_dir = folder / "probe"

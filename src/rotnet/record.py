@@ -1,6 +1,7 @@
 """A run's record, read once: `read_run` reads a run folder's record files once, checks them against its manifest
 (rotnet.manifest), against what each must hold (rotnet.schema), against each other and against where the folder
-sits, and returns them parsed; `open_run` is the one door for commands that act on a run."""
+sits, and returns them parsed; `open_run` is the one door for commands that act on a run, `read_weights` for
+weights a user names."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rotnet import checkpoint as ckpt
 from rotnet.config import RunConfig
 from rotnet.errors import RotnetError
 from rotnet.files import read_file, sha256_file
@@ -18,6 +20,7 @@ from rotnet.layout import (
     MANIFEST,
     METRICS,
     RESULT,
+    WEIGHTS,
     data_segment,
     parse_run_dir,
 )
@@ -238,3 +241,27 @@ def open_run(folder: Path, purpose: str, *, need: tuple[str, ...] = ()) -> RunRe
     if absent:
         raise RotnetError(f"cannot {purpose} {folder}: {', '.join(absent)} missing")
     return rec
+
+
+def weights_file(named: Path | str) -> Path:
+    """The weights file a user names: a run folder stands for its model.safetensors."""
+    named = Path(named)
+    return named / WEIGHTS if named.is_dir() else named
+
+
+def read_weights(
+    named: Path | str, purpose: str, *, need: tuple[str, ...] = (), cached: bool = False
+) -> tuple[Path, dict, dict]:
+    """The one door to weights a user names (`--init`, `load_backbone`, `metadata`), by a run folder or by a file:
+    a file inside a run folder is read only through that run's record (`open_run`, with `need` and the file), so
+    an edited or half-copied run is refused however it is named; a file outside any run has only its own checksum.
+    Returns the file, its tensors and metadata, read once (`cached`: `checkpoint.load_source`'s cache)."""
+    path = weights_file(named)
+    folder = path.parent
+    in_run = (folder / CONFIG).exists() or (folder / MANIFEST).exists()  # a run folder, whatever the file's name
+    if in_run and not path.is_file():
+        open_run(folder, purpose, need=(*need, path.name))  # says what is missing, or what is wrong first
+    tensors, meta = (ckpt.load_source if cached else ckpt.load_tensors)(path)  # first: the record check then
+    if in_run:  # finds its sha256 known (read once)
+        open_run(folder, purpose, need=(*need, WEIGHTS) if path.name == WEIGHTS else need)
+    return path, tensors, meta

@@ -61,7 +61,8 @@ def source_weights(folder: Path, record: dict) -> tuple[Path, dict]:
     """The rotation weights a transfer run started from, and their tensors: where it recorded them, else its
     sibling rotation run (a copied results folder); either must have the recorded sha256."""
     rid = parse_run_dir(folder) or RunId("?", "?", 0)
-    candidates = [Path(record.get("init_weights", "")), folder.parent.parent / "rotation" / f"seed{rid.seed}" / WEIGHTS]
+    beside = Path(folder).resolve().parent.parent / "rotation" / f"seed{rid.seed}" / WEIGHTS  # `.` has no parents
+    candidates = [Path(record.get("init_weights", "")), beside]
     want = record.get("init_sha256")
     for path in candidates:
         if path.is_file():
