@@ -77,7 +77,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def cmd_label_efficiency(args: argparse.Namespace) -> int:
-    from rotnet.label_efficiency import ARMS, subset_schedule
+    from rotnet.label_efficiency import plan_configs
     from rotnet.runner import execute
 
     sizes = parse_ints(args.per_class, "--per-class", minimum=1)
@@ -87,12 +87,8 @@ def cmd_label_efficiency(args: argparse.Namespace) -> int:
     _, seeds = plan_archs_and_seeds(
         protocol, None, parse_ints(args.seeds, "--seeds") if args.seeds is not None else None
     )
-    configs = []
-    for seed in seeds:
-        configs.append(protocol.resolve("rotation", seed=seed))
-        for n in sorted(sizes):
-            configs += [subset_schedule(protocol.resolve(arm, seed=seed), n, args.min_steps) for arm in ARMS]
     options = options_of(args, protocol, "label-efficiency.json", {"per_class": sizes, "seeds": seeds})
+    configs = plan_configs(protocol, sizes, seeds, args.min_steps, options.data)
     return 1 if execute(configs, options) else 0
 
 

@@ -175,6 +175,13 @@ def class_counts(labels: torch.Tensor) -> dict[int, int]:
     return dict(zip(*(t.tolist() for t in labels.cpu().unique(return_counts=True)), strict=True))
 
 
+def subset_size(labels: torch.Tensor, per_class: int) -> int:
+    """The images `balanced_subset` picks for `per_class` (0: every image): n of each class, all of a smaller one."""
+    if not per_class:
+        return len(labels)
+    return sum(min(per_class, n) for n in class_counts(labels).values())
+
+
 def short_classes(labels: torch.Tensor, per_class: int) -> dict[int, int]:
     """{class: its image count} for each class with fewer than `per_class` images."""
     return {c: n for c, n in class_counts(labels).items() if n < per_class}

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rotnet.config import DataOptions, RunConfig
+from rotnet.data import subset_size
 from rotnet.errors import RotnetError
 from rotnet.files import atomic_write_text
 from rotnet.layout import FAILED, merge_logs, read_json, run_id
@@ -64,7 +65,7 @@ def auto_jobs(device, runs: list[tuple[RunConfig, object]], work: list[int]) -> 
 
 def train_size(cfg: RunConfig, data) -> int:
     """The training images of a run (a class-balanced subset's size, or the whole training split)."""
-    return cfg.train_per_class * data.num_classes if cfg.train_per_class else len(data.train_images)
+    return subset_size(data.train_labels, cfg.train_per_class)
 
 
 class Eta:
