@@ -160,3 +160,18 @@ def test_ctrl_c_in_the_python_train_saves_a_checkpoint_and_the_next_call_resumes
     assert rotnet.train("rotation", **common).folder == folder and len(pressed) == 1
     assert [json.loads(line)["epoch"] for line in (folder / "metrics.jsonl").read_text().splitlines()] == [1]
     assert "resuming at epoch 1, step 1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("call", ["train", "reproduce"])
+@pytest.mark.parametrize("argument", ["runs_root", "data_root"])
+def test_an_empty_path_is_refused_never_read_as_a_default(tmp_path, monkeypatch, call, argument):
+    """`runs_root=os.environ.get("ROOT", "")` trained into runs/PRESET: an empty path is refused, as on the command
+    line, and nothing is written."""
+    import rotnet
+    from rotnet.errors import RotnetError
+
+    monkeypatch.chdir(tmp_path)
+    args = ("rotation",) if call == "train" else ()
+    with pytest.raises(RotnetError, match="empty path"):
+        getattr(rotnet, call)(*args, preset="smoke", device="cpu", download=False, **{argument: ""})
+    assert not any(tmp_path.iterdir())

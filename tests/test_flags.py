@@ -3,6 +3,8 @@ written."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.helpers import (
@@ -37,3 +39,49 @@ def test_a_flag_out_of_range_is_refused_in_one_line_leaving_nothing(tmp_path, fa
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and re.search(named if ".*" in named else re.escape(named), err[0]), err
     assert not root.exists() or not any(root.rglob("*"))  # nothing started, nothing left
+
+
+def path_arguments() -> list[tuple[str, str]]:
+    """(command, option or positional) for every path a user gives on the command line, read from the parser."""
+    import argparse
+
+    from rotnet.flags import build_parser
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    return [
+        (name, a.option_strings[0] if a.option_strings else a.dest)
+        for name, p in commands.items()
+        for a in p._actions
+        if name != "job" and getattr(a.type, "__name__", "") in ("Path", "path")
+    ]
+
+
+@pytest.mark.parametrize(("command", "argument"), path_arguments())
+def test_an_empty_path_is_refused_never_read_as_the_current_folder(command, argument, tmp_path, monkeypatch, capsys):
+    """`--runs-root "$ROOT"` with ROOT unset trained into the current folder (`report ""` wrote report.md there): an
+    empty path is refused in one line, whichever argument of whichever command it is."""
+    import argparse
+
+    from rotnet.cli import main
+    from rotnet.flags import build_parser
+
+    monkeypatch.chdir(tmp_path)
+    parser = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    given = {"experiment": "rotation", "dataset": "cifar10"}
+    args = [command]
+    for a in parser._actions:
+        if not a.option_strings and a.dest != "help":
+            args.append("" if a.dest == argument else given.get(a.dest, "x"))
+    if argument.startswith("--"):
+        args += [argument, ""]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "empty" in err[0], err
+    assert not any(tmp_path.iterdir())
+
+
+def test_an_empty_rotnet_data_is_unset(monkeypatch):
+    from rotnet.data import default_data_root
+
+    monkeypatch.setenv("ROTNET_DATA", "")
+    assert default_data_root() == Path("data")

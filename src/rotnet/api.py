@@ -132,4 +132,6 @@ def _listed(value: Any) -> tuple | None:
 
 
 def _path(p: str | Path | None) -> Path | None:
-    return Path(p) if p else None
+    if p is not None and not str(p).strip():
+        raise RotnetError("data_root is an empty path; name a folder (or leave it out for $ROTNET_DATA, else ./data)")
+    return Path(p) if p is not None else None

@@ -23,8 +23,8 @@ HOLDOUT = 0.1  # the share of an unsplit image folder held out as its test split
 
 
 def default_data_root() -> Path:
-    """`$ROTNET_DATA`, else ./data."""
-    return Path(os.environ.get("ROTNET_DATA", "data"))
+    """`$ROTNET_DATA`, else ./data (an empty one is unset, as a shell's `${ROTNET_DATA:-data}` reads it)."""
+    return Path(os.environ.get("ROTNET_DATA") or "data")
 
 
 @dataclass(frozen=True)

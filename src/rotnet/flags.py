@@ -44,7 +44,7 @@ def add_config_flags(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> 
         default="paper",
         help=f"{', '.join(preset_names())} (shipped), or a .toml path; paper is the reference report's protocol",
     )
-    g.add_argument("--config", action="append", default=[], type=Path, metavar="TOML", help="overrides; may repeat")
+    g.add_argument("--config", action="append", default=[], type=path, metavar="TOML", help="overrides; may repeat")
     g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config key")
     for f in fields(RunConfig):
         if f.name in NO_FLAG or f.name in skip:
@@ -64,6 +64,13 @@ def add_config_flags(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> 
             g.add_argument(flag, type=flag_type(f.name), default=None, dest=f.name, metavar=shown, help=text)
 
 
+def path(text: str) -> Path:
+    """A path argument: an empty one (`--runs-root "$ROOT"` with ROOT unset) is refused, never the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path; name a file or folder")
+    return Path(text)
+
+
 def flag_type(key: str):
     """A config flag's value read as `--set` and TOML read it (`--epochs 1.0` is 1), checked while parsing."""
 
@@ -80,13 +87,13 @@ def add_data_flags(p: argparse.ArgumentParser, device: bool = True) -> None:
     g = p.add_argument_group("data and device" if device else "data")
     g.add_argument(
         "--data-root",
-        type=Path,
+        type=path,
         default=None,
         help="folder holding the named datasets, e.g. cifar-10-batches-py (default: $ROTNET_DATA, else ./data)",
     )
     g.add_argument("--no-download", action="store_true", help="never download a dataset; fail if it is missing")
     g.add_argument(
-        "--cache-dir", type=Path, default=None, help="where image folders are prepared (default: FOLDER/.rotnet-cache)"
+        "--cache-dir", type=path, default=None, help="where image folders are prepared (default: FOLDER/.rotnet-cache)"
     )
     g.add_argument(
         "--skip-bad-images", action="store_true", help="skip unreadable images (counted) instead of stopping"
@@ -97,7 +104,7 @@ def add_data_flags(p: argparse.ArgumentParser, device: bool = True) -> None:
 
 def add_run_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run folders")
-    g.add_argument("--runs-root", type=Path, default=None, help="where run folders go (default: runs/PRESET)")
+    g.add_argument("--runs-root", type=path, default=None, help="where run folders go (default: runs/PRESET)")
     g.add_argument(
         "--checkpoint-every", type=int, default=0, metavar="STEPS", help="also checkpoint every N steps (0: epoch ends)"
     )
@@ -218,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("experiment", type=experiment_name, metavar="{" + ",".join(EXPERIMENTS) + "}", help="the experiment")
     p.add_argument(
         "--init",
-        type=Path,
+        type=path,
         default=None,
         metavar="PATH",
         help="a from-rotation run's rotation weights: a run folder or a .safetensors file",
@@ -250,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_flags(p)
 
     p = command("probe", "linear (or MLP) probes on frozen features of each stage, vs random init")
-    p.add_argument("run", type=Path, help="a finished run folder, e.g. runs/quick/resnet18/rotation/seed0")
+    p.add_argument("run", type=path, help="a finished run folder, e.g. runs/quick/resnet18/rotation/seed0")
     p.add_argument(
         "--head",
         default="linear",
@@ -261,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=30, help="epochs of each head's training on the frozen features")
     p.add_argument(
         "--feature-cache",
-        type=Path,
+        type=path,
         default=None,
         metavar="DIR",
         help="keep the extracted features in DIR, so a probe with another head skips extraction (default: not kept)",
@@ -275,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
         "check a run's sealed files, re-train its first epochs and re-evaluate its final weights; writes "
         "RUN/verify.json (exit 0 verified, 1 not verified, 3 inconclusive: differs, but made on another CPU)",
     )
-    p.add_argument("run", type=Path, help="a run folder with config.json and metrics.jsonl")
+    p.add_argument("run", type=path, help="a run folder with config.json and metrics.jsonl")
     p.add_argument("--epochs", type=int, default=1, help="epochs to re-train and compare (default: 1)")
     p.add_argument(
         "--all", action="store_true", help="re-train every recorded epoch: the final weights are then re-made too"
@@ -297,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("export-images", "write a dataset as an image folder of PNGs (SPLIT/CLASS/NNNNN.png)")
     p.add_argument("dataset", help="a dataset name (cifar10, ...) or an image folder")
-    p.add_argument("out", type=Path, help="a new folder")
+    p.add_argument("out", type=path, help="a new folder")
     p.add_argument("--unlabeled", action="store_true", help="no class folders: SPLIT/NNNNN.png")
     p.add_argument("--train-range", default=None, metavar="A:B", help="only training images A..B-1 (default: all)")
     p.add_argument("--test-range", default=None, metavar="A:B", help="only test images A..B-1 (default: all)")
@@ -306,11 +313,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_flags(p, device=False)
 
     p = command("export", "a finished run as a folder ready for a model hub: weights, config, model card")
-    p.add_argument("run", type=Path, help="a finished run folder")
-    p.add_argument("out", type=Path, help="a new folder")
+    p.add_argument("run", type=path, help="a finished run folder")
+    p.add_argument("out", type=path, help="a new folder")
 
     p = command("report", "write report.md, results.json/csv and plots for a runs folder")
-    p.add_argument("runs_dir", type=Path, help="a runs root (reproduce's --runs-root): every run under it is read")
+    p.add_argument("runs_dir", type=path, help="a runs root (reproduce's --runs-root): every run under it is read")
     p.add_argument("--preset", default=None, help="label the report with the preset's name")
 
     p = command("bench", "training and evaluation images/s: model only vs rotnet vs the plain pipeline")
@@ -329,10 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
         "the first's, e.g. resnet18,resnet34,resnet50",
     )
     p.add_argument(
-        "--data-root", type=Path, default=None, help="CIFAR-10's folder (default: $ROTNET_DATA, else ./data)"
+        "--data-root", type=path, default=None, help="CIFAR-10's folder (default: $ROTNET_DATA, else ./data)"
     )
-    p.add_argument("--out", type=Path, default=Path("bench.json"), help="a new JSON file for the figures")
+    p.add_argument("--out", type=path, default=Path("bench.json"), help="a new JSON file for the figures")
 
     p = sub.add_parser("job")  # internal: one run of `reproduce --jobs N`, from the job file the parent wrote
-    p.add_argument("file", type=Path)
+    p.add_argument("file", type=path)
     return parser

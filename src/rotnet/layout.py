@@ -149,8 +149,10 @@ def has_checkpoint(folder: Path) -> bool:
 def runs_root_for(preset: str, runs_root: str | Path | None = None) -> Path:
     """runs/PRESET unless a runs root is named: runs of different presets never meet, and every command and the
     Python API find each other's. One run's folder named as a runs root is refused (its runs would nest inside it)."""
-    if not runs_root:
+    if runs_root is None:
         return Path("runs") / Path(preset).stem
+    if not str(runs_root).strip():  # an unset variable's "": never the current folder, nor silently the default
+        raise RotnetError("the runs root is an empty path; name a folder (or leave it out for runs/PRESET)")
     above = runs_root_above(Path(runs_root))
     if above is not None:
         raise RotnetError(f"runs root {runs_root} is one run's folder; name the runs root that holds it: {above}")
