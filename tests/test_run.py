@@ -55,6 +55,39 @@ def test_explicit_init_is_allowed_and_recorded(tiny_runs, tmp_path, fake_root):
     assert record["init_from"] == "--init" and record["init_weights"] == str(path)
 
 
+@pytest.mark.parametrize(
+    ("pretrained", "claims", "refused"),
+    [
+        ("cifar10", [], False),
+        ("cifar10", ["--pretrain-dataset", "cifar10"], False),
+        ("cifar10", ["--pretrain-dataset", "photos"], True),
+        ("photos", [], True),
+        ("photos", ["--pretrain-dataset", "photos"], False),
+    ],
+)
+def test_explicit_init_weights_must_be_of_the_pretraining_data_the_run_names(
+    tiny_runs, tmp_path, fake_root, capsys, pretrained, claims, refused
+):
+    """A from-rotation run is filed and reported by the data its rotation weights were pretrained on: `--init` weights
+    of a CIFAR-10 rotation run with `--pretrain-dataset photos` made a row "cifar10 (pretrained on photos)", and
+    folder weights without it a row of CIFAR-10 pretraining."""
+    photos = tmp_path / "photos"
+    save(photos, images(40, seed=5))
+    if pretrained == "cifar10":
+        weights = tiny_runs / "resnet18/rotation/seed0"
+    else:
+        assert train("train", "rotation", "--dataset", str(photos), root=tmp_path / "src", data=fake_root) == 0
+        weights = next((tmp_path / "src").rglob("rotation/seed0"))
+    claims = [str(photos) if c == "photos" else c for c in claims]
+    capsys.readouterr()
+    code = train("train", "full-from-rotation", "--init", str(weights), *claims, root=tmp_path / "b", data=fake_root)
+    assert code == (2 if refused else 0)
+    if refused:
+        err = capsys.readouterr().err
+        assert "pretrained on" in err and len(err.strip().splitlines()) == 1, err
+        assert not (tmp_path / "b").exists()
+
+
 @pytest.mark.parametrize("poison", ["nan-param", "inf-buffer", "dtype"])
 def test_init_weights_that_are_not_finite_or_of_the_wrong_dtype_are_refused(tmp_path, fake_root, capsys, poison):
     from rotnet.models import build_model

@@ -61,6 +61,8 @@ def init_weights(cfg: RunConfig, runs_root: Path, source: Source | None) -> tupl
     src_cfg = meta.get("config")
     if isinstance(src_cfg, dict) and src_cfg.get("task") not in (None, "rotation"):
         raise RotnetError(f"{path} holds weights of a {src_cfg.get('task')} run, not of a rotation run")
+    if cfg.init_path and isinstance(src_cfg, dict):
+        refuse_other_pretraining(path, src_cfg.get("dataset", RunConfig().dataset), cfg)
     if not cfg.init_path:
         if not isinstance(src_cfg, dict):
             raise RotnetError(f"{path} does not record the configuration that made it; pass it with --init PATH")
@@ -81,6 +83,18 @@ def init_weights(cfg: RunConfig, runs_root: Path, source: Source | None) -> tupl
         "init_source_config": src_cfg if isinstance(src_cfg, dict) else None,
     }
     return tensors, record
+
+
+def refuse_other_pretraining(path: Path, made_on: str, cfg: RunConfig) -> None:
+    """Explicit --init weights must be of the pretraining data the run names: a from-rotation run is filed and
+    reported by it ("cifar10 (pretrained on photos)"), so weights of other data made a silently wrong row."""
+    claimed = cfg.pretrain_dataset or cfg.dataset
+    if made_on != claimed:
+        fix = "leave out --pretrain-dataset" if made_on == cfg.dataset else f"pass --pretrain-dataset {made_on}"
+        raise RotnetError(
+            f"{path} holds rotation weights pretrained on {made_on}, but this run names {claimed} as its pretraining "
+            f"data; {fix} (the run is filed and reported by it)"
+        )
 
 
 def other_rotation_runs(cfg: RunConfig, runs_root: Path, path: Path) -> str:
