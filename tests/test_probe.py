@@ -209,3 +209,30 @@ def test_a_cache_path_that_is_a_file_is_named_in_one_line(tiny_runs, tmp_path, f
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith(f"rotnet: error: cannot write the prepared-images cache {file}")
     assert err.endswith("; pass another --cache-dir") and file.read_text() == "mine"
+
+
+@pytest.mark.parametrize(("pool", "free_for_pool"), [(2, 2), (3, 2), (4, 1), (2, 0.5)])
+def test_features_that_cannot_fit_in_memory_are_refused_before_extraction(
+    tiny_runs, tmp_path, fake_root, capsys, monkeypatch, pool, free_for_pool
+):
+    """`--pool 10` on CIFAR-10 keeps some 23 GB of float32 features: it was killed for memory after minutes of
+    extraction. The features' size is known from one image; more than the host has free is refused in one line,
+    naming the largest --pool that fits."""
+    import shutil
+
+    import rotnet.probe
+
+    run = shutil.copytree(tiny_runs / "resnet18/rotation/seed0", tmp_path / "resnet18/rotation/seed0")
+    per_image_at_1 = (64 + 64 + 128 + 256 + 512) * 4  # ResNet18's stages (conv1, layer1-4), float32
+    images = 80 + 16  # the fake CIFAR-10's train and test images
+    free = int(per_image_at_1 * images * free_for_pool**2)
+    monkeypatch.setattr(rotnet.probe, "host_memory_available", lambda: free, raising=False)
+    args = ["probe", str(run), "--pool", str(pool), "--epochs", "1", "--data-root", str(fake_root), "--no-download"]
+    fits = pool <= free_for_pool
+    assert main(args) == (0 if fits else 2)
+    if not fits:
+        err = [line for line in capsys.readouterr().err.splitlines() if "warning: CIFAR-10" not in line]
+        assert len(err) == 1 and f"--pool {pool} keeps" in err[0], err
+        largest = int(free_for_pool)
+        assert (f"--pool {largest} or less fits" if largest else "even --pool 1") in err[0], err
+        assert not (run / "probe").exists()

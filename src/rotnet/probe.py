@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import warnings
 from pathlib import Path
 
@@ -21,12 +22,13 @@ from rotnet.augment import REFERENCE_NORM
 from rotnet.config import RunConfig, from_dict, with_defaults
 from rotnet.data import Dataset
 from rotnet.errors import RotnetError
-from rotnet.evaluate import STAGES, extract
+from rotnet.evaluate import STAGES, extract, stage_outputs
 from rotnet.layout import CONFIG, WEIGHTS, not_a_run, read_record
 from rotnet.lock import RunLock
 from rotnet.manifest import Seal
 from rotnet.models import build_model, check_keys, initial_model
 from rotnet.record import open_run
+from rotnet.runtime import host_memory_available
 from rotnet.seeds import derive_seed
 from rotnet.stats import wilson
 
@@ -69,6 +71,25 @@ def features(model: nn.Module, data: Dataset, pool: int, norm: tuple, cache: Pat
         path.parent.mkdir(parents=True, exist_ok=True)
         ckpt.save_tensors(path, tensors, key)
     return tensors
+
+
+def refuse_features_beyond_memory(model: nn.Module, data: Dataset, pool: int) -> None:
+    """The features of every stage are kept in memory (float32), pool x pool per channel: `--pool 10` on CIFAR-10 is
+    some 23 GB for ResNet18, and was killed for memory after minutes of extraction. Sized from one image, refused
+    up front when more than the host has free, naming the largest --pool that fits."""
+    with torch.inference_mode():  # the stages' channels, from a blank image of the data's size
+        blank = torch.zeros(1, 3, *data.train_images.shape[-2:])
+        per_image = sum(v.shape[1] for v in stage_outputs(model.eval(), blank).values()) * pool * pool
+    count = len(data.train_images) + len(data.test_images)
+    need, free = count * per_image * 4, host_memory_available()
+    if need <= free:
+        return
+    largest = math.isqrt(pool * pool * free // need)  # the features grow as pool squared
+    fix = f"--pool {largest} or less fits" if largest else "even --pool 1 does not fit; probe on fewer images"
+    raise RotnetError(
+        f"--pool {pool} keeps {need / 1e9:.3g} GB of features ({per_image:,} an image, {count:,} images), more "
+        f"than the {free / 1e9:.3g} GB free here; {fix}"
+    )
 
 
 def make_head(kind: str, dim: int, classes: int) -> nn.Module:
@@ -152,6 +173,7 @@ def probe(
     n = len(weights["fc.bias"]) if "fc.bias" in weights else 4
     norm = recorded_norm(folder)
     random_init = initial_model(cfg.arch, n, cfg.stem, cfg.seed).state_dict()  # as the run started
+    refuse_features_beyond_memory(build_model(cfg.arch, n, cfg.stem), data, pool)
     log(
         f"probe: {len(data.train_images):,} train and {len(data.test_images):,} test images of {described}; "
         f"features of {len(STAGES)} stages ({', '.join(STAGES)}), pooled {pool}x{pool}, from the run's weights and "

@@ -1,8 +1,9 @@
-"""How a process runs, as opposed to what it trains: the device, torchrun's world and CPU threads."""
+"""How a process runs, as opposed to what it trains: the device, torchrun's world, CPU threads and host memory."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 
 import torch
@@ -62,3 +63,19 @@ def setup_device(name: str) -> tuple[torch.device, World]:
     if world.size > 1 and device.type == "cuda":
         device = torch.device("cuda", world.local_rank)
     return device, world
+
+
+def host_memory_available() -> int:
+    """Bytes of host memory a process can take now without swapping (Linux's MemAvailable: free memory and the page
+    cache it can drop; elsewhere the free pages), or a huge number when the system does not say."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return 1 << 62
