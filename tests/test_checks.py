@@ -329,3 +329,14 @@ def test_nothing_of_a_run_is_written_inside_the_image_folder_it_reads(case, tmp_
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if ".rotnet-cache" not in p.parts) == [
         p for p in before if ".rotnet-cache" not in p.parts
     ]
+
+
+def test_a_knn_monitor_asked_of_data_without_labels_says_it_logs_none(tmp_path, capsys):
+    """`--knn-every 1` on an unlabeled folder trained with no kNN accuracy and said nothing of it."""
+    from rotnet.cli import main
+    from tests.helpers import images, save
+
+    save(tmp_path / "photos", images(40, seed=3))
+    args = ["train", "rotation", "--dataset", str(tmp_path / "photos"), "--runs-root", str(tmp_path / "runs")]
+    assert main([*args, "--knn-every", "1", "--epochs", "1", "--batch-size", "16", "--device", "cpu"]) == 0
+    assert "--knn-every 1: photos has no class labels, so no kNN accuracy is logged" in capsys.readouterr().err

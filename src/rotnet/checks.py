@@ -289,5 +289,14 @@ def warn_short_classes(cfg: RunConfig, data: Dataset) -> None:
         )
 
 
+def warn_without_knn(cfg: RunConfig, data: Dataset) -> None:
+    """A kNN monitor needs class labels: asked of data without them, say that none is logged (it said nothing)."""
+    if cfg.knn_every and not data.labeled:
+        warn_once(
+            ("knn", data.name, data.root),
+            f"--knn-every {cfg.knn_every}: {data.name} has no class labels, so no kNN accuracy is logged",
+        )
+
+
 def class_name(data: Dataset, c: int) -> str:
     return data.class_names[c] if 0 <= c < len(data.class_names) else "unlabeled"

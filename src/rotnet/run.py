@@ -19,6 +19,7 @@ from rotnet.checks import (
     refuse_writing_into_data,
     resume_threads,
     warn_short_classes,
+    warn_without_knn,
 )
 from rotnet.config import RunConfig
 from rotnet.data import Dataset, class_counts, normalization
@@ -71,6 +72,7 @@ def run(
     classes = refuse_untrainable(cfg, data, world.size)
     refuse_writing_into_data(cfg, data, context.runs_root)
     warn_short_classes(cfg, data)
+    warn_without_knn(cfg, data)
     steps = math.ceil(len(train_subset(cfg, data)[1]) / cfg.batch_size)
     lock, created = None, None
     if world.is_main:
