@@ -44,7 +44,7 @@ def test_export_writes_a_model_card_and_files_that_load_in_torchvision(tiny_runs
     )
     card = (out / "README.md").read_text()
     front = card.split("---\n")[1]
-    assert "library_name: pytorch" in front and "- cifar10" in front and "type: accuracy" in front
+    assert "library_name: pytorch" in front and "type: cifar10" in front and "type: accuracy" in front
     acc = json.loads((out / "result.json").read_text())["test_acc"]
     assert f"value: {acc:.2f}" in front and "rotnet train rotation" in card
     snippet = card.split("```python\n")[1].split("```")[0]
@@ -72,7 +72,7 @@ def test_the_model_card_states_the_images_used_imports_only_what_it_uses_and_lin
     out = tmp_path / "hub"
     assert main(["export", str(tmp_path / "runs/resnet18/rotation@3pc/seed0"), str(out)]) == 0
     card = (out / "README.md").read_text()
-    assert "on 30 of the 80 training images of `cifar10`" in card
+    assert "on 30 of the 80 training images of a copy of `cifar10` that differs" in card  # the fake files
     snippet = card.split("```python\n")[1].split("```")[0]
     tree = ast.parse(snippet)
     imported = {
@@ -83,7 +83,7 @@ def test_the_model_card_states_the_images_used_imports_only_what_it_uses_and_lin
     assert "](http" not in card  # no link: nothing to point at that is known to exist
     full = tmp_path / "hub2"
     assert main(["export", str(tiny_runs / "resnet18/rotation/seed0"), str(full)]) == 0
-    assert "on the 80 training images of `cifar10`" in (full / "README.md").read_text()
+    assert "on the 80 training images of a copy of `cifar10`" in (full / "README.md").read_text()
 
 
 @pytest.mark.parametrize("garbage", ["[1, 2]", '{"test_acc": "high"}'])
@@ -220,3 +220,31 @@ def test_export_images_never_writes_into_the_folder_it_exports(tmp_path, out, ca
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith(f"rotnet: error: {tmp_path / out} lies inside the image folder")
     assert not (tmp_path / out).exists()
+
+
+@pytest.mark.parametrize("data", ["official CIFAR-10", "a CIFAR-10 copy that differs", "an image folder"])
+def test_the_model_card_names_a_hub_dataset_only_for_its_official_files(tiny_runs, tmp_path, data):
+    """The card's front matter said `datasets: [cifar10]` of a run on a modified CIFAR-10 copy, and `datasets:
+    [photos]` of a run on the user's folder `photos` (a hub links that name to someone else's dataset)."""
+    from tests.helpers import edit_json, reseal
+
+    if data == "an image folder":
+        write_folder(tmp_path / "photos", np.random.default_rng(1).integers(0, 256, (40, 3, 8, 8), dtype=np.uint8))
+        args = ["--dataset", str(tmp_path / "photos"), "--runs-root", str(tmp_path / "runs"), "--epochs", "1"]
+        assert main(["train", "rotation", *args, "--batch-size", "8"]) == 0
+        run = next((tmp_path / "runs").rglob("rotation/seed0"))
+    else:
+        run = shutil.copytree(tiny_runs / "resnet18/rotation/seed0", tmp_path / "runs/resnet18/rotation/seed0")
+        if data == "official CIFAR-10":  # the fake files differ from the release; this is what the real ones record
+            edit_json(run / "config.json", dataset_checksums_match=True)
+            reseal(run)
+    assert main(["export", str(run), str(tmp_path / "hub")]) == 0
+    front, body = (tmp_path / "hub/README.md").read_text().split("---\n")[1:3]
+    if data == "official CIFAR-10":
+        assert "datasets:\n- cifar10\n" in front and "training images of `cifar10`," in body
+    else:
+        assert "datasets:" not in front
+        said = (
+            "a copy of `cifar10` that differs from its official release" if "copy" in data else "image folder `photos`"
+        )
+        assert said in body

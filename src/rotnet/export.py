@@ -11,6 +11,7 @@ import numpy as np
 from tqdm import tqdm
 
 from rotnet.augment import MEAN, STD
+from rotnet.config import DATASETS
 from rotnet.data import Dataset, within_folder
 from rotnet.errors import RotnetError
 from rotnet.files import atomic_write, read_regular
@@ -66,9 +67,7 @@ CARD = """---
 library_name: pytorch
 tags:
 {tags}
-datasets:
-- {dataset}
-metrics:
+{datasets}metrics:
 - accuracy
 model-index:
 - name: {name}
@@ -76,7 +75,7 @@ model-index:
   - task:
       type: {task_type}
     dataset:
-      name: {dataset}
+      name: {dataset_name}
       type: {dataset}
     metrics:
     - type: accuracy
@@ -86,7 +85,7 @@ model-index:
 # {name}
 
 A torchvision `{arch}` ({stem} stem) trained by rotnet {version}:
-experiment `{experiment}` ({what}) on {images} of `{dataset}`{pretrain}, {epochs} epochs.
+experiment `{experiment}` ({what}) on {images} of {source}{pretrain}, {epochs} epochs.
 Test accuracy: **{acc:.2f}%** on {test_images:,} test images{rotations}.{direction}
 
 Made with:
@@ -139,7 +138,7 @@ def export_run(folder: Path, out: Path) -> Path:
 
     from rotnet.checkpoint import load_tensors
     from rotnet.files import atomic_write_text
-    from rotnet.layout import CONFIG, METRICS, RESULT, WEIGHTS, not_a_run, read_json
+    from rotnet.layout import CONFIG, METRICS, RESULT, WEIGHTS, not_a_run
     from rotnet.record import open_run
 
     folder, out = Path(folder), Path(out)
@@ -147,13 +146,12 @@ def export_run(folder: Path, out: Path) -> Path:
         raise not_a_run(folder, "")
     if not (folder / RESULT).is_file() or not (folder / WEIGHTS).is_file():
         raise RotnetError(f"{folder} is not a finished rotnet run (no {RESULT} and {WEIGHTS})")
-    open_run(folder, "export", need=(RESULT, WEIGHTS))  # only what rotnet wrote leaves the run folder
+    rec = open_run(folder, "export", need=(RESULT, WEIGHTS))  # only what rotnet wrote leaves the run folder
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise RotnetError(f"{out} exists and is not an empty folder; name a new one")
-    record, result = read_json(folder / CONFIG), read_json(folder / RESULT)
+    record, result = rec.config or {}, rec.result  # the record as open_run read and checked it
     if not isinstance(result, dict) or not isinstance(result.get("test_acc"), int | float):
         raise RotnetError(f"{folder / RESULT} is unreadable; the model card needs the run's result")
-    record = record if isinstance(record, dict) else {}
     _, meta = load_tensors(folder / WEIGHTS)  # verifies the checksum before anything is copied
     cfg = meta.get("config") or record.get("config", {})
     norm = meta.get("normalization") or {"mean": list(MEAN), "std": list(STD)}  # older files: the reference's
@@ -192,6 +190,17 @@ def card_text(cfg: dict, result: dict, record: dict, meta: dict, norm: dict, cla
     name = f"rotnet-{cfg.get('arch')}-{cfg.get('experiment')}-seed{cfg.get('seed')}"
     tags = ["rotnet", "self-supervised", "rotation-prediction", str(cfg.get("arch")), "image-classification"]
     dataset = Path(cfg.get("dataset", "cifar10")).name
+    # The front matter names a dataset only for the official files (a hub links the name to that dataset): a copy
+    # that differs from its release (by md5) or an image folder is named in words instead.
+    named = cfg.get("dataset", "cifar10") in DATASETS
+    official = named and record.get("dataset_checksums_match") is True
+    source = (
+        f"`{dataset}`"
+        if official
+        else f"a copy of `{dataset}` that differs from its official release (md5)"
+        if named
+        else f"the image folder `{dataset}`"
+    )
     stem_code = ""
     if cfg.get("stem") == "cifar":
         stem_code = (
@@ -201,6 +210,9 @@ def card_text(cfg: dict, result: dict, record: dict, meta: dict, norm: dict, cla
     return CARD.format(
         tags="\n".join(f"- {t}" for t in tags),
         dataset=dataset,
+        dataset_name=dataset if official else f"{dataset} ({'not the official release' if named else 'image folder'})",
+        datasets=f"datasets:\n- {dataset}\n" if official else "",
+        source=source,
         name=name,
         task_type="image-classification",
         acc=float(result.get("test_acc", 0.0)),
