@@ -41,7 +41,7 @@ def test_each_subset_trains_at_least_min_steps_batches_of_its_own_images(case, f
 
     per_class, data = {
         "cifar10, every class larger": (4, ["--data-root", str(fake_root)]),
-        "cifar10, classes smaller than n": (20, ["--data-root", str(fake_root)]),
+        "cifar10, classes smaller than n": (8, ["--data-root", str(fake_root)]),  # its classes hold 6-10 images
         "cifar100": (2, ["--dataset", "cifar100", "--data-root", str(write_fake_cifar100(tmp_path / "c100", 300))]),
         "a two-class folder": (10, ["--dataset", str(labeled(tmp_path / "f", {"a": 30, "b": 30}, {"a": 4, "b": 4}))]),
     }[case]
@@ -56,3 +56,38 @@ def test_each_subset_trains_at_least_min_steps_batches_of_its_own_images(case, f
     assert len(transfer) == 2
     for cfg in transfer:  # the preset's 1 epoch, or the fewest that see 50 batches' worth of the subset's images
         assert cfg.epochs == max(1, math.ceil(50 * cfg.batch_size / images)), (cfg.epochs, images)
+
+
+@pytest.mark.parametrize(
+    ("data", "sizes", "refused", "instead"),
+    [
+        ("cifar10", "4,20", "20", "4,10"),  # the fake CIFAR-10's classes hold 6-10 training images
+        ("cifar10", "10,11,12", "11, 12", "10"),
+        ("stl10", None, "20, 100, 500, 1000, 5000", "4"),  # the defaults, on 4 images a class
+        ("cifar10", "4,10", None, None),
+    ],
+)
+def test_a_size_above_every_class_is_refused_not_trained_twice(
+    fake_root, tmp_path, monkeypatch, capsys, data, sizes, refused, instead
+):
+    """A size above the largest class takes every image, as that class's count does: `--per-class 5000,6000` on
+    CIFAR-10 trained the whole data twice and plotted it at 5000 and 6000 labels per class (and the default sizes on
+    STL-10's 500 a class, three times, at 500, 1000 and 5000)."""
+    import rotnet.runner
+    from rotnet.cli import main
+    from tests.helpers import write_fake_stl10
+
+    root = write_fake_stl10(tmp_path / "stl")[0] if data == "stl10" else fake_root
+    monkeypatch.setattr(rotnet.runner, "execute", lambda configs, options: [])
+    args = ["label-efficiency", "--dataset", data, "--data-root", str(root), "--no-download", "--device", "cpu"]
+    args += [
+        "--preset",
+        "tests/tiny.toml",
+        "--runs-root",
+        str(tmp_path / "runs"),
+        *(["--per-class", sizes] * bool(sizes)),
+    ]
+    assert main(args) == (2 if refused else 0)
+    if refused:
+        err = [line for line in capsys.readouterr().err.splitlines() if "warning" not in line]
+        assert len(err) == 1 and f"--per-class {refused}:" in err[0] and f"--per-class {instead}" in err[0], err

@@ -201,6 +201,7 @@ def test_a_file_in_place_of_the_plans_log_that_rotnet_did_not_write_is_refused_u
     root.mkdir()
     (root / f"{command}.json").write_text(there)
     args = [command, "--preset", TINY_PRESET, "--runs-root", str(root), "--data-root", str(fake_root), "--no-download"]
+    args += ["--per-class", "1"] if command == "label-efficiency" else []  # sizes the 80 fake images hold
     assert main(args) == 2
     said = f"rotnet: error: {root / command}.json is not a rotnet plan's log; move it away or name another runs root"
     assert capsys.readouterr().err.strip().splitlines()[-1] == said

@@ -16,8 +16,9 @@ import math
 from dataclasses import replace
 
 from rotnet.config import DataOptions, RunConfig, validate
-from rotnet.data import subset_size
+from rotnet.data import class_counts, subset_size
 from rotnet.datasets import load_for
+from rotnet.errors import RotnetError
 from rotnet.protocol import Protocol
 
 ARMS = ("full-from-rotation", "full-from-random")
@@ -44,6 +45,20 @@ def plan_configs(
         for n in sorted(sizes):
             for arm in ARMS:
                 cfg = protocol.resolve(arm, seed=seed)
-                images = subset_size(load_for(cfg, data).train_labels, n)
-                configs.append(subset_schedule(cfg, n, min_steps, images))
+                on = load_for(cfg, data)  # loaded once a plan (`load_dataset` keeps it)
+                refuse_sizes_above_every_class(sizes, on.train_labels, on.name)
+                configs.append(subset_schedule(cfg, n, min_steps, subset_size(on.train_labels, n)))
     return configs
+
+
+def refuse_sizes_above_every_class(sizes: list[int], labels, name: str) -> None:
+    """A size above the largest class takes every image, as that class's count does: the same run trained again and
+    plotted at another number of labels (the default sizes on STL-10's 500 a class: three times)."""
+    top = max(class_counts(labels).values(), default=0)
+    above = sorted(n for n in set(sizes) if n > top)
+    if above:
+        kept = ",".join(map(str, sorted({min(n, top) for n in sizes})))
+        raise RotnetError(
+            f"--per-class {', '.join(map(str, above))}: {name}'s largest class has {top} training images, so a larger "
+            f"size takes the same images as {top} (trained again, plotted at another count); pass --per-class {kept}"
+        )
