@@ -68,3 +68,24 @@ def test_one_runs_folder_named_as_a_runs_root_is_refused_before_anything_is_writ
         assert main([*args, "--data-root", str(fake_root), "--no-download"]) == 2
         assert capsys.readouterr().err.strip().splitlines() == [f"rotnet: error: {said}"]
     assert sorted(p.name for p in run.iterdir()) == before
+
+
+@pytest.mark.parametrize("spelling", [".", "../seed0", "./"])
+def test_one_runs_folder_is_refused_as_a_runs_root_however_it_is_spelled(tiny_runs, tmp_path, fake_root, capsys,
+                                                                         monkeypatch, spelling):  # fmt: skip
+    """From inside a run's folder, `--runs-root .` trained a whole run nested in it (the check counted the parents
+    of "." and found none)."""
+    from rotnet.cli import main
+    from tests.helpers import TINY_PRESET
+
+    run = tmp_path / "runs/resnet18/rotation/seed0"
+    shutil.copytree(tiny_runs / "resnet18/rotation/seed0", run)
+    before = sorted(p.name for p in run.iterdir())
+    monkeypatch.chdir(run)
+    args = ["train", "rotation", "--preset", TINY_PRESET, "--runs-root", spelling, "--data-root", str(fake_root)]
+    assert main([*args, "--no-download"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].endswith(
+        f"is one run's folder; name the runs root that holds it: {tmp_path / 'runs'}"
+    )
+    assert sorted(p.name for p in run.iterdir()) == before

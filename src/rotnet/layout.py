@@ -266,7 +266,9 @@ def runs_root_above(folder: Path) -> Path | None:
     except RotnetError:
         record = None
     depth = 4 if record and data_segment(record["config"]) else 3
-    return folder.parents[depth - 1] if record and len(folder.parents) >= depth else None
+    # As the user spelled it when that names the folders above it, else as it is (`.`, `../seed0` name none)
+    shown = folder if ".." not in folder.parts and len(folder.parents) >= depth else folder.resolve()
+    return shown.parents[depth - 1] if record and len(shown.parents) >= depth else None
 
 
 def read_record(folder: Path) -> dict | None:
