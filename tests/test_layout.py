@@ -70,11 +70,11 @@ def test_one_runs_folder_named_as_a_runs_root_is_refused_before_anything_is_writ
     assert sorted(p.name for p in run.iterdir()) == before
 
 
-@pytest.mark.parametrize("spelling", [".", "../seed0", "./"])
+@pytest.mark.parametrize("spelling", [".", "../seed0", "./", "inner", "a/b"])
 def test_one_runs_folder_is_refused_as_a_runs_root_however_it_is_spelled(tiny_runs, tmp_path, fake_root, capsys,
                                                                          monkeypatch, spelling):  # fmt: skip
     """From inside a run's folder, `--runs-root .` trained a whole run nested in it (the check counted the parents
-    of "." and found none)."""
+    of "." and found none), and so did a runs root made inside it (`inner`, `a/b`)."""
     from rotnet.cli import main
     from tests.helpers import TINY_PRESET
 
@@ -85,7 +85,10 @@ def test_one_runs_folder_is_refused_as_a_runs_root_however_it_is_spelled(tiny_ru
     args = ["train", "rotation", "--preset", TINY_PRESET, "--runs-root", spelling, "--data-root", str(fake_root)]
     assert main([*args, "--no-download"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].endswith(
-        f"is one run's folder; name the runs root that holds it: {tmp_path / 'runs'}"
+    said = (
+        f"lies inside the run folder {run}; name a runs root outside it"
+        if spelling in ("inner", "a/b")
+        else f"is one run's folder; name the runs root that holds it: {tmp_path / 'runs'}"
     )
+    assert len(err) == 1 and err[0].endswith(said), err
     assert sorted(p.name for p in run.iterdir()) == before

@@ -148,7 +148,8 @@ def has_checkpoint(folder: Path) -> bool:
 
 def runs_root_for(preset: str, runs_root: str | Path | None = None) -> Path:
     """runs/PRESET unless a runs root is named: runs of different presets never meet, and every command and the
-    Python API find each other's. One run's folder named as a runs root is refused (its runs would nest inside it)."""
+    Python API find each other's. One run's folder named as a runs root, or a folder inside one, is refused (its runs
+    would nest inside that run)."""
     if runs_root is None:
         return Path("runs") / Path(preset).stem
     if not str(runs_root).strip():  # an unset variable's "": never the current folder, nor silently the default
@@ -156,6 +157,9 @@ def runs_root_for(preset: str, runs_root: str | Path | None = None) -> Path:
     above = runs_root_above(Path(runs_root))
     if above is not None:
         raise RotnetError(f"runs root {runs_root} is one run's folder; name the runs root that holds it: {above}")
+    inside = next((f for f in Path(runs_root).resolve().parents if runs_root_above(f) is not None), None)
+    if inside is not None:  # a folder made in a run's folder: its runs would nest in that run's record
+        raise RotnetError(f"runs root {runs_root} lies inside the run folder {inside}; name a runs root outside it")
     return Path(runs_root)
 
 
