@@ -10,11 +10,11 @@ from torch import nn
 
 from rotnet import checkpoint as ckpt
 from rotnet.config import ADDED, NOT_PROTOCOL, RunConfig, config_diff
-from rotnet.data import Dataset, data_diff, normalization, output_count, short_classes, within_folder
+from rotnet.data import Dataset, data_diff, normalization, output_count, short_classes, subset_size, within_folder
 from rotnet.errors import InUse, RotnetError, warn_once
 from rotnet.health import weights_problem
 from rotnet.layout import CHECKPOINTS, CONFIG, MANIFEST, RESULT, WEIGHTS, find_runs, parse_run_dir, read_json, run_dir
-from rotnet.lifecycle import RunContext, train_subset
+from rotnet.lifecycle import RunContext
 from rotnet.lock import is_locked
 from rotnet.loop import plural, smallest_step
 from rotnet.record import RunRecord, open_run, read_weights, weights_file
@@ -251,7 +251,7 @@ def refuse_untrainable(cfg: RunConfig, data: Dataset, ranks: int = 1) -> int:
     on one: torch raises mid-epoch on 32 px images, and on larger ones a lone image's statistics stand in for a
     batch's). Returns the model's output count."""
     outputs = output_count(cfg, data)
-    n = len(train_subset(cfg, data)[1])
+    n = subset_size(data.train_labels, cfg.train_per_class)  # counted, not drawn
     fewest = smallest_step(cfg, n, ranks)
     if n and fewest < 2:
         # the nearest batch sizes that leave no step short, to say which would do

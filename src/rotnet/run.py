@@ -22,7 +22,7 @@ from rotnet.checks import (
     warn_without_knn,
 )
 from rotnet.config import RunConfig
-from rotnet.data import Dataset, class_counts, normalization
+from rotnet.data import Dataset, class_counts, normalization, subset_size
 from rotnet.distributed import barrier, ranks_agree
 from rotnet.errors import Diverged, RotnetError
 from rotnet.evaluate import confusion, targets_for
@@ -30,7 +30,7 @@ from rotnet.files import atomic_write_text, first_missing
 from rotnet.health import weights_problem
 from rotnet.kernels import computing_with, deterministic
 from rotnet.layout import CHECKPOINTS, EXAMPLES, FAILED, RESULT, WEIGHTS, run_dir
-from rotnet.lifecycle import RunContext, build_engine, init_model, place, train_epochs, train_subset
+from rotnet.lifecycle import RunContext, build_engine, init_model, place, train_epochs
 from rotnet.lock import RunLock
 from rotnet.loggers import Loggers, replay
 from rotnet.loop import Engine, LoopState, plural
@@ -73,7 +73,7 @@ def run(
     refuse_writing_into_data(cfg, data, context.runs_root)
     warn_short_classes(cfg, data)
     warn_without_knn(cfg, data)
-    steps = math.ceil(len(train_subset(cfg, data)[1]) / cfg.batch_size)
+    steps = math.ceil(subset_size(data.train_labels, cfg.train_per_class) / cfg.batch_size)
     lock, created = None, None
     if world.is_main:
         if context.run_options.restart and folder.exists():
