@@ -42,12 +42,15 @@ def plan_configs(
     configs = []
     for seed in seeds:
         configs.append(protocol.resolve("rotation", seed=seed))
-        for n in sorted(sizes):
-            for arm in ARMS:
-                cfg = protocol.resolve(arm, seed=seed)
-                on = load_for(cfg, data)  # loaded once a plan (`load_dataset` keeps it)
-                refuse_sizes_above_every_class(sizes, on.train_labels, on.name)
-                configs.append(subset_schedule(cfg, n, min_steps, subset_size(on.train_labels, n)))
+        # each arm with the data it reads (loaded once a plan: `load_dataset` keeps it), checked once
+        arms = [(cfg, load_for(cfg, data)) for cfg in (protocol.resolve(arm, seed=seed) for arm in ARMS)]
+        for _, on in arms:
+            refuse_sizes_above_every_class(sizes, on.train_labels, on.name)
+        configs += [
+            subset_schedule(cfg, n, min_steps, subset_size(on.train_labels, n))
+            for n in sorted(sizes)
+            for cfg, on in arms
+        ]
     return configs
 
 
