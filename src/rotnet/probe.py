@@ -172,8 +172,9 @@ def probe(
         raise RotnetError(f"{data.name} has no class labels to probe with; pass a labeled --dataset")
     n = len(weights["fc.bias"]) if "fc.bias" in weights else 4
     norm = recorded_norm(folder)
-    random_init = initial_model(cfg.arch, n, cfg.stem, cfg.seed).state_dict()  # as the run started
-    refuse_features_beyond_memory(build_model(cfg.arch, n, cfg.stem), data, pool)
+    start = initial_model(cfg.arch, n, cfg.stem, cfg.seed)  # as the run started
+    random_init = start.state_dict()
+    refuse_features_beyond_memory(start, data, pool)  # eval-mode shapes only: its weights and statistics unchanged
     log(
         f"probe: {len(data.train_images):,} train and {len(data.test_images):,} test images of {described}; "
         f"features of {len(STAGES)} stages ({', '.join(STAGES)}), pooled {pool}x{pool}, from the run's weights and "
