@@ -401,3 +401,24 @@ def test_a_stopped_folder_run_resumes_from_the_folders_new_place(tmp_path, fake_
     assert "resuming at epoch 2, step 1" in capsys.readouterr().out  # not a fresh start
     run = runs / "photos/resnet18/rotation/seed0"
     assert len(metrics(run)) == 2 and (run / "result.json").is_file()
+
+
+def test_a_compiled_run_trains_and_seals_the_plain_models_weights(tmp_path, fake_root, monkeypatch):
+    """`--compile` wraps the model in torch.compile's OptimizedModule, which refuses len(): the loop took the wrapper's
+    truth value (`engine.forward or model`), so every compiled run died at its first step with a traceback."""
+    import torch
+
+    wrapped = []
+    real = torch.compile
+
+    def eager(module, **kwargs):  # the wrapper --compile makes, on dynamo's eager backend: no minutes of inductor
+        wrapped.append(module)
+        return real(module, backend="eager")
+
+    monkeypatch.setattr(torch, "compile", eager)
+    assert train("train", "rotation", "--compile", root=tmp_path, data=fake_root) == 0
+    assert wrapped, "--compile did not reach torch.compile"
+    run = tmp_path / "resnet18/rotation/seed0"
+    assert json.loads((run / "config.json").read_text())["config"]["compile"] is True
+    tensors, _ = load_tensors(run / "model.safetensors")
+    assert not [k for k in tensors if "_orig_mod" in k]  # the model's own names: loads into a plain ResNet

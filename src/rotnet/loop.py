@@ -161,7 +161,7 @@ def train_one_epoch(cfg: RunConfig, engine: Engine, images, labels, state: LoopS
     sees doesn't depend on the number of ranks and a checkpoint resumes under any number of them.
     """
     model, world, stop = engine.model, ctl.world, ctl.stop
-    forward = engine.forward or model
+    forward = model if engine.forward is None else engine.forward  # not `or`: a compiled module refuses len()
     device = next(model.parameters()).device
     n, epoch = len(images), state.epoch
     steps = math.ceil(n / cfg.batch_size)  # the reference's DataLoader keeps the last, smaller batch
