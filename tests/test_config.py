@@ -87,6 +87,54 @@ def test_an_lr_factor_of_zero_is_refused():
 
 
 @pytest.mark.parametrize(
+    "command, flags, message",
+    [
+        ("train rotation", ["--momentum", "0.5"], "momentum=0.5 changes nothing: momentum is used only with"),
+        ("train rotation", ["--set", "momentum=0.3"], "momentum=0.3 changes nothing"),
+        ("train rotation", ["--nesterov"], "nesterov=True changes nothing"),
+        ("train rotation", ["--schedule", "cosine", "--lr-step-epochs", "3"], "lr_step_epochs=3 changes nothing"),
+        ("train rotation", ["--set", "schedule=cosine", "--lr-gamma", "0.5"], "lr_gamma=0.5 changes nothing"),
+        ("reproduce", ["--momentum", "0.5"], "momentum=0.5 changes nothing"),
+        ("label-efficiency", ["--schedule", "cosine", "--lr-gamma", "0.5"], "lr_gamma=0.5 changes nothing"),
+        ("train rotation", ["--optimizer", "sgd", "--momentum", "1"], "momentum must be below 1; got 1.0"),
+        ("train rotation", ["--optimizer", "sgd", "--momentum", "0", "--nesterov"], "nesterov needs a momentum"),
+    ],
+)
+def test_a_setting_that_changes_nothing_or_cannot_train_is_refused(tmp_path, capsys, command, flags, message):
+    """`--momentum` with Adam and `--lr-gamma` under cosine trained as if not given, and the run recorded them;
+    `--momentum 5` diverged, and nesterov without momentum died in torch's SGD with a traceback."""
+    root = tmp_path / "runs"
+    assert cli(*command.split(), *flags, root=root, data=tmp_path / "none") == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert not root.exists()
+
+
+@pytest.mark.parametrize(
+    "preset, overrides",
+    [
+        ("paper", {"optimizer": "sgd", "momentum": 0.5, "nesterov": True}),
+        ("paper", {"lr_step_epochs": 3, "lr_gamma": 0.5}),
+        ("paper", {"momentum": 0.9, "nesterov": False}),  # the defaults: nothing asked that goes unused
+        ("strong", {"optimizer": "adam"}),  # the preset's nesterov is the preset's, not the user's
+    ],
+)
+def test_a_setting_used_by_the_run_or_left_at_its_default_is_taken(preset, overrides):
+    from rotnet.protocol import resolve
+
+    cfg = resolve("rotation", preset=preset, overrides=overrides)
+    assert all(getattr(cfg, k) == v for k, v in overrides.items())
+
+
+def test_the_api_refuses_an_unused_setting_as_the_command_line_does(tmp_path):
+    import rotnet
+
+    with pytest.raises(RotnetError, match="momentum=0.5 changes nothing"):
+        rotnet.train("rotation", momentum=0.5, runs_root=tmp_path / "runs", data_root=tmp_path, download=False)
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
     "text, message",
     [
         ("rule = 5\n", "must be \\[\\[rule\\]\\] tables"),

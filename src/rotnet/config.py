@@ -117,14 +117,22 @@ class RunConfig:
 
 HINTS = typing.get_type_hints(RunConfig)
 FIELD_TYPES: dict[str, type] = {f.name: type(f.default) for f in fields(RunConfig)}
+DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(RunConfig)}
 CHOICES: dict[str, tuple] = {k: typing.get_args(t) for k, t in HINTS.items() if typing.get_origin(t) is Literal}
 HELP: dict[str, str] = {f.name: f.metadata.get("help", "") for f in fields(RunConfig)}
 POSITIVE = ("epochs", "batch_size", "lr", "lr_step_epochs", "lr_gamma", "eval_batch_size", "eval_every")
 NON_NEGATIVE = ("weight_decay", "momentum", "train_per_class", "knn_every", "seed", "image_size")
-# Keys that don't change the trained weights: a source run may differ in these and still be the same protocol.
+# Keys used only when another key has one of some values: elsewhere a value given for them changes nothing.
+USED_ONLY_WITH = {
+    "momentum": ("optimizer", ("sgd",)),
+    "nesterov": ("optimizer", ("sgd",)),
+    "lr_step_epochs": ("schedule", ("step",)),
+    "lr_gamma": ("schedule", ("step",)),
+}
 # Larger images are refused, not tried: one 4096 px image is 50 MB as uint8 and a ResNet batch of them needs far
 # more memory than any machine rotnet targets (--image-size 100000 asked for a 3 TB array).
 MAX_IMAGE_SIZE = 4096
+# Keys that don't change the trained weights: a source run may differ in these and still be the same protocol.
 NOT_PROTOCOL = ("init_path", "eval_batch_size", "eval_every", "knn_every")
 
 
@@ -144,6 +152,10 @@ def validate(cfg: RunConfig) -> RunConfig:
     for name in NON_NEGATIVE:
         if getattr(cfg, name) < 0:
             raise RotnetError(f"{name} must be zero or positive; got {getattr(cfg, name)!r}")
+    if cfg.momentum >= 1:  # torch takes any: at 1 or more no gradient is ever forgotten and the steps grow unbounded
+        raise RotnetError(f"momentum must be below 1; got {cfg.momentum!r}")
+    if cfg.optimizer == "sgd" and cfg.nesterov and cfg.momentum == 0:
+        raise RotnetError("nesterov needs a momentum above 0; got momentum 0.0 (pass --momentum, or --no-nesterov)")
     if not cfg.dataset.strip():
         raise RotnetError("dataset must name a dataset or an image folder")
     if 0 < cfg.image_size < 8 or cfg.image_size > MAX_IMAGE_SIZE:
@@ -151,6 +163,18 @@ def validate(cfg: RunConfig) -> RunConfig:
             f"image_size must be 0 (the dataset's own) or from 8 to {MAX_IMAGE_SIZE}; got {cfg.image_size}"
         )
     return cfg
+
+
+def refuse_unused(cfg: RunConfig, given: dict[str, Any]) -> None:
+    """A value the command line gives a key that the rest of the configuration leaves unused (`--momentum` with Adam,
+    `--lr-gamma` under the cosine schedule) is refused: it would change nothing, yet the run would record it."""
+    for key, value in given.items():
+        decider, used_with = USED_ONLY_WITH.get(key, (None, ()))
+        if decider and getattr(cfg, decider) not in used_with and coerce(key, value) != DEFAULTS[key]:
+            raise RotnetError(
+                f"{key}={value} changes nothing: {key} is used only with {decider} {' or '.join(used_with)}, and this "
+                f"run's {decider} is {getattr(cfg, decider)}; leave {key} out, or set {decider} {used_with[0]}"
+            )
 
 
 def canonical(cfg: RunConfig) -> RunConfig:

@@ -8,7 +8,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from rotnet.config import RunConfig, layered, read_toml, validate
+from rotnet.config import RunConfig, layered, read_toml, refuse_unused, validate
 from rotnet.errors import RotnetError, unknown
 from rotnet.experiments import EXPERIMENTS, refuse_contradictions
 
@@ -46,9 +46,9 @@ class Protocol:
         documents += [(str(f), read_toml(Path(f))) for f in self.config_files]
         command_line = dict(self.overrides) | {k: v for k, v in identity.items() if v is not None}
         names = {"experiment": tuple(EXPERIMENTS)}
-        return refuse_contradictions(
-            experiment, layered(validate(EXPERIMENTS[experiment]), documents, command_line, names)
-        )
+        cfg = layered(validate(EXPERIMENTS[experiment]), documents, command_line, names)
+        refuse_unused(cfg, dict(self.overrides))
+        return refuse_contradictions(experiment, cfg)
 
     def flags(self) -> list[str]:
         """The command-line flags that give this protocol (for hints that repeat the user's own command)."""
