@@ -8,6 +8,7 @@ import pytest
 
 from rotnet.config import CHOICES, RunConfig, coerce, validate
 from rotnet.errors import RotnetError
+from rotnet.experiments import EXPERIMENTS
 from tests.helpers import cli, write
 
 
@@ -96,6 +97,8 @@ def test_an_lr_factor_of_zero_is_refused():
         ("train rotation", ["--set", "schedule=cosine", "--lr-gamma", "0.5"], "lr_gamma=0.5 changes nothing"),
         ("reproduce", ["--momentum", "0.5"], "momentum=0.5 changes nothing"),
         ("label-efficiency", ["--schedule", "cosine", "--lr-gamma", "0.5"], "lr_gamma=0.5 changes nothing"),
+        ("train full-from-random", ["--freeze-bn"], "freeze_bn=True changes nothing"),
+        ("reproduce", ["--experiments", "rotation,full-from-rotation", "--freeze-bn"], "every run's trainable is all"),
         ("train rotation", ["--optimizer", "sgd", "--momentum", "1"], "momentum must be below 1; got 1.0"),
         ("train rotation", ["--optimizer", "sgd", "--momentum", "0", "--nesterov"], "nesterov needs a momentum"),
     ],
@@ -111,19 +114,21 @@ def test_a_setting_that_changes_nothing_or_cannot_train_is_refused(tmp_path, cap
 
 
 @pytest.mark.parametrize(
-    "preset, overrides",
+    "preset, overrides, experiments",
     [
-        ("paper", {"optimizer": "sgd", "momentum": 0.5, "nesterov": True}),
-        ("paper", {"lr_step_epochs": 3, "lr_gamma": 0.5}),
-        ("paper", {"momentum": 0.9, "nesterov": False}),  # the defaults: nothing asked that goes unused
-        ("strong", {"optimizer": "adam"}),  # the preset's nesterov is the preset's, not the user's
+        ("paper", {"optimizer": "sgd", "momentum": 0.5, "nesterov": True}, ["rotation"]),
+        ("paper", {"lr_step_epochs": 3, "lr_gamma": 0.5}, ["rotation"]),
+        ("paper", {"momentum": 0.9, "nesterov": False}, ["rotation"]),  # the defaults: nothing asked goes unused
+        ("strong", {"optimizer": "adam"}, ["rotation"]),  # the preset's nesterov is the preset's, not the user's
+        ("paper", {"freeze_bn": True}, ["layer4-from-rotation"]),
+        ("paper", {"freeze_bn": True}, list(EXPERIMENTS)),  # reproduce --freeze-bn: the layer4 runs use it
     ],
 )
-def test_a_setting_used_by_the_run_or_left_at_its_default_is_taken(preset, overrides):
-    from rotnet.protocol import resolve
+def test_a_setting_used_by_a_run_of_the_command_or_left_at_its_default_is_taken(preset, overrides, experiments):
+    from rotnet.protocol import Protocol
 
-    cfg = resolve("rotation", preset=preset, overrides=overrides)
-    assert all(getattr(cfg, k) == v for k, v in overrides.items())
+    configs = Protocol(preset, (), tuple(overrides.items())).resolve_plan([(None, None, e) for e in experiments])
+    assert all(getattr(cfg, k) == v for cfg in configs for k, v in overrides.items())
 
 
 def test_the_api_refuses_an_unused_setting_as_the_command_line_does(tmp_path):

@@ -49,7 +49,7 @@ def train(
     from rotnet.runner import train_one
 
     protocol = Protocol(preset, (), tuple(overrides.items()))
-    cfg = protocol.resolve(experiment)
+    cfg = protocol.resolve_plan([(None, None, experiment)])[0]
     root = runs_root_for(preset, runs_root)
     call = _call("train", experiment, preset=preset, **overrides)
     result = train_one(cfg, PlanOptions(root, protocol, device, DataOptions(_path(data_root), download), command=call))
@@ -83,7 +83,7 @@ def reproduce(
     arch_list, seed_list = plan_archs_and_seeds(
         protocol, list(archs) if archs else None, None if seeds is None else list(seeds)
     )
-    configs = [protocol.resolve(e, arch=a, seed=s) for a, s, e in plan(arch_list, seed_list, list(experiments))]
+    configs = protocol.resolve_plan(plan(arch_list, seed_list, list(experiments)))
     root = runs_root_for(preset, runs_root)
     data = DataOptions(_path(data_root), download)
     call = _call("reproduce", preset=preset, archs=archs, seeds=seeds, experiments=experiments, **overrides)

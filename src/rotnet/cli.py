@@ -56,7 +56,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from rotnet.runner import train_one
 
     protocol = protocol_of(args, command_line(args))
-    train_one(protocol.resolve(args.experiment), options_of(args, protocol, "", {}))
+    train_one(protocol.resolve_plan([(None, None, args.experiment)])[0], options_of(args, protocol, "", {}))
     return 0
 
 
@@ -71,7 +71,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     archs, seeds = plan_archs_and_seeds(protocol, archs, seeds)
     experiments = parse_list(args.experiments, tuple(EXPERIMENTS), "experiment") if args.experiments is not None else []
     # Resolve every configuration first: a typo fails before hours of training, not after.
-    configs = [protocol.resolve(e, arch=a, seed=s) for a, s, e in plan(archs, seeds, experiments)]
+    configs = protocol.resolve_plan(plan(archs, seeds, experiments))
     options = options_of(args, protocol, "reproduce.json", {"archs": archs, "seeds": seeds})
     return 1 if execute(configs, options) else 0
 

@@ -122,12 +122,14 @@ CHOICES: dict[str, tuple] = {k: typing.get_args(t) for k, t in HINTS.items() if 
 HELP: dict[str, str] = {f.name: f.metadata.get("help", "") for f in fields(RunConfig)}
 POSITIVE = ("epochs", "batch_size", "lr", "lr_step_epochs", "lr_gamma", "eval_batch_size", "eval_every")
 NON_NEGATIVE = ("weight_decay", "momentum", "train_per_class", "knn_every", "seed", "image_size")
-# Keys used only when another key has one of some values: elsewhere a value given for them changes nothing.
+# Keys used only when another key has one of some values (elsewhere a value given for them changes nothing), and
+# what a user would pass to use them.
 USED_ONLY_WITH = {
-    "momentum": ("optimizer", ("sgd",)),
-    "nesterov": ("optimizer", ("sgd",)),
-    "lr_step_epochs": ("schedule", ("step",)),
-    "lr_gamma": ("schedule", ("step",)),
+    "momentum": ("optimizer", ("sgd",), "--optimizer sgd"),
+    "nesterov": ("optimizer", ("sgd",), "--optimizer sgd"),
+    "lr_step_epochs": ("schedule", ("step",), "--schedule step"),
+    "lr_gamma": ("schedule", ("step",), "--schedule step"),
+    "freeze_bn": ("trainable", ("layer4",), "a layer4 experiment"),  # only frozen layers' BatchNorm are affected
 }
 # Larger images are refused, not tried: one 4096 px image is 50 MB as uint8 and a ResNet batch of them needs far
 # more memory than any machine rotnet targets (--image-size 100000 asked for a 3 TB array).
@@ -165,15 +167,20 @@ def validate(cfg: RunConfig) -> RunConfig:
     return cfg
 
 
-def refuse_unused(cfg: RunConfig, given: dict[str, Any]) -> None:
-    """A value the command line gives a key that the rest of the configuration leaves unused (`--momentum` with Adam,
-    `--lr-gamma` under the cosine schedule) is refused: it would change nothing, yet the run would record it."""
+def refuse_unused(cfgs: list[RunConfig], given: dict[str, Any]) -> None:
+    """A value the command line gives a key that every run of the command leaves unused (`--momentum` with Adam,
+    `--lr-gamma` under the cosine schedule, `--freeze-bn` with nothing frozen) is refused: it would change nothing,
+    yet the runs would record it."""
     for key, value in given.items():
-        decider, used_with = USED_ONLY_WITH.get(key, (None, ()))
-        if decider and getattr(cfg, decider) not in used_with and coerce(key, value) != DEFAULTS[key]:
+        if key not in USED_ONLY_WITH or coerce(key, value) == DEFAULTS[key]:
+            continue
+        decider, used_with, hint = USED_ONLY_WITH[key]
+        if cfgs and all(getattr(c, decider) not in used_with for c in cfgs):
+            had = " or ".join(sorted({str(getattr(c, decider)) for c in cfgs}))
+            whose = "this run's" if len(cfgs) == 1 else "every run's"
             raise RotnetError(
-                f"{key}={value} changes nothing: {key} is used only with {decider} {' or '.join(used_with)}, and this "
-                f"run's {decider} is {getattr(cfg, decider)}; leave {key} out, or set {decider} {used_with[0]}"
+                f"{key}={value} changes nothing: {key} is used only with {decider} {' or '.join(used_with)}, and "
+                f"{whose} {decider} is {had}; leave it out, or use {hint}"
             )
 
 

@@ -39,11 +39,14 @@ def plan_configs(
 ) -> list[RunConfig]:
     """Every run of a label-efficiency plan: each seed's rotation run, then both arms at each size (smallest first),
     each scheduled on the subset it draws from its own data."""
+    experiments = ("rotation", *ARMS)
+    resolved = protocol.resolve_plan([(None, seed, e) for seed in seeds for e in experiments])
     configs = []
-    for seed in seeds:
-        configs.append(protocol.resolve("rotation", seed=seed))
+    for i in range(0, len(resolved), len(experiments)):
+        rotation, *arm_configs = resolved[i : i + len(experiments)]
+        configs.append(rotation)
         # each arm with the data it reads (loaded once a plan: `load_dataset` keeps it), checked once
-        arms = [(cfg, load_for(cfg, data)) for cfg in (protocol.resolve(arm, seed=seed) for arm in ARMS)]
+        arms = [(cfg, load_for(cfg, data)) for cfg in arm_configs]
         for _, on in arms:
             refuse_sizes_above_every_class(sizes, on.train_labels, on.name)
         configs += [

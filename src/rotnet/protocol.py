@@ -3,6 +3,7 @@ overrides shipped with rotnet, or a path), TOML files, then the command line; an
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -46,9 +47,17 @@ class Protocol:
         documents += [(str(f), read_toml(Path(f))) for f in self.config_files]
         command_line = dict(self.overrides) | {k: v for k, v in identity.items() if v is not None}
         names = {"experiment": tuple(EXPERIMENTS)}
-        cfg = layered(validate(EXPERIMENTS[experiment]), documents, command_line, names)
-        refuse_unused(cfg, dict(self.overrides))
-        return refuse_contradictions(experiment, cfg)
+        return refuse_contradictions(
+            experiment, layered(validate(EXPERIMENTS[experiment]), documents, command_line, names)
+        )
+
+    def resolve_plan(self, runs: Iterable[tuple[str | None, int | None, str]]) -> list[RunConfig]:
+        """The configurations of one command's runs, (arch, seed, experiment) each as experiments.plan lists them
+        (None: the protocol's own); a value the command line gives a key that every one of them leaves unused is
+        refused."""
+        configs = [self.resolve(e, arch=a, seed=s) for a, s, e in runs]
+        refuse_unused(configs, dict(self.overrides))
+        return configs
 
     def flags(self) -> list[str]:
         """The command-line flags that give this protocol (for hints that repeat the user's own command)."""
