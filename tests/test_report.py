@@ -200,7 +200,8 @@ def test_a_single_seed_on_few_test_images_carries_its_interval_and_a_smoke_table
     assert "**Smoke preset: a check that everything runs. Its numbers mean little" in report
     from rotnet.report import summary
 
-    assert summary(tmp_path).endswith("not a measurement of pretraining.")
+    said = summary(tmp_path)  # these runs are fabricated, not the smoke preset's: the caveat says so too
+    assert "not a measurement of pretraining. Not every run is preset smoke's: resnet18/" in said
 
 
 def test_reproduce_writes_a_report_with_every_row(reproduced):
@@ -312,3 +313,43 @@ def test_a_plan_log_field_of_another_kind_reads_as_unknown_never_a_traceback(cop
         read = plan_log(copy / "reproduce.json")
         first = invocations(read)[0]  # the entry that holds the value
         assert first[field] is None if field in first else place != "its own" or field not in read
+
+
+@pytest.mark.parametrize(
+    "preset, claimed, outcome",
+    [
+        ("quick", True, "refused"),  # the user's --preset names a protocol that made none of these runs
+        ("paper", True, "refused"),  # nor the paper protocol: a tiny run must not be labeled the reference's
+        ("TINY", True, "clean"),
+        ("smoke", False, "noted"),  # reproduce.json's preset, but the runs were trained another way since
+        ("TINY", False, "clean"),
+    ],
+)
+def test_a_report_names_a_preset_only_for_the_runs_it_made(tiny_runs, tmp_path, capsys, preset, claimed, outcome):
+    """`report --preset quick` on runs of 2 epochs and 80 images printed the quick preset's caveat ("6 rotation, 4
+    transfer epochs on the full data") over them, and `--preset paper` titled them the reference's protocol."""
+    from tests.helpers import TINY_PRESET
+
+    preset = TINY_PRESET if preset == "TINY" else preset
+    shutil.copytree(tiny_runs / "resnet18", tmp_path / "resnet18")  # a rotation run as the tiny preset makes it
+    before = sorted(p.name for p in tmp_path.iterdir())
+    if claimed:
+        code = main(["report", str(tmp_path), "--preset", preset])
+    else:
+        (tmp_path / "reproduce.json").write_text(json.dumps({"preset": preset}))
+        before, code = before + ["reproduce.json"], main(["report", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    if outcome == "refused":
+        assert (
+            code == 2
+            and f"--preset {preset} did not make resnet18/rotation/seed0 (" in err
+            and len(err.splitlines()) == 1
+        ), err
+        assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written, not even the report's marker
+        return
+    assert code == 0, err
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["preset"] == preset
+    noted = f"Not every run is preset {preset}'s: resnet18/" in results["caveat"]
+    assert noted == (outcome == "noted"), results["caveat"]
+    assert noted == (f"Not every run is preset {preset}'s" in (tmp_path / "report.md").read_text())

@@ -203,7 +203,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     if not args.runs_dir.is_dir():
         raise RotnetError(f"runs folder not found: {args.runs_dir}")
-    print(f"wrote {write_report(args.runs_dir, preset=args.preset)}")
+    print(f"wrote {write_report(args.runs_dir, preset=args.preset, claimed=args.preset is not None)}")
     return 0
 
 

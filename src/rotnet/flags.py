@@ -318,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("report", "write report.md, results.json/csv and plots for a runs folder")
     p.add_argument("runs_dir", type=path, help="a runs root (reproduce's --runs-root): every run under it is read")
-    p.add_argument("--preset", default=None, help="label the report with the preset's name")
+    p.add_argument("--preset", default=None, help="label the report with the preset that made its runs (checked)")
 
     p = command("bench", "training and evaluation images/s: model only vs rotnet vs the plain pipeline")
     p.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda or cuda:N")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rotnet import plots
-from rotnet.config import dataset_slug, with_defaults
+from rotnet.config import config_diff, dataset_slug, with_defaults
 from rotnet.curves import accuracy_curve, deeper_comparisons, deeper_section, gain_by_epoch_section
 from rotnet.errors import RotnetError
 from rotnet.experiments import EXPERIMENTS, reference_results
@@ -34,8 +34,8 @@ from rotnet.layout import (
 )
 from rotnet.lock import is_locked
 from rotnet.markdown import markdown_table
-from rotnet.pooling import pool, unpaired
-from rotnet.protocol import load_preset, preset_names
+from rotnet.pooling import IGNORED, pool, unpaired
+from rotnet.protocol import load_preset, preset_names, resolve
 from rotnet.record import read_run
 from rotnet.sections import (
     commands_line,
@@ -272,6 +272,43 @@ def preset_caveat(preset: str | None) -> str:
         return ""
 
 
+def outside_preset(preset: str, runs: list[dict], root: Path) -> list[str]:
+    """'RUN (what differs)' for each finished run the preset's protocol would not have made, as pooling compares
+    seeds: a report that names a preset vouches for the protocol of every run it tables (and shows its caveat)."""
+    out = []
+    for r in (r for r in runs if r["status"] in ("finished", "not pooled")):
+        cfg = r["cfg"]
+        identity = {k: cfg[k] for k in ("arch", "seed", "dataset", "pretrain_dataset", "image_size") if k in cfg}
+        expected = resolve(r["experiment"], preset=preset, train_per_class=r["per_class"], **identity)
+        ignore = IGNORED + (("freeze_bn",) if expected.trainable == "all" else ())  # no effect on all-trainable
+        if diff := config_diff(cfg, expected.to_dict(), ignore):
+            out.append(f"{r['folder'].relative_to(root).as_posix()} ({', '.join(diff)})")
+    return out
+
+
+def preset_claim(preset: str | None, runs: list[dict], root: Path, claimed: bool) -> tuple[str | None, str]:
+    """The report's preset and caveat. A preset the user names (`report --preset`) that did not make every run is
+    refused; the one a plan recorded keeps its name, and the caveat says which runs it did not make."""
+    if not preset:
+        return None, ""
+    try:
+        outside = outside_preset(preset, runs, root)
+    except RotnetError as e:  # a preset file since moved or edited into something unreadable
+        if claimed:
+            raise
+        return preset, f"The runs' preset {preset} cannot be read now ({e}), so it is not checked against them."
+    more = f" (and {len(outside) - 1} more)" if len(outside) > 1 else ""
+    if outside and claimed:
+        raise RotnetError(
+            f"--preset {preset} did not make {outside[0]}{more} (recorded -> the preset's); leave --preset out, or "
+            "name the one that did"
+        )
+    caveat = preset_caveat(preset)
+    if outside:
+        caveat += (" " if caveat else "") + f"Not every run is preset {preset}'s: {outside[0]}{more}."
+    return preset, caveat
+
+
 def refuse_foreign_outputs(root: Path) -> list[str]:
     """Refuse a folder that holds report files this report did not write (a user's own report.md, say); return
     the names the report writes. `reproduce` calls it before training, so that it fails now rather than hours in."""
@@ -302,8 +339,9 @@ def claim_outputs(root: Path) -> None:
     atomic_write_text(root / REPORT_MARKER, json.dumps(refuse_foreign_outputs(root)) + "\n")
 
 
-def write_report(root: Path, preset: str | None = None) -> Path:
-    """Write report.md, results.json, results.csv and plots/ under root; return the report's path."""
+def write_report(root: Path, preset: str | None = None, *, claimed: bool = False) -> Path:
+    """Write report.md, results.json, results.csv and plots/ under root; return the report's path. `preset` labels
+    it (default: the one reproduce.json recorded); `claimed`: the user named it, and it must have made every run."""
     root = Path(root)
     if not root.is_dir():
         raise RotnetError(f"runs folder not found: {root}")
@@ -313,18 +351,18 @@ def write_report(root: Path, preset: str | None = None) -> Path:
         if above is not None:
             raise RotnetError(f"{root} is one run's folder; report its runs root: rotnet report {above}")
         raise RotnetError(f"{root} holds no rotnet runs (ARCH/EXPERIMENT/seedN folders with a {CONFIG})")
-    for name in [*OUTPUTS, "plots", REPORT_MARKER]:  # a planted link would carry the report's files elsewhere
-        refuse_links(root / name, root)
-    claim_outputs(root)
     planned = set(planned_runs(root))  # subset runs that reproduce planned (a preset's train_per_class) are rows too
     runs = [
         r
         for r in everything
         if not r["per_class"] or (r["data"], r["arch"], r["experiment"], f"seed{r['seed']}") in planned
     ]
-    rows = table_rows(root, runs)
     repro = plan_log(root / "reproduce.json")
-    preset = preset or repro.get("preset")
+    preset, caveat = preset_claim(preset or repro.get("preset"), runs, root, claimed)
+    for name in [*OUTPUTS, "plots", REPORT_MARKER]:  # a planted link would carry the report's files elsewhere
+        refuse_links(root / name, root)
+    claim_outputs(root)
+    rows = table_rows(root, runs)
     folder = root / "plots"
     folder.mkdir(exist_ok=True)
     plots.plot_bars(rows, folder / "seed_vs_rotnet.png")
@@ -334,7 +372,6 @@ def write_report(root: Path, preset: str | None = None) -> Path:
     has_confusion = plots.plot_confusions(runs, folder / "confusion.png")
     has_examples = plots.plot_rotation_examples(runs, folder / "rotation_examples.png")
 
-    caveat = preset_caveat(preset)
     results = {"preset": preset, "caveat": caveat, "rows": rows, "runs": [run_summary(r) for r in runs]}
     results["deeper"] = deeper_comparisons(rows, runs)
     results["reproduce"], results["compute"] = repro, compute(everything)
