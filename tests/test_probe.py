@@ -40,9 +40,9 @@ def test_probe_label_efficiency_and_knn_end_to_end(tmp_path, fake_root):
             cfg = json.loads((root / f"resnet18/{arm}@{n}pc/seed0/config.json").read_text())["config"]
             assert cfg["train_per_class"] == n
     assert main(["probe", str(rotation), "--epochs", "2", "--data-root", str(fake_root), "--no-download"]) == 0
-    probe = json.loads((rotation / "probe/probe-linear-pool1.json").read_text())
+    probe = json.loads((rotation / "probe/probe-linear-pool1-e2.json").read_text())
     assert set(probe["accuracy"]) == {"pretrained", "random"} and set(probe["accuracy"]["random"]) == set(STAGES)
-    assert sorted(p.name for p in (rotation / "probe").iterdir()) == ["probe-linear-pool1.json"]  # no features kept
+    assert sorted(p.name for p in (rotation / "probe").iterdir()) == ["probe-linear-pool1-e2.json"]  # no features kept
     assert main(["report", str(root)]) == 0
     report = (root / "report.md").read_text()
     for section in ("## kNN monitor", "## Per-layer probes", "## Label efficiency", "full-from-rotation@2pc"):
@@ -66,12 +66,50 @@ def test_probes_on_other_data_keep_their_own_files(tiny_runs, tmp_path, fake_roo
     common = ["probe", str(run), "--epochs", "1", "--no-download"]
     assert main([*common, "--data-root", str(fake_root)]) == 0
     assert main([*common, "--data-root", str(c100), "--dataset", "cifar100"]) == 0
-    own = json.loads((run / "probe/probe-linear-pool1.json").read_text())
-    other = json.loads((run / "probe/probe-linear-pool1-cifar100-32px.json").read_text())
+    own = json.loads((run / "probe/probe-linear-pool1-e1.json").read_text())
+    other = json.loads((run / "probe/probe-linear-pool1-e1-cifar100-32px.json").read_text())
     assert own["data"] == "cifar10 32px" and other["data"] == "cifar100 32px"
     assert main(["report", str(tmp_path)]) == 0
     report = (tmp_path / "report.md").read_text()
     assert "epochs, on cifar10 32px" in report and "epochs, on cifar100 32px" in report
+
+
+@pytest.mark.parametrize(
+    "second, name",
+    [
+        (["--epochs", "2"], "probe-linear-pool1-e2.json"),
+        (["--data-root", "COPY"], "probe-linear-pool1-e1-cifar10-32px-files-"),  # another copy of the run's CIFAR-10
+        (["--head", "mlp"], "probe-mlp-pool1-e1.json"),
+        (["--pool", "2"], "probe-linear-pool2-e1.json"),
+        (["--dataset", "cifar100", "--data-root", "C100"], "probe-linear-pool1-e1-cifar100-32px.json"),
+    ],
+)
+def test_a_probe_made_another_way_keeps_the_earlier_ones_file(tiny_runs, tmp_path, fake_root, second, name):
+    """A probe replaces only one made the same way: with other --epochs, or on another copy of the run's dataset
+    (its results said "cifar10 32px", the run's own data), it had replaced the earlier probe's file."""
+    import shutil
+
+    from tests.conftest import write_fake_cifar
+
+    run = tmp_path / "resnet18/rotation/seed0"
+    shutil.copytree(tiny_runs / "resnet18/rotation/seed0", run)
+    common = ["probe", str(run), "--epochs", "1", "--data-root", str(fake_root), "--no-download"]
+    assert main(common) == 0
+    first = (run / "probe/probe-linear-pool1-e1.json").read_bytes()
+    places = {
+        "COPY": lambda: write_fake_cifar(tmp_path / "copy", seed=1),
+        "C100": lambda: write_fake_cifar100(tmp_path / "c"),
+    }
+    second = [str(places[a]()) if a in places else a for a in second]
+    assert main([*common, *second]) == 0  # a flag given twice: argparse takes the last
+    made = sorted(p.name for p in (run / "probe").iterdir())
+    assert len(made) == 2 and (run / "probe/probe-linear-pool1-e1.json").read_bytes() == first, made
+    other = next(p for p in made if p != "probe-linear-pool1-e1.json")
+    assert other.startswith(name)
+    said = json.loads((run / "probe" / other).read_text())["data"]
+    assert ("other files than the run's" in said) == ("files-" in name), said
+    assert main(["report", str(tmp_path)]) == 0
+    assert (tmp_path / "report.md").read_text().count("head, pool") == 2  # both shown
 
 
 def test_probe_results_are_sealed_into_the_run_and_the_report_shows_only_those(tiny_runs, tmp_path, fake_root):
@@ -85,16 +123,16 @@ def test_probe_results_are_sealed_into_the_run_and_the_report_shows_only_those(t
     shutil.copytree(tiny_runs / "resnet18/rotation/seed0", run)
     assert main(["probe", str(run), "--epochs", "1", "--data-root", str(fake_root), "--no-download"]) == 0
     listed = json.loads((run / "manifest.json").read_text())["files"]
-    assert "probe/probe-linear-pool1.json" in listed and inspect(run).status == "sealed"
-    planted = json.loads((run / "probe/probe-linear-pool1.json").read_text()) | {"head": "mlp"}
-    (run / "probe/probe-mlp-pool1.json").write_text(json.dumps(planted))  # by hand: no seal
+    assert "probe/probe-linear-pool1-e1.json" in listed and inspect(run).status == "sealed"
+    planted = json.loads((run / "probe/probe-linear-pool1-e1.json").read_text()) | {"head": "mlp"}
+    (run / "probe/probe-mlp-pool1-e1.json").write_text(json.dumps(planted))  # by hand: no seal
     assert main(["report", str(tmp_path)]) == 0
     report = (tmp_path / "report.md").read_text()
     assert "linear head, pool 1" in report and "mlp head" not in report
     assert "1 probe file(s) that their run's manifest.json does not vouch for are not shown" in report
-    edited = json.loads((run / "probe/probe-linear-pool1.json").read_text())
+    edited = json.loads((run / "probe/probe-linear-pool1-e1.json").read_text())
     edited["accuracy"]["pretrained"]["layer4"] = 99.0
-    (run / "probe/probe-linear-pool1.json").write_text(json.dumps(edited))
+    (run / "probe/probe-linear-pool1-e1.json").write_text(json.dumps(edited))
     assert inspect(run).status == "tampered"  # a listed file that changed: the whole record says so
     assert main(["report", str(tmp_path)]) == 0
     assert "99.00" not in (tmp_path / "report.md").read_text()
@@ -121,7 +159,10 @@ def test_probe_says_what_it_does_keeps_features_only_when_asked_and_flags_useles
     assert len(extracted) == 4 and len(list(cache.iterdir())) == 2  # train and test, pretrained and random
     assert main([*common, "--feature-cache", str(cache), "--head", "mlp"]) == 0
     assert len(extracted) == 4  # the second probe read them from the cache
-    assert sorted(p.name for p in (run / "probe").iterdir()) == ["probe-linear-pool1.json", "probe-mlp-pool1.json"]
+    assert sorted(p.name for p in (run / "probe").iterdir()) == [
+        "probe-linear-pool1-e1.json",
+        "probe-mlp-pool1-e1.json",
+    ]
 
     # Pretrained heads that score below the random-init ones at every stage: a warning says so, naming no stage.
     scores = iter([10.0] * len(STAGES) + [20.0] * len(STAGES))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import warnings
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from rotnet import checkpoint as ckpt
 from rotnet import files
 from rotnet.augment import REFERENCE_NORM
 from rotnet.config import RunConfig, from_dict, with_defaults
-from rotnet.data import Dataset
+from rotnet.data import Dataset, data_diff
 from rotnet.errors import RotnetError
 from rotnet.evaluate import STAGES, extract, stage_outputs
 from rotnet.layout import CONFIG, WEIGHTS, not_a_run, read_record
@@ -145,17 +146,19 @@ def probe(
     log=print,
 ) -> Path:
     """Probe every stage of the run's weights and of random-init weights on data (the run's own unless own_data is
-    False); write probe/probe-HEAD-poolP.json, with -DATA-SIZEpx before .json for other data, so that probes on
-    different data never replace each other. Features are extracted again each time unless `cache` names a folder
-    to keep them in."""
+    False); write probe/NAME (`result_name`: every setting that decides its numbers), so that a probe replaces only
+    one made the same way. Features are extracted again each time unless `cache` names a folder to keep them in."""
     if files.is_link(folder):  # a link the user made and named, as `cd` takes one; no link below it is followed
         folder = Path(folder).resolve()
     cfg = finished_run_config(folder)
     weights, _ = ckpt.load_tensors(folder / WEIGHTS)
     out_dir = folder / "probe"
     files.refuse_links(out_dir, Path(folder).parent)
+    recorded = (read_record(folder) or {}).get("dataset")
+    other_files = own_data and isinstance(recorded, dict) and bool(data_diff(recorded, data.fingerprint))
+    files_id = hashlib.sha256(json.dumps(data.fingerprint, sort_keys=True).encode()).hexdigest()[:8]
     described = f"{data.name} {data.train_images.shape[-1]}px"
-    tag = "" if own_data else "-" + described.replace(" ", "-")
+    described += f" (other files than the run's: {files_id})" if other_files else ""
     results = {
         "run": str(folder),
         "data": described,
@@ -196,7 +199,8 @@ def probe(
                 )
                 bar.write(f"{which} {stage}: {accs[stage]:.2f}% ({train_x.shape[1]} features)")
         results["accuracy"][which] = accs
-    out = out_dir / f"probe-{head}-pool{pool}{tag}.json"
+    tag = f"{data.name} {data.train_images.shape[-1]}px" + (f" files {files_id}" if other_files else "")
+    out = out_dir / result_name(head, pool, epochs, None if own_data and not other_files else tag)
     with RunLock(folder):  # sealed into the run's record, which another command may be sealing too
         record = open_run(folder, "probe", need=(WEIGHTS,))
         Seal.resume(folder, record).write_text(f"probe/{out.name}", json.dumps(results, indent=2) + "\n")
@@ -210,6 +214,15 @@ def probe(
             stacklevel=2,
         )
     return out
+
+
+def result_name(head: str, pool: int, epochs: int, other_data: str | None) -> str:
+    """A probe result's file name, from every setting that decides its numbers: the head, the pooling, the epochs
+    and, for data other than the run's own, which (`probe-linear-pool1-e30.json`, `probe-linear-pool1-e30-cifar100-
+    32px.json`, `...-cifar10-32px-files-1a2b3c4d.json` for a copy of the run's dataset with other files). A probe
+    with other epochs, or on another copy, had replaced the earlier one's file."""
+    tag = "" if other_data is None else "-" + re.sub(r"[^A-Za-z0-9.]+", "-", other_data).strip("-")
+    return f"probe-{head}-pool{pool}-e{epochs}{tag}.json"
 
 
 def not_better(accuracy: dict) -> list[str]:
