@@ -88,6 +88,19 @@ def test_explicit_init_weights_must_be_of_the_pretraining_data_the_run_names(
         assert not (tmp_path / "b").exists()
 
 
+@pytest.mark.parametrize("flags", [["--arch", "resnet34"], ["--arch", "resnet50"], ["--stem", "cifar"]])
+def test_explicit_init_weights_of_another_model_are_named_so(tiny_runs, tmp_path, fake_root, capsys, flags):
+    """--init weights of ResNet18 for a ResNet34 run said "weights do not match the model" and listed ninety tensors:
+    the weights record their arch and stem, so the error names both models and the flags that fit the weights."""
+    weights = tiny_runs / "resnet18/rotation/seed0"
+    capsys.readouterr()
+    assert train("train", "layer4-from-rotation", "--init", str(weights), *flags, root=tmp_path, data=fake_root) == 2
+    err = capsys.readouterr().err.strip()
+    assert "holds rotation weights of resnet18 (imagenet stem), but this run builds" in err, err
+    assert "pass --arch resnet18 --stem imagenet" in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / flags[1]).exists() and not list(tmp_path.rglob("config.json"))
+
+
 @pytest.mark.parametrize("poison", ["nan-param", "inf-buffer", "dtype"])
 def test_init_weights_that_are_not_finite_or_of_the_wrong_dtype_are_refused(tmp_path, fake_root, capsys, poison):
     from rotnet.models import build_model

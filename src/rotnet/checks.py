@@ -62,6 +62,7 @@ def init_weights(cfg: RunConfig, runs_root: Path, source: Source | None) -> tupl
     if isinstance(src_cfg, dict) and src_cfg.get("task") not in (None, "rotation"):
         raise RotnetError(f"{path} holds weights of a {src_cfg.get('task')} run, not of a rotation run")
     if cfg.init_path and isinstance(src_cfg, dict):
+        refuse_other_model(path, src_cfg, cfg)
         refuse_other_pretraining(path, src_cfg.get("dataset", RunConfig().dataset), cfg)
     if not cfg.init_path:
         if not isinstance(src_cfg, dict):
@@ -83,6 +84,17 @@ def init_weights(cfg: RunConfig, runs_root: Path, source: Source | None) -> tupl
         "init_source_config": src_cfg if isinstance(src_cfg, dict) else None,
     }
     return tensors, record
+
+
+def refuse_other_model(path: Path, made: dict, cfg: RunConfig) -> None:
+    """Explicit --init weights of another arch or stem, named as such (their tensors' names and shapes differ from the
+    model's, which said only "weights do not match the model" and listed tensors)."""
+    theirs = (made.get("arch", RunConfig.arch), made.get("stem", RunConfig.stem))
+    if theirs != (cfg.arch, cfg.stem):
+        raise RotnetError(
+            f"{path} holds rotation weights of {theirs[0]} ({theirs[1]} stem), but this run builds {cfg.arch} "
+            f"({cfg.stem} stem); pass --arch {theirs[0]} --stem {theirs[1]}, or --init weights of the latter"
+        )
 
 
 def refuse_other_pretraining(path: Path, made_on: str, cfg: RunConfig) -> None:
