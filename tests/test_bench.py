@@ -32,7 +32,11 @@ def test_bench_smoke(tmp_path, fake_root, capsys):
     assert "bench.json exists" in capsys.readouterr().err and json.loads(out.read_text()) == result
     assert main([*args[:-1], str(tmp_path / "missing" / "b.json"), "--data-root", str(fake_root)]) == 2
     assert "folder not found" in capsys.readouterr().err
-    for archs, said in (("resnet19", "unknown arch 'resnet19'"), (",", "the list of archs is empty")):
+    for archs, said in (
+        ("resnet19", "unknown arch 'resnet19'"),
+        (",", "the list of archs is empty"),
+        ("resnet18,", "has an empty item"),
+    ):
         assert main([*args[:-1], str(tmp_path / "c.json"), "--archs", archs]) == 2
         assert said in capsys.readouterr().err and not (tmp_path / "c.json").exists()
 

@@ -182,19 +182,29 @@ def runs_root_of(args: argparse.Namespace) -> Path:
     return runs_root_for(args.preset, args.runs_root)
 
 
+def list_items(text: str, what: str) -> list[str]:
+    """A comma-separated flag's items. An empty item is refused, not skipped: `--seeds "3,$NEXT"` with NEXT unset
+    would run seed 3 alone and say nothing (as an empty path is refused, not read as the current folder)."""
+    items = [s.strip() for s in text.split(",")]
+    if not any(items):
+        raise RotnetError(f"the list of {what} is empty; name at least one, or leave the flag out for the default")
+    if not all(items):
+        raise RotnetError(f"{text!r} has an empty item (a comma too many, or an unset variable?); name each {what}")
+    return items
+
+
 def parse_list(text: str, valid: tuple | None, what: str) -> list[str]:
-    items = [s.strip() for s in text.split(",") if s.strip()]
+    items = list_items(text, f"{what}s")
     bad = [s for s in items if valid is not None and s not in valid]
-    if not items:
-        raise RotnetError(f"the list of {what}s is empty; name at least one, or leave the flag out for the default")
     if bad:
-        raise RotnetError(f"unknown {what} {(bad or [text])[0]!r}; choose from {', '.join(valid or ())}")
+        raise RotnetError(f"unknown {what} {bad[0]!r}; choose from {', '.join(valid or ())}")
     return items
 
 
 def parse_ints(text: str, what: str, minimum: int = 0) -> list[int]:
+    items = list_items(text, f"{what} values")
     try:
-        values = [int(s) for s in text.split(",") if s.strip()]
+        values = [int(s) for s in items]
     except ValueError:
         values = []
     if not values or min(values) < minimum:
