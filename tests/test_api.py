@@ -87,6 +87,9 @@ def test_the_python_reproduce_takes_one_name_as_a_one_name_tuple(tiny_runs, tmp_
     [
         ({"archs": ()}, r"archs=\(\) names none"),
         ({"seeds": []}, r"seeds=\(\) names none"),
+        ({"seeds": (3, None)}, r"seeds=\(3, None\) holds None; name each one"),
+        ({"archs": ("resnet18", None)}, r"archs=\('resnet18', None\) holds None"),
+        ({"experiments": ("rotation", None)}, r"experiments=\('rotation', None\) holds None"),
         ({"jobs": -3}, r"--jobs \(jobs\) must be zero"),
         ({"jobs": 1.5}, r"--jobs \(jobs\) must be zero"),
     ],
