@@ -330,6 +330,11 @@ CASES = {
         "resnet18/rotation/seed0",
         {"model.safetensors": 1, "config.json": 1, "manifest.json": 1},
     ),
+    "probe a finished run": (
+        ("probe", "--epochs", "1"),
+        "resnet18/rotation/seed0",
+        {"config.json": 2, "manifest.json": 2},
+    ),
 }
 
 
@@ -342,7 +347,12 @@ def test_a_command_reads_each_record_file_at_most_as_often_as_it_must(
     args, folder, most = CASES[case]
     shutil.copytree(tiny_partial if case.startswith("resume") else tiny_runs, tmp_path, dirs_exist_ok=True)
     with counting() as opened:
-        assert cli(*args, root=tmp_path, data=fake_root) == 0
+        if args[0] == "probe":  # a command on one run folder: no runs root, no training flags
+            assert (
+                main([args[0], str(tmp_path / folder), *args[1:], "--data-root", str(fake_root), "--no-download"]) == 0
+            )
+        else:
+            assert cli(*args, root=tmp_path, data=fake_root) == 0
     counts = {name: opens(opened, tmp_path / folder / name) for name in most}
     assert all(counts[name] <= most[name] for name in most), counts
     assert counts["config.json"] >= 1  # the count sees the reads at all

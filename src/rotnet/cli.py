@@ -94,19 +94,20 @@ def cmd_label_efficiency(args: argparse.Namespace) -> int:
 
 def cmd_probe(args: argparse.Namespace) -> int:
     from rotnet.datasets import load_for
-    from rotnet.probe import finished_run_config, probe
+    from rotnet.probe import finished_run, probe
     from rotnet.runtime import resolve_device
 
     if args.pool <= 0 or args.epochs <= 0:
         raise RotnetError("--pool and --epochs must be positive")
     if args.feature_cache and args.feature_cache.exists() and not args.feature_cache.is_dir():
         raise RotnetError(f"--feature-cache {args.feature_cache} is not a folder; name a folder to keep features in")
-    cfg = finished_run_config(args.run)  # fail on a bad run folder before loading the data
+    opened = finished_run(args.run)  # fail on a bad run folder before loading the data
+    cfg = opened[0]
     target = {k: v for k, v in (("dataset", args.dataset), ("image_size", args.image_size)) if v is not None}
     probed = replace(cfg, **target)
     data = load_for(probed, data_options(args))
     kw = {"head": args.head, "pool": args.pool, "epochs": args.epochs, "own_data": probed == cfg}
-    kw["cache"] = args.feature_cache
+    kw |= {"cache": args.feature_cache, "opened": opened}
     out = probe(args.run, data, resolve_device(args.device), **kw)
     print(f"wrote {out}")
     return 0

@@ -24,34 +24,33 @@ from rotnet.config import RunConfig, from_dict, with_defaults
 from rotnet.data import Dataset, data_diff
 from rotnet.errors import RotnetError
 from rotnet.evaluate import STAGES, extract, stage_outputs
-from rotnet.layout import CONFIG, WEIGHTS, not_a_run, read_record
+from rotnet.layout import CONFIG, WEIGHTS, not_a_run
 from rotnet.lock import RunLock
 from rotnet.manifest import Seal
 from rotnet.models import build_model, check_keys, initial_model
-from rotnet.record import open_run
+from rotnet.record import RunRecord, open_run
 from rotnet.runtime import host_memory_available
 from rotnet.seeds import derive_seed
 from rotnet.stats import wilson
 
 
-def finished_run_config(folder: Path) -> RunConfig:
-    """The configuration of a finished run (one with final weights), or a RotnetError saying what is missing."""
-    try:
-        record = read_record(folder)
-    except RotnetError:
-        record = None
-    if record is None:
+def finished_run(folder: Path) -> tuple[RunConfig, RunRecord]:
+    """A finished run's configuration (one with final weights) and its record, read once and checked; or a
+    RotnetError saying what is missing or wrong."""
+    folder = Path(folder)
+    if not (folder / CONFIG).is_file():
         raise not_a_run(folder, f"no readable {CONFIG}")
-    cfg = from_dict(with_defaults(record["config"]), str(folder / CONFIG))
     if not (folder / WEIGHTS).is_file():
         raise RotnetError(f"{folder} has no {WEIGHTS}: the run has not finished")
-    open_run(folder, "probe", need=(WEIGHTS,))
-    return cfg
+    record = open_run(folder, "probe", need=(WEIGHTS,))
+    if not isinstance(record.config, dict):
+        raise not_a_run(folder, f"no readable {CONFIG}")
+    return from_dict(with_defaults(record.config["config"]), str(folder / CONFIG)), record
 
 
-def recorded_norm(folder: Path) -> tuple:
+def recorded_norm(record: dict) -> tuple:
     """The normalization a run's weights were trained with (runs before rotnet 0.3 used the reference's constants)."""
-    norm = (read_record(folder) or {}).get("normalization")
+    norm = record.get("normalization")
     return (tuple(norm["mean"]), tuple(norm["std"])) if isinstance(norm, dict) else REFERENCE_NORM
 
 
@@ -143,18 +142,20 @@ def probe(
     epochs: int = 30,
     own_data: bool = True,
     cache: Path | None = None,
+    opened: tuple[RunConfig, RunRecord] | None = None,
     log=print,
 ) -> Path:
     """Probe every stage of the run's weights and of random-init weights on data (the run's own unless own_data is
     False); write probe/NAME (`result_name`: every setting that decides its numbers), so that a probe replaces only
-    one made the same way. Features are extracted again each time unless `cache` names a folder to keep them in."""
+    one made the same way. Features are extracted again each time unless `cache` names a folder to keep them in.
+    `opened`: what `finished_run` gave for this folder, when the caller read the record already."""
     if files.is_link(folder):  # a link the user made and named, as `cd` takes one; no link below it is followed
         folder = Path(folder).resolve()
-    cfg = finished_run_config(folder)
+    cfg, record = opened or finished_run(folder)
     weights, _ = ckpt.load_tensors(folder / WEIGHTS)
     out_dir = folder / "probe"
     files.refuse_links(out_dir, Path(folder).parent)
-    recorded = (read_record(folder) or {}).get("dataset")
+    recorded = record.config.get("dataset")
     other_files = own_data and isinstance(recorded, dict) and bool(data_diff(recorded, data.fingerprint))
     files_id = hashlib.sha256(json.dumps(data.fingerprint, sort_keys=True).encode()).hexdigest()[:8]
     described = f"{data.name} {data.train_images.shape[-1]}px"
@@ -174,7 +175,7 @@ def probe(
     if not data.labeled:
         raise RotnetError(f"{data.name} has no class labels to probe with; pass a labeled --dataset")
     n = len(weights["fc.bias"]) if "fc.bias" in weights else 4
-    norm = recorded_norm(folder)
+    norm = recorded_norm(record.config)
     start = initial_model(cfg.arch, n, cfg.stem, cfg.seed)  # as the run started
     random_init = start.state_dict()
     refuse_features_beyond_memory(start, data, pool)  # eval-mode shapes only: its weights and statistics unchanged
@@ -202,8 +203,8 @@ def probe(
     tag = f"{data.name} {data.train_images.shape[-1]}px" + (f" files {files_id}" if other_files else "")
     out = out_dir / result_name(head, pool, epochs, None if own_data and not other_files else tag)
     with RunLock(folder):  # sealed into the run's record, which another command may be sealing too
-        record = open_run(folder, "probe", need=(WEIGHTS,))
-        Seal.resume(folder, record).write_text(f"probe/{out.name}", json.dumps(results, indent=2) + "\n")
+        sealing = open_run(folder, "probe", need=(WEIGHTS,))  # again, under the lock: it may have changed since
+        Seal.resume(folder, sealing).write_text(f"probe/{out.name}", json.dumps(results, indent=2) + "\n")
     log(table(results))
     worse = not_better(results["accuracy"])
     if worse:
