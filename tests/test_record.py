@@ -335,6 +335,8 @@ CASES = {
         "resnet18/rotation/seed0",
         {"config.json": 2, "manifest.json": 2},
     ),
+    "verify a finished run": (("verify",), "resnet18/rotation/seed0", {"config.json": 2, "manifest.json": 2}),
+    "export a finished run": (("export",), "resnet18/rotation/seed0", {"config.json": 2, "manifest.json": 2}),
 }
 
 
@@ -347,7 +349,9 @@ def test_a_command_reads_each_record_file_at_most_as_often_as_it_must(
     args, folder, most = CASES[case]
     shutil.copytree(tiny_partial if case.startswith("resume") else tiny_runs, tmp_path, dirs_exist_ok=True)
     with counting() as opened:
-        if args[0] == "probe":  # a command on one run folder: no runs root, no training flags
+        if args[0] == "export":
+            assert main(["export", str(tmp_path / folder), str(tmp_path / "exported")]) == 0
+        elif args[0] in ("probe", "verify"):  # a command on one run folder: no runs root, no training flags
             assert (
                 main([args[0], str(tmp_path / folder), *args[1:], "--data-root", str(fake_root), "--no-download"]) == 0
             )
