@@ -352,11 +352,17 @@ def test_unknown_configuration_key(capsys, tmp_path, fake_root):
     assert "unknown configuration key 'epochz'" in line
 
 
-def test_init_from_another_arch(capsys, tmp_path, fake_root):
+@pytest.mark.parametrize("recorded", [{"arch": "resnet50"}, {}])
+def test_init_from_another_arch(capsys, tmp_path, fake_root, recorded):
+    """Weights that record their arch are named by it; others by the tensors that differ."""
     path = tmp_path / "r50.safetensors"
-    save_tensors(path, build_model("resnet50", 4).state_dict(), {"config": {"task": "rotation", "arch": "resnet50"}})
+    save_tensors(path, build_model("resnet50", 4).state_dict(), {"config": {"task": "rotation", **recorded}})
     line = error_line(capsys, "train", "full-from-rotation", "--init", str(path), root=tmp_path, data=fake_root)
-    assert "do not match the model: missing" in line and "wrong shape" in line
+    if recorded:
+        assert "holds rotation weights of arch resnet50, but this run builds resnet18" in line
+        assert "pass --arch resnet50," in line
+    else:
+        assert "do not match the model: missing" in line and "wrong shape" in line
 
 
 def test_init_from_another_task(capsys, tmp_path, fake_root, trained):
@@ -551,7 +557,7 @@ def test_a_run_refused_before_it_starts_leaves_no_folder(capsys, tmp_path, fake_
     save_tensors(path, build_model("resnet50", 4).state_dict(), {"config": {"task": "rotation", "arch": "resnet50"}})
     runs = tmp_path / "runs"
     line = error_line(capsys, "train", "full-from-rotation", "--init", str(path), root=runs, data=fake_root)
-    assert "do not match the model" in line
+    assert "holds rotation weights of arch resnet50" in line
     assert not (runs / "resnet18").exists()
 
 

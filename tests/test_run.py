@@ -96,7 +96,7 @@ def test_explicit_init_weights_of_another_model_are_named_so(tiny_runs, tmp_path
     capsys.readouterr()
     assert train("train", "layer4-from-rotation", "--init", str(weights), *flags, root=tmp_path, data=fake_root) == 2
     err = capsys.readouterr().err.strip()
-    assert "holds rotation weights of resnet18 (imagenet stem), but this run builds" in err, err
+    assert "holds rotation weights of arch resnet18 and stem imagenet, but this run builds" in err, err
     assert "pass --arch resnet18 --stem imagenet" in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / flags[1]).exists() and not list(tmp_path.rglob("config.json"))
 

@@ -87,13 +87,14 @@ def init_weights(cfg: RunConfig, runs_root: Path, source: Source | None) -> tupl
 
 
 def refuse_other_model(path: Path, made: dict, cfg: RunConfig) -> None:
-    """Explicit --init weights of another arch or stem, named as such (their tensors' names and shapes differ from the
-    model's, which said only "weights do not match the model" and listed tensors)."""
-    theirs = (made.get("arch", RunConfig.arch), made.get("stem", RunConfig.stem))
-    if theirs != (cfg.arch, cfg.stem):
+    """Explicit --init weights of another arch or stem, named as such from what they record (their tensors' names
+    and shapes differ from the model's, which said only "weights do not match the model" and listed tensors)."""
+    theirs = {k: made[k] for k in ("arch", "stem") if k in made}
+    if any(v != getattr(cfg, k) for k, v in theirs.items()):
+        said = " ".join(f"--{k} {v}" for k, v in theirs.items())
         raise RotnetError(
-            f"{path} holds rotation weights of {theirs[0]} ({theirs[1]} stem), but this run builds {cfg.arch} "
-            f"({cfg.stem} stem); pass --arch {theirs[0]} --stem {theirs[1]}, or --init weights of the latter"
+            f"{path} holds rotation weights of {' and '.join(f'{k} {v}' for k, v in theirs.items())}, but this run "
+            f"builds {cfg.arch} with the {cfg.stem} stem; pass {said}, or --init weights of the latter"
         )
 
 
