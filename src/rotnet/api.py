@@ -77,9 +77,10 @@ def reproduce(
 
     protocol = Protocol(preset, (), tuple(overrides.items()))
     archs, seeds, experiments = _listed(archs), _listed(seeds), _listed(experiments) or ()
-    for name, given in (("archs", archs), ("seeds", seeds), ("experiments", experiments)):
-        if given is not None and not given and name != "experiments":  # as `--archs ""`: never "the default"
+    for name, given in (("archs", archs), ("seeds", seeds)):
+        if given is not None and not given:  # as `--archs ""`: an empty list is a mistake, never "the default"
             raise RotnetError(f"{name}=() names none; name at least one, or leave it out for the default")
+    for name, given in (("archs", archs), ("seeds", seeds), ("experiments", experiments)):
         if given and any(v is None for v in given):  # as `--seeds 3,`: (3, None) ran seed 0 beside 3
             raise RotnetError(f"{name}={given!r} holds None; name each one")
     arch_list, seed_list = plan_archs_and_seeds(

@@ -158,8 +158,8 @@ def probe(
     recorded = record.config.get("dataset")
     other_files = own_data and isinstance(recorded, dict) and bool(data_diff(recorded, data.fingerprint))
     files_id = hashlib.sha256(json.dumps(data.fingerprint, sort_keys=True).encode()).hexdigest()[:8]
-    described = f"{data.name} {data.train_images.shape[-1]}px"
-    described += f" (other files than the run's: {files_id})" if other_files else ""
+    sized = f"{data.name} {data.train_images.shape[-1]}px"
+    described = sized + (f" (other files than the run's: {files_id})" if other_files else "")
     results = {
         "run": str(folder),
         "data": described,
@@ -200,8 +200,8 @@ def probe(
                 )
                 bar.write(f"{which} {stage}: {accs[stage]:.2f}% ({train_x.shape[1]} features)")
         results["accuracy"][which] = accs
-    tag = f"{data.name} {data.train_images.shape[-1]}px" + (f" files {files_id}" if other_files else "")
-    out = out_dir / result_name(head, pool, epochs, None if own_data and not other_files else tag)
+    other = None if own_data and not other_files else sized + (f" files {files_id}" if other_files else "")
+    out = out_dir / result_name(head, pool, epochs, other)
     with RunLock(folder):  # sealed into the run's record, which another command may be sealing too
         sealing = open_run(folder, "probe", need=(WEIGHTS,))  # again, under the lock: it may have changed since
         Seal.resume(folder, sealing).write_text(f"probe/{out.name}", json.dumps(results, indent=2) + "\n")
