@@ -101,6 +101,28 @@ def test_explicit_init_weights_of_another_model_are_named_so(tiny_runs, tmp_path
     assert not (tmp_path / flags[1]).exists() and not list(tmp_path.rglob("config.json"))
 
 
+@pytest.mark.parametrize("experiment", ["layer4-from-rotation", "full-from-rotation", "API"])
+def test_a_transfer_its_data_cannot_train_is_refused_for_that_not_for_its_missing_weights(
+    tmp_path, fake_root, capsys, experiment
+):
+    """A classification run on a folder without class labels was refused as "no rotation weights ...; make them with:
+    rotnet train rotation ...": the hint sent the user to train rotation weights for a run that cannot train."""
+    photos = tmp_path / "photos"
+    save(photos, images(40, seed=5))
+    if experiment == "API":
+        import rotnet
+        from rotnet.errors import RotnetError
+
+        with pytest.raises(RotnetError, match="has no class labels"):
+            kw = dict(runs_root=tmp_path / "runs", data_root=fake_root, download=False, batch_size=32)
+            rotnet.train("full-from-rotation", dataset=str(photos), **kw)
+        return
+    capsys.readouterr()
+    assert train("train", experiment, "--dataset", str(photos), root=tmp_path / "runs", data=fake_root) == 2
+    err = capsys.readouterr().err.strip()
+    assert "has no class labels" in err and "make them with" not in err and len(err.splitlines()) == 1, err
+
+
 @pytest.mark.parametrize("poison", ["nan-param", "inf-buffer", "dtype"])
 def test_init_weights_that_are_not_finite_or_of_the_wrong_dtype_are_refused(tmp_path, fake_root, capsys, poison):
     from rotnet.models import build_model

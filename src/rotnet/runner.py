@@ -46,7 +46,13 @@ def train_one(cfg: RunConfig, options: PlanOptions) -> dict:
     forget_data()
     source = source_for(cfg, options)
     context = options.context(*setup_device(options.device), StopFlag())
-    weights = check_run(cfg, context, source).weights  # before the data loads: these checks need none
+    try:
+        weights = check_run(cfg, context, source).weights  # before the data loads: these checks need none
+    except RotnetError:
+        # A run its data cannot train is named first: "no rotation weights; make them with ..." sent users to train
+        # rotation weights for a classification run on a folder without class labels.
+        refuse_untrainable(cfg, load_for(cfg, options.data), context.world.size)
+        raise
     data = load_for(cfg, options.data)
     with stop_handlers(context.stop):
         result = run(cfg, data, context, source, weights=weights)
