@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import time
+import warnings
 from dataclasses import replace
 
 from rotnet import kernels
 from rotnet.checks import Source, check_run, refuse_untrainable, refuse_writing_into_data
-from rotnet.config import RunConfig
+from rotnet.config import DATASETS, RunConfig
 from rotnet.datasets import load_dataset, load_for
 from rotnet.errors import Diverged, Interrupted, InUse, RotnetError
 from rotnet.jobs import run_parallel
@@ -49,9 +50,7 @@ def train_one(cfg: RunConfig, options: PlanOptions) -> dict:
     try:
         weights = check_run(cfg, context, source).weights  # before the data loads: these checks need none
     except RotnetError:
-        # A run its data cannot train is named first: "no rotation weights; make them with ..." sent users to train
-        # rotation weights for a classification run on a folder without class labels.
-        refuse_untrainable(cfg, load_for(cfg, options.data), context.world.size)
+        refuse_unlabeled(cfg, options)
         raise
     data = load_for(cfg, options.data)
     with stop_handlers(context.stop):
@@ -61,6 +60,22 @@ def train_one(cfg: RunConfig, options: PlanOptions) -> dict:
             f"stopped after the last step; {run_dir(options.runs_root, cfg)} finished", context.stop.signum, saved=False
         )
     return result
+
+
+LABELED_DATASETS = tuple(d for d in DATASETS if d != "stl10-unlabeled")
+
+
+def refuse_unlabeled(cfg: RunConfig, options: PlanOptions) -> None:
+    """A classification run on data without class labels (an image folder without class folders, STL-10's unlabeled
+    split) is refused for that before any other refusal: "no rotation weights; make them with ..." sent users to
+    train rotation weights for a run that cannot train. The named labeled datasets need no look."""
+    if cfg.task != "classification" or cfg.dataset in LABELED_DATASETS:
+        return
+    with warnings.catch_warnings():  # its data's own warnings come when the run loads it, if it ever does
+        warnings.simplefilter("ignore")
+        data = load_for(cfg, options.data)
+    if not data.labeled:
+        refuse_untrainable(cfg, data)
 
 
 def execute(configs: list[RunConfig], options: PlanOptions) -> int:
