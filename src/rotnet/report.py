@@ -282,7 +282,7 @@ def outside_preset(preset: str, runs: list[dict], root: Path) -> list[str]:
         expected = resolve(r["experiment"], preset=preset, train_per_class=r["per_class"], **identity)
         ignore = IGNORED + (("freeze_bn",) if expected.trainable == "all" else ())  # no effect on all-trainable
         if diff := config_diff(cfg, expected.to_dict(), ignore):
-            out.append(f"{r['folder'].relative_to(root).as_posix()} ({', '.join(diff)})")
+            out.append(f"{r['folder'].relative_to(root).as_posix()} (recorded -> the preset's: {', '.join(diff)})")
     return out
 
 
@@ -300,8 +300,7 @@ def preset_claim(preset: str | None, runs: list[dict], root: Path, claimed: bool
     more = f" (and {len(outside) - 1} more)" if len(outside) > 1 else ""
     if outside and claimed:
         raise RotnetError(
-            f"--preset {preset} did not make {outside[0]}{more} (recorded -> the preset's); leave --preset out, or "
-            "name the one that did"
+            f"--preset {preset} did not make {outside[0]}{more}; leave --preset out, or name the one that did"
         )
     caveat = preset_caveat(preset)
     if outside:
