@@ -14,6 +14,7 @@ from rotnet.cli import main
 from rotnet.errors import RotnetError
 from tests.helpers import (
     TINY_PRESET,
+    cli,
     reproduce,
     wait_for,
     with_rotation,
@@ -206,3 +207,28 @@ def test_a_file_in_place_of_the_plans_log_that_rotnet_did_not_write_is_refused_u
     said = f"rotnet: error: {root / command}.json is not a rotnet plan's log; move it away or name another runs root"
     assert capsys.readouterr().err.strip().splitlines()[-1] == said
     assert (root / f"{command}.json").read_text() == there and [p.name for p in root.iterdir()] == [f"{command}.json"]
+
+
+@pytest.mark.parametrize(
+    "command, there",
+    [("reproduce", "finished"), ("reproduce", "stopped"), ("label-efficiency", "finished")],
+)
+def test_a_plan_over_a_run_trained_on_other_data_is_refused_before_anything_trains(
+    tiny_runs, tiny_partial, tmp_path, fake_root, capsys, command, there
+):
+    """A plan on another copy of the data over a runs root whose rotation run was trained on the first copy failed
+    that run at its turn, after training the plan's other runs on the second copy beside it (and the transfers from
+    it "not run"); check_plan, which loads each run's data anyway, now asks the data question of every run there."""
+    import shutil
+
+    from tests.conftest import write_fake_cifar
+
+    shutil.copytree(tiny_runs if there == "finished" else tiny_partial, tmp_path / "runs")
+    before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "runs").rglob("*"))
+    other = write_fake_cifar(tmp_path / "copy", seed=1)  # the same layout, other pixels
+    extra = ["--per-class", "2", "--min-steps", "1"] if command == "label-efficiency" else []
+    capsys.readouterr()
+    assert cli(command, *extra, root=tmp_path / "runs", data=other) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("rotnet: error: resnet18/rotation/seed0: ") and "was trained on other data" in err, err
+    assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "runs").rglob("*")) == before  # nothing trained

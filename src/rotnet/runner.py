@@ -9,7 +9,7 @@ import warnings
 from dataclasses import replace
 
 from rotnet import kernels
-from rotnet.checks import Source, check_run, refuse_untrainable, refuse_writing_into_data
+from rotnet.checks import Source, check_run, refuse_other_data, refuse_untrainable, refuse_writing_into_data
 from rotnet.config import DATASETS, RunConfig
 from rotnet.datasets import load_dataset, load_for
 from rotnet.errors import Diverged, Interrupted, InUse, RotnetError
@@ -161,14 +161,16 @@ def run_plan(configs: list[RunConfig], sources: list, options: PlanOptions, cont
 
 def check_plan(configs: list[RunConfig], sources: list, options: PlanOptions, context: RunContext) -> None:
     """Everything that can fail before hours of training: changed configurations, rotation weights of another
-    protocol, report files that are not rotnet's, missing data, and data a run cannot train on (a transfer run's
-    would otherwise fail only after its rotation run trained)."""
+    protocol, report files that are not rotnet's, missing data, a run there that was trained on other data (it
+    failed at its turn, after the runs before it had trained), and data a run cannot train on (a transfer run's would
+    otherwise fail only after its rotation run trained)."""
     from rotnet.report import refuse_foreign_outputs  # matplotlib: only where a report is written
 
+    records = {}
     for cfg, source in zip(configs, sources, strict=True):
         ready = source is None or (run_dir(options.runs_root, source.expected) / RESULT).is_file()
         with contextlib.suppress(InUse):  # another process's run: "not run" when its turn comes, like any other
-            check_run(cfg, context, source, with_source=ready)
+            records[cfg] = check_run(cfg, context, source, with_source=ready).record
     refuse_foreign_outputs(options.runs_root)  # the report at the end would
     log = options.runs_root / options.log_name
     if log.exists() and not has_rotnet_version(read_json(log)):  # the plan would write its history over it
@@ -176,11 +178,13 @@ def check_plan(configs: list[RunConfig], sources: list, options: PlanOptions, co
     for cfg in configs:
         data = load_for(cfg, options.data)  # each data identity loaded once, for the plan
         refuse_writing_into_data(cfg, data, options.runs_root)
-        if not (run_dir(options.runs_root, cfg) / RESULT).is_file():
-            try:
+        try:
+            if (record := records.get(cfg)) is not None and record.config is not None:  # a run there to go on or reuse
+                refuse_other_data(run_dir(options.runs_root, cfg), data, record.config)
+            if not (run_dir(options.runs_root, cfg) / RESULT).is_file():
                 refuse_untrainable(cfg, data, context.world.size)
-            except RotnetError as e:
-                raise RotnetError(f"{run_id(cfg).relative}: {e}") from None
+        except RotnetError as e:
+            raise RotnetError(f"{run_id(cfg).relative}: {e}") from None
 
 
 def run_in_turn(
