@@ -452,3 +452,40 @@ def test_weights_named_inside_a_run_are_read_only_through_its_record(tiny_runs, 
     assert cli(*named, root=tmp_path / "runs", data=fake_root) == 2
     assert "its record is tampered" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("how", WEIGHTS_NAMED)
+@pytest.mark.parametrize("folder", ["an export", "a hub folder with its own config.json", "a renamed run, edited"])
+def test_weights_in_a_folder_that_is_no_run_are_read_by_their_own_checksum(
+    tiny_runs, fake_root, tmp_path, capsys, how, folder
+):
+    """`rotnet export`'s folder (weights, config.json, result.json, no manifest: a copy for a model hub) and any folder
+    whose config.json is not a run's were taken for a half-copied run: `load_backbone(EXPORT)` and `--init EXPORT`
+    said "manifest.json missing". A run is a folder spelled ARCH/EXPERIMENT/seedN or one that holds its manifest, so
+    a renamed copy of a run still passes its record (here edited, and refused)."""
+    import rotnet
+
+    named = tmp_path / "weights"
+    if folder == "an export":
+        assert main(["export", str(tiny_runs / RUN), str(named)]) == 0
+    elif folder.startswith("a hub folder"):
+        named.mkdir()
+        shutil.copy(tiny_runs / RUN / "model.safetensors", named)
+        (named / "config.json").write_text(json.dumps({"architectures": ["ResNet"], "num_labels": 4}))
+    else:
+        shutil.copytree(tiny_runs / RUN, named)
+        edit_json(named / "result.json", test_acc=99.0)
+    refused = folder.endswith("edited")
+    target = WEIGHTS_NAMED[how](named)
+    if isinstance(target, Path):
+        if refused:
+            with pytest.raises(RotnetError, match="its record is tampered"):
+                rotnet.load_backbone(target)
+        else:
+            assert rotnet.load_backbone(target).fc.out_features == 4
+        return
+    capsys.readouterr()
+    code = cli(*target, "--epochs", "1", root=tmp_path / "runs", data=fake_root)
+    err = capsys.readouterr().err
+    assert code == (2 if refused else 0), err
+    assert ("its record is tampered" in err) == refused, err
