@@ -489,3 +489,25 @@ def test_weights_in_a_folder_that_is_no_run_are_read_by_their_own_checksum(
     err = capsys.readouterr().err
     assert code == (2 if refused else 0), err
     assert ("its record is tampered" in err) == refused, err
+
+
+@pytest.mark.parametrize("command", ["verify", "probe", "export"])
+def test_an_export_named_as_a_run_is_refused_as_no_run_and_nothing_is_written_there(
+    tiny_runs, fake_root, tmp_path, capsys, command
+):
+    """`rotnet verify EXPORT` wrote verify.json into the export, "not verified: the record is incomplete": evidence
+    against a folder that by design holds the run's files without its record. Each command that takes a run now says
+    the folder is none, and writes nothing there."""
+    export = tmp_path / "hub"
+    assert main(["export", str(tiny_runs / RUN), str(export)]) == 0
+    before = sorted(p.name for p in export.iterdir())
+    args = {
+        "verify": ["verify", str(export), "--data-root", str(fake_root), "--no-download"],
+        "probe": ["probe", str(export), "--epochs", "1", "--data-root", str(fake_root), "--no-download"],
+        "export": ["export", str(export), str(tmp_path / "again")],
+    }[command]
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not a rotnet run folder (a run's files without its manifest.json" in err[0], err
+    assert sorted(p.name for p in export.iterdir()) == before and not (tmp_path / "again").exists()

@@ -230,6 +230,17 @@ def find_runs(root: Path) -> list[Path]:
     return sorted(p for p in found if parse_run_dir(p) and (p / CONFIG).is_file() and not (p / CONFIG).is_symlink())
 
 
+def is_run_folder(folder: Path) -> bool:
+    """Whether a folder is a run's: it holds a manifest, or is spelled ARCH/EXPERIMENT/seedN with a config.json (a run
+    from before runs were sealed, or a half-copied one). `rotnet export`'s folder (the run's files without its
+    record, for a model hub) and a model folder with a config.json of its own are not."""
+    folder = Path(folder)
+    return (folder / MANIFEST).exists() or ((folder / CONFIG).is_file() and parse_run_dir(folder) is not None)
+
+
+NOT_A_RUN = f"a run's files without its {MANIFEST}: an export, or a copy; name the run folder itself"
+
+
 def not_a_run(folder: Path, why: str) -> RotnetError:
     """The error for a folder given as a run that holds none; when it does not exist, it names the run folders
     nearest to it (a mistyped experiment, seed, or a preset's @Npc suffix)."""

@@ -22,6 +22,7 @@ from rotnet.layout import (
     RESULT,
     WEIGHTS,
     data_segment,
+    is_run_folder,
     parse_run_dir,
 )
 from rotnet.manifest import owned_files, read_manifest, sha256_parts
@@ -255,12 +256,11 @@ def read_weights(
     """The one door to weights a user names (`--init`, `load_backbone`, `metadata`), by a run folder or by a file:
     a file inside a run folder is read only through that run's record (`open_run`, with `need` and the file), so
     an edited or half-copied run is refused however it is named; a file outside any run has only its own checksum.
-    A run folder holds its manifest, or is spelled ARCH/EXPERIMENT/seedN with a config.json (a half-copied one): an
-    export's folder, or a model folder with a config.json of its own, is none. Returns the file, its tensors and
-    metadata, read once (`cached`: `checkpoint.load_source`'s cache)."""
+    An export's folder, or a model folder with a config.json of its own, is no run (`layout.is_run_folder`).
+    Returns the file, its tensors and metadata, read once (`cached`: `checkpoint.load_source`'s cache)."""
     path = weights_file(named)
     folder = path.parent
-    in_run = (folder / MANIFEST).exists() or ((folder / CONFIG).exists() and parse_run_dir(folder) is not None)
+    in_run = is_run_folder(folder)
     if in_run and not path.is_file():
         open_run(folder, purpose, need=(*need, path.name))  # says what is missing, or what is wrong first
     tensors, meta = (ckpt.load_source if cached else ckpt.load_tensors)(path)  # first: the record check then

@@ -34,10 +34,12 @@ from rotnet.layout import (
     CHECKPOINTS,
     CONFIG,
     METRICS,
+    NOT_A_RUN,
     RESULT,
     VERIFY,
     WEIGHTS,
     RunId,
+    is_run_folder,
     not_a_run,
     parse_run_dir,
 )
@@ -138,6 +140,8 @@ def verify(
     folder = Path(folder)
     if not (folder / CONFIG).is_file():
         raise not_a_run(folder, f"no {CONFIG}")
+    if not is_run_folder(folder):  # no evidence written about a folder that is no run
+        raise not_a_run(folder, NOT_A_RUN)
     rec = read_run(folder)  # read once: every check below reads this
     seen = rec.inspection
     report = {"run": str(folder), "record": seen.status, "problems": list(seen.problems), "comparisons": []}
