@@ -288,6 +288,20 @@ def test_missing_data_root(capsys, tmp_path):
     assert "CIFAR-10 not found" in line and "put the cifar-10-batches-py folder" in line
 
 
+@pytest.mark.parametrize("dataset", ["cifar10", "cifar100", "stl10"])
+@pytest.mark.parametrize("download", [False, True])
+def test_a_data_root_that_is_a_file_is_named_so(capsys, tmp_path, dataset, download):
+    """`ROTNET_DATA=/etc/passwd` was told to "put the cifar-10-batches-py folder under /etc/passwd" and, downloading,
+    tried to extract an archive into the file."""
+    afile = tmp_path / "notes.txt"
+    afile.write_text("mine\n")
+    argv = ["train", "rotation", *TINY, "--runs-root", str(tmp_path / "runs"), "--data-root", str(afile)]
+    assert main([*argv, "--dataset", dataset, *([] if download else ["--no-download"])]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"rotnet: error: {afile} is a file, not a folder; name the folder"), err
+    assert afile.read_text() == "mine\n" and not (tmp_path / "runs").exists()
+
+
 @pytest.mark.parametrize("download", [False, True])
 def test_data_root_naming_the_batches_folder_itself(capsys, tmp_path, data, download):
     """--data-root .../cifar-10-batches-py asked to put that folder "under .../cifar-10-batches-py" and, downloading,

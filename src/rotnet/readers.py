@@ -106,6 +106,8 @@ def _fetch(name: str, root: Path, folder: Path, files: tuple[str, ...], download
     """folder when all its files are there; else download and extract torchvision's archive into root."""
     if all((folder / f).is_file() for f in files):
         return folder
+    if root.exists() and not root.is_dir():  # "put the folder under /etc/passwd", or a download into a file
+        raise RotnetError(f"{root} is a file, not a folder; name the folder that holds {folder.name}")
     if all((root / f).is_file() for f in files):  # the data folder itself was named, not the folder holding it
         raise RotnetError(f"{root} is the {folder.name} folder itself; pass the folder that holds it: {root.parent}")
     hint = f"put the {folder.name} folder under {root} (or point --data-root / ROTNET_DATA at its parent)"
