@@ -138,14 +138,13 @@ def export_run(folder: Path, out: Path) -> Path:
 
     from rotnet.checkpoint import load_tensors
     from rotnet.files import atomic_write_text
-    from rotnet.layout import CONFIG, METRICS, NOT_A_RUN, RESULT, WEIGHTS, is_run_folder, not_a_run
+    from rotnet.layout import CONFIG, METRICS, RESULT, WEIGHTS, not_a_run, refuse_copied_run
     from rotnet.record import open_run
 
     folder, out = Path(folder), Path(out)
     if not folder.exists():
         raise not_a_run(folder, "")
-    if (folder / CONFIG).is_file() and not is_run_folder(folder):
-        raise not_a_run(folder, NOT_A_RUN)
+    refuse_copied_run(folder)
     if not (folder / RESULT).is_file() or not (folder / WEIGHTS).is_file():
         raise RotnetError(f"{folder} is not a finished rotnet run (no {RESULT} and {WEIGHTS})")
     rec = open_run(folder, "export", need=(RESULT, WEIGHTS))  # only what rotnet wrote leaves the run folder

@@ -238,7 +238,12 @@ def is_run_folder(folder: Path) -> bool:
     return (folder / MANIFEST).exists() or ((folder / CONFIG).is_file() and parse_run_dir(folder) is not None)
 
 
-NOT_A_RUN = f"a run's files without its {MANIFEST}: an export, or a copy; name the run folder itself"
+def refuse_copied_run(folder: Path) -> None:
+    """A folder with a config.json that is no run (an export, a copy of a run's files) named where a run is wanted:
+    refused as none, before anything is read or written there."""
+    if (Path(folder) / CONFIG).is_file() and not is_run_folder(folder):
+        why = f"a run's files without its {MANIFEST}: an export, or a copy; name the run folder itself"
+        raise not_a_run(folder, why)
 
 
 def not_a_run(folder: Path, why: str) -> RotnetError:

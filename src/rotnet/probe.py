@@ -24,7 +24,7 @@ from rotnet.config import RunConfig, from_dict, with_defaults
 from rotnet.data import Dataset, data_diff
 from rotnet.errors import RotnetError
 from rotnet.evaluate import STAGES, extract, stage_outputs
-from rotnet.layout import CONFIG, NOT_A_RUN, WEIGHTS, is_run_folder, not_a_run
+from rotnet.layout import CONFIG, WEIGHTS, not_a_run, refuse_copied_run
 from rotnet.lock import RunLock
 from rotnet.manifest import Seal
 from rotnet.models import build_model, check_keys, initial_model
@@ -40,8 +40,7 @@ def finished_run(folder: Path) -> tuple[RunConfig, RunRecord]:
     folder = Path(folder)
     if not (folder / CONFIG).is_file():
         raise not_a_run(folder, f"no readable {CONFIG}")
-    if not is_run_folder(folder):
-        raise not_a_run(folder, NOT_A_RUN)
+    refuse_copied_run(folder)
     if not (folder / WEIGHTS).is_file():
         raise RotnetError(f"{folder} has no {WEIGHTS}: the run has not finished")
     record = open_run(folder, "probe", need=(WEIGHTS,))

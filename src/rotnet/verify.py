@@ -34,14 +34,13 @@ from rotnet.layout import (
     CHECKPOINTS,
     CONFIG,
     METRICS,
-    NOT_A_RUN,
     RESULT,
     VERIFY,
     WEIGHTS,
     RunId,
-    is_run_folder,
     not_a_run,
     parse_run_dir,
+    refuse_copied_run,
 )
 from rotnet.lifecycle import RunContext, build_engine, init_model, place, prediction_options, train_epochs
 from rotnet.loop import LoopState
@@ -140,8 +139,7 @@ def verify(
     folder = Path(folder)
     if not (folder / CONFIG).is_file():
         raise not_a_run(folder, f"no {CONFIG}")
-    if not is_run_folder(folder):  # no evidence written about a folder that is no run
-        raise not_a_run(folder, NOT_A_RUN)
+    refuse_copied_run(folder)  # no evidence written about a folder that is no run
     rec = read_run(folder)  # read once: every check below reads this
     seen = rec.inspection
     report = {"run": str(folder), "record": seen.status, "problems": list(seen.problems), "comparisons": []}
