@@ -99,6 +99,14 @@ def test_an_lr_factor_of_zero_is_refused():
         ("label-efficiency", ["--schedule", "cosine", "--lr-gamma", "0.5"], "lr_gamma=0.5 changes nothing"),
         ("train full-from-random", ["--freeze-bn"], "freeze_bn=True changes nothing"),
         ("reproduce", ["--experiments", "rotation,full-from-rotation", "--freeze-bn"], "every run's trainable is all"),
+        ("train full-from-random", ["--rotations-per-image", "4"], "rotations_per_image=4 changes nothing"),
+        ("train layer4-from-random", ["--set", "rotations_per_image=4"], "this run's pretext is none"),
+        ("train full-from-random", ["--pretrain-dataset", "cifar100"], "pretrain_dataset=cifar100 changes nothing"),
+        (
+            "reproduce",
+            ["--experiments", "full-from-random,layer4-from-random", "--rotations-per-image", "4"],
+            "every run's pretext",
+        ),
         ("train rotation", ["--optimizer", "sgd", "--momentum", "1"], "momentum must be below 1; got 1.0"),
         ("train rotation", ["--optimizer", "sgd", "--momentum", "0", "--nesterov"], "nesterov needs a momentum"),
     ],
@@ -122,6 +130,8 @@ def test_a_setting_that_changes_nothing_or_cannot_train_is_refused(tmp_path, cap
         ("strong", {"optimizer": "adam"}, ["rotation"]),  # the preset's nesterov is the preset's, not the user's
         ("paper", {"freeze_bn": True}, ["layer4-from-rotation"]),
         ("paper", {"freeze_bn": True}, list(EXPERIMENTS)),  # reproduce --freeze-bn: the layer4 runs use it
+        ("paper", {"rotations_per_image": 4}, ["full-from-rotation"]),  # picks the rotation run it starts from
+        ("paper", {"pretrain_dataset": "cifar100"}, ["layer4-from-rotation"]),
     ],
 )
 def test_a_setting_used_by_a_run_of_the_command_or_left_at_its_default_is_taken(preset, overrides, experiments):

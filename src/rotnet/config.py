@@ -114,6 +114,11 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @property
+    def pretext(self) -> str:
+        """'rotation' for a run that trains the rotation task or starts from its weights, else 'none'."""
+        return "rotation" if "rotation" in (self.task, self.init) else "none"
+
 
 HINTS = typing.get_type_hints(RunConfig)
 FIELD_TYPES: dict[str, type] = {f.name: type(f.default) for f in fields(RunConfig)}
@@ -130,6 +135,9 @@ USED_ONLY_WITH = {
     "lr_step_epochs": ("schedule", ("step",), "--schedule step"),
     "lr_gamma": ("schedule", ("step",), "--schedule step"),
     "freeze_bn": ("trainable", ("layer4",), "a layer4 experiment"),  # only frozen layers' BatchNorm are affected
+    # A from-rotation run uses both through its rotation run (which one it starts from); a from-random run never.
+    "rotations_per_image": ("pretext", ("rotation",), "the rotation experiment or one from its weights"),
+    "pretrain_dataset": ("pretext", ("rotation",), "the rotation experiment or one from its weights"),
 }
 # Larger images are refused, not tried: one 4096 px image is 50 MB as uint8 and a ResNet batch of them needs far
 # more memory than any machine rotnet targets (--image-size 100000 asked for a 3 TB array).
