@@ -331,6 +331,22 @@ def test_nothing_of_a_run_is_written_inside_the_image_folder_it_reads(case, tmp_
     ]
 
 
+@pytest.mark.parametrize("per_class, used", [(6, 6), (100, 36)])
+def test_a_subset_of_data_without_labels_says_it_is_n_images_in_all(tmp_path, capsys, per_class, used):
+    """`--train-per-class 6` on an unlabeled folder trained on 6 images in all and said nothing of it (100 on its 36
+    training images said "fewer than 100 training images per class in unlabeled (36)")."""
+    from rotnet.cli import main
+    from tests.helpers import images, save
+
+    save(tmp_path / "photos", images(40, seed=3))
+    args = ["train", "rotation", "--dataset", str(tmp_path / "photos"), "--runs-root", str(tmp_path / "runs")]
+    flags = ["--train-per-class", str(per_class), "--epochs", "1", "--batch-size", "3", "--device", "cpu"]
+    assert main([*args, *flags]) == 0
+    err = capsys.readouterr().err
+    assert f"train_per_class={per_class}: photos has no class labels, so {used} of its 36 images are used in all" in err
+    assert "per class in" not in err
+
+
 def test_a_knn_monitor_asked_of_data_without_labels_says_it_logs_none(tmp_path, capsys):
     """`--knn-every 1` on an unlabeled folder trained with no kNN accuracy and said nothing of it."""
     from rotnet.cli import main

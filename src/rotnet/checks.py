@@ -292,7 +292,16 @@ def refuse_writing_into_data(cfg: RunConfig, data: Dataset, runs_root: Path) -> 
 
 def warn_short_classes(cfg: RunConfig, data: Dataset) -> None:
     """A subset of N per class takes all of a smaller class (a smoke test runs on whatever data it is given): say
-    which, by name; result.json records each class's count."""
+    which, by name; result.json records each class's count. Data without class labels is one class: N images in
+    all (the smoke preset runs on any folder), which is said, as "per class" would not be what happens."""
+    if cfg.train_per_class and not data.labeled:
+        n = min(cfg.train_per_class, len(data.train_labels))
+        warn_once(
+            ("unlabeled subset", data.name, data.root, cfg.train_per_class),
+            f"train_per_class={cfg.train_per_class}: {data.name} has no class labels, so {n:,} of its "
+            f"{len(data.train_labels):,} images are used in all",
+        )
+        return
     short = short_classes(data.train_labels, cfg.train_per_class) if cfg.train_per_class else {}
     if short:
         names = [f"{class_name(data, c)} ({n})" for c, n in sorted(short.items())]
