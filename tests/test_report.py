@@ -75,6 +75,10 @@ def test_garbage_files_mark_the_run_unreadable_and_the_report_goes_on(runs, tmp_
     rows = {(r["experiment"], r["arch"]): r for r in json.loads((root / "results.json").read_text())["rows"]}
     assert rows[("rotation", "resnet18")]["status"] == "seed 0 unreadable"
     assert rows[("full-from-random", "resnet18")]["n"] == 1
+    provenance = (root / "report.md").read_text().split("## Provenance")[1]
+    line = next(x for x in provenance.splitlines() if x.startswith("| resnet18/rotation/seed0 |"))
+    assert "None" not in line, line  # what the record does not say is a dash, not Python's None
+    assert "- resnet18/rotation/seed0: " in provenance
 
 
 def test_garbage_example_file_does_not_stop_the_report(runs, tmp_path):
@@ -90,6 +94,7 @@ def test_garbage_example_file_does_not_stop_the_report(runs, tmp_path):
     assert rows["rotation"]["status"].startswith("seed 0 tampered: examples.safetensors differs")
     assert rows["rotation"]["n"] == 0 and rows["full-from-random"]["n"] == 1
     assert "| full-from-random |" in (root / "report.md").read_text()
+    assert "- resnet18/rotation/seed0: no command read (tampered)" in (root / "report.md").read_text()
 
 
 def test_a_presets_subset_runs_are_rows_naming_their_data(tiny_runs, tmp_path):

@@ -287,11 +287,12 @@ def provenance_lines(runs: list[dict], repro: dict, spent: dict | None) -> list[
         s = run_summary(r)
         md5 = data_files_text(r["cfg"].get("dataset", "cifar10"), s["dataset_checksums_match"])
         resumed = f"; resumed by {', '.join(c[:7] for c in s['resumed_by'])}" if s["resumed_by"] else ""
+        known = {k: "—" if s[k] is None else s[k] for k in ("epochs_planned", "device", "torch", "rotnet")}
         lines.append(
-            f"| {s['run']} | {s['status']} | {s['epochs_done']}/{s['epochs_planned']} | "
+            f"| {s['run']} | {s['status']} | {s['epochs_done']}/{known['epochs_planned']} | "
             f"{s['epoch_seconds_sum']:.0f} | {fmt(s['epoch_seconds'], 0)} | {fmt(s['images_per_s'], 0)} | "
-            f"{s['device']} | {s['torch']} | "
-            f"{s['rotnet']} ({(s['commit'] or '?')[:12]}{resumed}) | {md5} |"
+            f"{known['device']} | {known['torch']} | "
+            f"{known['rotnet']} ({(s['commit'] or '?')[:12]}{resumed}) | {md5} |"
         )
     lines += [
         "",
@@ -305,7 +306,7 @@ def provenance_lines(runs: list[dict], repro: dict, spent: dict | None) -> list[
         for (commit, cmd), same in itertools.groupby(map(tuple, s["invocations"])):
             times = len(list(same))
             said.append(f"`{cmd}` ({commit[:12]})" + (f" ×{times}" if times > 1 else ""))
-        lines += [f"- {s['run']}: " + "; ".join(said)]
+        lines += [f"- {s['run']}: " + ("; ".join(said) or f"no command read ({s['status']})")]
     return lines
 
 
