@@ -248,3 +248,35 @@ def test_the_model_card_names_a_hub_dataset_only_for_its_official_files(tiny_run
             "a copy of `cifar10` that differs from its official release" if "copy" in data else "image folder `photos`"
         )
         assert said in body
+
+
+@pytest.mark.parametrize("command", ["export", "export-images"])
+@pytest.mark.parametrize(
+    "out, refused",
+    [
+        ("runs/resnet18/rotation/seed0/hub", "lies inside the run folder"),  # `export RUN RUN/hub`: into the run
+        ("runs/resnet18/rotation/seed0/probe/deeper/hub", "lies inside the run folder"),
+        ("runs/resnet18/rotation/seed0", "exists and is not an empty folder"),
+        ("runs/resnet18/rotation/seed0/config.json", "exists and is not an empty folder"),  # a file
+        ("runs/hub", None),  # beside the runs, in the runs root: no run's folder
+        ("empty", None),  # an empty folder that exists
+    ],
+)
+def test_export_writes_only_into_a_new_folder_outside_every_run(tiny_runs, tmp_path, fake_root, capsys, command, out,
+                                                                   refused):  # fmt: skip
+    """`export RUN RUN/hub` wrote a second copy of the run's weights inside the sealed run, and `export-images` into a
+    run folder mixed images among its record: both commands' output folders pass layout.refuse_output_folder."""
+    run = tmp_path / "runs/resnet18/rotation/seed0"
+    shutil.copytree(tiny_runs / "resnet18/rotation/seed0", run)
+    (tmp_path / "empty").mkdir()
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    what = [str(run)] if command == "export" else ["cifar10", "--data-root", str(fake_root), "--no-download"]
+    ranges = [] if command == "export" else ["--train-range", "0:2", "--test-range", "0:2"]
+    code = main([command, *what, str(tmp_path / out), *ranges])
+    if refused:
+        assert code == 2
+        err = capsys.readouterr().err.strip()
+        assert refused in err and len(err.splitlines()) == 1, err
+        assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    else:
+        assert code == 0 and any((tmp_path / out).iterdir())

@@ -15,6 +15,7 @@ from rotnet.config import DATASETS
 from rotnet.data import Dataset, within_folder
 from rotnet.errors import RotnetError
 from rotnet.files import atomic_write, read_regular
+from rotnet.layout import refuse_output_folder
 
 
 def export_images(
@@ -32,8 +33,7 @@ def export_images(
     from PIL import Image
 
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise RotnetError(f"{out} exists and is not an empty folder; name a new one")
+    refuse_output_folder(out)
     if within_folder(data, out):  # its next read would take the copies in as images of its own
         raise RotnetError(f"{out} lies inside the image folder {data.root} being exported; name a folder elsewhere")
     if labeled and not data.labeled:
@@ -148,8 +148,7 @@ def export_run(folder: Path, out: Path) -> Path:
     if not (folder / RESULT).is_file() or not (folder / WEIGHTS).is_file():
         raise RotnetError(f"{folder} is not a finished rotnet run (no {RESULT} and {WEIGHTS})")
     rec = open_run(folder, "export", need=(RESULT, WEIGHTS))  # only what rotnet wrote leaves the run folder
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise RotnetError(f"{out} exists and is not an empty folder; name a new one")
+    refuse_output_folder(out)
     record, result = rec.config or {}, rec.result  # the record as open_run read and checked it
     if not isinstance(result, dict) or not isinstance(result.get("test_acc"), int | float):
         raise RotnetError(f"{folder / RESULT} is unreadable; the model card needs the run's result")

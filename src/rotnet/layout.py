@@ -238,6 +238,17 @@ def is_run_folder(folder: Path) -> bool:
     return (folder / MANIFEST).exists() or ((folder / CONFIG).is_file() and parse_run_dir(folder) is not None)
 
 
+def refuse_output_folder(out: Path) -> None:
+    """What `export` and `export-images` write into: a new or empty folder, and none inside a run folder (its files
+    would sit among a sealed run's, and `export RUN RUN/hub` put a second copy of its weights there)."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise RotnetError(f"{out} exists and is not an empty folder; name a new one")
+    for folder in out.absolute().parents:
+        if is_run_folder(folder):
+            raise RotnetError(f"{out} lies inside the run folder {folder}; name a folder elsewhere")
+
+
 def refuse_copied_run(folder: Path) -> None:
     """A folder with a config.json that is no run (an export, a copy of a run's files) named where a run is wanted:
     refused as none, before anything is read or written there."""
