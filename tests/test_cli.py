@@ -303,6 +303,42 @@ def test_a_data_root_that_is_a_file_is_named_so(capsys, tmp_path, dataset, downl
 
 
 @pytest.mark.parametrize("download", [False, True])
+@pytest.mark.parametrize(
+    "dataset, folder, present, missing",
+    [
+        ("cifar10", FOLDER, ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5"],
+         "test_batch"),
+        ("cifar10", FOLDER, ["test_batch"], "data_batch_1, data_batch_2, data_batch_3, data_batch_4, data_batch_5"),
+        ("cifar100", "cifar-100-python", ["train"], "test"),
+        ("stl10", "stl10_binary", ["train_X.bin", "test_X.bin", "test_y.bin"], "train_y.bin"),
+        ("stl10-unlabeled", "stl10_binary", ["train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin"],
+         "unlabeled_X.bin"),
+    ],
+)  # fmt: skip
+def test_a_partial_copy_of_a_dataset_names_what_it_lacks_and_is_never_downloaded_over(
+    capsys, tmp_path, monkeypatch, dataset, folder, present, missing, download
+):
+    """A CIFAR-10 folder without its test_batch was "not found" (put the folder there: it was there) and, downloading,
+    had the archive extracted over the files it held: a copy that differs from the official release (as a rebuilt
+    one does) was replaced without a word, and the runs made on it no longer matched their data."""
+    import torchvision.datasets.utils
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("a download over a partial copy")
+
+    monkeypatch.setattr(torchvision.datasets.utils, "download_and_extract_archive", no_download)
+    for name in present:
+        (tmp_path / "data" / folder).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "data" / folder / name).write_bytes(b"mine")
+    argv = ["train", "rotation", *TINY, "--runs-root", str(tmp_path / "runs"), "--data-root", str(tmp_path / "data")]
+    assert main([*argv, "--dataset", dataset, *([] if download else ["--no-download"])]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{tmp_path / 'data' / folder} lacks {missing} of " in err[0], err
+    assert sorted(p.name for p in (tmp_path / "data" / folder).iterdir()) == sorted(present)
+    assert all((tmp_path / "data" / folder / name).read_bytes() == b"mine" for name in present)
+
+
+@pytest.mark.parametrize("download", [False, True])
 def test_data_root_naming_the_batches_folder_itself(capsys, tmp_path, data, download):
     """--data-root .../cifar-10-batches-py asked to put that folder "under .../cifar-10-batches-py" and, downloading,
     created one inside it."""

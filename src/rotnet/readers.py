@@ -110,6 +110,11 @@ def _fetch(name: str, root: Path, folder: Path, files: tuple[str, ...], download
         raise RotnetError(f"{root} is a file, not a folder; name the folder that holds {folder.name}")
     if all((root / f).is_file() for f in files):  # the data folder itself was named, not the folder holding it
         raise RotnetError(f"{root} is the {folder.name} folder itself; pass the folder that holds it: {root.parent}")
+    if [f for f in files if (folder / f).exists()]:  # a part of the copy is there: a download would replace it
+        missing = ", ".join(f for f in files if not (folder / f).is_file())
+        raise RotnetError(
+            f"{folder} lacks {missing} of {name}; restore it, or move that folder away to fetch {name} afresh"
+        )
     hint = f"put the {folder.name} folder under {root} (or point --data-root / ROTNET_DATA at its parent)"
     if not download:
         raise RotnetError(f"{name} not found under {root}: {hint}")
