@@ -176,6 +176,50 @@ def test_probe_says_what_it_does_keeps_features_only_when_asked_and_flags_useles
     assert "not better than random init at layer1:" in capsys.readouterr().err
 
 
+def damage_feature_entry(path, how):
+    from safetensors.torch import load_file, save_file
+
+    from rotnet.checkpoint import load_tensors
+
+    data = path.read_bytes()
+    if how == "garbage":
+        path.write_bytes(b"garbage")
+    elif how == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "edited":  # one feature value changed, the header (and its checksum) kept
+        path.write_bytes(data[:-4] + bytes(b ^ 0xFF for b in data[-4:]))
+    else:  # "unsealed": the same tensors and key written by something else, without rotnet's checksum
+        _, meta = load_tensors(path)
+        save_file(load_file(path), path, metadata={"meta": json.dumps(meta)})
+
+
+@pytest.mark.parametrize("how", ["garbage", "truncated", "edited", "unsealed"])
+def test_a_damaged_feature_cache_entry_is_extracted_again(tiny_runs, tmp_path, fake_root, capsys, monkeypatch, how):
+    """A damaged entry in --feature-cache stopped the probe ("... is not a readable safetensors file"), and one
+    written without rotnet's checksum was taken as features: each is extracted again and replaced, as a damaged
+    image-cache entry is prepared again."""
+    import shutil
+
+    import rotnet.probe
+    from rotnet.checkpoint import load_tensors
+
+    run = tmp_path / "runs/resnet18/rotation/seed0"
+    shutil.copytree(tiny_runs / "resnet18/rotation/seed0", run)
+    extracted, real = [], rotnet.probe.extract
+    monkeypatch.setattr(rotnet.probe, "extract", lambda *a, **kw: extracted.append(1) or real(*a, **kw))
+    cache = tmp_path / "features"
+    common = ["probe", str(run), "--epochs", "1", "--data-root", str(fake_root), "--no-download"]
+    assert main([*common, "--feature-cache", str(cache)]) == 0
+    entries = sorted(cache.iterdir())
+    damage_feature_entry(entries[0], how)
+    capsys.readouterr()
+    assert main([*common, "--feature-cache", str(cache), "--head", "mlp"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("extracting its features again") == 1 and str(entries[0]) in out, out
+    assert len(extracted) == 4 + 2  # that entry's train and test features, once more
+    assert sorted(cache.iterdir()) == entries and all(load_tensors(e, checksummed=True) for e in entries)
+
+
 def test_a_probe_table_gives_each_accuracy_its_interval_and_names_the_stages_it_cannot_separate():
     from rotnet.probe import table
 

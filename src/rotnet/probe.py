@@ -62,9 +62,13 @@ def features(model: nn.Module, data: Dataset, pool: int, norm: tuple, cache: Pat
     data_id = hashlib.sha256(json.dumps(data.fingerprint, sort_keys=True).encode()).hexdigest()
     path = cache / f"features-{digest[:16]}-pool{pool}-{data_id[:16]}.safetensors" if cache else None
     if path is not None and path.is_file():
-        tensors, meta = ckpt.load_tensors(path)
-        if all(meta.get(k) == v for k, v in key.items()):
-            return tensors
+        try:  # rotnet's own entry, checksummed: a damaged or edited one is extracted again, as the image cache does
+            tensors, meta = ckpt.load_tensors(path, checksummed=True)
+        except RotnetError as e:
+            print(f"the feature cache entry does not load ({e}); extracting its features again", flush=True)
+        else:
+            if all(meta.get(k) == v for k, v in key.items()):
+                return tensors
     kw = {"pool": pool, "channels_last": True, "norm": norm}
     tensors = {f"train.{k}": v for k, v in extract(model, data.train_images, **kw, desc="features (train)").items()}
     tensors |= {f"test.{k}": v for k, v in extract(model, data.test_images, **kw, desc="features (test)").items()}
