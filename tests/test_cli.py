@@ -492,13 +492,6 @@ def test_pickled_weights_with_a_code_payload_are_refused_unrun(capsys, tmp_path,
     assert not marker.exists()
 
 
-def test_output_directory_not_writable(capsys, tmp_path, fake_root):
-    blocker = tmp_path / "file"
-    blocker.write_text("a file where the runs folder should be")
-    line = error_line(capsys, "train", "rotation", root=blocker / "runs", data=fake_root)
-    assert "is not writable" in line
-
-
 def test_disk_full_while_saving(capsys, tmp_path, fake_root, monkeypatch):
     real_fsync, calls = os.fsync, []
 
@@ -686,3 +679,37 @@ def test_no_write_or_delete_passes_through_a_folder_link_rotnet_did_not_make(
     assert (
         sorted(p.name for p in elsewhere.iterdir()) == [theirs.name] and theirs.read_bytes() == b"someone else's file"
     )
+
+
+FOLDER_PLACES = {  # every path a user names that rotnet makes (or reads) a folder at; {f} is the path under test
+    "train --runs-root": ["train", "rotation", *TINY, "--runs-root", "{f}", "--data-root", "{data}", "--no-download"],
+    "reproduce --runs-root": ["reproduce", *TINY, "--runs-root", "{f}", "--data-root", "{data}", "--no-download"],
+    "label-efficiency --runs-root": ["label-efficiency", "--per-class", "2", *TINY, "--runs-root", "{f}",
+                                     "--data-root", "{data}", "--no-download"],
+    "report": ["report", "{f}"],
+    "export": ["export", "{run}", "{f}"],
+    "export-images": ["export-images", "cifar10", "{f}", "--data-root", "{data}", "--no-download"],
+    "probe --feature-cache": ["probe", "{run}", "--feature-cache", "{f}", "--data-root", "{data}", "--no-download"],
+    "--cache-dir": ["train", "rotation", *TINY, "--dataset", "{photos}", "--cache-dir", "{f}", "--runs-root", "{runs}"],
+    "--data-root": ["train", "rotation", *TINY, "--data-root", "{f}", "--runs-root", "{runs}"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("below", ["", "sub", "sub/deeper"])
+@pytest.mark.parametrize("place", list(FOLDER_PLACES))
+def test_a_file_where_a_folder_is_named_is_said_in_one_line(tiny_runs, fake_root, tmp_path, capsys, place, below):
+    """A runs root that is a file said "cannot open notes.txt: Not a directory", one under a file "output directory
+    ... is not writable", and export, a probe's feature cache or a download into notes.txt/sub a bare "Not a
+    directory" (the probe after extracting every feature): each names the file in the way, before any work."""
+    from tests.helpers import images, save
+
+    save(tmp_path / "photos", images(12, seed=1))
+    afile = tmp_path / "notes.txt"
+    afile.write_text("mine\n")
+    before = sorted(tmp_path.rglob("*"))
+    given = {"f": str(afile / below), "data": str(fake_root), "run": str(tiny_runs / "resnet18/rotation/seed0")}
+    given |= {"photos": str(tmp_path / "photos"), "runs": str(tmp_path / "runs")}
+    assert main([a.format(**given) for a in FOLDER_PLACES[place]]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("rotnet: warning")]
+    assert len(err) == 1 and (f"{afile} is a file, not a folder" in err[0] or "is not a folder" in err[0]), err
+    assert afile.read_text() == "mine\n" and sorted(tmp_path.rglob("*")) == before

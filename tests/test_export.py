@@ -257,7 +257,7 @@ def test_the_model_card_names_a_hub_dataset_only_for_its_official_files(tiny_run
         ("runs/resnet18/rotation/seed0/hub", "lies inside the run folder"),  # `export RUN RUN/hub`: into the run
         ("runs/resnet18/rotation/seed0/probe/deeper/hub", "lies inside the run folder"),
         ("runs/resnet18/rotation/seed0", "exists and is not an empty folder"),
-        ("runs/resnet18/rotation/seed0/config.json", "exists and is not an empty folder"),  # a file
+        ("runs/resnet18/rotation/seed0/config.json", "is a file, not a folder"),
         ("runs/hub", None),  # beside the runs, in the runs root: no run's folder
         ("empty", None),  # an empty folder that exists
     ],

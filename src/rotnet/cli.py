@@ -14,6 +14,7 @@ from dataclasses import replace
 
 from rotnet.errors import Diverged, Interrupted, NonFiniteLoss, RotnetError
 from rotnet.experiments import EXPERIMENTS
+from rotnet.files import file_in_the_way
 from rotnet.flags import (
     build_parser,
     command_line,
@@ -99,7 +100,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
     if args.pool <= 0 or args.epochs <= 0:
         raise RotnetError("--pool and --epochs must be positive")
-    if args.feature_cache and args.feature_cache.exists() and not args.feature_cache.is_dir():
+    if args.feature_cache and file_in_the_way(args.feature_cache):
         raise RotnetError(f"--feature-cache {args.feature_cache} is not a folder; name a folder to keep features in")
     opened = finished_run(args.run)  # fail on a bad run folder before loading the data
     cfg = opened[0]
@@ -204,8 +205,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from rotnet.report import write_report
 
-    if not args.runs_dir.is_dir():
-        raise RotnetError(f"runs folder not found: {args.runs_dir}")
     print(f"wrote {write_report(args.runs_dir, preset=args.preset, claimed=args.preset is not None)}")
     return 0
 

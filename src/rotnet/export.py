@@ -14,7 +14,7 @@ from rotnet.augment import MEAN, STD
 from rotnet.config import DATASETS
 from rotnet.data import Dataset, within_folder
 from rotnet.errors import RotnetError
-from rotnet.files import atomic_write, read_regular
+from rotnet.files import atomic_write, make_folder, read_regular
 from rotnet.layout import refuse_output_folder
 
 
@@ -165,7 +165,7 @@ def export_run(folder: Path, out: Path) -> Path:
     made = next((p for p in [*reversed(out.parents), out] if not p.exists()), None)  # the top folder this makes
     written: list[Path] = []
     try:  # the card is built: only copying is left, and a failure there leaves no half-written export behind
-        out.mkdir(parents=True, exist_ok=True)
+        make_folder(out)
         for name in (WEIGHTS, CONFIG, RESULT, METRICS):
             if (folder / name).is_file() and not (folder / name).is_symlink():  # a link rotnet did not make: never
                 written.append(out / name)

@@ -89,6 +89,24 @@ def read_regular(path: Path | str, *, follow: bool = True, base: Path | None = N
             raise RotnetError(f"cannot read {path}: {e.strerror or e}") from None
 
 
+def file_in_the_way(path: Path, fix: str = "name a folder") -> RotnetError | None:
+    """ "X is a file, not a folder" for the first of path's parents (or path) that exists and is no folder: the runs
+    root `notes.txt` said "cannot open notes.txt: Not a directory", and `notes.txt/runs` that it was not writable."""
+    path = Path(path)
+    for p in [*reversed(path.parents), path]:
+        if p.exists() and not p.is_dir():
+            return RotnetError(f"{p} is a file, not a folder; {fix}")
+    return None
+
+
+def make_folder(path: Path) -> None:
+    """mkdir -p, refused in one line: a file in the way is named, any other failure says why."""
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise file_in_the_way(path) or RotnetError(f"cannot create {path} ({e.strerror or e})") from None
+
+
 def open_dir(path: Path, base: Path | None = None, *, create: bool = False) -> int:
     """A descriptor of the folder `path`, reached from `base` (the folder the user named; default: path itself) one
     component at a time, never through a link; missing folders are made when create. The caller closes it."""
@@ -100,7 +118,7 @@ def open_dir(path: Path, base: Path | None = None, *, create: bool = False) -> i
             base.mkdir(parents=True, exist_ok=True)
         fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # the named folder itself may be a link
     except OSError as e:
-        raise RotnetError(f"cannot {verb} {base}: {e.strerror or e}") from None
+        raise file_in_the_way(base) or RotnetError(f"cannot {verb} {base}: {e.strerror or e}") from None
     current = base
     try:
         for part in parts:
@@ -117,7 +135,7 @@ def open_dir(path: Path, base: Path | None = None, *, create: bool = False) -> i
             raise RotnetError(
                 f"{current} is a link rotnet did not make; it writes nothing through it: remove it"
             ) from None
-        raise RotnetError(f"cannot {verb} {current}: {e.strerror or e}") from None
+        raise file_in_the_way(current) or RotnetError(f"cannot {verb} {current}: {e.strerror or e}") from None
     return fd
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from rotnet.config import RunConfig, dataset_slug
 from rotnet.errors import RotnetError
-from rotnet.files import open_regular, read_regular
+from rotnet.files import file_in_the_way, open_regular, read_regular
 
 CONFIG = "config.json"  # the resolved configuration and its provenance
 METRICS = "metrics.jsonl"  # one line per epoch
@@ -242,7 +242,9 @@ def refuse_output_folder(out: Path) -> None:
     """What `export` and `export-images` write into: a new or empty folder, and none inside a run folder (its files
     would sit among a sealed run's, and `export RUN RUN/hub` put a second copy of its weights there)."""
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if (in_the_way := file_in_the_way(out)) is not None:
+        raise in_the_way
+    if out.exists() and any(out.iterdir()):
         raise RotnetError(f"{out} exists and is not an empty folder; name a new one")
     for folder in out.absolute().parents:
         if is_run_folder(folder):

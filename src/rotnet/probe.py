@@ -73,7 +73,7 @@ def features(model: nn.Module, data: Dataset, pool: int, norm: tuple, cache: Pat
     tensors = {f"train.{k}": v for k, v in extract(model, data.train_images, **kw, desc="features (train)").items()}
     tensors |= {f"test.{k}": v for k, v in extract(model, data.test_images, **kw, desc="features (test)").items()}
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        files.make_folder(path.parent)
         ckpt.save_tensors(path, tensors, key)
     return tensors
 

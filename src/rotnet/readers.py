@@ -16,7 +16,7 @@ import torch
 
 from rotnet.data import Dataset, default_data_root
 from rotnet.errors import RotnetError, warn_once
-from rotnet.files import first_missing, open_regular, read_regular
+from rotnet.files import file_in_the_way, first_missing, open_regular, read_regular
 
 FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -106,8 +106,8 @@ def _fetch(name: str, root: Path, folder: Path, files: tuple[str, ...], download
     """folder when all its files are there; else download and extract torchvision's archive into root."""
     if all((folder / f).is_file() for f in files):
         return folder
-    if root.exists() and not root.is_dir():  # "put the folder under /etc/passwd", or a download into a file
-        raise RotnetError(f"{root} is a file, not a folder; name the folder that holds {folder.name}")
+    if in_the_way := file_in_the_way(root, f"name the folder that holds {folder.name}"):  # "put it under /etc/passwd"
+        raise in_the_way
     if all((root / f).is_file() for f in files):  # the data folder itself was named, not the folder holding it
         raise RotnetError(f"{root} is the {folder.name} folder itself; pass the folder that holds it: {root.parent}")
     if [f for f in files if (folder / f).exists()]:  # a part of the copy is there: a download would replace it

@@ -18,7 +18,7 @@ from rotnet.config import config_diff, dataset_slug, with_defaults
 from rotnet.curves import accuracy_curve, deeper_comparisons, deeper_section, gain_by_epoch_section
 from rotnet.errors import RotnetError
 from rotnet.experiments import EXPERIMENTS, reference_results
-from rotnet.files import atomic_write_text, refuse_links
+from rotnet.files import atomic_write_text, file_in_the_way, make_folder, refuse_links
 from rotnet.gains import gain_finding, gain_text, signed, with_gains
 from rotnet.layout import (
     CONFIG,
@@ -343,7 +343,7 @@ def write_report(root: Path, preset: str | None = None, *, claimed: bool = False
     it (default: the one reproduce.json recorded); `claimed`: the user named it, and it must have made every run."""
     root = Path(root)
     if not root.is_dir():
-        raise RotnetError(f"runs folder not found: {root}")
+        raise file_in_the_way(root) or RotnetError(f"runs folder not found: {root}")
     everything = pool(collect(root))  # a row's mean is over seeds of one protocol on one data
     if not everything:
         above = runs_root_above(root)
@@ -363,7 +363,7 @@ def write_report(root: Path, preset: str | None = None, *, claimed: bool = False
     claim_outputs(root)
     rows = table_rows(root, runs)
     folder = root / "plots"
-    folder.mkdir(exist_ok=True)
+    make_folder(folder)
     plots.plot_bars(rows, folder / "seed_vs_rotnet.png")
     has_gains = plots.plot_gains(rows, folder / "pretraining_gain.png")
     plots.plot_gain_by_epoch(rows, folder / "gain_by_epoch.png")

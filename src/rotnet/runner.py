@@ -13,6 +13,7 @@ from rotnet.checks import Source, check_run, refuse_other_data, refuse_untrainab
 from rotnet.config import DATASETS, RunConfig
 from rotnet.datasets import load_dataset, load_for
 from rotnet.errors import Diverged, Interrupted, InUse, RotnetError
+from rotnet.files import make_folder
 from rotnet.jobs import run_parallel
 from rotnet.layout import CONFIG, RESULT, RunId, has_checkpoint, has_rotnet_version, read_json, run_dir, run_id
 from rotnet.lifecycle import RunContext
@@ -124,10 +125,7 @@ def run_plan(configs: list[RunConfig], sources: list, options: PlanOptions, cont
         "started": started,
     }
     if world.is_main:
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise RotnetError(f"cannot create {root} ({e.strerror or e})") from None
+        make_folder(root)
         log_invocation(root / options.log_name, record)
     outcome: dict[str, str] = {}  # run folder -> done / failed: why / not run
     costs = [cfg.epochs * train_size(cfg, load_for(cfg, options.data)) for cfg in configs]

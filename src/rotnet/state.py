@@ -151,10 +151,7 @@ def make_dir(folder: Path, runs_root: Path) -> None:
     """The run folder, for its lock; nothing inside it until the lock is held. No folder between the runs root and
     it may be a link (rotnet makes none)."""
     files.refuse_links(folder, runs_root)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise RotnetError(f"output directory {folder} is not writable ({e.strerror or e})") from None
+    files.make_folder(folder)
 
 
 def remove_made(folder: Path, created: Path) -> None:
