@@ -107,13 +107,18 @@ def test_an_lr_factor_of_zero_is_refused():
             ["--experiments", "full-from-random,layer4-from-random", "--rotations-per-image", "4"],
             "every run's pretext",
         ),
+        ("train rotation", ["--set", "epochs=abc", "--epochs", "1"], "epochs must be an integer; got 'abc'"),
+        ("reproduce", ["--set", "lr=fast", "--lr", "0.01"], "lr must be a number; got 'fast'"),
+        ("train rotation", ["--set", "epochs=2", "--set", "epochs=3"], "epochs is set twice, as --set epochs=2 and"),
+        ("label-efficiency", ["--set", "lr=0.1", "--set", "lr=0.2"], "lr is set twice"),
         ("train rotation", ["--optimizer", "sgd", "--momentum", "1"], "momentum must be below 1; got 1.0"),
         ("train rotation", ["--optimizer", "sgd", "--momentum", "0", "--nesterov"], "nesterov needs a momentum"),
     ],
 )
 def test_a_setting_that_changes_nothing_or_cannot_train_is_refused(tmp_path, capsys, command, flags, message):
     """`--momentum` with Adam and `--lr-gamma` under cosine trained as if not given, and the run recorded them;
-    `--momentum 5` diverged, and nesterov without momentum died in torch's SGD with a traceback."""
+    `--momentum 5` diverged, and nesterov without momentum died in torch's SGD with a traceback; a `--set` value a
+    flag overrides was never read (`--set epochs=abc --epochs 1` trained), and of a key set twice the last won."""
     root = tmp_path / "runs"
     assert cli(*command.split(), *flags, root=root, data=tmp_path / "none") == 2
     err = capsys.readouterr().err.strip()
@@ -139,6 +144,12 @@ def test_a_setting_used_by_a_run_of_the_command_or_left_at_its_default_is_taken(
 
     configs = Protocol(preset, (), tuple(overrides.items())).resolve_plan([(None, None, e) for e in experiments])
     assert all(getattr(cfg, k) == v for cfg in configs for k, v in overrides.items())
+
+
+def test_a_key_set_twice_to_the_same_value_is_taken():
+    from rotnet.config import parse_assignments
+
+    assert parse_assignments(["epochs=2", "epochs=2.0", "lr=1e-3"]) == {"epochs": "2.0", "lr": "1e-3"}
 
 
 def test_the_api_refuses_an_unused_setting_as_the_command_line_does(tmp_path):

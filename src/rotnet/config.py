@@ -243,13 +243,18 @@ def apply(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
 
 
 def parse_assignments(items: list[str]) -> dict[str, Any]:
-    """Parse `key=value` strings from `--set`."""
+    """Parse `key=value` strings from `--set`. Each value is checked here, also one that a flag overrides (`--set
+    epochs=abc --epochs 1` trained, the bad value never read), and a key set to two values is refused (the last
+    one won, without a word)."""
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep:
             raise RotnetError(f"--set expects key=value; got {item!r}")
-        out[key.strip()] = value
+        key = key.strip()
+        if coerce(key, value) != coerce(key, out.get(key, value)):
+            raise RotnetError(f"{key} is set twice, as --set {key}={out[key]} and --set {key}={value}; give one")
+        out[key] = value
     return out
 
 
