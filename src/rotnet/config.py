@@ -252,7 +252,8 @@ def parse_assignments(items: list[str]) -> dict[str, Any]:
         if not sep:
             raise RotnetError(f"--set expects key=value; got {item!r}")
         key = key.strip()
-        if coerce(key, value) != coerce(key, out.get(key, value)):
+        checked = coerce(key, value)
+        if key in out and coerce(key, out[key]) != checked:
             raise RotnetError(f"{key} is set twice, as --set {key}={out[key]} and --set {key}={value}; give one")
         out[key] = value
     return out

@@ -90,8 +90,9 @@ def read_regular(path: Path | str, *, follow: bool = True, base: Path | None = N
 
 
 def file_in_the_way(path: Path, fix: str = "name a folder") -> RotnetError | None:
-    """ "X is a file, not a folder" for the first of path's parents (or path) that exists and is no folder: the runs
-    root `notes.txt` said "cannot open notes.txt: Not a directory", and `notes.txt/runs` that it was not writable."""
+    """The error for the first of path's parents (or path itself) that exists and is no folder, "X is a file, not a
+    folder": the runs root `notes.txt` said "cannot open notes.txt: Not a directory", and `notes.txt/runs` that it
+    was not writable. None where nothing is in the way."""
     path = Path(path)
     for p in [*reversed(path.parents), path]:
         if p.exists() and not p.is_dir():

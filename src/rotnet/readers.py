@@ -110,7 +110,7 @@ def _fetch(name: str, root: Path, folder: Path, files: tuple[str, ...], download
         raise in_the_way
     if all((root / f).is_file() for f in files):  # the data folder itself was named, not the folder holding it
         raise RotnetError(f"{root} is the {folder.name} folder itself; pass the folder that holds it: {root.parent}")
-    if [f for f in files if (folder / f).exists()]:  # a part of the copy is there: a download would replace it
+    if any((folder / f).exists() for f in files):  # a part of the copy is there: a download would replace it
         missing = ", ".join(f for f in files if not (folder / f).is_file())
         raise RotnetError(
             f"{folder} lacks {missing} of {name}; restore it, or move that folder away to fetch {name} afresh"
