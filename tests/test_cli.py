@@ -621,6 +621,39 @@ def test_a_mistyped_run_folder_names_the_run_folders_near_it(capsys, tmp_path, c
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("given", ["", "resnet18", "resnet18/rotation"])
+@pytest.mark.parametrize("door", ["probe", "verify", "export", "train --init", "load_backbone", "metadata"])
+def test_a_runs_root_named_where_a_run_is_wanted_names_its_runs(capsys, tmp_path, fake_root, tiny_runs, door, given):
+    """`verify RUNS_ROOT` said "not a rotnet run folder (no config.json)", `export` of an experiment's folder "not a
+    finished rotnet run", and `load_backbone(RUNS_ROOT)` "weights file not found: RUNS_ROOT/model.safetensors": each
+    door that takes a run now names the runs the folder holds (layout.not_a_run)."""
+    import shutil
+
+    import rotnet
+
+    root = tmp_path / "runs"
+    shutil.copytree(tiny_runs / "resnet18/rotation", root / "resnet18/rotation")
+    folder = root / given if given else root
+    before = sorted(tmp_path.rglob("*"))
+    if door in ("load_backbone", "metadata"):
+        with pytest.raises(RotnetError) as e:
+            getattr(rotnet, door)(folder)
+        err = [str(e.value)]
+    else:
+        data = ["--runs-root", str(tmp_path / "new"), "--data-root", str(fake_root), "--no-download"]
+        argv = {
+            "probe": ["probe", str(folder)],
+            "verify": ["verify", str(folder)],
+            "export": ["export", str(folder), str(tmp_path / "out")],
+            "train --init": ["train", "full-from-rotation", *TINY, "--init", str(folder), *data],
+        }[door]
+        assert main(argv) == 2
+        err = [x for x in capsys.readouterr().err.splitlines() if not x.startswith("rotnet: warning")]
+    assert len(err) == 1 and f"{folder} is not a rotnet run folder (" in err[0], err
+    assert f"; it holds {root / 'resnet18/rotation/seed0'}" in err[0], err
+    assert sorted(tmp_path.rglob("*")) == before
+
+
 @pytest.mark.parametrize(
     ("experiment", "args", "toml", "words"),
     [

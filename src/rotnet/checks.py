@@ -13,7 +13,19 @@ from rotnet.config import ADDED, NOT_PROTOCOL, RunConfig, config_diff
 from rotnet.data import Dataset, data_diff, normalization, output_count, short_classes, subset_size, within_folder
 from rotnet.errors import InUse, RotnetError, warn_once
 from rotnet.health import weights_problem
-from rotnet.layout import CHECKPOINTS, CONFIG, MANIFEST, RESULT, WEIGHTS, find_runs, parse_run_dir, read_json, run_dir
+from rotnet.layout import (
+    CHECKPOINTS,
+    CONFIG,
+    MANIFEST,
+    RESULT,
+    WEIGHTS,
+    find_runs,
+    not_a_run,
+    parse_run_dir,
+    read_json,
+    run_dir,
+    runs_below,
+)
 from rotnet.lifecycle import RunContext
 from rotnet.lock import is_locked
 from rotnet.loop import plural, smallest_step
@@ -50,6 +62,8 @@ def init_weights(cfg: RunConfig, runs_root: Path, source: Source | None) -> tupl
     path = weights_file(cfg.init_path) if cfg.init_path else run_dir(runs_root, expected) / WEIGHTS
     make = (source.command if source else "") or f"rotnet train rotation --arch {cfg.arch} --seed {cfg.seed}"
     if not path.is_file() and not (cfg.init_path and (path.parent / CONFIG).is_file()):  # a named run: below
+        if cfg.init_path and Path(cfg.init_path).is_dir() and runs_below(Path(cfg.init_path)):  # a runs root, say
+            raise not_a_run(Path(cfg.init_path), f"no {WEIGHTS}; --init names a run folder or a weights file")
         if cfg.init_path:
             raise RotnetError(f"no rotation weights at {cfg.init_path}; check the --init path")
         raise RotnetError(

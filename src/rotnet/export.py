@@ -145,6 +145,8 @@ def export_run(folder: Path, out: Path) -> Path:
     if not folder.exists():
         raise not_a_run(folder, "")
     refuse_copied_run(folder)
+    if not (folder / CONFIG).is_file():
+        raise not_a_run(folder, f"no {CONFIG}")
     if not (folder / RESULT).is_file() or not (folder / WEIGHTS).is_file():
         raise RotnetError(f"{folder} is not a finished rotnet run (no {RESULT} and {WEIGHTS})")
     rec = open_run(folder, "export", need=(RESULT, WEIGHTS))  # only what rotnet wrote leaves the run folder

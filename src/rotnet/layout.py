@@ -263,22 +263,28 @@ def not_a_run(folder: Path, why: str) -> RotnetError:
     """The error for a folder given as a run that holds none; when it does not exist, it names the run folders
     nearest to it (a mistyped experiment, seed, or a preset's @Npc suffix)."""
     folder = Path(folder)
-    if folder.exists():
-        return RotnetError(f"{folder} is not a rotnet run folder ({why})")
+    if folder.exists():  # a runs root or an experiment's folder: the runs it holds
+        below = runs_named(runs_below(folder) if folder.is_dir() else [])
+        return RotnetError(f"{folder} is not a rotnet run folder ({why})" + (f"; it holds {below}" if below else ""))
     near = folder.parent
     for _ in range(3):  # up to the runs root of ROOT/[DATA/]ARCH/EXPERIMENT/seedN, and no further
         if near.is_dir():
             break
         near = near.parent
-    found = []
-    if near.is_dir():
-        patterns = ("seed*", "*/seed*", "*/*/seed*", "*/*/*/seed*")
-        found = [p for pat in patterns for p in near.glob(pat) if parse_run_dir(p) and (p / CONFIG).is_file()]
-    if not found:
-        return RotnetError(f"{folder} does not exist")
-    found.sort(key=lambda p: -difflib.SequenceMatcher(None, str(p), str(folder)).ratio())
+    found = runs_named(runs_below(near) if near.is_dir() else [], folder)
+    return RotnetError(f"{folder} does not exist" + (f"; run folders near it: {found}" if found else ""))
+
+
+def runs_below(folder: Path) -> list[Path]:
+    patterns = ("seed*", "*/seed*", "*/*/seed*", "*/*/*/seed*")  # ROOT/[DATA/]ARCH/EXPERIMENT/seedN, from any level
+    return [p for pat in patterns for p in folder.glob(pat) if parse_run_dir(p) and (p / CONFIG).is_file()]
+
+
+def runs_named(found: list[Path], like: Path | None = None) -> str:
+    """Up to four run folders (those spelled most like `like` first, else in order), and how many more."""
+    found = sorted(found, key=lambda p: (-difflib.SequenceMatcher(None, str(p), str(like)).ratio() if like else 0, p))
     more = f" (and {len(found) - 4} more)" if len(found) > 4 else ""
-    return RotnetError(f"{folder} does not exist; run folders near it: {', '.join(map(str, found[:4]))}{more}")
+    return ", ".join(map(str, found[:4])) + more if found else ""
 
 
 def read_json(path: Path, *, follow: bool = True) -> Any:

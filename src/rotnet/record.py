@@ -23,7 +23,9 @@ from rotnet.layout import (
     WEIGHTS,
     data_segment,
     is_run_folder,
+    not_a_run,
     parse_run_dir,
+    runs_below,
 )
 from rotnet.manifest import owned_files, read_manifest, sha256_parts
 from rotnet.schema import config_problems, confusion_problems, parse_metrics, result_problems
@@ -261,6 +263,8 @@ def read_weights(
     path = weights_file(named)
     folder = path.parent
     in_run = is_run_folder(folder)
+    if not in_run and not path.is_file() and Path(named).is_dir() and runs_below(Path(named)):  # a runs root, say
+        raise not_a_run(Path(named), f"no {WEIGHTS}")
     if in_run and not path.is_file():
         open_run(folder, purpose, need=(*need, path.name))  # says what is missing, or what is wrong first
     tensors, meta = (ckpt.load_source if cached else ckpt.load_tensors)(path)  # first: the record check then
