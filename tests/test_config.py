@@ -3,6 +3,7 @@ line."""
 
 import os
 import re
+from dataclasses import replace
 
 import pytest
 
@@ -134,7 +135,6 @@ def test_a_setting_that_changes_nothing_or_cannot_train_is_refused(tmp_path, cap
         ("paper", {"momentum": 0.9, "nesterov": False}, ["rotation"]),  # the defaults: nothing asked goes unused
         ("strong", {"optimizer": "adam"}, ["rotation"]),  # the preset's nesterov is the preset's, not the user's
         ("paper", {"freeze_bn": True}, ["layer4-from-rotation"]),
-        ("paper", {"freeze_bn": True}, list(EXPERIMENTS)),  # reproduce --freeze-bn: the layer4 runs use it
         ("paper", {"rotations_per_image": 4}, ["full-from-rotation"]),  # picks the rotation run it starts from
         ("paper", {"pretrain_dataset": "cifar100"}, ["layer4-from-rotation"]),
     ],
@@ -144,6 +144,30 @@ def test_a_setting_used_by_a_run_of_the_command_or_left_at_its_default_is_taken(
 
     configs = Protocol(preset, (), tuple(overrides.items())).resolve_plan([(None, None, e) for e in experiments])
     assert all(getattr(cfg, k) == v for cfg in configs for k, v in overrides.items())
+
+
+LAYER4 = ("layer4-from-rotation", "layer4-from-random")
+ROTATION = ("rotation", "layer4-from-rotation", "full-from-rotation")
+
+
+@pytest.mark.parametrize(
+    "overrides, users",
+    [
+        ({"freeze_bn": True}, LAYER4),
+        ({"rotations_per_image": 4}, ROTATION),
+        ({"optimizer": "sgd", "momentum": 0.5, "nesterov": True}, tuple(EXPERIMENTS)),  # every run uses them
+    ],
+)
+def test_a_run_of_a_plan_records_a_setting_only_where_it_is_used(overrides, users):
+    """`reproduce --freeze-bn` recorded freeze_bn on its rotation and whole-network runs too, where it changes nothing,
+    so over the runs of a plain `reproduce` it refused to reuse the rotation run ("freeze_bn: False -> True"): a
+    run that leaves a command-line setting unused is the run the command without it makes."""
+    from rotnet.protocol import Protocol
+
+    plan = [(None, None, e) for e in EXPERIMENTS]
+    given, plain = Protocol("paper", (), tuple(overrides.items())).resolve_plan(plan), Protocol().resolve_plan(plan)
+    for cfg, cfg0 in zip(given, plain, strict=True):
+        assert cfg == (replace(cfg0, **overrides) if cfg.experiment in users else cfg0), cfg.experiment
 
 
 def test_a_key_set_twice_to_the_same_value_is_taken():

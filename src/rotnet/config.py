@@ -175,6 +175,19 @@ def validate(cfg: RunConfig) -> RunConfig:
     return cfg
 
 
+def drop_unused(cfg: RunConfig, given: dict[str, Any]) -> RunConfig:
+    """cfg with each key the command line gives but this run leaves unused at its default (`reproduce --freeze-bn`:
+    the layer4 runs freeze BatchNorm, the rotation run records what it did, and stays the run a plain reproduce made,
+    which it reuses). A preset's or a file's values are the protocol's, and kept."""
+    unused = {k: DEFAULTS[k] for k in given if k in USED_ONLY_WITH and not uses(cfg, k)}
+    return replace(cfg, **unused) if unused else cfg
+
+
+def uses(cfg: RunConfig, key: str) -> bool:
+    decider, used_with, _ = USED_ONLY_WITH[key]
+    return getattr(cfg, decider) in used_with
+
+
 def refuse_unused(cfgs: list[RunConfig], given: dict[str, Any]) -> None:
     """A value the command line gives a key that every run of the command leaves unused (`--momentum` with Adam,
     `--lr-gamma` under the cosine schedule, `--freeze-bn` with nothing frozen) is refused: it would change nothing,
@@ -183,7 +196,7 @@ def refuse_unused(cfgs: list[RunConfig], given: dict[str, Any]) -> None:
         if key not in USED_ONLY_WITH or coerce(key, value) == DEFAULTS[key]:
             continue
         decider, used_with, hint = USED_ONLY_WITH[key]
-        if cfgs and all(getattr(c, decider) not in used_with for c in cfgs):
+        if cfgs and not any(uses(c, key) for c in cfgs):
             had = " or ".join(sorted({str(getattr(c, decider)) for c in cfgs}))
             whose = "this run's" if len(cfgs) == 1 else "every run's"
             raise RotnetError(

@@ -9,7 +9,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from rotnet.config import RunConfig, layered, read_toml, refuse_unused, validate
+from rotnet.config import RunConfig, drop_unused, layered, read_toml, refuse_unused, validate
 from rotnet.errors import RotnetError, unknown
 from rotnet.experiments import EXPERIMENTS, refuse_contradictions
 
@@ -47,9 +47,10 @@ class Protocol:
         documents += [(str(f), read_toml(Path(f))) for f in self.config_files]
         command_line = dict(self.overrides) | {k: v for k, v in identity.items() if v is not None}
         names = {"experiment": tuple(EXPERIMENTS)}
-        return refuse_contradictions(
+        cfg = refuse_contradictions(
             experiment, layered(validate(EXPERIMENTS[experiment]), documents, command_line, names)
         )
+        return drop_unused(cfg, dict(self.overrides))
 
     def resolve_plan(self, runs: Iterable[tuple[str | None, int | None, str]]) -> list[RunConfig]:
         """The configurations of one command's runs, (arch, seed, experiment) each as experiments.plan lists them
