@@ -62,9 +62,9 @@ def init_weights(cfg: RunConfig, runs_root: Path, source: Source | None) -> tupl
     path = weights_file(cfg.init_path) if cfg.init_path else run_dir(runs_root, expected) / WEIGHTS
     make = (source.command if source else "") or f"rotnet train rotation --arch {cfg.arch} --seed {cfg.seed}"
     if not path.is_file() and not (cfg.init_path and (path.parent / CONFIG).is_file()):  # a named run: below
-        if cfg.init_path and Path(cfg.init_path).is_dir() and runs_below(Path(cfg.init_path)):  # a runs root, say
-            raise not_a_run(Path(cfg.init_path), f"no {WEIGHTS}; --init names a run folder or a weights file")
         if cfg.init_path:
+            if runs_below(Path(cfg.init_path)):  # a runs root, say
+                raise not_a_run(Path(cfg.init_path), f"no {WEIGHTS}; --init names a run folder or a weights file")
             raise RotnetError(f"no rotation weights at {cfg.init_path}; check the --init path")
         raise RotnetError(
             f"no rotation weights at {path}; {other_rotation_runs(cfg, runs_root, path)}make them with: {make} "

@@ -142,11 +142,9 @@ def export_run(folder: Path, out: Path) -> Path:
     from rotnet.record import open_run
 
     folder, out = Path(folder), Path(out)
-    if not folder.exists():
-        raise not_a_run(folder, "")
-    refuse_copied_run(folder)
-    if not (folder / CONFIG).is_file():
+    if not (folder / CONFIG).is_file():  # as verify and probe ask: a missing folder names the runs near it
         raise not_a_run(folder, f"no {CONFIG}")
+    refuse_copied_run(folder)
     if not (folder / RESULT).is_file() or not (folder / WEIGHTS).is_file():
         raise RotnetError(f"{folder} is not a finished rotnet run (no {RESULT} and {WEIGHTS})")
     rec = open_run(folder, "export", need=(RESULT, WEIGHTS))  # only what rotnet wrote leaves the run folder

@@ -264,18 +264,20 @@ def not_a_run(folder: Path, why: str) -> RotnetError:
     nearest to it (a mistyped experiment, seed, or a preset's @Npc suffix)."""
     folder = Path(folder)
     if folder.exists():  # a runs root or an experiment's folder: the runs it holds
-        below = runs_named(runs_below(folder) if folder.is_dir() else [])
+        below = runs_named(runs_below(folder))
         return RotnetError(f"{folder} is not a rotnet run folder ({why})" + (f"; it holds {below}" if below else ""))
     near = folder.parent
     for _ in range(3):  # up to the runs root of ROOT/[DATA/]ARCH/EXPERIMENT/seedN, and no further
         if near.is_dir():
             break
         near = near.parent
-    found = runs_named(runs_below(near) if near.is_dir() else [], folder)
+    found = runs_named(runs_below(near), folder)
     return RotnetError(f"{folder} does not exist" + (f"; run folders near it: {found}" if found else ""))
 
 
 def runs_below(folder: Path) -> list[Path]:
+    """Run folders at any depth a runs root's, an arch's or an experiment's folder holds them (none below a file or
+    a missing path)."""
     patterns = ("seed*", "*/seed*", "*/*/seed*", "*/*/*/seed*")  # ROOT/[DATA/]ARCH/EXPERIMENT/seedN, from any level
     return [p for pat in patterns for p in folder.glob(pat) if parse_run_dir(p) and (p / CONFIG).is_file()]
 

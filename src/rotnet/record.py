@@ -263,7 +263,7 @@ def read_weights(
     path = weights_file(named)
     folder = path.parent
     in_run = is_run_folder(folder)
-    if not in_run and not path.is_file() and Path(named).is_dir() and runs_below(Path(named)):  # a runs root, say
+    if not in_run and not path.is_file() and runs_below(Path(named)):  # a runs root, say
         raise not_a_run(Path(named), f"no {WEIGHTS}")
     if in_run and not path.is_file():
         open_run(folder, purpose, need=(*need, path.name))  # says what is missing, or what is wrong first
