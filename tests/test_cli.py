@@ -274,13 +274,58 @@ def test_a_transfer_with_other_epochs_leads_with_init_and_every_suggested_comman
     assert (tmp_path / "resnet18/rotation/seed0.old1/model.safetensors").is_file()  # the 1-epoch run, kept
 
 
-@pytest.mark.parametrize("size", ["100000", "4097", "7"])
-def test_an_impossible_image_size_is_one_line_before_anything_is_written(tmp_path, fake_root, capsys, size):
-    """`--image-size 100000` asked for a 3 TB array (a sparse file for a folder, memory for CIFAR-10)."""
-    assert cli("train", "rotation", "--image-size", size, root=tmp_path / "runs", data=fake_root) == 2
+def data_commands(run: Path, out: Path, data: Path) -> dict[str, list[str]]:
+    """Every command that reads a dataset a user names (its name or size), as argv before that flag."""
+    flags = ["--data-root", str(data), "--no-download", "--device", "cpu"]
+    return {
+        "train": ["train", "rotation", *TINY, "--runs-root", str(out / "runs"), *flags],
+        "probe": ["probe", str(run), "--epochs", "1", *flags],
+        "verify": ["verify", str(run), *flags],
+        "export-images": ["export-images", "cifar10", str(out / "png"), *flags[:3]],
+    }
+
+
+@pytest.mark.parametrize("command", ["train", "probe", "export-images"])
+@pytest.mark.parametrize("size", ["100000", "4097", "7", "-3"])
+def test_an_impossible_image_size_is_one_line_before_anything_is_written(
+    tiny_runs, tmp_path, fake_root, capsys, command, size
+):
+    """`--image-size 100000` asked for a 3 TB array (a sparse file for a folder, memory for CIFAR-10). Train refused
+    it; probe and export-images had no check (100000: a traceback after the data was read; 7: taken; probe -3: a
+    traceback): every size now passes config.check_image_size, asked by the one loader of data."""
+    run = shutil.copytree(tiny_runs, tmp_path / "copy") / "resnet18/rotation/seed0"
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    argv = data_commands(run, tmp_path, fake_root)[command]
+    assert main([*argv, "--image-size", size]) == 2
     err = capsys.readouterr().err
-    assert "image_size must be 0 (the dataset's own) or from 8 to 4096" in err and err.count("\n") == 1
-    assert not (tmp_path / "runs").exists()
+    assert f"image_size must be 0 (the dataset's own) or from 8 to 4096; got {size}" in err and err.count("\n") == 1
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize(
+    ("command", "name"),
+    [(c, n) for c in ("train", "probe", "verify", "export-images") for n in ("", " ")] + [("--pretrain-dataset", " ")],
+)  # --pretrain-dataset '' is its default: the run's own dataset
+def test_an_empty_dataset_name_is_refused_never_read_as_the_working_folder(
+    tiny_runs, tmp_path, fake_root, capsys, monkeypatch, command, name
+):
+    """`--dataset "$DATA"` with DATA unset: probe and export-images read the working folder as an image folder (and
+    wrote a .rotnet-cache into it); verify took it as not given and verified on the recorded data. A variant:
+    `--pretrain-dataset " "` ('' means the run's own dataset) named a folder called " "."""
+    run = shutil.copytree(tiny_runs, tmp_path / "copy") / "resnet18/rotation/seed0"
+    (work := tmp_path / "work").mkdir()
+    monkeypatch.chdir(work)
+    key = "pretrain_dataset" if command == "--pretrain-dataset" else "dataset"
+    if command == "--pretrain-dataset":
+        argv = [*data_commands(run, tmp_path, fake_root)["train"], "--pretrain-dataset", name]
+        argv[1] = "layer4-from-rotation"
+    else:
+        argv = data_commands(run, tmp_path, fake_root)[command]
+        argv = [*argv[:1], name, *argv[2:]] if command == "export-images" else [*argv, "--dataset", name]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{key} must name a dataset or an image folder; got {name!r}" in err and err.count("\n") == 1
+    assert not any(work.iterdir()) and not (run / "verify.json").exists()
 
 
 def test_missing_data_root(capsys, tmp_path):

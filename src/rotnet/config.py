@@ -126,7 +126,7 @@ DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(RunConfig)}
 CHOICES: dict[str, tuple] = {k: typing.get_args(t) for k, t in HINTS.items() if typing.get_origin(t) is Literal}
 HELP: dict[str, str] = {f.name: f.metadata.get("help", "") for f in fields(RunConfig)}
 POSITIVE = ("epochs", "batch_size", "lr", "lr_step_epochs", "lr_gamma", "eval_batch_size", "eval_every")
-NON_NEGATIVE = ("weight_decay", "momentum", "train_per_class", "knn_every", "seed", "image_size")
+NON_NEGATIVE = ("weight_decay", "momentum", "train_per_class", "knn_every", "seed")  # image_size: check_image_size
 # Keys used only when another key has one of some values (elsewhere a value given for them changes nothing), and
 # what a user would pass to use them.
 USED_ONLY_WITH = {
@@ -166,13 +166,23 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise RotnetError(f"momentum must be below 1; got {cfg.momentum!r}")
     if cfg.optimizer == "sgd" and cfg.nesterov and cfg.momentum == 0:
         raise RotnetError("nesterov needs a momentum above 0; got momentum 0.0 (pass --momentum, or --no-nesterov)")
-    if not cfg.dataset.strip():
-        raise RotnetError("dataset must name a dataset or an image folder")
-    if 0 < cfg.image_size < 8 or cfg.image_size > MAX_IMAGE_SIZE:
-        raise RotnetError(
-            f"image_size must be 0 (the dataset's own) or from 8 to {MAX_IMAGE_SIZE}; got {cfg.image_size}"
-        )
+    check_dataset(cfg.dataset)
+    check_image_size(cfg.image_size)
     return cfg
+
+
+# The one check of a dataset and of an image size, whoever names them (a run's configuration, `probe --dataset
+# --image-size`, `export-images`, `verify --dataset`): rotnet.datasets.load_dataset asks both before reading any data.
+def check_dataset(dataset: str, key: str = "dataset") -> str:
+    if not dataset.strip():  # an unset variable: read as ".", the working folder would be taken for an image folder
+        raise RotnetError(f"{key} must name a dataset or an image folder; got {dataset!r}")
+    return dataset
+
+
+def check_image_size(size: int) -> int:
+    if not 0 <= size <= MAX_IMAGE_SIZE or 0 < size < 8:
+        raise RotnetError(f"image_size must be 0 (the dataset's own) or from 8 to {MAX_IMAGE_SIZE}; got {size}")
+    return size
 
 
 def drop_unused(cfg: RunConfig, given: dict[str, Any]) -> RunConfig:
@@ -209,6 +219,9 @@ def canonical(cfg: RunConfig) -> RunConfig:
     """One spelling per run: a rotation run trains on the pretraining dataset (so `--dataset X --pretrain-dataset
     Y` names the same runs for every experiment), only a from-rotation run keeps a pretrain_dataset, when it
     differs from its own, and an image folder is named by its absolute path."""
+    check_dataset(cfg.dataset)  # before a blank name is made absolute: the working folder
+    if cfg.pretrain_dataset:  # '': the run's own dataset
+        check_dataset(cfg.pretrain_dataset, "pretrain_dataset")
     folders = {k: str(Path(v).expanduser().absolute()) for k in ("dataset", "pretrain_dataset")
                if (v := getattr(cfg, k)) and v not in DATASETS}  # fmt: skip
     cfg = replace(cfg, **folders)

@@ -8,7 +8,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from rotnet import __version__
-from rotnet.config import CHOICES, HELP, RunConfig, coerce, parse_assignments
+from rotnet.config import CHOICES, HELP, RunConfig, check_dataset, coerce, parse_assignments
 from rotnet.errors import RotnetError, unknown
 from rotnet.experiments import EXPERIMENTS
 from rotnet.protocol import Protocol, preset_names
@@ -69,6 +69,14 @@ def path(text: str) -> Path:
     if not text.strip():
         raise argparse.ArgumentTypeError("an empty path; name a file or folder")
     return Path(text)
+
+
+def dataset(text: str) -> str:
+    """A dataset argument (a name, or an image folder's path): an empty one is refused as an empty path is."""
+    try:
+        return check_dataset(text)
+    except RotnetError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def flag_type(key: str):
@@ -283,7 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="keep the extracted features in DIR, so a probe with another head skips extraction (default: not kept)",
     )
-    p.add_argument("--dataset", default=None, help="the labeled data to probe on (default: the run's own)")
+    p.add_argument(
+        "--dataset", type=dataset, default=None, help="the labeled data to probe on (default: the run's own)"
+    )
     p.add_argument("--image-size", type=int, default=None, help="its image size (default: the run's)")
     add_data_flags(p)
 
@@ -306,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--dataset",
+        type=dataset,
         default=None,
         metavar="PATH",
         help="where a folder run's images are now (moved, or another machine): the same images, checked",
@@ -313,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_flags(p)
 
     p = command("export-images", "write a dataset as an image folder of PNGs (SPLIT/CLASS/NNNNN.png)")
-    p.add_argument("dataset", help="a dataset name (cifar10, ...) or an image folder")
+    p.add_argument("dataset", type=dataset, help="a dataset name (cifar10, ...) or an image folder")
     p.add_argument("out", type=path, help="a new folder")
     p.add_argument("--unlabeled", action="store_true", help="no class folders: SPLIT/NNNNN.png")
     p.add_argument("--train-range", default=None, metavar="A:B", help="only training images A..B-1 (default: all)")

@@ -25,7 +25,7 @@ import torch
 from rotnet import checkpoint as ckpt
 from rotnet import files, kernels
 from rotnet.checks import refuse_missing_keys, refuse_other_data
-from rotnet.config import ADDED, NO_OPTIONS, DataOptions, from_dict, with_defaults
+from rotnet.config import ADDED, NO_OPTIONS, DataOptions, check_dataset, from_dict, with_defaults
 from rotnet.data import is_named, normalization, output_count
 from rotnet.datasets import load_for
 from rotnet.errors import RotnetError
@@ -200,9 +200,11 @@ def verify(
     if cfg.init == "rotation":
         path, tensors = source_weights(folder, record)  # read and hashed once, then used for init
         cfg, weights = replace(cfg, init_path=str(path)), (tensors, {})
-    if dataset and is_named(cfg.dataset):
+    if dataset is not None:
+        check_dataset(dataset)  # "" is no folder: resolved, it would name the working folder
+    if dataset is not None and is_named(cfg.dataset):
         raise RotnetError(f"{folder} was trained on {cfg.dataset}, not an image folder; point --data-root at its files")
-    data = load_for(replace(cfg, dataset=str(Path(dataset).resolve())) if dataset else cfg, data)
+    data = load_for(replace(cfg, dataset=str(Path(dataset).resolve())) if dataset is not None else cfg, data)
     fix = "point --data-root at it" if is_named(cfg.dataset) else "name the folder that holds them with --dataset PATH"
     refuse_other_data(folder, data, record, fix)  # the same images, wherever they are
     threads = recorded_threads(record) if dev.type == "cpu" else None
