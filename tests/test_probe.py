@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from rotnet.cli import main
 from rotnet.evaluate import STAGES
@@ -296,28 +297,67 @@ def test_a_cache_path_that_is_a_file_is_named_in_one_line(tiny_runs, tmp_path, f
     assert err.endswith("; pass another --cache-dir") and file.read_text() == "mine"
 
 
-@pytest.mark.parametrize(("pool", "free_for_pool"), [(2, 2), (3, 2), (4, 1), (2, 0.5)])
+# ResNet18's stages on 32 px images (ImageNet stem): channels and the side of each square map.
+MAPS_32PX = {"conv1": (64, 16), "layer1": (64, 8), "layer2": (128, 4), "layer3": (256, 2), "layer4": (512, 1)}
+
+
+def feature_bytes(pool: int, images: int = 80 + 16) -> int:
+    """float32 features of every stage, pooled to a pool x pool grid or the stage's whole map where smaller."""
+    return 4 * images * sum(c * min(pool, side) ** 2 for c, side in MAPS_32PX.values())
+
+
+@pytest.mark.parametrize(("pool", "free"), [(2, 2), (3, 3), (3, 2), (4, 3), (10, 4), (2, 1), (1, 0.5)])
 def test_features_that_cannot_fit_in_memory_are_refused_before_extraction(
-    tiny_runs, tmp_path, fake_root, capsys, monkeypatch, pool, free_for_pool
+    tiny_runs, tmp_path, fake_root, capsys, monkeypatch, pool, free
 ):
-    """`--pool 10` on CIFAR-10 keeps some 23 GB of float32 features: it was killed for memory after minutes of
+    """`--pool 10` on CIFAR-10 kept some 23 GB of float32 features: it was killed for memory after minutes of
     extraction. The features' size is known from one image; more than the host has free is refused in one line,
-    naming the largest --pool that fits."""
+    naming the largest --pool that fits. `free`: the bytes free, as those --pool `free` needs (0.5: half of 1's)."""
     import shutil
 
     import rotnet.probe
 
     run = shutil.copytree(tiny_runs / "resnet18/rotation/seed0", tmp_path / "resnet18/rotation/seed0")
-    per_image_at_1 = (64 + 64 + 128 + 256 + 512) * 4  # ResNet18's stages (conv1, layer1-4), float32
-    images = 80 + 16  # the fake CIFAR-10's train and test images
-    free = int(per_image_at_1 * images * free_for_pool**2)
-    monkeypatch.setattr(rotnet.probe, "host_memory_available", lambda: free, raising=False)
+    available = int(feature_bytes(int(free)) if free >= 1 else feature_bytes(1) * free)
+    monkeypatch.setattr(rotnet.probe, "host_memory_available", lambda: available, raising=False)
     args = ["probe", str(run), "--pool", str(pool), "--epochs", "1", "--data-root", str(fake_root), "--no-download"]
-    fits = pool <= free_for_pool
+    fits = feature_bytes(pool) <= available
     assert main(args) == (0 if fits else 2)
     if not fits:
         err = [line for line in capsys.readouterr().err.splitlines() if "warning: CIFAR-10" not in line]
         assert len(err) == 1 and f"--pool {pool} keeps" in err[0], err
-        largest = int(free_for_pool)
+        largest = max((p for p in range(1, pool) if feature_bytes(p) <= available), default=0)
         assert (f"--pool {largest} or less fits" if largest else "even --pool 1") in err[0], err
         assert not (run / "probe").exists()
+
+
+@pytest.mark.parametrize("size", [32, 64])
+@pytest.mark.parametrize("pool", [1, 2, 3, 5, 16, 100])
+def test_each_stage_is_pooled_to_the_grid_or_its_whole_map_never_copied(size, pool):
+    """Adaptive pooling to a grid larger than a stage's map copies its values: `--pool 100` on 32 px images probed
+    10,000 copies of each layer4 feature, and `--pool 2` four. Each stage keeps min(pool, its side) per side."""
+    from rotnet.evaluate import extract
+    from rotnet.models import build_model
+
+    model = build_model("resnet18", 10, "imagenet")
+    images = torch.randint(0, 256, (3, 3, size, size), dtype=torch.uint8)
+    feats = extract(model, images, pool=pool, batch_size=3)
+    for stage, (channels, side_at_32) in MAPS_32PX.items():
+        side = side_at_32 * size // 32
+        assert feats[stage].shape == (3, channels * min(pool, side) ** 2), stage
+    whole = extract(model, images, pool=size, batch_size=3)  # every map kept whole: each cell once
+    for stage, (_, side_at_32) in MAPS_32PX.items():
+        if pool >= side_at_32 * size // 32:
+            torch.testing.assert_close(feats[stage], whole[stage])
+
+
+def test_a_probe_records_each_stages_grid_and_says_which_it_keeps_whole(tiny_runs, tmp_path, fake_root, capsys):
+    import shutil
+
+    run = shutil.copytree(tiny_runs / "resnet18/rotation/seed0", tmp_path / "resnet18/rotation/seed0")
+    args = ["probe", str(run), "--pool", "4", "--epochs", "1", "--data-root", str(fake_root), "--no-download"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "pooled 4x4 (a smaller map is kept whole: layer3 2x2, layer4 1x1)" in out
+    saved = json.loads((run / "probe/probe-linear-pool4-e1.json").read_text())
+    assert saved["grids"] == {"conv1": "4x4", "layer1": "4x4", "layer2": "4x4", "layer3": "2x2", "layer4": "1x1"}

@@ -66,6 +66,13 @@ def stage_outputs(model: nn.Module, x: torch.Tensor, stages: tuple[str, ...] = S
     return {k: out[k] for k in stages}
 
 
+def grid(pool: int, shape: tuple[int, ...]) -> tuple[int, int]:
+    """The pooling grid of a stage's (..., H, W) map: pool x pool, but never more than the map. Adaptive pooling to
+    a larger grid copies values: `--pool 100` on 32 px images (layer4's map is 1x1) probed 10,000 copies of each
+    feature, as "pooled 100x100"."""
+    return min(pool, shape[-2]), min(pool, shape[-1])
+
+
 @torch.inference_mode()
 def extract(
     model: nn.Module,
@@ -79,8 +86,9 @@ def extract(
     norm: tuple = REFERENCE_NORM,
     desc: str = "",
 ) -> dict[str, torch.Tensor]:
-    """Pooled features (N, C * pool * pool) of each stage for uint8 images (N, 3, H, W); no augmentation.
-    pool=1 is global average pooling; pool=2 keeps a 2x2 spatial grid. `desc`: a progress bar's name (none without)."""
+    """Pooled features (N, C * h * w) of each stage for uint8 images (N, 3, H, W), (h, w) its `grid`; no
+    augmentation. pool=1 is global average pooling; pool=2 keeps a 2x2 spatial grid. `desc`: a progress bar's name
+    (none without)."""
     model.eval()
     device = next(model.parameters()).device
     parts: dict[str, list[torch.Tensor]] = {s: [] for s in stages}
@@ -90,7 +98,7 @@ def extract(
         with autocast(device, precision):
             outs = stage_outputs(model, x, stages)
         for s, v in outs.items():
-            parts[s].append(nn.functional.adaptive_avg_pool2d(v.float(), pool).flatten(1).cpu())
+            parts[s].append(nn.functional.adaptive_avg_pool2d(v.float(), grid(pool, v.shape)).flatten(1).cpu())
     return {s: torch.cat(v) for s, v in parts.items()}
 
 

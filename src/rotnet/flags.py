@@ -282,7 +282,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["linear", "mlp"],
         help="the classifier on each stage's features: linear, or mlp (Linear-BN-ReLU-Linear, 512 hidden)",
     )
-    p.add_argument("--pool", type=int, default=1, help="spatial grid of the average pooling (1: global)")
+    p.add_argument(
+        "--pool",
+        type=int,
+        default=1,
+        help="spatial grid of the average pooling (1: global; a stage's smaller map is kept whole)",
+    )
     p.add_argument("--epochs", type=int, default=30, help="epochs of each head's training on the frozen features")
     p.add_argument(
         "--feature-cache",

@@ -23,7 +23,7 @@ from rotnet.augment import REFERENCE_NORM
 from rotnet.config import RunConfig, from_dict, with_defaults
 from rotnet.data import Dataset, data_diff
 from rotnet.errors import RotnetError
-from rotnet.evaluate import STAGES, extract, stage_outputs
+from rotnet.evaluate import STAGES, extract, grid, stage_outputs
 from rotnet.layout import CONFIG, WEIGHTS, not_a_run, refuse_copied_run
 from rotnet.lock import RunLock
 from rotnet.manifest import Seal
@@ -55,10 +55,26 @@ def recorded_norm(record: dict) -> tuple:
     return (tuple(norm["mean"]), tuple(norm["std"])) if isinstance(norm, dict) else REFERENCE_NORM
 
 
-def features(model: nn.Module, data: Dataset, pool: int, norm: tuple, cache: Path | None, digest: str) -> dict:
+def stage_maps(model: nn.Module, data: Dataset) -> dict[str, tuple[int, int, int]]:
+    """Each stage's (channels, height, width) on the data's images, from a blank image (eval mode: the weights and
+    their statistics unchanged)."""
+    with torch.inference_mode():
+        blank = torch.zeros(1, 3, *data.train_images.shape[-2:])
+        return {s: tuple(v.shape[1:]) for s, v in stage_outputs(model.eval(), blank).items()}
+
+
+def grids(maps: dict[str, tuple[int, int, int]], pool: int) -> dict[str, str]:
+    """Each stage's pooling grid as text ('2x2'): what its features are, recorded with them."""
+    return {s: "x".join(map(str, grid(pool, shape))) for s, shape in maps.items()}
+
+
+def features(
+    model: nn.Module, data: Dataset, pool: int, grid_text: dict, norm: tuple, cache: Path | None, digest: str
+) -> dict:
     """Train and test features of every stage; with a cache folder, kept there as safetensors keyed by the weights,
-    the pooling and the data (a probe with another head then skips extraction)."""
-    key = {"weights": digest, "pool": pool, "data": data.fingerprint}
+    the pooling (each stage's grid: an entry from before grids were capped at a stage's map holds copies) and the
+    data (a probe with another head then skips extraction)."""
+    key = {"weights": digest, "pool": pool, "grids": grid_text, "data": data.fingerprint}
     data_id = hashlib.sha256(json.dumps(data.fingerprint, sort_keys=True).encode()).hexdigest()
     path = cache / f"features-{digest[:16]}-pool{pool}-{data_id[:16]}.safetensors" if cache else None
     if path is not None and path.is_file():
@@ -78,21 +94,23 @@ def features(model: nn.Module, data: Dataset, pool: int, norm: tuple, cache: Pat
     return tensors
 
 
-def refuse_features_beyond_memory(model: nn.Module, data: Dataset, pool: int) -> None:
-    """The features of every stage are kept in memory (float32), pool x pool per channel: `--pool 10` on CIFAR-10 is
-    some 23 GB for ResNet18, and was killed for memory after minutes of extraction. Sized from one image, refused
-    up front when more than the host has free, naming the largest --pool that fits."""
-    with torch.inference_mode():  # the stages' channels, from a blank image of the data's size
-        blank = torch.zeros(1, 3, *data.train_images.shape[-2:])
-        per_image = sum(v.shape[1] for v in stage_outputs(model.eval(), blank).values()) * pool * pool
+def refuse_features_beyond_memory(maps: dict[str, tuple[int, int, int]], data: Dataset, pool: int) -> None:
+    """The features of every stage are kept in memory (float32), its grid's cells per channel: `--pool 10` on
+    96 px STL-10 is some 20 GB for ResNet18; on CIFAR-10 (before grids were capped at a stage's map) it was killed
+    for memory after minutes of extraction. Sized from the stages' maps, refused up front when more than the host has
+    free, naming the largest --pool that fits."""
+
+    def per_image(p: int) -> int:
+        return sum(c * math.prod(grid(p, shape)) for c, *shape in maps.values())
+
     count = len(data.train_images) + len(data.test_images)
-    need, free = count * per_image * 4, host_memory_available()
+    need, free = count * per_image(pool) * 4, host_memory_available()
     if need <= free:
         return
-    largest = math.isqrt(pool * pool * free // need)  # the features grow as pool squared
+    largest = next((p for p in range(pool - 1, 0, -1) if count * per_image(p) * 4 <= free), 0)
     fix = f"--pool {largest} or less fits" if largest else "even --pool 1 does not fit; probe on fewer images"
     raise RotnetError(
-        f"--pool {pool} keeps {need / 1e9:.3g} GB of features ({per_image:,} an image, {count:,} images), more "
+        f"--pool {pool} keeps {need / 1e9:.3g} GB of features ({per_image(pool):,} an image, {count:,} images), more "
         f"than the {free / 1e9:.3g} GB free here; {fix}"
     )
 
@@ -183,10 +201,15 @@ def probe(
     norm = recorded_norm(record.config)
     start = initial_model(cfg.arch, n, cfg.stem, cfg.seed)  # as the run started
     random_init = start.state_dict()
-    refuse_features_beyond_memory(start, data, pool)  # eval-mode shapes only: its weights and statistics unchanged
+    maps = stage_maps(start, data)
+    refuse_features_beyond_memory(maps, data, pool)
+    grid_text = results["grids"] = grids(maps, pool)
+    whole = [f"{s} {g}" for s, g in grid_text.items() if g != f"{pool}x{pool}"]
     log(
         f"probe: {len(data.train_images):,} train and {len(data.test_images):,} test images of {described}; "
-        f"features of {len(STAGES)} stages ({', '.join(STAGES)}), pooled {pool}x{pool}, from the run's weights and "
+        f"features of {len(STAGES)} stages ({', '.join(STAGES)}), pooled {pool}x{pool}"
+        + (f" (a smaller map is kept whole: {', '.join(whole)})" if whole else "")
+        + ", from the run's weights and "
         f"from random init; a {head} head on each ({2 * len(STAGES)} heads, {epochs} epoch{'s' * (epochs != 1)} each)"
     )
     for which, state in (("pretrained", weights), ("random", random_init)):
@@ -194,7 +217,7 @@ def probe(
         check_keys(state, model.state_dict(), f"{folder / WEIGHTS}")
         model.load_state_dict(state)
         model.to(device).to(memory_format=torch.channels_last)
-        feats = features(model, data, pool, norm, cache, ckpt.digest(state))
+        feats = features(model, data, pool, grid_text, norm, cache, ckpt.digest(state))
         accs = {}
         with tqdm(total=len(STAGES) * epochs, desc=f"{which} heads", unit="epoch", leave=False, disable=None) as bar:
             for stage in STAGES:
