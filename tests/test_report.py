@@ -108,6 +108,37 @@ def test_a_presets_subset_runs_are_rows_naming_their_data(tiny_runs, tmp_path):
     assert "| full-from-random | resnet18 | cifar10 | 82.79 |" not in report and "Label efficiency" not in report
 
 
+R18 = ["rotation", "layer4-from-rotation", "layer4-from-random", "full-from-rotation", "full-from-random"]
+
+
+@pytest.mark.parametrize(
+    ("log", "planned", "listed"),
+    [
+        # a label-efficiency plan: its rotation run and subset arms; the reference's transfer rows were "not run"
+        (
+            "label-efficiency.json",
+            ["resnet18/rotation/seed0", "resnet18/full-from-rotation@2pc/seed0", "resnet18/full-from-random@2pc/seed0"],
+            [("resnet18", "rotation")],
+        ),
+        ("reproduce.json", [f"resnet18/{e}/seed0" for e in R18], [("resnet18", e) for e in R18]),  # the paper plan
+        (None, [], [("resnet18", e) for e in R18]),  # `train` runs, no plan: what is missing of their arch is said
+        # a plan of ResNet34 beside a ResNet18 rotation run trained by hand: ResNet18's transfer rows were "not run"
+        (
+            "reproduce.json",
+            ["resnet34/rotation/seed0", "resnet34/full-from-rotation/seed0"],
+            [("resnet18", "rotation"), ("resnet34", "rotation"), ("resnet34", "full-from-rotation")],
+        ),
+    ],
+)
+def test_the_reference_rows_listed_are_those_run_or_planned_here(tiny_runs, tmp_path, log, planned, listed):
+    fabricate(tiny_runs / "resnet18/rotation/seed0", tmp_path / "resnet18/rotation/seed0")
+    if log:
+        (tmp_path / log).write_text(json.dumps({"runs": planned}))
+    report = write_report(tmp_path).read_text()
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in report.splitlines() if line.startswith("|")]
+    assert {(c[1], c[0]) for c in cells if c[2:3] == ["cifar10"]} == set(listed)  # (arch, experiment) of each row
+
+
 def test_a_run_older_than_a_setting_shows_its_default_and_the_commits_that_resumed_it(tiny_runs, tmp_path):
     """config.json of a run started before rotnet had a key lacks it; the run used the key's default, so the report
     shows that, not a blank. Resumes name their commits. (Such a run predates manifests: it reads as unsealed.)"""

@@ -93,3 +93,46 @@ def test_the_provenance_names_the_cpu_a_run_recorded(record, shown):
     from rotnet.sections import device_text
 
     assert device_text(record) == shown
+
+
+def subset_run(segment: str, arch: str, experiment: str, seed: int, per_class: int, acc: float) -> dict:
+    """A finished subset run as rotnet.report.collect gives it, for the label-efficiency section."""
+    task = "rotation" if experiment == "rotation" else "classification"
+    return {
+        "segment": segment, "arch": arch, "experiment": experiment, "seed": seed, "per_class": per_class,
+        "status": "finished", "cfg": {"task": task}, "result": {"test_acc": acc},
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("runs", "header", "row"),
+    [
+        (  # two seeds of one arm on one data: averaged (the control)
+            [("", "resnet18", "full-from-rotation", 0, 4, 10.0), ("", "resnet18", "full-from-rotation", 1, 4, 20.0)],
+            ["resnet18 full-from-rotation"],
+            ["15.00 ± 7.07 (n=2)"],
+        ),
+        (  # one arm on two datasets: two columns (they were averaged as two seeds of one number)
+            [("", "resnet18", "full-from-rotation", 0, 4, 10.0), ("pets", "resnet18", "full-from-rotation", 0, 4, 3.0)],
+            ["resnet18 full-from-rotation (cifar10)", "resnet18 full-from-rotation (pets)"],
+            ["10.00 (n=1)", "3.00 (n=1)"],
+        ),
+        (  # a rotation run on a subset (--train-per-class) uses no labels: no column (it was one)
+            [("", "resnet18", "rotation", 0, 4, 60.0), ("", "resnet18", "full-from-random", 0, 4, 12.0)],
+            ["resnet18 full-from-random"],
+            ["12.00 (n=1)"],
+        ),
+        (  # two archs on one data: a column each
+            [("", "resnet18", "full-from-random", 0, 4, 12.0), ("", "resnet34", "full-from-random", 0, 4, 14.0)],
+            ["resnet18 full-from-random", "resnet34 full-from-random"],
+            ["12.00 (n=1)", "14.00 (n=1)"],
+        ),
+    ],
+)
+def test_label_efficiency_averages_only_seeds_of_one_arm_on_one_data(tmp_path, runs, header, row):
+    from rotnet.sections import label_efficiency_section
+
+    lines = label_efficiency_section([subset_run(*r) for r in runs], tmp_path / "le.png")
+    table = [line for line in lines if line.startswith("|")]
+    assert table[0] == "| " + " | ".join(["labels per class", *header]) + " |"
+    assert table[2:] == ["| " + " | ".join(["4", *row]) + " |"]

@@ -140,11 +140,14 @@ def table_rows(root: Path, runs: list[dict]) -> list[dict]:
     seeds); the reference report's rows are CIFAR-10's (data segment "")."""
     seeds = {(r["experiment"], r["arch"], ""): r for r in reference_results()}
     plan = planned_runs(root)
-    # The reference's rows for the archs run or planned here (a plan of ResNet18 alone does not list ResNet34/50 as
-    # "not run"); all of them for a folder with nothing run yet.
-    archs = {r["arch"] for r in runs} | {p[1] for p in plan}
-    cifar = not runs or any(not r["data"] for r in runs)
-    keys = [k for k in seeds if not archs or k[1] in archs] if cifar else []
+    # The reference's rows: where a plan recorded its runs, those run or planned here (`reproduce --archs resnet18`
+    # lists no ResNet34/50 row as "not run"; a label-efficiency plan, its rotation run's alone); in a folder of `train`
+    # runs, every row of the archs run there (what is missing is said); all of them for a folder with nothing run.
+    if made := {(p[2], p[1], p[0]) for p in planned_runs(root, PLAN_LOGS)}:
+        keys = [k for k in seeds if k in made | {(r["experiment"], r["arch"], r["data"]) for r in runs}]
+    else:
+        archs, cifar = {r["arch"] for r in runs}, not runs or any(not r["data"] for r in runs)
+        keys = [k for k in seeds if not archs or k[1] in archs] if cifar else []
     keys += [(r["experiment"], r["arch"], r["data"]) for r in runs] + [(p[2], p[1], p[0]) for p in plan]
     keys = sorted(dict.fromkeys(keys), key=lambda k: (k[1], ORDER.get(k[0], 99), k[2]))
     labels = {r["data"]: r["data_label"] for r in runs}
@@ -184,11 +187,14 @@ def table_rows(root: Path, runs: list[dict]) -> list[dict]:
     return with_gains(rows, curves, apart=lambda i, j: unpaired(pooled[i], pooled[j]))
 
 
-def planned_runs(root: Path) -> list[tuple[str, str, str, str]]:
-    """(data key, arch, experiment, seedN) of each run any invocation in reproduce.json planned (a first plan's seed
+PLAN_LOGS = ("reproduce.json", "label-efficiency.json")  # the commands that plan runs, each its log
+
+
+def planned_runs(root: Path, logs: tuple[str, ...] = ("reproduce.json",)) -> list[tuple[str, str, str, str]]:
+    """(data key, arch, experiment, seedN) of each run any invocation in the plans' logs planned (a first plan's seed
     that never started stays "not run" after a second plan on the same root); a subset run's key is DATA@Npc."""
     out = []
-    lists = [e["runs"] for e in invocations(plan_log(root / "reproduce.json")) if e["runs"] is not None]
+    lists = [e["runs"] for log in logs for e in invocations(plan_log(root / log)) if e["runs"] is not None]
     for p in dict.fromkeys(r for runs in lists for r in runs):  # invocations: lists of run names only
         parts = p.split("/")
         if len(parts) in (3, 4):

@@ -122,10 +122,17 @@ def digest(path: Path) -> str | None:
 
 
 def label_efficiency_section(runs: list[dict], path: Path) -> list[str]:
-    runs = [r for r in runs if r["per_class"] and r["status"] == "finished"]
+    """Accuracy by labeled images per class, one column per arm: a classification experiment of one arch on one data
+    (its runs' segment; runs on two datasets were averaged as seeds of one number). A rotation run on a subset
+    (`--train-per-class`) uses no labels and is no arm."""
+    runs = [
+        r for r in runs if r["per_class"] and r["status"] == "finished" and r["cfg"].get("task") == "classification"
+    ]
     if not runs:
         return []
-    arms = sorted({(r["arch"], r["experiment"]) for r in runs})
+    arms = sorted({(r["segment"], r["arch"], r["experiment"]) for r in runs})
+    many_data = len({segment for segment, _, _ in arms}) > 1
+    names = {arm: f"{arm[1]} {arm[2]}" + (f" ({arm[0] or 'cifar10'})" if many_data else "") for arm in arms}
     sizes = sorted({r["per_class"] for r in runs})
     table: dict = {}
     curves = {}
@@ -133,15 +140,17 @@ def label_efficiency_section(runs: list[dict], path: Path) -> list[str]:
         xs, means, stds = [], [], []
         for n in sizes:
             accs = [
-                r["result"]["test_acc"] for r in runs if (r["arch"], r["experiment"]) == arm and r["per_class"] == n
+                r["result"]["test_acc"]
+                for r in runs
+                if (r["segment"], r["arch"], r["experiment"]) == arm and r["per_class"] == n
             ]
             if accs:
                 m, s = statistics.fmean(accs), statistics.stdev(accs) if len(accs) > 1 else 0.0
                 xs.append(n), means.append(m), stds.append(s)
                 table[(arm, n)] = f"{m:.2f} ± {s:.2f} (n={len(accs)})" if len(accs) > 1 else f"{m:.2f} (n=1)"
-        curves[f"{arm[0]} {arm[1]}"] = (xs, means, stds)
+        curves[names[arm]] = (xs, means, stds)
     plots.plot_label_efficiency(curves, path)
-    header = ["labels per class", *(f"{a} {e}" for a, e in arms)]
+    header = ["labels per class", *(names[arm] for arm in arms)]
     rows = [[n, *(table.get((arm, n), "—") for arm in arms)] for n in sizes]
     return [
         "## Label efficiency (class-balanced, nested subsets)",
