@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 
 import pytest
@@ -178,3 +179,55 @@ def test_an_empty_path_is_refused_never_read_as_a_default(tmp_path, monkeypatch,
     with pytest.raises(RotnetError, match="empty path"):
         getattr(rotnet, call)(*args, preset="smoke", device="cpu", download=False, **{argument: ""})
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("call", ["train", "reproduce"])
+@pytest.mark.parametrize(
+    ("given", "named"),
+    [
+        ({"preset": None}, "unknown preset None"),  # was AttributeError: 'NoneType' object has no attribute 'endswith'
+        ({"device": None}, "unknown device None"),  # was AttributeError (startswith)
+        ({"device": "cuda:x"}, "unknown device 'cuda:x'"),  # was "torch sees no CUDA device"; on a GPU, a traceback
+        ({"device": "gpu"}, "unknown device 'gpu'"),
+        ({"download": "no"}, "download must be True or False; got 'no'"),  # was true: a download was tried
+        ({"seeds": 1.5}, "seed must be an integer; got 1.5"),  # was TypeError: 'float' object is not iterable
+    ],
+)
+def test_an_api_argument_of_the_wrong_kind_is_one_rotnet_error_before_anything_is_written(
+    tmp_path, fake_root, call, given, named
+):
+    """Each argument passes the check its command-line flag passes (the preset's reader, the device's, DataOptions,
+    a seed's coercion), so that the Python API's mistakes are RotnetErrors, not AttributeErrors."""
+    import rotnet
+
+    if call == "train" and "seeds" in given:
+        given = {"seed": given["seeds"]}
+    kw = {"preset": TINY_PRESET, "runs_root": tmp_path / "r", "data_root": fake_root, "download": False} | given
+    args = ("rotation",) if call == "train" else ()
+    with pytest.raises(RotnetError, match=re.escape(named)):
+        getattr(rotnet, call)(*args, **{"device": "cpu", **kw})
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("reader", ["load_backbone", "metadata"])
+@pytest.mark.parametrize("named", ["", " ", None, 3])
+def test_weights_named_by_nothing_are_refused_never_read_from_the_working_folder(tiny_runs, monkeypatch, reader, named):
+    """`load_backbone("")` read the working folder as a run folder (and listed every run below it)."""
+    import rotnet
+
+    monkeypatch.chdir(tiny_runs / "resnet18/rotation/seed0")  # a run folder: "" would have loaded its weights
+    with pytest.raises(RotnetError, match="names no weights; name a run folder or a .safetensors file"):
+        getattr(rotnet, reader)(named)
+
+
+@pytest.mark.parametrize(("name", "count"), [("cuda:1", 1), ("cuda:4", 2)])
+def test_a_cuda_device_beyond_those_torch_sees_is_one_line(monkeypatch, name, count):
+    """`--device cuda:1` on a one-GPU machine: torch raised "invalid device ordinal" at the first tensor."""
+    import torch
+
+    from rotnet.runtime import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    with pytest.raises(RotnetError, match=f"torch sees {count} CUDA device"):
+        resolve_device(name)

@@ -131,7 +131,7 @@ def _listed(value: Any) -> tuple | None:
     """A tuple argument given as one value (`archs="resnet18"`, `seeds=0`) is that one value, not its letters."""
     if value is None or isinstance(value, tuple):
         return value
-    return (value,) if isinstance(value, (str, int)) else tuple(value)
+    return tuple(value) if isinstance(value, list | set | range) else (value,)  # (1.5,): checked as a seed
 
 
 def _path(p: str | Path | None) -> Path | None:

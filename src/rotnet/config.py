@@ -43,6 +43,11 @@ class DataOptions:
     cache_dir: Path | None = None  # prepared image folders (default: FOLDER/.rotnet-cache)
     skip_bad_images: bool = False  # an unreadable image is skipped (and counted) rather than an error
 
+    def __post_init__(self):  # the API's download="no" was true
+        for name in ("download", "skip_bad_images"):
+            if not isinstance(getattr(self, name), bool):
+                raise RotnetError(f"{name} must be True or False; got {getattr(self, name)!r}")
+
     def to_dict(self) -> dict[str, Any]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()}
 

@@ -22,6 +22,9 @@ def preset_names() -> list[str]:
 
 def load_preset(name: str) -> dict:
     """A preset by name (shipped with rotnet) or by path to a TOML file."""
+    if not isinstance(name, str | Path):  # the API's preset=None, say
+        raise unknown("preset", name, [*preset_names(), "a .toml path"])
+    name = str(name)
     if name.endswith(".toml") or "/" in name:
         return read_toml(Path(name))
     if name not in preset_names():

@@ -6,6 +6,7 @@ weights a user names."""
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -248,6 +249,8 @@ def open_run(folder: Path, purpose: str, *, need: tuple[str, ...] = ()) -> RunRe
 
 def weights_file(named: Path | str) -> Path:
     """The weights file a user names: a run folder stands for its model.safetensors."""
+    if not isinstance(named, str | os.PathLike) or not str(named).strip():  # "": never the working folder
+        raise RotnetError(f"{named!r} names no weights; name a run folder or a .safetensors file")
     named = Path(named)
     return named / WEIGHTS if named.is_dir() else named
 

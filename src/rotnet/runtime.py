@@ -14,13 +14,18 @@ from rotnet.kernels import prepare_gpu
 
 
 def resolve_device(name: str) -> torch.device:
+    """The one reader of a device's name (--device, the API's device=): auto, cpu, cuda or cuda:N."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+    if not isinstance(name, str) or not re.fullmatch(r"cpu|cuda(:\d+)?", name):  # torch took "cuda:x" as a traceback
         raise unknown("device", name, ("auto", "cpu", "cuda", "cuda:N"))
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise RotnetError(
             f"--device {name} asked for, but torch sees no CUDA device; use --device cpu (or auto: cuda when present)"
+        )
+    if name.startswith("cuda:") and int(name[5:]) >= (count := torch.cuda.device_count()):
+        raise RotnetError(
+            f"--device {name} asked for, but torch sees {count} CUDA device(s): cuda:0 to cuda:{count - 1}"
         )
     device = torch.device(name)
     prepare_gpu(device)  # before cuBLAS starts
