@@ -62,6 +62,23 @@ def test_a_rules_when_is_checked_like_a_flag_so_a_misspelled_rule_never_matches_
         Protocol("quick", (toml,)).resolve("rotation")
 
 
+@pytest.mark.parametrize(
+    "rule",
+    [
+        'when = { experiment = "rotation" }',  # its set left out
+        'when = { experiment = "rotation" }\nset = {}',  # left empty
+        "set = {}",  # a rule for every run, setting nothing
+        "",  # an empty [[rule]]
+    ],
+)
+def test_a_rule_that_sets_nothing_is_refused(tmp_path, rule):
+    """A [[rule]] without a set (or with an empty one) changed nothing without a word."""
+    toml = tmp_path / "rules.toml"
+    toml.write_text(f"[[rule]]\n{rule}\n")
+    with pytest.raises(RotnetError, match=re.escape("rules.toml: a [[rule]] sets nothing; give it a set table")):
+        Protocol("quick", (toml,)).resolve("rotation")
+
+
 def test_a_rule_that_names_valid_values_applies(tmp_path):
     toml = tmp_path / "rules.toml"
     rule = 'when = { experiment = ["rotation"], arch = "resnet18", seed = 0 }'

@@ -328,6 +328,8 @@ def split_toml(
         for name, table in (("when", when), ("set", sets)):
             if not isinstance(table, dict):
                 raise RotnetError(f"{source}: a rule's '{name}' must be a table of keys, like {{ epochs = 6 }}")
+        if not sets:  # a rule that sets nothing changes no run: a `set` left out, or left empty
+            raise RotnetError(f"{source}: a [[rule]] sets nothing; give it a set table, like set = {{ epochs = 6 }}")
         for key in [*when, *sets, *top]:
             if key not in FIELD_TYPES:
                 raise RotnetError(f"{source}: unknown configuration key {key!r}; valid keys: {', '.join(FIELD_TYPES)}")
