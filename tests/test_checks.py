@@ -356,3 +356,45 @@ def test_a_knn_monitor_asked_of_data_without_labels_says_it_logs_none(tmp_path, 
     args = ["train", "rotation", "--dataset", str(tmp_path / "photos"), "--runs-root", str(tmp_path / "runs")]
     assert main([*args, "--knn-every", "1", "--epochs", "1", "--batch-size", "16", "--device", "cpu"]) == 0
     assert "--knn-every 1: photos has no class labels, so no kNN accuracy is logged" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "command",
+    ["full-from-random", "layer4-from-random", "full-from-rotation", "label-efficiency", "probe", "reproduce"],
+)
+def test_data_of_one_class_is_refused_for_what_measures_classes(tiny_runs, tmp_path, capsys, command):
+    """A folder with one class folder: full-from-random trained to 100% test accuracy (every model scores that on
+    one class), and a probe likewise. Refused where labels are counted (data.classes_to_tell), before a run's folder
+    is made; rotation pretraining takes the folder as it is."""
+    import shutil
+
+    from rotnet.cli import main
+    from tests.helpers import labeled
+
+    one = labeled(tmp_path / "one", {"cat": 40}, {"cat": 8})
+    runs = tmp_path / "runs"
+    tiny = ["--epochs", "1", "--batch-size", "16", "--device", "cpu", "--runs-root", str(runs)]
+    if command == "probe":
+        run = shutil.copytree(tiny_runs, tmp_path / "copy") / "resnet18/rotation/seed0"
+        argv = ["probe", str(run), "--dataset", str(one), "--epochs", "1", "--device", "cpu"]
+    elif command in ("label-efficiency", "reproduce"):
+        argv = [command, "--dataset", str(one), *tiny, *(["--per-class", "4"] if command == "label-efficiency" else [])]
+    else:
+        argv = ["train", command, "--dataset", str(one), *tiny]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "one has one class (cat);" in err[0] and "needs two or more" in err[0], err
+    assert not runs.exists() or not list(runs.rglob("config.json"))
+
+
+def test_a_knn_monitor_asked_of_data_of_one_class_says_it_logs_none(tmp_path, capsys):
+    """`--knn-every 1` on a one-class folder logged a kNN accuracy of 100% at every epoch."""
+    from rotnet.cli import main
+    from tests.helpers import labeled
+
+    one = labeled(tmp_path / "one", {"cat": 40}, {"cat": 8})
+    args = ["train", "rotation", "--dataset", str(one), "--runs-root", str(tmp_path / "runs")]
+    assert main([*args, "--knn-every", "1", "--epochs", "1", "--batch-size", "16", "--device", "cpu"]) == 0
+    assert "--knn-every 1: one has one class (cat), so no kNN accuracy is logged" in capsys.readouterr().err
+    history = (tmp_path / "runs/one/resnet18/rotation/seed0/metrics.jsonl").read_text()
+    assert "knn_acc" not in history

@@ -326,11 +326,13 @@ def warn_short_classes(cfg: RunConfig, data: Dataset) -> None:
 
 
 def warn_without_knn(cfg: RunConfig, data: Dataset) -> None:
-    """A kNN monitor needs class labels: asked of data without them, say that none is logged (it said nothing)."""
-    if cfg.knn_every and not data.labeled:
+    """A kNN monitor needs class labels, two classes or more: asked of data without them, say that none is logged
+    (it said nothing; on one class it logged 100% at every epoch)."""
+    if cfg.knn_every and (not data.labeled or data.num_classes < 2):
+        lacks = "no class labels" if not data.labeled else f"one class ({data.class_names[0]})"
         warn_once(
             ("knn", data.name, data.root),
-            f"--knn-every {cfg.knn_every}: {data.name} has no class labels, so no kNN accuracy is logged",
+            f"--knn-every {cfg.knn_every}: {data.name} has {lacks}, so no kNN accuracy is logged",
         )
 
 

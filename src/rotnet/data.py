@@ -99,13 +99,22 @@ def is_named(dataset: str) -> bool:
 
 
 def output_count(cfg: RunConfig, data: Dataset) -> int:
-    """The model's output count: 4 rotations, or the dataset's classes (a classification run needs labels)."""
-    if cfg.task == "rotation":
-        return 4
+    """The model's output count: 4 rotations, or the dataset's classes (`classes_to_tell`)."""
+    return 4 if cfg.task == "rotation" else classes_to_tell(data, "classification")
+
+
+def classes_to_tell(data: Dataset, what: str) -> int:
+    """The classes of data that a classification run or a probe (`what`) is measured on: it needs labels, and two
+    classes or more (on one class, every model scores 100%: a folder with one class folder trained to that)."""
     if not data.labeled:
         raise RotnetError(
-            f"{cfg.dataset} has no class labels; classification needs PATH/train/CLASS/... and PATH/test/CLASS/... "
-            "folders (rotation pretraining takes any folder of images)"
+            f"{data.name} has no class labels; {what} needs PATH/train/CLASS/... and PATH/test/CLASS/... folders "
+            "(rotation pretraining takes any folder of images)"
+        )
+    if data.num_classes < 2:
+        raise RotnetError(
+            f"{data.name} has one class ({data.class_names[0]}); {what} needs two or more (on one class every model "
+            "scores 100%); add a class folder (rotation pretraining takes it as it is)"
         )
     return data.num_classes
 

@@ -141,7 +141,8 @@ class EpochEvaluator:
     def __init__(self, cfg: RunConfig, norm: tuple, images, labels, test_images, test_labels):
         self.cfg, self.kw = cfg, prediction_options(cfg, norm)
         self.images, self.labels, self.test_images, self.test_labels = images, labels, test_images, test_labels
-        self.knn = cfg.knn_every and len(labels) and int(labels.min()) >= 0
+        # labels, of two classes or more (checks.warn_without_knn says why none is logged otherwise)
+        self.knn = cfg.knn_every and len(labels) and int(labels.min()) >= 0 and int(labels.max()) > int(labels.min())
         self.final: torch.Tensor | None = None  # predictions after cfg.epochs, once this process has made them
 
     def __call__(self, m: nn.Module, epoch: int) -> dict:

@@ -21,7 +21,7 @@ from rotnet import checkpoint as ckpt
 from rotnet import files
 from rotnet.augment import REFERENCE_NORM
 from rotnet.config import RunConfig, from_dict, with_defaults
-from rotnet.data import Dataset, data_diff
+from rotnet.data import Dataset, classes_to_tell, data_diff
 from rotnet.errors import RotnetError
 from rotnet.evaluate import STAGES, extract, grid, stage_outputs
 from rotnet.layout import CONFIG, WEIGHTS, not_a_run, refuse_copied_run
@@ -195,8 +195,7 @@ def probe(
         "test_images": len(data.test_images),
         "accuracy": {},
     }
-    if not data.labeled:
-        raise RotnetError(f"{data.name} has no class labels to probe with; pass a labeled --dataset")
+    classes_to_tell(data, "a probe")
     n = len(weights["fc.bias"]) if "fc.bias" in weights else 4
     norm = recorded_norm(record.config)
     start = initial_model(cfg.arch, n, cfg.stem, cfg.seed)  # as the run started

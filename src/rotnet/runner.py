@@ -68,15 +68,14 @@ LABELED_DATASETS = tuple(d for d in DATASETS if d != "stl10-unlabeled")
 
 def refuse_unlabeled(cfg: RunConfig, options: PlanOptions) -> None:
     """A classification run on data without class labels (an image folder without class folders, STL-10's unlabeled
-    split) is refused for that before any other refusal: "no rotation weights; make them with ..." sent users to
-    train rotation weights for a run that cannot train. The named labeled datasets need no look."""
+    split) or of one class is refused for that before any other refusal: "no rotation weights; make them with ..."
+    sent users to train rotation weights for a run that cannot train. The named labeled datasets need no look."""
     if cfg.task != "classification" or cfg.dataset in LABELED_DATASETS:
         return
     with warnings.catch_warnings():  # its data's own warnings come when the run loads it, if it ever does
         warnings.simplefilter("ignore")
         data = load_for(cfg, options.data)
-    if not data.labeled:
-        refuse_untrainable(cfg, data)
+    refuse_untrainable(cfg, data)
 
 
 def execute(configs: list[RunConfig], options: PlanOptions) -> int:
