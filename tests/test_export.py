@@ -7,6 +7,8 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from rotnet.cli import main
@@ -280,3 +282,29 @@ def test_export_writes_only_into_a_new_folder_outside_every_run(tiny_runs, tmp_p
         assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
     else:
         assert code == 0 and any((tmp_path / out).iterdir())
+
+
+@pytest.mark.parametrize("folder", ["photos", "#pets: v2", "a: b", "null", "2024", "-x", "it's [new]", "ünï cödé"])
+def test_the_model_cards_front_matter_reads_back_the_data_folders_name(tmp_path, folder):
+    """The front matter held a folder's name as it was: `#pets: v2` was read as null (a comment), `a: b` was no YAML,
+    `null` and `2024` were read as null and a number. Hub tools read it with a YAML parser; so does this test."""
+    import yaml
+
+    write_folder(tmp_path / folder, np.random.default_rng(1).integers(0, 256, (40, 3, 8, 8), dtype=np.uint8))
+    args = ["--dataset", str(tmp_path / folder), "--runs-root", str(tmp_path / "runs"), "--epochs", "1"]
+    assert main(["train", "rotation", *args, "--batch-size", "8"]) == 0
+    run = next((tmp_path / "runs").rglob("rotation/seed0"))
+    assert main(["export", str(run), str(tmp_path / "hub")]) == 0
+    front = yaml.safe_load((tmp_path / "hub/README.md").read_text().split("---\n")[1])
+    dataset = front["model-index"][0]["results"][0]["dataset"]
+    assert dataset == {"name": f"{folder} (image folder)", "type": folder}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(st.characters(blacklist_characters="/\x00"), min_size=1))
+def test_any_folder_name_reads_back_from_the_front_matter(name):
+    import yaml
+
+    from rotnet.export import yaml_text
+
+    assert yaml.safe_load(f"type: {yaml_text(name)}\n") == {"type": name}

@@ -5,6 +5,8 @@ name) is the dataset's own order: the exported folder trains exactly as the orig
 from __future__ import annotations
 
 import io
+import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +63,21 @@ def span(split: str, given: tuple[int, int] | None, n: int) -> range:
     if not 0 <= start < stop <= n:
         raise RotnetError(f"--{split}-range must lie within 0:{n}; got {start}:{stop}")
     return range(start, stop)
+
+
+def yaml_text(text: str) -> str:
+    """Text for the card's YAML front matter, read back as itself: plain where YAML keeps it (`cifar10`), else
+    double-quoted, every character YAML may not hold literally escaped (a folder named `#pets: v2` was read as null,
+    `a: b` was no YAML at all)."""
+    if re.fullmatch(r"[A-Za-z]([A-Za-z0-9._ ()-]*[A-Za-z0-9._()-])?", text) and text.lower() not in YAML_WORDS:
+        return text
+    escaped = (
+        c if c.isprintable() and c not in '"\\' else "\\" + c if c in '"\\' else f"\\U{ord(c):08x}" for c in text
+    )
+    return '"' + "".join(escaped) + '"'
+
+
+YAML_WORDS = {"true", "false", "yes", "no", "on", "off", "y", "n", "null"}  # read as booleans or null, unquoted
 
 
 CARD = """---
@@ -183,8 +200,6 @@ def export_run(folder: Path, out: Path) -> Path:
 
 def card_text(cfg: dict, result: dict, record: dict, meta: dict, norm: dict, classes: list) -> str:
     """The model card (README.md with the usual front matter) of a run's record."""
-    import json
-
     from rotnet import __version__
 
     name = f"rotnet-{cfg.get('arch')}-{cfg.get('experiment')}-seed{cfg.get('seed')}"
@@ -209,9 +224,11 @@ def card_text(cfg: dict, result: dict, record: dict, meta: dict, norm: dict, cla
         )
     return CARD.format(
         tags="\n".join(f"- {t}" for t in tags),
-        dataset=dataset,
-        dataset_name=dataset if official else f"{dataset} ({'not the official release' if named else 'image folder'})",
-        datasets=f"datasets:\n- {dataset}\n" if official else "",
+        dataset=yaml_text(dataset),
+        dataset_name=yaml_text(
+            dataset if official else f"{dataset} ({'not the official release' if named else 'image folder'})"
+        ),
+        datasets=f"datasets:\n- {yaml_text(dataset)}\n" if official else "",
         source=source,
         name=name,
         task_type="image-classification",
