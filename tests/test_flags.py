@@ -91,3 +91,28 @@ def test_an_empty_rotnet_data_is_unset(monkeypatch):
 
     monkeypatch.setenv("ROTNET_DATA", "")
     assert default_data_root() == Path("data")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["bench", "--archs", "resnet18,resnet18"],  # measured once, without a word
+        ["bench", "--archs", "resnet18,resnet34,resnet18"],
+        ["reproduce", "--archs", "resnet34,resnet34"],
+        ["reproduce", "--seeds", "2,02"],
+        ["reproduce", "--experiments", "rotation,rotation"],
+        ["label-efficiency", "--per-class", "4,4"],
+        ["label-efficiency", "--seeds", "1,1"],
+    ],
+)
+def test_a_list_flag_naming_an_item_twice_is_refused_while_parsing(tmp_path, capsys, argv):
+    """Every comma-separated flag passes flags.list_items; bench had no plan to refuse a repeated arch."""
+    from rotnet.cli import main
+
+    quick = ["--steps", "1", "--warmup", "0", "--batch-size", "2", "--device", "cpu"]  # were it measured after all
+    where = ["--out", str(tmp_path / "out"), *quick] if argv[0] == "bench" else ["--runs-root", str(tmp_path / "out")]
+    data = ["--data-root", str(tmp_path / "none"), *(["--no-download"] if argv[0] != "bench" else [])]
+    assert main([*argv, *where, *data]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "twice; name each of the" in err[0], err
+    assert not (tmp_path / "out").exists()

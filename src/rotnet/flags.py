@@ -198,7 +198,15 @@ def list_items(text: str, what: str) -> list[str]:
         raise RotnetError(f"the list of {what} is empty; name at least one, or leave the flag out for the default")
     if not all(items):
         raise RotnetError(f"{text!r} has an empty item (a comma too many, or an unset variable?); name each {what}")
+    refuse_repeated(items, text, what)
     return items
+
+
+def refuse_repeated(items: list, text: str, what: str) -> None:
+    """An item given twice (`--archs resnet18,resnet18`): bench measured it once and said nothing."""
+    twice = next((x for i, x in enumerate(items) if x in items[:i]), None)
+    if twice is not None:
+        raise RotnetError(f"{text!r} names {twice} twice; name each of the {what} once")
 
 
 def parse_list(text: str, valid: tuple | None, what: str) -> list[str]:
@@ -217,6 +225,7 @@ def parse_ints(text: str, what: str, minimum: int = 0) -> list[int]:
         values = []
     if not values or min(values) < minimum:
         raise RotnetError(f"{what} expects comma-separated integers >= {minimum}; got {text!r}")
+    refuse_repeated(values, text, f"{what} values")  # 5,05 is 5 twice
     return values
 
 
