@@ -96,9 +96,9 @@ def features(
 
 def refuse_features_beyond_memory(maps: dict[str, tuple[int, int, int]], data: Dataset, pool: int) -> None:
     """The features of every stage are kept in memory (float32), its grid's cells per channel: `--pool 10` on
-    96 px STL-10 is some 20 GB for ResNet18; on CIFAR-10 (before grids were capped at a stage's map) it was killed
-    for memory after minutes of extraction. Sized from the stages' maps, refused up front when more than the host has
-    free, naming the largest --pool that fits."""
+    CIFAR-10 (some 23 GB before grids were capped at a stage's map) was killed for memory after minutes of
+    extraction, and a large grid on large images still can be. Sized from the stages' maps, refused up front when
+    more than the host has free, naming the largest --pool that fits."""
 
     def per_image(p: int) -> int:
         return sum(c * math.prod(grid(p, shape)) for c, *shape in maps.values())
