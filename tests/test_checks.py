@@ -398,3 +398,37 @@ def test_a_knn_monitor_asked_of_data_of_one_class_says_it_logs_none(tmp_path, ca
     assert "--knn-every 1: one has one class (cat), so no kNN accuracy is logged" in capsys.readouterr().err
     history = (tmp_path / "runs/one/resnet18/rotation/seed0/metrics.jsonl").read_text()
     assert "knn_acc" not in history
+
+
+@pytest.mark.parametrize("weights", ["examples.safetensors", "a tensor missing", "a wrong shape", "a head only"])
+def test_init_weights_that_do_not_fit_the_model_are_refused_before_a_restart_sets_the_old_run_aside(
+    tiny_five, tmp_path, fake_root, capsys, weights
+):
+    """`train full-from-rotation --restart --init RUN/examples.safetensors` moved the finished run to seed0.old1,
+    then failed to load the weights: the command was refused and still left no run at seed0. The tensors are now
+    checked against the model where the init weights are read (checks.init_weights), before anything is written."""
+    import shutil
+
+    from rotnet.checkpoint import load_tensors, save_tensors
+    from tests.helpers import cli
+
+    root = shutil.copytree(tiny_five, tmp_path / "runs")
+    rotation = root / "resnet18/rotation/seed0"
+    if weights == "examples.safetensors":
+        init = rotation / "examples.safetensors"
+    else:
+        tensors, _ = load_tensors(rotation / "model.safetensors")
+        if weights == "a tensor missing":
+            del tensors["layer3.0.conv1.weight"]
+        elif weights == "a wrong shape":
+            tensors["layer1.0.conv1.weight"] = tensors["layer1.0.conv1.weight"][:32]
+        else:
+            tensors = {k: v for k, v in tensors.items() if k.startswith("fc.")}
+        init = tmp_path / "loose.safetensors"
+        save_tensors(init, tensors, {})
+    folder = root / "resnet18/full-from-rotation/seed0"
+    before = sorted(p.name for p in folder.parent.iterdir())
+    assert cli("train", "full-from-rotation", "--restart", "--init", str(init), root=root, data=fake_root) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"the tensors in {init} do not match the model" in err[0], err
+    assert sorted(p.name for p in folder.parent.iterdir()) == before and (folder / "result.json").is_file()

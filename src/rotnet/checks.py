@@ -29,6 +29,7 @@ from rotnet.layout import (
 from rotnet.lifecycle import RunContext
 from rotnet.lock import is_locked
 from rotnet.loop import plural, smallest_step
+from rotnet.models import build_model, check_keys
 from rotnet.record import RunRecord, open_run, read_weights, weights_file
 from rotnet.runtime import recorded_threads
 
@@ -78,6 +79,10 @@ def init_weights(cfg: RunConfig, runs_root: Path, source: Source | None) -> tupl
     if cfg.init_path and isinstance(src_cfg, dict):
         refuse_other_model(path, src_cfg, cfg)
         refuse_other_pretraining(path, src_cfg.get("dataset", RunConfig().dataset), cfg)
+    # Every tensor the model will take, checked before anything is written: loaded only once the run had started,
+    # a --restart had set the old run aside for weights that then did not load (examples.safetensors, say).
+    body = {k: v for k, v in build_model(cfg.arch, 4, cfg.stem).state_dict().items() if not k.startswith("fc.")}
+    check_keys({k: v for k, v in tensors.items() if not k.startswith("fc.")}, body, f"the tensors in {path}")
     if not cfg.init_path:
         if not isinstance(src_cfg, dict):
             raise RotnetError(f"{path} does not record the configuration that made it; pass it with --init PATH")
