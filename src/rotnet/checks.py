@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from rotnet import checkpoint as ckpt
@@ -81,7 +82,8 @@ def init_weights(cfg: RunConfig, runs_root: Path, source: Source | None) -> tupl
         refuse_other_pretraining(path, src_cfg.get("dataset", RunConfig().dataset), cfg)
     # Every tensor the model will take, checked before anything is written: loaded only once the run had started,
     # a --restart had set the old run aside for weights that then did not load (examples.safetensors, say).
-    body = {k: v for k, v in build_model(cfg.arch, 4, cfg.stem).state_dict().items() if not k.startswith("fc.")}
+    with torch.device("meta"):  # shapes and dtypes only: no memory, no init to compute, for every run a plan checks
+        body = {k: v for k, v in build_model(cfg.arch, 4, cfg.stem).state_dict().items() if not k.startswith("fc.")}
     check_keys({k: v for k, v in tensors.items() if not k.startswith("fc.")}, body, f"the tensors in {path}")
     if not cfg.init_path:
         if not isinstance(src_cfg, dict):
