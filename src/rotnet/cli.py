@@ -172,7 +172,6 @@ def index_range(split: str, text: str | None) -> tuple[int, int] | None:
 
 
 def cmd_export_images(args: argparse.Namespace) -> int:
-    from rotnet.config import check_image_size
     from rotnet.datasets import load_dataset
     from rotnet.export import export_images
     from rotnet.layout import refuse_output_folder
@@ -180,7 +179,6 @@ def cmd_export_images(args: argparse.Namespace) -> int:
     spans = {split: index_range(split, getattr(args, f"{split}_range")) for split in ("train", "test")}
     if args.no_test and spans["test"]:
         raise RotnetError("give --no-test or --test-range, not both")
-    check_image_size(args.image_size)  # load_dataset asks again; this before the folder is made
     refuse_output_folder(args.out)  # before the data is read (minutes for a large folder); export_images asks again
     data = load_dataset(args.dataset, args.image_size, 0, data_options(args))
     n = export_images(

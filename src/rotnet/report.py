@@ -143,7 +143,7 @@ def table_rows(root: Path, runs: list[dict]) -> list[dict]:
     # The reference's rows: where a plan recorded its runs, those run or planned here (`reproduce --archs resnet18`
     # lists no ResNet34/50 row as "not run"; a label-efficiency plan, its rotation run's alone); in a folder of `train`
     # runs, every row of the archs run there (what is missing is said); all of them for a folder with nothing run.
-    if made := {(p[2], p[1], p[0]) for p in planned_runs(root, PLAN_LOGS)}:
+    if made := {(p[2], p[1], p[0]) for p in plan + planned_runs(root, ("label-efficiency.json",))}:
         keys = [k for k in seeds if k in made | {(r["experiment"], r["arch"], r["data"]) for r in runs}]
     else:
         archs, cifar = {r["arch"] for r in runs}, not runs or any(not r["data"] for r in runs)
@@ -185,9 +185,6 @@ def table_rows(root: Path, runs: list[dict]) -> list[dict]:
             }
         )
     return with_gains(rows, curves, apart=lambda i, j: unpaired(pooled[i], pooled[j]))
-
-
-PLAN_LOGS = ("reproduce.json", "label-efficiency.json")  # the commands that plan runs, each its log
 
 
 def planned_runs(root: Path, logs: tuple[str, ...] = ("reproduce.json",)) -> list[tuple[str, str, str, str]]:
