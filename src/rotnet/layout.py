@@ -214,9 +214,10 @@ def parse_run_dir(folder: Path, root: Path | None = None) -> RunId | None:
     return RunId(parts[0], experiment, int(parts[2][4:]), int(per_class[:-2]) if at else 0, data)
 
 
-def find_runs(root: Path) -> list[Path]:
+def find_runs(root: Path, shallowest: int = 3) -> list[Path]:
     """Run folders under a runs root (those holding a config.json), with or without a data segment; reached through
-    no link (rotnet makes none: a folder linked in from elsewhere holds someone else's runs)."""
+    no link (rotnet makes none: a folder linked in from elsewhere holds someone else's runs). `shallowest`: the
+    least depth a run lies at below root (3: ARCH/EXPERIMENT/seedN; 1 below an experiment's folder)."""
     found, level = [], [Path(root)]
     for depth in range(1, 5):  # ROOT/[DATA/]ARCH/EXPERIMENT/seedN
         below = []
@@ -225,7 +226,7 @@ def find_runs(root: Path) -> list[Path]:
                 below += [Path(e.path) for e in os.scandir(folder) if e.is_dir(follow_symlinks=False)]
             except OSError:
                 continue
-        found += [p for p in below if depth >= 3 and p.name.startswith("seed")]
+        found += [p for p in below if depth >= shallowest and p.name.startswith("seed")]
         level = below
     return sorted(p for p in found if parse_run_dir(p) and (p / CONFIG).is_file() and not (p / CONFIG).is_symlink())
 
@@ -278,8 +279,7 @@ def not_a_run(folder: Path, why: str) -> RotnetError:
 def runs_below(folder: Path) -> list[Path]:
     """Run folders at any depth a runs root's, an arch's or an experiment's folder holds them (none below a file or
     a missing path)."""
-    patterns = ("seed*", "*/seed*", "*/*/seed*", "*/*/*/seed*")  # ROOT/[DATA/]ARCH/EXPERIMENT/seedN, from any level
-    return [p for pat in patterns for p in folder.glob(pat) if parse_run_dir(p) and (p / CONFIG).is_file()]
+    return find_runs(folder, shallowest=1)
 
 
 def runs_named(found: list[Path], like: Path | None = None) -> str:
