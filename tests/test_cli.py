@@ -791,3 +791,34 @@ def test_a_file_where_a_folder_is_named_is_said_in_one_line(tiny_runs, fake_root
     err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("rotnet: warning")]
     assert len(err) == 1 and (f"{afile} is a file, not a folder" in err[0] or "is not a folder" in err[0]), err
     assert afile.read_text() == "mine\n" and sorted(tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["probe", "RUN"],
+        ["export", "RUN", "OUT"],
+        ["export-images", "cifar10", "OUT"],
+        ["report", "RUN"],
+        ["bench", "--archs", "resnet18"],
+    ],
+)
+def test_a_one_process_command_under_torchrun_is_refused_before_it_writes(args, tmp_path, monkeypatch, capsys):
+    """Under torchrun every process runs the command it is given: one made for a single process (anything but train,
+    reproduce, label-efficiency and verify, which run as ranks of one job) would run whole in each, each writing the
+    same files (two exports, two reports at once). It is refused in every process, naming why."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"rotnet {args[0]} runs in one process; run it without torchrun (it started 2" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("value", ["two", "", "-1", "2.0"])
+def test_a_world_size_that_is_no_number_is_one_line(value, tmp_path, monkeypatch, capsys, fake_root):
+    """WORLD_SIZE is torchrun's; set by hand to something else it was a ValueError's traceback."""
+    monkeypatch.setenv("WORLD_SIZE", value)
+    assert cli("train", "rotation", root=tmp_path / "runs", data=fake_root) == 2
+    assert f"WORLD_SIZE must be a whole number (torchrun sets it); got {value!r}" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()

@@ -165,6 +165,35 @@ def test_a_difference_fails_only_where_the_bits_were_promised_to_repeat(device, 
     assert is_strict(record, torch.device(device), same, kernels) is strict
 
 
+@pytest.mark.parametrize(
+    ("record", "worlds", "size", "strict"),
+    [
+        ({}, [1], 1, True),  # before torchrun support: one process
+        ({"world_size": 1}, [1], 1, True),
+        ({"world_size": 2}, [2], 2, True),
+        ({"world_size": 2}, [2], 1, False),
+        ({"world_size": 1, "resumes": [{"world_size": 1}, {"world_size": 1}]}, [1, 1, 1], 1, True),
+        ({"world_size": 2, "resumes": [{"world_size": 1}]}, [2, 1], 1, False),  # resumed under another number
+        ({"world_size": 2, "resumes": [{"world_size": 1}]}, [2, 1], 2, False),
+        ({"world_size": 1, "resumes": [{}]}, [None, 1], 1, False),  # a resume that names none: its top level is
+        ({"world_size": 1, "resumes": [{}, {}]}, [None, None, 1], 1, False),  # the last start's, the rest unknown
+        ({"world_size": "2"}, [None], 1, False),  # what no rotnet writes: not believed
+        ({"world_size": True}, [None], 1, False),
+    ],
+)
+def test_a_difference_fails_only_under_the_number_of_processes_of_every_start(record, worlds, size, strict):
+    """A step's sums depend on how many processes shared its batch: a difference fails a verification only when every
+    start of the run had the re-run's number (CPU, same machine, native kernels: strict otherwise)."""
+    import torch
+
+    from rotnet.verify import recorded_worlds, world_caveat
+    from rotnet.verify import strict as is_strict
+
+    assert recorded_worlds(record) == worlds
+    assert is_strict(record, torch.device("cpu"), True, "native", size) is strict
+    assert bool(world_caveat(worlds, size)) is not strict
+
+
 @pytest.mark.parametrize("named", ["by its path", "as . from inside it"])
 def test_verify_a_transfer_run_from_a_copied_results_folder(runs, fake_root, tmp_path, monkeypatch, named):
     """Copied elsewhere (as docs/results/ holds them): the source weights are found beside it by their sha256,

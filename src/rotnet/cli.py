@@ -227,6 +227,10 @@ COMMANDS = {
 }
 
 
+# The commands torchrun may start as ranks of one job (they shard the work, and rank 0 alone speaks and writes); under
+# torchrun every other one would run whole in each process, each writing the same files.
+RANKED = ("train", "reproduce", "label-efficiency", "verify")
+
 # The commands that write checkpoints (verify re-trains in memory only).
 TRAINS = ("train", "reproduce", "label-efficiency", "job")
 
@@ -266,7 +270,14 @@ def dispatch(args: argparse.Namespace) -> int:
     with signals_held():
         for module in PRELOAD.get(args.command, ("torch", "torchvision")):
             importlib.import_module(module)
+    from rotnet.distributed import launched_size
+
     try:
+        if args.command not in RANKED and (size := launched_size()) > 1:
+            raise RotnetError(
+                f"rotnet {args.command} runs in one process; run it without torchrun (it started {size}, each of "
+                "which would do the whole command)"
+            )
         return COMMANDS[args.command](args)
     except (RotnetError, OSError, Diverged) as e:
         if args.debug:

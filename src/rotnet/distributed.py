@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from rotnet.errors import RotnetError
+
 
 @dataclass(frozen=True)
 class World:
@@ -25,9 +27,17 @@ class World:
         return self.rank == 0
 
 
+def launched_size() -> int:
+    """How many processes torchrun started for this command (its WORLD_SIZE; 1 without torchrun)."""
+    text = os.environ.get("WORLD_SIZE", "1")
+    if not text.strip().isdigit():
+        raise RotnetError(f"WORLD_SIZE must be a whole number (torchrun sets it); got {text!r}")
+    return int(text)
+
+
 def init_from_env(device_name: str) -> World:
     """Join the process group torchrun describes in WORLD_SIZE/RANK/LOCAL_RANK; a single process if unset."""
-    size = int(os.environ.get("WORLD_SIZE", "1"))
+    size = launched_size()
     if size <= 1:
         return World()
     world = World(int(os.environ["RANK"]), size, int(os.environ.get("LOCAL_RANK", "0")))
@@ -46,6 +56,16 @@ def all_reduce(t: torch.Tensor, op: str = "sum") -> torch.Tensor:
     out = t.clone()
     dist.all_reduce(out, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
     return out
+
+
+def main_value(value: int) -> int:
+    """Rank 0's value, on every rank (a verdict only rank 0's record copy can give: the ranks' BatchNorm buffers
+    differ after a step, DDP broadcasts rank 0's at the next)."""
+    if not dist.is_initialized():
+        return value
+    t = torch.tensor([value], dtype=torch.int64, device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.broadcast(t, src=0)
+    return int(t.item())
 
 
 def barrier() -> None:

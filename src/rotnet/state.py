@@ -102,24 +102,24 @@ def write_record(
 ) -> None:
     """config.json: the resolved configuration, the stream contract, the data's fingerprint, where the weights came
     from, provenance; a resumed run keeps `first` (its config.json as read) and appends this start's provenance."""
+    # This start: what it ran with, and how many processes (torchrun's ranks) trained: its sums depend on both, and
+    # verify reads them
+    gpu = {"deterministic": context.run_options.deterministic} if context.device.type == "cuda" else {}
+    start = provenance(context.device, context.command) | gpu | {"world_size": context.world.size}
+    if isinstance(first, dict):  # keep the first start's record, add this one's
+        seal.write_text(CONFIG, json.dumps(first | {"resumes": [*first.get("resumes", []), start]}, indent=2) + "\n")
+        return
     record = {
         "config": cfg.to_dict(),
         "stream": stream_contract(context.device),
-        **provenance(context.device, context.command),
+        **start,
         **init_info,
         "data_root": data.root,
         "dataset_checksums_match": data.checksums_match,
         "dataset": data.fingerprint,
         "normalization": dict(zip(("mean", "std"), map(list, normalization(cfg, data)), strict=True)),
-        "resumed": first is not None,
+        "resumed": False,
     }
-    gpu = (
-        {"deterministic": context.run_options.deterministic} if context.device.type == "cuda" else {}
-    )  # verify reads it
-    record |= gpu
-    if isinstance(first, dict):  # keep the first start's provenance, add this one's
-        record = first | {"resumes": [*first.get("resumes", []), provenance(context.device, context.command) | gpu]}
-    record["world_size"] = context.world.size
     seal.write_text(CONFIG, json.dumps(record, indent=2) + "\n")
 
 

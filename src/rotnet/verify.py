@@ -28,6 +28,7 @@ from rotnet.checks import refuse_missing_keys, refuse_other_data
 from rotnet.config import ADDED, NO_OPTIONS, DataOptions, check_dataset, from_dict, with_defaults
 from rotnet.data import is_named, normalization, output_count
 from rotnet.datasets import load_for
+from rotnet.distributed import init_from_env, main_value
 from rotnet.errors import RotnetError
 from rotnet.evaluate import accuracy, confusion, predict, targets_for
 from rotnet.layout import (
@@ -48,7 +49,7 @@ from rotnet.markdown import spans
 from rotnet.models import build_model, check_keys
 from rotnet.provenance import cpu_identity, git_commit, provenance
 from rotnet.record import manifest_vouch, read_run
-from rotnet.runtime import cpu_threads, recorded_threads, resolve_device, threads_text
+from rotnet.runtime import cpu_threads, recorded_threads, setup_device, threads_text
 from rotnet.seeds import contract_diff, stream_contract
 from rotnet.state import restore
 
@@ -137,6 +138,8 @@ def verify(
     INCONCLUSIVE (3). The final weights count as re-made only when every epoch that made them was re-trained.
     `dataset`: where a folder run's images are now (moved, or on another machine); they must be the same images."""
     folder = Path(folder)
+    world = init_from_env(device)  # under torchrun: every rank re-trains its shard, rank 0 speaks and writes
+    log, write = (log, True) if world.is_main else (lambda *_: None, False)
     if not (folder / CONFIG).is_file():
         raise not_a_run(folder, f"no {CONFIG}")
     refuse_copied_run(folder)  # no evidence written about a folder that is no run
@@ -148,7 +151,7 @@ def verify(
     elif not seen.trusted:  # before any field of it is believed (a tampered stream contract is a failed check)
         for p in seen.problems:
             log(f"{folder}: record {seen.status}: {p}")
-        return finish(folder, report, FAILED, f"not verified: the record is {seen.status}", log)
+        return finish(folder, report, FAILED, f"not verified: the record is {seen.status}", log, write)
     record = rec.config
     if record is None:
         raise not_a_run(folder, f"no readable {CONFIG}")
@@ -161,7 +164,15 @@ def verify(
             f"{folder}: the record predates {', '.join(predates)}; read as runs before them: "
             + ", ".join(f"{k}={ADDED[k]!r}" for k in predates)
         )
-    dev = resolve_device(device)
+    worlds = recorded_worlds(record)
+    if None not in worlds and len(set(worlds)) == 1 and worlds[0] != world.size:  # its sums cannot repeat here
+        raise RotnetError(
+            f"{folder} was trained by {worlds[0]} processes (torchrun); its sums repeat only under as many: "
+            f"torchrun --nproc_per_node {worlds[0]} -m rotnet verify {folder} (and your other flags)"
+            if worlds[0] > 1
+            else f"{folder} was trained in one process; verify it without torchrun (here, one of {world.size})"
+        )
+    dev, _ = setup_device(device)
     recorded, now = recorded_contract(record), stream_contract(dev)
     changed = contract_diff(recorded, now)
     if changed:
@@ -220,10 +231,11 @@ def verify(
     with cpu_threads(threads), kernels.computing_with(cfg.kernels, dev), gpu:
         classes = output_count(cfg, data)
         model, _ = init_model(cfg, classes, weights)
-        engine = build_engine(cfg, model, RunContext(dev, folder), normalization(cfg, data))
+        context = RunContext(dev, folder, world=world)
+        engine = build_engine(cfg, model, context, normalization(cfg, data))
         state = restore(start, cfg, engine, now) if start else LoopState()
         placed = place(cfg, data, engine, dev)
-        train_epochs(cfg, engine, placed, state, until=last, log=lambda _: None)
+        train_epochs(cfg, engine, placed, state, until=last, log=lambda _: None, context=context)
         test_images, test_labels = placed.test_images, placed.test_labels
         result = rec.result
         if result is not None and (folder / WEIGHTS).is_file():
@@ -278,6 +290,7 @@ def verify(
         "stream": now,
         "rotnet_commit": git_commit(),
         "device": str(dev),
+        "world_size": world.size,
     }
     which = f"epochs {from_epoch}-{last}" if last > from_epoch else f"epoch {from_epoch}"
     what = f"{which} re-trained" + (" from a checkpoint" if start else "")
@@ -293,13 +306,15 @@ def verify(
         what += ", so the final weights were not re-made" if final is not None else ""
     if not differ:
         on = f"; re-trained on {threads_text(threads)}, as recorded" if threads else ""
-        return finish(folder, report, VERIFIED, f"verified: {what} (re-run on {here}{on})", log)
-    if strict(record, dev, same, cfg.kernels):
+        return finish(folder, report, VERIFIED, f"verified: {what} (re-run on {here}{on})", log, write)
+    if strict(record, dev, same, cfg.kernels, world.size):
         where = f"on the same machine ({here})" if same else f"with portable kernels (made on {made}, re-run on {here})"
-        return finish(folder, report, FAILED, f"not verified: {differ} field(s) differ {where}", log)
+        return finish(folder, report, FAILED, f"not verified: {differ} field(s) differ {where}", log, write)
     sizes = ", ".join(f"{k} by {v:.4g}" for k, v in largest.items())
     differ_text = f"inconclusive: {differ} field(s) differ{f' (at most: {sizes})' if sizes else ''}"
-    if same and dev.type == "cuda":
+    if caveat := world_caveat(worlds, world.size):
+        why = f", but {caveat}. To settle it: train it again under one number of processes"
+    elif same and dev.type == "cuda":
         why = (
             f", but the run was made on {made} without deterministic algorithms (--nondeterministic, or a rotnet "
             "before 0.5), whose bits do not repeat. To settle it: train it again without --nondeterministic"
@@ -310,13 +325,42 @@ def verify(
             "it: run verify on the machine that made the run, or train it with --kernels portable, whose runs "
             "verify on any x86-64 CPU"
         )
-    return finish(folder, report, INCONCLUSIVE, differ_text + why, log)
+    return finish(folder, report, INCONCLUSIVE, differ_text + why, log, write)
 
 
-def strict(record: dict, device, same: bool | None, kernels: str) -> bool:
-    """Whether a difference fails a verification rather than leaving it inconclusive: on a CPU, when it is the CPU
-    that made the run (and its thread count) or the run used portable kernels; on a GPU, when it is the same GPU
-    model and every start of the run computed with deterministic algorithms (config.json's `deterministic`)."""
+def recorded_worlds(record: dict) -> list[int | None]:
+    """How many processes (torchrun's ranks) trained each start of a run, the first start first. A record whose
+    resumes name none (made before each start recorded its own) kept only its last start's, at its top level: the
+    earlier ones are None, unknown. A record without any predates torchrun support: one process."""
+    resumes = record.get("resumes") if isinstance(record.get("resumes"), list) else []
+    said = [record.get("world_size", 1), *(r.get("world_size") if isinstance(r, dict) else None for r in resumes)]
+    count = [w if isinstance(w, int) and not isinstance(w, bool) and w > 0 else None for w in said]
+    if None not in count[1:]:  # every resume names its own: the top level is the first start's
+        return count
+    return [None] * len(resumes) + count[:1]  # the top level is the last start's
+
+
+def world_caveat(worlds: list[int | None], size: int) -> str:
+    """Why differences cannot fail a verification for want of the run's number of processes ('' when every start
+    had `size`, this re-run's): the sums of a step depend on how the batch was sharded."""
+    if all(w == size for w in worlds):
+        return ""
+    if None in worlds:
+        return (
+            f"the record does not say how many processes trained {sum(w is None for w in worlds)} of its "
+            f"{len(worlds)} starts (it was made when a record kept the last start's only): a step's sums rest on it"
+        )
+    counts = ", ".join(str(w) for w in worlds)
+    return f"its starts were trained by {counts} processes (torchrun), this re-run by {size}: a step's sums rest on it"
+
+
+def strict(record: dict, device, same: bool | None, kernels: str, world_size: int = 1) -> bool:
+    """Whether a difference fails a verification rather than leaving it inconclusive: when every start of the run had
+    this re-run's number of processes (`world_size`), and, on a CPU, when it is the CPU that made the run (and its
+    thread count) or the run used portable kernels; on a GPU, when it is the same GPU model and every start of the
+    run computed with deterministic algorithms (config.json's `deterministic`)."""
+    if world_caveat(recorded_worlds(record), world_size):
+        return False
     if device.type != "cuda":
         return bool(same) or kernels == "portable"
     resumes = record.get("resumes")
@@ -324,13 +368,16 @@ def strict(record: dict, device, same: bool | None, kernels: str) -> bool:
     return bool(same) and all(isinstance(s, dict) and s.get("deterministic") is True for s in starts)
 
 
-def finish(folder: Path, report: dict, code: int, verdict: str, log) -> int:
+def finish(folder: Path, report: dict, code: int, verdict: str, log, write: bool = True) -> int:
     """Print the verdict and keep what was compared, with who verified where and when, in a new file: RUN/verify.json,
     or verify-2.json, verify-3.json, ... beside the earlier ones, which are never replaced (a read-only folder only
-    gets the line)."""
+    gets the line; under torchrun only rank 0 speaks and writes, and every rank returns its code)."""
+    code = main_value(code)
     report |= {"verdict": verdict.split(":")[0], "summary": verdict, "exit_code": code}
     report |= {"when": datetime.now(UTC).isoformat(timespec="seconds"), "who": user(), "host": host()}
     log(f"{folder}: {verdict}")
+    if not write:
+        return code
     text = (json.dumps(report, indent=2, default=str) + "\n").encode()
     try:
         for n in itertools.count(1):
