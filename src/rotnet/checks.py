@@ -31,7 +31,7 @@ from rotnet.lifecycle import RunContext
 from rotnet.lock import is_locked
 from rotnet.loop import plural, smallest_step
 from rotnet.models import build_model, check_keys
-from rotnet.record import RunRecord, open_run, read_weights, weights_file
+from rotnet.record import RunRecord, open_run, read_weights, refuse_in_use, weights_file
 from rotnet.runtime import recorded_threads
 
 
@@ -64,6 +64,7 @@ def init_weights(cfg: RunConfig, runs_root: Path, source: Source | None) -> tupl
     path = weights_file(cfg.init_path) if cfg.init_path else run_dir(runs_root, expected) / WEIGHTS
     make = (source.command if source else "") or f"rotnet train rotation --arch {cfg.arch} --seed {cfg.seed}"
     if not path.is_file() and not (cfg.init_path and (path.parent / CONFIG).is_file()):  # a named run: below
+        refuse_in_use(path.parent, "take rotation weights from")  # being trained: not to be made again
         if cfg.init_path:
             if runs_below(Path(cfg.init_path)):  # a runs root, say
                 raise not_a_run(Path(cfg.init_path), f"no {WEIGHTS}; --init names a run folder or a weights file")
@@ -193,7 +194,8 @@ def check_run(
     if context.run_options.restart or not ((folder / CONFIG).exists() or (folder / MANIFEST).exists()):
         return Checked(weights)
     finished = (folder / RESULT).is_file()  # reused, so its weights are part of what it claims
-    record = open_run(folder, "reuse" if finished else "continue", need=(RESULT, WEIGHTS) if finished else ())
+    purpose, need = ("reuse", (RESULT, WEIGHTS)) if finished else ("continue", ())
+    record = open_run(folder, purpose, need=need, held=True)  # its lock: step 1
     if record.config is None and (folder / CONFIG).exists():
         raise RotnetError(f"{folder / CONFIG} is unreadable; move the run away or use --restart")
     if record.config is None:  # a manifest alone (a run killed before its config.json): its checkpoints' seal

@@ -65,12 +65,22 @@ def holder(lock_file: Path) -> str:
 
 
 def is_locked(folder: Path) -> str | None:
-    """The holder's pid if another process holds folder's lock, else None (probes without keeping the lock)."""
+    """The holder's pid if another process holds folder's lock, else None. It only looks: a shared lock tried on a
+    read-only descriptor (the lock file is not written, so a run on a read-only disk is read as any other). flock is
+    per open file: a lock this process holds through another descriptor counts too (callers that hold it say so)."""
     path = Path(folder) / LOCK
     if not path.is_file():
         return None
     try:
-        RunLock(folder).acquire().release()
-    except InUse:
-        return holder(path)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:  # gone, or replaced by a link since: no process of rotnet's holds it
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as e:
+        if e.errno in (errno.EWOULDBLOCK, errno.EACCES):
+            return holder(path)
+        return None
+    finally:
+        os.close(fd)  # and with it the shared lock
     return None

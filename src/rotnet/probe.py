@@ -230,7 +230,7 @@ def probe(
     other = None if own_data and not other_files else sized + (f" files {files_id}" if other_files else "")
     out = out_dir / result_name(head, pool, epochs, other)
     with RunLock(folder):  # sealed into the run's record, which another command may be sealing too
-        sealing = open_run(folder, "probe", need=(WEIGHTS,))  # again, under the lock: it may have changed since
+        sealing = open_run(folder, "probe", need=(WEIGHTS,), held=True)  # again, under the lock: it may have changed
         Seal.resume(folder, sealing).write_text(f"probe/{out.name}", json.dumps(results, indent=2) + "\n")
     log(table(results))
     worse = not_better(results["accuracy"])
