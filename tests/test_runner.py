@@ -4,6 +4,7 @@ holds are left to it, someone else's report and a plan naming one run twice refu
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -232,3 +233,25 @@ def test_a_plan_over_a_run_trained_on_other_data_is_refused_before_anything_trai
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("rotnet: error: resnet18/rotation/seed0: ") and "was trained on other data" in err, err
     assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "runs").rglob("*")) == before  # nothing trained
+
+
+@pytest.mark.parametrize("through", ["the command line", "the API"])
+def test_jobs_under_torchrun_is_refused_not_ignored(through, tmp_path, fake_root, monkeypatch, capsys):
+    """Under torchrun the ranks share each run of a plan, in turn: `--jobs 2` (experiments side by side, each in a
+    process of its own) ran the plan in turn without a word. It is refused, in every rank, before anything is
+    written."""
+    import torch
+
+    import rotnet
+    import rotnet.runner
+    from rotnet.distributed import World
+
+    monkeypatch.setattr(rotnet.runner, "setup_device", lambda name: (torch.device("cpu"), World(0, 2, 0)))
+    said = "--jobs 2 runs experiments side by side, each in a process of its own; under torchrun the 2 processes"
+    if through == "the API":
+        with pytest.raises(RotnetError, match=re.escape(said)):
+            rotnet.reproduce(preset=TINY_PRESET, runs_root=tmp_path, data_root=fake_root, download=False, jobs=2)
+    else:
+        assert main(reproduce(tmp_path, fake_root, jobs="2")) == 2
+        assert said in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

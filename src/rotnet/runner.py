@@ -90,6 +90,11 @@ def execute(configs: list[RunConfig], options: PlanOptions) -> int:
     kernels.ensure([c.kernels for c in configs])
     forget_data()
     device, world = setup_device(options.device)
+    if options.jobs > 1 and world.size > 1:  # it ran the plan's runs in turn, each shared by the ranks
+        raise RotnetError(
+            f"--jobs {options.jobs} runs experiments side by side, each in a process of its own; under torchrun "
+            f"the {world.size} processes share each run in turn: leave --jobs out"
+        )
     context = options.context(device, world, StopFlag())
     sources = [source_for(c, options) for c in configs]
     check_plan(configs, sources, options, context)

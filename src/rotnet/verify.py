@@ -5,7 +5,8 @@ result.json's accuracy and confusion matrix. What was compared goes to RUN/verif
 
 A comparison means what the machines allow: on the CPU identity that made the run (provenance.cpu_identity) and its
 thread count, a difference is a failed verification; on another one the last bits of a sum may differ, and one epoch
-turns them into points of accuracy, so a difference there is "inconclusive", not a failure.
+turns them into points of accuracy, so a difference there is "inconclusive", not a failure. A run trained by N
+processes (torchrun) is re-trained by N, as ranks of one job; its sums repeat under no other number.
 """
 
 from __future__ import annotations
