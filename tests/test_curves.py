@@ -162,6 +162,14 @@ def test_a_deeper_arch_on_other_data_is_compared_without_the_references_claim():
     assert "reference" not in deeper_finding(c)
 
 
+@pytest.mark.parametrize(("epochs", "said"), [(1, "1 epoch"), (2, "2 epochs"), (20, "20 epochs")])
+def test_a_deeper_finding_counts_the_shallowests_epochs_in_words(epochs, said):
+    a, b = (arch_row(arch, v, epochs, None) for arch, v in (("resnet18", FIVE), ("resnet34", [70.0])))
+    (c,) = deeper_comparisons([a["row"], b["row"]], a["runs"] + b["runs"])
+    text = deeper_finding(c)
+    assert f"(n=5, {said}):" in text and f"; at {said}, " in text, text  # "1 epochs" before
+
+
 @pytest.mark.plots
 def test_the_report_keeps_the_gain_at_every_epoch_and_plots_it(tiny_runs, tmp_path):
     """Two seeds of each transfer side: results.json's row has an entry per epoch (epoch, mean, interval, n, each

@@ -276,12 +276,17 @@ VERDICTS = {
 }
 
 
+def epochs_text(n: int | str) -> str:
+    """'1 epoch', '20 epochs' (a count, or the text of one)."""
+    return f"{n} epoch{'s' * (str(n) != '1')}"
+
+
 def deeper_finding(c: dict) -> str:
     """One deeper arch against the shallowest, worded from `deeper_comparisons`' numbers."""
     base_std = f" ± {c['base_std']:.2f}" if c["base_std"] is not None else ""
     text = (
         f"{c['experiment']}: {c['arch']} {c['mean']:.2f} at its last epoch ({c['epochs']}) against {c['base_arch']}'s "
-        f"{c['base_mean']:.2f}{base_std} (n={c['base_n']}, {c['base_epochs']} epochs): {c['difference']:+.2f}"
+        f"{c['base_mean']:.2f}{base_std} (n={c['base_n']}, {epochs_text(c['base_epochs'])}): {c['difference']:+.2f}"
     )
     if c["ci95"] is not None:
         lo, hi = c["ci95"]
@@ -294,7 +299,7 @@ def deeper_finding(c: dict) -> str:
         text += " (one seed each: no interval)"
     if c["at_base_epochs"] is not None:
         same = c["at_base_epochs"]
-        text += f"; at {c['base_epochs']} epochs, {same:.2f} ({same - c['base_mean']:+.2f})"
+        text += f"; at {epochs_text(c['base_epochs'])}, {same:.2f} ({same - c['base_mean']:+.2f})"
     if c["reference_claim"]:
         text += f". The reference report says {c['arch']} is {c['reference_claim']}"
         if c["claim_in_its_numbers"] is not None:
