@@ -262,6 +262,13 @@ def test_the_model_card_names_a_hub_dataset_only_for_its_official_files(tiny_run
         ("runs/resnet18/rotation/seed0/config.json", "is a file, not a folder"),
         ("runs/hub", None),  # beside the runs, in the runs root: no run's folder
         ("empty", None),  # an empty folder that exists
+        # spelled as a run in a runs root (beside a sealed run, or under one with a plan's log): its report listed an
+        # "inconsistent" seed1, and `train --seed 1` refused to run there
+        ("runs/resnet18/rotation/seed1", "is spelled as a run folder (ARCH/EXPERIMENT/seedN) in the runs root"),
+        ("runs/resnet34/full-from-rotation/seed0", "is spelled as a run folder"),
+        ("planned/cifar100/resnet18/rotation/seed0", "is spelled as a run folder"),  # a data segment: the log's root
+        ("exports/resnet18/rotation/seed0", None),  # exports laid out as runs, no runs root: the second one too
+        ("exports/resnet18/rotation/seed1", None),
     ],
 )
 def test_export_writes_only_into_a_new_folder_outside_every_run(tiny_runs, tmp_path, fake_root, capsys, command, out,
@@ -271,6 +278,12 @@ def test_export_writes_only_into_a_new_folder_outside_every_run(tiny_runs, tmp_p
     run = tmp_path / "runs/resnet18/rotation/seed0"
     shutil.copytree(tiny_runs / "resnet18/rotation/seed0", run)
     (tmp_path / "empty").mkdir()
+    (tmp_path / "planned").mkdir()
+    (tmp_path / "planned/reproduce.json").write_text(json.dumps({"rotnet_version": "0.7.0"}))  # a plan's log
+    shutil.copytree(run, tmp_path / "exports/resnet18/rotation/seed0")  # an earlier export there (its files: no seal)
+    (tmp_path / "exports/resnet18/rotation/seed0/manifest.json").unlink()
+    if out == "exports/resnet18/rotation/seed0":
+        shutil.rmtree(tmp_path / out)
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     what = [str(run)] if command == "export" else ["cifar10", "--data-root", str(fake_root), "--no-download"]
     ranges = [] if command == "export" else ["--train-range", "0:2", "--test-range", "0:2"]

@@ -250,6 +250,26 @@ def refuse_output_folder(out: Path) -> None:
     for folder in out.absolute().parents:
         if is_run_folder(folder):
             raise RotnetError(f"{out} lies inside the run folder {folder}; name a folder elsewhere")
+    if (root := runs_root_around(out.absolute())) is not None:  # an export there reads as an inconsistent run
+        raise RotnetError(
+            f"{out} is spelled as a run folder (ARCH/EXPERIMENT/seedN) in the runs root {root}, whose report and "
+            "plans would take it for a run; name a folder elsewhere"
+        )
+
+
+def runs_root_around(folder: Path) -> Path | None:
+    """The runs root a folder spelled ROOT/[DATA/]ARCH/EXPERIMENT/seedN lies in, or None: ROOT holds a plan's log or a
+    report's marker, or [DATA/] holds a sealed run beside it (a folder of exports laid out as runs holds none)."""
+    if parse_run_dir(folder) is None:
+        return None
+    level = folder.parents[2]  # ROOT, or the DATA folder in it
+    if any((run / MANIFEST).exists() and len(run.relative_to(level).parts) == 3 for run in find_runs(level)):
+        return level
+    for root in folder.parents[2:4]:
+        names = {n for n in ("reproduce.json", "label-efficiency.json", REPORT_MARKER) if (root / n).is_file()}
+        if names and is_rotnet_output(root, names):
+            return root
+    return None
 
 
 def refuse_copied_run(folder: Path) -> None:
