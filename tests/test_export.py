@@ -321,3 +321,36 @@ def test_any_folder_name_reads_back_from_the_front_matter(name):
     from rotnet.export import yaml_text
 
     assert yaml.safe_load(f"type: {yaml_text(name)}\n") == {"type": name}
+
+
+@pytest.mark.parametrize("stop", ["Ctrl-C", "a full disk"])
+@pytest.mark.parametrize("after", [1, 3])
+@pytest.mark.parametrize("command", ["export", "export-images"])
+@pytest.mark.parametrize("out", ["new/hub", "empty"])
+def test_an_export_stopped_halfway_leaves_nothing_a_later_command_would_read(
+    tiny_runs, tmp_path, fake_root, monkeypatch, command, after, stop, out
+):
+    """Both exports write their folder whole or not at all (files.staged_folder): `export-images` stopped halfway had
+    left a folder of some of the images (2,972 of CIFAR-10's 60,000, no test split), which `train --dataset` then
+    trained on as the whole dataset, without a word. An empty folder named for it stays as it was."""
+    import rotnet.export
+
+    run = tmp_path / "runs/resnet18/rotation/seed0"
+    shutil.copytree(tiny_runs / "resnet18/rotation/seed0", run)
+    (tmp_path / "empty").mkdir()
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    real, calls = rotnet.export.atomic_write, []
+
+    def failing(*args, **kwargs):
+        calls.append(args[0])
+        if len(calls) == after:
+            raise KeyboardInterrupt if stop == "Ctrl-C" else OSError(28, "No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rotnet.export, "atomic_write", failing)
+    what = [str(run)] if command == "export" else ["cifar10", "--data-root", str(fake_root), "--no-download"]
+    assert main([command, *what, str(tmp_path / out)]) == (130 if stop == "Ctrl-C" else 2)
+    assert len(calls) == after
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # hidden stages too
+    monkeypatch.undo()
+    assert main([command, *what, str(tmp_path / out)]) == 0  # and the same command then writes it whole

@@ -16,7 +16,7 @@ from rotnet.augment import MEAN, STD
 from rotnet.config import DATASETS
 from rotnet.data import Dataset, within_folder
 from rotnet.errors import RotnetError
-from rotnet.files import atomic_write, make_folder, read_regular
+from rotnet.files import atomic_write, read_regular, staged_folder
 from rotnet.layout import refuse_output_folder
 
 
@@ -45,15 +45,16 @@ def export_images(
         jobs.append(("test", data.test_images, data.test_labels, span("test", test_range, len(data.test_images))))
     width = len(str(max(len(data.train_images), len(data.test_images)) - 1))
     written = 0
-    for split, images, labels, indices in jobs:
-        folders = [out / split / c for c in data.class_names] if labeled else [out / split]
-        for i in tqdm(indices, desc=f"writing {split}", unit="img", leave=False, disable=None):
-            folder = folders[int(labels[i])] if labeled else folders[0]
-            pixels = np.ascontiguousarray(images[i].numpy().transpose(1, 2, 0))  # CHW -> HWC
-            png = io.BytesIO()
-            Image.fromarray(pixels, "RGB").save(png, "PNG", compress_level=1)
-            atomic_write(folder / f"{i:0{width}d}.png", png.getvalue(), base=out, sync=False)  # through no link
-            written += 1
+    with staged_folder(out) as stage:  # all the images or none: a part of them would read as the whole dataset
+        for split, images, labels, indices in jobs:
+            folders = [stage / split / c for c in data.class_names] if labeled else [stage / split]
+            for i in tqdm(indices, desc=f"writing {split}", unit="img", leave=False, disable=None):
+                folder = folders[int(labels[i])] if labeled else folders[0]
+                pixels = np.ascontiguousarray(images[i].numpy().transpose(1, 2, 0))  # CHW -> HWC
+                png = io.BytesIO()
+                Image.fromarray(pixels, "RGB").save(png, "PNG", compress_level=1)
+                atomic_write(folder / f"{i:0{width}d}.png", png.getvalue(), base=stage, sync=False)  # through no link
+                written += 1
     return written
 
 
@@ -151,7 +152,6 @@ WHAT = {
 def export_run(folder: Path, out: Path) -> Path:
     """A finished run as an upload-ready folder: model.safetensors, config.json, result.json, metrics.jsonl and a
     model card (README.md with the usual front matter). Writes only under out, which must be new or empty."""
-    import shutil
 
     from rotnet.checkpoint import load_tensors
     from rotnet.files import atomic_write_text
@@ -179,22 +179,11 @@ def export_run(folder: Path, out: Path) -> Path:
         raise RotnetError(
             f"{folder}'s record has a malformed field ({type(e).__name__}: {e}); nothing was exported"
         ) from None
-    made = next((p for p in [*reversed(out.parents), out] if not p.exists()), None)  # the top folder this makes
-    written: list[Path] = []
-    try:  # the card is built: only copying is left, and a failure there leaves no half-written export behind
-        make_folder(out)
+    with staged_folder(out) as stage:  # the card is built: only copying is left, and it lands whole or not at all
         for name in (WEIGHTS, CONFIG, RESULT, METRICS):
             if (folder / name).is_file() and not (folder / name).is_symlink():  # a link rotnet did not make: never
-                written.append(out / name)
-                atomic_write(out / name, read_regular(folder / name, follow=False), base=out)
-        written.append(out / "README.md")
-        atomic_write_text(out / "README.md", card)
-    except BaseException:
-        for path in written:
-            path.unlink(missing_ok=True)
-        if made:
-            shutil.rmtree(made, ignore_errors=True)
-        raise
+                atomic_write(stage / name, read_regular(folder / name, follow=False), base=stage)
+        atomic_write_text(stage / "README.md", card)
     return out
 
 

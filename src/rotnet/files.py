@@ -7,7 +7,8 @@
   component at a time with O_NOFOLLOW | O_DIRECTORY on directory descriptors, so a link that rotnet did not make
   (it makes none) is refused rather than followed, and nothing checked can be swapped before it is used;
   `atomic_write` creates its temporary file and renames it relative to that descriptor, and `open_regular(base=)`
-  reads rotnet's own files back the same way.
+  reads rotnet's own files back the same way; a folder of many files (an export) is written whole or not at all
+  (`staged_folder`).
 - A file's sha256 (`sha256_file`), remembered per process while the file stays the same, and filled in by
   `read_file` as it reads: a record check after a load reads nothing again.
 """
@@ -18,7 +19,10 @@ import contextlib
 import errno
 import hashlib
 import os
+import secrets
+import shutil
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -165,6 +169,30 @@ def refuse_links(path: Path, base: Path) -> None:
                     raise RotnetError(f"{path} is a link rotnet did not make; it writes nothing through it: remove it")
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def staged_folder(out: Path) -> Iterator[Path]:
+    """A folder written whole or not at all: the caller writes into a hidden folder beside `out`, which becomes `out`
+    (one rename) once every file is written. On an error or a Ctrl-C it is removed with the folders made for it, and
+    nothing is at `out`: an export stopped halfway had left a folder of some of its images, which a later run read as
+    the whole dataset. `out` may exist only as an empty folder (layout.refuse_output_folder checks it first)."""
+    out = Path(out)
+    made = first_missing(out.parent)
+    make_folder(out.parent)
+    stage = out.parent / f".{out.name}.partial-{secrets.token_hex(4)}"  # hidden: no image listing reads it
+    try:
+        stage.mkdir()
+        yield stage
+        try:
+            os.rename(stage, out)  # over an empty folder too; never over a folder with files
+        except OSError as e:
+            raise RotnetError(f"cannot write {out} ({e.strerror or e}): another command wrote it meanwhile?") from None
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+        raise
 
 
 def first_missing(folder: Path) -> Path | None:
