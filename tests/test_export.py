@@ -354,3 +354,22 @@ def test_an_export_stopped_halfway_leaves_nothing_a_later_command_would_read(
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # hidden stages too
     monkeypatch.undo()
     assert main([command, *what, str(tmp_path / out)]) == 0  # and the same command then writes it whole
+
+
+@pytest.mark.parametrize("named", ["as .", "through a link"])
+def test_an_empty_folder_named_for_an_export_is_filled_not_replaced(tmp_path, fake_root, monkeypatch, named):
+    """The staged export fills an existing empty folder in place: it may be the shell's working folder (`rotnet
+    export-images cifar10 .`), which a rename over it would have left a deleted folder, or a link to one."""
+    target = tmp_path / "data"
+    target.mkdir()
+    inode = target.stat().st_ino
+    if named == "as .":
+        monkeypatch.chdir(target)
+        out = "."
+    else:
+        (tmp_path / "link").symlink_to(target)
+        out = str(tmp_path / "link")
+    assert main(["export-images", "cifar10", out, "--data-root", str(fake_root), "--no-download"]) == 0
+    assert target.stat().st_ino == inode and sorted(p.name for p in target.iterdir()) == ["test", "train"]
+    assert (tmp_path / "link").is_symlink() if named != "as ." else True
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["data"] if named == "as ." else ["data", "link"])

@@ -152,7 +152,6 @@ WHAT = {
 def export_run(folder: Path, out: Path) -> Path:
     """A finished run as an upload-ready folder: model.safetensors, config.json, result.json, metrics.jsonl and a
     model card (README.md with the usual front matter). Writes only under out, which must be new or empty."""
-
     from rotnet.checkpoint import load_tensors
     from rotnet.files import atomic_write_text
     from rotnet.layout import CONFIG, METRICS, RESULT, WEIGHTS, not_a_run, refuse_copied_run

@@ -173,23 +173,34 @@ def refuse_links(path: Path, base: Path) -> None:
 
 @contextlib.contextmanager
 def staged_folder(out: Path) -> Iterator[Path]:
-    """A folder written whole or not at all: the caller writes into a hidden folder beside `out`, which becomes `out`
-    (one rename) once every file is written. On an error or a Ctrl-C it is removed with the folders made for it, and
-    nothing is at `out`: an export stopped halfway had left a folder of some of its images, which a later run read as
-    the whole dataset. `out` may exist only as an empty folder (layout.refuse_output_folder checks it first)."""
-    out = Path(out)
-    made = first_missing(out.parent)
-    make_folder(out.parent)
-    stage = out.parent / f".{out.name}.partial-{secrets.token_hex(4)}"  # hidden: no image listing reads it
+    """A folder written whole or not at all: the caller writes into a hidden folder, which becomes `out` once every
+    file is written. On an error or a Ctrl-C it is removed with the folders made for it, and nothing is at `out`: an
+    export stopped halfway had left a folder of some of its images, which a later run read as the whole dataset.
+    `out` may exist only as an empty folder (layout.refuse_output_folder checks it first): that one is filled, not
+    replaced (it may be a shell's working folder, `export-images cifar10 .`, or a link), from a hidden folder inside
+    it, entry by entry at the end; a new one is the hidden folder beside it, renamed."""
+    out = Path(os.path.abspath(out))  # `.` and `..` name the folder itself, never a place beside it
+    existing = out.is_dir()
+    home, made = (out, None) if existing else (out.parent, first_missing(out.parent))
+    make_folder(home)
+    stage = home / f".{out.name}.partial-{secrets.token_hex(4)}"  # hidden: no image listing reads it
+    moved: list[Path] = []
     try:
         stage.mkdir()
         yield stage
         try:
-            os.rename(stage, out)  # over an empty folder too; never over a folder with files
+            if not existing:
+                os.rename(stage, out)
+                return
+            for entry in sorted(os.listdir(stage)):
+                os.rename(stage / entry, out / entry)
+                moved.append(out / entry)
+            stage.rmdir()
         except OSError as e:
             raise RotnetError(f"cannot write {out} ({e.strerror or e}): another command wrote it meanwhile?") from None
     except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
+        for path in [stage, *moved]:
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
         if made is not None:
             shutil.rmtree(made, ignore_errors=True)
         raise
