@@ -92,3 +92,38 @@ def test_one_runs_folder_is_refused_as_a_runs_root_however_it_is_spelled(tiny_ru
     )
     assert len(err) == 1 and err[0].endswith(said), err
     assert sorted(p.name for p in run.iterdir()) == before
+
+
+@pytest.mark.parametrize("where", ["the run folder", "inside it"])
+@pytest.mark.parametrize(
+    "command",
+    ["probe --feature-cache", "probe --cache-dir", "train --cache-dir", "export-images --cache-dir", "export OUT"],
+)
+def test_no_folder_named_for_rotnet_to_write_into_lies_in_a_run(command, where, tiny_runs, tmp_path, capsys):
+    """Every folder a user names for rotnet's outputs passes layout.refuse_inside_run: `--feature-cache RUN` wrote
+    the probe's features among a sealed run's files, `--cache-dir RUN` the prepared images (export's OUT was refused
+    already: its rows are controls)."""
+    import numpy as np
+
+    from rotnet.cli import main
+    from tests.helpers import write_folder
+
+    run = tmp_path / "runs/resnet18/rotation/seed0"
+    shutil.copytree(tiny_runs / "resnet18/rotation/seed0", run)
+    write_folder(tmp_path / "imgs", np.random.default_rng(0).integers(0, 256, (40, 3, 8, 8), dtype=np.uint8))
+    target = run if where == "the run folder" else run / "cache"
+    name, flag = command.split()
+    images = ["--dataset", str(tmp_path / "imgs")]
+    args = {
+        "probe": ["probe", str(run), *images, "--epochs", "1", "--device", "cpu"],
+        "train": ["train", "rotation", *images, "--runs-root", str(tmp_path / "other"), "--epochs", "1"],
+        "export-images": ["export-images", str(tmp_path / "imgs"), str(tmp_path / "out")],
+        "export": ["export", str(run), str(target)],
+    }[name] + ([flag, str(target)] if flag.startswith("--") else [])
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    said = "is the run folder" if where == "the run folder" else "lies inside the run folder"
+    said = "exists and is not an empty folder" if command == "export OUT" and where == "the run folder" else said
+    assert said in err and len(err.strip().splitlines()) == 1, err
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before

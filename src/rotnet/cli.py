@@ -102,6 +102,10 @@ def cmd_probe(args: argparse.Namespace) -> int:
         raise RotnetError("--pool and --epochs must be positive")
     if args.feature_cache and file_in_the_way(args.feature_cache):
         raise RotnetError(f"--feature-cache {args.feature_cache} is not a folder; name a folder to keep features in")
+    if args.feature_cache:  # before the data is read (probe.features asks again, for every caller)
+        from rotnet.layout import refuse_inside_run
+
+        refuse_inside_run(args.feature_cache, "--feature-cache")
     opened = finished_run(args.run)  # fail on a bad run folder before loading the data
     cfg = opened[0]
     target = {k: v for k, v in (("dataset", args.dataset), ("image_size", args.image_size)) if v is not None}

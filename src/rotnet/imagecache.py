@@ -21,7 +21,7 @@ from rotnet.config import DataOptions, dataset_slug
 from rotnet.errors import Interrupted, RotnetError
 from rotnet.files import atomic_write_text, open_dir, open_regular
 from rotnet.images import decode, first_size
-from rotnet.layout import read_json
+from rotnet.layout import read_json, refuse_inside_run
 from rotnet.signals import raise_on_stop
 
 CACHE = ".rotnet-cache"
@@ -137,6 +137,8 @@ def cache_dir_for(folder: Path, options: DataOptions) -> Path:
     """The cache folder: --cache-dir as named, or FOLDER/.rotnet-cache reached through no link (rotnet makes none:
     a link there would carry the prepared images, and their removal, elsewhere)."""
     cache = Path(options.cache_dir) if options.cache_dir else folder / CACHE
+    if options.cache_dir:
+        refuse_inside_run(cache, "--cache-dir")
     try:
         os.close(open_dir(cache, cache if options.cache_dir else folder, create=True))
     except RotnetError as e:

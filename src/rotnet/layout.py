@@ -247,14 +247,23 @@ def refuse_output_folder(out: Path) -> None:
         raise in_the_way
     if out.exists() and any(out.iterdir()):
         raise RotnetError(f"{out} exists and is not an empty folder; name a new one")
-    for folder in out.absolute().parents:
-        if is_run_folder(folder):
-            raise RotnetError(f"{out} lies inside the run folder {folder}; name a folder elsewhere")
+    refuse_inside_run(out)
     if (root := runs_root_around(out.absolute())) is not None:  # an export there reads as an inconsistent run
         raise RotnetError(
             f"{out} is spelled as a run folder (ARCH/EXPERIMENT/seedN) in the runs root {root}, whose report and "
             "plans would take it for a run; name a folder elsewhere"
         )
+
+
+def refuse_inside_run(folder: Path, what: str = "") -> None:
+    """A folder the user names for rotnet to write into (an export's, `--feature-cache`, `--cache-dir`) is no run
+    folder and lies in none: its files would sit among a sealed run's (`export RUN RUN/hub` put a second copy of the
+    weights there, `--feature-cache RUN` the probe's features)."""
+    named = f"{what} {folder}" if what else str(folder)
+    for run in [Path(folder).absolute(), *Path(folder).absolute().parents]:
+        if is_run_folder(run):
+            where = "is" if run == Path(folder).absolute() else "lies inside"
+            raise RotnetError(f"{named} {where} the run folder {run}; name a folder elsewhere")
 
 
 def runs_root_around(folder: Path) -> Path | None:

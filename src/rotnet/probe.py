@@ -24,7 +24,7 @@ from rotnet.config import RunConfig, from_dict, with_defaults
 from rotnet.data import Dataset, classes_to_tell, data_diff
 from rotnet.errors import RotnetError
 from rotnet.evaluate import STAGES, extract, grid, stage_outputs
-from rotnet.layout import CONFIG, WEIGHTS, not_a_run, refuse_copied_run
+from rotnet.layout import CONFIG, WEIGHTS, not_a_run, refuse_copied_run, refuse_inside_run
 from rotnet.lock import RunLock
 from rotnet.manifest import Seal
 from rotnet.models import build_model, check_keys, initial_model
@@ -74,6 +74,8 @@ def features(
     """Train and test features of every stage; with a cache folder, kept there as safetensors keyed by the weights,
     the pooling (each stage's grid: an entry from before grids were capped at a stage's map holds copies) and the
     data (a probe with another head then skips extraction)."""
+    if cache is not None:  # before minutes of extraction
+        refuse_inside_run(cache, "--feature-cache")
     key = {"weights": digest, "pool": pool, "grids": grid_text, "data": data.fingerprint}
     data_id = hashlib.sha256(json.dumps(data.fingerprint, sort_keys=True).encode()).hexdigest()
     path = cache / f"features-{digest[:16]}-pool{pool}-{data_id[:16]}.safetensors" if cache else None
