@@ -97,12 +97,15 @@ def test_one_runs_folder_is_refused_as_a_runs_root_however_it_is_spelled(tiny_ru
 @pytest.mark.parametrize("where", ["the run folder", "inside it"])
 @pytest.mark.parametrize(
     "command",
-    ["probe --feature-cache", "probe --cache-dir", "train --cache-dir", "export-images --cache-dir", "export OUT"],
-)
+    [
+        "probe --feature-cache", "probe --cache-dir", "train --cache-dir", "export-images --cache-dir", "export OUT",
+        "cifar10 --data-root",  # where a missing CIFAR-10 would be downloaded
+    ],
+)  # fmt: skip
 def test_no_folder_named_for_rotnet_to_write_into_lies_in_a_run(command, where, tiny_runs, tmp_path, capsys):
     """Every folder a user names for rotnet's outputs passes layout.refuse_inside_run: `--feature-cache RUN` wrote
-    the probe's features among a sealed run's files, `--cache-dir RUN` the prepared images (export's OUT was refused
-    already: its rows are controls)."""
+    the probe's features among a sealed run's files, `--cache-dir RUN` the prepared images, and a download would
+    have unpacked CIFAR-10 under `--data-root RUN` (export's OUT was refused already: its rows are controls)."""
     import numpy as np
 
     from rotnet.cli import main
@@ -119,6 +122,7 @@ def test_no_folder_named_for_rotnet_to_write_into_lies_in_a_run(command, where, 
         "train": ["train", "rotation", *images, "--runs-root", str(tmp_path / "other"), "--epochs", "1"],
         "export-images": ["export-images", str(tmp_path / "imgs"), str(tmp_path / "out")],
         "export": ["export", str(run), str(target)],
+        "cifar10": ["train", "rotation", "--runs-root", str(tmp_path / "other"), "--epochs", "1"],
     }[name] + ([flag, str(target)] if flag.startswith("--") else [])
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     assert main(args) == 2

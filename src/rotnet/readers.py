@@ -17,6 +17,7 @@ import torch
 from rotnet.data import Dataset, default_data_root
 from rotnet.errors import RotnetError, warn_once
 from rotnet.files import file_in_the_way, first_missing, open_regular, read_regular
+from rotnet.layout import refuse_inside_run
 
 FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -118,6 +119,7 @@ def _fetch(name: str, root: Path, folder: Path, files: tuple[str, ...], download
     hint = f"put the {folder.name} folder under {root} (or point --data-root / ROTNET_DATA at its parent)"
     if not download:
         raise RotnetError(f"{name} not found under {root}: {hint}")
+    refuse_inside_run(root, "the data root")  # a download is written there: never among a sealed run's files
     from torchvision.datasets.utils import download_and_extract_archive
 
     made = first_missing(root)  # what a failed download removes: nothing the user had is touched
