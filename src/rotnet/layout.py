@@ -256,9 +256,9 @@ def refuse_output_folder(out: Path) -> None:
 
 
 def refuse_inside_run(folder: Path, what: str = "") -> None:
-    """A folder the user names for rotnet to write into (an export's, `--feature-cache`, `--cache-dir`) is no run
-    folder and lies in none: its files would sit among a sealed run's (`export RUN RUN/hub` put a second copy of the
-    weights there, `--feature-cache RUN` the probe's features)."""
+    """A folder the user names for rotnet to write into (an export's, `--feature-cache`, `--cache-dir`, a data root a
+    dataset is downloaded into) is no run folder and lies in none: its files would sit among a sealed run's (`export
+    RUN RUN/hub` put a second copy of the weights there, `--feature-cache RUN` the probe's features)."""
     named = f"{what} {folder}" if what else str(folder)
     for run in [Path(folder).absolute(), *Path(folder).absolute().parents]:
         if is_run_folder(run):
