@@ -18,6 +18,7 @@ from rotnet.data import Dataset, within_folder
 from rotnet.errors import RotnetError
 from rotnet.files import atomic_write, read_regular, staged_folder
 from rotnet.layout import refuse_output_folder
+from rotnet.signals import raise_on_stop
 
 
 def export_images(
@@ -45,7 +46,8 @@ def export_images(
         jobs.append(("test", data.test_images, data.test_labels, span("test", test_range, len(data.test_images))))
     width = len(str(max(len(data.train_images), len(data.test_images)) - 1))
     written = 0
-    with staged_folder(out) as stage:  # all the images or none: a part of them would read as the whole dataset
+    stopped = f"stopped while exporting into {out}; nothing was kept"  # SIGTERM too: else it left the hidden folder
+    with raise_on_stop(stopped), staged_folder(out) as stage:  # all the images or none: a part would read as all
         for split, images, labels, indices in jobs:
             folders = [stage / split / c for c in data.class_names] if labeled else [stage / split]
             for i in tqdm(indices, desc=f"writing {split}", unit="img", leave=False, disable=None):
@@ -178,7 +180,8 @@ def export_run(folder: Path, out: Path) -> Path:
         raise RotnetError(
             f"{folder}'s record has a malformed field ({type(e).__name__}: {e}); nothing was exported"
         ) from None
-    with staged_folder(out) as stage:  # the card is built: only copying is left, and it lands whole or not at all
+    stopped = f"stopped while exporting into {out}; nothing was kept"
+    with raise_on_stop(stopped), staged_folder(out) as stage:  # the card is built: only copying is left
         for name in (WEIGHTS, CONFIG, RESULT, METRICS):
             if (folder / name).is_file() and not (folder / name).is_symlink():  # a link rotnet did not make: never
                 atomic_write(stage / name, read_regular(folder / name, follow=False), base=stage)
