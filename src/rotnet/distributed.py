@@ -68,6 +68,11 @@ def main_value(value: int) -> int:
     return int(t.item())
 
 
+def is_main_rank() -> bool:
+    """Whether this process is rank 0 of torchrun's group, or the only process."""
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()

@@ -4,9 +4,11 @@ name) is the dataset's own order: the exported folder trains exactly as the orig
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -46,8 +48,7 @@ def export_images(
         jobs.append(("test", data.test_images, data.test_labels, span("test", test_range, len(data.test_images))))
     width = len(str(max(len(data.train_images), len(data.test_images)) - 1))
     written = 0
-    stopped = f"stopped while exporting into {out}; nothing was kept"  # SIGTERM too: else it left the hidden folder
-    with raise_on_stop(stopped), staged_folder(out) as stage:  # all the images or none: a part would read as all
+    with staged_export(out) as stage:  # all the images or none: a part of them would read as the whole dataset
         for split, images, labels, indices in jobs:
             folders = [stage / split / c for c in data.class_names] if labeled else [stage / split]
             for i in tqdm(indices, desc=f"writing {split}", unit="img", leave=False, disable=None):
@@ -58,6 +59,14 @@ def export_images(
                 atomic_write(folder / f"{i:0{width}d}.png", png.getvalue(), base=stage, sync=False)  # through no link
                 written += 1
     return written
+
+
+@contextlib.contextmanager
+def staged_export(out: Path) -> Iterator[Path]:
+    """Where an export writes: a folder that becomes `out` whole or not at all (files.staged_folder), also when Ctrl-C
+    or SIGTERM stops it (SIGTERM had ended the process where it stood, leaving the staged folder)."""
+    with raise_on_stop(f"stopped while exporting into {out}; nothing was kept"), staged_folder(out) as stage:
+        yield stage
 
 
 def span(split: str, given: tuple[int, int] | None, n: int) -> range:
@@ -180,8 +189,7 @@ def export_run(folder: Path, out: Path) -> Path:
         raise RotnetError(
             f"{folder}'s record has a malformed field ({type(e).__name__}: {e}); nothing was exported"
         ) from None
-    stopped = f"stopped while exporting into {out}; nothing was kept"
-    with raise_on_stop(stopped), staged_folder(out) as stage:  # the card is built: only copying is left
+    with staged_export(out) as stage:  # the card is built: only copying is left, and it lands whole or not at all
         for name in (WEIGHTS, CONFIG, RESULT, METRICS):
             if (folder / name).is_file() and not (folder / name).is_symlink():  # a link rotnet did not make: never
                 atomic_write(stage / name, read_regular(folder / name, follow=False), base=stage)

@@ -29,7 +29,7 @@ from rotnet.checks import refuse_missing_keys, refuse_other_data
 from rotnet.config import ADDED, NO_OPTIONS, DataOptions, check_dataset, from_dict, with_defaults
 from rotnet.data import is_named, normalization, output_count
 from rotnet.datasets import load_for
-from rotnet.distributed import init_from_env, main_value
+from rotnet.distributed import init_from_env, is_main_rank, main_value
 from rotnet.errors import RotnetError
 from rotnet.evaluate import accuracy, confusion, predict, targets_for
 from rotnet.layout import (
@@ -140,7 +140,7 @@ def verify(
     `dataset`: where a folder run's images are now (moved, or on another machine); they must be the same images."""
     folder = Path(folder)
     world = init_from_env(device)  # under torchrun: every rank re-trains its shard, rank 0 speaks and writes
-    log, write = (log, True) if world.is_main else (lambda *_: None, False)
+    log = log if world.is_main else lambda *_: None
     if not (folder / CONFIG).is_file():
         raise not_a_run(folder, f"no {CONFIG}")
     refuse_copied_run(folder)  # no evidence written about a folder that is no run
@@ -153,7 +153,7 @@ def verify(
     elif not seen.trusted:  # before any field of it is believed (a tampered stream contract is a failed check)
         for p in seen.problems:
             log(f"{folder}: record {seen.status}: {p}")
-        return finish(folder, report, FAILED, f"not verified: the record is {seen.status}", log, write)
+        return finish(folder, report, FAILED, f"not verified: the record is {seen.status}", log)
     record = rec.config
     if record is None:
         raise not_a_run(folder, f"no readable {CONFIG}")
@@ -308,10 +308,10 @@ def verify(
         what += ", so the final weights were not re-made" if final is not None else ""
     if not differ:
         on = f"; re-trained on {threads_text(threads)}, as recorded" if threads else ""
-        return finish(folder, report, VERIFIED, f"verified: {what} (re-run on {here}{on})", log, write)
+        return finish(folder, report, VERIFIED, f"verified: {what} (re-run on {here}{on})", log)
     if strict(record, dev, same, cfg.kernels, world.size):
         where = f"on the same machine ({here})" if same else f"with portable kernels (made on {made}, re-run on {here})"
-        return finish(folder, report, FAILED, f"not verified: {differ} field(s) differ {where}", log, write)
+        return finish(folder, report, FAILED, f"not verified: {differ} field(s) differ {where}", log)
     sizes = ", ".join(f"{k} by {v:.4g}" for k, v in largest.items())
     differ_text = f"inconclusive: {differ} field(s) differ{f' (at most: {sizes})' if sizes else ''}"
     if caveat := world_caveat(worlds, world.size):
@@ -327,7 +327,7 @@ def verify(
             "it: run verify on the machine that made the run, or train it with --kernels portable, whose runs "
             "verify on any x86-64 CPU"
         )
-    return finish(folder, report, INCONCLUSIVE, differ_text + why, log, write)
+    return finish(folder, report, INCONCLUSIVE, differ_text + why, log)
 
 
 def recorded_worlds(record: dict) -> list[int | None]:
@@ -370,7 +370,7 @@ def strict(record: dict, device, same: bool | None, kernels: str, world_size: in
     return bool(same) and all(isinstance(s, dict) and s.get("deterministic") is True for s in starts)
 
 
-def finish(folder: Path, report: dict, code: int, verdict: str, log, write: bool = True) -> int:
+def finish(folder: Path, report: dict, code: int, verdict: str, log) -> int:
     """Print the verdict and keep what was compared, with who verified where and when, in a new file: RUN/verify.json,
     or verify-2.json, verify-3.json, ... beside the earlier ones, which are never replaced (a read-only folder only
     gets the line; under torchrun only rank 0 speaks and writes, and every rank returns its code)."""
@@ -378,7 +378,7 @@ def finish(folder: Path, report: dict, code: int, verdict: str, log, write: bool
     report |= {"verdict": verdict.split(":")[0], "summary": verdict, "exit_code": code}
     report |= {"when": datetime.now(UTC).isoformat(timespec="seconds"), "who": user(), "host": host()}
     log(f"{folder}: {verdict}")
-    if not write:
+    if not is_main_rank():
         return code
     text = (json.dumps(report, indent=2, default=str) + "\n").encode()
     try:
