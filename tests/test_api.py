@@ -231,3 +231,49 @@ def test_a_cuda_device_beyond_those_torch_sees_is_one_line(monkeypatch, name, co
     monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
     with pytest.raises(RotnetError, match=f"torch sees {count} CUDA device"):
         resolve_device(name)
+
+
+@pytest.mark.parametrize(
+    "archs, seeds",
+    [
+        ("resnet18", "0"),  # recorded as the text "0" in reproduce.json
+        (" resnet18 ", " 0 "),
+        (["resnet18"], "np.arange(1)"),  # json.dumps failed: int64 is not JSON serializable
+        (("resnet18",), "np.int64(0)"),
+        ("resnet18", "torch.tensor([0])"),
+        ("resnet18", [0]),
+    ],
+)
+def test_the_python_reproduce_records_each_seed_as_the_integer_it_names(tiny_runs, tmp_path, fake_root, archs, seeds):
+    """Seeds and archs in any form the API takes (text as the command line's flag, a list, a numpy or torch array)
+    plan and record the same runs as `--archs resnet18 --seeds 0` (the session's rotation run is reused)."""
+    import numpy as np
+    import torch
+
+    import rotnet
+
+    shutil.copytree(tiny_runs, tmp_path, dirs_exist_ok=True)
+    seeds = eval(seeds, {"np": np, "torch": torch}) if isinstance(seeds, str) and "(" in seeds else seeds
+    rotnet.reproduce(
+        preset=TINY_PRESET, runs_root=tmp_path, data_root=fake_root, download=False, archs=archs, seeds=seeds,
+        experiments="rotation", jobs=np.int64(1),
+    )  # fmt: skip
+    record = json.loads((tmp_path / "reproduce.json").read_text())
+    assert record["archs"] == ["resnet18"] and record["seeds"] == [0] and record["runs"] == ["resnet18/rotation/seed0"]
+
+
+@pytest.mark.parametrize(
+    "given, named",
+    [
+        ({"archs": "resnet18,bogus"}, "unknown arch 'bogus'"),  # was: unknown arch 'resnet18,bogus'; did you mean ...
+        ({"experiments": "rotation,bogus"}, "unknown experiment 'bogus'"),
+        ({"seeds": "0,"}, "seed must be an integer; got ''"),
+        ({"seeds": "0,1.5"}, "seed must be an integer; got '1.5'"),
+    ],
+)
+def test_the_python_reproduce_reads_comma_separated_text_as_the_command_line_does(tmp_path, fake_root, given, named):
+    import rotnet
+
+    with pytest.raises(RotnetError, match=re.escape(named)):
+        rotnet.reproduce(preset=TINY_PRESET, runs_root=tmp_path / "r", data_root=fake_root, download=False, **given)
+    assert not (tmp_path / "r").exists()

@@ -242,3 +242,36 @@ def from_toml_run(tmp_path, text: str):
 
     path = write(tmp_path / "c.toml", text)
     return Protocol(config_files=(path,)).resolve("rotation")
+
+
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        ("epochs", "np.int64(3)", 3),
+        ("epochs", "np.int32(3)", 3),
+        ("epochs", "np.float64(3.0)", 3),
+        ("seed", "torch.tensor(2)", 2),
+        ("lr", "np.float32(0.5)", 0.5),
+        ("lr", "np.int64(1)", 1.0),
+        ("lr", "torch.tensor(0.25)", 0.25),
+        ("nesterov", "np.bool_(True)", True),
+        ("epochs", "np.float64(1.5)", "epochs must be an integer; got 1.5"),
+        ("epochs", "np.array([3])", "epochs must be an integer; got array([3])"),
+        ("epochs", "np.bool_(True)", "epochs must be an integer; got True"),
+        ("lr", "np.float64('nan')", "lr must be a finite number; got nan"),
+    ],
+)
+def test_a_numpy_or_torch_scalar_means_its_python_value(key, value, expected):
+    """`rotnet.train(..., seed=np.int64(3))` (a loop over np.arange) was refused: "seed must be an integer; got
+    np.int64(3)". A scalar is read as its Python value and then checked as one; an array is no scalar."""
+    import numpy as np
+    import torch
+
+    value = eval(value, {"np": np, "torch": torch})
+    if isinstance(expected, str):
+        with pytest.raises(RotnetError) as e:
+            coerce(key, value)
+        assert str(e.value) == expected
+    else:
+        got = coerce(key, value)
+        assert got == expected and type(got) is type(expected)

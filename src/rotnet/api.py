@@ -3,6 +3,7 @@ a plain torchvision ResNet. The same code paths as the `rotnet` command, without
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,10 +129,16 @@ def _read_weights(run_or_weights: str | Path) -> tuple[Path, dict, dict]:
 
 
 def _listed(value: Any) -> tuple | None:
-    """A tuple argument given as one value (`archs="resnet18"`, `seeds=0`) is that one value, not its letters."""
+    """A tuple argument given as one value (`archs="resnet18"`, `seeds=0`) is that one value, not its letters; text
+    is split at commas as the command line's flag is (`archs="resnet18,resnet34"`); any other collection (a list, a
+    range, `np.arange(3)`) is its items."""
     if value is None or isinstance(value, tuple):
         return value
-    return tuple(value) if isinstance(value, list | set | range) else (value,)  # (1.5,): checked as a seed
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(","))
+    if getattr(value, "shape", None) == () or not isinstance(value, Iterable):
+        return (value,)  # (1.5,): checked as a seed
+    return tuple(value)
 
 
 def _path(p: str | Path | None) -> Path | None:

@@ -241,11 +241,14 @@ TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: 
 
 
 def coerce(key: str, value: Any) -> Any:
-    """Convert a TOML or command-line value to the field's type, or raise RotnetError. Text means what the same
-    value written in TOML means: `--set epochs=1.0` is `epochs = 1.0`, an integer."""
+    """Convert a TOML, command-line or Python value to the field's type, or raise RotnetError. Text means what the
+    same value written in TOML means: `--set epochs=1.0` is `epochs = 1.0`, an integer; a numpy or torch scalar
+    means its Python value."""
     if key not in FIELD_TYPES:
         raise RotnetError(f"unknown configuration key {key!r}; valid keys: {', '.join(FIELD_TYPES)}")
     kind, value = FIELD_TYPES[key], todays_value(key, value)
+    if getattr(value, "shape", None) == () and hasattr(value, "item"):  # a numpy or torch scalar (np.int64(3))
+        value = value.item()
     wrong = RotnetError(f"{key} must be {TYPE_WORDS[kind]}; got {value!r}")
     if isinstance(value, str) and kind is not str:
         text = value.strip().lower()

@@ -36,6 +36,8 @@ class PlanOptions:
     extra: dict = field(default_factory=dict)  # recorded beside it (archs, seeds, sizes)
 
     def __post_init__(self):  # the API and the command line alike
+        if getattr(self.jobs, "shape", None) == () and hasattr(self.jobs, "item"):  # np.int64(2), as config.coerce
+            object.__setattr__(self, "jobs", self.jobs.item())
         if not isinstance(self.jobs, int) or isinstance(self.jobs, bool) or self.jobs < 0:
             raise RotnetError(f"--jobs (jobs) must be zero (auto) or a positive number; got {self.jobs!r}")
 

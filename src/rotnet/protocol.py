@@ -9,7 +9,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from rotnet.config import RunConfig, drop_unused, layered, read_toml, refuse_unused, validate
+from rotnet.config import RunConfig, coerce, drop_unused, layered, read_toml, refuse_unused, validate
 from rotnet.errors import RotnetError, unknown
 from rotnet.experiments import EXPERIMENTS, refuse_contradictions
 
@@ -89,7 +89,8 @@ def plan_archs_and_seeds(
             listed = ",".join(map(str, values))
             raise RotnetError(f"the {key} is given twice, as {key}={given[key]} and as --{key}s {listed}; give one")
     base = protocol.resolve("rotation")
-    return archs or [base.arch], seeds if seeds is not None else [base.seed]
+    # Each seed as the int it names: the API's seeds="0" or np.arange(3) were recorded in reproduce.json as given.
+    return archs or [base.arch], [coerce("seed", s) for s in seeds] if seeds is not None else [base.seed]
 
 
 def rotation_source(cfg: RunConfig, protocol: Protocol) -> RunConfig:
