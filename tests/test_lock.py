@@ -114,7 +114,7 @@ def test_a_run_another_process_holds_is_refused_by_every_command_that_acts_on_it
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     proc = hold(run)
     try:
-        said = f"another rotnet process (pid {proc.pid}) is working on it; wait for it to finish or stop it"
+        said = f"it is in use by another rotnet process (pid {proc.pid}); wait for it to finish or stop it"
         if door == "load_backbone":
             with pytest.raises(RotnetError, match=re.escape(f"cannot load weights from {run}: {said}")):
                 rotnet.load_backbone(run)

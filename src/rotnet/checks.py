@@ -12,7 +12,7 @@ from torch import nn
 from rotnet import checkpoint as ckpt
 from rotnet.config import ADDED, NOT_PROTOCOL, RunConfig, config_diff
 from rotnet.data import Dataset, data_diff, normalization, output_count, short_classes, subset_size, within_folder
-from rotnet.errors import InUse, RotnetError, warn_once
+from rotnet.errors import RotnetError, warn_once
 from rotnet.health import weights_problem
 from rotnet.layout import (
     CHECKPOINTS,
@@ -28,10 +28,10 @@ from rotnet.layout import (
     runs_below,
 )
 from rotnet.lifecycle import RunContext
-from rotnet.lock import is_locked
+from rotnet.lock import refuse_locked
 from rotnet.loop import plural, smallest_step
 from rotnet.models import build_model, check_keys
-from rotnet.record import RunRecord, open_run, read_weights, refuse_in_use, weights_file
+from rotnet.record import RunRecord, open_run, read_weights, weights_file
 from rotnet.runtime import recorded_threads
 
 
@@ -64,7 +64,7 @@ def init_weights(cfg: RunConfig, runs_root: Path, source: Source | None) -> tupl
     path = weights_file(cfg.init_path) if cfg.init_path else run_dir(runs_root, expected) / WEIGHTS
     make = (source.command if source else "") or f"rotnet train rotation --arch {cfg.arch} --seed {cfg.seed}"
     if not path.is_file() and not (cfg.init_path and (path.parent / CONFIG).is_file()):  # a named run: below
-        refuse_in_use(path.parent, "take rotation weights from")  # being trained: not to be made again
+        refuse_locked(path.parent, "take rotation weights from")  # being trained: not to be made again
         if cfg.init_path:
             if runs_below(Path(cfg.init_path)):  # a runs root, say
                 raise not_a_run(Path(cfg.init_path), f"no {WEIGHTS}; --init names a run folder or a weights file")
@@ -186,9 +186,8 @@ def check_run(
         raise RotnetError(
             f"--keep-epoch {beyond[0]}: {folder} trains {cfg.epochs} epoch(s); name one of 1-{cfg.epochs}"
         )
-    holder = is_locked(folder) if context.world.is_main and not held else None  # other ranks: rank 0 holds it for them
-    if holder:
-        raise InUse(f"{folder} is in use by another rotnet process (pid {holder}); wait for it to finish or stop it")
+    if context.world.is_main and not held:  # other ranks: rank 0 holds it for them
+        refuse_locked(folder)
     if cfg.init == "rotation" and weights is None and with_source:
         weights = init_weights(cfg, context.runs_root, source)
     if context.run_options.restart or not ((folder / CONFIG).exists() or (folder / MANIFEST).exists()):

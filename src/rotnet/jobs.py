@@ -21,8 +21,8 @@ from rotnet.errors import RotnetError
 from rotnet.files import atomic_write, open_append, open_dir, open_regular
 from rotnet.layout import RESULT, has_checkpoint, read_json, run_dir, run_id
 from rotnet.lifecycle import RunOptions
-from rotnet.lock import is_locked
-from rotnet.plan import IN_USE, Eta, PlanOptions, mark_failed, provenance_command
+from rotnet.lock import IN_USE, is_locked
+from rotnet.plan import Eta, PlanOptions, mark_failed, provenance_command
 from rotnet.run import run
 from rotnet.runtime import setup_device, threads_text
 from rotnet.signals import StopFlag, stop_handlers

@@ -12,6 +12,23 @@ from rotnet.errors import InUse, RotnetError
 from rotnet.files import read_regular
 from rotnet.layout import LOCK
 
+IN_USE = "is in use by another rotnet process"
+
+
+def in_use(folder: Path, pid: str, purpose: str = "") -> InUse:
+    """The one way rotnet says that another process holds a folder: which folder, its pid, what to do (`purpose`:
+    what this command would have done, e.g. "verify")."""
+    what = f"cannot {purpose} {folder}: it" if purpose else str(folder)
+    return InUse(f"{what} {IN_USE} (pid {pid}); wait for it to finish or stop it")
+
+
+def refuse_locked(folder: Path, purpose: str = "") -> None:
+    """Refuse a folder another process holds: a run it trains, or seals a probe into, is that process's to write,
+    and its record is changing under any reader."""
+    pid = is_locked(folder)
+    if pid:
+        raise in_use(Path(folder), pid, purpose)
+
 
 class RunLock:
     """An exclusive lock on a run folder for one process's life (fcntl.flock on FOLDER/.lock).
@@ -35,10 +52,7 @@ class RunLock:
             os.close(fd)
             if e.errno not in (errno.EWOULDBLOCK, errno.EACCES):
                 raise RotnetError(f"cannot lock {self.path.parent} ({e.strerror or e})") from None
-            raise InUse(
-                f"{self.path.parent} is in use by another rotnet process (pid {holder(self.path)}); "
-                "wait for it to finish or stop it"
-            ) from None
+            raise in_use(self.path.parent, holder(self.path)) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self.fd = fd

@@ -46,8 +46,6 @@ class PlanOptions:
         return RunContext(device, self.runs_root, self.run_options, self.command, stop, world)
 
 
-IN_USE = "is in use by another rotnet process"
-
 # Below this mean training work per run (epochs x images), two processes' start-up and one-thread evaluations cost
 # more than they save. Measured with benchmarks/jobs.py: smoke (~2,400 per run) 0.92x, quick on 500 images per class
 # (~22,000 per run) 1.19x; the threshold is a round number between them.

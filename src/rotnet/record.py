@@ -13,7 +13,7 @@ from pathlib import Path
 
 from rotnet import checkpoint as ckpt
 from rotnet.config import RunConfig
-from rotnet.errors import InUse, RotnetError
+from rotnet.errors import RotnetError
 from rotnet.files import read_file, sha256_file
 from rotnet.layout import (
     CHECKPOINTS,
@@ -28,7 +28,7 @@ from rotnet.layout import (
     parse_run_dir,
     runs_below,
 )
-from rotnet.lock import is_locked
+from rotnet.lock import refuse_locked
 from rotnet.manifest import owned_files, read_manifest, sha256_parts
 from rotnet.schema import config_problems, confusion_problems, parse_metrics, result_problems
 
@@ -229,17 +229,6 @@ def consistency(
     return out + confusion_problems(result)
 
 
-def refuse_in_use(folder: Path, purpose: str) -> None:
-    """A run another process works on (trains it, seals a probe into it) is refused to every command that would act
-    on it: its record is changing, and its files are that process's."""
-    pid = is_locked(folder)
-    if pid:
-        raise InUse(
-            f"cannot {purpose} {folder}: another rotnet process (pid {pid}) is working on it; wait for it to finish "
-            "or stop it"
-        )
-
-
 def open_run(folder: Path, purpose: str, *, need: tuple[str, ...] = (), held: bool = False) -> RunRecord:
     """The one door to a run's record for a command that acts on it (resume, reuse, verify, export, probe, load):
     refused while another process works on it (`held`: the caller holds its lock, or checked it); the record read
@@ -247,7 +236,7 @@ def open_run(folder: Path, purpose: str, *, need: tuple[str, ...] = (), held: bo
     one without the files in `need`. Returns the record as checked, to pass down."""
     folder = Path(folder)
     if not held:
-        refuse_in_use(folder, purpose)
+        refuse_locked(folder, purpose)
     rec = read_run(folder)
     seen = rec.inspection
     if seen.status in ("tampered", "inconsistent"):

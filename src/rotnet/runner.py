@@ -17,7 +17,8 @@ from rotnet.files import make_folder
 from rotnet.jobs import run_parallel
 from rotnet.layout import CONFIG, RESULT, RunId, has_checkpoint, has_rotnet_version, read_json, run_dir, run_id
 from rotnet.lifecycle import RunContext
-from rotnet.plan import IN_USE, Eta, PlanOptions, auto_jobs, log_invocation, mark_failed, train_size
+from rotnet.lock import IN_USE
+from rotnet.plan import Eta, PlanOptions, auto_jobs, log_invocation, mark_failed, train_size
 from rotnet.protocol import rotation_source
 from rotnet.provenance import provenance
 from rotnet.run import run

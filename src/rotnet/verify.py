@@ -45,11 +45,12 @@ from rotnet.layout import (
     refuse_copied_run,
 )
 from rotnet.lifecycle import RunContext, build_engine, init_model, place, prediction_options, train_epochs
+from rotnet.lock import refuse_locked
 from rotnet.loop import LoopState
 from rotnet.markdown import spans
 from rotnet.models import build_model, check_keys
 from rotnet.provenance import cpu_identity, git_commit, provenance
-from rotnet.record import manifest_vouch, read_run, refuse_in_use
+from rotnet.record import manifest_vouch, read_run
 from rotnet.runtime import cpu_threads, recorded_threads, setup_device, threads_text
 from rotnet.seeds import contract_diff, stream_contract
 from rotnet.state import restore
@@ -144,7 +145,7 @@ def verify(
     if not (folder / CONFIG).is_file():
         raise not_a_run(folder, f"no {CONFIG}")
     refuse_copied_run(folder)  # no evidence written about a folder that is no run
-    refuse_in_use(folder, "verify")  # nor about a record another process is writing
+    refuse_locked(folder, "verify")  # nor about a record another process is writing
     rec = read_run(folder)  # read once: every check below reads this
     seen = rec.inspection
     report = {"run": str(folder), "record": seen.status, "problems": list(seen.problems), "comparisons": []}
