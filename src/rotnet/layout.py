@@ -198,6 +198,17 @@ def run_dir(runs_root: Path, cfg: RunConfig) -> Path:
     return Path(runs_root) / run_id(cfg).relative
 
 
+def kept_name(folder: Path, n: int) -> Path:
+    """Where `--restart` keeps the n-th run that stood at folder before (FOLDER.oldN)."""
+    return folder.with_name(f"{folder.name}.old{n}")
+
+
+def kept_runs(folder: Path) -> list[Path]:
+    """The runs `--restart` kept from folder, oldest first (FOLDER.old1, .old2, ...)."""
+    kept = [p for p in folder.parent.glob(f"{folder.name}.old*") if p.name[len(folder.name) + 4 :].isdigit()]
+    return sorted(kept, key=lambda p: int(p.name[len(folder.name) + 4 :]))
+
+
 def parse_run_dir(folder: Path, root: Path | None = None) -> RunId | None:
     """The RunId a folder spells: its last three parts, and the data segment before them when it lies four levels
     under root. None if it spells none. The folder is the one it is, however it was named (`.`, `seed0/../seed0`, a

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rotnet import plots
-from rotnet.config import config_diff, dataset_slug, with_defaults
+from rotnet.config import config_diff, dataset_slug, from_dict, with_defaults
 from rotnet.curves import accuracy_curve, deeper_comparisons, deeper_section, gain_by_epoch_section
 from rotnet.errors import RotnetError
 from rotnet.experiments import EXPERIMENTS, reference_results
@@ -30,6 +30,7 @@ from rotnet.layout import (
     parse_run_dir,
     plan_log,
     read_json,
+    run_dir,
     runs_root_above,
 )
 from rotnet.lock import is_locked
@@ -124,6 +125,29 @@ def collect(root: Path) -> list[dict]:
         )
     order = lambda r: (r["data"], r["arch"], ORDER.get(r["experiment"], 99), r["per_class"], r["seed"])  # noqa: E731
     return sorted(runs, key=order)
+
+
+def link_sources(root: Path, runs: list[dict]) -> list[dict]:
+    """Each finished from-rotation run whose rotation run in this root finished with other weights than it started
+    from (trained again since, with --restart) marked `replaced_source`: the table would show the two as one
+    pipeline. A source that the record does not name, or that lies elsewhere, is not judged."""
+    final = {
+        r["folder"].resolve(): r["history"][-1].get("weights_sha256")
+        for r in runs
+        if r["experiment"] == "rotation" and r["status"] == "finished" and r["history"]
+    }
+    out = []
+    for r in runs:
+        record, source = r["config"], r["config"].get("init_source_config")
+        if r["status"] == "finished" and record.get("init_from") == "rotation run" and isinstance(source, dict):
+            try:
+                made = final.get(run_dir(root, from_dict(with_defaults(source), "init_source_config")).resolve())
+            except RotnetError:  # a record too old, or edited, to name its source: nothing to judge by
+                made = None
+            if made and made != record.get("init_sha256"):
+                r = r | {"replaced_source": True}
+        out.append(r)
+    return out
 
 
 def data_label(cfg: dict, segment: str) -> str:
@@ -347,7 +371,7 @@ def write_report(root: Path, preset: str | None = None, *, claimed: bool = False
     root = Path(root)
     if not root.is_dir():
         raise file_in_the_way(root) or RotnetError(f"runs folder not found: {root}")
-    everything = pool(collect(root))  # a row's mean is over seeds of one protocol on one data
+    everything = pool(link_sources(root, collect(root)))  # a row's mean is over seeds of one protocol on one data
     if not everything:
         above = runs_root_above(root)
         if above is not None:

@@ -321,7 +321,8 @@ def provenance_lines(runs: list[dict], repro: dict, spent: dict | None) -> list[
 
 def status_notes(mine: list[dict], planned: list[tuple], data: str) -> list[str]:
     """A table row's status: each of its runs that did not finish (and why), each planned seed not run, the seeds
-    whose numbers stand on an unsealed record (before 0.4) or on a record without its weights (committed results)."""
+    whose numbers stand on an unsealed record (before 0.4) or on a record without its weights (committed results),
+    and the from-rotation seeds whose rotation run was trained again after they started from it."""
     notes = [
         f"seed {r['seed']} {r['status']}"
         + (
@@ -345,6 +346,11 @@ def status_notes(mine: list[dict], planned: list[tuple], data: str) -> list[str]
     absent = sorted((r["absent"], r["seed"]) for r in finished if r["absent"])
     for names, same in itertools.groupby(absent, key=lambda x: x[0]):
         notes.append(f"seed {', '.join(str(s) for _, s in same)} record only (no {', '.join(names)})")
+    if replaced := [str(r["seed"]) for r in finished if r.get("replaced_source")]:
+        notes.append(
+            f"seed {', '.join(replaced)} started from rotation weights that its rotation run here no longer holds "
+            "(trained again since)"
+        )
     return notes
 
 

@@ -13,7 +13,7 @@ from rotnet import files
 from rotnet.config import RunConfig, config_diff
 from rotnet.data import Dataset, normalization
 from rotnet.errors import RotnetError
-from rotnet.layout import CHECKPOINTS, CONFIG, METRICS
+from rotnet.layout import CHECKPOINTS, CONFIG, METRICS, kept_name
 from rotnet.lifecycle import RunContext
 from rotnet.lock import RunLock
 from rotnet.loop import Engine, LoopState
@@ -139,9 +139,9 @@ def weights_meta(cfg: RunConfig, norm: tuple, classes: list[str], size: int) -> 
 def keep_aside(folder: Path) -> Path:
     """Rename folder to the first free FOLDER.oldN (--restart keeps what a user ran before)."""
     n = 1
-    while os.path.lexists(folder.with_name(f"{folder.name}.old{n}")):  # a dangling link is taken too
+    while os.path.lexists(kept_name(folder, n)):  # a dangling link is taken too
         n += 1
-    target = folder.with_name(f"{folder.name}.old{n}")
+    target = kept_name(folder, n)
     with RunLock(folder):  # never from under a running process
         os.rename(folder, target)
     return target

@@ -40,6 +40,7 @@ from rotnet.layout import (
     VERIFY,
     WEIGHTS,
     RunId,
+    kept_runs,
     not_a_run,
     parse_run_dir,
     refuse_copied_run,
@@ -63,10 +64,11 @@ VERIFIED, FAILED, INCONCLUSIVE = 0, 1, 3  # exit codes (2 is any error before a 
 
 def source_weights(folder: Path, record: dict) -> tuple[Path, dict]:
     """The rotation weights a transfer run started from, and their tensors: where it recorded them, else its
-    sibling rotation run (a copied results folder); either must have the recorded sha256."""
+    sibling rotation run (a copied results folder), else a run `--restart` kept from that one (the rotation run was
+    trained again since); each must have the recorded sha256."""
     rid = parse_run_dir(folder) or RunId("?", "?", 0)
-    beside = Path(folder).resolve().parent.parent / "rotation" / f"seed{rid.seed}" / WEIGHTS  # `.` has no parents
-    candidates = [Path(record.get("init_weights", "")), beside]
+    beside = Path(folder).resolve().parent.parent / "rotation" / f"seed{rid.seed}"  # `.` has no parents
+    candidates = [Path(record.get("init_weights", "")), *(f / WEIGHTS for f in [beside, *kept_runs(beside)])]
     want = record.get("init_sha256")
     for path in candidates:
         if path.is_file():
