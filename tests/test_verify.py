@@ -1,6 +1,7 @@
 """`rotnet verify RUN`: re-training the first epochs reproduces metrics.jsonl exactly; a tampered line is caught."""
 
 import json
+import os
 import shutil
 
 import pytest
@@ -393,3 +394,33 @@ def test_a_folder_run_verifies_after_its_folder_moved_and_only_on_the_same_image
     capsys.readouterr()
     assert main(["verify", str(run), "--dataset", str(tmp_path / "c/photos")]) == 2
     assert "was trained on other data" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("pretrain", ["cifar10", "photos"])
+@pytest.mark.parametrize("how", ["named from another folder", "its runs root moved"])
+def test_a_transfer_run_finds_its_rotation_weights_wherever_its_runs_root_is(
+    tmp_path, fake_root, monkeypatch, pretrain, how
+):
+    """verify looked for a transfer's rotation weights at the path its record wrote (relative to the folder it was
+    trained from) and beside it (same data segment): a transfer pretrained on other data (`--pretrain-dataset`,
+    whose rotation run lies under another data segment) could not be verified from another folder or after its runs
+    root moved ("verify needs them"). Its source is now the rotation run its record names, in its own runs root."""
+    import numpy as np
+
+    from tests.helpers import TINY_PRESET, write_folder
+
+    photos = tmp_path / "photos"
+    write_folder(photos, np.random.default_rng(0).integers(0, 256, (48, 3, 32, 32), dtype=np.uint8))
+    monkeypatch.chdir(tmp_path)
+    extra = ["--pretrain-dataset", str(photos)] if pretrain == "photos" else []
+    common = ["--preset", TINY_PRESET, "--data-root", str(fake_root), "--no-download", "--jobs", "1"]
+    plan = ["reproduce", "--experiments", "rotation,full-from-rotation", "--runs-root", "runs", *extra, *common]
+    assert main(plan) == 0
+    (elsewhere := tmp_path / "elsewhere").mkdir()
+    if how == "its runs root moved":
+        os.rename(tmp_path / "runs", elsewhere / "runs")
+    else:
+        monkeypatch.chdir(elsewhere)
+    (run,) = (elsewhere if how == "its runs root moved" else tmp_path).glob("runs/**/full-from-rotation/seed0")
+    assert verify(run, fake_root) == 0
+    assert newest(run)["verdict"] == "verified"

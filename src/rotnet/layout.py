@@ -7,7 +7,7 @@ import difflib
 import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -196,6 +196,25 @@ def run_id(cfg: RunConfig) -> RunId:
 def run_dir(runs_root: Path, cfg: RunConfig) -> Path:
     """ROOT/[DATA/]ARCH/EXPERIMENT/seedN; a class-balanced subset run is EXPERIMENT@Npc (label efficiency)."""
     return Path(runs_root) / run_id(cfg).relative
+
+
+def root_of(folder: Path, config: dict) -> Path:
+    """The runs root a run folder lies in, from its recorded configuration (ROOT/[DATA/]ARCH/EXPERIMENT/seedN)."""
+    return Path(folder).resolve().parents[3 if data_segment(config) else 2]
+
+
+def source_run(root: Path, record: dict) -> Path | None:
+    """The rotation run a from-rotation run started from, as its record names it (`init_source_config`), laid out
+    in the runs root `root`: wherever that root was moved or copied and the command runs from, and whatever data
+    the source trained on (another data segment). None when the record names none."""
+    source = record.get("init_source_config")
+    if record.get("init_from") != "rotation run" or not isinstance(source, dict):
+        return None
+    try:
+        rid = RunId(source["arch"], "rotation", int(source["seed"]), int(source.get("train_per_class", 0)))
+    except (KeyError, TypeError, ValueError):
+        return None
+    return Path(root) / replace(rid, data=data_segment(source)).relative
 
 
 def kept_name(folder: Path, n: int) -> Path:

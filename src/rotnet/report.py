@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rotnet import plots
-from rotnet.config import config_diff, dataset_slug, from_dict, with_defaults
+from rotnet.config import config_diff, dataset_slug, with_defaults
 from rotnet.curves import accuracy_curve, deeper_comparisons, deeper_section, gain_by_epoch_section
 from rotnet.errors import RotnetError
 from rotnet.experiments import EXPERIMENTS, reference_results
@@ -30,8 +30,8 @@ from rotnet.layout import (
     parse_run_dir,
     plan_log,
     read_json,
-    run_dir,
     runs_root_above,
+    source_run,
 )
 from rotnet.lock import is_locked
 from rotnet.markdown import markdown_table
@@ -138,14 +138,10 @@ def link_sources(root: Path, runs: list[dict]) -> list[dict]:
     }
     out = []
     for r in runs:
-        record, source = r["config"], r["config"].get("init_source_config")
-        if r["status"] == "finished" and record.get("init_from") == "rotation run" and isinstance(source, dict):
-            try:
-                made = final.get(run_dir(root, from_dict(with_defaults(source), "init_source_config")).resolve())
-            except RotnetError:  # a record too old, or edited, to name its source: nothing to judge by
-                made = None
-            if made and made != record.get("init_sha256"):
-                r = r | {"replaced_source": True}
+        source = source_run(root, r["config"]) if r["status"] == "finished" else None
+        made = final.get(source.resolve()) if source else None
+        if made and made != r["config"].get("init_sha256"):
+            r = r | {"replaced_source": True}
         out.append(r)
     return out
 

@@ -44,6 +44,8 @@ from rotnet.layout import (
     not_a_run,
     parse_run_dir,
     refuse_copied_run,
+    root_of,
+    source_run,
 )
 from rotnet.lifecycle import RunContext, build_engine, init_model, place, prediction_options, train_epochs
 from rotnet.lock import refuse_locked
@@ -63,12 +65,14 @@ VERIFIED, FAILED, INCONCLUSIVE = 0, 1, 3  # exit codes (2 is any error before a 
 
 
 def source_weights(folder: Path, record: dict) -> tuple[Path, dict]:
-    """The rotation weights a transfer run started from, and their tensors: where it recorded them, else its
-    sibling rotation run (a copied results folder), else a run `--restart` kept from that one (the rotation run was
-    trained again since); each must have the recorded sha256."""
+    """The rotation weights a transfer run started from, and their tensors: where it recorded them, else the
+    rotation run its record names in the runs root it lies in (moved, copied, or named from another working folder),
+    else a run `--restart` kept from that one (the rotation run was trained again since); each must have the
+    recorded sha256. A record older than `init_source_config`: its sibling rotation run."""
     rid = parse_run_dir(folder) or RunId("?", "?", 0)
     beside = Path(folder).resolve().parent.parent / "rotation" / f"seed{rid.seed}"  # `.` has no parents
-    candidates = [Path(record.get("init_weights", "")), *(f / WEIGHTS for f in [beside, *kept_runs(beside)])]
+    source = source_run(root_of(folder, record["config"]), record) or beside
+    candidates = [Path(record.get("init_weights", "")), *(f / WEIGHTS for f in [source, *kept_runs(source)])]
     want = record.get("init_sha256")
     for path in candidates:
         if path.is_file():
