@@ -13,7 +13,7 @@ from pathlib import Path
 from rotnet.config import DataOptions, RunConfig
 from rotnet.data import subset_size
 from rotnet.errors import RotnetError
-from rotnet.files import atomic_write_text
+from rotnet.files import atomic_write_text, file_in_the_way
 from rotnet.layout import FAILED, merge_logs, read_json, run_id
 from rotnet.lifecycle import RunContext, RunOptions
 from rotnet.loop import duration
@@ -40,6 +40,8 @@ class PlanOptions:
             object.__setattr__(self, "jobs", self.jobs.item())
         if not isinstance(self.jobs, int) or isinstance(self.jobs, bool) or self.jobs < 0:
             raise RotnetError(f"--jobs (jobs) must be zero (auto) or a positive number; got {self.jobs!r}")
+        if in_the_way := file_in_the_way(self.runs_root):  # before the data is read: seconds, and its warnings
+            raise in_the_way
 
     def context(self, device, world, stop: StopFlag) -> RunContext:
         """How each run of the plan runs: these options on the device chosen."""
