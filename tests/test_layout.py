@@ -70,6 +70,56 @@ def test_one_runs_folder_named_as_a_runs_root_is_refused_before_anything_is_writ
     assert sorted(p.name for p in run.iterdir()) == before
 
 
+PARTS = {  # a folder of a runs root named as a runs root -> whether it is refused
+    "runs/resnet18": True,  # an arch's folder: its runs landed at runs/resnet18/resnet18/rotation/seed0
+    "runs/resnet18/rotation": True,  # an experiment's
+    "runs/cifar100": True,  # a dataset's (CIFAR-100's runs lie under it)
+    "runs/cifar100/resnet18": True,
+    "runs": False,  # the runs root itself
+    "runs/new": False,  # a new folder in it (a runs root of its own, holding no run yet)
+    "elsewhere": False,
+}
+
+
+@pytest.mark.parametrize("how", ["train", "reproduce", "api.train", "report"])
+@pytest.mark.parametrize("named", list(PARTS))
+def test_a_folder_of_a_runs_root_named_as_a_runs_root_is_refused(tiny_runs, tmp_path, fake_root, capsys, named, how):
+    """`--runs-root runs/resnet18` (the arch's folder, for the runs root) trained a run at
+    runs/resnet18/resnet18/rotation/seed0, which `rotnet report runs` then read as a run of data "resnet18",
+    inconsistent with its record; `report runs/cifar100` wrote a report there of "inconsistent" runs. A runs root
+    whose runs below it belong to another runs root is refused, naming that root, before anything is written."""
+    import rotnet
+    from rotnet.cli import main
+    from rotnet.errors import RotnetError
+    from tests.helpers import TINY_PRESET, fabricate
+
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_runs / "resnet18/rotation/seed0", runs / "resnet18/rotation/seed0")
+    fabricate(runs / "resnet18/rotation/seed0", runs / "cifar100/resnet18/rotation/seed0", dataset="cifar100")
+    before = sorted(tmp_path.rglob("*"))
+    root = tmp_path / named
+    said = f"runs root {root} is a folder of the runs root {runs} (an arch's, an experiment's or a dataset's)"
+    common = {"preset": TINY_PRESET, "runs_root": root, "data_root": fake_root, "download": False}
+    if how == "api.train":
+        try:
+            rotnet.train("rotation", **common)
+            err = ""
+        except RotnetError as e:
+            err = str(e)
+    elif how == "report":  # `report runs/cifar100` reported its runs as inconsistent ones of data "cifar10"
+        code, err = main(["report", str(root)]), capsys.readouterr().err.strip()
+        assert code == 2 or not PARTS[named], err
+        said = said.split(" (")[0].removeprefix("runs root ")
+    else:
+        args = [how, *(["rotation"] if how == "train" else ["--experiments", "rotation"]), "--preset", TINY_PRESET]
+        code = main([*args, "--runs-root", str(root), "--data-root", str(fake_root), "--no-download"])
+        err = capsys.readouterr().err.strip()
+        assert code == (2 if PARTS[named] else 0), err
+    assert (said in err) == PARTS[named], err
+    if PARTS[named]:
+        assert sorted(tmp_path.rglob("*")) == before
+
+
 @pytest.mark.parametrize("spelling", [".", "../seed0", "./", "inner", "a/b"])
 def test_one_runs_folder_is_refused_as_a_runs_root_however_it_is_spelled(tiny_runs, tmp_path, fake_root, capsys,
                                                                          monkeypatch, spelling):  # fmt: skip

@@ -160,7 +160,23 @@ def runs_root_for(preset: str, runs_root: str | Path | None = None) -> Path:
     inside = next((f for f in Path(runs_root).resolve().parents if runs_root_above(f) is not None), None)
     if inside is not None:  # a folder made in a run's folder: its runs would nest in that run's record
         raise RotnetError(f"runs root {runs_root} lies inside the run folder {inside}; name a runs root outside it")
+    if (outer := runs_root_holding(Path(runs_root))) is not None:
+        raise RotnetError(
+            f"runs root {runs_root} is a folder of the runs root {outer} (an arch's, an experiment's or a dataset's); "
+            f"its runs would nest among that root's, which would read them as its own: name the runs root: {outer}"
+        )
     return Path(runs_root)
+
+
+def runs_root_holding(folder: Path) -> Path | None:
+    """The runs root that folder is a part of (ROOT/ARCH, ROOT/ARCH/EXPERIMENT, ROOT/DATA), from a run below it whose
+    runs root is another folder; None for a runs root, or a folder that holds no run within three levels."""
+    for pattern in ("seed*", "*/seed*", "*/*/seed*"):  # bounded: never a walk of all that lies below (a home folder)
+        for run in sorted(folder.glob(pattern)):
+            above = runs_root_above(run) if is_run_folder(run) else None
+            if above is not None and above.resolve() != folder.resolve():
+                return above
+    return None
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from rotnet.layout import (
     plan_log,
     read_json,
     runs_root_above,
+    runs_root_holding,
     source_run,
 )
 from rotnet.lock import is_locked
@@ -367,6 +368,8 @@ def write_report(root: Path, preset: str | None = None, *, claimed: bool = False
     root = Path(root)
     if not root.is_dir():
         raise file_in_the_way(root) or RotnetError(f"runs folder not found: {root}")
+    if (outer := runs_root_holding(root)) is not None:  # its runs are that root's: a report here misreads them
+        raise RotnetError(f"{root} is a folder of the runs root {outer}; report that: rotnet report {outer}")
     everything = pool(link_sources(root, collect(root)))  # a row's mean is over seeds of one protocol on one data
     if not everything:
         above = runs_root_above(root)
