@@ -96,6 +96,8 @@ def test_a_folder_of_a_runs_root_named_as_a_runs_root_is_refused(tiny_runs, tmp_
     runs = tmp_path / "runs"
     shutil.copytree(tiny_runs / "resnet18/rotation/seed0", runs / "resnet18/rotation/seed0")
     fabricate(runs / "resnet18/rotation/seed0", runs / "cifar100/resnet18/rotation/seed0", dataset="cifar100")
+    # A CIFAR-100 run moved where its record does not put it: its report's "inconsistent", no part of another root
+    fabricate(runs / "resnet18/rotation/seed0", runs / "resnet18/rotation/seed3", dataset="cifar100")
     before = sorted(tmp_path.rglob("*"))
     root = tmp_path / named
     said = f"runs root {root} is a folder of the runs root {runs} (an arch's, an experiment's or a dataset's)"

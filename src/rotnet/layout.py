@@ -169,14 +169,32 @@ def runs_root_for(preset: str, runs_root: str | Path | None = None) -> Path:
 
 
 def runs_root_holding(folder: Path) -> Path | None:
-    """The runs root that folder is a part of (ROOT/ARCH, ROOT/ARCH/EXPERIMENT, ROOT/DATA), from a run below it whose
-    runs root is another folder; None for a runs root, or a folder that holds no run within three levels."""
+    """The runs root that folder is a part of (ROOT/ARCH, ROOT/ARCH/EXPERIMENT, ROOT/DATA), from a run below it that
+    lies where its record puts it in another runs root; None for a runs root, or a folder that holds no such run
+    within three levels (a run moved where its record does not put it is its own report's "inconsistent")."""
     for pattern in ("seed*", "*/seed*", "*/*/seed*"):  # bounded: never a walk of all that lies below (a home folder)
         for run in sorted(folder.glob(pattern)):
-            above = runs_root_above(run) if is_run_folder(run) else None
+            try:
+                record = read_record(run) if is_run_folder(run) and parse_run_dir(run) else None
+            except RotnetError:
+                record = None
+            if record is None or not placed_as_recorded(run, record["config"]):
+                continue
+            above = runs_root_above(run)
             if above is not None and above.resolve() != folder.resolve():
                 return above
     return None
+
+
+def placed_as_recorded(run: Path, config: dict) -> bool:
+    """Whether a run folder's path spells what its configuration says: its arch, experiment, seed and data."""
+    segment, rid = data_segment(config), parse_run_dir(run)
+    parts = Path(run).resolve().parts
+    return (
+        rid is not None
+        and (rid.arch, rid.experiment, rid.seed) == (config.get("arch"), config.get("experiment"), config.get("seed"))
+        and (not segment or (len(parts) > 4 and parts[-4] == segment))
+    )
 
 
 @dataclass(frozen=True)
