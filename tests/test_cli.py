@@ -823,3 +823,52 @@ def test_a_world_size_that_is_no_number_is_one_line(value, tmp_path, monkeypatch
     assert cli("train", "rotation", root=tmp_path / "runs", data=fake_root) == 2
     assert f"WORLD_SIZE must be a whole number (torchrun sets it); got {value!r}" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+RUN = "~/runs/resnet18/rotation/seed0"
+TILDE = {  # every way a user names a path, spelled with ~ as no shell expands it -> (argv or API call, what it makes)
+    "--runs-root=~/...": (["train", "rotation", *TINY, "--runs-root=~/runs", "--data-root=~/data"], None),
+    "$ROTNET_DATA": (["train", "rotation", *TINY, "--runs-root", "~/runs"], None),
+    "--init": (["train", "full-from-rotation", *TINY, "--init", RUN, "--runs-root", "~/new", "--data-root", "~/data"],
+               "new/resnet18/full-from-rotation/seed0/result.json"),
+    "--set init_path": (["train", "full-from-rotation", *TINY, f"--set=init_path={RUN}", "--runs-root", "~/set",
+                         "--data-root", "~/data"], "set/resnet18/full-from-rotation/seed0/result.json"),
+    "--config": (["train", "rotation", "--config", "~/tiny.toml", *TINY, "--runs-root", "~/runs", "--data-root",
+                  "~/data"], None),
+    "verify RUN": (["verify", RUN, "--data-root", "~/data", "--device", "cpu"],
+                   "runs/resnet18/rotation/seed0/verify.json"),
+    "export RUN OUT": (["export", RUN, "~/hub"], "hub/model.safetensors"),
+    "report ROOT": (["report", "~/runs"], "runs/report.md"),
+    "api runs_root, data_root": ("train", None),
+    "api load_backbone": ("load_backbone", None),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("how", list(TILDE))
+def test_a_path_spelled_with_a_tilde_is_the_users_home_never_a_folder_named_tilde(
+    tiny_runs, fake_root, tmp_path, monkeypatch, how
+):
+    """`--runs-root=~/runs` (no shell expands a ~ after =), a quoted "~/data", ROTNET_DATA="~/data" or
+    `runs_root="~/runs"` in Python made or read a folder named `~` in the working folder: every path a user names
+    goes through files.user_path, which expands it as torchvision's datasets expand their root."""
+    import rotnet
+
+    home, work = tmp_path / "home", tmp_path / "work"
+    shutil.copytree(tiny_runs, home / "runs")
+    shutil.copytree(fake_root, home / "data")
+    (home / "tiny.toml").write_text("eval_every = 1\n")
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("ROTNET_DATA", "~/data")
+    monkeypatch.chdir(work)
+    call, made = TILDE[how]
+    if call == "train":
+        r = rotnet.train("rotation", runs_root="~/runs", data_root="~/data", download=False, device="cpu",
+                         epochs=2, batch_size=32, eval_batch_size=64)  # fmt: skip
+        assert r.folder == home / "runs/resnet18/rotation/seed0"
+    elif call == "load_backbone":
+        assert rotnet.load_backbone(RUN).fc.out_features == 4
+    else:
+        assert main([*call, "--no-download"] if call[0] not in ("export", "report") else call) == 0
+    assert list(work.iterdir()) == []
+    assert made is None or (home / made).is_file()

@@ -13,6 +13,7 @@ from torch import nn
 from rotnet.config import DataOptions, RunConfig
 from rotnet.errors import RotnetError
 from rotnet.experiments import plan
+from rotnet.files import user_path
 from rotnet.layout import run_dir, runs_root_for
 from rotnet.protocol import Protocol, plan_archs_and_seeds
 
@@ -144,4 +145,4 @@ def _listed(value: Any) -> tuple | None:
 def _path(p: str | Path | None) -> Path | None:
     if p is not None and not str(p).strip():
         raise RotnetError("data_root is an empty path; name a folder (or leave it out for $ROTNET_DATA, else ./data)")
-    return Path(p) if p is not None else None
+    return user_path(p) if p is not None else None

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from rotnet.errors import RotnetError, unknown
-from rotnet.files import open_regular
+from rotnet.files import open_regular, user_path
 
 Arch = Literal["resnet18", "resnet34", "resnet50"]
 ARCHS: tuple[str, ...] = typing.get_args(Arch)
@@ -227,7 +227,7 @@ def canonical(cfg: RunConfig) -> RunConfig:
     check_dataset(cfg.dataset)  # before a blank name is made absolute: the working folder
     if cfg.pretrain_dataset:  # '': the run's own dataset
         check_dataset(cfg.pretrain_dataset, "pretrain_dataset")
-    folders = {k: str(Path(v).expanduser().absolute()) for k in ("dataset", "pretrain_dataset")
+    folders = {k: str(user_path(v).absolute()) for k in ("dataset", "pretrain_dataset")
                if (v := getattr(cfg, k)) and v not in DATASETS}  # fmt: skip
     cfg = replace(cfg, **folders)
     if cfg.task == "rotation" and cfg.pretrain_dataset:

@@ -14,6 +14,7 @@ from rotnet.augment import MEAN as REFERENCE_MEAN
 from rotnet.augment import STD as REFERENCE_STD
 from rotnet.config import DATASETS, RunConfig, uses_reference_normalization
 from rotnet.errors import RotnetError
+from rotnet.files import user_path
 from rotnet.seeds import generator
 
 NAMES = DATASETS
@@ -24,7 +25,7 @@ HOLDOUT = 0.1  # the share of an unsplit image folder held out as its test split
 
 def default_data_root() -> Path:
     """`$ROTNET_DATA`, else ./data (an empty one is unset, as a shell's `${ROTNET_DATA:-data}` reads it)."""
-    return Path(os.environ.get("ROTNET_DATA") or "data")
+    return user_path(os.environ.get("ROTNET_DATA") or "data")
 
 
 @dataclass(frozen=True)

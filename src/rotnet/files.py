@@ -31,6 +31,13 @@ from rotnet.errors import RotnetError
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
+def user_path(named: str | os.PathLike) -> Path:
+    """A path a user named, read as a shell reads one: `~` and `~user` expanded, as torchvision's datasets expand
+    their root. A quoted "~/runs", `--runs-root=~/runs` (no shell expands a `~` after `=`), `$ROTNET_DATA` set to
+    "~/data" or `runs_root="~/runs"` in Python named a folder called `~` in the working folder."""
+    return Path(os.path.expanduser(os.fspath(named)))
+
+
 def kind(mode: int) -> str:
     """A file's kind in words, for messages."""
     kinds = [(stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),

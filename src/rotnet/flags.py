@@ -11,6 +11,7 @@ from rotnet import __version__
 from rotnet.config import CHOICES, HELP, RunConfig, check_dataset, coerce, parse_assignments
 from rotnet.errors import RotnetError, unknown
 from rotnet.experiments import EXPERIMENTS
+from rotnet.files import user_path
 from rotnet.protocol import Protocol, preset_names
 
 # Keys the experiment itself decides (settable with --set, but no flag of their own); `--init PATH` sets init_path.
@@ -68,7 +69,7 @@ def path(text: str) -> Path:
     """A path argument: an empty one (`--runs-root "$ROOT"` with ROOT unset) is refused, never the current folder."""
     if not text.strip():
         raise argparse.ArgumentTypeError("an empty path; name a file or folder")
-    return Path(text)
+    return user_path(text)
 
 
 def dataset(text: str) -> str:

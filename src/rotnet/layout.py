@@ -13,7 +13,7 @@ from typing import Any
 
 from rotnet.config import RunConfig, dataset_slug
 from rotnet.errors import RotnetError
-from rotnet.files import file_in_the_way, open_regular, read_regular
+from rotnet.files import file_in_the_way, open_regular, read_regular, user_path
 
 CONFIG = "config.json"  # the resolved configuration and its provenance
 METRICS = "metrics.jsonl"  # one line per epoch
@@ -154,7 +154,8 @@ def runs_root_for(preset: str, runs_root: str | Path | None = None) -> Path:
         return Path("runs") / Path(preset).stem
     if not str(runs_root).strip():  # an unset variable's "": never the current folder, nor silently the default
         raise RotnetError("the runs root is an empty path; name a folder (or leave it out for runs/PRESET)")
-    above = runs_root_above(Path(runs_root))
+    runs_root = user_path(runs_root)
+    above = runs_root_above(runs_root)
     if above is not None:
         raise RotnetError(f"runs root {runs_root} is one run's folder; name the runs root that holds it: {above}")
     inside = next((f for f in Path(runs_root).resolve().parents if runs_root_above(f) is not None), None)

@@ -14,7 +14,7 @@ from pathlib import Path
 from rotnet import checkpoint as ckpt
 from rotnet.config import RunConfig
 from rotnet.errors import RotnetError
-from rotnet.files import read_file, sha256_file
+from rotnet.files import read_file, sha256_file, user_path
 from rotnet.layout import (
     CHECKPOINTS,
     CONFIG,
@@ -255,7 +255,7 @@ def weights_file(named: Path | str) -> Path:
     """The weights file a user names: a run folder stands for its model.safetensors."""
     if not isinstance(named, str | os.PathLike) or not str(named).strip():  # "": never the working folder
         raise RotnetError(f"{named!r} names no weights; name a run folder or a .safetensors file")
-    named = Path(named)
+    named = user_path(named)
     return named / WEIGHTS if named.is_dir() else named
 
 
@@ -267,7 +267,7 @@ def read_weights(
     an edited or half-copied run is refused however it is named; a file outside any run has only its own checksum.
     An export's folder, or a model folder with a config.json of its own, is no run (`layout.is_run_folder`).
     Returns the file, its tensors and metadata, read once (`cached`: `checkpoint.load_source`'s cache)."""
-    path = weights_file(named)
+    path, named = weights_file(named), user_path(named)  # checked by weights_file first
     folder = path.parent
     in_run = is_run_folder(folder)
     if not in_run and not path.is_file() and runs_below(Path(named)):  # a runs root, say
