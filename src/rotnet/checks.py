@@ -13,6 +13,7 @@ from rotnet import checkpoint as ckpt
 from rotnet.config import ADDED, NOT_PROTOCOL, RunConfig, config_diff
 from rotnet.data import Dataset, data_diff, normalization, output_count, short_classes, subset_size, within_folder
 from rotnet.errors import RotnetError, warn_once
+from rotnet.files import user_path
 from rotnet.health import weights_problem
 from rotnet.layout import (
     CHECKPOINTS,
@@ -66,8 +67,8 @@ def init_weights(cfg: RunConfig, runs_root: Path, source: Source | None) -> tupl
     if not path.is_file() and not (cfg.init_path and (path.parent / CONFIG).is_file()):  # a named run: below
         refuse_locked(path.parent, "take rotation weights from")  # being trained: not to be made again
         if cfg.init_path:
-            if runs_below(Path(cfg.init_path)):  # a runs root, say
-                raise not_a_run(Path(cfg.init_path), f"no {WEIGHTS}; --init names a run folder or a weights file")
+            if runs_below(named := user_path(cfg.init_path)):  # a runs root, say
+                raise not_a_run(named, f"no {WEIGHTS}; --init names a run folder or a weights file")
             raise RotnetError(f"no rotation weights at {cfg.init_path}; check the --init path")
         raise RotnetError(
             f"no rotation weights at {path}; {other_rotation_runs(cfg, runs_root, path)}make them with: {make} "
