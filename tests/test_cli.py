@@ -839,6 +839,7 @@ TILDE = {  # every way a user names a path, spelled with ~ as no shell expands i
                    "runs/resnet18/rotation/seed0/verify.json"),
     "export RUN OUT": (["export", RUN, "~/hub"], "hub/model.safetensors"),
     "report ROOT": (["report", "~/runs"], "runs/report.md"),
+    "export-images FOLDER OUT": (["export-images", "~/photos", "~/pngs", "--unlabeled"], "pngs"),  # read ./~/photos
     "api runs_root, data_root": ("train", None),
     "api load_backbone": ("load_backbone", None),
 }  # fmt: skip
@@ -852,11 +853,13 @@ def test_a_path_spelled_with_a_tilde_is_the_users_home_never_a_folder_named_tild
     `runs_root="~/runs"` in Python made or read a folder named `~` in the working folder: every path a user names
     goes through files.user_path, which expands it as torchvision's datasets expand their root."""
     import rotnet
+    from tests.helpers import images, save
 
     home, work = tmp_path / "home", tmp_path / "work"
     shutil.copytree(tiny_runs, home / "runs")
     shutil.copytree(fake_root, home / "data")
     (home / "tiny.toml").write_text("eval_every = 1\n")
+    save(home / "photos", images(12, seed=1, size=16))
     work.mkdir()
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("ROTNET_DATA", "~/data")
@@ -869,6 +872,6 @@ def test_a_path_spelled_with_a_tilde_is_the_users_home_never_a_folder_named_tild
     elif call == "load_backbone":
         assert rotnet.load_backbone(RUN).fc.out_features == 4
     else:
-        assert main([*call, "--no-download"] if call[0] not in ("export", "report") else call) == 0
+        assert main([*call, "--no-download"] if call[0] not in ("export", "report", "export-images") else call) == 0
     assert list(work.iterdir()) == []
-    assert made is None or (home / made).is_file()
+    assert made is None or (home / made).exists()

@@ -179,9 +179,10 @@ def validate(cfg: RunConfig) -> RunConfig:
 # The one check of a dataset and of an image size, whoever names them (a run's configuration, `probe --dataset
 # --image-size`, `export-images`, `verify --dataset`): rotnet.datasets.load_dataset asks both before reading any data.
 def check_dataset(dataset: str, key: str = "dataset") -> str:
+    """A dataset's name, or an image folder's path as a shell reads it (`~` expanded)."""
     if not dataset.strip():  # an unset variable: read as ".", the working folder would be taken for an image folder
         raise RotnetError(f"{key} must name a dataset or an image folder; got {dataset!r}")
-    return dataset
+    return dataset if dataset in DATASETS else str(user_path(dataset))
 
 
 def check_image_size(size: int) -> int:

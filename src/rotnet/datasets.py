@@ -9,6 +9,7 @@ from pathlib import Path
 
 from rotnet.config import NO_OPTIONS, DataOptions, RunConfig, check_dataset, check_image_size
 from rotnet.data import NATIVE_SIZE, Dataset, channel_stats, default_data_root, is_named, resize
+from rotnet.files import user_path
 from rotnet.imagefolder import load_folder
 from rotnet.readers import load_cifar10, load_cifar100, load_stl10
 
@@ -17,10 +18,10 @@ from rotnet.readers import load_cifar10, load_cifar100, load_stl10
 def load_dataset(dataset: str, image_size: int = 0, seed: int = 0, options: DataOptions = NO_OPTIONS) -> Dataset:
     """The dataset a run names (a name in NAMES or an image folder's path), at image_size (0: native size; resized
     once), with its training split's channel statistics."""
-    check_dataset(dataset)
+    dataset = check_dataset(dataset)
     check_image_size(image_size)
     if is_named(dataset):
-        root = Path(options.root) if options.root else default_data_root()
+        root = user_path(options.root) if options.root else default_data_root()
         if dataset == "cifar10":
             data = load_cifar10(root, options.download)
         elif dataset.startswith("cifar100"):
