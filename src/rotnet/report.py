@@ -368,9 +368,12 @@ def write_report(root: Path, preset: str | None = None, *, claimed: bool = False
     root = Path(root)
     if not root.is_dir():
         raise file_in_the_way(root) or RotnetError(f"runs folder not found: {root}")
-    if (outer := runs_root_holding(root)) is not None:  # its runs are that root's: a report here misreads them
-        raise RotnetError(f"{root} is a folder of the runs root {outer}; report that: rotnet report {outer}")
     everything = pool(link_sources(root, collect(root)))  # a row's mean is over seeds of one protocol on one data
+    # A folder of another runs root: its runs are that root's, which a report here misreads (a dataset's folder's
+    # read as inconsistent ones; an arch's or experiment's hold none at a run's depth). Records read again only then.
+    deep = 3 if any(r["status"] == "inconsistent" for r in everything) else 2
+    if (outer := runs_root_holding(root, deep)) is not None:
+        raise RotnetError(f"{root} is a folder of the runs root {outer}; report that: rotnet report {outer}")
     if not everything:
         above = runs_root_above(root)
         if above is not None:
