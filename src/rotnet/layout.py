@@ -183,9 +183,8 @@ def runs_root_holding(folder: Path, levels: int = 3) -> Path | None:
                 record = None
             if record is None or not placed_as_recorded(run, record["config"]):
                 continue
-            above = runs_root_above(run)
-            if above is not None and above.resolve() != folder.resolve():
-                return above
+            if root_of(run, record["config"]) != folder.resolve():  # from the record read above: no second read
+                return runs_root_above(run)  # as the user spelled it, for the message
     return None
 
 
