@@ -375,7 +375,7 @@ def test_an_empty_folder_named_for_an_export_is_filled_not_replaced(tmp_path, fa
     assert sorted(p.name for p in tmp_path.iterdir()) == (["data"] if named == "as ." else ["data", "link"])
 
 
-SIGTERM_AT_THE_THIRD_FILE = """
+SIGNAL_AT_THE_THIRD_FILE = """
 import os, signal, sys
 import rotnet.export
 from rotnet.cli import main
@@ -383,7 +383,7 @@ real, calls = rotnet.export.atomic_write, []
 def write(*args, **kwargs):
     calls.append(1)
     if len(calls) == 3:
-        os.kill(os.getpid(), signal.SIGTERM)  # as `kill` or a scheduler's time limit sends it
+        os.kill(os.getpid(), getattr(signal, os.environ["SIGNAL"]))  # as `kill`, a scheduler or a closed terminal
     return real(*args, **kwargs)
 rotnet.export.atomic_write = write
 sys.exit(main(sys.argv[1:]))
@@ -391,9 +391,12 @@ sys.exit(main(sys.argv[1:]))
 
 
 @pytest.mark.parametrize("command", ["export", "export-images"])
-def test_an_export_ended_by_sigterm_leaves_nothing_behind(command, tiny_runs, tmp_path, fake_root):
-    """SIGTERM stops an export as Ctrl-C does (signals.raise_on_stop): nothing at OUT and no hidden folder beside it.
-    It had ended the process where it stood, leaving the images written so far (and, staged, its hidden folder)."""
+@pytest.mark.parametrize("sig, code", [("SIGTERM", 143), ("SIGHUP", 129)])
+def test_an_export_ended_by_a_signal_leaves_nothing_behind(command, sig, code, tiny_runs, tmp_path, fake_root):
+    """SIGTERM and SIGHUP stop an export as Ctrl-C does (signals.raise_on_stop): nothing at OUT and no hidden folder
+    beside it. Each had ended the process where it stood, leaving the images written so far (and, staged, its hidden
+    folder)."""
+    import os
     import subprocess
     import sys
 
@@ -402,9 +405,9 @@ def test_an_export_ended_by_sigterm_leaves_nothing_behind(command, tiny_runs, tm
     what = [str(run)] if command == "export" else ["cifar10", "--data-root", str(fake_root), "--no-download"]
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     done = subprocess.run(
-        [sys.executable, "-c", SIGTERM_AT_THE_THIRD_FILE, command, *what, str(tmp_path / "out")],
-        capture_output=True, text=True, timeout=300,
+        [sys.executable, "-c", SIGNAL_AT_THE_THIRD_FILE, command, *what, str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300, env=os.environ | {"SIGNAL": sig},
     )  # fmt: skip
-    assert done.returncode == 143, done.stderr[-2000:]  # 128 + SIGTERM, said in one line
+    assert done.returncode == code, done.stderr[-2000:]  # 128 + the signal, said in one line
     assert "stopped while exporting into" in done.stderr and "nothing was kept" in done.stderr
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before

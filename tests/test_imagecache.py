@@ -136,10 +136,12 @@ def test_a_disk_that_fills_while_preparing_is_an_error_not_a_sigbus(tmp_path, mo
 
 
 @pytest.mark.parametrize("command", ["train", "reproduce"])
-def test_sigterm_while_preparing_removes_the_partial_file_and_says_so(
-    tmp_path, fake_root, monkeypatch, capsys, command
+@pytest.mark.parametrize("sig, code", [("SIGTERM", 143), ("SIGHUP", 129)])
+def test_a_signal_while_preparing_removes_the_partial_file_and_says_so(
+    tmp_path, fake_root, monkeypatch, capsys, command, sig, code
 ):
-    """SIGTERM while a cache is prepared removes the partial file, says so, and exits 143 (reproduce too)."""
+    """SIGTERM or SIGHUP while a cache is prepared removes the partial file, says so, and exits 128 + the signal
+    (reproduce too); SIGHUP had ended the process where it stood, leaving the partial file."""
     import signal
 
     from rotnet import imagecache
@@ -151,12 +153,12 @@ def test_sigterm_while_preparing_removes_the_partial_file_and_says_so(
     def decode_then_term(*a, **kw):
         calls.append(1)
         if len(calls) == 3:
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), getattr(signal, sig))
         return real(*a, **kw)
 
     monkeypatch.setattr(imagecache, "decode", decode_then_term)
     args = [command, *(["rotation"] if command == "train" else ["--experiments", "rotation"])]
-    assert cli(*args, "--dataset", str(folder), root=tmp_path / "runs", data=fake_root) == 143
+    assert cli(*args, "--dataset", str(folder), root=tmp_path / "runs", data=fake_root) == code
     err = capsys.readouterr().err
     assert "stopped while preparing images" in err
     assert "checkpoint saved" not in err  # none was: a stop before a run's first checkpoint says so

@@ -133,7 +133,7 @@ def start_jobs(root, data):
     return proc, lock_pids(root)
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130), (signal.SIGHUP, 129)])
 def test_a_signal_to_reproduce_jobs_stops_every_child_and_reports_what_did_not_run(tmp_path, fake_root, sig, code):
     proc, children = start_jobs(tmp_path, fake_root)
     proc.send_signal(sig)

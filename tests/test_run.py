@@ -384,17 +384,76 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path, fake_root, reference, ki
     assert same(outcome(tmp_path), reference)
 
 
-def test_sigterm_saves_and_says_how_to_resume(tmp_path, fake_root, reference):
-    proc = start(tmp_path, fake_root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def start_in_a_terminal(root: Path, data: Path) -> tuple[subprocess.Popen, int]:
+    """The run in a terminal of its own (a pseudo-terminal it controls, as a shell's); returns it and the terminal's
+    other end, whose closing hangs the terminal up, as closing its window or losing an ssh session does."""
+    import fcntl
+    import pty
+    import termios
+
+    ours, theirs = pty.openpty()
+    proc = subprocess.Popen(
+        command(root, data), env=STARTS, stdin=theirs, stdout=theirs, stderr=theirs, start_new_session=True,
+        preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
+    )  # fmt: skip
+    os.close(theirs)
+    return proc, ours
+
+
+def read_all(terminal: int) -> str:
+    """What a terminal's other end still holds, once the process there has ended."""
+    out = b""
+    while True:
+        try:
+            chunk = os.read(terminal, 65536)
+        except OSError:  # EIO: the terminal has no process left on it
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(terminal)
+    return out.decode(errors="replace")
+
+
+# Every way a run is asked to stop: each saves where it stands, exits 128 + the signal and resumes bit-identically.
+# SIGHUP had ended the run where it stood (exit -1), losing every step since its last checkpoint; a closed terminal
+# also fails every write to it, the progress line before the stop's checkpoint included, while `kill -HUP` to a run
+# in a terminal still open leaves its output there.
+STOPS = [
+    ("SIGINT", 130),
+    ("SIGTERM", 143),
+    ("SIGHUP", 129),
+    ("SIGHUP in a terminal", 129),
+    ("terminal closed", 129),
+]
+
+
+@pytest.mark.parametrize("how, code", STOPS)
+def test_a_stop_request_saves_and_says_how_to_resume(tmp_path, fake_root, reference, how, code):
+    if "terminal" in how:
+        proc, terminal = start_in_a_terminal(tmp_path, fake_root)
+    else:
+        proc = start(tmp_path, fake_root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for("**/checkpoints/e0000-s000002.safetensors", tmp_path, proc)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
+    if how == "terminal closed":
+        os.close(terminal)
+        proc.wait(timeout=120)
+        err = ""
+    elif how == "SIGHUP in a terminal":
+        proc.send_signal(signal.SIGHUP)
+        proc.wait(timeout=120)
+        err = read_all(terminal)
+    else:
+        proc.send_signal(getattr(signal, how))
+        _, err = proc.communicate(timeout=120)
     # No skip when it "finished first": the signal comes within a 10 ms poll of step 2's checkpoint, eight steps and
     # two evaluations before the end, so an exit 0 means the signal was not acted on.
-    assert proc.returncode == 143  # 128 + SIGTERM, as every rotnet command exits on a stop request
-    assert "Re-run the same command to resume" in err and "Traceback" not in err
+    assert proc.returncode == code, err[-2000:]  # 128 + the signal, as every rotnet command exits on a stop request
+    assert how == "terminal closed" or ("Re-run the same command to resume" in err and "Traceback" not in err)
+    assert not (tmp_path / "resnet18/rotation/seed0/model.safetensors").exists()
     done = finish(tmp_path, fake_root)
     assert done.returncode == 0, done.stderr
+    assert "resuming at epoch" in done.stdout
     assert same(outcome(tmp_path), reference)
 
 

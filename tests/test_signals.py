@@ -1,5 +1,5 @@
-"""Ctrl-C and SIGTERM (rotnet.signals): one line at any moment of start-up, a checkpoint when there is work to keep,
-ignored signals left ignored."""
+"""Ctrl-C, SIGTERM and SIGHUP (rotnet.signals): one line at any moment of start-up, a checkpoint when there is work
+to keep, ignored signals left ignored."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""What Ctrl-C and SIGTERM do while rotnet works, always undone after (torch-free: the command line holds them
-while torch loads). Outside these blocks the caller's handlers apply, so a notebook's Ctrl-C interrupts as usual."""
+"""What Ctrl-C, SIGTERM and SIGHUP (the terminal closed) do while rotnet works, always undone after (torch-free: the
+command line holds them while torch loads). Outside these blocks the caller's handlers apply, so a notebook's Ctrl-C
+interrupts as usual."""
 
 from __future__ import annotations
 
@@ -8,14 +9,46 @@ import os
 import signal
 from dataclasses import dataclass
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# SIGHUP too: a closed terminal or ssh session sends it, and its default ends the process where it stands, losing
+# every step since the last checkpoint (`nohup` starts rotnet ignoring it, which stays so).
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+def _terminals() -> list[int]:
+    """The standard output and error that are terminals now."""
+    return [fd for fd in (1, 2) if _is_terminal(fd)]
+
+
+def _is_terminal(fd: int) -> bool:
+    try:
+        return os.isatty(fd)
+    except OSError:
+        return False
+
+
+def _leave_hung_up(terminals: list[int]) -> None:
+    """Point each of `terminals` that has hung up at /dev/null. Every write to a closed terminal fails (EIO): the next
+    progress line would raise before the stop request's checkpoint is saved. One still open (`kill -HUP` from another
+    shell) keeps its output."""
+    for fd in terminals:
+        if not _is_terminal(fd):  # a hung-up terminal answers no terminal request
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, fd)
+            os.close(null)
 
 
 @contextlib.contextmanager
 def _handled_by(handler):
     """handler on the stop signals this process was not started ignoring, for the block: a signal ignored at start
     (a shell's background job ignores Ctrl-C) stays ignored throughout, as Python itself leaves it."""
-    before = {s: signal.signal(s, handler) for s in STOP_SIGNALS if signal.getsignal(s) != signal.SIG_IGN}
+    terminals = _terminals()
+
+    def on_signal(signum, frame):
+        if signum == getattr(signal, "SIGHUP", None):
+            _leave_hung_up(terminals)
+        handler(signum, frame)
+
+    before = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS if signal.getsignal(s) != signal.SIG_IGN}
     try:
         yield
     finally:
@@ -28,13 +61,13 @@ class StopFlag:
     """Set from a signal handler; the loop checks it between steps so a step is never cut in half."""
 
     requested: bool = False
-    signum: int = 0  # the signal that asked (SIGINT or SIGTERM), for the exit status 128 + signum
+    signum: int = 0  # the signal that asked (SIGINT, SIGTERM or SIGHUP), for the exit status 128 + signum
 
 
 @contextlib.contextmanager
 def stop_handlers(stop: StopFlag):
-    """While the block runs, the first Ctrl-C / SIGTERM sets `stop` (the loop finishes its step, saves, exits); a
-    second Ctrl-C stops at once."""
+    """While the block runs, the first stop signal sets `stop` (the loop finishes its step, saves, exits); a second
+    Ctrl-C stops at once."""
 
     def handler(signum, frame):
         if stop.requested and signum == signal.SIGINT:
@@ -47,7 +80,7 @@ def stop_handlers(stop: StopFlag):
 
 @contextlib.contextmanager
 def raise_on_stop(message: str):
-    """While the block runs (in the main thread; elsewhere signals cannot be caught), Ctrl-C or SIGTERM raises
+    """While the block runs (in the main thread; elsewhere signals cannot be caught), a stop signal raises
     Interrupted(message): work with nothing worth saving stops at once and its `finally` blocks clean up."""
     import threading
 
@@ -65,7 +98,7 @@ def raise_on_stop(message: str):
 
 @contextlib.contextmanager
 def signals_held():
-    """Hold Ctrl-C and SIGTERM while the block runs, then deliver the first one that came; a second Ctrl-C ends
+    """Hold the stop signals while the block runs, then deliver the first one that came; a second Ctrl-C ends
     the process at once (nothing is written yet). Raised inside torch's start-up, where its C++ code calls Python,
     a KeyboardInterrupt aborts the process with a C++ message instead of unwinding to main's one line."""
     held: list[int] = []
@@ -79,4 +112,4 @@ def signals_held():
     with _handled_by(hold):
         yield
     if held:
-        signal.raise_signal(held[0])  # as if it came now: a KeyboardInterrupt, or SIGTERM's own handler
+        signal.raise_signal(held[0])  # as if it came now: a KeyboardInterrupt, or the signal's own handler
