@@ -9,7 +9,7 @@ import pytest
 from rotnet.cli import main
 from rotnet.experiments import EXPERIMENTS
 from rotnet.report import collect, write_report
-from tests.helpers import as_made_by_0_3, cli, edit_json, fabricate, reproduce, reseal, with_rotation
+from tests.helpers import as_made_by_0_3, cli, edit_json, fabricate, partial, reproduce, reseal, with_rotation
 
 
 @pytest.fixture(scope="module")
@@ -391,19 +391,26 @@ def test_a_report_names_a_preset_only_for_the_runs_it_made(tiny_runs, tmp_path, 
     assert noted == (f"Not every run is preset {preset}'s" in (tmp_path / "report.md").read_text())
 
 
-@pytest.mark.parametrize("restarts", [0, 2])
+@pytest.mark.parametrize("restarts, stopped", [(0, False), (2, False), (1, True)])
 def test_a_transfer_run_whose_rotation_run_was_trained_again_says_so_and_still_verifies(
-    tiny_five, tmp_path, fake_root, restarts
+    tiny_five, tmp_path, fake_root, restarts, stopped, monkeypatch
 ):
     """`train rotation --restart --lr 0.01` beside finished transfer runs: the report showed the new rotation run
     and the transfers as one pipeline, without a word (the transfers had started from the run kept as seed0.old1),
-    and `verify` of a transfer said "verify needs them" though the kept run holds its weights."""
+    and `verify` of a transfer said "verify needs them" though the kept run holds its weights. Also while the new
+    rotation run is unfinished (stopped after its first epoch): the report judged a source by its final weights only,
+    so a transfer beside a partial rotation run read "ok"."""
     root = shutil.copytree(tiny_five, tmp_path / "runs")
     for lr in ("0.01", "0.02")[:restarts]:
-        assert cli("train", "rotation", "--restart", "--lr", lr, root=root, data=fake_root) == 0
+        train = ("train", "rotation", "--restart", "--lr", lr)
+        if stopped:
+            assert partial(*train, root=root, data=fake_root, monkeypatch=monkeypatch) == 130
+        else:
+            assert cli(*train, root=root, data=fake_root) == 0
     write_report(root)
     rows = json.loads((root / "results.json").read_text())["rows"]
     status = {(r["experiment"], r["arch"]): r["status"] for r in rows}
+    assert ("partial" in status[("rotation", "resnet18")]) == stopped
     said = "seed 0 started from rotation weights that its rotation run here no longer holds (trained again since)"
     for experiment in EXPERIMENTS:
         assert (said in status[(experiment, "resnet18")]) == (restarts > 0 and experiment.endswith("-from-rotation"))

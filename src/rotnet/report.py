@@ -129,19 +129,24 @@ def collect(root: Path) -> list[dict]:
 
 
 def link_sources(root: Path, runs: list[dict]) -> list[dict]:
-    """Each finished from-rotation run whose rotation run in this root finished with other weights than it started
-    from (trained again since, with --restart) marked `replaced_source`: the table would show the two as one
-    pipeline. A source that the record does not name, or that lies elsewhere, is not judged."""
-    final = {
-        r["folder"].resolve(): r["history"][-1].get("weights_sha256")
+    """Each finished from-rotation run whose rotation run in this root no longer holds the weights it started from
+    marked `replaced_source`: trained again since (`--restart`), to other final weights or not yet to any (partial,
+    started or failed); the table would show the two as one pipeline. A source that the record does not name, that
+    lies elsewhere or whose record cannot be read, is not judged."""
+    # What each rotation run here holds now: its final weights' digest, or "" for none yet.
+    holds = {
+        r["folder"].resolve(): (r["history"][-1].get("weights_sha256") if r["history"] else None)
+        if r["status"] == "finished"
+        else ""
         for r in runs
-        if r["experiment"] == "rotation" and r["status"] == "finished" and r["history"]
+        if r["experiment"] == "rotation" and r["status"] in ("finished", "partial", "started", "failed")
     }
     out = []
     for r in runs:
-        source = source_run(root, r["config"]) if r["status"] == "finished" else None
-        made = final.get(source.resolve()) if source else None
-        if made and made != r["config"].get("init_sha256"):
+        started = r["config"].get("init_sha256") if r["status"] == "finished" else None
+        source = source_run(root, r["config"]) if started else None
+        now = holds.get(source.resolve()) if source else None
+        if now is not None and now != started:
             r = r | {"replaced_source": True}
         out.append(r)
     return out
