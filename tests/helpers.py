@@ -86,7 +86,7 @@ def fabricate(source: Path, folder: Path, *, test_acc: float | None = None, **co
     record["config"] |= ident | config
     (folder / "config.json").write_text(json.dumps(record, indent=2))
     result = json.loads((folder / "result.json").read_text()) | ident
-    result |= {k: record["config"][k] for k in ("task", "epochs")}  # as the run that wrote them would have
+    result |= {k: record["config"][k] for k in ("task", "epochs", "dataset") if k in record["config"]}  # as its run
     lines = metrics(folder)
     if test_acc is not None:
         result["test_acc"] = lines[-1]["test_acc"] = test_acc

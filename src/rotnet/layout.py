@@ -239,6 +239,15 @@ def root_of(folder: Path, config: dict) -> Path:
     return Path(folder).resolve().parents[3 if data_segment(config) else 2]
 
 
+def recorded_root(run: Path, config: object) -> Path | None:
+    """The runs root (resolved) a run folder lies in by its record, when its path spells what the record says (else
+    None: a run moved where its record does not put it, or a record that is no configuration)."""
+    try:
+        return root_of(run, config) if isinstance(config, dict) and placed_as_recorded(run, config) else None
+    except (TypeError, ValueError, IndexError):  # a record's fields may hold anything
+        return None
+
+
 def source_run(root: Path, record: dict) -> Path | None:
     """The rotation run a from-rotation run started from, as its record names it (`init_source_config`), laid out
     in the runs root `root`: wherever that root was moved or copied and the command runs from, and whatever data

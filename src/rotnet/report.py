@@ -30,6 +30,7 @@ from rotnet.layout import (
     parse_run_dir,
     plan_log,
     read_json,
+    recorded_root,
     runs_root_above,
     runs_root_holding,
     source_run,
@@ -105,6 +106,7 @@ def collect(root: Path) -> list[dict]:
         runs.append(
             {
                 "folder": folder,
+                "placed_in": recorded_root(folder, rec.config["config"]) if rec.config else None,
                 "segment": rid.data,
                 "data": rid.data + (f"@{rid.per_class}pc" if rid.per_class else ""),  # the table's key for its data
                 "data_label": data_label(cfg, rid.data),
@@ -126,6 +128,16 @@ def collect(root: Path) -> list[dict]:
         )
     order = lambda r: (r["data"], r["arch"], ORDER.get(r["experiment"], 99), r["per_class"], r["seed"])  # noqa: E731
     return sorted(runs, key=order)
+
+
+def own_runs(root: Path, runs: list[dict]) -> tuple[list[dict], list[Path]]:
+    """The runs of this runs root, and the runs roots inside it (as root spells them): a folder whose runs' records
+    place them in it (`runs/quick` in `runs`, the README's layout). Their runs would read here as inconsistent ones
+    of a dataset named after the folder; every run below such a root is its report's."""
+    here = root.resolve()
+    inner = sorted({r["placed_in"] for r in runs if r["placed_in"] is not None and here in r["placed_in"].parents})
+    mine = [r for r in runs if not any(n in r["folder"].resolve().parents for n in inner)]
+    return mine, [root / n.relative_to(here) for n in inner]
 
 
 def link_sources(root: Path, runs: list[dict]) -> list[dict]:
@@ -373,12 +385,18 @@ def write_report(root: Path, preset: str | None = None, *, claimed: bool = False
     root = Path(root)
     if not root.is_dir():
         raise file_in_the_way(root) or RotnetError(f"runs folder not found: {root}")
-    everything = pool(link_sources(root, collect(root)))  # a row's mean is over seeds of one protocol on one data
+    everything, nested = own_runs(root, collect(root))
+    everything = pool(link_sources(root, everything))  # a row's mean is over seeds of one protocol on one data
     # A folder of another runs root: its runs are that root's, which a report here misreads (a dataset's folder's
     # read as inconsistent ones; an arch's or experiment's hold none at a run's depth). Records read again only then.
     deep = 3 if any(r["status"] == "inconsistent" for r in everything) else 2
     if (outer := runs_root_holding(root, deep)) is not None:
         raise RotnetError(f"{root} is a folder of the runs root {outer}; report that: rotnet report {outer}")
+    if not everything and nested:
+        named = ", ".join(str(n) for n in nested)
+        raise RotnetError(
+            f"{root} holds no runs of its own, only the runs roots {named}; report each: rotnet report {nested[0]}"
+        )
     if not everything:
         above = runs_root_above(root)
         if above is not None:
@@ -406,6 +424,7 @@ def write_report(root: Path, preset: str | None = None, *, claimed: bool = False
     has_examples = plots.plot_rotation_examples(runs, folder / "rotation_examples.png")
 
     results = {"preset": preset, "caveat": caveat, "rows": rows, "runs": [run_summary(r) for r in runs]}
+    results["nested_roots"] = [str(n.relative_to(root)) for n in nested]
     results["deeper"] = deeper_comparisons(rows, runs)
     results["reproduce"], results["compute"] = repro, compute(everything)
     atomic_write_text(root / "results.json", json.dumps(results, indent=2, default=str) + "\n")
@@ -419,6 +438,9 @@ def write_report(root: Path, preset: str | None = None, *, claimed: bool = False
 
     lines = [f"# rotnet results{f' (preset {preset})' if preset else ''}", ""]
     lines += [f"**{caveat}**", ""] if caveat else []
+    if nested:
+        named = ", ".join(f"`{n.relative_to(root)}` (`rotnet report {n}`)" for n in nested)
+        lines += [f"Runs roots inside this one, each reporting its own runs, are not reported here: {named}.", ""]
     lines += commands_line(repro)
     lines += [
         f"Test accuracy (%). {test_set_text(runs)} Ours is the mean over finished seeds of one protocol, with ± std "
