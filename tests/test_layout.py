@@ -191,12 +191,18 @@ def test_no_folder_named_for_rotnet_to_write_into_lies_in_a_run(command, where, 
 
 
 SEED0 = "resnet18/rotation/seed0"
-NESTED = {  # what runs/ holds besides (or without) a run of its own -> the runs roots inside it
-    "quick": (["quick/" + SEED0, "paper/" + SEED0], ["paper", "quick"]),  # the README's runs/PRESET, nothing own
-    "quick and own": ([SEED0, "quick/" + SEED0], ["quick"]),
-    "a root named as a dataset": ([SEED0, "cifar100/" + SEED0], ["cifar100"]),  # CIFAR-10 runs, in runs/cifar100
-    "a dataset's folder": ([SEED0, "cifar100/" + SEED0 + "@cifar100"], []),  # its runs are runs/'s own
-    "a moved run": ([SEED0, "resnet18/rotation/seed3@cifar100"], []),  # inconsistent, no part of another root
+NESTED = {  # what runs/ holds -> the runs roots inside it, and the data of the rows its report has
+    "quick": (["quick/" + SEED0, "paper/" + SEED0], ["paper", "quick"], None),  # the README's runs/PRESET, alone
+    "quick and own": ([SEED0, "quick/" + SEED0], ["quick"], ["cifar10"]),
+    "a root named as a dataset": ([SEED0, "cifar100/" + SEED0], ["cifar100"], ["cifar10"]),  # CIFAR-10 runs there
+    # A run trained into a dataset's folder named as its runs root: each report has its own runs, naming the other's
+    "trained into a dataset's folder": (
+        ["cifar100/" + SEED0 + "@cifar100", "cifar100/resnet18/full-from-random/seed0"],
+        ["cifar100"],
+        ["cifar100"],
+    ),
+    "a dataset's folder": ([SEED0, "cifar100/" + SEED0 + "@cifar100"], [], ["cifar10", "cifar100"]),  # runs/'s own
+    "a moved run": ([SEED0, "resnet18/rotation/seed3@cifar100"], [], ["cifar10"]),  # inconsistent, nobody's
 }
 
 
@@ -204,19 +210,20 @@ NESTED = {  # what runs/ holds besides (or without) a run of its own -> the runs
 def test_a_runs_root_inside_a_runs_root_is_not_read_as_its_runs(tiny_runs, tmp_path, capsys, layout):
     """`rotnet report runs` over the README's runs/quick and runs/paper wrote a report there whose every row said
     "inconsistent: config.json says data 'cifar10', the folder 'quick'": a runs root's report read the runs of the
-    runs roots inside it as its own, of a dataset named after their folder. Now they are left to their own reports
-    and named; a folder of nothing else is refused, naming them, with nothing written."""
+    runs roots inside it as its own, of a dataset named after their folder. Now each report has the runs their
+    records place in its root and names the other roots; a folder of nothing else is refused, naming them, with
+    nothing written."""
     from rotnet.cli import main
     from tests.helpers import fabricate
 
     runs = tmp_path / "runs"
-    places, inner = NESTED[layout]
+    places, inner, reported = NESTED[layout]
     for place in places:
         where, _, dataset = place.partition("@")
         fabricate(tiny_runs / SEED0, runs / where, **({"dataset": dataset} if dataset else {}))
     before = sorted(tmp_path.rglob("*"))
     code, err = main(["report", str(runs)]), capsys.readouterr().err.strip()
-    if SEED0 not in places:
+    if reported is None:
         said = f"{runs} holds no runs of its own, only the runs roots {', '.join(str(runs / n) for n in inner)}"
         each = f"report each: rotnet report {runs / inner[0]}"
         assert code == 2 and err.splitlines() == [f"rotnet: error: {said}; {each}"]
@@ -227,8 +234,10 @@ def test_a_runs_root_inside_a_runs_root_is_not_read_as_its_runs(tiny_runs, tmp_p
         assert results.get("nested_roots", []) == inner
         inconsistent = [r["status"] for r in results["rows"] if "inconsistent" in r["status"]]
         assert bool(inconsistent) == (layout == "a moved run"), inconsistent
-        reported = sorted(r["data"] for r in results["rows"] if r["n"])
-        assert reported == ["cifar10", "cifar100"][: 1 + (layout == "a dataset's folder")], results["rows"]
+        assert sorted(r["data"] for r in results["rows"] if r["n"]) == reported, results["rows"]
         assert all(f"`rotnet report {runs / n}`" in (runs / "report.md").read_text() for n in inner)
-    for n in inner:  # each inner root reports its own runs, as ever
+    for n in inner:  # each inner root reports its own runs, naming runs/ where runs of it lie there too
         assert main(["report", str(runs / n)]) == 0, capsys.readouterr().err
+        results = json.loads((runs / n / "results.json").read_text())
+        assert results["outer_roots"] == ([str(runs)] if layout == "trained into a dataset's folder" else [])
+        assert not any("inconsistent" in r["status"] for r in results["rows"]), results["rows"]

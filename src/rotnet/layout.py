@@ -161,7 +161,7 @@ def runs_root_for(preset: str, runs_root: str | Path | None = None) -> Path:
     inside = next((f for f in Path(runs_root).resolve().parents if runs_root_above(f) is not None), None)
     if inside is not None:  # a folder made in a run's folder: its runs would nest in that run's record
         raise RotnetError(f"runs root {runs_root} lies inside the run folder {inside}; name a runs root outside it")
-    if (outer := runs_root_holding(runs_root, levels=2)) is not None:  # reads no record: a plan reads each once
+    if (outer := runs_root_holding(runs_root)) is not None:  # reads no record: a plan reads each once
         raise RotnetError(
             f"runs root {runs_root} is a folder of the runs root {outer} (an arch's or an experiment's); "
             f"its runs would nest among that root's, which would read them as its own: name the runs root: {outer}"
@@ -169,13 +169,13 @@ def runs_root_for(preset: str, runs_root: str | Path | None = None) -> Path:
     return Path(runs_root)
 
 
-def runs_root_holding(folder: Path, levels: int = 3) -> Path | None:
-    """The runs root that folder is a part of (ROOT/ARCH/EXPERIMENT, ROOT/ARCH, or with levels=3 ROOT/DATA), from a
-    run below it that lies where its record puts it in another runs root; None for a runs root, or a folder that
-    holds no such run within `levels` levels (a run moved where its record does not put it is its own report's
-    "inconsistent"). No runs root holds a run one or two levels down, so levels=2 reads no record of a runs root's
-    own runs; a dataset's folder (3) looks like a runs root until its runs' records are read."""
-    for pattern in ("seed*", "*/seed*", "*/*/seed*")[:levels]:  # bounded: never a walk of all below (a home folder)
+def runs_root_holding(folder: Path) -> Path | None:
+    """The runs root that folder is an arch's or an experiment's folder of (ROOT/ARCH, ROOT/ARCH/EXPERIMENT), from
+    a run one or two levels below it that lies where its record puts it in another runs root; None for a runs root,
+    or a folder that holds no such run (a run moved where its record does not put it is its own report's
+    "inconsistent"). No runs root holds a run one or two levels down, so this reads no record of a root's own runs;
+    a dataset's folder, whose runs lie at a run's depth, is told by the report, which reads them anyway."""
+    for pattern in ("seed*", "*/seed*"):  # bounded: never a walk of all below (a home folder)
         for run in sorted(folder.glob(pattern)):
             try:
                 record = read_record(run) if is_run_folder(run) and parse_run_dir(run) else None

@@ -130,14 +130,27 @@ def collect(root: Path) -> list[dict]:
     return sorted(runs, key=order)
 
 
-def own_runs(root: Path, runs: list[dict]) -> tuple[list[dict], list[Path]]:
-    """The runs of this runs root, and the runs roots inside it (as root spells them): a folder whose runs' records
-    place them in it (`runs/quick` in `runs`, the README's layout). Their runs would read here as inconsistent ones
-    of a dataset named after the folder; every run below such a root is its report's."""
+def own_runs(root: Path, runs: list[dict]) -> tuple[list[dict], list[Path], list[Path]]:
+    """The runs of this runs root; the runs roots inside it (`runs/quick` in `runs`, the README's layout); and those
+    above it whose runs lie in it (it is their dataset's folder), each as root spells it. Which root a run is of is
+    where its record places it: read here by any other, a run reads as inconsistent, of a dataset named after a
+    folder. A run placed nowhere (moved, unreadable) below an inner root is that root's."""
     here = root.resolve()
-    inner = sorted({r["placed_in"] for r in runs if r["placed_in"] is not None and here in r["placed_in"].parents})
-    mine = [r for r in runs if not any(n in r["folder"].resolve().parents for n in inner)]
-    return mine, [root / n.relative_to(here) for n in inner]
+    placed = {r["placed_in"] for r in runs if r["placed_in"] is not None}
+    inner = sorted(p for p in placed if here in p.parents)
+
+    def theirs(r: dict) -> bool:
+        if r["placed_in"] is not None:
+            return r["placed_in"] != here
+        return any(n in r["folder"].resolve().parents for n in inner)
+
+    outer = sorted((p for p in placed if p in here.parents), key=lambda p: -len(p.parts))
+
+    def spelled(p: Path) -> Path:  # as root spells it where it names that folder (`.` names none)
+        n = len(here.parts) - len(p.parts)
+        return root.parents[n - 1] if ".." not in root.parts and len(root.parents) >= n else p
+
+    return [r for r in runs if not theirs(r)], [root / n.relative_to(here) for n in inner], [spelled(p) for p in outer]
 
 
 def link_sources(root: Path, runs: list[dict]) -> list[dict]:
@@ -385,13 +398,13 @@ def write_report(root: Path, preset: str | None = None, *, claimed: bool = False
     root = Path(root)
     if not root.is_dir():
         raise file_in_the_way(root) or RotnetError(f"runs folder not found: {root}")
-    everything, nested = own_runs(root, collect(root))
+    everything, nested, outer = own_runs(root, collect(root))
     everything = pool(link_sources(root, everything))  # a row's mean is over seeds of one protocol on one data
-    # A folder of another runs root: its runs are that root's, which a report here misreads (a dataset's folder's
-    # read as inconsistent ones; an arch's or experiment's hold none at a run's depth). Records read again only then.
-    deep = 3 if any(r["status"] == "inconsistent" for r in everything) else 2
-    if (outer := runs_root_holding(root, deep)) is not None:
-        raise RotnetError(f"{root} is a folder of the runs root {outer}; report that: rotnet report {outer}")
+    # A folder of another runs root: its runs are that root's. An arch's or experiment's folder holds them above a
+    # run's depth, where no report looks (runs_root_holding reads no record of a root's own there); a dataset's
+    # folder at a run's depth, placed in the root above by their records.
+    if (above := runs_root_holding(root) or (outer[0] if outer and not everything else None)) is not None:
+        raise RotnetError(f"{root} is a folder of the runs root {above}; report that: rotnet report {above}")
     if not everything and nested:
         named = ", ".join(str(n) for n in nested)
         raise RotnetError(
@@ -425,6 +438,7 @@ def write_report(root: Path, preset: str | None = None, *, claimed: bool = False
 
     results = {"preset": preset, "caveat": caveat, "rows": rows, "runs": [run_summary(r) for r in runs]}
     results["nested_roots"] = [str(n.relative_to(root)) for n in nested]
+    results["outer_roots"] = [str(o) for o in outer]
     results["deeper"] = deeper_comparisons(rows, runs)
     results["reproduce"], results["compute"] = repro, compute(everything)
     atomic_write_text(root / "results.json", json.dumps(results, indent=2, default=str) + "\n")
@@ -441,6 +455,9 @@ def write_report(root: Path, preset: str | None = None, *, claimed: bool = False
     if nested:
         named = ", ".join(f"`{n.relative_to(root)}` (`rotnet report {n}`)" for n in nested)
         lines += [f"Runs roots inside this one, each reporting its own runs, are not reported here: {named}.", ""]
+    if outer:
+        named = ", ".join(f"`{o}` (`rotnet report {o}`)" for o in outer)
+        lines += [f"Runs of the runs root above this one lie here too (this is its dataset's folder): {named}.", ""]
     lines += commands_line(repro)
     lines += [
         f"Test accuracy (%). {test_set_text(runs)} Ours is the mean over finished seeds of one protocol, with ± std "
