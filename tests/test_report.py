@@ -418,3 +418,29 @@ def test_a_transfer_run_whose_rotation_run_was_trained_again_says_so_and_still_v
         run = root / "resnet18" / experiment / "seed0"
         assert main(["verify", str(run), "--data-root", str(fake_root), "--no-download", "--device", "cpu"]) == 0
         assert json.loads((run / "verify.json").read_text())["verdict"] == "verified"
+
+
+def test_a_report_table_holds_every_cell_whatever_a_user_named(tiny_runs, tmp_path):
+    """A run that failed on a folder named `my|photos` (reproduce records the error in its failed.json): the `|` in
+    its status note ended the cell, shifting the note into a column of its own, as GitHub renders report.md."""
+    from markdown_it import MarkdownIt
+
+    from rotnet.plan import mark_failed
+
+    runs = shutil.copytree(tiny_runs, tmp_path / "runs")
+    mark_failed(runs / "resnet18/rotation/seed0", "cannot read /data/my|photos/cat.png")
+    write_report(runs)
+    tokens = MarkdownIt("commonmark").enable("table").parse((runs / "report.md").read_text())
+    tables, cells, in_cell = [], [], False
+    for t in tokens:
+        if t.type == "thead_open":
+            tables.append([])
+        in_cell = t.type in ("th_open", "td_open") or (in_cell and t.type == "inline")
+        if t.type == "inline" and in_cell:
+            cells.append(t.content)
+        elif t.type == "tr_close":
+            tables[-1].append(cells)
+            cells = []
+    main = tables[0]
+    assert all(len(row) == len(main[0]) for row in main), main
+    assert any(row[0] == "rotation" and "my|photos" in row[-1] for row in main), main

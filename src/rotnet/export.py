@@ -20,6 +20,7 @@ from rotnet.data import Dataset, within_folder
 from rotnet.errors import RotnetError
 from rotnet.files import atomic_write, read_regular, staged_folder
 from rotnet.layout import refuse_output_folder
+from rotnet.markdown import code
 from rotnet.signals import raise_on_stop
 
 
@@ -209,11 +210,11 @@ def card_text(cfg: dict, result: dict, record: dict, meta: dict, norm: dict, cla
     named = cfg.get("dataset", "cifar10") in DATASETS
     official = named and record.get("dataset_checksums_match") is True
     source = (
-        f"`{dataset}`"
+        code(dataset)
         if official
-        else f"a copy of `{dataset}` that differs from its official release (md5)"
+        else f"a copy of {code(dataset)} that differs from its official release (md5)"
         if named
-        else f"the image folder `{dataset}`"
+        else f"the image folder {code(dataset)}"
     )
     stem_code = ""
     if cfg.get("stem") == "cifar":
@@ -237,7 +238,7 @@ def card_text(cfg: dict, result: dict, record: dict, meta: dict, norm: dict, cla
         version=__version__,
         experiment=cfg.get("experiment"),
         what=WHAT.get(cfg.get("task"), cfg.get("task")),
-        pretrain=f", from rotation weights pretrained on `{Path(cfg['pretrain_dataset']).name}`"
+        pretrain=f", from rotation weights pretrained on {code(Path(cfg['pretrain_dataset']).name)}"
         if cfg.get("pretrain_dataset")
         else "",
         epochs=result.get("epochs"),

@@ -36,7 +36,7 @@ from rotnet.layout import (
     source_run,
 )
 from rotnet.lock import is_locked
-from rotnet.markdown import markdown_table
+from rotnet.markdown import code, markdown_table
 from rotnet.pooling import IGNORED, pool, unpaired
 from rotnet.protocol import load_preset, preset_names, resolve
 from rotnet.record import read_run
@@ -453,10 +453,10 @@ def write_report(root: Path, preset: str | None = None, *, claimed: bool = False
     lines = [f"# rotnet results{f' (preset {preset})' if preset else ''}", ""]
     lines += [f"**{caveat}**", ""] if caveat else []
     if nested:
-        named = ", ".join(f"`{n.relative_to(root)}` (`rotnet report {n}`)" for n in nested)
+        named = ", ".join(f"{code(n.relative_to(root))} ({code(f'rotnet report {n}')})" for n in nested)
         lines += [f"Runs roots inside this one, each reporting its own runs, are not reported here: {named}.", ""]
     if outer:
-        named = ", ".join(f"`{o}` (`rotnet report {o}`)" for o in outer)
+        named = ", ".join(f"{code(o)} ({code(f'rotnet report {o}')})" for o in outer)
         lines += [f"Runs of the runs root above this one lie here too (this is its dataset's folder): {named}.", ""]
     lines += commands_line(repro)
     lines += [

@@ -12,7 +12,7 @@ from rotnet.config import DATASETS, uses_reference_normalization
 from rotnet.errors import RotnetError
 from rotnet.files import sha256_file
 from rotnet.layout import invocations, read_json
-from rotnet.markdown import markdown_table
+from rotnet.markdown import code, markdown_table
 from rotnet.runtime import recorded_threads
 
 HYPERPARAMETERS = ("optimizer", "lr", "schedule", "lr_step_epochs", "lr_gamma", "weight_decay", "epochs")
@@ -248,8 +248,8 @@ def commands_line(repro: dict) -> list[str]:
     said = [e.get("command") for e in invocations(repro)]
     commands = list(dict.fromkeys(c for c in said if isinstance(c, str) and c))
     if len(commands) > 1:
-        return ["Commands, in the order first given: " + "; ".join(f"`{c}`" for c in commands), ""]
-    return [f"Command: `{commands[0]}`", ""] if commands else []
+        return ["Commands, in the order first given: " + "; ".join(code(c) for c in commands), ""]
+    return [f"Command: {code(commands[0])}", ""] if commands else []
 
 
 def earlier_text(repro: dict) -> str:
@@ -314,7 +314,7 @@ def provenance_lines(runs: list[dict], repro: dict, spent: dict | None) -> list[
         said = []  # a run resumed by the same command again and again: once, with its count
         for (commit, cmd), same in itertools.groupby(map(tuple, s["invocations"])):
             times = len(list(same))
-            said.append(f"`{cmd}` ({commit[:12]})" + (f" ×{times}" if times > 1 else ""))
+            said.append(f"{code(cmd)} ({commit[:12]})" + (f" ×{times}" if times > 1 else ""))
         lines += [f"- {s['run']}: " + ("; ".join(said) or f"no command read ({s['status']})")]
     return lines
 
