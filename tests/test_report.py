@@ -420,6 +420,18 @@ def test_a_transfer_run_whose_rotation_run_was_trained_again_says_so_and_still_v
         assert json.loads((run / "verify.json").read_text())["verdict"] == "verified"
 
 
+def test_a_rotation_run_marked_failed_beside_its_result_still_holds_its_transfers_weights(tiny_five, tmp_path):
+    """A plan that refused to reuse a finished rotation run marks it failed (failed.json beside its result); its
+    weights are the ones its transfers started from, so no transfer is said to have started from others."""
+    from rotnet.plan import mark_failed
+
+    root = shutil.copytree(tiny_five, tmp_path / "runs")
+    mark_failed(root / "resnet18/rotation/seed0", "its data changed since")
+    write_report(root)
+    rows = json.loads((root / "results.json").read_text())["rows"]
+    assert not any("no longer holds" in r["status"] for r in rows), [r["status"] for r in rows]
+
+
 def test_a_report_table_holds_every_cell_whatever_a_user_named(tiny_runs, tmp_path):
     """A run that failed on a folder named `my|photos` (reproduce records the error in its failed.json): the `|` in
     its status note ended the cell, shifting the note into a column of its own, as GitHub renders report.md."""

@@ -158,10 +158,11 @@ def link_sources(root: Path, runs: list[dict]) -> list[dict]:
     marked `replaced_source`: trained again since (`--restart`), to other final weights or not yet to any (partial,
     started or failed); the table would show the two as one pipeline. A source that the record does not name, that
     lies elsewhere or whose record cannot be read, is not judged."""
-    # What each rotation run here holds now: its final weights' digest, or "" for none yet.
+    # What each rotation run here holds now: its final weights' digest, or "" for none yet (a failed mark beside a
+    # result, where a plan refused to reuse the run, leaves its weights as they were).
     holds = {
         r["folder"].resolve(): (r["history"][-1].get("weights_sha256") if r["history"] else None)
-        if r["status"] == "finished"
+        if r["result"]
         else ""
         for r in runs
         if r["experiment"] == "rotation" and r["status"] in ("finished", "partial", "started", "failed")
