@@ -411,9 +411,14 @@ def runs_root_above(folder: Path) -> Path | None:
     except RotnetError:
         record = None
     depth = 4 if record and data_segment(record["config"]) else 3
-    # As the user spelled it when that names the folders above it, else as it is (`.`, `../seed0` name none)
-    shown = folder if ".." not in folder.parts and len(folder.parents) >= depth else folder.resolve()
-    return shown.parents[depth - 1] if record and len(shown.parents) >= depth else None
+    return parent_as_spelled(folder, depth) if record and len(folder.resolve().parents) >= depth else None
+
+
+def parent_as_spelled(folder: Path, n: int) -> Path:
+    """The folder n levels above folder: as the user spelled it when that names it, else as it is (`.`, `../seed0`
+    name none)."""
+    shown = folder if ".." not in folder.parts and len(folder.parents) >= n else folder.resolve()
+    return shown.parents[n - 1]
 
 
 def read_record(folder: Path) -> dict | None:

@@ -27,6 +27,7 @@ from rotnet.layout import (
     RESULT,
     find_runs,
     invocations,
+    parent_as_spelled,
     parse_run_dir,
     plan_log,
     read_json,
@@ -145,12 +146,8 @@ def own_runs(root: Path, runs: list[dict]) -> tuple[list[dict], list[Path], list
         return any(n in r["folder"].resolve().parents for n in inner)
 
     outer = sorted((p for p in placed if p in here.parents), key=lambda p: -len(p.parts))
-
-    def spelled(p: Path) -> Path:  # as root spells it where it names that folder (`.` names none)
-        n = len(here.parts) - len(p.parts)
-        return root.parents[n - 1] if ".." not in root.parts and len(root.parents) >= n else p
-
-    return [r for r in runs if not theirs(r)], [root / n.relative_to(here) for n in inner], [spelled(p) for p in outer]
+    above = [parent_as_spelled(root, len(here.parts) - len(p.parts)) for p in outer]
+    return [r for r in runs if not theirs(r)], [root / n.relative_to(here) for n in inner], above
 
 
 def link_sources(root: Path, runs: list[dict]) -> list[dict]:
@@ -161,9 +158,7 @@ def link_sources(root: Path, runs: list[dict]) -> list[dict]:
     # What each rotation run here holds now: its final weights' digest, or "" for none yet (a failed mark beside a
     # result, where a plan refused to reuse the run, leaves its weights as they were).
     holds = {
-        r["folder"].resolve(): (r["history"][-1].get("weights_sha256") if r["history"] else None)
-        if r["result"]
-        else ""
+        r["folder"].resolve(): (r["history"][-1].get("weights_sha256") if r["history"] else None) if r["result"] else ""
         for r in runs
         if r["experiment"] == "rotation" and r["status"] in ("finished", "partial", "started", "failed")
     }
