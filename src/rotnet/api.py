@@ -126,7 +126,7 @@ def _read_weights(run_or_weights: str | Path) -> tuple[Path, dict, dict]:
     a file inside a run folder, named by the folder or by itself, is read only through the run's record."""
     from rotnet.record import read_weights
 
-    return read_weights(run_or_weights, "load weights from")
+    return read_weights(run_or_weights, "load weights from")[:3]
 
 
 def _listed(value: Any) -> tuple | None:

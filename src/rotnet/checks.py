@@ -75,7 +75,7 @@ def init_weights(cfg: RunConfig, runs_root: Path, source: Source | None) -> tupl
             f"--runs-root {runs_root}"
         )
     # Read once, through the record of the run they lie in, however they were named (a folder, the file)
-    path, tensors, meta = read_weights(path, "take rotation weights from", need=(RESULT,), cached=True)
+    path, tensors, meta, made = read_weights(path, "take rotation weights from", need=(RESULT,), cached=True)
     src_cfg = meta.get("config")
     if isinstance(src_cfg, dict) and src_cfg.get("task") not in (None, "rotation"):
         raise RotnetError(f"{path} holds weights of a {src_cfg.get('task')} run, not of a rotation run")
@@ -105,8 +105,34 @@ def init_weights(cfg: RunConfig, runs_root: Path, source: Source | None) -> tupl
         "init_weights": str(path),
         "init_sha256": ckpt.digest(tensors),
         "init_source_config": src_cfg if isinstance(src_cfg, dict) else None,
+        "init_source_data": source_data(made),
     }
     return tensors, record
+
+
+def source_data(made: RunRecord | None) -> dict | None:
+    """The data rotation weights were pretrained on, as the run that made them recorded it (its fingerprint and where
+    it read it), or None for weights outside a run or a record without one."""
+    found = made.config.get("dataset") if made is not None and isinstance(made.config, dict) else None
+    return found | {"root": made.config.get("data_root")} if isinstance(found, dict) else None
+
+
+def refuse_other_pretraining_data(cfg: RunConfig, data: Dataset, init_record: dict) -> None:
+    """A from-rotation run pretrained on its own dataset starts from a rotation run of the very files it trains on:
+    the name alone ("cifar10") said nothing of which copy, so weights pretrained on other files made a row that
+    reads as one pipeline on one data. Explicit --init weights are taken as given (recorded, and the report says
+    so)."""
+    made_on = init_record.get("init_source_data")
+    if cfg.init_path or cfg.pretrain_dataset or not isinstance(made_on, dict):
+        return
+    diff = data_diff(made_on, data.fingerprint)  # a moved copy is the same data
+    if diff:
+        where = f" ({made_on['root']})" if made_on.get("root") else ""
+        raise RotnetError(
+            f"the rotation weights {init_record['init_weights']} were pretrained on other {data.name} files than "
+            f"this run trains on ({'; '.join(diff[:4])}{' ...' if len(diff) > 4 else ''}); use the --data-root they "
+            f"were trained on{where}, or add --init {init_record['init_weights']} to start from them anyway"
+        )
 
 
 def refuse_other_model(path: Path, made: dict, cfg: RunConfig) -> None:
@@ -191,6 +217,8 @@ def check_run(
         refuse_locked(folder)
     if cfg.init == "rotation" and weights is None and with_source:
         weights = init_weights(cfg, context.runs_root, source)
+    if data is not None and weights is not None:
+        refuse_other_pretraining_data(cfg, data, weights[1])
     if context.run_options.restart or not ((folder / CONFIG).exists() or (folder / MANIFEST).exists()):
         return Checked(weights)
     finished = (folder / RESULT).is_file()  # reused, so its weights are part of what it claims

@@ -261,12 +261,13 @@ def weights_file(named: Path | str) -> Path:
 
 def read_weights(
     named: Path | str, purpose: str, *, need: tuple[str, ...] = (), cached: bool = False
-) -> tuple[Path, dict, dict]:
+) -> tuple[Path, dict, dict, RunRecord | None]:
     """The one door to weights a user names (`--init`, `load_backbone`, `metadata`), by a run folder or by a file:
     a file inside a run folder is read only through that run's record (`open_run`, with `need` and the file), so
     an edited or half-copied run is refused however it is named; a file outside any run has only its own checksum.
     An export's folder, or a model folder with a config.json of its own, is no run (`layout.is_run_folder`).
-    Returns the file, its tensors and metadata, read once (`cached`: `checkpoint.load_source`'s cache)."""
+    Returns the file, its tensors and metadata, read once (`cached`: `checkpoint.load_source`'s cache), and the
+    record of the run it lies in (None outside a run)."""
     path, named = weights_file(named), user_path(named)  # checked by weights_file first
     folder = path.parent
     in_run = is_run_folder(folder)
@@ -275,6 +276,7 @@ def read_weights(
     if in_run and not path.is_file():
         open_run(folder, purpose, need=(*need, path.name))  # says what is missing, or what is wrong first
     tensors, meta = (ckpt.load_source if cached else ckpt.load_tensors)(path)  # first: the record check then
+    record = None
     if in_run:  # finds its sha256 known (read once)
-        open_run(folder, purpose, need=(*need, WEIGHTS) if path.name == WEIGHTS else need)
-    return path, tensors, meta
+        record = open_run(folder, purpose, need=(*need, WEIGHTS) if path.name == WEIGHTS else need)
+    return path, tensors, meta, record

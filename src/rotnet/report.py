@@ -16,6 +16,7 @@ from typing import Any
 from rotnet import plots
 from rotnet.config import config_diff, dataset_slug, with_defaults
 from rotnet.curves import accuracy_curve, deeper_comparisons, deeper_section, gain_by_epoch_section
+from rotnet.data import data_diff
 from rotnet.errors import RotnetError
 from rotnet.experiments import EXPERIMENTS, reference_results
 from rotnet.files import atomic_write_text, file_in_the_way, make_folder, refuse_links
@@ -151,17 +152,21 @@ def own_runs(root: Path, runs: list[dict]) -> tuple[list[dict], list[Path], list
 
 
 def link_sources(root: Path, runs: list[dict]) -> list[dict]:
-    """Each finished from-rotation run whose rotation run in this root no longer holds the weights it started from
-    marked `replaced_source`: trained again since (`--restart`), to other final weights or not yet to any (partial,
-    started or failed); the table would show the two as one pipeline. A source that the record does not name, that
-    lies elsewhere or whose record cannot be read, is not judged."""
+    """Each finished from-rotation run checked against the rotation run it started from. `replaced_source`: its
+    rotation run in this root no longer holds those weights: trained again since (`--restart`), to other final weights
+    or not yet to any (partial, started or failed). `other_pretraining_data`: what differs between the files its
+    weights were pretrained on (as its record says, or, in a record older than `init_source_data`, as the rotation
+    run here that still holds them does) and the files it was fine-tuned on, for a run pretrained on its own dataset.
+    Either way the table would show the two as one pipeline on one data. A source that the record does not name,
+    that lies elsewhere or whose record cannot be read, is not judged."""
     # What each rotation run here holds now: its final weights' digest, or "" for none yet (a failed mark beside a
-    # result, where a plan refused to reuse the run, leaves its weights as they were).
-    holds = {
-        r["folder"].resolve(): (r["history"][-1].get("weights_sha256") if r["history"] else None) if r["result"] else ""
-        for r in runs
-        if r["experiment"] == "rotation" and r["status"] in ("finished", "partial", "started", "failed")
-    }
+    # result, where a plan refused to reuse the run, leaves its weights as they were); and the data it trained on.
+    holds, trained_on = {}, {}
+    for r in runs:
+        if r["experiment"] == "rotation" and r["status"] in ("finished", "partial", "started", "failed"):
+            folder = r["folder"].resolve()
+            holds[folder] = (r["history"][-1].get("weights_sha256") if r["history"] else None) if r["result"] else ""
+            trained_on[folder] = r["config"].get("dataset")
     out = []
     for r in runs:
         started = r["config"].get("init_sha256") if r["status"] == "finished" else None
@@ -169,6 +174,13 @@ def link_sources(root: Path, runs: list[dict]) -> list[dict]:
         now = holds.get(source.resolve()) if source else None
         if now is not None and now != started:
             r = r | {"replaced_source": True}
+        made_on = r["config"].get("init_source_data") if started else None
+        if made_on is None and now == started and source is not None:
+            made_on = trained_on.get(source.resolve())
+        own = r["config"].get("dataset")
+        if isinstance(made_on, dict) and isinstance(own, dict) and not r["cfg"].get("pretrain_dataset"):
+            if diff := data_diff(made_on, own):
+                r = r | {"other_pretraining_data": diff}
         out.append(r)
     return out
 

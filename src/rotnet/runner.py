@@ -9,7 +9,15 @@ import warnings
 from dataclasses import replace
 
 from rotnet import kernels
-from rotnet.checks import Source, check_run, refuse_other_data, refuse_untrainable, refuse_writing_into_data
+from rotnet.checks import (
+    Checked,
+    Source,
+    check_run,
+    refuse_other_data,
+    refuse_other_pretraining_data,
+    refuse_untrainable,
+    refuse_writing_into_data,
+)
 from rotnet.config import DATASETS, RunConfig
 from rotnet.datasets import load_dataset, load_for
 from rotnet.errors import Diverged, Interrupted, InUse, RotnetError
@@ -169,11 +177,11 @@ def check_plan(configs: list[RunConfig], sources: list, options: PlanOptions, co
     otherwise fail only after its rotation run trained)."""
     from rotnet.report import refuse_foreign_outputs  # matplotlib: only where a report is written
 
-    records = {}
+    checked = {}
     for cfg, source in zip(configs, sources, strict=True):
         ready = source is None or (run_dir(options.runs_root, source.expected) / RESULT).is_file()
         with contextlib.suppress(InUse):  # another process's run: "not run" when its turn comes, like any other
-            records[cfg] = check_run(cfg, context, source, with_source=ready).record
+            checked[cfg] = check_run(cfg, context, source, with_source=ready)
     refuse_foreign_outputs(options.runs_root)  # the report at the end would
     log = options.runs_root / options.log_name
     if log.exists() and not has_rotnet_version(read_json(log)):  # the plan would write its history over it
@@ -182,8 +190,11 @@ def check_plan(configs: list[RunConfig], sources: list, options: PlanOptions, co
         data = load_for(cfg, options.data)  # each data identity loaded once, for the plan
         refuse_writing_into_data(cfg, data, options.runs_root)
         try:
-            if (record := records.get(cfg)) is not None and record.config is not None:  # a run there to go on or reuse
-                refuse_other_data(run_dir(options.runs_root, cfg), data, record.config)
+            found = checked.get(cfg, Checked())
+            if found.record is not None and found.record.config is not None:  # a run there to go on or reuse
+                refuse_other_data(run_dir(options.runs_root, cfg), data, found.record.config)
+            if found.weights is not None:  # a rotation run that had finished: pretrained on these files?
+                refuse_other_pretraining_data(cfg, data, found.weights[1])
             if not (run_dir(options.runs_root, cfg) / RESULT).is_file():
                 refuse_untrainable(cfg, data, context.world.size)
         except RotnetError as e:

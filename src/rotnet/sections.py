@@ -322,7 +322,8 @@ def provenance_lines(runs: list[dict], repro: dict, spent: dict | None) -> list[
 def status_notes(mine: list[dict], planned: list[tuple], data: str) -> list[str]:
     """A table row's status: each of its runs that did not finish (and why), each planned seed not run, the seeds
     whose numbers stand on an unsealed record (before 0.4) or on a record without its weights (committed results),
-    and the from-rotation seeds whose rotation run was trained again after they started from it."""
+    and the from-rotation seeds whose rotation run was trained again after they started from it, or whose rotation
+    weights were pretrained on other files than the seed was trained on."""
     notes = [
         f"seed {r['seed']} {r['status']}"
         + (
@@ -350,6 +351,12 @@ def status_notes(mine: list[dict], planned: list[tuple], data: str) -> list[str]
         notes.append(
             f"seed {', '.join(replaced)} started from rotation weights that its rotation run here no longer holds "
             "(trained again since)"
+        )
+    for r in (r for r in finished if r.get("other_pretraining_data")):
+        differ = list(dict.fromkeys(d.split(":")[0].removeprefix("files/") for d in r["other_pretraining_data"]))
+        notes.append(
+            f"seed {r['seed']} started from rotation weights pretrained on other files than it was trained on "
+            f"({', '.join(differ[:3])}{' ...' if len(differ) > 3 else ''} differ)"
         )
     return notes
 
