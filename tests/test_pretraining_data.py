@@ -70,7 +70,7 @@ def test_the_same_files_elsewhere_are_the_same_pretraining_data(tiny_runs, tmp_p
 @pytest.mark.parametrize("recorded", ["today", "before init_source_data"])
 def test_a_transfer_from_weights_of_other_files_is_reported_so(tiny_runs, tmp_path, named, recorded):
     """Explicit --init weights are taken as given, and recorded with the data they were pretrained on; the report's
-    row says that its seed started from weights pretrained on other files. A record that predates
+    row says that its seed started from weights pretrained on other data. A record that predates
     `init_source_data` is judged by the rotation run in its runs root that still holds its weights."""
     root = with_rotation(tiny_runs, tmp_path / "runs")
     other = write_fake_cifar(tmp_path / "other", seed=1)
@@ -87,6 +87,6 @@ def test_a_transfer_from_weights_of_other_files_is_reported_so(tiny_runs, tmp_pa
     write_report(root)
     rows = {r["experiment"]: r for r in json.loads((root / "results.json").read_text())["rows"]}
     status = rows["layer4-from-rotation"]["status"]
-    assert status.startswith("seed 0 started from rotation weights pretrained on other files"), status
+    assert status.startswith("seed 0 started from rotation weights pretrained on other data"), status
     assert "data_batch_1" in status, status
     assert rows["rotation"]["status"] == "ok", rows["rotation"]["status"]

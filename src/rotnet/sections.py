@@ -323,7 +323,7 @@ def status_notes(mine: list[dict], planned: list[tuple], data: str) -> list[str]
     """A table row's status: each of its runs that did not finish (and why), each planned seed not run, the seeds
     whose numbers stand on an unsealed record (before 0.4) or on a record without its weights (committed results),
     and the from-rotation seeds whose rotation run was trained again after they started from it, or whose rotation
-    weights were pretrained on other files than the seed was trained on."""
+    weights were pretrained on other data than the seed was trained on."""
     notes = [
         f"seed {r['seed']} {r['status']}"
         + (
@@ -355,7 +355,7 @@ def status_notes(mine: list[dict], planned: list[tuple], data: str) -> list[str]
     for r in (r for r in finished if r.get("other_pretraining_data")):
         differ = list(dict.fromkeys(d.split(":")[0].removeprefix("files/") for d in r["other_pretraining_data"]))
         notes.append(
-            f"seed {r['seed']} started from rotation weights pretrained on other files than it was trained on "
+            f"seed {r['seed']} started from rotation weights pretrained on other data than it was trained on "
             f"({', '.join(differ[:3])}{' ...' if len(differ) > 3 else ''} differ)"
         )
     return notes
