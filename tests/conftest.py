@@ -20,8 +20,10 @@ def pytest_configure(config):
     """Under pytest-xdist each worker computes on one thread, so that the workers share the cores instead of
     oversubscribing them (runs record the thread count they trained on; resume and verify use it).
 
-    A suite started in the background (`cmd &`, nohup) inherits SIGINT ignored, and so would every process the tests
-    start: the Ctrl-C tests would test the shell's choice, not rotnet. The tests' processes get Ctrl-C back.
+    A suite started in the background (`cmd &`, nohup) inherits SIGINT ignored (and under nohup SIGHUP), and so would
+    every process the tests start: the Ctrl-C and hangup tests would test the shell's choice, not rotnet (which keeps
+    an ignored signal ignored, as `nohup rotnet reproduce` asks). The tests' processes get both back; a suite that
+    must outlive its terminal is started with `setsid`.
 
     The suite runs on the CPU, as CI does: a GPU is hidden from it and from every process it starts (set before torch
     looks), so `--device auto` and the jobs' one-GPU-per-run pick the CPU there too. On a GPU machine the runs would
@@ -33,6 +35,8 @@ def pytest_configure(config):
 
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
     if os.environ.get("PYTEST_XDIST_WORKER"):
         import torch
 

@@ -11,7 +11,16 @@ from torch import nn
 
 from rotnet import checkpoint as ckpt
 from rotnet.config import ADDED, NOT_PROTOCOL, RunConfig, config_diff
-from rotnet.data import Dataset, data_diff, normalization, output_count, short_classes, subset_size, within_folder
+from rotnet.data import (
+    Dataset,
+    data_diff,
+    is_named,
+    normalization,
+    output_count,
+    short_classes,
+    subset_size,
+    within_folder,
+)
 from rotnet.errors import RotnetError, warn_once
 from rotnet.files import user_path
 from rotnet.health import weights_problem
@@ -117,21 +126,26 @@ def source_data(made: RunRecord | None) -> dict | None:
     return found | {"root": made.config.get("data_root")} if isinstance(found, dict) else None
 
 
-def refuse_other_pretraining_data(cfg: RunConfig, data: Dataset, init_record: dict) -> None:
-    """A from-rotation run pretrained on its own dataset starts from a rotation run of the very files it trains on:
-    the name alone ("cifar10") said nothing of which copy, so weights pretrained on other files made a row that
-    reads as one pipeline on one data. Explicit --init weights are taken as given (recorded, and the report says
-    so)."""
+def refuse_other_pretraining_data(cfg: RunConfig, pretraining: Dataset, init_record: dict) -> None:
+    """A from-rotation run starts from a rotation run of the very files it names as its pretraining data (its own
+    dataset's, or --pretrain-dataset's): a name ("cifar10", a folder's) said nothing of which copy, so weights
+    pretrained on other files made a row that reads as one pipeline on one data. Explicit --init weights are taken as
+    given (recorded, and the report says so)."""
     made_on = init_record.get("init_source_data")
-    if cfg.init_path or cfg.pretrain_dataset or not isinstance(made_on, dict):
+    if cfg.init_path or not isinstance(made_on, dict):
         return
-    diff = data_diff(made_on, data.fingerprint)  # a moved copy is the same data
+    diff = data_diff(made_on, pretraining.fingerprint)  # a moved copy is the same data
     if diff:
-        where = f" ({made_on['root']})" if made_on.get("root") else ""
+        root = made_on.get("root")
+        if is_named(pretraining.name):
+            fix = "use the --data-root they were trained on" + (f" ({root})" if root else "")
+        else:  # an image folder: named by its path
+            flag = "--pretrain-dataset" if cfg.pretrain_dataset else "--dataset"
+            fix = f"pass {flag} {root}" if root else f"pass {flag} the folder they were trained on"
         raise RotnetError(
-            f"the rotation weights {init_record['init_weights']} were pretrained on other {data.name} files than "
-            f"this run trains on ({'; '.join(diff[:4])}{' ...' if len(diff) > 4 else ''}); use the --data-root they "
-            f"were trained on{where}, or add --init {init_record['init_weights']} to start from them anyway"
+            f"the rotation weights {init_record['init_weights']} were pretrained on other {pretraining.name} files "
+            f"than this run names ({'; '.join(diff[:4])}{' ...' if len(diff) > 4 else ''}); {fix}, or add --init "
+            f"{init_record['init_weights']} to start from them anyway"
         )
 
 
@@ -217,7 +231,7 @@ def check_run(
         refuse_locked(folder)
     if cfg.init == "rotation" and weights is None and with_source:
         weights = init_weights(cfg, context.runs_root, source)
-    if data is not None and weights is not None:
+    if data is not None and weights is not None and not cfg.pretrain_dataset:  # the other data: train_one, a plan
         refuse_other_pretraining_data(cfg, data, weights[1])
     if context.run_options.restart or not ((folder / CONFIG).exists() or (folder / MANIFEST).exists()):
         return Checked(weights)
@@ -287,14 +301,20 @@ def refuse_other_data(
     folder: Path,
     data: Dataset,
     record: dict,
-    fix: str = "use its --data-root, or --restart to start over (the old run is kept)",
+    fix: str = "",
 ) -> None:
-    """A run resumes, is reused or is verified only on the data it was trained on; `fix` says what to do instead."""
+    """A run resumes, is reused or is verified only on the data it was trained on; `fix` says what to do instead
+    (by default: the data it names, or --restart)."""
     old = record.get("dataset")
     if not isinstance(old, dict):
         return
     diff = data_diff(old, data.fingerprint)  # a moved copy is the same data
     if diff:
+        where = record.get("data_root")
+        if not fix:  # an image folder is named by its path, not found under --data-root
+            fix = "use its --data-root" if is_named(data.name) else "name the image folder it was trained on"
+            fix += f" ({where}), or" if where else ", or"
+            fix += " --restart to start over (the old run is kept)"
         raise RotnetError(
             f"{folder} was trained on other data ({'; '.join(diff[:4])}{' ...' if len(diff) > 4 else ''}); {fix}"
         )

@@ -17,8 +17,10 @@ from rotnet.checks import (
     refuse_other_pretraining_data,
     refuse_untrainable,
     refuse_writing_into_data,
+    rotation_of,
 )
-from rotnet.config import DATASETS, RunConfig
+from rotnet.config import DATASETS, DataOptions, RunConfig
+from rotnet.data import Dataset
 from rotnet.datasets import load_dataset, load_for
 from rotnet.errors import Diverged, Interrupted, InUse, RotnetError
 from rotnet.files import make_folder
@@ -44,6 +46,11 @@ def source_for(cfg: RunConfig, options: PlanOptions):
     return Source(expected, command)
 
 
+def pretraining_data(cfg: RunConfig, source: Source | None, data: DataOptions) -> Dataset:
+    """The data a from-rotation run's rotation weights must have been pretrained on: its rotation run's."""
+    return load_for(source.expected if source else rotation_of(cfg), data)
+
+
 def forget_data() -> None:
     """Each command reads its data afresh: the datasets a plan loads are kept for that plan only, so that a second
     call in one Python process sees files changed in between (images moved between class folders, say)."""
@@ -63,6 +70,8 @@ def train_one(cfg: RunConfig, options: PlanOptions) -> dict:
         refuse_unlabeled(cfg, options)
         raise
     data = load_for(cfg, options.data)
+    if weights is not None and cfg.pretrain_dataset:  # its own dataset's: checked in run
+        refuse_other_pretraining_data(cfg, pretraining_data(cfg, source, options.data), weights[1])
     with stop_handlers(context.stop):
         result = run(cfg, data, context, source, weights=weights)
     if context.stop.requested:  # it came after the last step: the run is whole, but the caller asked to stop
@@ -186,7 +195,7 @@ def check_plan(configs: list[RunConfig], sources: list, options: PlanOptions, co
     log = options.runs_root / options.log_name
     if log.exists() and not has_rotnet_version(read_json(log)):  # the plan would write its history over it
         raise RotnetError(f"{log} is not a rotnet plan's log; move it away or name another runs root")
-    for cfg in configs:
+    for cfg, source in zip(configs, sources, strict=True):
         data = load_for(cfg, options.data)  # each data identity loaded once, for the plan
         refuse_writing_into_data(cfg, data, options.runs_root)
         try:
@@ -194,7 +203,8 @@ def check_plan(configs: list[RunConfig], sources: list, options: PlanOptions, co
             if found.record is not None and found.record.config is not None:  # a run there to go on or reuse
                 refuse_other_data(run_dir(options.runs_root, cfg), data, found.record.config)
             if found.weights is not None:  # a rotation run that had finished: pretrained on these files?
-                refuse_other_pretraining_data(cfg, data, found.weights[1])
+                pretraining = pretraining_data(cfg, source, options.data) if cfg.pretrain_dataset else data
+                refuse_other_pretraining_data(cfg, pretraining, found.weights[1])
             if not (run_dir(options.runs_root, cfg) / RESULT).is_file():
                 refuse_untrainable(cfg, data, context.world.size)
         except RotnetError as e:
