@@ -875,3 +875,22 @@ def test_a_path_spelled_with_a_tilde_is_the_users_home_never_a_folder_named_tild
         assert main([*call, "--no-download"] if call[0] not in ("export", "report", "export-images") else call) == 0
     assert list(work.iterdir()) == []
     assert made is None or (home / made).exists()
+
+
+@pytest.mark.parametrize("inside", ["model.safetensors", "config.json", "metrics.jsonl", "checkpoints", "a checkpoint"])
+@pytest.mark.parametrize("command", ["probe", "verify", "export"])
+def test_a_file_or_folder_inside_a_run_named_as_the_run_names_the_run(capsys, tmp_path, tiny_runs, command, inside):
+    """`verify RUN/model.safetensors` said "not a rotnet run folder (no config.json)": the run is the folder above,
+    which the error now names (layout.not_a_run, every command that takes a run)."""
+    import shutil
+
+    run = shutil.copytree(tiny_runs / "resnet18/rotation/seed0", tmp_path / "runs/resnet18/rotation/seed0")
+    named = run / inside
+    if inside == "a checkpoint":
+        named = next((run / "checkpoints").iterdir())
+    before = sorted(tmp_path.rglob("*"))
+    assert main([command, str(named), *([str(tmp_path / "out")] if command == "export" else [])]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"rotnet: error: {named} is a {'folder' if named.is_dir() else 'file'} inside the run folder {run}; "
+                   "name that folder"], err  # fmt: skip
+    assert sorted(tmp_path.rglob("*")) == before
