@@ -894,3 +894,27 @@ def test_a_file_or_folder_inside_a_run_named_as_the_run_names_the_run(capsys, tm
     assert err == [f"rotnet: error: {named} is a {'folder' if named.is_dir() else 'file'} inside the run folder {run}; "
                    "name that folder"], err  # fmt: skip
     assert sorted(tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("inside", ["config.json", "metrics.jsonl", "checkpoints"])
+@pytest.mark.parametrize("door", ["train --init", "load_backbone", "metadata"])
+def test_a_record_file_or_folder_named_as_weights_names_the_run(capsys, tmp_path, fake_root, tiny_runs, door, inside):
+    """`--init RUN/config.json` said "not a readable safetensors file": a run's record file or folder, named where
+    weights are wanted (a run folder or a .safetensors file), names the run folder (record.read_weights)."""
+    import shutil
+
+    import rotnet
+
+    run = shutil.copytree(tiny_runs / "resnet18/rotation/seed0", tmp_path / "runs/resnet18/rotation/seed0")
+    named = run / inside
+    if door == "train --init":
+        data = ["--runs-root", str(tmp_path / "new"), "--data-root", str(fake_root), "--no-download"]
+        assert main(["train", "full-from-rotation", *TINY, "--init", str(named), *data]) == 2
+        err = [x for x in capsys.readouterr().err.splitlines() if not x.startswith("rotnet: warning")]
+    else:
+        with pytest.raises(RotnetError) as e:
+            getattr(rotnet, door)(named)
+        err = [f"rotnet: error: {e.value}"]
+    what = "folder" if named.is_dir() else "file"
+    assert err == [f"rotnet: error: {named} is a {what} inside the run folder {run}; name that folder"], err
+    assert not (tmp_path / "new").exists()

@@ -364,14 +364,22 @@ def refuse_copied_run(folder: Path) -> None:
         raise not_a_run(folder, why)
 
 
+def run_holding(path: Path) -> Path | None:
+    """The run folder a file or folder lies inside (RUN/model.safetensors, RUN/checkpoints/e0001-s000000.json), or
+    None: a path that does not exist, or is itself a run's folder."""
+    path = Path(path)
+    if not path.exists() or is_run_folder(path):
+        return None
+    return next((run for run in (path.parent, path.parent.parent) if is_run_folder(run)), None)
+
+
 def not_a_run(folder: Path, why: str) -> RotnetError:
     """The error for a folder given as a run that holds none; when it does not exist, it names the run folders
     nearest to it (a mistyped experiment, seed, or a preset's @Npc suffix)."""
     folder = Path(folder)
-    for run in (folder.parent, folder.parent.parent):  # RUN/model.safetensors, RUN/checkpoints/e0001-s000000.json
-        if folder.exists() and is_run_folder(run) and not is_run_folder(folder):
-            what = "folder" if folder.is_dir() else "file"
-            return RotnetError(f"{folder} is a {what} inside the run folder {run}; name that folder")
+    if (run := run_holding(folder)) is not None:
+        what = "folder" if folder.is_dir() else "file"
+        return RotnetError(f"{folder} is a {what} inside the run folder {run}; name that folder")
     if folder.exists():  # a runs root or an experiment's folder: the runs it holds
         below = runs_named(runs_below(folder))
         return RotnetError(f"{folder} is not a rotnet run folder ({why})" + (f"; it holds {below}" if below else ""))

@@ -26,6 +26,7 @@ from rotnet.layout import (
     is_run_folder,
     not_a_run,
     parse_run_dir,
+    run_holding,
     runs_below,
 )
 from rotnet.lock import refuse_locked
@@ -256,6 +257,8 @@ def weights_file(named: Path | str) -> Path:
     if not isinstance(named, str | os.PathLike) or not str(named).strip():  # "": never the working folder
         raise RotnetError(f"{named!r} names no weights; name a run folder or a .safetensors file")
     named = user_path(named)
+    if not (named.is_file() and named.suffix == ".safetensors") and run_holding(named) is not None:
+        raise not_a_run(named, "")  # RUN/config.json, RUN/checkpoints: the run was meant
     return named / WEIGHTS if named.is_dir() else named
 
 
