@@ -322,6 +322,21 @@ def test_report_given_one_run_folder_names_its_runs_root(tiny_runs, tmp_path, ca
     assert sorted(p.name for p in run.iterdir()) == before
 
 
+@pytest.mark.parametrize("inside", ["checkpoints", "probe", "probe/deeper"])
+def test_report_given_a_folder_inside_a_run_names_the_run_and_its_runs_root(tiny_runs, tmp_path, capsys, inside):
+    """`rotnet report RUN/checkpoints` said the folder "holds no rotnet runs"; it names the run it lies in and the
+    runs root to report, and writes nothing (layout.run_holding, as train's --runs-root inside a run)."""
+    root = tmp_path / "runs"
+    run = shutil.copytree(tiny_runs / "resnet18/rotation/seed0", root / "resnet18/rotation/seed0")
+    (run / inside).mkdir(parents=True, exist_ok=True)
+    before = sorted(run.rglob("*"))
+    assert main(["report", str(run / inside)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    said = f"{run / inside} is a folder inside the run folder {run}; report its runs root: rotnet report {root}"
+    assert err == [f"rotnet: error: {said}"]
+    assert sorted(run.rglob("*")) == before
+
+
 LOG_FIELDS = {  # each field of a plan's log a reader shows, and values of a kind rotnet never writes there
     **{k: ["x", float("nan"), True] for k in ("started", "finished", "wall_seconds")},
     "runs": ["resnet18/rotation/seed0", ["resnet18/rotation/seed0", 1], {}],  # not a list of run names

@@ -158,7 +158,7 @@ def runs_root_for(preset: str, runs_root: str | Path | None = None) -> Path:
     above = runs_root_above(runs_root)
     if above is not None:
         raise RotnetError(f"runs root {runs_root} is one run's folder; name the runs root that holds it: {above}")
-    inside = next((f for f in Path(runs_root).resolve().parents if runs_root_above(f) is not None), None)
+    inside = run_holding(runs_root)
     if inside is not None:  # a folder made in a run's folder: its runs would nest in that run's record
         raise RotnetError(f"runs root {runs_root} lies inside the run folder {inside}; name a runs root outside it")
     if (outer := runs_root_holding(runs_root)) is not None:  # reads no record: a plan reads each once
@@ -365,19 +365,23 @@ def refuse_copied_run(folder: Path) -> None:
 
 
 def run_holding(path: Path) -> Path | None:
-    """The run folder a file or folder lies inside (RUN/model.safetensors, RUN/checkpoints/e0001-s000000.json), or
-    None: a path that does not exist, or is itself a run's folder."""
+    """The run folder a path lies inside, at any depth (RUN/model.safetensors, RUN/checkpoints/e0001-s000000.json,
+    a folder to be made in RUN), as the user spelled it; None for a run's folder itself or a path in none. A run here
+    is spelled ARCH/EXPERIMENT/seedN and holds a record: a folder that merely holds a manifest.json (a web app's)
+    is no run."""
     path = Path(path)
-    if not path.exists() or is_run_folder(path):
-        return None
-    return next((run for run in (path.parent, path.parent.parent) if is_run_folder(run)), None)
+    for n, parent in enumerate(path.resolve().parents, 1):
+        if parse_run_dir(parent) is not None and is_run_folder(parent):
+            spelled = parent_as_spelled(path, n)
+            return parent if spelled == Path(".") else spelled  # "the run folder ." would say little
+    return None
 
 
 def not_a_run(folder: Path, why: str) -> RotnetError:
     """The error for a folder given as a run that holds none; when it does not exist, it names the run folders
     nearest to it (a mistyped experiment, seed, or a preset's @Npc suffix)."""
     folder = Path(folder)
-    if (run := run_holding(folder)) is not None:
+    if folder.exists() and (run := run_holding(folder)) is not None:
         what = "folder" if folder.is_dir() else "file"
         return RotnetError(f"{folder} is a {what} inside the run folder {run}; name that folder")
     if folder.exists():  # a runs root or an experiment's folder: the runs it holds

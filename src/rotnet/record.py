@@ -257,7 +257,7 @@ def weights_file(named: Path | str) -> Path:
     if not isinstance(named, str | os.PathLike) or not str(named).strip():  # "": never the working folder
         raise RotnetError(f"{named!r} names no weights; name a run folder or a .safetensors file")
     named = user_path(named)
-    if not (named.is_file() and named.suffix == ".safetensors") and run_holding(named) is not None:
+    if named.exists() and not (named.is_file() and named.suffix == ".safetensors") and run_holding(named):
         raise not_a_run(named, "")  # RUN/config.json, RUN/checkpoints: the run was meant
     return named / WEIGHTS if named.is_dir() else named
 

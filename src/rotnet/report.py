@@ -33,6 +33,7 @@ from rotnet.layout import (
     plan_log,
     read_json,
     recorded_root,
+    run_holding,
     runs_root_above,
     runs_root_holding,
     source_run,
@@ -422,6 +423,11 @@ def write_report(root: Path, preset: str | None = None, *, claimed: bool = False
         above = runs_root_above(root)
         if above is not None:
             raise RotnetError(f"{root} is one run's folder; report its runs root: rotnet report {above}")
+        if (run := run_holding(root)) is not None:
+            raise RotnetError(
+                f"{root} is a folder inside the run folder {run}; report its runs root: rotnet report "
+                f"{runs_root_above(run) or run}"
+            )
         raise RotnetError(f"{root} holds no rotnet runs (ARCH/EXPERIMENT/seedN folders with a {CONFIG})")
     planned = set(planned_runs(root))  # subset runs that reproduce planned (a preset's train_per_class) are rows too
     runs = [
