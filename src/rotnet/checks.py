@@ -14,6 +14,7 @@ from rotnet.config import ADDED, NOT_PROTOCOL, RunConfig, config_diff
 from rotnet.data import (
     Dataset,
     data_diff,
+    diff_text,
     is_named,
     normalization,
     output_count,
@@ -144,7 +145,7 @@ def refuse_other_pretraining_data(cfg: RunConfig, pretraining: Dataset, init_rec
             fix = f"pass {flag} {root}" if root else f"pass {flag} the folder they were trained on"
         raise RotnetError(
             f"the rotation weights {init_record['init_weights']} were pretrained on other {pretraining.name} files "
-            f"than this run names ({'; '.join(diff[:4])}{' ...' if len(diff) > 4 else ''}); {fix}, or add --init "
+            f"than this run names ({diff_text(diff)}); {fix}, or add --init "
             f"{init_record['init_weights']} to start from them anyway"
         )
 
@@ -315,9 +316,7 @@ def refuse_other_data(
             fix = "use its --data-root" if is_named(data.name) else "name the image folder it was trained on"
             fix += f" ({where}), or" if where else ", or"
             fix += " --restart to start over (the old run is kept)"
-        raise RotnetError(
-            f"{folder} was trained on other data ({'; '.join(diff[:4])}{' ...' if len(diff) > 4 else ''}); {fix}"
-        )
+        raise RotnetError(f"{folder} was trained on other data ({diff_text(diff)}); {fix}")
 
 
 def refuse_broken_source(cfg: RunConfig, model: nn.Module, data: Dataset, init_info: dict) -> None:

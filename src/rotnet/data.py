@@ -197,6 +197,11 @@ def short_classes(labels: torch.Tensor, per_class: int) -> dict[int, int]:
     return {c: n for c, n in class_counts(labels).items() if n < per_class}
 
 
+def diff_text(diff: list[str], most: int = 4) -> str:
+    """The first differences `data_diff` found, for a one-line error."""
+    return "; ".join(diff[:most]) + (" ..." if len(diff) > most else "")
+
+
 def data_diff(old: dict, new: dict) -> list[str]:
     """What differs between two dataset fingerprints (per-file size:md5, image counts, pixel digests): what the data
     is, not where it sits (a root or path is not compared). A key the old one lacks was recorded only by a later

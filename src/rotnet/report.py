@@ -176,7 +176,7 @@ def link_sources(root: Path, runs: list[dict]) -> list[dict]:
         if now is not None and now != started:
             r = r | {"replaced_source": True}
         made_on = r["config"].get("init_source_data") if started else None
-        if made_on is None and now == started and source is not None:
+        if made_on is None and source is not None and now == started:  # older record: its source here holds them
             made_on = trained_on.get(source.resolve())
         own = r["config"].get("dataset")
         if isinstance(made_on, dict) and isinstance(own, dict) and not r["cfg"].get("pretrain_dataset"):
