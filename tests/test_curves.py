@@ -95,12 +95,17 @@ def test_deeper_models_are_compared_at_each_schedule_length_and_the_tiny_lr_epoc
     assert (
         "rotation: resnet34 54.00 at its last epoch (70) against resnet18's 55.00 ± 0.71 (n=2, 45 epochs): -1.00, "
         "95% interval [-12.00, +10.00] (resnet34 stands on one seed: resnet18's seed spread stands in for its own); "
-        "at 45 epochs, 51.50 (-3.50). The reference report says resnet34 is worse than resnet18 (its numbers, 79.70 "
+        "at 45 epochs, 51.50 (-3.50); its epochs 41-70 at lr <= 1e-7 changed it by +3.00 (resnet18's epochs 41-45: "
+        "+0.50). The reference report says resnet34 is worse than resnet18 (its numbers, 79.70 "
         "vs 78.30, say the opposite); these runs cannot tell (the interval contains 0)."
     ) in section
     deeper = json.loads((tmp_path / "results.json").read_text())["deeper"]
     assert [(c["arch"], c["base_arch"], c["interval"], c["verdict"]) for c in deeper] == [
         ("resnet34", "resnet18", "one seed", "not told apart")
+    ]
+    tiny = [(c["tiny_lr"]["from_epoch"], c["base_tiny_lr"]["from_epoch"]) for c in deeper]
+    assert tiny == [(41, 41)] and [(c["tiny_lr"]["change"], c["base_tiny_lr"]["change"]) for c in deeper] == [
+        (pytest.approx(3.0), pytest.approx(0.5))
     ]
 
 

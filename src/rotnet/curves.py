@@ -179,8 +179,9 @@ def deeper_groups(rows: list[dict], runs: list[dict]) -> dict[tuple, tuple[list[
 def deeper_comparisons(rows: list[dict], runs: list[dict]) -> list[dict]:
     """Each deeper arch against the shallowest of its group (results.json's `deeper`): the difference at its last
     epoch with a 95% interval over the seeds (`difference_interval`: with one seed on a side, the other's spread
-    stands in for it), the deeper arch at the shallowest's schedule length, and the reference report's claim (its
-    words, e.g. "worse than resnet18") against its own numbers and against these runs'."""
+    stands in for it), the deeper arch at the shallowest's schedule length, how much each side's epochs at lr <=
+    1e-7 changed it (`tiny_lr`, `base_tiny_lr`: first such epoch and the mean change), and the reference report's
+    claim (its words, e.g. "worse than resnet18") against its own numbers and against these runs'."""
     claims = {(r["experiment"], r["arch"]): r.get("claim", "") for r in reference_results()}
     out = []
     for (experiment, data), (group, theirs) in deeper_groups(rows, runs).items():
@@ -193,6 +194,7 @@ def deeper_comparisons(rows: list[dict], runs: list[dict]) -> list[dict]:
             word, _, than = claim.partition(" than ")
             sign = {"worse": -1, "better": 1}.get(word) if than == base["arch"] else None
             refs = (r["reference"], base["reference"])
+            tiny, base_tiny = tiny_lr_change(theirs[r["arch"]]), tiny_lr_change(theirs[base["arch"]])
             out.append(
                 {
                     "experiment": experiment,
@@ -210,6 +212,8 @@ def deeper_comparisons(rows: list[dict], runs: list[dict]) -> list[dict]:
                     "ci95": ci95,
                     "interval": interval,
                     "at_base_epochs": same,
+                    "tiny_lr": {"from_epoch": tiny[0], "change": tiny[1]} if tiny else None,
+                    "base_tiny_lr": {"from_epoch": base_tiny[0], "change": base_tiny[1]} if base_tiny else None,
                     "reference": r["reference"],
                     "base_reference": base["reference"],
                     "reference_claim": claim if sign else "",
@@ -300,6 +304,10 @@ def deeper_finding(c: dict) -> str:
     if c["at_base_epochs"] is not None:
         same = c["at_base_epochs"]
         text += f"; at {epochs_text(c['base_epochs'])}, {same:.2f} ({same - c['base_mean']:+.2f})"
+    if tiny := c["tiny_lr"]:
+        text += f"; its epochs {tiny['from_epoch']}-{c['epochs']} at lr <= 1e-7 changed it by {tiny['change']:+.2f}"
+        if base := c["base_tiny_lr"]:
+            text += f" ({c['base_arch']}'s epochs {base['from_epoch']}-{c['base_epochs']}: {base['change']:+.2f})"
     if c["reference_claim"]:
         text += f". The reference report says {c['arch']} is {c['reference_claim']}"
         if c["claim_in_its_numbers"] is not None:
