@@ -896,17 +896,25 @@ def test_a_file_or_folder_inside_a_run_named_as_the_run_names_the_run(capsys, tm
     assert sorted(tmp_path.rglob("*")) == before
 
 
-@pytest.mark.parametrize("inside", ["config.json", "metrics.jsonl", "checkpoints"])
+@pytest.mark.parametrize("inside", ["config.json", "metrics.jsonl", "checkpoints", "a checkpoint", "a state"])
 @pytest.mark.parametrize("door", ["train --init", "load_backbone", "metadata"])
 def test_a_record_file_or_folder_named_as_weights_names_the_run(capsys, tmp_path, fake_root, tiny_runs, door, inside):
-    """`--init RUN/config.json` said "not a readable safetensors file": a run's record file or folder, named where
-    weights are wanted (a run folder or a .safetensors file), names the run folder (record.read_weights)."""
+    """`--init RUN/config.json` said "not a readable safetensors file", and a resume checkpoint (a .safetensors of
+    model, optimizer and loop state) "the tensors do not match the model: ... unexpected loop.sums": a run's record
+    file or folder, named where weights are wanted (a run folder or a .safetensors file), names the run folder
+    (record.weights_file), also a .safetensors one below it ("a state": a copy of the weights put there)."""
     import shutil
 
     import rotnet
 
     run = shutil.copytree(tiny_runs / "resnet18/rotation/seed0", tmp_path / "runs/resnet18/rotation/seed0")
     named = run / inside
+    if inside == "a checkpoint":
+        named = next((run / "checkpoints").glob("*.safetensors"))
+    elif inside == "a state":
+        named = run / "checkpoints/old/model.safetensors"
+        named.parent.mkdir()
+        shutil.copy2(run / "model.safetensors", named)
     if door == "train --init":
         data = ["--runs-root", str(tmp_path / "new"), "--data-root", str(fake_root), "--no-download"]
         assert main(["train", "full-from-rotation", *TINY, "--init", str(named), *data]) == 2
