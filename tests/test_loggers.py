@@ -1,6 +1,7 @@
 """Loggers (rotnet.loggers): TensorBoard, CSV and W&B hold the logged scalars, from a finished run's record too; a
 missing package named before the data loads."""
 
+import json
 import shutil
 
 import pytest
@@ -21,12 +22,97 @@ def test_tensorboard_and_csv_hold_the_logged_scalars(tmp_path, fake_root, monkey
     folder = tmp_path / "resnet18/rotation/seed0"
     history = metrics(folder)
     events = EventAccumulator(str(folder / "tensorboard")).Reload()
-    for key in ("train_loss", "train_acc", "test_acc", "lr", "images_per_s"):
+    for key in ("train_loss", "train_acc", "test_acc", "lr", "images_per_s", "epoch"):
         logged = [(e.step, e.value) for e in events.Scalars(f"epoch/{key}")]
-        assert logged == [(r["epoch"], pytest.approx(r[key], rel=1e-6)) for r in history], key
+        assert logged == [(4 * r["epoch"], pytest.approx(r[key], rel=1e-6)) for r in history], key
     assert [e.step for e in events.Scalars("step/loss")] == [4, 8]
     rows = (folder / "metrics.csv").read_text().splitlines()
     assert rows[0].startswith("epoch,lr,train_loss") and len(rows) == 1 + len(history)
+
+
+def test_tensorboard_shows_a_crashed_and_resumed_run_once(tmp_path, fake_root, monkeypatch):
+    """A run killed mid-epoch trains again from its last checkpoint: TensorBoard showed the steps and the epoch end
+    logged after that checkpoint twice, once from each life. Now a resumed writer's purge step drops the earlier
+    life's points from there on, on every tag; steps and epochs share the step axis so that one purge covers both."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    import rotnet.loop
+
+    monkeypatch.setattr(rotnet.loop, "SYNC_EVERY", 1)  # a step point at every step
+    args = ["--epochs", "3", "--batch-size", "20", "--set", "eval_batch_size=64", "--checkpoint-every", "3"]
+    args += ["--logger", "tensorboard", "--runs-root", str(tmp_path), "--data-root", str(fake_root)]
+    real, calls = rotnet.loop.train_step, []
+
+    def dies_at_step_10(*a, **kw):  # 4 steps an epoch: checkpoints after steps 3 and 7, killed in step 10
+        calls.append(1)
+        if len(calls) == 10:
+            raise MemoryError("killed")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(rotnet.loop, "train_step", dies_at_step_10)
+    with pytest.raises(MemoryError):
+        main(["train", "rotation", *args])
+    monkeypatch.setattr(rotnet.loop, "train_step", real)
+    assert main(["train", "rotation", *args]) == 0  # resumes after step 7: steps 8, 9 and epoch 2's end again
+    folder = tmp_path / "resnet18/rotation/seed0"
+    events = EventAccumulator(str(folder / "tensorboard")).Reload()
+    assert [e.step for e in events.Scalars("step/loss")] == list(range(1, 13))
+    assert [e.step for e in events.Scalars("epoch/test_acc")] == [4, 8, 12]
+    history = metrics(folder)
+    assert [e.value for e in events.Scalars("epoch/train_loss")] == [pytest.approx(r["train_loss"]) for r in history]
+    assert len(events.Tensors("config/text_summary")) == 1
+
+
+def test_a_crashed_and_resumed_run_goes_on_in_one_wandb_run_at_its_steps(tmp_path, fake_root, monkeypatch):
+    """Each life of a resumed run was a new W&B run (resume="allow" without an id starts one) with points at W&B's own
+    counter: now the id the first life got is passed again, and every point names its training step (epochs at the
+    step they ended), so that W&B drops the repeats of the steps after the checkpoint. A stand-in for wandb records
+    the calls (wandb is not a test dependency)."""
+    import importlib.machinery
+    import sys
+    import types
+
+    import rotnet.loop
+
+    inits, logged = [], []
+
+    class Run:
+        def __init__(self, **kw):
+            self.id, self.summary = kw.get("id") or f"id{len(inits)}", {}
+            inits.append(kw)
+
+        def log(self, data, step=None):
+            logged.append((len(inits), step, sorted(data)))
+
+        def finish(self):
+            pass
+
+    fake = types.ModuleType("wandb")
+    fake.__spec__ = importlib.machinery.ModuleSpec("wandb", None)
+    fake.init = lambda **kw: Run(**kw)
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    monkeypatch.setattr(rotnet.loop, "SYNC_EVERY", 1)
+    args = ["--epochs", "3", "--batch-size", "20", "--set", "eval_batch_size=64", "--checkpoint-every", "3"]
+    args += ["--logger", "wandb", "--runs-root", str(tmp_path), "--data-root", str(fake_root)]
+    real, calls = rotnet.loop.train_step, []
+
+    def dies_at_step_10(*a, **kw):
+        calls.append(1)
+        if len(calls) == 10:
+            raise MemoryError("killed")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(rotnet.loop, "train_step", dies_at_step_10)
+    with pytest.raises(MemoryError):
+        main(["train", "rotation", *args])
+    monkeypatch.setattr(rotnet.loop, "train_step", real)
+    assert main(["train", "rotation", *args]) == 0
+    assert [(kw["id"], kw["resume"]) for kw in inits] == [(None, None), ("id0", "allow")]
+    assert (tmp_path / "resnet18/rotation/seed0/wandb/rotnet-run-id").read_text() == "id0\n"
+    steps = [(life, step) for life, step, keys in logged if "step/loss" in keys]
+    assert steps == [(1, s) for s in range(1, 10)] + [(2, s) for s in range(8, 13)]
+    epochs = [(life, step) for life, step, keys in logged if "epoch/test_acc" in keys]
+    assert epochs == [(1, 4), (1, 8), (2, 8), (2, 12)]  # W&B keeps the first of each step
 
 
 def test_loggers_asked_of_a_finished_run_are_written_from_its_record(tiny_runs, tmp_path, fake_root, capsys):
@@ -42,7 +128,8 @@ def test_loggers_asked_of_a_finished_run_are_written_from_its_record(tiny_runs, 
     history = metrics(folder)
     events = EventAccumulator(str(folder / "tensorboard")).Reload()
     logged = [(e.step, e.value) for e in events.Scalars("epoch/test_acc")]
-    assert logged == [(r["epoch"], pytest.approx(r["test_acc"], rel=1e-6)) for r in history]
+    steps = -(-json.loads((folder / "result.json").read_text())["train_images"] // 32)  # TINY's batch size
+    assert logged == [(steps * r["epoch"], pytest.approx(r["test_acc"], rel=1e-6)) for r in history]
     assert len((folder / "metrics.csv").read_text().splitlines()) == 1 + len(history)
     assert cli("train", "rotation", "--logger", "csv", root=tmp_path, data=fake_root) == 0  # once, not again
     assert capsys.readouterr().out.rstrip().endswith("already finished; reusing it")

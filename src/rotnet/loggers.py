@@ -33,10 +33,11 @@ def scalars_of(record: dict) -> dict:
 
 class Logger:
     """One place a run's numbers go: `progress(step, scalars)` at the loop's flag reads, `epoch(history)` at each
-    epoch end (the run's epoch records so far, the last the new one), `finish(result)` once."""
+    epoch end (the run's epoch records so far, the last the new one), `finish(result)` once. `steps`: training steps
+    an epoch; `resumed_at`: the step a resumed run trains again from (its checkpoint's), None for a new run."""
 
-    def __init__(self, folder: Path, cfg: RunConfig, resumed: bool):
-        self.folder, self.cfg = folder, cfg
+    def __init__(self, folder: Path, cfg: RunConfig, steps: int, resumed_at: int | None):
+        self.folder, self.cfg, self.steps = folder, cfg, steps
 
     def progress(self, step: int, scalars: dict) -> None:
         pass
@@ -49,25 +50,31 @@ class Logger:
 
 
 class TensorBoard(Logger):
-    """FOLDER/tensorboard: step and epoch scalars, the configuration as text, hyperparameters with the final test
+    """FOLDER/tensorboard: step and epoch scalars on one axis, the training step (an epoch's at the step it ended,
+    with `epoch/epoch`, as Lightning logs them), the configuration as text, hyperparameters with the final test
     accuracy."""
 
-    def __init__(self, folder: Path, cfg: RunConfig, resumed: bool):
-        super().__init__(folder, cfg, resumed)
+    def __init__(self, folder: Path, cfg: RunConfig, steps: int, resumed_at: int | None):
+        super().__init__(folder, cfg, steps, resumed_at)
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             raise RotnetError("--logger tensorboard needs tensorboard: pip install 'rotnet[tensorboard]'") from None
-        self.writer = SummaryWriter(log_dir=str(folder / "tensorboard"))
-        self.writer.add_text("config", f"```\n{json.dumps(cfg.to_dict(), indent=2)}\n```")
+        # A resumed run trains again the steps after its checkpoint, which a crash may have logged already: from the
+        # purge step on, TensorBoard drops the points of the earlier files, on every tag; hence the one axis.
+        purge = None if resumed_at is None else resumed_at + 1
+        self.writer = SummaryWriter(log_dir=str(folder / "tensorboard"), purge_step=purge)
+        if resumed_at is None:  # at step 0, which no purge reaches: written once
+            self.writer.add_text("config", f"```\n{json.dumps(cfg.to_dict(), indent=2)}\n```")
 
     def progress(self, step: int, scalars: dict) -> None:
         for k, v in scalars.items():
             self.writer.add_scalar(f"step/{k}", v, step)
 
     def epoch(self, history: list[dict]) -> None:
-        for k, v in scalars_of(history[-1]).items():
-            self.writer.add_scalar(f"epoch/{k}", v, history[-1]["epoch"])
+        record = history[-1]
+        for k, v in (scalars_of(record) | {"epoch": record["epoch"]}).items():
+            self.writer.add_scalar(f"epoch/{k}", v, record["epoch"] * self.steps)
         self.writer.flush()
 
     def finish(self, result: dict) -> None:
@@ -91,23 +98,36 @@ class Csv(Logger):
 
 
 class Wandb(Logger):
-    """A Weights & Biases run named ARCH-EXPERIMENT-seedN in the project rotnet, resumed with the run."""
+    """A Weights & Biases run named ARCH-EXPERIMENT-seedN in the project rotnet, every point at its training step; a
+    resumed run goes on in the same W&B run, whose id FOLDER/wandb/rotnet-run-id keeps (W&B's advice: resume="allow"
+    with the id; without one each life was a new W&B run)."""
 
-    def __init__(self, folder: Path, cfg: RunConfig, resumed: bool):
-        super().__init__(folder, cfg, resumed)
+    def __init__(self, folder: Path, cfg: RunConfig, steps: int, resumed_at: int | None):
+        super().__init__(folder, cfg, steps, resumed_at)
         try:
             import wandb
         except ImportError:
             raise RotnetError("--logger wandb needs the wandb package: pip install 'rotnet[wandb]'") from None
+        kept = folder / "wandb" / "rotnet-run-id"
+        known = None
+        if resumed_at is not None and kept.is_file():
+            known = kept.read_text().strip() or None
         name = f"{cfg.arch}-{cfg.experiment}-seed{cfg.seed}"
-        self.run = wandb.init(project="rotnet", name=name, config=cfg.to_dict(), dir=str(folder),
-                              resume="allow" if resumed else None)  # fmt: skip
+        self.run = wandb.init(project="rotnet", name=name, config=cfg.to_dict(), dir=str(folder), id=known,
+                              resume="allow" if known else None)  # fmt: skip
+        if not known:
+            kept.parent.mkdir(exist_ok=True)
+            atomic_write_text(kept, f"{self.run.id}\n")
 
+    # W&B keeps the first point logged at a step and drops later ones at an earlier step: a resumed run's repeats of
+    # the steps after its checkpoint, which a bit-exact resume makes equal to the ones it drops.
     def progress(self, step: int, scalars: dict) -> None:
-        self.run.log({f"step/{k}": v for k, v in scalars.items()} | {"global_step": step})
+        self.run.log({f"step/{k}": v for k, v in scalars.items()}, step=step)
 
     def epoch(self, history: list[dict]) -> None:
-        self.run.log({f"epoch/{k}": v for k, v in scalars_of(history[-1]).items()} | {"epoch": history[-1]["epoch"]})
+        record = history[-1]
+        scalars = {f"epoch/{k}": v for k, v in scalars_of(record).items()} | {"epoch": record["epoch"]}
+        self.run.log(scalars, step=record["epoch"] * self.steps)
 
     def finish(self, result: dict) -> None:
         self.run.summary["test_acc"] = result["test_acc"]
@@ -121,13 +141,13 @@ LOGGERS = tuple(KINDS)
 class Loggers:
     """The loggers a run writes to, each called in turn."""
 
-    def __init__(self, names: tuple[str, ...], folder: Path, cfg: RunConfig, resumed: bool):
+    def __init__(self, names: tuple[str, ...], folder: Path, cfg: RunConfig, steps: int, resumed_at: int | None):
         folder = Path(folder)
-        for name in ("tensorboard", "metrics.csv"):
+        for name in ("tensorboard", "metrics.csv", "wandb"):
             refuse_links(folder / name, folder.parent)
         for name in names:
             require_logger(name)
-        self.sinks = [KINDS[name](folder, cfg, resumed) for name in names]
+        self.sinks = [KINDS[name](folder, cfg, steps, resumed_at) for name in names]
 
     def progress(self, step: int, scalars: dict) -> None:
         for sink in self.sinks:
@@ -142,7 +162,9 @@ class Loggers:
             sink.finish(result)
 
 
-def replay(names: tuple[str, ...], folder: Path, cfg: RunConfig, history: list[dict], result: dict) -> list[str]:
+def replay(
+    names: tuple[str, ...], folder: Path, cfg: RunConfig, steps: int, history: list[dict], result: dict
+) -> list[str]:
     """Write a finished run's TensorBoard and CSV logs from its epoch records (no step-level points: metrics.jsonl
     has none), for the loggers whose output it lacks; returns what was written. W&B is skipped: it takes a run
     while it trains (a finished run in a plan is reused, not failed, for asking)."""
@@ -150,7 +172,7 @@ def replay(names: tuple[str, ...], folder: Path, cfg: RunConfig, history: list[d
     have = {"tensorboard": (Path(folder) / "tensorboard").exists(), "csv": (Path(folder) / "metrics.csv").exists()}
     todo = tuple(n for n in names if not have.get(n, False))
     if todo and history:
-        sinks = Loggers(todo, folder, cfg, resumed=False)
+        sinks = Loggers(todo, folder, cfg, steps, resumed_at=None)
         for i in range(len(history)):
             sinks.epoch(history[: i + 1])
         sinks.finish(result)

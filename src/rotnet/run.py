@@ -58,12 +58,11 @@ def run(
     world = context.world
     log = log if world.is_main else (lambda *_: None)  # one voice, and only rank 0 writes files
     folder = run_dir(context.runs_root, cfg)
+    steps = math.ceil(subset_size(data.train_labels, cfg.train_per_class) / cfg.batch_size)
     if (folder / RESULT).is_file() and not context.run_options.restart:
         record = check_run(cfg, context, source, data, weights).record
-        result = record.result
-        written = (
-            replay(context.run_options.loggers, folder, cfg, record.history or [], result) if world.is_main else []
-        )
+        result, loggers = record.result, context.run_options.loggers
+        written = replay(loggers, folder, cfg, steps, record.history or [], result) if world.is_main else []
         also = f"; wrote its {' and '.join(written)} logs from metrics.jsonl" if written else ""
         also += "; not sent to W&B, which takes a run while it trains" if "wandb" in context.run_options.loggers else ""
         log(f"{folder}: already finished; reusing it{also}")
@@ -73,7 +72,6 @@ def run(
     refuse_writing_into_data(cfg, data, context.runs_root)
     warn_short_classes(cfg, data)
     warn_without_knn(cfg, data)
-    steps = math.ceil(subset_size(data.train_labels, cfg.train_per_class) / cfg.batch_size)
     lock, created = None, None
     if world.is_main:
         if context.run_options.restart and folder.exists():
@@ -117,7 +115,8 @@ def run(
             if world.is_main:
                 write_record(seal, cfg, data, context, init_info, checked.record.config if resumed else None)
             loggers = context.run_options.loggers
-            sinks = Loggers(loggers, folder, cfg, resumed) if world.is_main and loggers else None
+            at = state.epoch * steps + state.step if resumed else None
+            sinks = Loggers(loggers, folder, cfg, steps, at) if world.is_main and loggers else None
             return train_and_finish(cfg, data, context, seal, engine, state, log, sinks)
     finally:
         if lock is not None:
