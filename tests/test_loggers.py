@@ -40,7 +40,7 @@ def test_tensorboard_shows_a_crashed_and_resumed_run_once(tmp_path, fake_root, m
 
     monkeypatch.setattr(rotnet.loop, "SYNC_EVERY", 1)  # a step point at every step
     args = ["--epochs", "3", "--batch-size", "20", "--set", "eval_batch_size=64", "--checkpoint-every", "3"]
-    args += ["--logger", "tensorboard", "--runs-root", str(tmp_path), "--data-root", str(fake_root)]
+    args += ["--runs-root", str(tmp_path), "--data-root", str(fake_root)]
     real, calls = rotnet.loop.train_step, []
 
     def dies_at_step_10(*a, **kw):  # 4 steps an epoch: checkpoints after steps 3 and 7, killed in step 10
@@ -51,9 +51,10 @@ def test_tensorboard_shows_a_crashed_and_resumed_run_once(tmp_path, fake_root, m
 
     monkeypatch.setattr(rotnet.loop, "train_step", dies_at_step_10)
     with pytest.raises(MemoryError):
-        main(["train", "rotation", *args])
+        main(["train", "rotation", *args, "--logger", "tensorboard"])
     monkeypatch.setattr(rotnet.loop, "train_step", real)
-    assert main(["train", "rotation", *args]) == 0  # resumes after step 7: steps 8, 9 and epoch 2's end again
+    # resumes after step 7: steps 8, 9 and epoch 2's end again
+    assert main(["train", "rotation", *args, "--logger", "tensorboard"]) == 0
     folder = tmp_path / "resnet18/rotation/seed0"
     events = EventAccumulator(str(folder / "tensorboard")).Reload()
     assert [e.step for e in events.Scalars("step/loss")] == list(range(1, 13))
@@ -61,6 +62,32 @@ def test_tensorboard_shows_a_crashed_and_resumed_run_once(tmp_path, fake_root, m
     history = metrics(folder)
     assert [e.value for e in events.Scalars("epoch/train_loss")] == [pytest.approx(r["train_loss"]) for r in history]
     assert len(events.Tensors("config/text_summary")) == 1
+
+
+def test_tensorboard_asked_first_of_a_resumed_run_has_its_configuration(tmp_path, fake_root, monkeypatch):
+    """`--logger tensorboard` first given when a stopped run resumes: its configuration is written all the same."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    import rotnet.loop
+
+    args = ["--epochs", "2", "--batch-size", "20", "--set", "eval_batch_size=64", "--checkpoint-every", "3"]
+    args += ["--runs-root", str(tmp_path), "--data-root", str(fake_root)]
+    real, calls = rotnet.loop.train_step, []
+
+    def dies_at_step_5(*a, **kw):
+        calls.append(1)
+        if len(calls) == 5:
+            raise MemoryError("killed")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(rotnet.loop, "train_step", dies_at_step_5)
+    with pytest.raises(MemoryError):
+        main(["train", "rotation", *args])
+    monkeypatch.setattr(rotnet.loop, "train_step", real)
+    assert main(["train", "rotation", *args, "--logger", "tensorboard"]) == 0
+    events = EventAccumulator(str(tmp_path / "resnet18/rotation/seed0/tensorboard")).Reload()
+    assert len(events.Tensors("config/text_summary")) == 1
+    assert [e.step for e in events.Scalars("epoch/test_acc")] == [4, 8]  # resumed after step 3
 
 
 def test_a_crashed_and_resumed_run_goes_on_in_one_wandb_run_at_its_steps(tmp_path, fake_root, monkeypatch):

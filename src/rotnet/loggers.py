@@ -63,8 +63,9 @@ class TensorBoard(Logger):
         # A resumed run trains again the steps after its checkpoint, which a crash may have logged already: from the
         # purge step on, TensorBoard drops the points of the earlier files, on every tag; hence the one axis.
         purge = None if resumed_at is None else resumed_at + 1
+        first = not (folder / "tensorboard").exists()  # a resumed run may be logged for the first time
         self.writer = SummaryWriter(log_dir=str(folder / "tensorboard"), purge_step=purge)
-        if resumed_at is None:  # at step 0, which no purge reaches: written once
+        if first:  # at step 0, which no purge reaches: written once
             self.writer.add_text("config", f"```\n{json.dumps(cfg.to_dict(), indent=2)}\n```")
 
     def progress(self, step: int, scalars: dict) -> None:
