@@ -64,7 +64,7 @@ def run(
         result, loggers = record.result, context.run_options.loggers
         written = replay(loggers, folder, cfg, steps, record.history or [], result) if world.is_main else []
         also = f"; wrote its {' and '.join(written)} logs from metrics.jsonl" if written else ""
-        also += "; not sent to W&B, which takes a run while it trains" if "wandb" in context.run_options.loggers else ""
+        also += "; not sent to W&B, which takes a run while it trains" if "wandb" in loggers else ""
         log(f"{folder}: already finished; reusing it{also}")
         return result
     # Before any folder is made: labels for classification, steps batch norm can train on.
