@@ -142,6 +142,42 @@ def test_a_crashed_and_resumed_run_goes_on_in_one_wandb_run_at_its_steps(tmp_pat
     assert epochs == [(1, 4), (1, 8), (2, 8), (2, 12)]  # W&B keeps the first of each step
 
 
+WRITTEN = [("tensorboard", "tensorboard", "folder"), ("csv", "metrics.csv", "file"), ("wandb", "wandb", "folder")]
+
+
+@pytest.mark.parametrize("finished", [False, True])
+@pytest.mark.parametrize(("logger", "written", "kind"), WRITTEN)
+def test_a_file_where_a_logger_writes_its_folder_or_the_other_way_round_is_one_line(
+    tmp_path, fake_root, tiny_runs, monkeypatch, capsys, logger, written, kind, finished
+):
+    """RUN/tensorboard as a file said "File exists: ..." after the run's record was written (and a finished run's
+    replay took it for the logs); a folder named metrics.csv failed at the first epoch's end, after it trained."""
+    import importlib.machinery
+    import sys
+    import types
+
+    if logger == "wandb":  # a stand-in that would take the run; wandb is not a test dependency
+        fake = types.ModuleType("wandb")
+        fake.__spec__ = importlib.machinery.ModuleSpec("wandb", None)
+        fake.init = lambda **kw: pytest.fail("wandb.init called")
+        monkeypatch.setitem(sys.modules, "wandb", fake)
+    folder = tmp_path / "resnet18/rotation/seed0"
+    if finished:
+        shutil.copytree(tiny_runs, tmp_path, dirs_exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / written).mkdir() if kind == "file" else (folder / written).write_text("notes\n")
+    code = cli("train", "rotation", "--logger", logger, root=tmp_path, data=fake_root)
+    err = [x for x in capsys.readouterr().err.splitlines() if not x.startswith("rotnet: warning")]
+    if finished and logger == "wandb":  # nothing is sent for a finished run, so nothing is in its way
+        assert code == 0 and err == []
+        return
+    other = "file" if kind == "folder" else "folder"
+    assert code == 2 and err == [
+        f"rotnet: error: {folder / written} is a {other}; move it away: --logger {logger} writes its {kind} there"
+    ]
+    assert not (folder / "metrics.jsonl").exists() or finished
+
+
 def test_loggers_asked_of_a_finished_run_are_written_from_its_record(tiny_runs, tmp_path, fake_root, capsys):
     """`--logger tensorboard` (or csv) on a finished run writes the logs from its record."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

@@ -14,6 +14,8 @@ from rotnet.config import RunConfig
 from rotnet.errors import RotnetError
 from rotnet.files import atomic_write_text, refuse_links
 
+# What each logger writes in a run's folder: (name, is it a folder)
+WRITES = {"tensorboard": ("tensorboard", True), "csv": ("metrics.csv", False), "wandb": ("wandb", True)}
 PACKAGES = {"tensorboard": ("tensorboard", "tensorboard"), "wandb": ("wandb", "the wandb package")}
 
 
@@ -144,10 +146,16 @@ class Loggers:
 
     def __init__(self, names: tuple[str, ...], folder: Path, cfg: RunConfig, steps: int, resumed_at: int | None):
         folder = Path(folder)
-        for name in ("tensorboard", "metrics.csv", "wandb"):
-            refuse_links(folder / name, folder.parent)
+        for written, _ in WRITES.values():
+            refuse_links(folder / written, folder.parent)
         for name in names:
             require_logger(name)
+            written, is_folder = WRITES[name]
+            if (folder / written).exists() and (folder / written).is_dir() != is_folder:  # said "File exists"
+                kind, other = ("folder", "file") if is_folder else ("file", "folder")
+                raise RotnetError(
+                    f"{folder / written} is a {other}; move it away: --logger {name} writes its {kind} there"
+                )
         self.sinks = [KINDS[name](folder, cfg, steps, resumed_at) for name in names]
 
     def progress(self, step: int, scalars: dict) -> None:
@@ -170,8 +178,12 @@ def replay(
     has none), for the loggers whose output it lacks; returns what was written. W&B is skipped: it takes a run
     while it trains (a finished run in a plan is reused, not failed, for asking)."""
     names = tuple(n for n in names if n != "wandb")
-    have = {"tensorboard": (Path(folder) / "tensorboard").exists(), "csv": (Path(folder) / "metrics.csv").exists()}
-    todo = tuple(n for n in names if not have.get(n, False))
+
+    def have(name: str) -> bool:  # a file in the way of the folder (or the other way round) is no log: refused
+        written, is_folder = WRITES[name]
+        return (Path(folder) / written).is_dir() if is_folder else (Path(folder) / written).is_file()
+
+    todo = tuple(n for n in names if not have(n))
     if todo and history:
         sinks = Loggers(todo, folder, cfg, steps, resumed_at=None)
         for i in range(len(history)):
