@@ -896,11 +896,14 @@ def test_a_file_or_folder_inside_a_run_named_as_the_run_names_the_run(capsys, tm
     assert sorted(tmp_path.rglob("*")) == before
 
 
-@pytest.mark.parametrize("inside", ["config.json", "metrics.jsonl", "checkpoints", "a checkpoint", "a state"])
+@pytest.mark.parametrize(
+    "inside", ["config.json", "metrics.jsonl", "examples.safetensors", "checkpoints", "a checkpoint", "a state"]
+)
 @pytest.mark.parametrize("door", ["train --init", "load_backbone", "metadata"])
 def test_a_record_file_or_folder_named_as_weights_names_the_run(capsys, tmp_path, fake_root, tiny_runs, door, inside):
     """`--init RUN/config.json` said "not a readable safetensors file", and a resume checkpoint (a .safetensors of
-    model, optimizer and loop state) "the tensors do not match the model: ... unexpected loop.sums": a run's record
+    model, optimizer and loop state) or the run's test examples "the tensors do not match the model: ... unexpected
+    loop.sums" (or "images, pred"): a run's record
     file or folder, named where weights are wanted (a run folder or a .safetensors file), names the run folder
     (record.weights_file), also a .safetensors one below it ("a state": a copy of the weights put there)."""
     import shutil

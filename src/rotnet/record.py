@@ -257,9 +257,9 @@ def weights_file(named: Path | str) -> Path:
     if not isinstance(named, str | os.PathLike) or not str(named).strip():  # "": never the working folder
         raise RotnetError(f"{named!r} names no weights; name a run folder or a .safetensors file")
     named = user_path(named)
-    # RUN/config.json, RUN/checkpoints, a resume checkpoint RUN/checkpoints/*.safetensors (a training state, not
-    # weights): the run was meant. A .safetensors file in the run's own folder is read through its record.
-    weights = named.is_file() and named.suffix == ".safetensors" and is_run_folder(named.parent)
+    # RUN/config.json, RUN/examples.safetensors (test images), a resume checkpoint RUN/checkpoints/*.safetensors (a
+    # training state): the run was meant. Its weights are read through its record.
+    weights = named.is_file() and named.name == WEIGHTS and is_run_folder(named.parent)
     if named.exists() and not weights and run_holding(named):
         raise not_a_run(named, "")
     return named / WEIGHTS if named.is_dir() else named
