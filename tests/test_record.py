@@ -3,8 +3,10 @@ verify, report, export, probe, load_backbone) refuses or flags what does not mat
 that disagrees with itself or with where it sits."""
 
 import contextlib
+import io
 import json
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -14,7 +16,7 @@ import pytest
 from rotnet.cli import main
 from rotnet.errors import RotnetError
 from rotnet.record import inspect, open_run
-from tests.helpers import RUN, as_made_by_0_3, cli, drop_keys, edit_json, reseal
+from tests.helpers import RUN, TINY, as_made_by_0_3, cli, drop_keys, edit_json, reseal
 
 
 def test_a_finished_run_is_sealed_and_lists_every_file_it_wrote(tiny_runs):
@@ -119,7 +121,8 @@ def test_a_deleted_file_is_incomplete_and_counted_only_when_the_record_is_whole(
         assert row["status"] == f"seed 0 record only (no {', '.join(sorted(deleted))})"
     else:
         assert row["ours_mean"] is None and "ok" not in row["status"]
-    with pytest.raises(RotnetError, match="missing|incomplete|inconsistent|tampered"):
+    said = "(a record kept without" if counted else "missing|incomplete|inconsistent|tampered"
+    with pytest.raises(RotnetError, match=re.escape(said) if counted else said):
         open_run(folder, "reuse", need=("model.safetensors",))
 
 
@@ -511,3 +514,64 @@ def test_an_export_named_as_a_run_is_refused_as_no_run_and_nothing_is_written_th
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is not a rotnet run folder (a run's files without its manifest.json" in err[0], err
     assert sorted(p.name for p in export.iterdir()) == before and not (tmp_path / "again").exists()
+
+
+# Every door to a run's weights (purpose as it says it) -> its command line (None: the Python API).
+WEIGHT_DOORS = {
+    "export": ("export", lambda run, root, data: ["export", str(run), str(root.parent / "hub")]),
+    "probe": ("probe", lambda run, root, data: ["probe", str(run), "--epochs", "1", "--data-root", str(data),
+                                                "--no-download", "--device", "cpu"]),
+    "a transfer run's source": ("take rotation weights from", lambda run, root, data: [
+        "train", "full-from-rotation", "--runs-root", str(root), "--data-root", str(data), "--no-download", *TINY]),
+    "--init": ("take rotation weights from", lambda run, root, data: [
+        "train", "full-from-rotation", "--init", str(run), "--runs-root", str(root.parent / "other"),
+        "--data-root", str(data), "--no-download", *TINY]),
+    "reuse": ("reuse", lambda run, root, data: [
+        "train", "rotation", "--runs-root", str(root), "--data-root", str(data), "--no-download", *TINY]),
+    "load_backbone": ("load weights from", None),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("gone", [("model.safetensors",), ("model.safetensors", "examples.safetensors")])
+@pytest.mark.parametrize("door", list(WEIGHT_DOORS))
+def test_a_finished_run_kept_without_its_weights_is_said_so_by_every_door(door, gone, tiny_runs, fake_root, tmp_path):
+    """A finished run whose record was kept without its weights (docs/results: "record only") was "not a finished
+    rotnet run (no result.json and model.safetensors)" to export, "has no model.safetensors: the run has not
+    finished" to probe, and to a transfer run "no rotation weights ...; make them with: rotnet train rotation", whose
+    run then refused to reuse it ("model.safetensors missing"). Every door now says the one thing (`record.absence`)."""
+    import rotnet
+
+    root = tmp_path / "runs"
+    run = shutil.copytree(tiny_runs / "resnet18/rotation/seed0", root / "resnet18/rotation/seed0")
+    for name in gone:
+        (run / name).unlink()
+    purpose, line = WEIGHT_DOORS[door]
+    files = " and ".join(sorted(gone)) + (" is not here (a record kept without it); put it back" if len(gone) == 1
+                                          else " are not here (a record kept without them); put them back")  # fmt: skip
+    said = f"cannot {purpose} {run}: the run finished, but its {files}"
+    if line is None:
+        with pytest.raises(RotnetError, match=re.escape(said)):
+            rotnet.load_backbone(run)
+        return
+    with contextlib.redirect_stderr(io.StringIO()) as err:
+        assert main(line(run, root, fake_root)) == 2
+    errors = [x for x in err.getvalue().splitlines() if not x.startswith("rotnet: warning")]
+    assert errors == [f"rotnet: error: {said}"], errors
+
+
+@pytest.mark.parametrize("door", ["export", "probe", "--init", "load_backbone"])
+def test_an_unfinished_run_named_for_its_weights_is_said_to_be_unfinished(door, tiny_partial, fake_root, tmp_path):
+    import rotnet
+
+    root = tmp_path / "runs"
+    run = shutil.copytree(tiny_partial / "resnet18/rotation/seed0", root / "resnet18/rotation/seed0")
+    purpose, line = WEIGHT_DOORS[door]
+    missing = "model.safetensors" if door in ("probe", "load_backbone") else "result.json, model.safetensors"
+    said = f"cannot {purpose} {run}: the run has not finished ({missing} missing)"
+    if line is None:
+        with pytest.raises(RotnetError, match=re.escape(said)):
+            rotnet.load_backbone(run)
+        return
+    with contextlib.redirect_stderr(io.StringIO()) as err:
+        assert main(line(run, root, fake_root)) == 2
+    assert [x for x in err.getvalue().splitlines() if not x.startswith("rotnet: warning")] == [f"rotnet: error: {said}"]

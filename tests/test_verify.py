@@ -50,7 +50,7 @@ def test_verify_matches_a_run_and_writes_only_what_it_compared(runs, fake_root, 
     assert evidence["same_machine"] is True and evidence["rotnet_commit"]
 
 
-def test_verify_fails_an_edited_result_and_a_deleted_weights_file(runs, fake_root, tmp_path, capsys):
+def test_verify_fails_an_edited_result_and_a_deleted_record_file(runs, fake_root, tmp_path, capsys):
     copy = tmp_path / "copy/resnet18/rotation/seed0"
     shutil.copytree(runs / "resnet18/rotation/seed0", copy)
     text = (copy / "result.json").read_text()
@@ -58,10 +58,32 @@ def test_verify_fails_an_edited_result_and_a_deleted_weights_file(runs, fake_roo
     assert verify(copy, fake_root) == 1
     assert "not verified: the record is tampered" in capsys.readouterr().out
     (copy / "result.json").write_text(text)
-    (copy / "model.safetensors").unlink()
+    (copy / "metrics.jsonl").unlink()
     assert verify(copy, fake_root) == 1
-    assert "model.safetensors is missing" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "metrics.jsonl" in out and "not verified: the record is inconsistent" in out
     assert newest(copy)["verdict"] == "not verified"
+
+
+@pytest.mark.parametrize("gone", [("model.safetensors",), ("model.safetensors", "examples.safetensors")])
+def test_a_sealed_record_kept_without_its_weights_is_verified_as_far_as_it_goes(
+    runs, fake_root, tmp_path, capsys, gone
+):
+    """A record committed without its weights (docs/results: the report's "record only") said "not verified: the
+    record is incomplete" and wrote that beside the run's own verification; the report counts its numbers, so verify
+    re-trains its epochs against them and says the final result was not checked (`Inspection.record_whole`)."""
+    copy = tmp_path / "copy/resnet18/rotation/seed0"
+    shutil.copytree(runs / "resnet18/rotation/seed0", copy)
+    for name in gone:
+        (copy / name).unlink()
+    assert verify(copy, fake_root) == 0
+    out = capsys.readouterr().out
+    said = next(line for line in out.splitlines() if "a sealed record without its" in line)
+    assert said.endswith(": its epochs can be re-trained") and all(name in said for name in gone), said
+    assert "verified: epoch 1 re-trained identical; epoch 2 not re-trained (--all re-trains every epoch); the final " \
+           "result not checked (no model.safetensors here)" in out  # fmt: skip
+    evidence = newest(copy)
+    assert (evidence["record"], evidence["verdict"], evidence["final_checked"]) == ("incomplete", "verified", False)
 
 
 def test_verify_re_evaluates_the_final_weights(runs, fake_root, tmp_path, capsys):

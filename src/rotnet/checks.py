@@ -74,7 +74,10 @@ def init_weights(cfg: RunConfig, runs_root: Path, source: Source | None) -> tupl
     expected = source.expected if source else rotation_of(cfg)
     path = weights_file(cfg.init_path) if cfg.init_path else run_dir(runs_root, expected) / WEIGHTS
     make = (source.command if source else "") or f"rotnet train rotation --arch {cfg.arch} --seed {cfg.seed}"
-    if not path.is_file() and not (cfg.init_path and (path.parent / CONFIG).is_file()):  # a named run: below
+    # A named run folder, or a finished source run kept without its weights, says what it lacks (read_weights); an
+    # unfinished or missing source run is to be made.
+    speaks = (path.parent / (CONFIG if cfg.init_path else RESULT)).is_file()
+    if not path.is_file() and not speaks:
         refuse_locked(path.parent, "take rotation weights from")  # being trained: not to be made again
         if cfg.init_path:
             if runs_below(named := user_path(cfg.init_path)):  # a runs root, say

@@ -173,8 +173,6 @@ def export_run(folder: Path, out: Path) -> Path:
     if not (folder / CONFIG).is_file():  # as verify and probe ask: a missing folder names the runs near it
         raise not_a_run(folder, f"no {CONFIG}")
     refuse_copied_run(folder)
-    if not (folder / RESULT).is_file() or not (folder / WEIGHTS).is_file():
-        raise RotnetError(f"{folder} is not a finished rotnet run (no {RESULT} and {WEIGHTS})")
     rec = open_run(folder, "export", need=(RESULT, WEIGHTS))  # only what rotnet wrote leaves the run folder
     refuse_output_folder(out)
     record, result = rec.config or {}, rec.result  # the record as open_run read and checked it

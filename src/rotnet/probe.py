@@ -41,9 +41,7 @@ def finished_run(folder: Path) -> tuple[RunConfig, RunRecord]:
     if not (folder / CONFIG).is_file():
         raise not_a_run(folder, f"no readable {CONFIG}")
     refuse_copied_run(folder)
-    if not (folder / WEIGHTS).is_file():
-        raise RotnetError(f"{folder} has no {WEIGHTS}: the run has not finished")
-    record = open_run(folder, "probe", need=(WEIGHTS,))
+    record = open_run(folder, "probe", need=(WEIGHTS,))  # says why it is not there: unfinished, or kept without
     if not isinstance(record.config, dict):
         raise not_a_run(folder, f"no readable {CONFIG}")
     return from_dict(with_defaults(record.config["config"]), str(folder / CONFIG)), record

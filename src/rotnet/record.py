@@ -18,6 +18,7 @@ from rotnet.files import read_file, sha256_file, user_path
 from rotnet.layout import (
     CHECKPOINTS,
     CONFIG,
+    EXAMPLES,
     MANIFEST,
     METRICS,
     RESULT,
@@ -248,8 +249,20 @@ def open_run(folder: Path, purpose: str, *, need: tuple[str, ...] = (), held: bo
         )
     absent = [*seen.missing, *(n for n in need if not (folder / n).is_file() and n not in seen.missing)]
     if absent:
-        raise RotnetError(f"cannot {purpose} {folder}: {', '.join(absent)} missing")
+        raise RotnetError(f"cannot {purpose} {folder}: {absence(folder, seen, absent)}")
     return rec
+
+
+def absence(folder: Path, seen: Inspection, absent: list[str]) -> str:
+    """Why files a command needs are not in a run: it has not finished; it finished and its record was kept without
+    its weights or examples (the report's "record only"); or files its record lists are gone."""
+    finished = (folder / RESULT).is_file()
+    if finished and seen.record_whole and set(absent) <= {WEIGHTS, EXAMPLES}:
+        files, them = (f"{absent[0]} is", "it") if len(absent) == 1 else (f"{' and '.join(absent)} are", "them")
+        return f"the run finished, but its {files} not here (a record kept without {them}); put {them} back"
+    if not finished and not seen.missing:
+        return f"the run has not finished ({', '.join(absent)} missing)"
+    return f"{', '.join(absent)} missing"
 
 
 def weights_file(named: Path | str) -> Path:

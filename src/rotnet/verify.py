@@ -157,10 +157,13 @@ def verify(
     report = {"run": str(folder), "record": seen.status, "problems": list(seen.problems), "comparisons": []}
     if seen.status == "unsealed":
         log(f"{folder}: an unsealed record (made before rotnet 0.4): its files cannot be checked against a manifest")
-    elif not seen.trusted:  # before any field of it is believed (a tampered stream contract is a failed check)
+    elif not seen.record_whole:  # before any field of it is believed (a tampered stream contract is a failed check)
         for p in seen.problems:
             log(f"{folder}: record {seen.status}: {p}")
         return finish(folder, report, FAILED, f"not verified: the record is {seen.status}", log)
+    elif not seen.trusted:  # whole but for files no number rests on: a record kept without its weights, as the
+        # report's "record only" (docs/results); its epochs are checked, its final weights cannot be
+        log(f"{folder}: a sealed record without its {' and '.join(seen.missing)}: its epochs can be re-trained")
     record = rec.config
     if record is None:
         raise not_a_run(folder, f"no readable {CONFIG}")
@@ -274,6 +277,7 @@ def verify(
         for key in FIELDS:
             if key in old_row:  # only what the run recorded
                 compare(f"epoch {old_row['epoch']}", key, old_row[key], new_row.get(key))
+    lacks = " and ".join(n for n in (RESULT, WEIGHTS) if not (folder / n).is_file()) or f"a readable {RESULT}"
     if final is not None:
         compare("final weights", "test_acc", result.get("test_acc"), final["test_acc"])
         compare("final weights", "confusion", result.get("confusion"), final["confusion"])
@@ -282,7 +286,6 @@ def verify(
         if remade is not None:  # every epoch re-trained: the weights they make again are the file's
             compare("final weights", "re-made weights_sha256", final["weights_sha256"], remade)
     else:
-        lacks = " and ".join(n for n in (RESULT, WEIGHTS) if not (folder / n).is_file()) or f"a readable {RESULT}"
         log(f"{folder}: no {lacks} to re-evaluate: the final result was not checked")
     same, made, here = same_machine(record, dev)
     report |= {
@@ -313,6 +316,8 @@ def verify(
     if untrained:
         what += f"; {untrained} not re-trained (--all re-trains every epoch)"
         what += ", so the final weights were not re-made" if final is not None else ""
+    if final is None:
+        what += f"; the final result not checked (no {lacks} here)"
     if not differ:
         on = f"; re-trained on {threads_text(threads)}, as recorded" if threads else ""
         return finish(folder, report, VERIFIED, f"verified: {what} (re-run on {here}{on})", log)
