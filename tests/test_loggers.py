@@ -10,6 +10,40 @@ from rotnet.cli import main
 from tests.helpers import cli, metrics
 
 
+def killed_then_resumed(monkeypatch, tmp_path, fake_root, epochs: int, step: int, first: list, then: list) -> None:
+    """`train rotation` (4 steps an epoch, a checkpoint after every third step of an epoch) killed inside its `step`-th
+    step with `first` flags, then resumed to the end with `then`."""
+    import rotnet.loop
+
+    args = ["--epochs", str(epochs), "--batch-size", "20", "--set", "eval_batch_size=64", "--checkpoint-every", "3"]
+    args += ["--runs-root", str(tmp_path), "--data-root", str(fake_root)]
+    real, calls = rotnet.loop.train_step, []
+
+    def dies(*a, **kw):
+        calls.append(1)
+        if len(calls) == step:
+            raise MemoryError("killed")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(rotnet.loop, "train_step", dies)
+    with pytest.raises(MemoryError):
+        main(["train", "rotation", *args, *first])
+    monkeypatch.setattr(rotnet.loop, "train_step", real)
+    assert main(["train", "rotation", *args, *then]) == 0
+
+
+def fake_wandb(monkeypatch, init) -> None:
+    """A stand-in wandb module whose init is `init` (wandb is not a test dependency)."""
+    import importlib.machinery
+    import sys
+    import types
+
+    fake = types.ModuleType("wandb")
+    fake.__spec__ = importlib.machinery.ModuleSpec("wandb", None)
+    fake.init = init
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+
+
 def test_tensorboard_and_csv_hold_the_logged_scalars(tmp_path, fake_root, monkeypatch):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -39,22 +73,10 @@ def test_tensorboard_shows_a_crashed_and_resumed_run_once(tmp_path, fake_root, m
     import rotnet.loop
 
     monkeypatch.setattr(rotnet.loop, "SYNC_EVERY", 1)  # a step point at every step
-    args = ["--epochs", "3", "--batch-size", "20", "--set", "eval_batch_size=64", "--checkpoint-every", "3"]
-    args += ["--runs-root", str(tmp_path), "--data-root", str(fake_root)]
-    real, calls = rotnet.loop.train_step, []
-
-    def dies_at_step_10(*a, **kw):  # 4 steps an epoch: checkpoints after steps 3 and 7, killed in step 10
-        calls.append(1)
-        if len(calls) == 10:
-            raise MemoryError("killed")
-        return real(*a, **kw)
-
-    monkeypatch.setattr(rotnet.loop, "train_step", dies_at_step_10)
-    with pytest.raises(MemoryError):
-        main(["train", "rotation", *args, "--logger", "tensorboard"])
-    monkeypatch.setattr(rotnet.loop, "train_step", real)
-    # resumes after step 7: steps 8, 9 and epoch 2's end again
-    assert main(["train", "rotation", *args, "--logger", "tensorboard"]) == 0
+    # checkpoints after steps 3 and 7, killed in step 10: steps 8, 9 and epoch 2's end run again
+    killed_then_resumed(
+        monkeypatch, tmp_path, fake_root, 3, 10, ["--logger", "tensorboard"], ["--logger", "tensorboard"]
+    )
     folder = tmp_path / "resnet18/rotation/seed0"
     events = EventAccumulator(str(folder / "tensorboard")).Reload()
     assert [e.step for e in events.Scalars("step/loss")] == list(range(1, 13))
@@ -68,23 +90,7 @@ def test_tensorboard_asked_first_of_a_resumed_run_has_its_configuration(tmp_path
     """`--logger tensorboard` first given when a stopped run resumes: its configuration is written all the same."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    import rotnet.loop
-
-    args = ["--epochs", "2", "--batch-size", "20", "--set", "eval_batch_size=64", "--checkpoint-every", "3"]
-    args += ["--runs-root", str(tmp_path), "--data-root", str(fake_root)]
-    real, calls = rotnet.loop.train_step, []
-
-    def dies_at_step_5(*a, **kw):
-        calls.append(1)
-        if len(calls) == 5:
-            raise MemoryError("killed")
-        return real(*a, **kw)
-
-    monkeypatch.setattr(rotnet.loop, "train_step", dies_at_step_5)
-    with pytest.raises(MemoryError):
-        main(["train", "rotation", *args])
-    monkeypatch.setattr(rotnet.loop, "train_step", real)
-    assert main(["train", "rotation", *args, "--logger", "tensorboard"]) == 0
+    killed_then_resumed(monkeypatch, tmp_path, fake_root, 2, 5, [], ["--logger", "tensorboard"])
     events = EventAccumulator(str(tmp_path / "resnet18/rotation/seed0/tensorboard")).Reload()
     assert len(events.Tensors("config/text_summary")) == 1
     assert [e.step for e in events.Scalars("epoch/test_acc")] == [4, 8]  # resumed after step 3
@@ -95,10 +101,6 @@ def test_a_crashed_and_resumed_run_goes_on_in_one_wandb_run_at_its_steps(tmp_pat
     counter: now the id the first life got is passed again, and every point names its training step (epochs at the
     step they ended), so that W&B drops the repeats of the steps after the checkpoint. A stand-in for wandb records
     the calls (wandb is not a test dependency)."""
-    import importlib.machinery
-    import sys
-    import types
-
     import rotnet.loop
 
     inits, logged = [], []
@@ -114,26 +116,9 @@ def test_a_crashed_and_resumed_run_goes_on_in_one_wandb_run_at_its_steps(tmp_pat
         def finish(self):
             pass
 
-    fake = types.ModuleType("wandb")
-    fake.__spec__ = importlib.machinery.ModuleSpec("wandb", None)
-    fake.init = lambda **kw: Run(**kw)
-    monkeypatch.setitem(sys.modules, "wandb", fake)
+    fake_wandb(monkeypatch, lambda **kw: Run(**kw))
     monkeypatch.setattr(rotnet.loop, "SYNC_EVERY", 1)
-    args = ["--epochs", "3", "--batch-size", "20", "--set", "eval_batch_size=64", "--checkpoint-every", "3"]
-    args += ["--logger", "wandb", "--runs-root", str(tmp_path), "--data-root", str(fake_root)]
-    real, calls = rotnet.loop.train_step, []
-
-    def dies_at_step_10(*a, **kw):
-        calls.append(1)
-        if len(calls) == 10:
-            raise MemoryError("killed")
-        return real(*a, **kw)
-
-    monkeypatch.setattr(rotnet.loop, "train_step", dies_at_step_10)
-    with pytest.raises(MemoryError):
-        main(["train", "rotation", *args])
-    monkeypatch.setattr(rotnet.loop, "train_step", real)
-    assert main(["train", "rotation", *args]) == 0
+    killed_then_resumed(monkeypatch, tmp_path, fake_root, 3, 10, ["--logger", "wandb"], ["--logger", "wandb"])
     assert [(kw["id"], kw["resume"]) for kw in inits] == [(None, None), ("id0", "allow")]
     assert (tmp_path / "resnet18/rotation/seed0/wandb/rotnet-run-id").read_text() == "id0\n"
     steps = [(life, step) for life, step, keys in logged if "step/loss" in keys]
@@ -152,15 +137,8 @@ def test_a_file_where_a_logger_writes_its_folder_or_the_other_way_round_is_one_l
 ):
     """RUN/tensorboard as a file said "File exists: ..." after the run's record was written (and a finished run's
     replay took it for the logs); a folder named metrics.csv failed at the first epoch's end, after it trained."""
-    import importlib.machinery
-    import sys
-    import types
-
-    if logger == "wandb":  # a stand-in that would take the run; wandb is not a test dependency
-        fake = types.ModuleType("wandb")
-        fake.__spec__ = importlib.machinery.ModuleSpec("wandb", None)
-        fake.init = lambda **kw: pytest.fail("wandb.init called")
-        monkeypatch.setitem(sys.modules, "wandb", fake)
+    if logger == "wandb":
+        fake_wandb(monkeypatch, lambda **kw: pytest.fail("wandb.init called"))
     folder = tmp_path / "resnet18/rotation/seed0"
     if finished:
         shutil.copytree(tiny_runs, tmp_path, dirs_exist_ok=True)

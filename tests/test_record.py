@@ -532,6 +532,21 @@ WEIGHT_DOORS = {
 }  # fmt: skip
 
 
+def refusal(door: str, run: Path, root: Path, data: Path) -> str:
+    """The one error line a door to a run's weights gives (warnings aside)."""
+    import rotnet
+
+    _, line = WEIGHT_DOORS[door]
+    if line is None:
+        with pytest.raises(RotnetError) as e:
+            rotnet.load_backbone(run)
+        return f"rotnet: error: {e.value}"
+    with contextlib.redirect_stderr(io.StringIO()) as err:
+        assert main(line(run, root, data)) == 2
+    (said,) = [x for x in err.getvalue().splitlines() if not x.startswith("rotnet: warning")]
+    return said
+
+
 @pytest.mark.parametrize("gone", [("model.safetensors",), ("model.safetensors", "examples.safetensors")])
 @pytest.mark.parametrize("door", list(WEIGHT_DOORS))
 def test_a_finished_run_kept_without_its_weights_is_said_so_by_every_door(door, gone, tiny_runs, fake_root, tmp_path):
@@ -539,39 +554,24 @@ def test_a_finished_run_kept_without_its_weights_is_said_so_by_every_door(door, 
     rotnet run (no result.json and model.safetensors)" to export, "has no model.safetensors: the run has not
     finished" to probe, and to a transfer run "no rotation weights ...; make them with: rotnet train rotation", whose
     run then refused to reuse it ("model.safetensors missing"). Every door now says the one thing (`record.absence`)."""
-    import rotnet
-
     root = tmp_path / "runs"
     run = shutil.copytree(tiny_runs / "resnet18/rotation/seed0", root / "resnet18/rotation/seed0")
     for name in gone:
         (run / name).unlink()
-    purpose, line = WEIGHT_DOORS[door]
+    purpose, _ = WEIGHT_DOORS[door]
     files = " and ".join(sorted(gone)) + (" is not here (a record kept without it); put it back" if len(gone) == 1
                                           else " are not here (a record kept without them); put them back")  # fmt: skip
-    said = f"cannot {purpose} {run}: the run finished, but its {files}"
-    if line is None:
-        with pytest.raises(RotnetError, match=re.escape(said)):
-            rotnet.load_backbone(run)
-        return
-    with contextlib.redirect_stderr(io.StringIO()) as err:
-        assert main(line(run, root, fake_root)) == 2
-    errors = [x for x in err.getvalue().splitlines() if not x.startswith("rotnet: warning")]
-    assert errors == [f"rotnet: error: {said}"], errors
+    assert (
+        refusal(door, run, root, fake_root)
+        == f"rotnet: error: cannot {purpose} {run}: the run finished, but its {files}"
+    )
 
 
 @pytest.mark.parametrize("door", ["export", "probe", "--init", "load_backbone"])
 def test_an_unfinished_run_named_for_its_weights_is_said_to_be_unfinished(door, tiny_partial, fake_root, tmp_path):
-    import rotnet
-
     root = tmp_path / "runs"
     run = shutil.copytree(tiny_partial / "resnet18/rotation/seed0", root / "resnet18/rotation/seed0")
-    purpose, line = WEIGHT_DOORS[door]
+    purpose, _ = WEIGHT_DOORS[door]
     missing = "model.safetensors" if door in ("probe", "load_backbone") else "result.json, model.safetensors"
-    said = f"cannot {purpose} {run}: the run has not finished ({missing} missing)"
-    if line is None:
-        with pytest.raises(RotnetError, match=re.escape(said)):
-            rotnet.load_backbone(run)
-        return
-    with contextlib.redirect_stderr(io.StringIO()) as err:
-        assert main(line(run, root, fake_root)) == 2
-    assert [x for x in err.getvalue().splitlines() if not x.startswith("rotnet: warning")] == [f"rotnet: error: {said}"]
+    said = f"rotnet: error: cannot {purpose} {run}: the run has not finished ({missing} missing)"
+    assert refusal(door, run, root, fake_root) == said
