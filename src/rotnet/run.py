@@ -59,9 +59,10 @@ def run(
     log = log if world.is_main else (lambda *_: None)  # one voice, and only rank 0 writes files
     folder = run_dir(context.runs_root, cfg)
     steps = math.ceil(subset_size(data.train_labels, cfg.train_per_class) / cfg.batch_size)
+    loggers = context.run_options.loggers
     if (folder / RESULT).is_file() and not context.run_options.restart:
         record = check_run(cfg, context, source, data, weights).record
-        result, loggers = record.result, context.run_options.loggers
+        result = record.result
         written = replay(loggers, folder, cfg, steps, record.history or [], result) if world.is_main else []
         also = f"; wrote its {' and '.join(written)} logs from metrics.jsonl" if written else ""
         also += "; not sent to W&B, which takes a run while it trains" if "wandb" in loggers else ""
@@ -114,7 +115,6 @@ def run(
         with cpu_threads(threads), computing_with(cfg.kernels, context.device), gpu:
             if world.is_main:
                 write_record(seal, cfg, data, context, init_info, checked.record.config if resumed else None)
-            loggers = context.run_options.loggers
             at = state.epoch * steps + state.step if resumed else None
             sinks = Loggers(loggers, folder, cfg, steps, at) if world.is_main and loggers else None
             return train_and_finish(cfg, data, context, seal, engine, state, log, sinks)
