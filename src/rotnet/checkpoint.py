@@ -55,9 +55,9 @@ def encode(tensors: dict[str, torch.Tensor], meta: dict | None = None) -> list:
     return sorted_header(save_bytes(tensors, metadata=metadata))
 
 
-def save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict | None = None) -> str:
-    """Save tensors with JSON metadata and a checksum over both (`encode`), atomically; return the file's sha256."""
-    return atomic_write(path, encode(tensors, meta))
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict | None = None) -> None:
+    """Save tensors with JSON metadata and a checksum over both (`encode`), atomically."""
+    atomic_write(path, encode(tensors, meta))
 
 
 def load_tensors(
