@@ -83,6 +83,68 @@ def test_the_report_pools_no_seeds_of_another_protocol(tiny_runs, tmp_path, fake
     assert row["status"] == "seed 1 not pooled: another protocol than seed 0 (lr: 0.001 -> 0.05)"
 
 
+def transfer(seed: int, source_seed: int | None = None, sha: str = "", how: str = "rotation run", **source) -> dict:
+    """A finished full-from-rotation run of `seed` that started from weights recording a rotation run of
+    `source_seed` with `source` changed (None: weights recording no run), as its config.json says."""
+    r = run(seed, experiment="full-from-rotation", init="rotation")
+    made = None if source_seed is None else RunConfig(experiment="rotation", seed=source_seed).to_dict() | source
+    started = {"init_from": how, "init_weights": f"/w/{seed}", "init_sha256": sha or f"{seed:064d}"}
+    return r | {"config": r["config"] | started | {"init_source_config": made}}
+
+
+# How seed 1's from-rotation run started, beside seed 0's (its own seed's rotation run, the default lookup) -> what
+# the row says of seed 1 ('' pooled). A row's seeds are independent pretrainings of one rotation protocol: seed 1
+# started from seed 0's weights, or from weights of a longer rotation run, was averaged in as one more such seed.
+STARTS = [
+    ("its own seed's rotation run", dict(source_seed=1), ""),
+    ("--init naming its own seed's rotation run (here or elsewhere)", dict(source_seed=1, how="--init"), ""),
+    ("a record older than init_source_config", dict(source_seed=None), ""),
+    ("--init naming seed 0's rotation run", dict(source_seed=0, sha=f"{0:064d}", how="--init"),
+     "rotation weights: its seed's rotation run -> --init /w/1 (seed 0's rotation run)"),
+    ("--init naming weights that record no run", dict(source_seed=None, how="--init"),
+     "rotation weights: its seed's rotation run -> --init /w/1 (weights of no recorded run)"),
+    ("--init naming its seed's rotation run of 90 epochs", dict(source_seed=1, how="--init", epochs=90),
+     "its rotation run's epochs: 45 -> 90"),
+    ("its rotation run of another lr (an older plan's)", dict(source_seed=1, lr=0.01),
+     "its rotation run's lr: 0.001 -> 0.01"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("how, start, why", STARTS, ids=[s[0] for s in STARTS])
+def test_a_from_rotation_seed_pools_only_beside_seeds_that_started_alike(how, start, why):
+    out = pool([transfer(0, source_seed=0), transfer(1, **start)])
+    assert out[0]["status"] == "finished"
+    assert (out[1]["status"], out[1]["error"]) == (
+        ("finished", "") if not why else ("not pooled", f"another protocol than seed 0 ({why})")
+    )
+
+
+def test_seeds_that_all_started_from_one_set_of_weights_pool_together():
+    """Three fine-tuning seeds from one --init file are one protocol (the weights fixed); the row is theirs."""
+    same = dict(source_seed=None, how="--init", sha="f" * 64)
+    out = pool([transfer(0, **same), transfer(1, **same), transfer(2, **same), transfer(3, source_seed=3)])
+    assert [r["status"] for r in out] == ["finished", "finished", "finished", "not pooled"]
+
+
+def test_the_report_counts_no_seed_started_from_another_seeds_rotation_weights(tiny_five, tmp_path, fake_root):
+    """Seed 1's whole network trained from seed 0's rotation run (`--init`), beside seed 0's: the row read
+    "n=2, ok" and paired seed 1's gain as if seed 1 had its own pretraining."""
+    shutil.copytree(tiny_five, tmp_path, dirs_exist_ok=True)
+    source = tmp_path / "resnet18/rotation/seed0"
+    for experiment in ("full-from-rotation", "full-from-random"):
+        extra = ("--init", str(source)) if experiment == "full-from-rotation" else ()
+        assert cli("train", experiment, "--seed", "1", *extra, root=tmp_path, data=fake_root) == 0
+    assert main(["report", str(tmp_path)]) == 0
+    rows = {r["experiment"]: r for r in json.loads((tmp_path / "results.json").read_text())["rows"]}
+    row = rows["full-from-rotation"]
+    assert row["n"] == 1 and list(row["by_seed"]) == ["0"]
+    assert row["status"] == (
+        "seed 1 not pooled: another protocol than seed 0 (rotation weights: its seed's rotation run -> --init "
+        f"{source / 'model.safetensors'} (seed 0's rotation run))"
+    )
+    assert rows["full-from-random"]["n"] == 2  # its seeds start from nothing: both count
+
+
 @pytest.mark.parametrize(
     "odd, paired",
     [
