@@ -124,6 +124,9 @@ def test_seeds_that_all_started_from_one_set_of_weights_pool_together():
     same = dict(source_seed=None, how="--init", sha="f" * 64)
     out = pool([transfer(0, **same), transfer(1, **same), transfer(2, **same), transfer(3, source_seed=3)])
     assert [r["status"] for r in out] == ["finished", "finished", "finished", "not pooled"]
+    other = pool([transfer(0, **same), transfer(1, **same | {"sha": "e" * 64})])  # two files: two protocols
+    assert [r["status"] for r in other] == ["finished", "not pooled"]
+    assert "rotation weights: --init /w/0 (weights of no recorded run) -> --init /w/1 (" in other[1]["error"]
 
 
 def test_the_report_counts_no_seed_started_from_another_seeds_rotation_weights(tiny_five, tmp_path, fake_root):
