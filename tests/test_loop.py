@@ -19,6 +19,7 @@ from rotnet.loop import (
     lr_at,
     make_batch,
     smallest_step,
+    time_left,
     train_step,
 )
 from rotnet.models import build_model
@@ -187,3 +188,21 @@ def test_smallest_step_is_the_fewest_samples_any_ranks_step_holds(n, batch, task
     steps = [order[s * batch : (s + 1) * batch] for s in range(-(-n // batch))]
     held = [len(shard(torch.arange(len(idx) * each), World(r, ranks))) for idx in steps for r in range(ranks)]
     assert smallest_step(cfg, n, ranks) == min(held)
+
+
+# Recorded epoch seconds (this life's last) -> the epochs to go -> the time left an epoch line says. The loop took the
+# mean of this process's epochs: one epoch spent stopped (a laptop's lid closed, SIGSTOP) made it the whole estimate
+# after a resume ("about 32.9 h left" for a ResNet50 run with 6.5 h left), and a resumed run forgot its earlier ones.
+LEFT = [
+    ("steady", [100.0] * 6, 10, 1000.0),
+    ("one epoch spent stopped, just after a resume", [100.0] * 5 + [1800.0], 10, 1000.0),
+    ("the first epoch (warm-up) alone", [130.0], 4, 520.0),
+    ("faster now: the last five epochs count", [300.0] * 10 + [100.0] * 5, 2, 200.0),
+    ("a record without seconds", [{"epoch": 1}], 3, None),
+]
+
+
+@pytest.mark.parametrize("what, seconds, to_go, left", LEFT, ids=[c[0] for c in LEFT])
+def test_the_time_left_is_the_recent_typical_epoch_times_the_epochs_to_go(what, seconds, to_go, left):
+    history = [s if isinstance(s, dict) else {"epoch": i + 1, "seconds": s} for i, s in enumerate(seconds)]
+    assert time_left(history, to_go) == left

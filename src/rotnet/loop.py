@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -240,7 +241,6 @@ def fit(
     world = world or World()
     steps = math.ceil(len(train_images) / cfg.batch_size)
     timed = False  # the first steps' speed gives an estimate of the time left, once
-    spent: list[float] = []  # this process's epochs, evaluation included: each epoch line says the run's time left
     last = cfg.epochs if until is None else min(until, cfg.epochs)
     while state.epoch < last:
         epoch = state.epoch
@@ -287,12 +287,19 @@ def fit(
         state.history.append(record)
         state.epoch, state.step, state.sums, state.seconds = epoch + 1, 0, torch.zeros(3, dtype=torch.float64), 0.0
         hooks.save(state)
-        spent.append(record["seconds"])
-        left = (last - state.epoch) * sum(spent) / len(spent)
-        hooks.log(format_record(cfg, record) + (f" | about {duration(left)} left" if state.epoch < last else ""))
+        left = time_left(state.history, last - state.epoch) if state.epoch < last else None
+        hooks.log(format_record(cfg, record) + (f" | about {duration(left)} left" if left is not None else ""))
         if stopping and state.epoch < last:
             raise Interrupted(f"stopped after epoch {epoch + 1}", ctl.stop.signum)
     return state.history
+
+
+def time_left(history: list[dict], to_go: int, recent: int = 5) -> float | None:
+    """Seconds the run's next `to_go` epochs take: the median of its last `recent` recorded epochs (evaluation
+    included; earlier lives' too) times `to_go`. The median: an epoch spent stopped (SIGSTOP, a laptop asleep) would
+    be the whole of a mean just after a resume. None when the record has no epoch seconds."""
+    seconds = [h["seconds"] for h in history[-recent:] if isinstance(h.get("seconds"), int | float)]
+    return statistics.median(seconds) * to_go if seconds else None
 
 
 def plural(n: int, noun: str) -> str:
