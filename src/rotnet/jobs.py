@@ -152,11 +152,12 @@ def run_parallel(
                 procs.pop(future)
                 slots.extend(taken)
                 code = future.result()
-                eta.done(index[run_id(cfg)], time.monotonic() - began.pop(future))
                 result = run_dir(root, cfg) / RESULT
-                if code == 0 and result.is_file():
-                    acc = read_json(result).get("test_acc")
-                    outcome[name] = f"done: {acc:.2f}%"
+                finished = read_json(result) if code == 0 and result.is_file() else None
+                seconds = (finished or {}).get("train_seconds")  # its epochs' across resumes: its whole cost's
+                eta.done(index[run_id(cfg)], time.monotonic() - began.pop(future), seconds)
+                if finished is not None:
+                    outcome[name] = f"done: {finished.get('test_acc'):.2f}%"
                 elif code in (130, 143) or stop.requested:
                     saved = "checkpoint saved" if has_checkpoint(run_dir(root, cfg)) else "before its first checkpoint"
                     outcome[name] = f"not run: stopped ({saved})"

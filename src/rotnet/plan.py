@@ -72,15 +72,18 @@ def train_size(cfg: RunConfig, data) -> int:
 
 class Eta:
     """Time left in a plan, from the seconds per (epoch x training image) of the runs trained so far; runs that were
-    reused (finished in under a second) teach it nothing."""
+    reused (finished in under a second) or ended without a result teach it nothing."""
 
     def __init__(self, costs: list[int]):
         self.costs, self.seconds, self.work, self.finished = costs, 0.0, 0, set()
 
-    def done(self, i: int, seconds: float) -> None:
+    def done(self, i: int, here: float, recorded: float | None) -> None:
+        """Run i ended after `here` seconds in this plan; `recorded`: the seconds its record says its epochs took,
+        across its resumes (result.json's train_seconds; None: no result), the time its whole cost took. A resumed
+        run's time here is only its last part's."""
         self.finished.add(i)
-        if seconds > 1.0:
-            self.seconds, self.work = self.seconds + seconds, self.work + self.costs[i]
+        if here > 1.0 and isinstance(recorded, int | float) and recorded >= 0:
+            self.seconds, self.work = self.seconds + recorded, self.work + self.costs[i]
 
     def plan_text(self, jobs: int) -> str:
         """'; N of M runs done, about T left in the plan' for runs going `jobs` at a time (a run going now counts

@@ -232,7 +232,7 @@ def run_in_turn(
             data = load_for(cfg, options.data)
             started = time.monotonic()
             result = run(cfg, data, context, source)
-            eta.done(i, time.monotonic() - started)
+            eta.done(i, time.monotonic() - started, result.get("train_seconds"))
             outcome[name] = f"done: {result['test_acc']:.2f}%"
         except InUse as e:  # another process trains it: not a failure, and not this process's to mark
             outcome[name] = f"not run: {e}"
