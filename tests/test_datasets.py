@@ -43,6 +43,27 @@ def test_reproduce_pretrains_on_a_folder_and_transfers_to_cifar100(tmp_path, fak
     assert "cifar100 (pretrained on unlabeled)" in report and "| unlabeled |" in report
 
 
+def test_a_transfer_seed_pretrained_on_other_images_is_not_pooled(tmp_path, fake_root):
+    """The pretraining folder gained images between seed 0's plan and seed 1's: the rotation row parts the two
+    seeds (their data differ), and the transfer row, fine-tuned on the same CIFAR-100 by both, counted both as one
+    pipeline ("n=2, ok")."""
+    data_root = write_fake_cifar100(tmp_path / "data", n_train=200, n_test=20)
+    pixels = load_cifar10(fake_root, download=False).train_images.numpy()
+    photos, root = tmp_path / "unlabeled", tmp_path / "runs"
+    args = ["reproduce", "--preset", TINY_PRESET, "--runs-root", str(root), "--data-root", str(data_root)]
+    args += ["--no-download", "--jobs", "1", "--dataset", "cifar100", "--pretrain-dataset", str(photos)]
+    args += ["--experiments", "full-from-rotation"]
+    write_folder(photos, pixels[:40])
+    assert main([*args, "--seeds", "0"]) == 0
+    write_folder(photos, pixels[:48])  # 8 more images
+    assert main([*args, "--seeds", "1"]) == 0
+    rows = {r["experiment"]: r for r in json.loads((root / "results.json").read_text())["rows"]}
+    for experiment in ("rotation", "full-from-rotation"):
+        row = rows[experiment]
+        assert row["n"] == 1 and row["status"].startswith("seed 1 not pooled: another protocol than seed 0 ("), row
+    assert "its rotation run's data " in rows["full-from-rotation"]["status"]
+
+
 def with_class_names(source: str, root: Path, names: list[str]) -> Path:
     """A dataset of `source` in its official layout whose metadata names the classes `names`."""
     from tests.conftest import write_fake_cifar

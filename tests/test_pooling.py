@@ -119,6 +119,27 @@ def test_a_from_rotation_seed_pools_only_beside_seeds_that_started_alike(how, st
     )
 
 
+@pytest.mark.parametrize(
+    "theirs, why",
+    [
+        (FILES, ""),
+        (None, ""),  # a record that says nothing of its rotation run's data: not judged
+        (
+            FILES | {"data_batch_1": "31019476:00000000"},
+            "its rotation run's data files/data_batch_1: 31019476:2775bf31 -> ",
+        ),
+    ],
+)
+def test_two_seeds_own_rotation_runs_pool_only_on_the_same_files(theirs, why):
+    """Seed 1's rotation run pretrained on other files than seed 0's (an image folder that changed between them,
+    `--pretrain-dataset`): its transfer row counted both, fine-tuned on the same data, as one pipeline."""
+    data = lambda files: {"source_data": {"name": "folder", "files": files}} if files else {}  # noqa: E731
+    out = pool([transfer(0, source_seed=0) | data(FILES), transfer(1, source_seed=1) | data(theirs)])
+    assert (out[1]["status"], out[1]["error"].removeprefix("another protocol than seed 0 (")[: len(why)]) == (
+        ("not pooled", why) if why else ("finished", "")
+    )
+
+
 def test_seeds_that_all_started_from_one_set_of_weights_pool_together():
     """Three fine-tuning seeds from one --init file are one protocol (the weights fixed); the row is theirs."""
     same = dict(source_seed=None, how="--init", sha="f" * 64)

@@ -18,18 +18,26 @@ def differences(run: dict, like: dict, ignore: tuple[str, ...] = IGNORED) -> lis
     """What makes `run` another sample than `like`: configuration keys (as `config_diff` says them), data files
     (as `data_diff` does, over the fingerprint keys both record) and, between two from-rotation runs, what each
     started from (`started_from`)."""
-    out = config_diff(like["cfg"], run["cfg"], ignore)
-    a, b = like["config"].get("dataset"), run["config"].get("dataset")
-    if isinstance(a, dict) and isinstance(b, dict):
-        out += [f"data {d}" for d in data_diff({k: a[k] for k in set(a) & set(b)}, b)]
+    out = config_diff(like["cfg"], run["cfg"], ignore) + files_differ(like["config"], run["config"], "dataset", "data")
     a, b = started_from(like), started_from(run)
     if a is None or b is None:  # a from-random run, or a rotation run: it starts from no rotation weights
         return out
     if a[0] != b[0] or (a[0] == "weights" and a[1] != b[1]):
         return out + [f"rotation weights: {said(like, a)} -> {said(run, b)}"]
-    if a[0] == "own" and a[1] is not None and b[1] is not None:  # two seeds' own rotation runs: of one protocol?
-        out += [f"its rotation run's {d}" for d in config_diff(a[1], with_defaults(b[1]), IGNORED)]
+    if a[0] == "own":  # two seeds' own rotation runs: of one protocol, on the same files?
+        if a[1] is not None and b[1] is not None:
+            out += [f"its rotation run's {d}" for d in config_diff(a[1], with_defaults(b[1]), IGNORED)]
+        out += files_differ(like, run, "source_data", "its rotation run's data")
     return out
+
+
+def files_differ(like: dict, run: dict, key: str, what: str) -> list[str]:
+    """What differs between two records' data fingerprints under `key` (as `data_diff` says it, over the keys both
+    record); nothing when either does not record one."""
+    a, b = like.get(key), run.get(key)
+    if not (isinstance(a, dict) and isinstance(b, dict)):
+        return []
+    return [f"{what} {d}" for d in data_diff({k: a[k] for k in set(a) & set(b)}, b)]
 
 
 def started_from(run: dict) -> tuple[str, dict | str | None] | None:

@@ -158,8 +158,8 @@ def link_sources(root: Path, runs: list[dict]) -> list[dict]:
     or not yet to any (partial, started or failed). `other_pretraining_data`: what differs between the files its
     weights were pretrained on (as its record says, or, in a record older than `init_source_data`, as the rotation
     run here that still holds them does) and the files it was fine-tuned on, for a run pretrained on its own dataset.
-    Either way the table would show the two as one pipeline on one data. A source that the record does not name,
-    that lies elsewhere or whose record cannot be read, is not judged."""
+    Either way the table would show the two as one pipeline on one data. `source_data`: those files, where known. A
+    source that the record does not name, that lies elsewhere or whose record cannot be read, is not judged."""
     # What each rotation run here holds now: its final weights' digest, or "" for none yet (a failed mark beside a
     # result, where a plan refused to reuse the run, leaves its weights as they were); and the data it trained on.
     holds, trained_on = {}, {}
@@ -178,6 +178,8 @@ def link_sources(root: Path, runs: list[dict]) -> list[dict]:
         made_on = r["config"].get("init_source_data") if started else None
         if made_on is None and source is not None and now == started:  # older record: its source here holds them
             made_on = trained_on.get(source.resolve())
+        if isinstance(made_on, dict):  # pooling compares it between seeds (`pooling.differences`)
+            r = r | {"source_data": made_on}
         own = r["config"].get("dataset")
         if isinstance(made_on, dict) and isinstance(own, dict) and not r["cfg"].get("pretrain_dataset"):
             if diff := data_diff(made_on, own):
