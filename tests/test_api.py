@@ -191,6 +191,10 @@ def test_an_empty_path_is_refused_never_read_as_a_default(tmp_path, monkeypatch,
         ({"device": "gpu"}, "unknown device 'gpu'"),
         ({"download": "no"}, "download must be True or False; got 'no'"),  # was true: a download was tried
         ({"seeds": 1.5}, "seed must be an integer; got 1.5"),  # was TypeError: 'float' object is not iterable
+        ({"runs_root": 123}, "123 is not a path; name a folder or a file"),  # was TypeError: expected str, bytes...
+        ({"data_root": 3.0}, "3.0 is not a path; name a folder or a file"),
+        ({"runs_root": b"runs"}, "b'runs' is not a path; name a folder or a file"),  # was TypeError (bytes)
+        ({"data_root": ["data"]}, "['data'] is not a path; name a folder or a file"),
     ],
 )
 def test_an_api_argument_of_the_wrong_kind_is_one_rotnet_error_before_anything_is_written(

@@ -34,7 +34,10 @@ DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 def user_path(named: str | os.PathLike) -> Path:
     """A path a user named, read as a shell reads one: `~` and `~user` expanded, as torchvision's datasets expand
     their root. A quoted "~/runs", `--runs-root=~/runs` (no shell expands a `~` after `=`), `$ROTNET_DATA` set to
-    "~/data" or `runs_root="~/runs"` in Python named a folder called `~` in the working folder."""
+    "~/data" or `runs_root="~/runs"` in Python named a folder called `~` in the working folder. Anything but text
+    or a path (`runs_root=123`, bytes) is one RotnetError, not os.fspath's TypeError."""
+    if not isinstance(named, str | os.PathLike) or isinstance(os.fspath(named), bytes):
+        raise RotnetError(f"{named!r} is not a path; name a folder or a file")
     return Path(os.path.expanduser(os.fspath(named)))
 
 
