@@ -36,9 +36,10 @@ def user_path(named: str | os.PathLike) -> Path:
     their root. A quoted "~/runs", `--runs-root=~/runs` (no shell expands a `~` after `=`), `$ROTNET_DATA` set to
     "~/data" or `runs_root="~/runs"` in Python named a folder called `~` in the working folder. Anything but text
     or a path (`runs_root=123`, bytes) is one RotnetError, not os.fspath's TypeError."""
-    if not isinstance(named, str | os.PathLike) or isinstance(os.fspath(named), bytes):
+    text = os.fspath(named) if isinstance(named, str | os.PathLike) else None
+    if not isinstance(text, str):  # bytes too
         raise RotnetError(f"{named!r} is not a path; name a folder or a file")
-    return Path(os.path.expanduser(os.fspath(named)))
+    return Path(os.path.expanduser(text))
 
 
 def kind(mode: int) -> str:
