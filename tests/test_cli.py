@@ -24,6 +24,7 @@ from rotnet.models import build_model
 from rotnet.readers import FOLDER
 from tests.helpers import (
     TINY,
+    TINY_PRESET,
     cli,
     error_line,
     metrics,
@@ -875,6 +876,76 @@ def test_a_path_spelled_with_a_tilde_is_the_users_home_never_a_folder_named_tild
         assert main([*call, "--no-download"] if call[0] not in ("export", "report", "export-images") else call) == 0
     assert list(work.iterdir()) == []
     assert made is None or (home / made).exists()
+
+
+UNUSABLE = {  # a path no command can use -> what the one error says of it
+    "a link loop": ("loop", "loop cannot be used: a link on its way leads back to itself (a link loop)"),
+    "a name too long": ("x" * 300, f"{'x' * 70}...{'x' * 20} (300 characters) cannot be used: it is longer than this"
+                                   " system allows a path or a name in it to be"),
+}  # fmt: skip
+PLACES = {  # every place a user names a path -> argv (BAD: the path), or an API call's name
+    "--runs-root": ["train", "rotation", *TINY, "--runs-root", "BAD", "--data-root", "DATA"],
+    "--data-root": ["train", "rotation", *TINY, "--runs-root", "runs", "--data-root", "BAD"],
+    "$ROTNET_DATA": ["train", "rotation", *TINY, "--runs-root", "runs"],
+    "--init": ["train", "full-from-rotation", *TINY, "--init", "BAD", "--runs-root", "runs", "--data-root", "DATA"],
+    "--set init_path": ["train", "full-from-rotation", *TINY, "--set", "init_path=BAD", "--data-root", "DATA"],
+    "--config": ["train", "rotation", *TINY, "--config", "BAD", "--data-root", "DATA"],
+    "--cache-dir": ["train", "rotation", *TINY, "--cache-dir", "BAD", "--data-root", "DATA"],
+    "--dataset": ["train", "rotation", *TINY, "--dataset", "BAD", "--runs-root", "runs"],
+    "--set pretrain_dataset": ["train", "full-from-rotation", *TINY, "--set", "pretrain_dataset=BAD"],
+    "reproduce --runs-root": ["reproduce", *TINY, "--runs-root", "BAD", "--data-root", "DATA"],
+    "label-efficiency --runs-root": ["label-efficiency", "--runs-root", "BAD", "--data-root", "DATA"],
+    "verify RUN": ["verify", "BAD", "--data-root", "DATA"],
+    "probe RUN": ["probe", "BAD", "--data-root", "DATA"],
+    "probe --feature-cache": ["probe", "RUN", "--feature-cache", "BAD", "--data-root", "DATA"],
+    "export RUN": ["export", "BAD", "out"],
+    "export OUT": ["export", "RUN", "BAD"],
+    "report ROOT": ["report", "BAD"],
+    "export-images FOLDER": ["export-images", "BAD", "out"],
+    "export-images OUT": ["export-images", "cifar10", "BAD", "--data-root", "DATA"],
+    "bench --out": ["bench", "--out", "BAD", "--data-root", "DATA"],
+    "api train runs_root": "train",
+    "api train data_root": "train",
+    "api reproduce runs_root": "reproduce",
+    "api metadata": "metadata",
+    "api load_backbone": "load_backbone",
+}
+
+
+@pytest.mark.parametrize("bad", list(UNUSABLE))
+@pytest.mark.parametrize("place", list(PLACES))
+def test_a_path_no_command_can_use_is_one_error_where_it_is_named(
+    place, bad, tiny_runs, fake_root, tmp_path, monkeypatch, capsys
+):
+    """A link that leads back to itself was a RuntimeError's traceback from `Path.resolve` (export OUT, a runs root)
+    or "does not exist" (verify); a name longer than the system allows, an OSError from the Python API. Every path a
+    user names goes through files.user_path, which says either in one line before anything is read or written."""
+    import rotnet
+
+    path, said = UNUSABLE[bad]
+    monkeypatch.chdir(tmp_path)
+    os.symlink("loop", "loop")
+    monkeypatch.setenv("ROTNET_DATA", path if place == "$ROTNET_DATA" else str(fake_root))
+    before = sorted(tmp_path.rglob("*"))
+    run = tiny_runs / "resnet18/rotation/seed0"
+    call = PLACES[place]
+    if isinstance(call, str):
+        kw = {"runs_root": "runs", "data_root": str(fake_root), "download": False, "device": "cpu"}
+        kw |= {"runs_root": path} if "runs_root" in place else {"data_root": path} if "data_root" in place else {}
+        with pytest.raises(RotnetError) as e:
+            if call in ("metadata", "load_backbone"):
+                getattr(rotnet, call)(path)
+            else:
+                getattr(rotnet, call)(*(["rotation"] if call == "train" else []), preset=TINY_PRESET, **kw)
+        assert str(e.value) == f"{said}; name a folder or a file"
+    else:
+        swap = {"BAD": path, "DATA": str(fake_root), "RUN": str(run)}
+        argv = [swap.get(a, a.replace("BAD", path)) for a in call]
+        assert main([*argv, *(["--no-download"] if "--data-root" in argv or "DATA" in call else [])]) == 2
+        err = capsys.readouterr().err.strip().splitlines()  # argparse names the argument: "argument dataset: ..."
+        assert len(err) == 1 and err[0].startswith("rotnet: error: ")
+        assert err[0].endswith(f"{said}; name a folder or a file")
+    assert sorted(tmp_path.rglob("*")) == before
 
 
 @pytest.mark.parametrize("inside", ["model.safetensors", "config.json", "metrics.jsonl", "checkpoints", "a checkpoint"])

@@ -2,6 +2,7 @@
 link, and one run's folder is never taken for a runs root."""
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -125,6 +126,42 @@ def test_a_folder_of_a_runs_root_named_as_a_runs_root_is_refused(tiny_runs, tmp_
     assert (said in err) == (how in PARTS[named]), err
     if how in PARTS[named]:
         assert sorted(tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("how", ["train", "reproduce", "api.train", "report"])
+@pytest.mark.parametrize("spelled", ["arch", "experiment", "arch/rotation"])
+def test_a_runs_root_named_through_a_link_is_refused_naming_the_root_it_lies_in(
+    tiny_runs, tmp_path, fake_root, capsys, spelled, how
+):
+    """A link to a runs root's arch folder named as a runs root was refused "a folder of the runs root ." (the
+    folder the link lies in, which holds no run): `layout.parent_as_spelled` takes the spelled parent only when it is
+    the real one, for every message that names a folder above the one given."""
+    import rotnet
+    from rotnet.cli import main
+    from rotnet.errors import RotnetError
+    from tests.helpers import TINY_PRESET
+
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_runs / "resnet18/rotation/seed0", runs / "resnet18/rotation/seed0")
+    (tmp_path / "links").mkdir()
+    os.symlink(runs / "resnet18", tmp_path / "links/arch")
+    os.symlink(runs / "resnet18/rotation", tmp_path / "links/experiment")
+    root = tmp_path / "links" / spelled
+    before = sorted(tmp_path.rglob("*"))
+    if how == "api.train":
+        with pytest.raises(RotnetError) as e:
+            rotnet.train("rotation", preset=TINY_PRESET, runs_root=root, data_root=fake_root, download=False)
+        err = str(e.value)
+    elif how == "report":
+        assert main(["report", str(root)]) == 2
+        err = capsys.readouterr().err
+    else:
+        args = [how, *(["rotation"] if how == "train" else ["--experiments", "rotation"]), "--preset", TINY_PRESET]
+        assert main([*args, "--runs-root", str(root), "--data-root", str(fake_root), "--no-download"]) == 2
+        err = capsys.readouterr().err
+    said = f"is a folder of the runs root {runs.resolve()}"
+    assert said in err and (f"rotnet report {runs.resolve()}" in err if how == "report" else True), err
+    assert sorted(tmp_path.rglob("*")) == before
 
 
 @pytest.mark.parametrize("spelling", [".", "../seed0", "./", "inner", "a/b"])

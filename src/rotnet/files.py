@@ -39,7 +39,29 @@ def user_path(named: str | os.PathLike) -> Path:
     text = os.fspath(named) if isinstance(named, str | os.PathLike) else None
     if not isinstance(text, str):  # bytes too
         raise RotnetError(f"{named!r} is not a path; name a folder or a file")
-    return Path(os.path.expanduser(text))
+    if "\0" in text:  # no system call takes one: a ValueError wherever the path was first used
+        raise RotnetError(f"{text!r} is not a path (it holds a NUL character); name a folder or a file")
+    path = Path(os.path.expanduser(text))
+    try:  # following links, as every use of a user's path does
+        os.stat(path)
+    except OSError as e:
+        if e.errno in UNUSABLE:  # else missing (a folder to make) or a file on the way: each use says which
+            why = UNUSABLE[e.errno]
+            raise RotnetError(f"{shown_path(text)} cannot be used: {why}; name a folder or a file") from None
+    return path
+
+
+# What makes a path no use to any command, found where it is named rather than by whichever call meets it first: a
+# link loop made `Path.resolve` raise RuntimeError (Python < 3.13) in the middle of export, train or verify.
+UNUSABLE = {
+    errno.ELOOP: "a link on its way leads back to itself (a link loop)",
+    errno.ENAMETOOLONG: "it is longer than this system allows a path or a name in it to be",
+}
+
+
+def shown_path(text: str, most: int = 100) -> str:
+    """A path for a message, its middle left out when it is too long to read."""
+    return text if len(text) <= most else f"{text[: most - 30]}...{text[-20:]} ({len(text):,} characters)"
 
 
 def kind(mode: int) -> str:

@@ -432,9 +432,10 @@ def runs_root_above(folder: Path) -> Path | None:
 
 def parent_as_spelled(folder: Path, n: int) -> Path:
     """The folder n levels above folder: as the user spelled it when that names it, else as it is (`.`, `../seed0`
-    name none)."""
-    shown = folder if ".." not in folder.parts and len(folder.parents) >= n else folder.resolve()
-    return shown.parents[n - 1]
+    name none; nor does a spelling through a link: the link's folder is not the one above what it points to)."""
+    real = folder.resolve().parents[n - 1]
+    spelled = folder.parents[n - 1] if ".." not in folder.parts and len(folder.parents) >= n else None
+    return spelled if spelled is not None and spelled.resolve() == real else real
 
 
 def read_record(folder: Path) -> dict | None:
