@@ -117,17 +117,42 @@ def test_skip_bad_images_skips_the_first_image_too(tmp_path, where):
         assert len(every(load_folder(folder, skip_bad_images=True))) == 8
 
 
-@pytest.mark.parametrize("link", ["a class folder inside another", "a file of one class in another"])
+TWO_CLASSES = {  # a link -> where it points
+    "test/cat/dogs": "../dog",  # a class folder inside another
+    "train/cat/dogs": "../dog",  # the same in train: was "class folder(s) dog ... hold no images" (all went to cat)
+    "train/dog/cats": "../cat",  # inside a class that sorts after it
+    "train/cat/also-a-dog.png": "../dog/train-dog-0.png",  # a file of one class in another
+}
+
+
+@pytest.mark.parametrize("link", list(TWO_CLASSES))
 def test_an_image_reached_under_two_classes_is_refused(tmp_path, link):
     """An image or folder reached under two class folders (a link `test/cat/dogs -> ../dog`) is refused naming both
-    paths: class membership is the path as the user wrote it."""
+    paths: class membership is the path as the user wrote it. Said before any class is counted: the folder the link
+    entered first took every image, and the class left empty was named instead, as if it held none."""
     root = labeled(tmp_path / "pets", {"cat": 4, "dog": 4}, {"cat": 3, "dog": 3})
-    if link == "a class folder inside another":
-        os.symlink("../dog", root / "test/cat/dogs")
-    else:
-        os.symlink(root / "train/dog/train-dog-0.png", root / "train/cat/also-a-dog.png")
+    os.symlink(TWO_CLASSES[link], root / link)
     with pytest.raises(RotnetError, match="an image has one class: remove the link"):
         load_folder(root)
+
+
+@pytest.mark.parametrize("link", ["a loop", "dangling"])
+@pytest.mark.parametrize("where", ["train", "test", "train/cat"])
+def test_a_link_among_the_class_folders_that_reaches_no_folder_is_named(tmp_path, where, link):
+    """Beside the training class folders, a link that leads back to itself was os.scandir's OSError ("Too many levels
+    of symbolic links"), and one whose target is gone was passed over: had it been a class's folder, that class was
+    left out of train (and, linked alike in test, out of the dataset). The class folders are train's; elsewhere such
+    a link is no folder and no image, and is passed over."""
+    root = labeled(tmp_path / "pets", {"cat": 4, "dog": 4}, {"cat": 3, "dog": 3})
+    target = "loop" if link == "a loop" else str(tmp_path / "gone")
+    os.symlink(target, root / where / "loop")
+    if where != "train":
+        assert len(every(load_folder(root))) == 14
+        return
+    with pytest.raises(RotnetError) as e:
+        load_folder(root)
+    said = "that leads back to itself" if link == "a loop" else f"to {target}, which does not exist"
+    assert str(e.value) == f"{root / where / 'loop'} is a link {said}; remove it"
 
 
 def test_a_link_to_a_folder_of_the_same_class_is_fine(tmp_path):

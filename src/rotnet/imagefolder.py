@@ -71,7 +71,8 @@ def layout(folder: Path) -> tuple[dict[str, list[Path]], tuple[str, ...]]:
     splits = {name: list_images(split, aliases[name]) for name, split in (("train", train), ("test", test))}
     classes = class_folders(train)
     if classes:
-        check_classes(splits, classes, {"train": train, "test": test})
+        # Before the classes are counted: the class folder a link entered first took the images, and the other one,
+        # left short or empty, would be named instead of the link.
         for name, split in (("train", train), ("test", test)):
             for other, used in aliases[name].items():  # one file or folder under two class folders: which class?
                 first, second = (p.relative_to(split).parts[:1] for p in (used, other))
@@ -80,12 +81,24 @@ def layout(folder: Path) -> tuple[dict[str, list[Path]], tuple[str, ...]]:
                         f"{used} is also {other} (a link): images in class {first[0] if first else '(none)'} and "
                         f"{second[0] if second else '(none)'} at once; an image has one class: remove the link"
                     )
+        check_classes(splits, classes, {"train": train, "test": test})
     return splits, classes
 
 
 def class_folders(split: Path) -> tuple[str, ...]:
-    """A split's class folders, sorted by name as torchvision's ImageFolder sorts them (hidden ones skipped)."""
-    return tuple(sorted(e.name for e in os.scandir(split) if e.is_dir() and not e.name.startswith(".")))
+    """A split's class folders, sorted by name as torchvision's ImageFolder sorts them (hidden ones skipped). A link
+    among them that reaches no folder is named, not passed over: a class whose link lost its target was left out."""
+    names = []
+    for e in os.scandir(split):
+        try:
+            is_dir = e.is_dir()  # follows a link
+        except OSError:  # only a loop raises here
+            raise RotnetError(f"{e.path} is a link that leads back to itself; remove it") from None
+        if not is_dir and e.is_symlink() and not os.path.exists(e.path):
+            raise RotnetError(f"{e.path} is a link to {os.readlink(e.path)}, which does not exist; remove it")
+        if is_dir and not e.name.startswith("."):
+            names.append(e.name)
+    return tuple(sorted(names))
 
 
 def class_of(path: Path, split: Path) -> str:
