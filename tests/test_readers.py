@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from rotnet.errors import RotnetError
-from rotnet.readers import FOLDER, load_cifar10, safe_unpickle
+from rotnet.readers import FOLDER, load_cifar10, load_cifar100, safe_unpickle
 from tests.conftest import write_fake_cifar
 from tests.helpers import (
     load_data,
@@ -119,20 +119,41 @@ def test_reader_refuses_code_payload_without_running_it(tmp_path):
 @pytest.mark.parametrize(
     "mutate, message",
     [
-        (lambda b: b.update(data=b["data"][:, :100]), r"\(N, 3072\) uint8"),
-        (lambda b: b.update(data=b["data"].astype(np.float32)), r"\(N, 3072\) uint8"),
-        (lambda b: b.update(labels=[11] * len(b["labels"])), "labels must lie in 0-9"),
-        (lambda b: b.update(labels=b["labels"][:-1]), "images but"),
+        (lambda b, n: b.update(data=b["data"][:, :100]), r"\(N, 3072\) uint8"),
+        (lambda b, n: b.update(data=b["data"].astype(np.float32)), r"\(N, 3072\) uint8"),
+        (lambda b, n: b.update(labels=[n + 1] * len(b["labels"])), "labels must lie in 0-N"),
+        (lambda b, n: b.update(labels=b["labels"][:-1]), "images but"),
+        # Labels that are no integers were cast to int64: 3.5 read as class 3, "3" parsed, True taken as class 1.
+        (lambda b, n: b.update(labels=[x + 0.5 for x in b["labels"]]), r"labels must be integers; got \d+\.5$"),
+        (lambda b, n: b.update(labels=[float(x) for x in b["labels"]]), r"labels must be integers; got \d+\.0$"),
+        (lambda b, n: b.update(labels=[str(x) for x in b["labels"]]), r"labels must be integers; got '\d+'$"),
+        (lambda b, n: b.update(labels=[True] * len(b["labels"])), "labels must be integers; got True"),
+        (lambda b, n: b.update(labels=[*b["labels"][:-1], None]), "labels must be integers; got None"),
+        (lambda b, n: b.update(labels=np.array(b["labels"], dtype=np.float32)), "integers; got an array of float32"),
+        (lambda b, n: b.update(labels=[*b["labels"][:-1], 2**70]), "labels must lie in 0-N; found one beyond int64"),
     ],
 )
-def test_reader_validates_batches(tmp_path, mutate, message):
-    root = write_fake_cifar(tmp_path)
-    path = root / FOLDER / "data_batch_2"
+@pytest.mark.parametrize("kind", ["cifar10", "cifar100", "cifar100-coarse"])
+def test_reader_validates_batches(tmp_path, mutate, message, kind):
+    """Every CIFAR file kind goes through readers._read_batch: a CIFAR-10 batch, CIFAR-100's fine and coarse labels."""
+    classes, key = {"cifar10": (10, "labels"), "cifar100": (100, "fine_labels"),
+                    "cifar100-coarse": (20, "coarse_labels")}[kind]  # fmt: skip
+    if kind == "cifar10":
+        root = write_fake_cifar(tmp_path)
+        path = root / FOLDER / "data_batch_2"
+    else:
+        root = write_fake_cifar100(tmp_path)
+        path = root / "cifar-100-python/train"
     batch = pickle.loads(path.read_bytes())
-    mutate(batch)
+    batch["labels"] = batch.pop(key)
+    mutate(batch, classes)
+    batch[key] = batch.pop("labels")
     path.write_bytes(pickle.dumps(batch, protocol=2))
-    with pytest.raises(RotnetError, match=message):
-        load_cifar10(root, download=False)
+    with pytest.raises(RotnetError, match=message.replace("0-N", f"0-{classes - 1}")):
+        if kind == "cifar10":
+            load_cifar10(root, download=False)
+        else:
+            load_cifar100(root, download=False, coarse=kind == "cifar100-coarse")
 
 
 def test_truncated_batch_is_a_clear_error(tmp_path):

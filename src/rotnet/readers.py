@@ -86,13 +86,25 @@ def _read_batch(path: Path, label_key: str = "labels", classes: int = NUM_CLASSE
         raise RotnetError(f"{path}: 'data' must be a (N, 3072) uint8 array; got shape {shape} of {dtype}")
     if not isinstance(labels, list | np.ndarray) or len(labels) != len(data):
         raise RotnetError(f"{path}: {len(data)} images but {len(labels)} labels")
+    odd = not_integers(labels)  # checked as they are: a cast to int64 truncated 3.5 to 3, parsed "3", took True as 1
+    if odd:
+        raise RotnetError(f"{path}: labels must be integers; got {odd}")
     try:
         labels = np.asarray(labels, dtype=np.int64)
-    except (TypeError, ValueError):
-        raise RotnetError(f"{path}: labels must be integers") from None
+    except OverflowError:  # a Python int beyond int64: no class index either
+        raise RotnetError(f"{path}: labels must lie in 0-{classes - 1}; found one beyond int64") from None
     if len(labels) and (labels.min() < 0 or labels.max() >= classes):
         raise RotnetError(f"{path}: labels must lie in 0-{classes - 1}; found {labels.min()}..{labels.max()}")
     return data, labels
+
+
+def not_integers(labels: list | np.ndarray) -> str:
+    """What in a batch's labels is no integer, for a message ("" when all are): an array's dtype, else the first
+    value that is not one (a bool is not, though Python counts it an int)."""
+    if isinstance(labels, np.ndarray):
+        return "" if labels.dtype.kind in "iu" and labels.ndim == 1 else f"an array of {labels.dtype}"
+    odd = [x for x in labels if isinstance(x, bool) or not isinstance(x, int | np.integer)][:1]
+    return repr(odd[0]) if odd else ""
 
 
 def _md5(path: Path) -> str:
