@@ -53,6 +53,50 @@ def test_report_never_overwrites_a_file_it_did_not_write(runs, tmp_path, capsys)
 
 
 @pytest.mark.parametrize(
+    "name", ["report.md", "results.json", "results.csv", pytest.param("plots/curves.png", marks=pytest.mark.plots)]
+)
+@pytest.mark.parametrize("command", ["report", "reproduce"])
+def test_a_report_file_edited_since_it_was_written_is_never_overwritten(runs, tmp_path, capsys, fake_root, name,
+                                                                        command):  # fmt: skip
+    """Notes added to report.md (or any report file changed by hand) were overwritten by the next `rotnet report`,
+    or by `reproduce` after hours of training: the marker named the files it wrote, not what they held. It now
+    keeps each one's sha256 as written, and a file that differs is refused, as one it never wrote is."""
+    import shutil
+
+    from tests.helpers import TINY_PRESET
+
+    root = tmp_path / "copy"
+    shutil.copytree(runs, root)
+    assert main(["report", str(root)]) == 0
+    edited = (root / name).read_bytes() + b"\nmy notes\n"
+    (root / name).write_bytes(edited)
+    args = ["reproduce", "--preset", TINY_PRESET, "--runs-root", str(root), "--data-root", str(fake_root),
+            "--no-download", "--experiments", "rotation"]  # fmt: skip
+    before = sorted(root.rglob("*"))
+    assert main(["report", str(root)] if command == "report" else args) == 2
+    said = f"{root} holds {name} changed since rotnet report wrote them (edited by hand?)"
+    assert said in capsys.readouterr().err
+    assert (root / name).read_bytes() == edited and sorted(root.rglob("*")) == before
+    (root / name).unlink()  # moved away: the report is written again, and again freely
+    assert main(["report", str(root)]) == 0 and main(["report", str(root)]) == 0
+
+
+def test_a_report_marker_of_an_older_rotnet_still_marks_its_files(runs, tmp_path):
+    """rotnet <= 0.6 wrote the marker as a list of names: its files are the report's, to rewrite."""
+    import shutil
+
+    from rotnet.layout import REPORT_MARKER
+
+    root = tmp_path / "copy"
+    shutil.copytree(runs, root)
+    write_report(root)
+    (root / REPORT_MARKER).write_text(json.dumps(["report.md", "results.json", "results.csv"]))
+    (root / "report.md").write_text("an older report")
+    write_report(root)
+    assert "| rotation | resnet18 |" in (root / "report.md").read_text()
+
+
+@pytest.mark.parametrize(
     "name, garbage",
     [
         ("result.json", "[1, 2]"),

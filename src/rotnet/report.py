@@ -19,7 +19,7 @@ from rotnet.curves import accuracy_curve, deeper_comparisons, deeper_section, ga
 from rotnet.data import data_diff
 from rotnet.errors import RotnetError
 from rotnet.experiments import EXPERIMENTS, reference_results
-from rotnet.files import atomic_write_text, file_in_the_way, make_folder, refuse_links
+from rotnet.files import atomic_write_text, file_in_the_way, make_folder, refuse_links, sha256_file
 from rotnet.gains import gain_finding, gain_text, signed, with_gains
 from rotnet.layout import (
     CONFIG,
@@ -374,18 +374,33 @@ def preset_claim(preset: str | None, runs: list[dict], root: Path, claimed: bool
 
 
 def refuse_foreign_outputs(root: Path) -> list[str]:
-    """Refuse a folder that holds report files this report did not write (a user's own report.md, say); return
-    the names the report writes. `reproduce` calls it before training, so that it fails now rather than hours in."""
-    marker = read_json(root / REPORT_MARKER)
-    ours = set(marker) if isinstance(marker, list) else set()
+    """Refuse a folder that holds report files this report did not write (a user's own report.md, say) or that
+    changed since it wrote them (notes added to its report.md); return the names the report writes. `reproduce`
+    calls it before training, so that it fails now rather than hours in."""
+    written = report_marker(root)
     names = [*OUTPUTS, *(f"plots/{p}" for p in PLOTS)]
-    foreign = [n for n in names if (root / n).exists() and n not in ours]
+    foreign = [n for n in names if (root / n).exists() and n not in written]
     if foreign:
         raise RotnetError(
             f"{root} already holds {', '.join(foreign[:3])} that rotnet report did not write; "
             "move them away or report into another folder"
         )
+    changed = [n for n in names if written.get(n) and (root / n).is_file() and sha256_file(root / n) != written[n]]
+    if changed:
+        raise RotnetError(
+            f"{root} holds {', '.join(changed[:3])} changed since rotnet report wrote them (edited by hand?); "
+            "move them away or report into another folder"
+        )
     return names
+
+
+def report_marker(root: Path) -> dict[str, str | None]:
+    """What REPORT_MARKER says the report wrote: each name with the sha256 of the file as written, None for one
+    whose writing did not end (or a marker of rotnet <= 0.6, a list of names), which any content is taken for."""
+    marker = read_json(root / REPORT_MARKER)
+    if isinstance(marker, list):
+        return dict.fromkeys(marker)
+    return {k: v for k, v in marker.items() if isinstance(v, str | None)} if isinstance(marker, dict) else {}
 
 
 def flat_row(row: dict, seeds: list[int]) -> dict:
@@ -400,7 +415,15 @@ def flat_row(row: dict, seeds: list[int]) -> dict:
 
 
 def claim_outputs(root: Path) -> None:
-    atomic_write_text(root / REPORT_MARKER, json.dumps(refuse_foreign_outputs(root)) + "\n")
+    """Mark the report's files as its own, with no content yet: a report stopped while writing leaves them its own."""
+    atomic_write_text(root / REPORT_MARKER, json.dumps(dict.fromkeys(refuse_foreign_outputs(root))) + "\n")
+
+
+def seal_outputs(root: Path) -> None:
+    """Record each report file's sha256 as written, so that a hand's edit since is never overwritten."""
+    names = [*OUTPUTS, *(f"plots/{p}" for p in PLOTS)]
+    written = {n: sha256_file(root / n) if (root / n).is_file() else None for n in names}
+    atomic_write_text(root / REPORT_MARKER, json.dumps(written) + "\n")
 
 
 def write_report(root: Path, preset: str | None = None, *, claimed: bool = False) -> Path:
@@ -520,4 +543,5 @@ def write_report(root: Path, preset: str | None = None, *, claimed: bool = False
     lines += ["", "## The reference report's wording", "", *worded] if worded else []
     path = root / "report.md"
     atomic_write_text(path, "\n".join(lines) + "\n")
+    seal_outputs(root)
     return path
