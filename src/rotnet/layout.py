@@ -42,8 +42,8 @@ OUTPUT_SIGNS = {
     "label-efficiency.json": has_rotnet_version,
     REPORT_MARKER: lambda d: (
         (isinstance(d, list) and all(isinstance(n, str) for n in d))  # rotnet <= 0.6
-        or (isinstance(d, dict) and all(isinstance(v, str | None) for v in d.values()))
-    ),  # name -> sha256 as written
+        or (isinstance(d, dict) and all(isinstance(v, str | None) for v in d.values()))  # name -> sha256 as written
+    ),
     CONFIG: lambda d: has_rotnet_version(d) and isinstance(d.get("config"), dict),
 }
 
