@@ -74,7 +74,7 @@ def test_a_report_file_edited_since_it_was_written_is_never_overwritten(runs, tm
             "--no-download", "--experiments", "rotation"]  # fmt: skip
     before = sorted(root.rglob("*"))
     assert main(["report", str(root)] if command == "report" else args) == 2
-    said = f"{root} holds {name} changed since rotnet report wrote them (edited by hand?)"
+    said = f"{root} holds {name} changed since rotnet report wrote it (edited by hand?); move it away or report"
     assert said in capsys.readouterr().err
     assert (root / name).read_bytes() == edited and sorted(root.rglob("*")) == before
     (root / name).unlink()  # moved away: the report is written again, and again freely

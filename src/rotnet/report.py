@@ -387,9 +387,10 @@ def refuse_foreign_outputs(root: Path) -> list[str]:
         )
     changed = [n for n in names if written.get(n) and (root / n).is_file() and sha256_file(root / n) != written[n]]
     if changed:
+        them = "it" if len(changed) == 1 else "them"
         raise RotnetError(
-            f"{root} holds {', '.join(changed[:3])} changed since rotnet report wrote them (edited by hand?); "
-            "move them away or report into another folder"
+            f"{root} holds {', '.join(changed[:3])} changed since rotnet report wrote {them} (edited by hand?); "
+            f"move {them} away or report into another folder"
         )
     return names
 
