@@ -73,6 +73,8 @@ PLOTS = (
     "label_efficiency.png",
 )
 
+REPORT_FILES = (*OUTPUTS, *(f"plots/{p}" for p in PLOTS))  # every file the report writes under a runs root
+
 
 def collect(root: Path) -> list[dict]:
     """One entry per run folder, with its status: finished, failed, partial (some epochs), started, unreadable (a
@@ -378,21 +380,21 @@ def refuse_foreign_outputs(root: Path) -> list[str]:
     changed since it wrote them (notes added to its report.md); return the names the report writes. `reproduce`
     calls it before training, so that it fails now rather than hours in."""
     written = report_marker(root)
-    names = [*OUTPUTS, *(f"plots/{p}" for p in PLOTS)]
-    foreign = [n for n in names if (root / n).exists() and n not in written]
+    foreign = [n for n in REPORT_FILES if (root / n).exists() and n not in written]
     if foreign:
         raise RotnetError(
             f"{root} already holds {', '.join(foreign[:3])} that rotnet report did not write; "
             "move them away or report into another folder"
         )
-    changed = [n for n in names if written.get(n) and (root / n).is_file() and sha256_file(root / n) != written[n]]
+    here = [n for n in REPORT_FILES if written.get(n) and (root / n).is_file()]
+    changed = [n for n in here if sha256_file(root / n) != written[n]]
     if changed:
         them = "it" if len(changed) == 1 else "them"
         raise RotnetError(
             f"{root} holds {', '.join(changed[:3])} changed since rotnet report wrote {them} (edited by hand?); "
             f"move {them} away or report into another folder"
         )
-    return names
+    return list(REPORT_FILES)
 
 
 def report_marker(root: Path) -> dict[str, str | None]:
@@ -422,8 +424,7 @@ def claim_outputs(root: Path) -> None:
 
 def seal_outputs(root: Path) -> None:
     """Record each report file's sha256 as written, so that a hand's edit since is never overwritten."""
-    names = [*OUTPUTS, *(f"plots/{p}" for p in PLOTS)]
-    written = {n: sha256_file(root / n) if (root / n).is_file() else None for n in names}
+    written = {n: sha256_file(root / n) if (root / n).is_file() else None for n in REPORT_FILES}
     atomic_write_text(root / REPORT_MARKER, json.dumps(written) + "\n")
 
 
