@@ -55,6 +55,63 @@ def test_explicit_init_is_allowed_and_recorded(tiny_runs, tmp_path, fake_root):
     assert record["init_from"] == "--init" and record["init_weights"] == str(path)
 
 
+ROTATION = "runs/resnet18/rotation/seed0"
+SAME_WEIGHTS = {  # the first call's --init, the second's (None: no --init, the lookup in the runs root), one weights
+    "its folder, then its weights file": (ROTATION, f"{ROTATION}/model.safetensors"),
+    "relative, then absolute": (ROTATION, "ABSOLUTE"),
+    "the lookup, then --init": (None, ROTATION),
+    "--init, then the lookup": (ROTATION, None),
+}
+
+
+@pytest.mark.parametrize("how", ["reused when finished", "resumed when stopped", "verified from a kept epoch"])
+@pytest.mark.parametrize("spelled", list(SAME_WEIGHTS))
+def test_a_from_rotation_run_whose_weights_are_named_another_way_is_the_same_run(
+    tiny_runs, tmp_path, fake_root, monkeypatch, capsys, spelled, how
+):
+    """Where rotation weights lie (init_path) was compared as text wherever a run's configuration is: the same run
+    was refused as "a different configuration" when its weights were named another way, and `verify --from-epoch`
+    refused every from-rotation run ("checkpoint ... belongs to another run (init_path: '' -> ...)"), since it names
+    the weights where it finds them. What they are is compared by sha256 (`config.WHERE`, `config.run_diff`)."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(tiny_runs, tmp_path / "runs")
+    first, second = (["--init", str(tmp_path / ROTATION) if s == "ABSOLUTE" else s] if s else [] for s in
+                     SAME_WEIGHTS[spelled])  # fmt: skip
+    run, args = tmp_path / "runs/resnet18/full-from-rotation/seed0", ("train", "full-from-rotation")
+    if how == "resumed when stopped":
+        assert partial(*args, *first, root=tmp_path / "runs", data=fake_root, monkeypatch=monkeypatch) == 130
+    else:
+        assert cli(*args, *first, "--keep-epoch", "1", root=tmp_path / "runs", data=fake_root) == 0
+    sha = json.loads((run / "config.json").read_text())["init_sha256"]
+    capsys.readouterr()
+    if how == "verified from a kept epoch":
+        assert main(["verify", str(run), "--from-epoch", "2", "--data-root", str(fake_root), "--device", "cpu"]) == 0
+        return
+    keep = ["--keep-epoch", "1"] if how == "reused when finished" else []
+    assert cli(*args, *second, *keep, root=tmp_path / "runs", data=fake_root) == 0, capsys.readouterr().err
+    said = capsys.readouterr().out
+    assert ("already finished; reusing it" in said) == (how == "reused when finished"), said
+    assert json.loads((run / "config.json").read_text())["init_sha256"] == sha and (run / "result.json").is_file()
+
+
+@pytest.mark.parametrize("state", ["finished", "stopped"])
+def test_a_from_rotation_run_is_never_reused_or_resumed_from_other_weights(
+    tiny_runs, tmp_path, fake_root, monkeypatch, capsys, state
+):
+    """What lets init_path's text go: other weights, however named, are refused by their sha256."""
+    shutil.copytree(tiny_runs, tmp_path / "runs")
+    assert cli("train", "rotation", "--seed", "1", root=tmp_path / "other", data=fake_root) == 0
+    args = ("train", "full-from-rotation", "--init", str(tmp_path / "runs/resnet18/rotation/seed0"))
+    if state == "stopped":
+        assert partial(*args, root=tmp_path / "runs", data=fake_root, monkeypatch=monkeypatch) == 130
+    else:
+        assert cli(*args, root=tmp_path / "runs", data=fake_root) == 0
+    capsys.readouterr()
+    other = str(tmp_path / "other/resnet18/rotation/seed1")
+    assert cli("train", "full-from-rotation", "--init", other, root=tmp_path / "runs", data=fake_root) == 2
+    assert "was trained from other rotation weights" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("pretrained", "claims", "refused"),
     [

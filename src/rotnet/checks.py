@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from rotnet import checkpoint as ckpt
-from rotnet.config import ADDED, NOT_PROTOCOL, RunConfig, config_diff
+from rotnet.config import ADDED, NOT_PROTOCOL, RunConfig, config_diff, run_diff
 from rotnet.data import (
     Dataset,
     data_diff,
@@ -62,6 +62,13 @@ class Checked:
 
     weights: tuple[dict, dict] | None = None
     record: RunRecord | None = None
+
+    @property
+    def weights_compared(self) -> bool:
+        """Whether the source weights are the ones the record says the run started from, compared by sha256 (step 6
+        of `check_run`): then where they lie (`config.WHERE`) is no part of the run."""
+        config = self.record.config if self.record is not None else None
+        return self.weights is not None and isinstance(config, dict) and isinstance(config.get("init_sha256"), str)
 
 
 def init_weights(cfg: RunConfig, runs_root: Path, source: Source | None) -> tuple[dict, dict]:
@@ -248,7 +255,7 @@ def check_run(
         return Checked(weights, record)
     if not finished:
         refuse_missing_keys(folder, record.config)
-    refuse_changed_config(folder, cfg, record.config)
+    refuse_changed_config(folder, cfg, record.config, Checked(weights, record).weights_compared)
     if data is not None:
         refuse_other_data(folder, data, record.config)
     if weights is not None:
@@ -256,9 +263,10 @@ def check_run(
     return Checked(weights, record)
 
 
-def refuse_changed_config(folder: Path, cfg: RunConfig, record: dict) -> None:
-    """A run continues, or is reused, only under the configuration it recorded: name the keys that differ."""
-    diff = config_diff(record["config"], cfg.to_dict())
+def refuse_changed_config(folder: Path, cfg: RunConfig, record: dict, weights_compared: bool = False) -> None:
+    """A run continues, or is reused, only under the configuration it recorded: name the keys that differ (where
+    its rotation weights lie is none of them when what they are is compared: `config.run_diff`)."""
+    diff = run_diff(record["config"], cfg.to_dict(), weights_compared)
     if diff:
         raise RotnetError(
             f"{folder} holds a run with a different configuration ({'; '.join(diff)}); "

@@ -426,6 +426,19 @@ def config_diff(old: dict, new: dict, ignore: tuple[str, ...] = ()) -> list[str]
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in differ]
 
 
+# Where a from-rotation run's weights lay when it started, not what they were: config.json's init_sha256 says that,
+# and a run is resumed or reused only beside the same weights (checks.refuse_other_source). Compared as text, the
+# same run was refused as "a different configuration" when its weights were named another way (its folder, then
+# its model.safetensors; a relative path, then the absolute one; --init, then the lookup in the runs root).
+WHERE = ("init_path",)
+
+
+def run_diff(recorded: dict, new: dict, weights_compared: bool) -> list[str]:
+    """What a run's recorded configuration differs in from the one it is resumed or reused under (`config_diff`):
+    `WHERE` left out when its weights are compared by sha256."""
+    return config_diff(recorded, new, WHERE if weights_compared else ())
+
+
 def moved_folder(key: str, old: Any, new: Any) -> bool:
     """Whether a dataset key names the same image folder at another place (the same folder name: the same run
     folder), as a run resumed, reused or verified after its folder moved, or on another machine."""

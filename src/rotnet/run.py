@@ -90,7 +90,8 @@ def run(
             model, init_info = init_model(cfg, classes, checked.weights)
             refuse_broken_source(cfg, model, data, init_info)
             engine = build_engine(cfg, model, context, normalization(cfg, data))
-            state = restore_state(folder, cfg, engine, steps, stream_contract(context.device), checked.record)
+            contract = stream_contract(context.device)
+            state = restore_state(folder, cfg, engine, steps, contract, checked.record, checked.weights_compared)
         except (RotnetError, OSError, RuntimeError):
             if created:  # nothing of a run refused before it started is left behind (a report would list it)
                 lock.release()

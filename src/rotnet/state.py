@@ -10,7 +10,7 @@ from pathlib import Path
 
 from rotnet import checkpoint as ckpt
 from rotnet import files
-from rotnet.config import RunConfig, config_diff
+from rotnet.config import RunConfig, run_diff
 from rotnet.data import Dataset, normalization
 from rotnet.errors import RotnetError
 from rotnet.layout import CHECKPOINTS, CONFIG, METRICS, kept_name
@@ -58,21 +58,29 @@ def write_metrics(seal: Seal, state: LoopState) -> None:
 
 
 def restore_state(
-    folder: Path, cfg: RunConfig, engine: Engine, steps: int, stream: dict, record: RunRecord | None
+    folder: Path,
+    cfg: RunConfig,
+    engine: Engine,
+    steps: int,
+    stream: dict,
+    record: RunRecord | None,
+    weights_compared: bool = False,
 ) -> LoopState | None:
     """The newest checkpoint the run's manifest (`record`, as checked; None: no record, which vouches for none)
     vouches for, loaded into engine; None when the folder holds no checkpoint. A checkpoint of another configuration
     or stream contract (stream version, device type, torch version) is refused: the run would silently switch random
-    streams mid-way."""
+    streams mid-way. `weights_compared`: as `checks.Checked`'s."""
     found = ckpt.load_latest_checkpoint(folder / CHECKPOINTS, cfg.epochs, steps, manifest_vouch(record))
-    return None if found is None else restore(found, cfg, engine, stream)
+    return None if found is None else restore(found, cfg, engine, stream, weights_compared)
 
 
-def restore(found: tuple[dict, dict, Path], cfg: RunConfig, engine: Engine, stream: dict) -> LoopState:
+def restore(
+    found: tuple[dict, dict, Path], cfg: RunConfig, engine: Engine, stream: dict, weights_compared: bool = False
+) -> LoopState:
     """A checkpoint's (tensors, metadata, path) loaded into engine, refused if it belongs to another configuration
     or stream contract; returns its loop state."""
     tensors, meta, path = found
-    diff = config_diff(meta["config"], cfg.to_dict())
+    diff = run_diff(meta["config"], cfg.to_dict(), weights_compared)
     if diff:
         raise RotnetError(f"checkpoint {path} belongs to another run ({'; '.join(diff)})")
     changed = contract_diff(meta.get("stream"), stream)

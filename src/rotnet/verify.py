@@ -245,7 +245,8 @@ def verify(
         model, _ = init_model(cfg, classes, weights)
         context = RunContext(dev, folder, world=world)
         engine = build_engine(cfg, model, context, normalization(cfg, data))
-        state = restore(start, cfg, engine, now) if start else LoopState()
+        # source_weights found them by sha256: where they lie now is no part of the run (`config.WHERE`)
+        state = restore(start, cfg, engine, now, weights_compared=weights is not None) if start else LoopState()
         placed = place(cfg, data, engine, dev)
         train_epochs(cfg, engine, placed, state, until=last, log=lambda _: None, context=context)
         test_images, test_labels = placed.test_images, placed.test_labels
