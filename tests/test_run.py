@@ -112,6 +112,25 @@ def test_a_from_rotation_run_is_never_reused_or_resumed_from_other_weights(
     assert "was trained from other rotation weights" in capsys.readouterr().err
 
 
+def test_weights_named_by_a_relative_path_are_found_again_from_another_working_folder(
+    tiny_runs, tmp_path, fake_root, monkeypatch, capsys
+):
+    """config.json recorded `--init w/model.safetensors` as given, so verify run from another folder looked for
+    weights outside the runs root at a path that named none there ("... are not at w/model.safetensors or ...;
+    verify needs them"). The record names where they lay as an absolute path."""
+    (tmp_path / "w").mkdir()
+    shutil.copy(tiny_runs / "resnet18/rotation/seed0/model.safetensors", tmp_path / "w")
+    monkeypatch.chdir(tmp_path)
+    args = ("train", "full-from-rotation", "--init", "w/model.safetensors")
+    assert cli(*args, root=tmp_path / "runs", data=fake_root) == 0
+    run = tmp_path / "runs/resnet18/full-from-rotation/seed0"
+    assert json.loads((run / "config.json").read_text())["init_weights"] == str(tmp_path / "w/model.safetensors")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    capsys.readouterr()
+    assert main(["verify", str(run), "--data-root", str(fake_root), "--device", "cpu"]) == 0, capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("pretrained", "claims", "refused"),
     [

@@ -122,7 +122,7 @@ def init_weights(cfg: RunConfig, runs_root: Path, source: Source | None) -> tupl
     record = {
         "init": "rotation",
         "init_from": "--init" if cfg.init_path else "rotation run",
-        "init_weights": str(path),
+        "init_weights": str(Path(path).absolute()),  # found again by verify from any working folder
         "init_sha256": ckpt.digest(tensors),
         "init_source_config": src_cfg if isinstance(src_cfg, dict) else None,
         "init_source_data": source_data(made),
