@@ -16,11 +16,11 @@ from rotnet.data import (
     data_diff,
     diff_text,
     is_named,
+    lies_in,
     normalization,
     output_count,
     short_classes,
     subset_size,
-    within_folder,
 )
 from rotnet.errors import RotnetError, warn_once
 from rotnet.files import user_path
@@ -361,14 +361,17 @@ def refuse_untrainable(cfg: RunConfig, data: Dataset, ranks: int = 1) -> int:
     return outputs
 
 
-def refuse_writing_into_data(cfg: RunConfig, data: Dataset, runs_root: Path) -> None:
+def refuse_writing_into_data(cfg: RunConfig, runs_root: Path) -> None:
     """Nothing of a run is written inside the image folder it reads: a folder holding rotnet's outputs is never read as
-    images, so a runs root there (a plan's log, a report) made the next command find no images at all."""
+    images, so a runs root there (a plan's log, a report) made the next command find no images at all. Told from the
+    folder's path, before its images are read (a large folder's were prepared first, then refused)."""
+    if is_named(cfg.dataset):
+        return
     for written in (Path(runs_root), run_dir(runs_root, cfg)):
-        if within_folder(data, written):
+        if lies_in(written, cfg.dataset):
             what = "runs root" if written == Path(runs_root) else f"run folder under runs root {runs_root}"
-            raise RotnetError(f"the {what}, {written}, lies inside the image folder {data.root} that the run reads;"
-                              " name a runs root elsewhere")  # fmt: skip
+            raise RotnetError(f"the {what}, {written}, lies inside the image folder {cfg.dataset} that the run "
+                              "reads; name a runs root elsewhere")  # fmt: skip
 
 
 def warn_short_classes(cfg: RunConfig, data: Dataset) -> None:

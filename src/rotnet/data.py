@@ -91,7 +91,12 @@ def within_folder(data: Dataset, path: Path) -> bool:
     its images, or make it rotnet's output: a named dataset's reader takes its own files only)."""
     if data.checksums_match is not None or not data.root:
         return False
-    folder, path = Path(data.root).resolve(), Path(path).resolve()
+    return lies_in(path, data.root)
+
+
+def lies_in(path: Path | str, folder: Path | str) -> bool:
+    """Whether path is folder or lies inside it, as the paths are, links followed."""
+    folder, path = Path(folder).resolve(), Path(path).resolve()
     return path == folder or folder in path.parents
 
 

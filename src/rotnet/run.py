@@ -70,7 +70,7 @@ def run(
         return result
     # Before any folder is made: labels for classification, steps batch norm can train on.
     classes = refuse_untrainable(cfg, data, world.size)
-    refuse_writing_into_data(cfg, data, context.runs_root)
+    refuse_writing_into_data(cfg, context.runs_root)
     warn_short_classes(cfg, data)
     warn_without_knn(cfg, data)
     lock, created = None, None

@@ -69,6 +69,7 @@ def train_one(cfg: RunConfig, options: PlanOptions) -> dict:
     except RotnetError:
         refuse_unlabeled(cfg, options)
         raise
+    refuse_writing_into_data(cfg, options.runs_root)  # before a folder's images are read
     data = load_for(cfg, options.data)
     if weights is not None and cfg.pretrain_dataset:  # its own dataset's: checked in run
         refuse_other_pretraining_data(cfg, pretraining_data(cfg, source, options.data), weights[1])
@@ -195,9 +196,10 @@ def check_plan(configs: list[RunConfig], sources: list, options: PlanOptions, co
     log = options.runs_root / options.log_name
     if log.exists() and not has_rotnet_version(read_json(log)):  # the plan would write its history over it
         raise RotnetError(f"{log} is not a rotnet plan's log; move it away or name another runs root")
+    for cfg in configs:  # by the folders' paths, before any is read
+        refuse_writing_into_data(cfg, options.runs_root)
     for cfg, source in zip(configs, sources, strict=True):
         data = load_for(cfg, options.data)  # each data identity loaded once, for the plan
-        refuse_writing_into_data(cfg, data, options.runs_root)
         try:
             found = checked.get(cfg, Checked())
             if found.record is not None and found.record.config is not None:  # a run there to go on or reuse
