@@ -195,6 +195,8 @@ def test_an_empty_path_is_refused_never_read_as_a_default(tmp_path, monkeypatch,
         ({"data_root": 3.0}, "3.0 is not a path; name a folder or a file"),
         ({"runs_root": b"runs"}, "b'runs' is not a path; name a folder or a file"),  # was TypeError (bytes)
         ({"data_root": ["data"]}, "['data'] is not a path; name a folder or a file"),
+        ({"runs_root": "r\0"}, "'r\\x00' is not a path (it holds a NUL character)"),  # was ValueError: embedded null
+        ({"data_root": "d\0"}, "'d\\x00' is not a path (it holds a NUL character)"),
     ],
 )
 def test_an_api_argument_of_the_wrong_kind_is_one_rotnet_error_before_anything_is_written(
