@@ -90,13 +90,15 @@ def class_folders(split: Path) -> tuple[str, ...]:
     among them that reaches no folder is named, not passed over: a class whose link lost its target was left out."""
     names = []
     for e in os.scandir(split):
+        if e.name.startswith("."):  # hidden: the cache, say; never a class, whatever it is
+            continue
         try:
             is_dir = e.is_dir()  # follows a link
         except OSError:  # only a loop raises here
             raise RotnetError(f"{e.path} is a link that leads back to itself; remove it") from None
         if not is_dir and e.is_symlink() and not os.path.exists(e.path):
             raise RotnetError(f"{e.path} is a link to {os.readlink(e.path)}, which does not exist; remove it")
-        if is_dir and not e.name.startswith("."):
+        if is_dir:
             names.append(e.name)
     return tuple(sorted(names))
 
