@@ -255,12 +255,13 @@ def check_run(
         return Checked(weights, record)
     if not finished:
         refuse_missing_keys(folder, record.config)
-    refuse_changed_config(folder, cfg, record.config, Checked(weights, record).weights_compared)
+    checked = Checked(weights, record)
+    refuse_changed_config(folder, cfg, record.config, checked.weights_compared)
     if data is not None:
         refuse_other_data(folder, data, record.config)
     if weights is not None:
         refuse_other_source(folder, cfg, context.runs_root, record.config, weights[1]["init_sha256"])
-    return Checked(weights, record)
+    return checked
 
 
 def refuse_changed_config(folder: Path, cfg: RunConfig, record: dict, weights_compared: bool = False) -> None:
