@@ -50,8 +50,8 @@ def readme_table(heading: str) -> tuple[list[str], dict[str, list[str]]]:
 @pytest.mark.parametrize(
     "heading, folder, preset",
     [
-        ("### The paper protocol on this machine's CPU (2 cores, fp32)", "paper-cpu", "paper"),
-        ("### Quick preset on this machine's CPU (2 cores, fp32)", "quick-cpu", "quick"),
+        ("### The paper protocol on a 2-core CPU (fp32)", "paper-cpu", "paper"),
+        ("### Quick preset on a 2-core CPU (fp32)", "quick-cpu", "quick"),
     ],
 )
 def test_the_readmes_results_tables_are_the_committed_reports_numbers(heading, folder, preset):
@@ -94,7 +94,7 @@ def test_every_figure_in_the_readmes_paper_findings_is_one_the_report_computed()
     gain, an interval's end, a gain at some epoch, a deeper model's difference) must be one results.json holds, so
     that a remade report cannot leave the prose behind it; and each finding's figures must come from the rows it
     names (a whole-network figure quoted in the layer4 finding fails)."""
-    section = README.read_text().split("\n### The paper protocol on this machine's CPU (2 cores, fp32)\n", 1)[1]
+    section = README.read_text().split("\n### The paper protocol on a 2-core CPU (fp32)\n", 1)[1]
     section = section.split("\n### ", 1)[0]
     results = read_results(RESULTS / "paper-cpu/results.json")
 
@@ -165,6 +165,29 @@ def test_ci_runs_exactly_the_readmes_test_command():
     install = next(i for i, line in enumerate(ci) if "pip install" in line)
     steps = [line for line in ci[install + 1 :] if line and not line.startswith(("export ", "#"))]
     assert steps[0] == block
+
+
+def anchors(page: Path) -> set[str]:
+    """The #fragments GitHub gives a markdown page's headings (outside code blocks): lower case, punctuation but
+    '-' and '_' dropped, spaces as '-', a repeated heading's with -1, -2, ..."""
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+    seen: dict[str, int] = {}
+    for heading in re.findall(r"^#{1,6} (.+)$", text, flags=re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        seen[slug] = seen.get(slug, -1) + 1
+    return {slug if not n else f"{slug}-{n}" for slug, count in seen.items() for n in range(count + 1)}
+
+
+def test_every_link_between_the_docs_lands_on_a_page_and_a_heading_it_has():
+    """A heading renamed (the results' "this machine's CPU", once their runs came from two CPUs) leaves every link to
+    it pointing nowhere; GitHub then opens the page at its top, silently."""
+    pages = [README, *README.parent.glob("docs/**/*.md")]
+    assert len(pages) > 10
+    for page in pages:
+        for target, fragment in re.findall(r"\]\(([^)#:\s]*)#([^)\s]+)\)", page.read_text()):
+            linked = page.parent / target if target else page
+            assert linked.exists(), (page, target)
+            assert linked.suffix != ".md" or fragment in anchors(linked), (page, target, fragment)
 
 
 def test_the_readme_is_a_page_a_user_plans_from_and_links_every_doc_once():
